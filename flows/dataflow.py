@@ -1,0 +1,89 @@
+"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from flows.bars import BarBook
+from flows.dedup import Dedup
+from flows.events import Clock, Fresh, GapEvent, SymbolOut
+from flows.sources import make_source
+from flows.trades import Trades
+from storage.sink import SqliteSink
+from ticklens.config import TIMEFRAME_MS, Config
+
+FEED_KEY = "_feed"
+
+
+def build_flow(cfg: Config) -> Dataflow:
+    flow = Dataflow("ticklens")
+    items = op.input("source", flow, make_source(cfg))  # Trades | Clock | Rejected | FeedStats
+    keyed = op.flat_map("route", items, _router(cfg.symbols))  # ("btcusdt", Trades | Clock) | ("_feed", …)
+    split = op.branch("split_feed", keyed, _is_symbol_item)
+    fresh = op.stateful_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # ("btcusdt", Fresh)
+    barred = op.stateful_map("bars", fresh, _bars_step(cfg))  # ("btcusdt", SymbolOut)
+    stored = op.merge("to_store", barred, split.falses)
+    op.output("store", stored, SqliteSink(cfg.store.path, cfg.progress_interval_s))
+    return flow
+
+
+def _router(symbols: list[str]):
+    def route(item: Any) -> list[tuple[str, Any]]:
+        if isinstance(item, Trades):
+            return [(item.symbol, item)]
+        if isinstance(item, Clock):
+            return [(s, Clock(item.ts_ms, s)) for s in symbols]
+        return [(FEED_KEY, item)]
+
+    return route
+
+
+def _is_symbol_item(kv: tuple[str, Any]) -> bool:
+    return kv[0] != FEED_KEY
+
+
+def _dedup_step(lateness_ms: int):
+    def dedup(state: Dedup | None, item: Trades | Clock) -> tuple[Dedup, Fresh]:
+        state = state or Dedup(lateness_ms)
+        if isinstance(item, Clock):
+            now_ts = item.ts_ms
+            out = Fresh(symbol=item.symbol, clock=item.ts_ms)
+        else:
+            fresh, dups = state.fresh(item)
+            now_ts = state.max_ts
+            out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
+        out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
+        return state, out
+
+    return dedup
+
+
+def _bars_step(cfg: Config):
+    timeframes = {tf: TIMEFRAME_MS[tf] for tf in cfg.timeframes}
+
+    def step(state: BarBook | None, fresh: Fresh) -> tuple[BarBook, SymbolOut]:
+        trades = fresh.trades
+        if state is None:
+            state = BarBook(fresh.symbol, timeframes, cfg.bars.lateness_ms, cfg.bars.keep_closed_ms)
+        changed, merges = state.add(trades) if trades is not None else ([], [])
+        closed = state.advance(fresh.clock)
+        # A bar that closed in this step is written again so its `closed` flag lands.
+        changed.extend(closed)
+        out = SymbolOut(
+            symbol=state.symbol,
+            ticks=trades,
+            bars=changed,
+            merges=merges,
+            closed=closed,
+            gaps=fresh.gaps,
+            duplicates=fresh.duplicates,
+            late_trades=state.late_trades,
+            revisions=state.revisions,
+            watermark=state.watermark,
+        )
+        return state, out
+
+    return step

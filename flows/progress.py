@@ -1,0 +1,105 @@
+"""Running counters of the flow, printed to the terminal and stored as status rows."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from flows.events import FeedStats, SymbolOut
+
+
+def iso_ms(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class SymbolHealth:
+    trades: int = 0
+    last_trade_ms: int = 0
+    last_recv_ms: int = 0
+    duplicates: int = 0
+    late_trades: int = 0
+    revisions: int = 0
+    bars_written: int = 0
+    gaps_open: int = 0
+    gaps_total: int = 0
+    watermark_ms: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+
+
+class Progress:
+    """Counts what was stored; prints a line every `interval_s` and yields status documents."""
+
+    def __init__(self, interval_s: float, quiet: bool = False) -> None:
+        self.interval_s = interval_s
+        self.quiet = quiet or os.environ.get("TICKLENS_QUIET") == "1"
+        self.started = time.time()
+        self.symbols: dict[str, SymbolHealth] = {}
+        self.feeds: dict[str, FeedStats] = {}
+        self.rejects_stored = 0
+        self.trades_total = 0
+        self._last_print = time.monotonic()
+        self._last_trades = 0
+        self.rate = 0.0
+
+    def on_symbol(self, out: SymbolOut, wrote_bars: int, now_ms: int) -> None:
+        h = self.symbols.setdefault(out.symbol, SymbolHealth())
+        if out.ticks is not None and len(out.ticks):
+            n = len(out.ticks)
+            h.trades += n
+            self.trades_total += n
+            h.last_trade_ms = max(h.last_trade_ms, int(out.ticks.ts_ms.max()))
+            h.last_recv_ms = max(h.last_recv_ms, int(out.ticks.recv_ms.max()))
+        h.duplicates += out.duplicates
+        h.late_trades = out.late_trades
+        h.revisions = out.revisions
+        h.bars_written += wrote_bars
+        h.watermark_ms = out.watermark
+        for g in out.gaps:
+            if g.status == "open":
+                h.gaps_open += 1
+                h.gaps_total += 1
+            elif g.status == "filled":
+                h.gaps_open = max(0, h.gaps_open - 1)
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_print >= self.interval_s
+
+    def status_docs(self) -> dict[str, object]:
+        now = time.monotonic()
+        dt = max(now - self._last_print, 1e-6)
+        self.rate = (self.trades_total - self._last_trades) / dt
+        self._last_print, self._last_trades = now, self.trades_total
+        docs: dict[str, object] = {
+            "flow": {
+                "pid": os.getpid(),
+                "started_ms": int(self.started * 1000),
+                "trades_total": self.trades_total,
+                "trades_per_s": round(self.rate, 1),
+                "rejects": self.rejects_stored,
+                "feeds": {k: asdict(v) for k, v in self.feeds.items()},
+            }
+        }
+        for sym, h in self.symbols.items():
+            docs[f"symbol:{sym}"] = {k: v for k, v in vars(h).items() if k != "latency_ms"}
+        return docs
+
+    def print_line(self) -> None:
+        if self.quiet:
+            return
+        reconnects = sum(f.reconnects for f in self.feeds.values())
+        rejected = sum(f.rejected for f in self.feeds.values())
+        parts = [
+            f"{self.rate:,.0f} trades/s",
+            f"total {self.trades_total:,}",
+            f"bars {sum(h.bars_written for h in self.symbols.values()):,}",
+            f"reconnects {reconnects}",
+            f"rejected {rejected}",
+        ]
+        syms = " ".join(f"{s}@{iso_ms(h.last_trade_ms)}" for s, h in sorted(self.symbols.items()))
+        print(f"[ticklens] {' | '.join(parts)} | {syms}", file=sys.stderr, flush=True)

@@ -1,0 +1,282 @@
+"""Readers for recorded trades, merged across files in event-time order.
+
+Reads Binance data-archive CSVs (`aggTrades` and `trades` layouts, header or
+not, plain/.gz/.zip, ms or µs times) and raw WebSocket recordings
+(`<receive ns> <JSON>` per line, gzip: `../shared/data/binance/um_ws/`, and
+what our own `record:` option writes).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from flows.binance import parse_message, rejected
+from flows.trades import COLUMNS, Rejected, Trades
+
+AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
+TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
+_NAME_RE = re.compile(r"^([A-Za-z0-9]+)[-_](aggTrades|trades)[-_]", re.IGNORECASE)
+MICROS_THRESHOLD = 10**14  # epoch ms stays below this until year 5138
+BLOCK_ROWS = 65_536
+
+
+def file_kind(path: Path) -> tuple[str, str | None]:
+    """("agg"|"trades", symbol) for archive CSVs, ("ws", None) for recordings."""
+    m = _NAME_RE.match(path.name)
+    if m and ".csv" in path.name.lower():
+        return ("agg" if m.group(2).lower() == "aggtrades" else "trades", m.group(1).lower())
+    return ("ws", None)
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        zf = zipfile.ZipFile(path)
+        inner = [n for n in zf.namelist() if n.lower().endswith(".csv")]
+        if not inner:
+            raise ValueError(f"{path}: zip holds no .csv file")
+        return zf.open(inner[0])  # type: ignore[return-value]
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")  # noqa: SIM115
+
+
+@dataclass
+class Block:
+    """Rows of one or more symbols, sorted by trade time."""
+
+    symbols: np.ndarray  # object array of symbol strings
+    cols: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.cols["ts_ms"])
+
+
+def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple[Block, int]]:
+    """Yield (block, rows consumed) from an archive CSV, streaming."""
+    raw = _open_bytes(path)
+    first = raw.peek(64)[:64] if hasattr(raw, "peek") else b""
+    names = AGG_COLS if kind == "agg" else TRADE_COLS
+    has_header = bool(first) and not first[:1].isdigit()
+    if not first:
+        buf = raw.read()
+        has_header = bool(buf) and not buf[:1].isdigit()
+        raw = io.BytesIO(buf)  # type: ignore[assignment]
+    read_opts = pacsv.ReadOptions(
+        column_names=names, skip_rows=1 if has_header else 0, block_size=8 << 20
+    )
+    types = {n: pa.string() if n in ("price", "quantity", "qty") else None for n in names}
+    conv = pacsv.ConvertOptions(
+        column_types={k: v for k, v in types.items() if v is not None},
+        true_values=["true", "True", "TRUE"],
+        false_values=["false", "False", "FALSE"],
+    )
+    reader = pacsv.open_csv(raw, read_options=read_opts, convert_options=conv)
+    seen = 0
+    for batch in reader:
+        n = batch.num_rows
+        if seen + n <= skip:
+            seen += n
+            continue
+        start = max(0, skip - seen)
+        seen += n
+        b = batch.slice(start)
+        get = lambda c: b.column(c).to_numpy(zero_copy_only=False)  # noqa: E731
+        price = np.asarray(get("price"), dtype=np.float64)
+        if kind == "agg":
+            tid, qty = get("agg_trade_id"), get("quantity")
+            first_id, last_id, ts = get("first_trade_id"), get("last_trade_id"), get("transact_time")
+        else:
+            tid, qty, ts = get("id"), get("qty"), get("time")
+            first_id = last_id = tid
+        ts = np.asarray(ts, dtype=np.int64)
+        if len(ts) and ts.max() >= MICROS_THRESHOLD:
+            ts = ts // 1000
+        cols = {
+            "trade_id": np.asarray(tid, dtype=np.int64),
+            "ts_ms": ts,
+            "price": price,
+            "qty": np.asarray(qty, dtype=np.float64),
+            "is_buyer_maker": np.asarray(get("is_buyer_maker"), dtype=np.bool_),
+            "first_id": np.asarray(first_id, dtype=np.int64),
+            "last_id": np.asarray(last_id, dtype=np.int64),
+            "event_ms": ts,
+            "recv_ms": ts,
+        }
+        yield Block(np.full(len(ts), symbol, dtype=object), cols), seen
+    raw.close()
+
+
+@dataclass
+class RecordingStats:
+    skipped: int = 0
+    rejected: int = 0
+
+
+def _ws_blocks(path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected]) -> Iterator[tuple[Block, int]]:
+    """Yield (block, lines consumed) from a `<ns> <json>` recording."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    rows: list[tuple] = []
+    syms: list[str] = []
+    line_no = 0
+    with opener(path, "rb") as fh:  # type: ignore[operator]
+        for line in fh:
+            line_no += 1
+            if line_no <= skip:
+                continue
+            head, _, body = line.partition(b" ")
+            try:
+                recv_ms = int(head) // 1_000_000
+            except ValueError:
+                stats.rejected += 1
+                rejects.append(rejected(line.rstrip(), "recording line without a receive time", 0, str(path)))
+                continue
+            status, what, row = parse_message(body, recv_ms)
+            if status == "trade":
+                syms.append(what)
+                rows.append(row)  # type: ignore[arg-type]
+            elif status == "skip":
+                stats.skipped += 1
+            else:
+                stats.rejected += 1
+                rejects.append(rejected(body.rstrip(), what, recv_ms, str(path)))
+            if len(rows) >= BLOCK_ROWS:
+                yield _rows_block(syms, rows), line_no
+                rows, syms = [], []
+    yield _rows_block(syms, rows), line_no
+
+
+def _rows_block(syms: list[str], rows: list[tuple]) -> Block:
+    if not rows:
+        return Block(np.empty(0, dtype=object), {n: Trades.empty("").__getattribute__(n) for n in COLUMNS})
+    t = Trades.from_columns("", **dict(zip(COLUMNS, zip(*rows, strict=True), strict=True)))
+    return Block(np.asarray(syms, dtype=object), {n: getattr(t, n) for n in COLUMNS})
+
+
+@dataclass
+class FileStream:
+    """One file read block by block; `position` counts rows (CSV) or lines (recording) consumed."""
+
+    path: Path
+    position: int = 0
+    stats: RecordingStats = field(default_factory=RecordingStats)
+    rejects: list[Rejected] = field(default_factory=list)
+    _blocks: Iterator[tuple[Block, int]] | None = None
+    _buf: Block | None = None
+    _buf_end_pos: int = 0
+    _buf_offset: int = 0
+    done: bool = False
+
+    def _fill(self) -> None:
+        if self._blocks is None:
+            kind, symbol = file_kind(self.path)
+            if kind == "ws":
+                self._blocks = _ws_blocks(self.path, self.position, self.stats, self.rejects)
+            else:
+                self._blocks = _csv_blocks(self.path, kind, symbol or "", self.position)
+        while self._buf is None or self._buf_offset >= len(self._buf):
+            try:
+                block, end_pos = next(self._blocks)
+            except StopIteration:
+                self.done = True
+                self._buf = None
+                return
+            order = np.lexsort((block.cols["trade_id"], block.cols["ts_ms"]))
+            if not np.array_equal(order, np.arange(len(order))):
+                block = Block(block.symbols[order], {k: v[order] for k, v in block.cols.items()})
+            self._buf, self._buf_offset, self._buf_end_pos = block, 0, end_pos
+            if len(block) == 0:
+                self.position = end_pos
+
+    def head_ts(self) -> int | None:
+        if not self.done:
+            self._fill()
+        if self.done or self._buf is None:
+            return None
+        return int(self._buf.cols["ts_ms"][self._buf_offset])
+
+    def take_until(self, limit_ts: int, max_rows: int) -> Block:
+        """Rows with ts <= limit_ts (at least one), at most max_rows."""
+        self._fill()
+        buf = self._buf
+        assert buf is not None
+        ts = buf.cols["ts_ms"]
+        lo = self._buf_offset
+        hi = int(np.searchsorted(ts, limit_ts, side="right"))
+        hi = max(lo + 1, min(hi, lo + max_rows))
+        out = Block(buf.symbols[lo:hi], {k: v[lo:hi] for k, v in buf.cols.items()})
+        self._buf_offset = hi
+        # Position only advances past whole blocks: on resume we re-read the
+        # partly emitted block and the idempotent store drops what it has.
+        if hi >= len(buf):
+            self.position = self._buf_end_pos
+        return out
+
+
+def split_by_symbol(block: Block) -> list[Trades]:
+    if len(block) == 0:
+        return []
+    syms = block.symbols
+    first = syms[0]
+    if syms[-1] == first and (len(syms) < 3 or np.all(syms == first)):
+        return [Trades(symbol=first, **block.cols)]
+    out = []
+    for sym in dict.fromkeys(syms.tolist()):
+        idx = np.flatnonzero(syms == sym)
+        out.append(Trades(symbol=sym, **{k: v[idx] for k, v in block.cols.items()}))
+    return out
+
+
+class Replay:
+    """k-way merge of several files by trade time, block-granular and resumable."""
+
+    def __init__(self, paths: list[Path], positions: dict[str, int] | None = None) -> None:
+        missing = [str(p) for p in paths if not Path(p).exists()]
+        if missing:
+            raise FileNotFoundError(f"replay files not found: {', '.join(missing)}")
+        positions = positions or {}
+        self.files = [FileStream(Path(p), position=positions.get(str(p), 0)) for p in paths]
+
+    def positions(self) -> dict[str, int]:
+        return {str(f.path): f.position for f in self.files}
+
+    def stats(self) -> RecordingStats:
+        return RecordingStats(
+            skipped=sum(f.stats.skipped for f in self.files),
+            rejected=sum(f.stats.rejected for f in self.files),
+        )
+
+    def drain_rejects(self) -> list[Rejected]:
+        out: list[Rejected] = []
+        for f in self.files:
+            out.extend(f.rejects)
+            f.rejects.clear()
+        return out
+
+    def next_ts(self) -> int | None:
+        heads = [h for h in (f.head_ts() for f in self.files) if h is not None]
+        return min(heads) if heads else None
+
+    def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades] | None:
+        """Next rows in time order (None at end of input); [] if nothing is due before until_ts."""
+        heads = [(h, i) for i, f in enumerate(self.files) if (h := f.head_ts()) is not None]
+        if not heads:
+            return None
+        heads.sort()
+        h0, i0 = heads[0]
+        if until_ts is not None and h0 > until_ts:
+            return []
+        limit = heads[1][0] if len(heads) > 1 else np.iinfo(np.int64).max
+        if until_ts is not None:
+            limit = min(limit, until_ts)
+        return split_by_symbol(self.files[i0].take_until(limit, max_rows))

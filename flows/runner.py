@@ -1,0 +1,44 @@
+"""Runs the dataflow with recovery on by default (`python -m flows.runner`).
+
+`python -m bytewax.run flows` works too; this adds the recovery directory next
+to the store, created on first use, and a clear message for a bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+from flows.dataflow import build_flow
+from ticklens.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flows.runner")
+    parser.add_argument("-w", "--workers", type=int, default=1)
+    parser.add_argument("--no-recovery", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config()
+    except ConfigError as e:
+        print(f"ticklens: {e}", file=sys.stderr)
+        return 2
+    flow = build_flow(cfg)
+    recovery = None
+    if cfg.recovery.enabled and not args.no_recovery:
+        rdir = cfg.recovery_dir
+        if not (rdir / "part-0.sqlite3").exists():
+            rdir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(rdir, 1)
+        recovery = RecoveryConfig(str(rdir))
+    interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
+    cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The normalised trade record every step past the source works with.
+
+Trades travel through the dataflow as columnar batches of one symbol (numpy
+arrays), so per-trade Python work happens only at the wire edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COLUMNS = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id", "event_ms", "recv_ms")
+_DTYPES = {
+    "trade_id": np.int64,
+    "ts_ms": np.int64,
+    "price": np.float64,
+    "qty": np.float64,
+    "is_buyer_maker": np.bool_,
+    "first_id": np.int64,
+    "last_id": np.int64,
+    "event_ms": np.int64,
+    "recv_ms": np.int64,
+}
+
+
+@dataclass(slots=True)
+class Trades:
+    """A batch of trades of one symbol; ids are Binance's (aggTrade `a` or trade `t`).
+
+    `ts_ms` is the exchange trade time `T`, `event_ms` the event time `E`,
+    `recv_ms` the local receive time. `first_id`/`last_id` are the underlying
+    trade ids of an aggTrade (both equal `trade_id` for a plain trade).
+    """
+
+    symbol: str
+    trade_id: np.ndarray
+    ts_ms: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    is_buyer_maker: np.ndarray
+    first_id: np.ndarray
+    last_id: np.ndarray
+    event_ms: np.ndarray
+    recv_ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.trade_id)
+
+    @classmethod
+    def from_columns(cls, symbol: str, **cols: object) -> Trades:
+        arrays = {}
+        for name in COLUMNS:
+            src = cols.get(name)
+            if src is None:
+                if name in ("first_id", "last_id"):
+                    src = cols["trade_id"]
+                elif name in ("event_ms", "recv_ms"):
+                    src = cols["ts_ms"]
+            arrays[name] = np.asarray(src, dtype=_DTYPES[name])
+        return cls(symbol=symbol, **arrays)
+
+    @classmethod
+    def empty(cls, symbol: str) -> Trades:
+        return cls(symbol=symbol, **{n: np.empty(0, dtype=_DTYPES[n]) for n in COLUMNS})
+
+    def take(self, index: np.ndarray) -> Trades:
+        return Trades(symbol=self.symbol, **{n: getattr(self, n)[index] for n in COLUMNS})
+
+    def sorted(self) -> Trades:
+        """Ordered by (trade time, trade id), the order open/close are defined by."""
+        ts, ids = self.ts_ms, self.trade_id
+        if len(ts) < 2 or (np.all(ts[1:] >= ts[:-1]) and np.all((ts[1:] > ts[:-1]) | (ids[1:] > ids[:-1]))):
+            return self
+        return self.take(np.lexsort((ids, ts)))
+
+    @staticmethod
+    def concat(batches: list[Trades]) -> Trades:
+        if len(batches) == 1:
+            return batches[0]
+        return Trades(
+            symbol=batches[0].symbol,
+            **{n: np.concatenate([getattr(b, n) for b in batches]) for n in COLUMNS},
+        )
+
+    def rows(self) -> list[tuple]:
+        """Rows for the `ticks` table, in its column order."""
+        return list(
+            zip(
+                [self.symbol] * len(self),
+                self.trade_id.tolist(),
+                self.ts_ms.tolist(),
+                self.price.tolist(),
+                self.qty.tolist(),
+                self.is_buyer_maker.astype(np.int8).tolist(),
+                self.first_id.tolist(),
+                self.last_id.tolist(),
+                self.event_ms.tolist(),
+                self.recv_ms.tolist(),
+                strict=True,
+            )
+        )
+
+
+@dataclass(slots=True)
+class TradeBuffer:
+    """Row-wise accumulator for trades parsed one message at a time."""
+
+    symbol: str
+    rows: list[tuple] = field(default_factory=list)
+
+    def add(self, row: tuple) -> None:
+        self.rows.append(row)
+
+    def drain(self) -> Trades:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return Trades.empty(self.symbol)
+        cols = list(zip(*rows, strict=True))
+        return Trades.from_columns(self.symbol, **dict(zip(COLUMNS, cols, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message we could not use: kept aside (dead-letter table), never fatal."""
+
+    recv_ms: int
+    reason: str
+    raw: bytes
+    source: str = ""

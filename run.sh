@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# First command of the README: set up .venv on a fresh machine, then start ticklens
+# (local feed replaying bundled real trades, the dataflow, the API and the dashboard).
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import ticklens, bytewax, panel" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e .
+  touch .venv/.installed
+fi
+exec .venv/bin/ticklens "${@:-up}"

@@ -1,0 +1,86 @@
+"""The SQLite schema of the store, created and versioned here (see docs/store.md)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta(
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- One row per exchange trade message, keyed so replays never duplicate.
+CREATE TABLE IF NOT EXISTS ticks(
+    symbol TEXT NOT NULL,
+    trade_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,          -- exchange trade time T, UTC epoch ms
+    price REAL NOT NULL,
+    qty REAL NOT NULL,
+    is_buyer_maker INTEGER NOT NULL,
+    first_id INTEGER NOT NULL,       -- aggTrade: first underlying trade id
+    last_id INTEGER NOT NULL,
+    event_ms INTEGER NOT NULL,       -- exchange event time E
+    recv_ms INTEGER NOT NULL,        -- local receive time
+    PRIMARY KEY(symbol, trade_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bars(
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,       -- bucket [start_ms, start_ms + timeframe)
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL,            -- base asset
+    quote_volume REAL NOT NULL,      -- sum of price * qty
+    trades INTEGER NOT NULL,         -- exchange trade count, as in Binance klines
+    taker_buy_volume REAL NOT NULL,
+    taker_buy_quote_volume REAL NOT NULL,
+    vwap REAL NOT NULL,
+    max_qty REAL NOT NULL,
+    messages INTEGER NOT NULL,       -- trade messages (aggTrades) in the bar
+    open_ts INTEGER NOT NULL, open_id INTEGER NOT NULL,
+    close_ts INTEGER NOT NULL, close_id INTEGER NOT NULL,
+    first_id INTEGER NOT NULL, last_id INTEGER NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0,   -- >0: revised by late trades after it closed
+    closed INTEGER NOT NULL DEFAULT 0,     -- 0: in progress
+    origin TEXT NOT NULL DEFAULT 'flow',   -- flow | upload
+    updated_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(symbol, timeframe, start_ms)
+) WITHOUT ROWID;
+-- Messages we could not use, kept aside with the reason (dead letters).
+CREATE TABLE IF NOT EXISTS rejects(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recv_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
+    raw BLOB NOT NULL
+);
+-- Trade-id gaps per symbol.
+CREATE TABLE IF NOT EXISTS gaps(
+    symbol TEXT NOT NULL,
+    from_id INTEGER NOT NULL,
+    to_id INTEGER NOT NULL,
+    after_ts INTEGER NOT NULL,       -- trade time of the trade after the gap
+    detected_ms INTEGER NOT NULL,    -- wall time we declared it a gap
+    filled_ms INTEGER,
+    status TEXT NOT NULL DEFAULT 'open',  -- open | filled | unfillable
+    PRIMARY KEY(symbol, from_id)
+);
+-- Feed and flow health, one JSON document per key (per symbol and 'flow').
+CREATE TABLE IF NOT EXISTS status(
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+"""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create what is missing; refuse a store written by a newer version."""
+    conn.executescript(DDL)
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) > SCHEMA_VERSION:
+        raise RuntimeError(f"store schema version {row[0]} is newer than this ticklens ({SCHEMA_VERSION})")
+    conn.commit()

@@ -1,0 +1,76 @@
+"""The SQLite sink of the dataflow: one writer, one transaction per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from flows.events import FeedStats, SymbolOut
+from flows.progress import Progress
+from flows.trades import Rejected
+from storage.sqlite import StoreWriter, now_ms
+
+
+class _SqlitePartition(StatefulSinkPartition[object, None]):
+    def __init__(self, path: Path, progress: Progress) -> None:
+        self.writer = StoreWriter(path)
+        self.progress = progress
+
+    def write_batch(self, values: list[object]) -> None:
+        ticks: list[tuple] = []
+        bars: list[tuple] = []
+        merges: list[tuple] = []
+        rejects: list[tuple] = []
+        gaps: list[tuple] = []
+        outs: list[tuple[SymbolOut, int]] = []
+        ended = False
+        now = now_ms()
+        for item in values:
+            if isinstance(item, SymbolOut):
+                if item.ticks is not None and len(item.ticks):
+                    ticks.extend(item.ticks.rows())
+                # One row per bar: a batch may touch the same bar several times.
+                rows = {(b.timeframe, b.start_ms): b.row() for b in item.bars}
+                bars.extend(rows.values())
+                merges.extend(b.row() for b in item.merges)
+                gaps.extend(
+                    (g.symbol, g.from_id, g.to_id, g.after_ts, now, now if g.status == "filled" else None, g.status)
+                    for g in item.gaps
+                )
+                outs.append((item, len(rows) + len(item.merges)))
+            elif isinstance(item, Rejected):
+                rejects.append((item.recv_ms, item.reason, item.source, item.raw))
+            elif isinstance(item, FeedStats):
+                self.progress.feeds[item.source] = item
+                ended = ended or item.ended
+        for out, n in outs:
+            self.progress.on_symbol(out, n, now)
+        self.progress.rejects_stored += len(rejects)
+        status = None
+        if self.progress.due() or ended:
+            status = self.progress.status_docs()
+            self.progress.print_line()
+        self.writer.write(ticks=ticks, bars=bars, bar_merges=merges, rejects=rejects, gaps=gaps, status=status)
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.writer.write(status=self.progress.status_docs())
+        self.progress.print_line()
+        self.writer.close()
+
+
+class SqliteSink(FixedPartitionedSink[object, None]):
+    """All outputs go to one partition, so SQLite sees a single writer."""
+
+    def __init__(self, path: Path, progress_interval_s: float = 2.0) -> None:
+        self.path = path
+        self.progress_interval_s = progress_interval_s
+
+    def list_parts(self) -> list[str]:
+        return ["store"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SqlitePartition:
+        return _SqlitePartition(self.path, Progress(self.progress_interval_s))

@@ -1,0 +1,119 @@
+"""SQLite connections and the writes the dataflow makes (the embedded store)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+
+from flows.bars import BAR_COLUMNS
+from storage.schema import create_schema
+
+_BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
+_BAR_INSERT = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})"
+# A late trade for a bar no longer held in memory is folded into the stored bar.
+_BAR_MERGE = f"""
+INSERT INTO bars({",".join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})
+ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET
+  open = CASE WHEN excluded.open_ts < open_ts OR (excluded.open_ts = open_ts AND excluded.open_id < open_id)
+              THEN excluded.open ELSE open END,
+  open_id = CASE WHEN excluded.open_ts < open_ts OR (excluded.open_ts = open_ts AND excluded.open_id < open_id)
+              THEN excluded.open_id ELSE open_id END,
+  open_ts = MIN(open_ts, excluded.open_ts),
+  close = CASE WHEN excluded.close_ts > close_ts OR (excluded.close_ts = close_ts AND excluded.close_id > close_id)
+              THEN excluded.close ELSE close END,
+  close_id = CASE WHEN excluded.close_ts > close_ts OR (excluded.close_ts = close_ts AND excluded.close_id > close_id)
+              THEN excluded.close_id ELSE close_id END,
+  close_ts = MAX(close_ts, excluded.close_ts),
+  high = MAX(high, excluded.high),
+  low = MIN(low, excluded.low),
+  volume = ROUND(volume + excluded.volume, 8),
+  quote_volume = ROUND(quote_volume + excluded.quote_volume, 8),
+  trades = trades + excluded.trades,
+  taker_buy_volume = ROUND(taker_buy_volume + excluded.taker_buy_volume, 8),
+  taker_buy_quote_volume = ROUND(taker_buy_quote_volume + excluded.taker_buy_quote_volume, 8),
+  vwap = (quote_volume + excluded.quote_volume) / (volume + excluded.volume),
+  max_qty = MAX(max_qty, excluded.max_qty),
+  messages = messages + excluded.messages,
+  first_id = MIN(first_id, excluded.first_id),
+  last_id = MAX(last_id, excluded.last_id),
+  revision = revision + 1,
+  closed = 1,
+  origin = 'flow',
+  updated_ms = excluded.updated_ms
+"""
+_TICK_INSERT = (
+    "INSERT OR IGNORE INTO ticks(symbol, trade_id, ts_ms, price, qty, is_buyer_maker,"
+    " first_id, last_id, event_ms, recv_ms) VALUES(?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def connect(path: Path | str, *, readonly: bool = False, create: bool = True) -> sqlite3.Connection:
+    """Open the store in WAL mode; readers never block the single writer."""
+    p = Path(path)
+    if readonly:
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(p, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-65536")
+    if create and not readonly:
+        create_schema(conn)
+    return conn
+
+
+class StoreWriter:
+    """Batched, transactional writes of the dataflow's outputs."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.conn = connect(self.path)
+        self.conn.isolation_level = None  # explicit BEGIN/COMMIT
+
+    def write(
+        self,
+        ticks: Iterable[tuple] = (),
+        bars: Iterable[tuple] = (),
+        bar_merges: Iterable[tuple] = (),
+        rejects: Iterable[tuple] = (),
+        gaps: Iterable[tuple] = (),
+        status: dict[str, object] | None = None,
+    ) -> None:
+        """All of one dataflow batch in one transaction: a crash leaves none of it."""
+        ts = now_ms()
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(_TICK_INSERT, ticks)
+            c.executemany(_BAR_INSERT, (r + (ts,) for r in bars))
+            c.executemany(_BAR_MERGE, (r + (ts,) for r in bar_merges))
+            c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", rejects)
+            c.executemany(
+                "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
+                " VALUES(?,?,?,?,?,?,?) ON CONFLICT(symbol, from_id) DO UPDATE SET"
+                " to_id=excluded.to_id, filled_ms=excluded.filled_ms, status=excluded.status",
+                gaps,
+            )
+            if status:
+                c.executemany(
+                    "INSERT OR REPLACE INTO status(key, value, updated_ms) VALUES(?,?,?)",
+                    [(k, orjson.dumps(v).decode(), ts) for k, v in status.items()],
+                )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Second command of the README: install the test dependencies and run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import ticklens, pytest, schemathesis, playwright" 2>/dev/null || [ pyproject.toml -nt .venv/.installed-test ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[test]"
+  touch .venv/.installed-test
+fi
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"

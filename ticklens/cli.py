@@ -1,0 +1,134 @@
+"""`ticklens` command line: run the flow, the local feed, the API, the dashboard, or all of them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ticklens.config import ConfigError, config_path, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def flow_command(workers: int = 1) -> list[str]:
+    """The dataflow as its own process (recovery flags come from flows.runner)."""
+    return [_python(), "-m", "flows.runner", "-w", str(workers)]
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    print(f"[ticklens] starting {name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    for name, p in reversed(list(procs.items())):
+        if p.poll() is None:
+            print(f"[ticklens] stopping {name}", file=sys.stderr, flush=True)
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 15
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    env = dict(os.environ, TICKLENS_CONFIG=str(Path(args.config or config_path()).resolve()))
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        if cfg.source.kind == "feed":
+            url = urlparse(cfg.source.url or "")
+            feed_cmd = [_python(), "-m", "ticklens.cli", "feed", "--port", str(url.port or cfg.feed.port)]
+            if cfg.feed.simulate or not cfg.feed.paths:
+                feed_cmd += ["--simulate", "--symbols", ",".join(cfg.symbols)]
+            else:
+                feed_cmd += [str(p) for p in cfg.feed.paths] + ["--loop"]
+            feed_cmd += ["--speed", str(cfg.feed.speed)]
+            procs["feed"] = _spawn("feed", feed_cmd, env)
+            print(f"[ticklens] feed      ws://127.0.0.1:{url.port or cfg.feed.port}/market/stream", file=sys.stderr)
+        procs["flow"] = _spawn("flow", flow_command(), env)
+        if (ROOT / "api" / "app.py").exists():
+            procs["api"] = _spawn(
+                "api",
+                [_python(), "-m", "uvicorn", "api.app:app", "--host", cfg.api.host, "--port", str(cfg.api.port)],
+                env,
+            )
+            print(f"[ticklens] API       http://{cfg.api.host}:{cfg.api.port}/docs", file=sys.stderr)
+        if (ROOT / "panel_app" / "app.py").exists():
+            denv = dict(env, TICKLENS_API=f"http://{cfg.api.host}:{cfg.api.port}")
+            procs["dashboard"] = _spawn(
+                "dashboard",
+                [
+                    _python(), "-m", "panel", "serve", "panel_app/app.py",
+                    "--address", cfg.dashboard.host, "--port", str(cfg.dashboard.port),
+                    "--allow-websocket-origin", f"{cfg.dashboard.host}:{cfg.dashboard.port}",
+                    "--allow-websocket-origin", f"localhost:{cfg.dashboard.port}",
+                ],
+                denv,
+            )
+            print(f"[ticklens] dashboard http://{cfg.dashboard.host}:{cfg.dashboard.port}/app", file=sys.stderr)
+        print("[ticklens] Ctrl-C stops everything", file=sys.stderr, flush=True)
+        while True:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    if name == "flow" and cfg.source.kind == "replay" and p.returncode == 0:
+                        print("[ticklens] replay finished; API and dashboard keep serving", file=sys.stderr)
+                        procs.pop(name)
+                        break
+                    print(f"[ticklens] {name} exited with code {p.returncode}", file=sys.stderr)
+                    return p.returncode or 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop_all(procs)
+
+
+def cmd_flow(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.config:
+        env["TICKLENS_CONFIG"] = str(Path(args.config).resolve())
+    return subprocess.call(flow_command(args.workers), env=env, cwd=ROOT)
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    from flows.feed import main as feed_main
+
+    return feed_main(args.rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ticklens", description=__doc__)
+    parser.add_argument("--config", help="pipeline file (default: $TICKLENS_CONFIG or ./pipeline.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="feed (offline) or live source, flow, API and dashboard together").set_defaults(
+        func=cmd_up
+    )
+    p_flow = sub.add_parser("flow", help="run the dataflow only")
+    p_flow.add_argument("-w", "--workers", type=int, default=1)
+    p_flow.set_defaults(func=cmd_flow)
+    p_feed = sub.add_parser("feed", help="local Binance-compatible WebSocket feed", add_help=False)
+    p_feed.add_argument("rest", nargs=argparse.REMAINDER)
+    p_feed.set_defaults(func=cmd_feed)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"ticklens: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The one validated configuration model, loaded from `pipeline.yaml`.
+
+Every room (flow, API, dashboard, CLI) reads its settings from here, so a bad
+value fails once, at start, with the field and the value named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SYMBOL_RE = re.compile(r"^[a-z0-9]{2,30}$")
+TIMEFRAME_MS: dict[str, int] = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
+Timeframe = Literal["1s", "1m", "5m"]
+BINANCE_WS_URL = "wss://fstream.binance.com/market/stream"
+BINANCE_REST_URL = "https://fapi.binance.com"
+DEFAULT_CONFIG = "pipeline.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the field."""
+
+
+def normalise_symbol(value: str) -> str:
+    sym = str(value).strip().lower()
+    if not SYMBOL_RE.match(sym):
+        raise ValueError(f"symbol {value!r} must match [a-z0-9]{{2,30}}")
+    return sym
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Model):
+    kind: Literal["binance", "feed", "replay"] = "replay"
+    paths: list[Path] = Field(default_factory=list)
+    speed: Literal["max"] | Annotated[float, Field(gt=0)] = "max"
+    url: str | None = None
+    stream: Literal["aggTrade", "trade"] = "aggTrade"
+    record: Path | None = None
+    # Binance cuts every connection at 24 h; we roll over before that, with overlap.
+    rollover_s: float = Field(23 * 3600, gt=0)
+    overlap_s: float = Field(5.0, ge=0)
+    # Reconnect backoff: exponential with full jitter, capped.
+    backoff_initial_s: float = Field(0.2, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # No data on a connection for this long counts as a stall and forces a reconnect.
+    stall_s: float = Field(30.0, gt=0)
+    max_streams_per_connection: int = Field(200, ge=1, le=200)
+    queue_max: int = Field(1_000_000, ge=1_000)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("ws://", "wss://")):
+            raise ValueError(f"url {v!r} must start with ws:// or wss://")
+        return v
+
+    @model_validator(mode="after")
+    def _paths_for_replay(self) -> SourceConfig:
+        if self.kind == "replay" and not self.paths:
+            raise ValueError("source.kind 'replay' needs source.paths (one or more files)")
+        if self.kind == "feed" and not self.url:
+            self.url = "ws://127.0.0.1:9443/market/stream"
+        if self.kind == "binance" and not self.url:
+            self.url = BINANCE_WS_URL
+        return self
+
+
+class StoreConfig(_Model):
+    path: Path = Path("data/ticklens.db")
+    # Trades are written in transactions of at most this many rows.
+    batch_rows: int = Field(200_000, ge=1)
+
+
+class BarsConfig(_Model):
+    # A trade up to this much older than the newest seen still lands in an open bar;
+    # bars close (final for analytics) once the watermark passes end + lateness.
+    lateness_ms: int = Field(2_000, ge=0, le=600_000)
+    # Closed bars stay in memory this long for cheap revisions; older late trades
+    # are merged into the stored bar instead.
+    keep_closed_ms: int = Field(600_000, ge=0)
+
+
+class PairConfig(_Model):
+    legs: tuple[str, str]
+    window: int = Field(300, ge=3, le=100_000)
+    timeframes: list[Timeframe] = Field(default_factory=lambda: ["1s", "1m"])
+    log_prices: bool = False
+    adf_every: int = Field(10, ge=1)
+    kalman_delta: float = Field(1e-4, gt=0, lt=1)
+    kalman_obs_var: float = Field(1e-3, gt=0)
+
+    @field_validator("legs", mode="before")
+    @classmethod
+    def _legs(cls, v: Any) -> Any:
+        legs = tuple(normalise_symbol(s) for s in v)
+        if len(legs) != 2:
+            raise ValueError("a pair has exactly two legs")
+        if legs[0] == legs[1]:
+            raise ValueError(f"pair {legs[0]!r} is paired with itself")
+        return legs
+
+    @property
+    def name(self) -> str:
+        return f"{self.legs[0]}-{self.legs[1]}"
+
+
+class CorrelationConfig(_Model):
+    symbols: list[str] = Field(default_factory=list)
+    window: int = Field(300, ge=3, le=100_000)
+    timeframe: Timeframe = "1m"
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, v: Any) -> Any:
+        return [normalise_symbol(s) for s in v]
+
+
+class ApiConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Only the dashboard's origin may call the API from a browser.
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class DashboardConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(5006, ge=1, le=65535)
+
+
+class FeedConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(9443, ge=1, le=65535)
+    paths: list[Path] = Field(default_factory=list)
+    speed: float = Field(1.0, gt=0)
+    simulate: bool = False
+
+
+class RecoveryConfig(_Model):
+    enabled: bool = True
+    directory: Path | None = None  # default: next to the store
+    snapshot_interval_s: float = Field(5.0, gt=0)
+
+
+class BackfillConfig(_Model):
+    enabled: bool | None = None  # None: on for live Binance, off otherwise
+    rest_url: str = BINANCE_REST_URL
+    max_requests_per_minute: int = Field(600, ge=1)
+
+
+class Config(_Model):
+    symbols: list[str] = Field(min_length=1)
+    source: SourceConfig
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    timeframes: list[Timeframe] = Field(default_factory=lambda: ["1s", "1m", "5m"])
+    bars: BarsConfig = Field(default_factory=BarsConfig)
+    pairs: list[PairConfig] = Field(default_factory=list)
+    correlation: CorrelationConfig | None = None
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    feed: FeedConfig = Field(default_factory=FeedConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    progress_interval_s: float = Field(2.0, gt=0)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        syms = [normalise_symbol(s) for s in v]
+        if len(set(syms)) != len(syms):
+            raise ValueError(f"symbols {v!r} has duplicates")
+        return syms
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("timeframes must name at least one of 1s, 1m, 5m")
+        return sorted(set(v), key=TIMEFRAME_MS.__getitem__)
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _pairs(cls, v: Any) -> Any:
+        out = []
+        for item in v or []:
+            if isinstance(item, (list, tuple)):
+                item = {"legs": list(item)}
+            out.append(item)
+        return out
+
+    @model_validator(mode="after")
+    def _pairs_known(self) -> Config:
+        known = set(self.symbols)
+        for pair in self.pairs:
+            for leg in pair.legs:
+                if leg not in known:
+                    raise ValueError(f"pair {pair.name!r}: leg {leg!r} is not in symbols {self.symbols}")
+        if self.correlation:
+            for s in self.correlation.symbols:
+                if s not in known:
+                    raise ValueError(f"correlation.symbols: {s!r} is not in symbols {self.symbols}")
+        return self
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.recovery.directory or self.store.path.parent / "recovery"
+
+    def with_base(self, base: Path) -> Config:
+        """Resolve relative paths against the config file's folder."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p)
+
+        data = self.model_copy(deep=True)
+        data.source.paths = [fix(p) for p in data.source.paths]
+        if data.source.record:
+            data.source.record = fix(data.source.record)
+        data.store.path = fix(data.store.path)
+        data.feed.paths = [fix(p) for p in data.feed.paths]
+        if data.recovery.directory:
+            data.recovery.directory = fix(data.recovery.directory)
+        return data
+
+
+def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        lines.append(f"  {loc}: {e['msg']} (got {value!r})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("TICKLENS_CONFIG", DEFAULT_CONFIG))
+
+
+def parse_config(raw: dict[str, Any], base: Path | None = None) -> Config:
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, raw)) from None
+    return cfg.with_base(base) if base else cfg
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Load and validate the pipeline file (TICKLENS_CONFIG or ./pipeline.yaml)."""
+    p = Path(path) if path else config_path()
+    if not p.exists():
+        raise ConfigError(f"configuration file {str(p)!r} not found (set TICKLENS_CONFIG)")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
+    return parse_config(raw, base=p.resolve().parent)
