@@ -14,8 +14,12 @@ import numpy as np
 
 from flows.trades import Trades
 
-VOLUME_DECIMALS = 8  # Binance quantities have at most 8 decimals
-QUOTE_DECIMALS = 8
+# Sums are kept as exact integers so that any arrival order gives bit-identical bars:
+# quantities (at most 8 decimals on Binance) in units of 1e-8, and price*qty in
+# units of 2**-30 (a per-trade rounding below 1e-9 USDT, far under the archive's 0.01;
+# int64 holds 8.6e9 USDT of one bar within one batch).
+QTY_SCALE = 100_000_000
+QUOTE_SCALE = float(2**30)
 
 
 @dataclass(slots=True)
@@ -27,11 +31,11 @@ class Bar:
     high: float
     low: float
     close: float
-    volume: float
-    quote_volume: float
+    volume_units: int
+    quote_units: int
     trades: int
-    taker_buy_volume: float
-    taker_buy_quote_volume: float
+    taker_buy_volume_units: int
+    taker_buy_quote_units: int
     max_qty: float
     messages: int
     open_ts: int
@@ -51,22 +55,30 @@ class Bar:
             self.close, self.close_ts, self.close_id = other.close, other.close_ts, other.close_id
         self.high = max(self.high, other.high)
         self.low = min(self.low, other.low)
-        self.volume += other.volume
-        self.quote_volume += other.quote_volume
+        self.volume_units += other.volume_units
+        self.quote_units += other.quote_units
         self.trades += other.trades
-        self.taker_buy_volume += other.taker_buy_volume
-        self.taker_buy_quote_volume += other.taker_buy_quote_volume
+        self.taker_buy_volume_units += other.taker_buy_volume_units
+        self.taker_buy_quote_units += other.taker_buy_quote_units
         self.max_qty = max(self.max_qty, other.max_qty)
         self.messages += other.messages
         self.first_id = min(self.first_id, other.first_id)
         self.last_id = max(self.last_id, other.last_id)
 
     @property
+    def volume(self) -> float:
+        return self.volume_units / QTY_SCALE
+
+    @property
+    def quote_volume(self) -> float:
+        return self.quote_units / QUOTE_SCALE
+
+    @property
     def vwap(self) -> float:
-        return self.quote_volume / self.volume if self.volume else self.close
+        return self.quote_units / QUOTE_SCALE / self.volume if self.volume_units else self.close
 
     def row(self) -> tuple:
-        """Row for the `bars` table (rounded sums: float addition is not exact)."""
+        """Row for the `bars` table, in BAR_COLUMNS order."""
         return (
             self.symbol,
             self.timeframe,
@@ -75,11 +87,11 @@ class Bar:
             self.high,
             self.low,
             self.close,
-            round(self.volume, VOLUME_DECIMALS),
-            round(self.quote_volume, QUOTE_DECIMALS),
+            self.volume,
+            self.quote_volume,
             self.trades,
-            round(self.taker_buy_volume, VOLUME_DECIMALS),
-            round(self.taker_buy_quote_volume, QUOTE_DECIMALS),
+            self.taker_buy_volume_units / QTY_SCALE,
+            self.taker_buy_quote_units / QUOTE_SCALE,
             self.vwap,
             self.max_qty,
             self.messages,
@@ -91,6 +103,10 @@ class Bar:
             self.last_id,
             self.revision,
             int(self.closed),
+            self.volume_units,
+            self.quote_units,
+            self.taker_buy_volume_units,
+            self.taker_buy_quote_units,
         )
 
 
@@ -118,6 +134,10 @@ BAR_COLUMNS = (
     "last_id",
     "revision",
     "closed",
+    "volume_units",
+    "quote_units",
+    "taker_buy_volume_units",
+    "taker_buy_quote_units",
 )
 
 
@@ -132,10 +152,11 @@ def aggregate(trades: Trades, timeframe: str, tf_ms: int) -> list[Bar]:
     cut = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1
     starts = np.concatenate(([0], cut))
     ends = np.concatenate((cut, [n])) - 1
-    quote = price * qty
+    qty_u = np.rint(qty * QTY_SCALE).astype(np.int64)
+    quote_u = np.rint(price * qty * QUOTE_SCALE).astype(np.int64)
     taker = ~t.is_buyer_maker
-    tb_qty = np.where(taker, qty, 0.0)
-    tb_quote = np.where(taker, quote, 0.0)
+    tb_qty = np.where(taker, qty_u, 0)
+    tb_quote = np.where(taker, quote_u, 0)
     counts = t.last_id - t.first_id + 1
     cols = (
         bucket[starts].tolist(),
@@ -143,8 +164,8 @@ def aggregate(trades: Trades, timeframe: str, tf_ms: int) -> list[Bar]:
         np.maximum.reduceat(price, starts).tolist(),
         np.minimum.reduceat(price, starts).tolist(),
         price[ends].tolist(),
-        np.add.reduceat(qty, starts).tolist(),
-        np.add.reduceat(quote, starts).tolist(),
+        np.add.reduceat(qty_u, starts).tolist(),
+        np.add.reduceat(quote_u, starts).tolist(),
         np.add.reduceat(counts, starts).tolist(),
         np.add.reduceat(tb_qty, starts).tolist(),
         np.add.reduceat(tb_quote, starts).tolist(),

@@ -20,7 +20,9 @@ TRADE_EVENTS = ("aggTrade", "trade")
 OTHER_EVENTS = frozenset({"bookTicker", "depthUpdate", "markPriceUpdate", "kline", "24hrTicker", "forceOrder"})
 
 Row = tuple[int, int, float, float, bool, int, int, int, int]
-ParseResult = tuple[Literal["trade"], str, Row] | tuple[Literal["skip"], str, None] | tuple[Literal["reject"], str, None]
+ParseResult = (
+    tuple[Literal["trade"], str, Row] | tuple[Literal["skip"], str, None] | tuple[Literal["reject"], str, None]
+)
 
 
 def stream_names(symbols: list[str], stream: str) -> list[str]:

@@ -53,7 +53,7 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
 
 @dataclass
 class Block:
-    """Rows of one or more symbols, sorted by trade time."""
+    """Rows of one or more symbols, in file (arrival) order."""
 
     symbols: np.ndarray  # object array of symbol strings
     cols: dict[str, np.ndarray]
@@ -72,9 +72,7 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
         buf = raw.read()
         has_header = bool(buf) and not buf[:1].isdigit()
         raw = io.BytesIO(buf)  # type: ignore[assignment]
-    read_opts = pacsv.ReadOptions(
-        column_names=names, skip_rows=1 if has_header else 0, block_size=8 << 20
-    )
+    read_opts = pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0, block_size=8 << 20)
     types = {n: pa.string() if n in ("price", "quantity", "qty") else None for n in names}
     conv = pacsv.ConvertOptions(
         column_types={k: v for k, v in types.items() if v is not None},
@@ -91,7 +89,10 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
         start = max(0, skip - seen)
         seen += n
         b = batch.slice(start)
-        get = lambda c: b.column(c).to_numpy(zero_copy_only=False)  # noqa: E731
+
+        def get(c: str, b: pa.RecordBatch = b) -> np.ndarray:
+            return b.column(c).to_numpy(zero_copy_only=False)
+
         price = np.asarray(get("price"), dtype=np.float64)
         if kind == "agg":
             tid, qty = get("agg_trade_id"), get("quantity")
@@ -175,6 +176,7 @@ class FileStream:
     _buf: Block | None = None
     _buf_end_pos: int = 0
     _buf_offset: int = 0
+    _env: np.ndarray | None = None
     done: bool = False
 
     def _fill(self) -> None:
@@ -191,9 +193,8 @@ class FileStream:
                 self.done = True
                 self._buf = None
                 return
-            order = np.lexsort((block.cols["trade_id"], block.cols["ts_ms"]))
-            if not np.array_equal(order, np.arange(len(order))):
-                block = Block(block.symbols[order], {k: v[order] for k, v in block.cols.items()})
+            # Arrival order is kept (late trades stay late); merging uses the running max.
+            self._env = np.maximum.accumulate(block.cols["ts_ms"]) if len(block) else block.cols["ts_ms"]
             self._buf, self._buf_offset, self._buf_end_pos = block, 0, end_pos
             if len(block) == 0:
                 self.position = end_pos
@@ -203,14 +204,14 @@ class FileStream:
             self._fill()
         if self.done or self._buf is None:
             return None
-        return int(self._buf.cols["ts_ms"][self._buf_offset])
+        return int(self._env[self._buf_offset])
 
     def take_until(self, limit_ts: int, max_rows: int) -> Block:
         """Rows with ts <= limit_ts (at least one), at most max_rows."""
         self._fill()
         buf = self._buf
         assert buf is not None
-        ts = buf.cols["ts_ms"]
+        ts = self._env
         lo = self._buf_offset
         hi = int(np.searchsorted(ts, limit_ts, side="right"))
         hi = max(lo + 1, min(hi, lo + max_rows))

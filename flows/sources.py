@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -11,22 +11,24 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.events import Clock, FeedStats
 from ticklens.config import Config
 
-MAX_SPEED_ROWS = 50_000  # rows per emitted batch at speed 'max'
 PACED_ROWS = 5_000
 # At end of input a clock this far past the last trade closes every bar.
 EOF_CLOCK_MS = 3_600_000
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _ReplayPartition(StatefulSourcePartition[object, dict]):
-    def __init__(self, paths: list[Path], speed: float | str, symbols: set[str], resume: dict | None) -> None:
+    def __init__(
+        self, paths: list[Path], speed: float | str, symbols: set[str], batch_rows: int, resume: dict | None
+    ) -> None:
         from flows.replay import Replay
 
         self.replay = Replay(paths, positions=(resume or {}).get("positions"))
         self.speed = None if speed == "max" else float(speed)
+        self.batch_rows = batch_rows
         self.symbols = symbols
         self.start_wall: float | None = None
         self.start_ts: int | None = None
@@ -50,16 +52,14 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
         if self.done:
             raise StopIteration
         due = self._due_ts()
-        max_rows = MAX_SPEED_ROWS if self.speed is None else PACED_ROWS
+        max_rows = self.batch_rows if self.speed is None else min(PACED_ROWS, self.batch_rows)
         chunk = self.replay.take(max_rows, until_ts=due)
         out: list[object] = list(self.replay.drain_rejects())
         if chunk is None:
             self.done = True
             stats = self.replay.stats()
             out.append(Clock(self.last_ts + EOF_CLOCK_MS))
-            out.append(
-                FeedStats("replay", connected=False, rejected=stats.rejected, skipped=stats.skipped, ended=True)
-            )
+            out.append(FeedStats("replay", connected=False, rejected=stats.rejected, skipped=stats.skipped, ended=True))
             return out
         for trades in chunk:
             if trades.symbol in self.symbols:
@@ -91,12 +91,13 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
         self.paths = list(cfg.source.paths)
         self.speed = cfg.source.speed
         self.symbols = set(cfg.symbols)
+        self.batch_rows = cfg.source.batch_rows
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _ReplayPartition:
-        return _ReplayPartition(self.paths, self.speed, self.symbols, resume_state)
+        return _ReplayPartition(self.paths, self.speed, self.symbols, self.batch_rows, resume_state)
 
 
 def make_source(cfg: Config) -> FixedPartitionedSource:

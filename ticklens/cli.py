@@ -71,10 +71,19 @@ def cmd_up(args: argparse.Namespace) -> int:
             procs["dashboard"] = _spawn(
                 "dashboard",
                 [
-                    _python(), "-m", "panel", "serve", "panel_app/app.py",
-                    "--address", cfg.dashboard.host, "--port", str(cfg.dashboard.port),
-                    "--allow-websocket-origin", f"{cfg.dashboard.host}:{cfg.dashboard.port}",
-                    "--allow-websocket-origin", f"localhost:{cfg.dashboard.port}",
+                    _python(),
+                    "-m",
+                    "panel",
+                    "serve",
+                    "panel_app/app.py",
+                    "--address",
+                    cfg.dashboard.host,
+                    "--port",
+                    str(cfg.dashboard.port),
+                    "--allow-websocket-origin",
+                    f"{cfg.dashboard.host}:{cfg.dashboard.port}",
+                    "--allow-websocket-origin",
+                    f"localhost:{cfg.dashboard.port}",
                 ],
                 denv,
             )

@@ -51,6 +51,8 @@ class SourceConfig(_Model):
     url: str | None = None
     stream: Literal["aggTrade", "trade"] = "aggTrade"
     record: Path | None = None
+    # Replay: trades per emitted batch (small values exercise cross-batch lateness in tests).
+    batch_rows: int = Field(50_000, ge=1, le=1_000_000)
     # Binance cuts every connection at 24 h; we roll over before that, with overlap.
     rollover_s: float = Field(23 * 3600, gt=0)
     overlap_s: float = Field(5.0, ge=0)

@@ -1,0 +1,57 @@
+"""Run the real dataflow as a subprocess against a temporary pipeline file."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+SHARED = ROOT.parent / "shared" / "data" / "binance"
+WINDOW_A = [
+    SAMPLE / "um_btcusdt_20240718_trades.gz",
+    SAMPLE / "um_btcusdt_20240719_trades.gz",
+    SAMPLE / "um_ethusdt_20240718_trades.gz",
+    SAMPLE / "um_ethusdt_20240719_trades.gz",
+]
+WINDOW_B = [SAMPLE / "um_btcusdt_20240808_trades.gz", SAMPLE / "um_ethusdt_20240808_trades.gz"]
+BTC_2020 = SAMPLE / "BTCUSDT-trades-2020-12-09T00.csv.gz"
+
+
+def write_config(tmp: Path, **overrides: object) -> Path:
+    cfg: dict = {
+        "symbols": ["btcusdt", "ethusdt"],
+        "source": {"kind": "replay", "paths": [str(p) for p in WINDOW_A], "speed": "max"},
+        "store": {"path": str(tmp / "ticklens.db")},
+        "timeframes": ["1s", "1m", "5m"],
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    path = tmp / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_flow(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_QUIET="1")
+    return subprocess.run(
+        [sys.executable, "-m", "flows.runner", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
