@@ -102,7 +102,9 @@ class PairConfig(_Model):
     window: int = Field(300, ge=3, le=100_000)
     timeframes: list[Timeframe] = Field(default_factory=lambda: ["1s", "1m"])
     log_prices: bool = False
-    adf_every: int = Field(10, ge=1)
+    adf_every: int = Field(10, ge=1)  # Engle-Granger/ADF and half-life every N bars (cost)
+    adf_lags: int = Field(1, ge=0, le=50)  # fixed lagged differences in the ADF regression
+    # Kalman hedge ratio: state noise covariance delta/(1-delta)*I, observation noise variance.
     kalman_delta: float = Field(1e-4, gt=0, lt=1)
     kalman_obs_var: float = Field(1e-3, gt=0)
 
@@ -130,6 +132,11 @@ class CorrelationConfig(_Model):
     @classmethod
     def _symbols(cls, v: Any) -> Any:
         return [normalise_symbol(s) for s in v]
+
+
+class StatsConfig(_Model):
+    # Per-symbol rolling statistics (mean, std, VWAP, volume, realised volatility) over this many bars.
+    window: int = Field(60, ge=2, le=100_000)
 
 
 class ApiConfig(_Model):
@@ -172,6 +179,7 @@ class Config(_Model):
     bars: BarsConfig = Field(default_factory=BarsConfig)
     pairs: list[PairConfig] = Field(default_factory=list)
     correlation: CorrelationConfig | None = None
+    stats: StatsConfig = Field(default_factory=StatsConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
@@ -213,6 +221,9 @@ class Config(_Model):
             for leg in pair.legs:
                 if leg not in known:
                     raise ValueError(f"pair {pair.name!r}: leg {leg!r} is not in symbols {self.symbols}")
+        names = [p.name for p in self.pairs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pairs {names} lists a pair twice")
         if self.correlation:
             for s in self.correlation.symbols:
                 if s not in known:
