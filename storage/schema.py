@@ -76,6 +76,35 @@ CREATE TABLE IF NOT EXISTS status(
     value TEXT NOT NULL,
     updated_ms INTEGER NOT NULL
 );
+-- Alert rules (JSON of flows.alerts.AlertRule); `version` grows on every edit.
+CREATE TABLE IF NOT EXISTS alert_rules(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    version INTEGER NOT NULL DEFAULT 1,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+-- Alert triggers; the UNIQUE key makes a replay or restart store each trigger once.
+CREATE TABLE IF NOT EXISTS alert_events(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule_id INTEGER NOT NULL,
+    rule_name TEXT NOT NULL,
+    symbol TEXT NOT NULL,            -- symbol, or pair as 'a-b'
+    metric TEXT NOT NULL,
+    timeframe TEXT,                  -- NULL for per-trade metrics
+    operator TEXT NOT NULL,
+    value REAL NOT NULL,
+    threshold REAL NOT NULL,
+    event_ms INTEGER NOT NULL,       -- market time: the trade's time or the bar's start
+    ref TEXT NOT NULL,               -- trade id, or '<timeframe>:<bar start>'
+    wall_ms INTEGER NOT NULL,        -- when the flow stored it
+    webhook TEXT,
+    webhook_status TEXT,             -- NULL (none) | pending | sent | failed
+    webhook_attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(rule_id, event_ms, symbol, ref)
+);
+CREATE INDEX IF NOT EXISTS alert_events_event ON alert_events(event_ms);
 """
 
 
