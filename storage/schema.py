@@ -108,9 +108,50 @@ CREATE INDEX IF NOT EXISTS alert_events_event ON alert_events(event_ms);
 """
 
 
+# Pair and symbol analytics written by the flow (flows/analytics.py; see docs/store.md).
+ANALYTICS_DDL = """
+CREATE TABLE IF NOT EXISTS pair_stats(
+    pair TEXT NOT NULL,              -- 'a-b': a is y, b is x
+    timeframe TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,       -- aligned bar start
+    leg_a TEXT NOT NULL, leg_b TEXT NOT NULL,
+    window INTEGER NOT NULL,
+    close_a REAL NOT NULL, close_b REAL NOT NULL,   -- aligned closes (carried forward if no trade)
+    beta REAL, alpha REAL, spread REAL, spread_mean REAL, spread_std REAL, zscore REAL,
+    corr REAL,                       -- Pearson correlation of log returns over the window
+    k_beta REAL, k_alpha REAL, k_beta_var REAL, k_spread REAL,
+    k_innovation REAL, k_innovation_var REAL, k_zscore REAL,
+    half_life REAL,                  -- bars
+    adf_stat REAL, adf_pvalue REAL, eg_pvalue REAL,
+    coint_ms INTEGER,                -- bar whose window the half-life and ADF were computed on
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY(pair, timeframe, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS symbol_stats(
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    window INTEGER NOT NULL,
+    close REAL NOT NULL, volume REAL NOT NULL,
+    log_return REAL, mean REAL, std REAL, vwap REAL, roll_volume REAL, realised_vol REAL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY(symbol, timeframe, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS correlation(
+    timeframe TEXT NOT NULL,
+    sym_a TEXT NOT NULL, sym_b TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    window INTEGER NOT NULL,
+    corr REAL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY(timeframe, sym_a, sym_b, start_ms)
+) WITHOUT ROWID;
+"""
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create what is missing; refuse a store written by a newer version."""
-    conn.executescript(DDL)
+    conn.executescript(DDL + ANALYTICS_DDL)
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     if row is None:
         conn.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
