@@ -1,4 +1,4 @@
-"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, stored."""
+"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, analysed, stored."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from bytewax.dataflow import Dataflow
 from flows.bars import BarBook
 from flows.dedup import Dedup
 from flows.events import Clock, Fresh, GapEvent, SymbolOut
+from flows.pairs import CORR_KEY, corr_step, leg_router, pair_step, symbol_stats_step
 from flows.sources import make_source
 from flows.trades import Trades
 from storage.sink import SqliteSink
@@ -25,7 +26,12 @@ def build_flow(cfg: Config) -> Dataflow:
     split = op.branch("split_feed", keyed, _is_symbol_item)
     fresh = op.stateful_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # ("btcusdt", Fresh)
     barred = op.stateful_map("bars", fresh, _bars_step(cfg))  # ("btcusdt", SymbolOut)
-    stored = op.merge("to_store", barred, split.falses)
+    legs = op.flat_map("pair_legs", barred, leg_router(cfg))  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
+    legs_split = op.branch("split_corr", legs, _is_pair_item)
+    pairs = op.stateful_flat_map("pair_analytics", legs_split.trues, pair_step(cfg))  # ("btcusdt-ethusdt@1s", PairOut)
+    corr = op.stateful_flat_map("correlation", legs_split.falses, corr_step(cfg))  # ("_corr@1m", CorrOut)
+    sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
+    stored = op.merge("to_store", barred, split.falses, pairs, corr, sym_stats)
     op.output("store", stored, SqliteSink(cfg.store.path, cfg.progress_interval_s))
     return flow
 
@@ -43,6 +49,10 @@ def _router(symbols: list[str]):
 
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
     return kv[0] != FEED_KEY
+
+
+def _is_pair_item(kv: tuple[str, Any]) -> bool:
+    return not kv[0].startswith(CORR_KEY)
 
 
 def _dedup_step(lateness_ms: int):

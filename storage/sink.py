@@ -7,8 +7,10 @@ from pathlib import Path
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.events import FeedStats, SymbolOut
+from flows.pairs import CorrOut, PairOut, SymbolStatsOut
 from flows.progress import Progress
 from flows.trades import Rejected
+from storage import analytics
 from storage.sqlite import StoreWriter, now_ms
 
 
@@ -24,6 +26,7 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         rejects: list[tuple] = []
         gaps: list[tuple] = []
         outs: list[tuple[SymbolOut, int]] = []
+        extra: list[tuple[str, list[tuple]]] = []  # analytics tables: (SQL, rows)
         ended = False
         now = now_ms()
         for item in values:
@@ -39,6 +42,12 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
                     for g in item.gaps
                 )
                 outs.append((item, len(rows) + len(item.merges)))
+            elif isinstance(item, PairOut):
+                extra.append((analytics.PAIR_INSERT, analytics.pair_rows(item, now)))
+            elif isinstance(item, SymbolStatsOut):
+                extra.append((analytics.SYMBOL_INSERT, analytics.symbol_rows(item, now)))
+            elif isinstance(item, CorrOut):
+                extra.append((analytics.CORR_INSERT, analytics.corr_rows(item, now)))
             elif isinstance(item, Rejected):
                 rejects.append((item.recv_ms, item.reason, item.source, item.raw))
             elif isinstance(item, FeedStats):
@@ -51,7 +60,9 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         if self.progress.due() or ended:
             status = self.progress.status_docs()
             self.progress.print_line()
-        self.writer.write(ticks=ticks, bars=bars, bar_merges=merges, rejects=rejects, gaps=gaps, status=status)
+        self.writer.write(
+            ticks=ticks, bars=bars, bar_merges=merges, rejects=rejects, gaps=gaps, status=status, extra=extra
+        )
 
     def snapshot(self) -> None:
         return None

@@ -93,8 +93,12 @@ class StoreWriter:
         rejects: Iterable[tuple] = (),
         gaps: Iterable[tuple] = (),
         status: dict[str, object] | None = None,
+        extra: Iterable[tuple[str, list[tuple]]] = (),
     ) -> None:
-        """All of one dataflow batch in one transaction: a crash leaves none of it."""
+        """All of one dataflow batch in one transaction: a crash leaves none of it.
+
+        `extra`: (SQL, rows) pairs of other tables (analytics), written in the same transaction.
+        """
         ts = now_ms()
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
@@ -109,6 +113,8 @@ class StoreWriter:
                 " to_id=excluded.to_id, filled_ms=excluded.filled_ms, status=excluded.status",
                 gaps,
             )
+            for sql, rows in extra:
+                c.executemany(sql, rows)
             if status:
                 c.executemany(
                     "INSERT OR REPLACE INTO status(key, value, updated_ms) VALUES(?,?,?)",
