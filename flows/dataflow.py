@@ -7,6 +7,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows.alerting import alert_step
 from flows.bars import BarBook
 from flows.dedup import Dedup
 from flows.events import Clock, Fresh, GapEvent, SymbolOut
@@ -31,7 +32,9 @@ def build_flow(cfg: Config) -> Dataflow:
     pairs = op.stateful_flat_map("pair_analytics", legs_split.trues, pair_step(cfg))  # ("btcusdt-ethusdt@1s", PairOut)
     corr = op.stateful_flat_map("correlation", legs_split.falses, corr_step(cfg))  # ("_corr@1m", CorrOut)
     sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
-    stored = op.merge("to_store", barred, split.falses, pairs, corr, sym_stats)
+    watched = op.merge("alert_inputs", barred, pairs)
+    alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
+    stored = op.merge("to_store", barred, split.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, SqliteSink(cfg.store.path, cfg.progress_interval_s))
     return flow
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from flows.alerts import AlertFired
 from flows.events import FeedStats, SymbolOut
 from flows.pairs import CorrOut, PairOut, SymbolStatsOut
 from flows.progress import Progress
 from flows.trades import Rejected
+from flows.webhooks import WebhookDispatcher
 from storage import analytics
 from storage.sqlite import StoreWriter, now_ms
 
@@ -18,6 +20,8 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
     def __init__(self, path: Path, progress: Progress) -> None:
         self.writer = StoreWriter(path)
         self.progress = progress
+        self.webhooks = WebhookDispatcher(path)
+        self.webhooks.start()
 
     def write_batch(self, values: list[object]) -> None:
         ticks: list[tuple] = []
@@ -27,6 +31,7 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         gaps: list[tuple] = []
         outs: list[tuple[SymbolOut, int]] = []
         extra: list[tuple[str, list[tuple]]] = []  # analytics tables: (SQL, rows)
+        fired: list[AlertFired] = []
         ended = False
         now = now_ms()
         for item in values:
@@ -48,6 +53,8 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
                 extra.append((analytics.SYMBOL_INSERT, analytics.symbol_rows(item, now)))
             elif isinstance(item, CorrOut):
                 extra.append((analytics.CORR_INSERT, analytics.corr_rows(item, now)))
+            elif isinstance(item, AlertFired):
+                fired.append(item)
             elif isinstance(item, Rejected):
                 rejects.append((item.recv_ms, item.reason, item.source, item.raw))
             elif isinstance(item, FeedStats):
@@ -60,9 +67,18 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         if self.progress.due() or ended:
             status = self.progress.status_docs()
             self.progress.print_line()
-        self.writer.write(
-            ticks=ticks, bars=bars, bar_merges=merges, rejects=rejects, gaps=gaps, status=status, extra=extra
+        fresh = self.writer.write(
+            ticks=ticks,
+            bars=bars,
+            bar_merges=merges,
+            rejects=rejects,
+            gaps=gaps,
+            status=status,
+            extra=extra,
+            alerts=fired,
         )
+        if fresh:
+            self.webhooks.submit(fresh)  # after the commit: a stored trigger is a sent-or-pending one
 
     def snapshot(self) -> None:
         return None
@@ -71,6 +87,7 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         self.writer.write(status=self.progress.status_docs())
         self.progress.print_line()
         self.writer.close()
+        self.webhooks.close(timeout_s=5.0)
 
 
 class SqliteSink(FixedPartitionedSink[object, None]):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from flows.bars import BAR_COLUMNS
 from storage.schema import create_schema
+
+if TYPE_CHECKING:
+    from flows.alerts import AlertFired
 
 _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
 _BAR_INSERT = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})"
@@ -94,10 +98,12 @@ class StoreWriter:
         gaps: Iterable[tuple] = (),
         status: dict[str, object] | None = None,
         extra: Iterable[tuple[str, list[tuple]]] = (),
-    ) -> None:
+        alerts: Sequence[AlertFired] = (),
+    ) -> list[AlertFired]:
         """All of one dataflow batch in one transaction: a crash leaves none of it.
 
         `extra`: (SQL, rows) pairs of other tables (analytics), written in the same transaction.
+        Returns the alert triggers not stored before (a replay finds the rest already there).
         """
         ts = now_ms()
         c = self.conn
@@ -113,6 +119,7 @@ class StoreWriter:
                 " to_id=excluded.to_id, filled_ms=excluded.filled_ms, status=excluded.status",
                 gaps,
             )
+            fresh = insert_alert_events(c, alerts, ts) if alerts else []
             for sql, rows in extra:
                 c.executemany(sql, rows)
             if status:
@@ -124,6 +131,13 @@ class StoreWriter:
         except BaseException:
             c.execute("ROLLBACK")
             raise
+        return fresh
 
     def close(self) -> None:
         self.conn.close()
+
+
+def insert_alert_events(conn: sqlite3.Connection, alerts: Sequence[AlertFired], ts: int) -> list[AlertFired]:
+    from storage.alerts import insert_events  # storage.alerts imports this module
+
+    return insert_events(conn, alerts, ts)

@@ -1,0 +1,213 @@
+"""Alert rules and triggers in the store: CRUD for the API, reads and writes for the flow."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+
+from flows.alerts import AlertFired, AlertRule, StoredRule
+from storage.sqlite import connect, now_ms
+
+EVENT_COLUMNS = (
+    "id",
+    "rule_id",
+    "rule_name",
+    "symbol",
+    "metric",
+    "timeframe",
+    "operator",
+    "value",
+    "threshold",
+    "event_ms",
+    "ref",
+    "wall_ms",
+    "webhook",
+    "webhook_status",
+    "webhook_attempts",
+)
+_RULE_COLUMNS = "id, rule, enabled, version, created_ms, updated_ms"
+_EVENT_INSERT = (
+    "INSERT OR IGNORE INTO alert_events(rule_id, rule_name, symbol, metric, timeframe, operator, value,"
+    " threshold, event_ms, ref, wall_ms, webhook, webhook_status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+# Cheap: changes on every create, edit and delete.
+_FINGERPRINT = (
+    "SELECT COUNT(*), COALESCE(MAX(updated_ms), 0), COALESCE(SUM(version), 0), COALESCE(MAX(id), 0) FROM alert_rules"
+)
+
+
+def _to_stored(row: tuple) -> StoredRule:
+    rid, text, enabled, version, _c, _u = row
+    rule = AlertRule.model_validate({**orjson.loads(text), "enabled": bool(enabled)})
+    return StoredRule(rid, version, rule)
+
+
+def _next_updated(conn: sqlite3.Connection) -> int:
+    """Wall ms, but strictly after any earlier edit so the flow's fingerprint always moves."""
+    prev = conn.execute("SELECT COALESCE(MAX(updated_ms), 0) FROM alert_rules").fetchone()[0]
+    return max(now_ms(), prev + 1)
+
+
+def rule_row(conn: sqlite3.Connection, rule_id: int) -> tuple | None:
+    return conn.execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE id=?", (rule_id,)).fetchone()
+
+
+def create_rule(conn: sqlite3.Connection, rule: AlertRule) -> int:
+    with conn:
+        ts = _next_updated(conn)
+        cur = conn.execute(
+            "INSERT INTO alert_rules(rule, enabled, version, created_ms, updated_ms) VALUES(?,?,1,?,?)",
+            (rule.model_dump_json(), int(rule.enabled), ts, ts),
+        )
+    return int(cur.lastrowid)  # type: ignore[arg-type]
+
+
+def update_rule(conn: sqlite3.Connection, rule_id: int, rule: AlertRule) -> bool:
+    """Replace a rule; its evaluation state restarts (new version)."""
+    with conn:
+        cur = conn.execute(
+            "UPDATE alert_rules SET rule=?, enabled=?, version=version+1, updated_ms=? WHERE id=?",
+            (rule.model_dump_json(), int(rule.enabled), _next_updated(conn), rule_id),
+        )
+    return cur.rowcount > 0
+
+
+def delete_rule(conn: sqlite3.Connection, rule_id: int) -> bool:
+    """Delete a rule; its triggers stay in the history."""
+    with conn:
+        cur = conn.execute("DELETE FROM alert_rules WHERE id=?", (rule_id,))
+    return cur.rowcount > 0
+
+
+def list_rules(conn: sqlite3.Connection) -> list[tuple]:
+    """(id, rule JSON, enabled, version, created_ms, updated_ms) rows, oldest first."""
+    return conn.execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules ORDER BY id").fetchall()
+
+
+def load_rules(conn: sqlite3.Connection) -> list[StoredRule]:
+    return [_to_stored(r) for r in list_rules(conn)]
+
+
+def insert_events(conn: sqlite3.Connection, events: Iterable[AlertFired], wall_ms: int) -> list[AlertFired]:
+    """Store triggers inside the caller's transaction; returns those not stored before."""
+    fresh = []
+    for e in events:
+        cur = conn.execute(
+            _EVENT_INSERT,
+            (
+                e.rule_id,
+                e.rule_name,
+                e.key,
+                e.metric,
+                e.timeframe,
+                e.operator,
+                e.value,
+                e.threshold,
+                e.event_ms,
+                e.ref,
+                wall_ms,
+                e.webhook,
+                "pending" if e.webhook else None,
+            ),
+        )
+        if cur.rowcount > 0:
+            fresh.append(e)
+    return fresh
+
+
+def list_events(
+    conn: sqlite3.Connection,
+    limit: int = 100,
+    since_ms: int | None = None,
+    rule_id: int | None = None,
+) -> list[dict]:
+    """Triggers newest first (by market time), optionally from `since_ms` on and for one rule."""
+    where, args = [], []
+    if since_ms is not None:
+        where.append("event_ms >= ?")
+        args.append(since_ms)
+    if rule_id is not None:
+        where.append("rule_id = ?")
+        args.append(rule_id)
+    sql = f"SELECT {','.join(EVENT_COLUMNS)} FROM alert_events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY event_ms DESC, id DESC LIMIT ?"
+    rows = conn.execute(sql, (*args, limit)).fetchall()
+    return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+
+
+def pending_webhooks(conn: sqlite3.Connection) -> list[dict]:
+    """Triggers whose webhook was not delivered yet (e.g. the flow stopped first)."""
+    rows = conn.execute(
+        f"SELECT {','.join(EVENT_COLUMNS)} FROM alert_events WHERE webhook_status='pending' ORDER BY id"
+    ).fetchall()
+    return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
+
+
+def mark_webhook(conn: sqlite3.Connection, dedup: tuple[int, int, str, str], status: str, attempts: int) -> None:
+    """Record a delivery outcome; `dedup` is (rule_id, event_ms, symbol, ref)."""
+    with conn:
+        conn.execute(
+            "UPDATE alert_events SET webhook_status=?, webhook_attempts=? WHERE rule_id=? AND event_ms=? AND symbol=? AND ref=?",
+            (status, attempts, *dedup),
+        )
+
+
+class RuleFeed:
+    """The flow's view of the rules: re-read when they change, checked at most every `poll_s`.
+
+    One per process, shared by every key's state; a store without the table yet
+    (or no store at all) simply has no rules until it appears.
+    """
+
+    def __init__(self, path: Path | str, poll_s: float = 0.25) -> None:
+        self.path = Path(path)
+        self.poll_s = poll_s
+        self._conn: sqlite3.Connection | None = None
+        self._checked = -1e18
+        self._print: tuple | None = None
+        self._lock = threading.Lock()
+        self.rules: list[StoredRule] = []
+        self.by_key: dict[str, list[StoredRule]] = {}
+        self.ids: set[int] = set()
+        self.generation = 0  # bumps on every reload
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.poll_s:
+            return
+        with self._lock:
+            if now - self._checked < self.poll_s:
+                return
+            self._checked = now
+            try:
+                if self._conn is None:
+                    if not self.path.exists():
+                        return
+                    self._conn = connect(self.path, readonly=True)
+                fp = self._conn.execute(_FINGERPRINT).fetchone()
+                if fp == self._print:
+                    return
+                rules = load_rules(self._conn)
+            except sqlite3.Error:
+                return  # table not there yet: try again at the next poll
+            self._print = fp
+            self.rules = rules
+            self.ids = {r.id for r in rules}
+            by_key: dict[str, list[StoredRule]] = {}
+            for r in rules:
+                if r.rule.enabled:
+                    by_key.setdefault(r.rule.key, []).append(r)
+            self.by_key = by_key
+            self.generation += 1
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
