@@ -1,0 +1,124 @@
+"""The ticklens REST API: `uvicorn api.app:app --port 8000` (OpenAPI at /docs).
+
+Reads the store named by the same pipeline file as the flow (TICKLENS_CONFIG or
+./pipeline.yaml), read-only; supervises the flow process for /api/start|stop.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import ModuleType
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import Settings, json_response
+from api.routers import collection, data, health, ohlc, symbols, ticks
+from api.supervisor import FlowSupervisor
+from ticklens.config import load_config
+
+UPLOAD_PREFIX = "/api/upload/"
+UPLOAD_MAX_BODY = 21 * 1024 * 1024  # the 20 MB file plus multipart framing
+MAX_BODY = 64 * 1024
+
+
+class BodyLimit:
+    """413 for a request body over the limit, before the app reads it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = UPLOAD_MAX_BODY if scope["path"].startswith(UPLOAD_PREFIX) else MAX_BODY
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
+                await _too_large(scope, receive, send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No length given (chunked): read up to the limit, then replay it to the app.
+        chunks: list[Message] = []
+        size = 0
+        while True:
+            msg = await receive()
+            chunks.append(msg)
+            if msg["type"] != "http.request":
+                break
+            size += len(msg.get("body", b""))
+            if size > limit:
+                await _too_large(scope, receive, send, limit)
+                return
+            if not msg.get("more_body"):
+                break
+
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    resp = json_response({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+    await resp(scope, receive, send)
+
+
+def _optional_router(module: str) -> ModuleType | None:
+    """Routers other issues deliver: included once their module exists."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+
+
+def create_app() -> FastAPI:
+    cfg = load_config()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = Settings(cfg)
+        state.supervisor = FlowSupervisor(cfg)  # type: ignore[attr-defined]
+        app.state.ticklens = state
+        yield
+        state.store.close()
+
+    app = FastAPI(
+        title="ticklens",
+        summary="Real-time Binance USD-M trade analytics: ticks, exact bars, statistics, collection control",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    origins = [f"http://127.0.0.1:{cfg.dashboard.port}", f"http://localhost:{cfg.dashboard.port}"]
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins + list(cfg.api.cors_origins),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Content-Type"],
+        expose_headers=["X-Ticklens-Status"],
+    )
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _store_busy(request: Request, exc: sqlite3.OperationalError) -> Response:
+        return json_response({"detail": f"store unavailable: {exc}"}, status_code=503)
+
+    for r in (health, collection, ticks, ohlc, symbols, data):
+        app.include_router(r.router)
+    for name in ("api.routers.analytics", "api.routers.alerts"):
+        mod = _optional_router(name)
+        if mod is not None:
+            app.include_router(mod.router)
+    return app
+
+
+app = create_app()

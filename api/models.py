@@ -1,0 +1,186 @@
+"""Pydantic models of every request and response: the OpenAPI page is the documentation.
+
+Times go out twice: ISO-8601 UTC with `Z` (`time`) and epoch milliseconds (`ts_ms`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ticklens.config import normalise_symbol
+
+DataStatus = Literal["ok", "no_data"]
+DATA_STATUS_DOC = "`ok`, or `no_data`: the symbol is configured but nothing is stored yet (the list is empty)"
+
+
+class Tick(BaseModel):
+    trade_id: int = Field(description="Binance trade id (aggTrade `a` or trade `t`)")
+    time: str = Field(description="Exchange trade time, ISO-8601 UTC", examples=["2024-07-18T23:59:01.123Z"])
+    ts_ms: int = Field(description="Exchange trade time, epoch ms")
+    price: float
+    qty: float
+    is_buyer_maker: bool
+    side: Literal["buy", "sell"] = Field(description="Taker side: `sell` when the buyer was the maker")
+
+
+class TicksResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    ticks: list[Tick] = Field(description="Oldest first")
+
+
+class Bar(BaseModel):
+    time: str = Field(description="Bar start, ISO-8601 UTC")
+    ts_ms: int = Field(description="Bar start, epoch ms; the bar covers [ts_ms, ts_ms + timeframe)")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = Field(description="Base asset volume")
+    quote_volume: float
+    trades: int = Field(description="Exchange trade count, as in Binance klines")
+    taker_buy_volume: float
+    vwap: float
+    in_progress: bool = Field(description="The bar is still open: later trades will change it")
+    revision: int = Field(description=">0: revised by late trades after it closed")
+    origin: Literal["flow", "upload"]
+
+
+class OhlcResponse(BaseModel):
+    symbol: str
+    timeframe: Literal["1s", "1m", "5m"]
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    bars: list[Bar] = Field(description="Oldest first; the newest may be in progress")
+
+
+class SymbolInfo(BaseModel):
+    symbol: str
+    configured: bool
+    has_data: bool
+    timeframes: list[str] = Field(description="Timeframes with stored bars")
+    first_bar_time: str | None
+    first_bar_ms: int | None
+    last_trade_time: str | None
+    last_trade_ms: int | None
+    last_price: float | None
+    ticks: int = Field(description="Trade messages stored (counted from the bars)")
+    uploaded_bars: bool
+
+
+class SymbolsResponse(BaseModel):
+    symbols: list[SymbolInfo]
+
+
+class StatsResponse(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    symbol: str
+    timeframe: Literal["1s", "1m", "5m"]
+    window: int = Field(description="Bars asked for")
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int = Field(description="Bars found (≤ window)")
+    first_time: str | None = None
+    last_time: str | None = None
+    last: float | None = Field(None, description="Close of the newest bar")
+    mean: float | None = Field(None, description="Mean close")
+    std: float | None = Field(None, description="Sample standard deviation of the closes")
+    min: float | None = Field(None, description="Lowest low")
+    max: float | None = Field(None, description="Highest high")
+    volume: float | None = None
+    vwap: float | None = Field(None, description="Σ quote volume / Σ volume")
+    return_: float | None = Field(None, alias="return", description="Last close / first open − 1")
+    realised_volatility: float | None = Field(
+        None, description="√Σ r², r the bar-to-bar log returns of the closes (not annualised)"
+    )
+    in_progress_included: bool = Field(False, description="The newest bar is still open")
+
+
+class SymbolStatus(BaseModel):
+    symbol: str
+    last_trade_time: str | None
+    last_trade_ms: int | None
+    trades_per_s: float = Field(description="Over the last 10 s of exchange time (1s bars)")
+    trades: int = Field(description="Trades stored by the current flow run")
+    late_trades: int
+    duplicates: int
+    revisions: int
+    gaps_open: int
+    gaps_total: int
+    missing_bars: dict[str, int] = Field(description="1m/5m buckets without a bar between the first and last")
+
+
+class StatusResponse(BaseModel):
+    running: bool
+    pid: int | None
+    started_by: Literal["api", "external"] | None = Field(description="Who started the running flow")
+    symbols: list[str]
+    source: str
+    started_time: str | None
+    uptime_s: float | None
+    trades_per_s: float = Field(description="Ingest rate of the flow at its last status write")
+    trades_total: int
+    reconnects: int
+    malformed_messages: int = Field(description="Rejected messages kept in the store")
+    gaps_open: int
+    gaps_total: int
+    status_time: str | None = Field(description="When the flow last wrote its status")
+    per_symbol: list[SymbolStatus]
+    log: str | None = Field(None, description="Log file of a flow the API started")
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbols: list[str] = Field(
+        default_factory=list, max_length=200, description="Symbols to collect (added to the configured ones)"
+    )
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        return sorted({normalise_symbol(s) for s in v})
+
+
+class ControlResponse(BaseModel):
+    action: Literal["start", "stop"]
+    changed: bool = Field(description="False: nothing to do (already running / not running)")
+    message: str
+    pid: int | None = None
+    symbols: list[str] = Field(default_factory=list)
+    exit_code: int | None = None
+
+
+class UploadResponse(BaseModel):
+    rows: int
+    inserted: int
+    replaced: int = Field(description="Earlier uploaded bars replaced")
+    skipped: int = Field(description="Bars already collected by the flow (kept; ?overwrite=true replaces them)")
+    symbols: list[str]
+    timeframes: list[str]
+
+
+class RowError(BaseModel):
+    row: int = Field(description="Data row, 1 = first row after the header")
+    line: int = Field(description="Line in the file (the header is line 1)")
+    errors: list[str]
+
+
+class UploadRejected(BaseModel):
+    message: str
+    bad_rows: int
+    errors: list[RowError] = Field(description="The first 100 bad rows")
+
+
+class UploadRejectedResponse(BaseModel):
+    detail: UploadRejected
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    store: str
+    schema_version: int | None
+    time: str

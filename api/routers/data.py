@@ -1,0 +1,190 @@
+"""GET /api/export/{symbol} (streamed CSV or Parquet) and POST /api/upload/ohlc (validated bars)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path as FsPath
+from typing import Annotated, Literal
+
+import polars as pl
+import pyarrow.parquet as pq
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi.responses import Response, StreamingResponse
+
+from api.deps import Conn, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
+from storage import queries
+from storage.sqlite import connect, now_ms
+from storage.upload import parse_bar_csv, write_uploaded_bars
+
+router = APIRouter(prefix="/api", tags=["data management"])
+
+UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+CHUNK_ROWS = 50_000
+ISO_FMT = "%Y-%m-%dT%H:%M:%S%.3fZ"
+
+_BAR_SCHEMA = {
+    "ts_ms": pl.Int64,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "quote_volume": pl.Float64,
+    "trades": pl.Int64,
+    "taker_buy_volume": pl.Float64,
+    "vwap": pl.Float64,
+    "closed": pl.Int64,
+    "revision": pl.Int64,
+    "origin": pl.String,
+}
+_TICK_SCHEMA = {
+    "trade_id": pl.Int64,
+    "ts_ms": pl.Int64,
+    "price": pl.Float64,
+    "qty": pl.Float64,
+    "is_buyer_maker": pl.Int64,
+    "first_id": pl.Int64,
+    "last_id": pl.Int64,
+}
+
+
+def _frame(rows: list[tuple], kind: str, symbol: str, timeframe: str) -> pl.DataFrame:
+    """One chunk as the export's columns: symbol, [timeframe], timestamp (UTC), ts_ms, values."""
+    schema = _BAR_SCHEMA if kind == "ohlc" else _TICK_SCHEMA
+    df = pl.DataFrame(rows, schema=schema, orient="row")
+    lead = [pl.lit(symbol).alias("symbol")]
+    if kind == "ohlc":
+        lead.append(pl.lit(timeframe).alias("timeframe"))
+    lead.append(pl.from_epoch(pl.col("ts_ms"), time_unit="ms").dt.replace_time_zone("UTC").alias("timestamp"))
+    df = df.select(*lead, pl.all())
+    if kind == "ohlc":
+        return df.with_columns(in_progress=pl.col("closed") == 0).drop("closed")
+    return df.with_columns(pl.col("is_buyer_maker").cast(pl.Boolean))
+
+
+def _chunks(store: FsPath, kind: str, symbol: str, timeframe: str, s: int | None, e: int | None, empty: bool):
+    """Frames of at most CHUNK_ROWS from a connection of its own (outlives the request scope)."""
+    if empty:
+        yield _frame([], kind, symbol, timeframe)
+        return
+    conn = connect(store, readonly=True)
+    try:
+        it = (
+            queries.iter_bars(conn, symbol, timeframe, s, e, CHUNK_ROWS)
+            if kind == "ohlc"
+            else queries.iter_ticks(conn, symbol, s, e, CHUNK_ROWS)
+        )
+        first = True
+        for rows in it:
+            first = False
+            yield _frame(rows, kind, symbol, timeframe)
+        if first:
+            yield _frame([], kind, symbol, timeframe)
+    finally:
+        conn.close()
+
+
+def _csv_stream(frames: Iterator[pl.DataFrame]) -> Iterator[bytes]:
+    header = True
+    for df in frames:
+        yield df.write_csv(include_header=header, datetime_format=ISO_FMT).encode()
+        header = False
+
+
+def _parquet_stream(frames: Iterator[pl.DataFrame]) -> Iterator[bytes]:
+    """Row groups into a spooled temp file (memory stays bounded), then streamed out."""
+    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - closed below
+    writer = None
+    try:
+        for df in frames:
+            table = df.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(spool, table.schema, compression="zstd")
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+        spool.seek(0)
+        while block := spool.read(1 << 20):
+            yield block
+    finally:
+        spool.close()
+
+
+@router.get(
+    "/export/{symbol}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}},
+)
+def export(
+    symbol: SymbolPath,
+    conn: Conn,
+    state: State,
+    time_range: TimeRange,
+    format: Annotated[Literal["csv", "parquet"], Query(description="File format")] = "csv",  # noqa: A002
+    kind: Annotated[Literal["ohlc", "ticks"], Query(description="Bars or trades")] = "ohlc",
+    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length (ohlc only)")] = "1m",
+) -> StreamingResponse:
+    """Every bar (or trade) in [start, end), oldest first, streamed in chunks; timestamps in UTC."""
+    status = require_symbol(state, conn, symbol)
+    frames = _chunks(state.store.path, kind, symbol, timeframe, *time_range, empty=status != "ok")
+    name = f"{symbol}-{timeframe if kind == 'ohlc' else 'ticks'}.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Ticklens-Status": status}
+    if format == "csv":
+        return StreamingResponse(_csv_stream(frames), media_type="text/csv", headers=headers)
+    # Parquet needs its footer before it can be read, so the file is built before the first byte.
+    body = _parquet_stream(frames)
+    first = next(body, b"")
+    return StreamingResponse(_prepend(first, body), media_type="application/vnd.apache.parquet", headers=headers)
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+@router.post(
+    "/upload/ohlc",
+    response_model=UploadResponse,
+    responses={
+        413: {"description": f"File larger than {UPLOAD_MAX_BYTES // (1 << 20)} MB"},
+        422: {"model": UploadRejectedResponse, "description": "Bad rows: nothing was written"},
+    },
+)
+def upload_ohlc(
+    file: Annotated[UploadFile, File(description="CSV: symbol,timeframe,timestamp,open,high,low,close,volume")],
+    state: State,
+    overwrite: Annotated[bool, Query(description="Replace bars the flow collected")] = False,
+) -> UploadResponse | Response:
+    """Historical bars from CSV. Every row is checked; one bad row rejects the file and nothing is written.
+
+    Timestamps are bar starts (ISO-8601 or epoch ms, aligned to the timeframe). Optional columns:
+    quote_volume, trades, taker_buy_volume, taker_buy_quote_volume. Bars are stored with origin `upload`.
+    """
+    data = file.file.read(UPLOAD_MAX_BYTES + 1)
+    if len(data) > UPLOAD_MAX_BYTES:
+        raise HTTPException(413, f"file larger than {UPLOAD_MAX_BYTES} bytes")
+    now = now_ms()
+    parsed = parse_bar_csv(data, now)
+    if parsed.message or parsed.bad_rows:
+        body = UploadRejected(
+            message=parsed.message or f"{parsed.bad_rows} bad row(s); nothing was written",
+            bad_rows=parsed.bad_rows,
+            errors=[{"row": r, "line": r + 1, "errors": errs} for r, errs in parsed.errors],
+        )
+        return json_response({"detail": body.model_dump()}, status_code=422)
+    conn = connect(state.store.path)
+    conn.isolation_level = None
+    try:
+        inserted, replaced, skipped = write_uploaded_bars(conn, parsed.rows, overwrite, now)
+    finally:
+        conn.close()
+    return UploadResponse(
+        rows=len(parsed.rows),
+        inserted=inserted,
+        replaced=replaced,
+        skipped=skipped,
+        symbols=sorted({r[0] for r in parsed.rows}),
+        timeframes=sorted({r[1] for r in parsed.rows}),
+    )

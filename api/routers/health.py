@@ -1,0 +1,117 @@
+"""GET /health (liveness + store readable) and GET /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from api.deps import Conn, State
+from api.models import Health
+from storage import queries
+from ticklens.times import iso_ms
+
+router = APIRouter(tags=["health"])
+
+PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@router.get("/health", response_model=Health)
+def health(conn: Conn, state: State) -> Health:
+    """200 once the app is up and the store answers a query."""
+    return Health(
+        status="ok",
+        store=str(state.store.path),
+        schema_version=queries.schema_version(conn),
+        time=iso_ms(time.time_ns() // 1_000_000),
+    )
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class _Exposition:
+    """Builds Prometheus text format 0.0.4 (HELP, TYPE, samples)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{lab}}} {float(value)!r}" if lab else f"{name} {float(value)!r}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+@router.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {PROM_CONTENT_TYPE: {}}}})
+def metrics(conn: Conn, state: State) -> PlainTextResponse:
+    """Ingest rate, lag, reconnects, gaps, malformed messages, DB size (Prometheus text format)."""
+    now = time.time_ns() // 1_000_000
+    docs = queries.status_docs(conn)
+    flow, flow_updated = docs.get("flow", ({}, 0))
+    feeds = flow.get("feeds") or {}
+    gaps = queries.gap_counts(conn)
+    sup = getattr(state, "supervisor", None)
+    running = bool(sup and sup.state().running)
+    m = _Exposition()
+    m.metric("ticklens_flow_up", "gauge", "1 if a dataflow process is running", [({}, 1 if running else 0)])
+    m.metric(
+        "ticklens_ingest_trades_per_second",
+        "gauge",
+        "Trades stored per second at the flow's last status write",
+        [({}, flow.get("trades_per_s", 0.0))],
+    )
+    m.metric(
+        "ticklens_trades_stored_total",
+        "counter",
+        "Trades stored by the current flow run",
+        [({}, flow.get("trades_total", 0))],
+    )
+    m.metric(
+        "ticklens_status_age_seconds",
+        "gauge",
+        "Seconds since the flow last wrote its status",
+        [({}, (now - flow_updated) / 1000 if flow_updated else -1)],
+    )
+    lag, last = [], []
+    for key, (doc, _updated) in sorted(docs.items()):
+        if key.startswith("symbol:") and doc.get("last_trade_ms"):
+            sym = key.split(":", 1)[1]
+            lag.append(({"symbol": sym}, (now - doc["last_trade_ms"]) / 1000))
+            last.append(({"symbol": sym}, doc["last_trade_ms"] / 1000))
+    m.metric("ticklens_lag_seconds", "gauge", "Wall time now minus the newest stored trade time", lag)
+    m.metric("ticklens_last_trade_timestamp_seconds", "gauge", "Exchange time of the newest stored trade", last)
+    m.metric(
+        "ticklens_reconnects_total",
+        "counter",
+        "Feed reconnects",
+        [({"source": k}, v.get("reconnects", 0)) for k, v in sorted(feeds.items())],
+    )
+    m.metric(
+        "ticklens_gaps_open",
+        "gauge",
+        "Trade-id gaps not (yet) filled",
+        [({"symbol": s}, o) for s, (o, _) in sorted(gaps.items())],
+    )
+    m.metric(
+        "ticklens_gaps_total",
+        "counter",
+        "Trade-id gaps detected",
+        [({"symbol": s}, t) for s, (_, t) in sorted(gaps.items())],
+    )
+    m.metric(
+        "ticklens_malformed_messages_total",
+        "counter",
+        "Messages rejected and kept aside",
+        [({}, queries.reject_count(conn))],
+    )
+    path = state.store.path
+    size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+    m.metric("ticklens_db_size_bytes", "gauge", "Store file plus its write-ahead log", [({}, size)])
+    return PlainTextResponse(m.text(), media_type=PROM_CONTENT_TYPE)

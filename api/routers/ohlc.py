@@ -1,0 +1,54 @@
+"""GET /api/ohlc/{symbol}: bars of one timeframe, the in-progress one flagged."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import Conn, Limit, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.models import OhlcResponse
+from storage import queries
+from ticklens.times import iso_ms
+
+router = APIRouter(prefix="/api", tags=["data"])
+
+TimeframeQuery = Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")]
+
+
+def bar_rows(rows: list[tuple]) -> list[dict]:
+    return [
+        {
+            "time": iso_ms(start),
+            "ts_ms": start,
+            "open": o,
+            "high": h,
+            "low": lo,
+            "close": c,
+            "volume": v,
+            "quote_volume": qv,
+            "trades": n,
+            "taker_buy_volume": tbv,
+            "vwap": vwap,
+            "in_progress": not closed,
+            "revision": rev,
+            "origin": origin,
+        }
+        for start, o, h, lo, c, v, qv, n, tbv, vwap, closed, rev, origin in rows
+    ]
+
+
+@router.get("/ohlc/{symbol}", response_model=OhlcResponse)
+def get_ohlc(
+    symbol: SymbolPath,
+    conn: Conn,
+    state: State,
+    time_range: TimeRange,
+    timeframe: TimeframeQuery = "1m",
+    limit: Limit = 100,
+) -> Response:
+    """Bars oldest first: the newest `limit` starting within [start, end); `in_progress` marks an open bar."""
+    status = require_symbol(state, conn, symbol)
+    rows = queries.bars(conn, symbol, timeframe, limit, *time_range) if status == "ok" else []
+    body = {"symbol": symbol, "timeframe": timeframe, "status": status, "count": len(rows), "bars": bar_rows(rows)}
+    return json_response(body, headers={"X-Ticklens-Status": status})

@@ -1,0 +1,71 @@
+"""GET /api/symbols and GET /api/stats/{symbol}: what is stored, and a window summary."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import polars as pl
+from fastapi import APIRouter, Query
+
+from api.deps import Conn, State, SymbolPath, configured_symbols, require_symbol
+from api.models import StatsResponse, SymbolInfo, SymbolsResponse
+from storage import queries
+from ticklens.times import iso_ms
+from ticklens.window_stats import window_stats
+
+router = APIRouter(prefix="/api", tags=["data"])
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else iso_ms(ms)
+
+
+@router.get("/symbols", response_model=SymbolsResponse)
+def get_symbols(conn: Conn, state: State) -> SymbolsResponse:
+    """Every configured symbol and every symbol with stored data."""
+    configured = configured_symbols(state)
+    stored = set(queries.symbols_with_data(conn))
+    out = []
+    for sym in sorted(configured | stored):
+        s = queries.symbol_summary(conn, sym)
+        out.append(
+            SymbolInfo(
+                symbol=sym,
+                configured=sym in configured,
+                has_data=sym in stored,
+                timeframes=s.timeframes,
+                first_bar_time=_iso(s.first_ms),
+                first_bar_ms=s.first_ms,
+                last_trade_time=_iso(s.last_trade_ms),
+                last_trade_ms=s.last_trade_ms,
+                last_price=s.last_price,
+                ticks=s.ticks,
+                uploaded_bars=s.uploaded_bars,
+            )
+        )
+    return SymbolsResponse(symbols=out)
+
+
+@router.get("/stats/{symbol}", response_model=StatsResponse)
+def get_stats(
+    symbol: SymbolPath,
+    conn: Conn,
+    state: State,
+    window: Annotated[int, Query(ge=2, le=100_000, description="The newest this many bars")] = 60,
+    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")] = "1m",
+) -> StatsResponse:
+    """count, last, mean, std, min, max, volume, VWAP, return and realised volatility over the last `window` bars."""
+    status = require_symbol(state, conn, symbol)
+    rows = queries.bars(conn, symbol, timeframe, window) if status == "ok" else []
+    df = pl.DataFrame(rows, schema=list(queries.BAR_OUT_COLUMNS), orient="row")
+    stats = window_stats(df)
+    extra = {}
+    if rows:
+        extra = {
+            "first_time": iso_ms(rows[0][0]),
+            "last_time": iso_ms(rows[-1][0]),
+            "in_progress_included": not rows[-1][10],
+        }
+    return StatsResponse.model_validate(
+        {"symbol": symbol, "timeframe": timeframe, "window": window, "status": status, **stats, **extra}
+    )

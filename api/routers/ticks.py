@@ -1,0 +1,36 @@
+"""GET /api/ticks/{symbol}: the newest trades, optionally within a time range."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api.deps import Conn, Limit, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.models import TicksResponse
+from storage import queries
+from ticklens.times import iso_ms
+
+router = APIRouter(prefix="/api", tags=["data"])
+
+
+def tick_rows(rows: list[tuple]) -> list[dict]:
+    return [
+        {
+            "trade_id": tid,
+            "time": iso_ms(ts),
+            "ts_ms": ts,
+            "price": price,
+            "qty": qty,
+            "is_buyer_maker": bool(ibm),
+            "side": "sell" if ibm else "buy",
+        }
+        for tid, ts, price, qty, ibm, _first, _last in rows
+    ]
+
+
+@router.get("/ticks/{symbol}", response_model=TicksResponse)
+def get_ticks(symbol: SymbolPath, conn: Conn, state: State, time_range: TimeRange, limit: Limit = 100) -> Response:
+    """Trades of one symbol, oldest first: the newest `limit` within [start, end)."""
+    status = require_symbol(state, conn, symbol)
+    rows = queries.ticks(conn, symbol, limit, *time_range) if status == "ok" else []
+    body = {"symbol": symbol, "status": status, "count": len(rows), "ticks": tick_rows(rows)}
+    return json_response(body, headers={"X-Ticklens-Status": status})
