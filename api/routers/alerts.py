@@ -1,0 +1,250 @@
+"""/api/alerts: create, list, edit and delete alert rules; read the trigger history.
+
+Rules are stored in the same SQLite file the flow reads them from; the running
+flow applies a change within a second. Rules can be created before the flow
+has ever run: the store's schema is created where it is missing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from api.deps import Store, get_store, param_error
+from flows.alerts import AlertRule, ConditionError, rule_from_payload
+from storage import alerts as store_alerts
+from storage.sqlite import connect
+from ticklens.times import iso_ms, parse_time
+
+router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+
+_EXAMPLES = {
+    "rule": {
+        "summary": "A rule",
+        "value": {
+            "name": "btc breakout",
+            "metric": "price",
+            "symbol": "btcusdt",
+            "operator": "crosses_above",
+            "threshold": 98000,
+            "cooldown_s": 0,
+            "enabled": True,
+        },
+    },
+    "pair": {
+        "summary": "A pair rule with a separate exit level",
+        "value": {
+            "name": "z stretched",
+            "metric": "zscore",
+            "pair": ["btcusdt", "ethusdt"],
+            "timeframe": "1m",
+            "operator": ">=",
+            "threshold": 2,
+            "exit_threshold": 0.5,
+            "cooldown_s": 300,
+            "webhook": "http://127.0.0.1:9000/hook",
+        },
+    },
+    "condition": {
+        "summary": "The original design's form",
+        "value": {"name": "btc above 50k", "condition": "price > 50000", "symbols": ["btcusdt"]},
+    },
+}
+
+
+class AlertOut(AlertRule):
+    """A stored rule: the rule's fields plus its identity."""
+
+    id: int
+    version: int = Field(description="Grows by one on every edit (evaluation state restarts)")
+    created: str
+    updated: str
+
+
+class AlertList(BaseModel):
+    count: int
+    alerts: list[AlertOut]
+
+
+class AlertEvent(BaseModel):
+    id: int
+    rule_id: int
+    rule_name: str
+    symbol: str = Field(description="Symbol, or pair as `a-b`")
+    metric: str
+    timeframe: str | None
+    operator: str
+    value: float = Field(description="The metric's value at the trigger")
+    threshold: float
+    time: str = Field(description="Market time of the trade, or the bar's start, ISO-8601 UTC")
+    event_ms: int
+    ref: str = Field(description="What fired: trade id, or `<timeframe>:<bar start ms>`")
+    wall_time: str = Field(description="When the flow stored it")
+    wall_ms: int
+    webhook_status: str | None = Field(description="`pending`, `sent`, `failed`, or null without a webhook")
+    dedup_key: str
+
+
+class EventList(BaseModel):
+    count: int
+    events: list[AlertEvent]
+
+
+class AlertPatch(BaseModel):
+    """Fields to change; anything left out keeps its value."""
+
+    model_config = {"extra": "allow"}
+
+    enabled: bool | None = None
+
+
+_ensured: set[str] = set()
+
+
+def writer(store: Annotated[Store, Depends(get_store)]) -> Iterator[sqlite3.Connection]:
+    """A short-lived writable connection; creates the alert tables in an older store."""
+    conn = connect(store.path)
+    _ensured.add(str(store.path))
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def reader(store: Annotated[Store, Depends(get_store)]) -> Iterator[sqlite3.Connection]:
+    if str(store.path) not in _ensured:
+        connect(store.path).close()  # schema first: a store from before alerts has no tables
+        _ensured.add(str(store.path))
+    with store.reader() as conn:
+        yield conn
+
+
+Writer = Annotated[sqlite3.Connection, Depends(writer)]
+Reader = Annotated[sqlite3.Connection, Depends(reader)]
+
+
+def _out(row: tuple) -> AlertOut:
+    rid, text, enabled, version, created, updated = row
+    return AlertOut.model_validate(
+        {
+            **orjson.loads(text),
+            "enabled": bool(enabled),
+            "id": rid,
+            "version": version,
+            "created": iso_ms(created),
+            "updated": iso_ms(updated),
+        }
+    )
+
+
+def _invalid(e: ValidationError | ConditionError) -> HTTPException:
+    """A 422 naming the field and the problem."""
+    if isinstance(e, ConditionError):
+        return HTTPException(422, [{"type": "value_error", "loc": ["body", "condition"], "msg": str(e)}])
+    detail = [
+        {
+            "type": err["type"],
+            "loc": ["body", *err["loc"]],
+            "msg": f"{'.'.join(map(str, err['loc'])) or 'rule'}: {err['msg'].removeprefix('Value error, ')}",
+            "input": err.get("input") if not isinstance(err.get("input"), dict) else None,
+        }
+        for err in e.errors(include_url=False)
+    ]
+    return HTTPException(422, detail)
+
+
+def _parse(body: Any) -> AlertRule:
+    if not isinstance(body, dict):
+        raise HTTPException(422, [{"type": "type_error", "loc": ["body"], "msg": "the body must be a JSON object"}])
+    try:
+        return rule_from_payload(body)
+    except (ValidationError, ConditionError) as e:
+        raise _invalid(e) from None
+
+
+def _get(conn: sqlite3.Connection, alert_id: int) -> tuple:
+    row = store_alerts.rule_row(conn, alert_id)
+    if row is None:
+        raise HTTPException(404, f"no alert rule with id {alert_id}")
+    return row
+
+
+@router.post("", status_code=201, response_model=AlertOut)
+def create_alert(
+    conn: Writer,
+    body: Annotated[dict[str, Any], Body(openapi_examples=_EXAMPLES)],
+) -> AlertOut:
+    """Create a rule, as a rule object or as `{"name", "condition": "price > 50000", "symbols": [...]}`.
+
+    Metrics: `price`, `trade_size` (every trade); `volume`, `return`, `volatility`
+    (every closed bar of `timeframe`, default 1m); `spread`, `zscore`, `hedge_ratio`,
+    `correlation` (every pair-analytics row; `pair` instead of `symbol`).
+    """
+    rule = _parse(body)
+    rid = store_alerts.create_rule(conn, rule)
+    return _out(_get(conn, rid))
+
+
+@router.get("", response_model=AlertList)
+def list_alerts(conn: Reader) -> AlertList:
+    """Every rule, oldest first."""
+    alerts = [_out(r) for r in store_alerts.list_rules(conn)]
+    return AlertList(count=len(alerts), alerts=alerts)
+
+
+@router.get("/triggered", response_model=EventList)
+def triggered(
+    conn: Reader,
+    limit: Annotated[int, Query(ge=1, le=100_000, description="How many triggers, newest first")] = 100,
+    since: Annotated[
+        str | None,
+        Query(max_length=40, description="Only triggers at or after this market time (ISO-8601 or epoch ms)"),
+    ] = None,
+    rule_id: Annotated[int | None, Query(ge=1, description="Only this rule's triggers")] = None,
+) -> EventList:
+    """The trigger history, newest (by market time) first."""
+    since_ms = None
+    if since is not None:
+        try:
+            since_ms = parse_time(since)
+        except ValueError as e:
+            raise param_error("query", "since", str(e), since) from None
+    rows = store_alerts.list_events(conn, limit, since_ms, rule_id)
+    events = [
+        AlertEvent(
+            **{k: v for k, v in r.items() if k not in ("webhook", "webhook_attempts")},
+            time=iso_ms(r["event_ms"]),
+            wall_time=iso_ms(r["wall_ms"]),
+            dedup_key=f"{r['rule_id']}:{r['symbol']}:{r['ref']}",
+        )
+        for r in rows
+    ]
+    return EventList(count=len(events), events=events)
+
+
+@router.get("/{alert_id}", response_model=AlertOut)
+def get_alert(conn: Reader, alert_id: int) -> AlertOut:
+    return _out(_get(conn, alert_id))
+
+
+@router.patch("/{alert_id}", response_model=AlertOut)
+def patch_alert(conn: Writer, alert_id: int, body: Annotated[AlertPatch, Body()]) -> AlertOut:
+    """Change some fields (e.g. `{"enabled": false}`); the rule is validated again as a whole."""
+    current = _out(_get(conn, alert_id)).model_dump(exclude={"id", "version", "created", "updated"})
+    changes = body.model_dump(exclude_unset=True)
+    rule = _parse({**current, **changes})
+    store_alerts.update_rule(conn, alert_id, rule)
+    return _out(_get(conn, alert_id))
+
+
+@router.delete("/{alert_id}", status_code=204)
+def delete_alert(conn: Writer, alert_id: int) -> Response:
+    """Delete a rule (its past triggers stay in the history)."""
+    if not store_alerts.delete_rule(conn, alert_id):
+        raise HTTPException(404, f"no alert rule with id {alert_id}")
+    return Response(status_code=204)
