@@ -1,0 +1,14 @@
+"""Alerts page (stub)."""
+
+from __future__ import annotations
+
+import panel as pn
+
+from panel_app.page import Page
+
+
+class AlertsPage(Page):
+    title = "Alerts"
+
+    def view(self) -> pn.viewable.Viewable:
+        return pn.Column(self.message, pn.pane.Markdown("## Alerts"))

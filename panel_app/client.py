@@ -1,0 +1,273 @@
+"""The dashboard's only door to the data: a thin, typed client of the REST API.
+
+Pages never open the store. Every response shape the dashboard relies on is
+read here, so an API change touches this module and nothing else. A refused
+connection or a timeout becomes `ApiDown` (pages show a banner instead of a
+blank chart); an HTTP error becomes `ApiError` carrying the API's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+
+DEFAULT_TIMEOUT_S = 3.0
+OHLC_COLUMNS = ["start_ms", "open", "high", "low", "close", "volume", "trades", "in_progress"]
+
+
+class ApiDown(RuntimeError):
+    """The API did not answer (refused, timed out, or the network failed)."""
+
+
+class ApiError(RuntimeError):
+    """The API answered with an error; `detail` is its message or validation list."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"HTTP {status}: {describe_detail(detail)}")
+
+
+def describe_detail(detail: Any) -> str:
+    """FastAPI's `detail` (a string, or a list of {loc, msg}) as one readable line."""
+    if isinstance(detail, list):
+        parts = []
+        for d in detail:
+            if isinstance(d, dict):
+                loc = ".".join(str(x) for x in d.get("loc", []) if x not in ("body", "query", "path"))
+                parts.append(f"{loc}: {d.get('msg', d)}" if loc else str(d.get("msg", d)))
+            else:
+                parts.append(str(d))
+        return "; ".join(parts)
+    if isinstance(detail, dict):
+        return str(detail.get("message") or detail.get("msg") or detail)
+    return str(detail)
+
+
+def api_url() -> str:
+    """TICKLENS_API if set, else the API host/port of the active config."""
+    env = os.environ.get("TICKLENS_API")
+    if env:
+        return env.rstrip("/")
+    try:
+        from ticklens.config import load_config
+
+        cfg = load_config()
+        return f"http://{cfg.api.host}:{cfg.api.port}"
+    except Exception:  # no config file: the documented default
+        return "http://127.0.0.1:8000"
+
+
+def to_time(ms: Any) -> Any:
+    """Epoch ms → naive UTC datetime64 (what Bokeh's datetime axis expects)."""
+    return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms")
+
+
+def downsample_minmax(df: pd.DataFrame, max_points: int, keep_last: int = 0) -> pd.DataFrame:
+    """OHLC bars merged into at most `max_points` buckets, keeping each bucket's extremes.
+
+    The API has no `max_points` parameter (yet), so long ranges are thinned here,
+    in the one module that talks to it: each bucket's wick still spans the true
+    high and low, its body the first open and the last close, its volume the sum.
+    The newest `keep_last` bars stay raw so live updates land on real bars.
+    `span_ms` is each row's width in time (for drawing).
+    """
+    n = len(df)
+    if max_points <= 0 or n <= max_points:
+        return df
+    head, tail = (df.iloc[: n - keep_last], df.iloc[n - keep_last :]) if keep_last else (df, df.iloc[:0])
+    budget = max(1, max_points - len(tail))
+    bucket = np.arange(len(head)) * budget // max(1, len(head))
+    out = (
+        head.assign(_b=bucket)
+        .groupby("_b", sort=True)
+        .agg(
+            start_ms=("start_ms", "first"),
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+            trades=("trades", "sum"),
+            in_progress=("in_progress", "last"),
+        )
+        .reset_index(drop=True)
+    )
+    merged = pd.concat([out, tail[out.columns]], ignore_index=True)
+    merged["time"] = to_time(merged["start_ms"])
+    return merged
+
+
+@dataclass
+class Api:
+    """One API base URL; a pooled httpx client with short timeouts."""
+
+    base_url: str = field(default_factory=api_url)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    _http: httpx.Client = field(init=False, repr=False)
+    _routes: set[str] | None = field(default=None, init=False, repr=False)
+    _routes_at: float = field(default=0.0, init=False, repr=False)
+    last_error: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s)
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        for attempt in (1, 2):
+            try:
+                r = self._http.request(method, path, **kw)
+                break
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # A pooled keep-alive connection the server has just closed: one fresh try.
+                if attempt == 2 or method != "GET":
+                    return self._down("connection dropped")
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                return self._down(type(e).__name__)
+        self.last_error = None
+        if r.status_code >= 400:
+            try:
+                detail = orjson.loads(r.content).get("detail", r.text)
+            except (orjson.JSONDecodeError, AttributeError):
+                detail = r.text
+            raise ApiError(r.status_code, detail)
+        return r
+
+    def _down(self, why: str) -> Any:
+        self.last_error = f"API at {self.base_url} is down ({why})"
+        raise ApiDown(self.last_error)
+
+    def get(self, path: str, **params: Any) -> Any:
+        clean = {k: v for k, v in params.items() if v is not None}
+        return orjson.loads(self.request("GET", path, params=clean).content)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> Any:
+        r = self.request("POST", path, json=json, **kw)
+        return orjson.loads(r.content) if r.content else None
+
+    def routes(self) -> set[str]:
+        """Paths the API serves (from /openapi.json, refreshed every 30 s) so pages
+        can say "not available" for endpoints that have not shipped."""
+        if self._routes is None or time.monotonic() - self._routes_at > 30:
+            spec = self.get("/openapi.json")
+            self._routes = set(spec.get("paths", {}))
+            self._routes_at = time.monotonic()
+        return self._routes
+
+    def has(self, path: str) -> bool:
+        try:
+            return path in self.routes()
+        except (ApiDown, ApiError):
+            return False
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- status and symbols -----------------------------------------------------
+
+    def health(self) -> bool:
+        try:
+            self.request("GET", "/health")
+            return True
+        except (ApiDown, ApiError):
+            return False
+
+    def status(self) -> dict:
+        return self.get("/api/status")
+
+    def symbols(self) -> list[str]:
+        return [s["symbol"] for s in self.get("/api/symbols")["symbols"]]
+
+    def symbol_infos(self) -> list[dict]:
+        """Per symbol: configured, has_data, last_trade_ms, last_price, …"""
+        return self.get("/api/symbols")["symbols"]
+
+    # --- market data ------------------------------------------------------------
+
+    def ohlc(
+        self,
+        symbol: str,
+        timeframe: str,
+        limit: int = 1000,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pd.DataFrame:
+        """Bars oldest first, with `start_ms`, `time` (datetime64) and `in_progress`."""
+        out = self.get(f"/api/ohlc/{symbol}", timeframe=timeframe, limit=limit, start=start_ms, end=end_ms)
+        return bars_frame(out)
+
+    def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
+        return self.get(f"/api/stats/{symbol}", window=window, timeframe=timeframe)
+
+    def export(
+        self, symbol: str, fmt: str, kind: str, start_ms: int | None = None, end_ms: int | None = None, **extra: Any
+    ) -> bytes:
+        params = {"format": fmt, "kind": kind, "start": start_ms, "end": end_ms, **extra}
+        return self.request(
+            "GET", f"/api/export/{symbol}", params={k: v for k, v in params.items() if v is not None}
+        ).content
+
+    def upload_ohlc(self, filename: str, content: bytes, **params: Any) -> dict:
+        """The API's answer; a 422 with per-row errors is returned, not raised."""
+        try:
+            return self.post(
+                "/api/upload/ohlc",
+                files={"file": (filename, content, "text/csv")},
+                params={k: v for k, v in params.items() if v is not None},
+            )
+        except ApiError as e:
+            if e.status == 422:
+                return {"ok": False, "detail": e.detail}
+            raise
+
+    def start(self, symbols: list[str]) -> dict:
+        return self.post("/api/start", json={"symbols": symbols})
+
+    def stop(self) -> dict:
+        return self.post("/api/stop")
+
+    # --- pair analytics ---------------------------------------------------------
+
+    def analytics(self, path: str, **params: Any) -> dict:
+        return self.get(path, **params)
+
+    # --- alerts -------------------------------------------------------------------
+
+    def alerts(self) -> list[dict]:
+        out = self.get("/api/alerts")
+        return out.get("alerts", out.get("rules", [])) if isinstance(out, dict) else out
+
+    def create_alert(self, rule: dict) -> dict:
+        return self.post("/api/alerts", json=rule)
+
+    def delete_alert(self, rule_id: Any) -> None:
+        self.request("DELETE", f"/api/alerts/{rule_id}")
+
+    def set_alert_enabled(self, rule_id: Any, enabled: bool) -> dict:
+        r = self.request("PATCH", f"/api/alerts/{rule_id}", json={"enabled": enabled})
+        return orjson.loads(r.content) if r.content else {}
+
+    def triggered(self, limit: int = 200) -> list[dict]:
+        out = self.get("/api/alerts/triggered", limit=limit)
+        return out.get("events", out.get("triggered", [])) if isinstance(out, dict) else out
+
+
+def bars_frame(payload: Any) -> pd.DataFrame:
+    """The OHLC response as a frame: start_ms, time, open…close, volume, trades, in_progress."""
+    df = pd.DataFrame(payload["bars"])
+    if df.empty:
+        df = pd.DataFrame({c: pd.Series(dtype="float64") for c in OHLC_COLUMNS})
+    if "ts_ms" in df:
+        df = df.rename(columns={"ts_ms": "start_ms"})
+    df["start_ms"] = df["start_ms"].astype("int64")
+    df["in_progress"] = df["in_progress"].astype(bool)
+    df["time"] = to_time(df["start_ms"])
+    return df

@@ -1,0 +1,14 @@
+"""Data page (stub)."""
+
+from __future__ import annotations
+
+import panel as pn
+
+from panel_app.page import Page
+
+
+class DataPage(Page):
+    title = "Data"
+
+    def view(self) -> pn.viewable.Viewable:
+        return pn.Column(self.message, pn.pane.Markdown("## Data"))

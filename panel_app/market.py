@@ -1,0 +1,302 @@
+"""Market page: live candles (or a price line) with volume beneath, and a window summary.
+
+The chart is drawn once (hvplot `ohlc`, rendered to a Bokeh figure) and then fed
+through one ColumnDataSource: a new bar is `stream`ed, the in-progress bar is
+`patch`ed in place, so the browser only receives the changed rows.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import holoviews as hv
+import hvplot.pandas  # noqa: F401  (registers .hvplot on pandas frames)
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from bokeh.core.properties import field
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, Quad, Span
+from bokeh.plotting import figure
+
+from panel_app.client import Api, ApiError, downsample_minmax, to_time
+from panel_app.page import DOWN, UP, Page, card, fmt_num
+from ticklens.config import TIMEFRAME_MS
+
+RANGES_MS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
+MAX_POINTS = 1500  # more candles than pixels helps nobody
+KEEP_RAW = 300  # newest bars always drawn one by one
+LIVE_WINDOW = 4000  # streamed rows kept before the oldest roll off
+REFRESH_LIMIT = 600
+TAIL = 16  # newest rows that may still change (lateness window of 1s bars)
+
+
+def candle_columns(df: pd.DataFrame, tf_ms: int) -> dict[str, Any]:
+    """Bars → the columns the chart's glyphs read (one source for wicks, bodies, volume, line)."""
+    start = df["start_ms"].to_numpy(dtype="int64")
+    # A downsampled row spans until the next row; a real bar spans one timeframe.
+    span = np.diff(start, append=start[-1] + tf_ms) if len(start) else start
+    span = np.maximum(span, tf_ms)
+    half = pd.to_timedelta(span * 0.35, unit="ms")
+    t = to_time(start)
+    o, c = df["open"].to_numpy(float), df["close"].to_numpy(float)
+    cols = {
+        "start_ms": start,
+        "time": t,
+        "left": t - half,
+        "right": t + half,
+        "width": span * 0.7,
+        "open": o,
+        "high": df["high"].to_numpy(float),
+        "low": df["low"].to_numpy(float),
+        "close": c,
+        "bottom": np.minimum(o, c),
+        "top": np.maximum(o, c),
+        "volume": df["volume"].to_numpy(float),
+        "trades": df["trades"].to_numpy("int64"),
+        "color": np.where(c >= o, UP, DOWN),
+        "state": np.where(df["in_progress"].to_numpy(bool), "in progress", "closed"),
+    }
+    # Own, writable copies: Bokeh patches these arrays in place.
+    return {k: np.array(v, copy=True) for k, v in cols.items()}
+
+
+def _placeholder() -> pd.DataFrame:
+    now = int(time.time() * 1000) // 1000 * 1000
+    return pd.DataFrame(
+        {
+            "start_ms": [now - 1000, now],
+            "open": [1.0, 1.0],
+            "high": [1.0, 1.0],
+            "low": [1.0, 1.0],
+            "close": [1.0, 1.0],
+            "volume": [0.0, 0.0],
+            "trades": [0, 0],
+            "in_progress": [False, True],
+        }
+    )
+
+
+class CandleChart:
+    """One candle figure and one volume figure over a shared source and x axis."""
+
+    def __init__(self) -> None:
+        seed = candle_columns(_placeholder(), 1000)
+        self.source = ColumnDataSource(seed)
+        frame = pd.DataFrame({k: seed[k] for k in ("time", "open", "high", "low", "close")})
+        plot = frame.hvplot.ohlc(
+            x="time",
+            y=["open", "high", "low", "close"],
+            pos_color=UP,
+            neg_color=DOWN,
+            line_color="#8b949e",
+            responsive=True,
+            height=430,
+            xlabel="",
+            ylabel="price",
+            grid=True,
+        )
+        self.price = hv.render(plot, backend="bokeh")
+        # Repoint hvplot's glyphs at our live source; the column names match what it drew with.
+        self.candle_renderers = list(self.price.renderers)
+        for r in self.candle_renderers:
+            r.data_source = self.source
+            if isinstance(r.glyph, Quad):  # hvplot fixes one colour when its seed has one direction
+                for g in (r.glyph, r.nonselection_glyph, r.selection_glyph, r.hover_glyph, r.muted_glyph):
+                    if g is not None and g != "auto":
+                        g.fill_color = field("color")
+                        g.line_color = field("color")
+        self.price.x_range = DataRange1d(range_padding=0.02, follow="end")
+        self.price.y_range = DataRange1d(range_padding=0.08)
+        self.price.sizing_mode = "stretch_width"
+        self.price.output_backend = "canvas"
+        self.price.tools = [t for t in self.price.tools if not isinstance(t, HoverTool)]
+        self.price.add_tools(
+            HoverTool(
+                renderers=self.candle_renderers[-1:],
+                tooltips=[
+                    ("time", "@time{%F %T}"),
+                    ("O H L C", "@open{0.00} @high{0.00} @low{0.00} @close{0.00}"),
+                    ("volume", "@volume{0.000}"),
+                    ("trades", "@trades"),
+                    ("", "@state"),
+                ],
+                formatters={"@time": "datetime"},
+            )
+        )
+        self.line = self.price.line("time", "close", source=self.source, line_width=2, color="#1f6feb", visible=False)
+        self.last_span = Span(dimension="width", location=1.0, line_dash="dashed", line_color="#57606a", line_width=1)
+        self.price.add_layout(self.last_span)
+        self.volume = figure(
+            x_range=self.price.x_range,
+            x_axis_type="datetime",
+            height=150,
+            sizing_mode="stretch_width",
+            tools="xpan,xwheel_zoom,reset",
+            toolbar_location=None,
+        )
+        self.volume.vbar(x="time", width="width", top="volume", color="color", alpha=0.7, source=self.source)
+        self.volume.yaxis.axis_label = "volume"
+        self.volume.y_range = DataRange1d(start=0, range_padding=0.05)
+        self.price.xaxis.visible = False
+        self.price.min_border_left = self.volume.min_border_left = 70
+        self.tf_ms = 1000
+
+    def set_style(self, style: str) -> None:
+        candles = style == "Candles"
+        for r in self.candle_renderers:
+            r.visible = candles
+        self.line.visible = not candles
+
+    def load(self, df: pd.DataFrame, tf_ms: int) -> None:
+        """Replace everything (new symbol, timeframe or range)."""
+        self.tf_ms = tf_ms
+        self.source.data = candle_columns(df, tf_ms)
+        self._mark_last()
+
+    @property
+    def last_start(self) -> int | None:
+        starts = self.source.data["start_ms"]
+        return int(starts[-1]) if len(starts) else None
+
+    def refresh_from(self) -> int | None:
+        """Oldest bar still in progress among the newest few (bars stay open for the lateness window)."""
+        starts, state = self.source.data["start_ms"], self.source.data["state"]
+        n = len(starts)
+        for i in range(max(0, n - TAIL), n):
+            if state[i] == "in progress":
+                return int(starts[i])
+        return self.last_start
+
+    def update(self, df: pd.DataFrame) -> tuple[int, int]:
+        """Patch bars we already show (still in progress, or just closed), stream newer ones.
+
+        Returns (patched, streamed) so callers can tell a quiet second from a busy one.
+        """
+        if df.empty:
+            return 0, 0
+        last = self.last_start
+        if last is None:
+            self.source.stream(candle_columns(df, self.tf_ms), rollover=LIVE_WINDOW)
+            self._mark_last()
+            return 0, len(df)
+        starts = self.source.data["start_ms"]
+        n = len(starts)
+        index = {int(starts[i]): i for i in range(max(0, n - TAIL), n)}
+        old = df[df["start_ms"].isin(list(index))]
+        new = df[df["start_ms"] > last]
+        if len(old):
+            cols = candle_columns(old, self.tf_ms)
+            rows = [index[int(s)] for s in old["start_ms"]]
+            skip = ("start_ms", "time", "left", "right", "width")  # a real bar's place never changes
+            self.source.patch({k: list(zip(rows, v, strict=True)) for k, v in cols.items() if k not in skip})
+        if len(new):
+            self.source.stream(candle_columns(new, self.tf_ms), rollover=LIVE_WINDOW)
+        self._mark_last()
+        return len(old), len(new)
+
+    def _mark_last(self) -> None:
+        close = self.source.data["close"]
+        if len(close):
+            self.last_span.location = float(close[-1])
+
+
+class MarketPage(Page):
+    """One symbol's live price and volume; summary tiles above."""
+
+    title = "Market"
+
+    symbol = param.Selector(objects=[], doc="Symbol")
+    timeframe = param.Selector(objects=list(TIMEFRAME_MS), default="1s")
+    window = param.Selector(objects=list(RANGES_MS), default="15 min", label="Range")
+    style = param.Selector(objects=["Candles", "Line"], default="Candles")
+
+    def __init__(self, api: Api, **params: object) -> None:
+        super().__init__(api, **params)
+        self.chart = CandleChart()
+        self.summary = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
+        self.caption = pn.pane.HTML("", margin=(0, 10), styles={"color": "#57606a", "font-size": "12px"})
+        self._ticks = 0
+        self.update_ms: list[float] = []  # server-side time per refresh, for the performance note
+        pn.bind(self.show, self.param.symbol, self.param.timeframe, self.param.window, watch=True)
+        pn.bind(self.chart.set_style, self.param.style, watch=True)
+
+    def view(self) -> pn.viewable.Viewable:
+        controls = pn.Row(
+            pn.widgets.Select.from_param(self.param.symbol, width=150),
+            pn.widgets.RadioButtonGroup.from_param(self.param.timeframe, button_type="primary", button_style="outline"),
+            pn.widgets.Select.from_param(self.param.window, width=120),
+            pn.widgets.RadioButtonGroup.from_param(self.param.style, button_type="default"),
+            align="end",
+        )
+        chart = pn.Column(
+            pn.pane.Bokeh(self.chart.price, sizing_mode="stretch_width"),
+            pn.pane.Bokeh(self.chart.volume, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+            css_classes=["tl-market-chart"],
+        )
+        return pn.Column(self.message, controls, self.summary, chart, self.caption, sizing_mode="stretch_width")
+
+    def _ensure_symbols(self) -> None:
+        if self.param.symbol.objects:
+            return
+        syms = self.api.symbols()
+        if not syms:
+            self.say("No symbols yet: the store is empty and none are configured.")
+            return
+        self.param.symbol.objects = syms
+        if self.symbol not in syms:
+            with param.parameterized.discard_events(self):
+                self.symbol = syms[0]
+
+    def show(self, *_: Any) -> None:
+        self._ensure_symbols()
+        if not self.symbol:
+            return
+        tf_ms = TIMEFRAME_MS[self.timeframe]
+        want = min(100_000, RANGES_MS[self.window] // tf_ms)
+        df = self.api.ohlc(self.symbol, self.timeframe, limit=want)
+        shown = downsample_minmax(df, MAX_POINTS, keep_last=KEEP_RAW)
+        self.chart.load(shown, tf_ms)
+        self.caption.object = (
+            f"{len(df):,} bars of {self.timeframe}"
+            + (f", drawn as {len(shown):,} (min/max per bucket; newest {KEEP_RAW} raw)" if len(shown) < len(df) else "")
+            + ". The newest bar is in progress and updates in place."
+        )
+        self.say("" if len(df) else f"No {self.timeframe} bars for {self.symbol} yet.")
+        self._summary()
+
+    def refresh(self) -> None:
+        if not self.symbol:
+            self.show()
+            return
+        t0 = time.perf_counter()
+        df = self.api.ohlc(self.symbol, self.timeframe, limit=REFRESH_LIMIT, start_ms=self.chart.refresh_from())
+        self.chart.update(df)
+        self.update_ms.append((time.perf_counter() - t0) * 1000)
+        self._ticks += 1
+        if self._ticks % 2 == 0:
+            self._summary()
+
+    def _summary(self) -> None:
+        tf_ms = TIMEFRAME_MS[self.timeframe]
+        window = max(2, min(100_000, RANGES_MS[self.window] // tf_ms))
+        st = self.api.stats(self.symbol, window=window, timeframe=self.timeframe)
+        try:
+            per_symbol = self.api.status().get("per_symbol", [])
+        except ApiError:
+            per_symbol = []
+        rate = next((s["trades_per_s"] for s in per_symbol if s["symbol"] == self.symbol), None)
+        ret = st.get("return")
+        color = UP if (ret or 0) >= 0 else DOWN
+        tiles = [
+            card("last price", fmt_num(st.get("last")), self.symbol.upper()),
+            card("change", "–" if ret is None else f"{ret * 100:+.3f}%", f"over {self.window}", color),
+            card("high", fmt_num(st.get("max"))),
+            card("low", fmt_num(st.get("min"))),
+            card("volume", fmt_num(st.get("volume"), 3), "base asset"),
+            card("VWAP", fmt_num(st.get("vwap"))),
+            card("trades/s", "–" if rate is None else f"{rate:,.1f}", "last 10 s"),
+        ]
+        self.summary.object = f'<div class="tl-cards">{"".join(tiles)}</div>'

@@ -1,0 +1,80 @@
+"""What every dashboard page shares: the API handle, a message line, and the refresh contract.
+
+The app calls `show()` when a page becomes visible (load everything) and
+`refresh()` about once a second while it stays visible (stream what is new).
+Both may raise `ApiDown`; the app turns that into its banner.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import panel as pn
+import param
+
+from panel_app.client import Api, ApiError
+
+UP = "#26a69a"
+DOWN = "#ef5350"
+ACCENT = "#1f6feb"
+
+
+class Page(param.Parameterized):
+    """One sidebar entry."""
+
+    title: ClassVar[str] = "page"
+
+    def __init__(self, api: Api, **params: object) -> None:
+        super().__init__(**params)
+        self.api = api
+        self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(5, 10))
+
+    def say(self, text: str, kind: str = "warning") -> None:
+        """Show a message above the page (empty text hides it)."""
+        self.message.object = text
+        self.message.alert_type = kind
+        self.message.visible = bool(text)
+
+    def say_error(self, err: ApiError) -> None:
+        self.say(f"The API refused: {err}", "danger")
+
+    def view(self) -> pn.viewable.Viewable:
+        raise NotImplementedError
+
+    def show(self) -> None:
+        """Load from scratch (page opened, selection changed)."""
+
+    def refresh(self) -> None:
+        """Stream what is new; called about once a second while visible."""
+
+
+def card(label: str, value: str, sub: str = "", color: str = "inherit") -> str:
+    """A small stat tile as HTML (used in summaries and badges)."""
+    return (
+        f'<div class="tl-card"><div class="tl-label">{label}</div>'
+        f'<div class="tl-value" style="color:{color}">{value}</div>'
+        f'<div class="tl-sub">{sub}</div></div>'
+    )
+
+
+def fmt_num(x: float | None, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    ax = abs(x)
+    if ax >= 1e9:
+        return f"{x / 1e9:.{digits}f} B"
+    if ax >= 1e6:
+        return f"{x / 1e6:.{digits}f} M"
+    if ax >= 1e4:
+        return f"{x:,.{digits}f}"
+    return f"{x:.{max(digits, 4 if ax < 10 else digits)}f}"
+
+
+CSS = """
+.tl-cards { display: flex; gap: 10px; flex-wrap: wrap; }
+.tl-card { background: #f6f8fa; border: 1px solid #e1e4e8; border-radius: 8px; padding: 8px 14px; min-width: 120px; }
+.tl-label { font-size: 11px; color: #57606a; text-transform: uppercase; letter-spacing: .04em; }
+.tl-value { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.tl-sub { font-size: 11px; color: #57606a; min-height: 14px; }
+.tl-badge { display: inline-block; border-radius: 12px; padding: 3px 10px; font-size: 12px; font-weight: 600; color: white; }
+"""
