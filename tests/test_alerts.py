@@ -1,0 +1,448 @@
+"""Alerts: rule semantics against a plain reference loop, and the real flow on the bundled data.
+
+Expected triggers come from independent computations in this file (numpy/polars
+over the recorded trades and stored bars, statsmodels for the hedge ratio),
+never from flows.alerts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.alerts import AlertRule, ConditionError, RuleState, parse_condition, rule_from_payload, scan
+from tests.api_support import api_server, rows, wait_until
+from tests.flow_support import ROOT, WINDOW_B, run_flow, write_config
+
+BTC_B, ETH_B = WINDOW_B
+LEVEL = 61700.05  # BTC crosses it dozens of times on 2024-08-08; between ticks, so never equal to a price
+
+# --- an independent, element-by-element statement of the rule semantics ---
+
+
+def _cmp(op: str, v: float, thr: float) -> bool:
+    return {
+        ">": v > thr,
+        "crosses_above": v > thr,
+        ">=": v >= thr,
+        "<": v < thr,
+        "crosses_below": v < thr,
+        "<=": v <= thr,
+    }[op]
+
+
+def _rearmed(op: str, v: float, exit_level: float) -> bool:
+    return {
+        ">": v <= exit_level,
+        "crosses_above": v <= exit_level,
+        ">=": v < exit_level,
+        "<": v >= exit_level,
+        "crosses_below": v >= exit_level,
+        "<=": v > exit_level,
+    }[op]
+
+
+def reference_fires(values, ts, op, thr, exit_level=None, cooldown_ms=0) -> list[int]:
+    """The documented semantics, one value at a time."""
+    level = op in (">", ">=", "<", "<=")
+    exit_level = thr if exit_level is None else exit_level
+    armed = level  # a crossing needs a value on the other side first
+    last = None
+    clock = -(2**62)
+    out = []
+    for i, v in enumerate(values):
+        clock = max(clock, ts[i])
+        ok = last is None or clock - last >= cooldown_ms
+        if armed and _cmp(op, v, thr):
+            if ok:
+                out.append(i)
+                last = clock
+                armed = False
+            elif not level:
+                armed = False  # a crossing inside the cooldown is spent
+        elif not armed and _rearmed(op, v, exit_level):
+            armed = True
+    return out
+
+
+def _rule(op: str, thr: float, **kw) -> AlertRule:
+    return AlertRule(name="t", metric="price", symbol="btcusdt", operator=op, threshold=thr, **kw)
+
+
+def _scan_chunks(rule: AlertRule, values, ts, cuts) -> list[int]:
+    state = RuleState(1, armed=rule.operator in (">", ">=", "<", "<="))
+    out, lo = [], 0
+    for hi in [*sorted(set(cuts)), len(values)]:
+        out.extend(lo + i for i in scan(rule, state, np.asarray(values[lo:hi], float), np.asarray(ts[lo:hi])))
+        lo = hi
+    return out
+
+
+def test_level_rule_fires_when_it_becomes_true_and_again_only_after_false():
+    v = [9, 11, 12, 13, 9, 11, 11, 8, 12]
+    assert _scan_chunks(_rule(">", 10), v, list(range(len(v))), []) == [1, 5, 8]
+
+
+def test_exit_threshold_stops_a_flapping_metric_from_flooding():
+    v = [2.1, 1.9, 2.2, 1.8, 2.3, 0.4, 2.5, 1.9, 2.05]  # arm at z >= 2, re-arm at z <= 0.5
+    fires = _scan_chunks(_rule(">=", 2.0, exit_threshold=0.5), v, list(range(len(v))), [])
+    assert fires == [0, 6]
+
+
+def test_cooldown_runs_in_event_time_and_drops_crossings_inside_it():
+    v = [9, 11, 9, 11, 9, 11, 11]
+    ts = [0, 1_000, 2_000, 3_000, 4_000, 12_000, 13_000]
+    assert _scan_chunks(_rule("crosses_above", 10, cooldown_s=10), v, ts, []) == [1, 5]
+    # A level rule still armed when the cooldown ends fires at the first true value after it.
+    v2 = [11, 9, 11, 11, 11]
+    ts2 = [0, 1_000, 2_000, 9_000, 10_000]
+    assert _scan_chunks(_rule(">", 10, cooldown_s=10), v2, ts2, []) == [0, 4]
+
+
+def test_crossing_needs_the_previous_value_across_batches():
+    v = [9, 11]
+    assert _scan_chunks(_rule("crosses_above", 10), v, [0, 1], [1]) == [1]
+    assert _scan_chunks(_rule("crosses_above", 10), [11, 12], [0, 1], [1]) == []  # never below: no crossing
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 6), min_size=1, max_size=60),
+    st.lists(st.integers(0, 3_000), min_size=60, max_size=60),
+    st.sampled_from([">", ">=", "<", "<=", "crosses_above", "crosses_below"]),
+    st.sampled_from([0, 1, 2.5]),
+    st.booleans(),
+    st.lists(st.integers(0, 60), max_size=5),
+)
+def test_vectorised_scan_matches_the_reference_for_any_batching(raw, gaps, op, cool_s, use_exit, cuts):
+    values = [float(x) for x in raw]
+    ts = np.cumsum(gaps[: len(values)]).tolist()
+    ts = [t - (700 if i % 7 == 3 else 0) for i, t in enumerate(ts)]  # some late trades
+    up = op in (">", ">=", "crosses_above")
+    exit_level = (1.5 if up else 4.5) if use_exit else None
+    rule = _rule(op, 3.0, cooldown_s=cool_s, exit_threshold=exit_level)
+    expected = reference_fires(values, ts, op, 3.0, exit_level, int(cool_s * 1000))
+    assert _scan_chunks(rule, values, ts, [c for c in cuts if c < len(values)]) == expected
+
+
+def test_condition_form_is_translated_and_bad_conditions_are_named():
+    rule = rule_from_payload({"name": "b", "condition": "price > 50000", "symbols": ["BTCUSDT"]})
+    assert (rule.metric, rule.operator, rule.threshold, rule.symbol) == ("price", ">", 50000.0, "btcusdt")
+    z = rule_from_payload({"name": "z", "condition": "zscore crosses below -2", "symbols": ["btcusdt", "ethusdt"]})
+    assert (z.pair, z.operator, z.threshold, z.timeframe) == (("btcusdt", "ethusdt"), "crosses_below", -2.0, "1m")
+    assert parse_condition("trade_size >= 1e2") == ("trade_size", ">=", 100.0)
+    for bad, words in [
+        ("price >> 5", "expected a number"),
+        ("prise > 5", "unknown metric 'prise'"),
+        ("price > 5 or 1", "unexpected 'or'"),
+        ("__import__('os').system('x') > 1", "unexpected character"),
+        ("", "empty"),
+    ]:
+        with pytest.raises(ConditionError, match=words.replace("(", r"\(")):
+            parse_condition(bad)
+
+
+# --- the real flow on the bundled recordings ---
+
+
+def recorded_trades(path: Path, symbol: str) -> pl.DataFrame:
+    """Trades of a WebSocket recording in arrival order, first occurrence of each id (the oracle's own parse)."""
+    ids, ts, price, qty = [], [], [], []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            msg = json.loads(line.split(" ", 1)[1])
+            d = msg.get("data", msg)
+            if d.get("e") == "trade" and d["s"].lower() == symbol:
+                ids.append(int(d["t"]))
+                ts.append(int(d["T"]))
+                price.append(float(d["p"]))
+                qty.append(float(d["q"]))
+    df = pl.DataFrame({"trade_id": ids, "ts_ms": ts, "price": price, "qty": qty})
+    return df.with_row_index("arrival").unique("trade_id", keep="first", maintain_order=True)
+
+
+def create_rules(db_conn_path: Path, rules: list[dict]) -> list[int]:
+    from storage.alerts import create_rule
+    from storage.sqlite import connect
+
+    conn = connect(db_conn_path)
+    try:
+        return [create_rule(conn, rule_from_payload(r)) for r in rules]
+    finally:
+        conn.close()
+
+
+def fired(db: Path, rule_id: int) -> list[tuple]:
+    return rows(db, "SELECT event_ms, ref, value FROM alert_events WHERE rule_id=? ORDER BY event_ms, id", (rule_id,))
+
+
+def aligned_closes(db: Path, a: str, b: str, tf_ms: int) -> pl.DataFrame:
+    """Both legs on a full grid of bar starts, a silent leg's close carried forward (from the stored bars)."""
+    bars = pl.DataFrame(
+        rows(db, "SELECT symbol, start_ms, close FROM bars WHERE timeframe='1s' AND closed=1"),
+        schema=["symbol", "start_ms", "close"],
+        orient="row",
+    )
+    legs = [bars.filter(pl.col("symbol") == s).select("start_ms", pl.col("close").alias(s)) for s in (a, b)]
+    first = max(int(leg["start_ms"].min()) for leg in legs)
+    earliest = min(int(leg["start_ms"].min()) for leg in legs)
+    last = max(int(leg["start_ms"].max()) for leg in legs)
+    grid = pl.DataFrame({"start_ms": np.arange(earliest, last + 1, tf_ms, dtype=np.int64)})
+    out = grid.join(legs[0], on="start_ms", how="left").join(legs[1], on="start_ms", how="left")
+    return out.with_columns(pl.col(a).forward_fill(), pl.col(b).forward_fill()).filter(pl.col("start_ms") >= first)
+
+
+def rolling_zscore(y: np.ndarray, x: np.ndarray, window: int) -> np.ndarray:
+    """OLS hedge ratio over the last `window` bars (statsmodels), spread of the newest bar,
+    z against the previous `window` spreads (mean, std ddof=1): no look-ahead."""
+    import statsmodels.api as sm
+
+    n = len(y)
+    spread = np.full(n, np.nan)
+    for t in range(window - 1, n):
+        xs = sm.add_constant(x[t - window + 1 : t + 1])
+        alpha, beta = sm.OLS(y[t - window + 1 : t + 1], xs).fit().params
+        spread[t] = y[t] - beta * x[t] - alpha
+    z = np.full(n, np.nan)
+    for t in range(2 * window - 1, n):
+        past = spread[t - window : t]
+        sd = past.std(ddof=1)
+        if sd > 0:
+            z[t] = (spread[t] - past.mean()) / sd
+    return z
+
+
+def test_price_bar_and_zscore_rules_fire_exactly_where_the_data_says(tmp_path):
+    window = 30
+    cfg = write_config(
+        tmp_path,
+        source={"paths": [str(BTC_B), str(ETH_B)]},
+        timeframes=["1s", "1m"],
+        pairs=[{"legs": ["btcusdt", "ethusdt"], "window": window, "timeframes": ["1s"]}],
+    )
+    db = tmp_path / "ticklens.db"
+    btc = recorded_trades(BTC_B, "btcusdt")
+    eth = recorded_trades(ETH_B, "ethusdt")
+    level = LEVEL
+    big = float(np.quantile(eth["qty"].to_numpy(), 0.99))
+    # Rules exist before the flow's first run (and before the store): applied from the first trade.
+    ids = create_rules(
+        db,
+        [
+            {"name": "btc up", "metric": "price", "symbol": "btcusdt", "operator": "crosses_above", "threshold": level},
+            {"name": "btc down", "condition": f"price crosses_below {level}", "symbols": ["btcusdt"]},
+            {"name": "btc high", "condition": f"price > {level}", "symbols": ["btcusdt"], "cooldown_s": 20},
+            {"name": "eth big", "metric": "trade_size", "symbol": "ethusdt", "operator": ">", "threshold": big},
+            {
+                "name": "z",
+                "metric": "zscore",
+                "pair": ["btcusdt", "ethusdt"],
+                "timeframe": "1s",
+                "operator": "crosses_above",
+                "threshold": 1.5,
+            },
+            {
+                "name": "z low",
+                "metric": "zscore",
+                "pair": ["btcusdt", "ethusdt"],
+                "timeframe": "1s",
+                "operator": "<=",
+                "threshold": -1.5,
+                "exit_threshold": -0.5,
+            },
+            {
+                "name": "eth busy",
+                "metric": "volume",
+                "symbol": "ethusdt",
+                "timeframe": "1s",
+                "operator": "crosses_above",
+                "threshold": 20,
+            },
+        ],
+    )
+    r = run_flow(cfg, "--no-recovery")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    # Price: every trade in arrival order after dedup.
+    p = btc["price"].to_numpy()
+    t_ms = btc["ts_ms"].to_numpy()
+    tid = btc["trade_id"].to_numpy()
+    up = np.flatnonzero((p[:-1] <= level) & (p[1:] > level)) + 1
+    down = np.flatnonzero((p[:-1] >= level) & (p[1:] < level)) + 1
+    assert len(up) > 5 and len(down) > 5
+    assert fired(db, ids[0]) == [(int(t_ms[i]), str(tid[i]), float(p[i])) for i in up]
+    assert fired(db, ids[1]) == [(int(t_ms[i]), str(tid[i]), float(p[i])) for i in down]
+    high = reference_fires(p.tolist(), t_ms.tolist(), ">", level, None, 20_000)
+    assert 1 < len(high) < len(up)
+    assert [(e, ref) for e, ref, _ in fired(db, ids[2])] == [(int(t_ms[i]), str(tid[i])) for i in high]
+    q = eth["qty"].to_numpy()
+    big_at = reference_fires(q.tolist(), eth["ts_ms"].to_list(), ">", big)
+    assert len(big_at) > 3
+    assert [ref for _, ref, _ in fired(db, ids[3])] == [str(eth["trade_id"][i]) for i in big_at]
+
+    # Bar volume: closed 1s bars from the raw trades with polars (non-empty buckets only).
+    vol = eth.group_by((pl.col("ts_ms") // 1000 * 1000).alias("start")).agg(pl.col("qty").sum()).sort("start")
+    v = vol["qty"].to_numpy()
+    cross = np.flatnonzero((v[:-1] <= 20) & (v[1:] > 20)) + 1
+    assert len(cross) > 3
+    assert [e for e, _, _ in fired(db, ids[6])] == vol["start"].to_numpy()[cross].tolist()
+
+    # z-score: from the stored closed bars, aligned and fitted here.
+    al = aligned_closes(db, "btcusdt", "ethusdt", 1000)
+    z = rolling_zscore(al["btcusdt"].to_numpy(), al["ethusdt"].to_numpy(), window)
+    starts = al["start_ms"].to_numpy()
+    ok = np.isfinite(z)
+    assert ok.sum() > 200
+    assert np.all(np.abs(z[ok] - 1.5) > 1e-6) and np.all(np.abs(z[ok] + 1.5) > 1e-6)  # no float tie at the thresholds
+    zf = np.where(ok, z, np.nan)
+    z_up = [i for i in range(1, len(zf)) if zf[i - 1] <= 1.5 < zf[i]]
+    assert len(z_up) >= 2
+    assert [e for e, _, _ in fired(db, ids[4])] == starts[z_up].tolist()
+    z_low = reference_fires(zf.tolist(), starts.tolist(), "<=", -1.5, -0.5)
+    assert len(z_low) >= 1
+    assert [e for e, _, _ in fired(db, ids[5])] == starts[z_low].tolist()
+
+
+def test_restart_keeps_rules_and_stores_each_trigger_once(tmp_path):
+    cfg = write_config(tmp_path, source={"paths": [str(BTC_B)]}, symbols=["btcusdt"], timeframes=["1s"])
+    db = tmp_path / "ticklens.db"
+    with api_server(cfg, tmp_path / "api.log") as api:  # the API creates the store
+        r = api.client.post(
+            "/api/alerts", json={"name": "btc", "condition": f"price crosses_above {LEVEL}", "symbols": ["btcusdt"]}
+        )
+        assert r.status_code == 201, r.text
+        bad = api.client.post("/api/alerts", json={"name": "x", "condition": "price >> 1", "symbols": ["btcusdt"]})
+        assert bad.status_code == 422 and "condition" in bad.text and "expected a number" in bad.text
+        assert api.client.delete("/api/alerts/999").status_code == 404
+    first = run_flow(cfg)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = rows(db, "SELECT rule_id, event_ms, ref, wall_ms FROM alert_events ORDER BY id")
+    assert len(before) > 5
+    again = run_flow(cfg, "--no-recovery")  # everything replayed from scratch: same triggers
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert rows(db, "SELECT rule_id, event_ms, ref, wall_ms FROM alert_events ORDER BY id") == before
+    with api_server(cfg, tmp_path / "api2.log") as api:
+        listed = api.client.get("/api/alerts").json()
+        assert [a["name"] for a in listed["alerts"]] == ["btc"]
+        hist = api.client.get("/api/alerts/triggered", params={"limit": 3}).json()
+        assert hist["count"] == 3
+        assert [e["event_ms"] for e in hist["events"]] == sorted((b[1] for b in before), reverse=True)[:3]
+        since = before[2][1]
+        later = api.client.get("/api/alerts/triggered", params={"since": str(since), "limit": 1000}).json()
+        assert later["count"] == sum(1 for b in before if b[1] >= since)
+
+
+def _start_paced_flow(cfg: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, TICKLENS_CONFIG=str(cfg), TICKLENS_QUIET="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.runner", "--no-recovery"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_rule_changes_reach_the_running_flow_within_a_second(tmp_path):
+    cfg = write_config(tmp_path, source={"paths": [str(BTC_B)], "speed": 1}, symbols=["btcusdt"], timeframes=["1s"])
+    db = tmp_path / "ticklens.db"
+    with api_server(cfg, tmp_path / "api.log") as api:
+        flow = _start_paced_flow(cfg, tmp_path / "flow.log")
+        try:
+            wait_until(lambda: db.exists() and rows(db, "SELECT COUNT(*) FROM ticks")[0][0] > 50, 30, "ticks stored")
+
+            def event_after(rule_id: int, t_ms: int):
+                got = rows(db, "SELECT wall_ms FROM alert_events WHERE rule_id=? AND wall_ms>=?", (rule_id, t_ms))
+                return got[0][0] if got else None
+
+            # New rule: a level that is already true fires on the next trade.
+            t0 = int(time.time() * 1000)
+            rid = api.client.post(
+                "/api/alerts", json={"name": "on", "condition": "price > 1", "symbols": ["btcusdt"]}
+            ).json()["id"]
+            assert wait_until(lambda: event_after(rid, t0), 3, "the new rule's trigger") - t0 <= 1000
+            # Changed rule: a new version starts armed again.
+            t1 = int(time.time() * 1000)
+            assert api.client.patch(f"/api/alerts/{rid}", json={"threshold": 2}).status_code == 200
+            assert wait_until(lambda: event_after(rid, t1), 3, "the edited rule's trigger") - t1 <= 1000
+            # Deleted rule: a frequently firing one goes quiet within a second.
+            busy = api.client.post(
+                "/api/alerts",
+                json={"name": "busy", "metric": "trade_size", "symbol": "btcusdt", "operator": ">", "threshold": 0.004},
+            ).json()["id"]
+            wait_until(lambda: event_after(busy, 0), 5, "the busy rule to fire")
+            t2 = int(time.time() * 1000)
+            assert api.client.delete(f"/api/alerts/{busy}").status_code == 204
+            wait_until(lambda: int(time.time() * 1000) > t2 + 1500, 3, "1.5 s to pass")
+            assert event_after(busy, t2 + 1000) is None
+            assert flow.poll() is None, (tmp_path / "flow.log").read_text()[-2000:]
+        finally:
+            flow.terminate()
+            flow.wait(20)
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    """Answers 503 to the first POST of every trigger, 200 after; records what it accepted."""
+
+    seen: dict[str, int]
+    accepted: list[str]
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        key = body["dedup_key"]
+        assert self.headers["Idempotency-Key"] == key
+        with self.lock:
+            n = self.seen.get(key, 0)
+            self.seen[key] = n + 1
+            ok = n > 0
+            if ok:
+                self.accepted.append(key)
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def test_webhook_receiver_gets_each_trigger_once_after_a_5xx(tmp_path):
+    handler = type("Receiver", (_Receiver,), {"seen": {}, "accepted": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cfg = write_config(tmp_path, source={"paths": [str(BTC_B)]}, symbols=["btcusdt"], timeframes=["1s"])
+        db = tmp_path / "ticklens.db"
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        (rid,) = create_rules(
+            db,
+            [{"name": "hook", "condition": f"price crosses_above {LEVEL}", "symbols": ["btcusdt"], "webhook": url}],
+        )
+        r = run_flow(cfg)
+        assert r.returncode == 0, r.stderr[-3000:]
+        stored = rows(db, "SELECT rule_id, symbol, ref, webhook_status FROM alert_events WHERE rule_id=?", (rid,))
+        assert len(stored) > 5
+        keys = sorted(f"{a}:{s}:{ref}" for a, s, ref, _ in stored)
+        assert sorted(handler.accepted) == keys  # each trigger accepted exactly once
+        assert all(n == 2 for n in handler.seen.values())  # one 503, one retry
+        assert {st for *_, st in stored} == {"sent"}
+        # A restart replays the same triggers: nothing new is stored or sent.
+        r = run_flow(cfg, "--no-recovery")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert sorted(handler.accepted) == keys
+    finally:
+        server.shutdown()
