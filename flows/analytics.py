@@ -143,17 +143,13 @@ def _degenerate(sxx: float, n: int, scale: float) -> bool:
     return sxx <= n * (abs(scale) + 1.0) ** 2 * 1e-24
 
 
-def _ratio(num: float, den: float) -> float | None:
-    return num / den if den > 0 else None
-
-
-def ols_fit(rs: RollingSums2) -> tuple[float, float] | None:
-    """(beta, alpha) of y = alpha + beta x over the window, or None if x is flat."""
+def ols_fit(rs: RollingSums2) -> tuple[float, float, float, float] | None:
+    """(beta, alpha, mean x, mean y) of y = alpha + beta x over the window, or None if x is flat."""
     mx, my, sxx, _, sxy = rs.moments()
     if _degenerate(sxx, len(rs), mx):
         return None
     beta = sxy / sxx
-    return beta, my - beta * mx
+    return beta, my - beta * mx, mx, my
 
 
 def pearson(rs: RollingSums2) -> float | None:
@@ -193,8 +189,8 @@ def half_life(resid: np.ndarray) -> float | None:
     return -LN2 / math.log1p(b)
 
 
-def coint_stats(y: np.ndarray, x: np.ndarray, beta: float, alpha: float, lags: int) -> CointResult | None:
-    """ADF on the residuals y - beta x - alpha, with Engle-Granger (N=2) p-value.
+def coint_stats(y: np.ndarray, x: np.ndarray, beta: float, lags: int) -> CointResult | None:
+    """ADF on the OLS residuals y - beta x - alpha, with Engle-Granger (N=2) p-value.
 
     The residuals come from an estimated beta, so their unit-root test has the
     MacKinnon *cointegration* distribution for N=2 variables with a constant
@@ -206,7 +202,8 @@ def coint_stats(y: np.ndarray, x: np.ndarray, beta: float, alpha: float, lags: i
     from statsmodels.tsa.adfvalues import mackinnoncrit, mackinnonp
     from statsmodels.tsa.stattools import adfuller
 
-    resid = y - beta * x - alpha
+    # alpha = mean(y) - beta mean(x), so the residuals in centred form (no cancellation):
+    resid = (y - y.mean()) - beta * (x - x.mean())
     n = len(resid)
     if n < lags + 8 or float(np.ptp(resid)) == 0.0:
         return None
@@ -232,18 +229,20 @@ class Kalman:
 
     Transition noise covariance Vw = delta / (1 - delta) * I, observation noise
     variance Ve = `obs_var` (both from PairConfig: `kalman_delta`, `kalman_obs_var`).
-    Starts at beta = alpha = 0 with zero covariance, as in Chan (2013, ch. 3);
-    the first bars pull the state to the data. Plain floats: a 2x2 filter is
+    Starts at beta = alpha = 0 with covariance `init_var` * I (`kalman_init_var`;
+    0 by default, as in Chan 2013, ch. 3): with 0 the first bars put the price
+    ratio into beta; a larger prior lets alpha find its level (prices far from
+    zero need log prices or a large prior). Plain floats: a 2x2 filter is
     faster without numpy.
     """
 
     __slots__ = ("vw", "ve", "b", "a", "p00", "p01", "p10", "p11")
 
-    def __init__(self, delta: float, obs_var: float) -> None:
+    def __init__(self, delta: float, obs_var: float, init_var: float = 0.0) -> None:
         self.vw = delta / (1.0 - delta)
         self.ve = obs_var
         self.b = self.a = 0.0
-        self.p00 = self.p01 = self.p10 = self.p11 = 0.0
+        self.p00, self.p01, self.p10, self.p11 = init_var, 0.0, 0.0, init_var
 
     def update(self, x: float, y: float) -> tuple[float, float]:
         """Fold in one bar; returns (innovation, innovation variance)."""
@@ -269,6 +268,7 @@ class PairParams:
     adf_lags: int = 1
     kalman_delta: float = 1e-4
     kalman_obs_var: float = 1e-3
+    kalman_init_var: float = 0.0
 
 
 @dataclass(slots=True)
@@ -323,15 +323,15 @@ class PairAnalytics:
         self.ols = RollingSums2(p.window)
         self.spreads = RollingSums1(p.window)
         self.rets = RollingSums2(p.window)
-        self.kalman = Kalman(p.kalman_delta, p.kalman_obs_var)
+        self.kalman = Kalman(p.kalman_delta, p.kalman_obs_var, p.kalman_init_var)
 
-    def _coint(self, fit: tuple[float, float] | None) -> CointResult | None:
+    def _coint(self, fit: tuple[float, float, float, float] | None) -> CointResult | None:
         if fit is None:
             return None
         n = self.params.window
         xs = np.fromiter(self.ols.xs, float, n)
         ys = np.fromiter(self.ols.ys, float, n)
-        return coint_stats(ys, xs, fit[0], fit[1], self.params.adf_lags)
+        return coint_stats(ys, xs, fit[0], self.params.adf_lags)
 
     def update(self, start_ms: int, close_a: float, close_b: float, coint: str = "cadence") -> PairRow:
         """One aligned bar. `coint`: 'cadence' (every adf_every fitted bars) or 'none'."""
@@ -343,8 +343,9 @@ class PairAnalytics:
             fit = ols_fit(self.ols)
             self.fitted += 1
             if fit is not None:
-                row.beta, row.alpha = fit
-                row.spread = y - fit[0] * x - fit[1]
+                row.beta, row.alpha = fit[0], fit[1]
+                # Centred form: y - beta x - alpha would cancel ~64 000 against ~64 000.
+                row.spread = (y - fit[3]) - fit[0] * (x - fit[2])
                 if len(self.spreads) == p.window:
                     m, s = self.spreads.mean_std()
                     row.spread_mean, row.spread_std = m, s
@@ -396,10 +397,10 @@ def coint_at(close_a: np.ndarray, close_b: np.ndarray, rows: list[PairRow], para
     out = PairRow(r.start_ms, r.close_a, r.close_b, coint_ms=r.start_ms)
     if r.beta is None or r.alpha is None:
         return out
-    ya, xb = close_a[i - w + 1 : i + 1], close_b[i - w + 1 : i + 1]
-    if params.log_prices:
-        ya, xb = np.log(ya), np.log(xb)
-    c = coint_stats(np.asarray(ya, float), np.asarray(xb, float), r.beta, r.alpha, params.adf_lags)
+    ya, xb = close_a[i - w + 1 : i + 1].tolist(), close_b[i - w + 1 : i + 1].tolist()
+    if params.log_prices:  # math.log, as in PairAnalytics.update: bit-identical inputs
+        ya, xb = [math.log(v) for v in ya], [math.log(v) for v in xb]
+    c = coint_stats(np.array(ya, float), np.array(xb, float), r.beta, params.adf_lags)
     if c is not None:
         out.half_life, out.adf_stat, out.adf_pvalue, out.eg_pvalue = c.half_life, c.adf_stat, c.adf_pvalue, c.eg_pvalue
     return out
@@ -442,14 +443,6 @@ class SymbolStats:
         self.vol = deque(maxlen=self.window)
         self.quote = deque(maxlen=self.window)
         self.r2 = RollingSums1(self.window)
-
-    def _coint(self, fit: tuple[float, float] | None) -> CointResult | None:
-        if fit is None:
-            return None
-        n = self.params.window
-        xs = np.fromiter(self.ols.xs, float, n)
-        ys = np.fromiter(self.ols.ys, float, n)
-        return coint_stats(ys, xs, fit[0], fit[1], self.params.adf_lags)
 
     def update(self, start_ms: int, close: float, volume: float, quote_volume: float) -> SymbolRow:
         row = SymbolRow(start_ms, close, volume)

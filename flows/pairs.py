@@ -145,6 +145,7 @@ def pair_params(pair: PairConfig, window: int | None = None) -> PairParams:
         adf_lags=pair.adf_lags,
         kalman_delta=pair.kalman_delta,
         kalman_obs_var=pair.kalman_obs_var,
+        kalman_init_var=pair.kalman_init_var,
     )
 
 

@@ -107,6 +107,8 @@ class PairConfig(_Model):
     # Kalman hedge ratio: state noise covariance delta/(1-delta)*I, observation noise variance.
     kalman_delta: float = Field(1e-4, gt=0, lt=1)
     kalman_obs_var: float = Field(1e-3, gt=0)
+    # Prior variance of beta and alpha (0: certain of the start, beta = alpha = 0, as in Chan 2013).
+    kalman_init_var: float = Field(0.0, ge=0)
 
     @field_validator("legs", mode="before")
     @classmethod

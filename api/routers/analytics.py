@@ -192,7 +192,7 @@ def _latest_window(al: pl.DataFrame, a: str, b: str, window: int, lags: int) -> 
     if last.beta is None or last.alpha is None:
         return None
     ya, xb = tail[a].to_numpy()[1:], tail[b].to_numpy()[1:]
-    c = coint_stats(ya, xb, last.beta, last.alpha, 1)
+    c = coint_stats(ya, xb, last.beta, lags)
     return {
         "pair": f"{a}-{b}",
         "as_of": iso_ms(last.start_ms),
@@ -205,7 +205,7 @@ def _latest_window(al: pl.DataFrame, a: str, b: str, window: int, lags: int) -> 
         "eg_pvalue": c.eg_pvalue if c else None,
         "crit": {"1%": c.crit_1, "5%": c.crit_5, "10%": c.crit_10} if c else None,
         "half_life": _num(c.half_life) if c else None,
-        "lags": 1,
+        "lags": lags,
         "nobs": window,
     }
 
