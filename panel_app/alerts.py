@@ -1,14 +1,246 @@
-"""Alerts page (stub)."""
+"""Alerts page: create rules, switch them on and off, delete them, and watch triggers arrive.
+
+Rules live in the API (`/api/alerts`); the flow evaluates them. The form offers
+every metric and operator the rule model accepts and lets the API validate the
+rest, showing its message when it refuses.
+"""
 
 from __future__ import annotations
 
-import panel as pn
+from typing import Any
 
+import pandas as pd
+import panel as pn
+import param
+
+from panel_app.client import Api, ApiError
 from panel_app.page import Page
+
+TRADE_METRICS = ["price", "trade_size"]
+BAR_METRICS = ["volume", "return", "volatility"]
+PAIR_METRICS = ["spread", "zscore", "hedge_ratio", "correlation"]
+METRICS = TRADE_METRICS + BAR_METRICS + PAIR_METRICS
+OPERATORS = [">", ">=", "<", "<=", "crosses_above", "crosses_below"]
+RULE_COLUMNS = ["id", "name", "metric", "target", "timeframe", "operator", "threshold", "exit", "cooldown_s", "enabled"]
+EVENT_COLUMNS = ["time", "rule_name", "symbol", "metric", "operator", "value", "threshold", "ref", "webhook_status"]
+
+
+def rules_frame(rules: list[dict]) -> pd.DataFrame:
+    rows = [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "metric": r["metric"],
+            "target": r["symbol"] or "-".join(r["pair"] or []),
+            "timeframe": r.get("timeframe") or "tick",
+            "operator": r["operator"],
+            "threshold": r["threshold"],
+            "exit": r.get("exit_threshold"),
+            "cooldown_s": r.get("cooldown_s", 0.0),
+            "enabled": bool(r["enabled"]),
+        }
+        for r in rules
+    ]
+    return pd.DataFrame(rows, columns=RULE_COLUMNS)
+
+
+def events_frame(events: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(events, columns=EVENT_COLUMNS + ["id"])
+    df["time"] = df["time"].str.replace("T", " ").str.rstrip("Z")
+    return df
 
 
 class AlertsPage(Page):
+    """The rule form, the rule list, the trigger history."""
+
     title = "Alerts"
 
+    rule_name = param.String(default="", label="Name")
+    metric = param.Selector(objects=METRICS, default="price")
+    symbol = param.Selector(objects=[], label="Symbol")
+    pair_a = param.Selector(objects=[], label="Pair: y")
+    pair_b = param.Selector(objects=[], label="Pair: x")
+    timeframe = param.Selector(objects=["1s", "1m", "5m"], default="1m")
+    operator = param.Selector(objects=OPERATORS, default=">")
+    threshold = param.Number(default=0.0, label="Threshold")
+    exit_threshold = param.String(default="", label="Exit threshold (optional)")
+    cooldown_s = param.Number(default=0.0, bounds=(0, 30 * 86_400), label="Cooldown (s)")
+    window = param.Integer(default=20, bounds=(2, 1000), label="Window (bars, volatility)")
+    webhook = param.String(default="", label="Webhook URL (optional)")
+    enabled = param.Boolean(default=True, label="Enabled")
+
+    def __init__(self, api: Api, **params: object) -> None:
+        super().__init__(api, **params)
+        w = pn.widgets
+        self.w = {
+            "name": w.TextInput.from_param(self.param.rule_name, placeholder="e.g. btc breakout", width=220),
+            "metric": w.Select.from_param(self.param.metric, width=140),
+            "symbol": w.Select.from_param(self.param.symbol, width=130),
+            "pair_a": w.Select.from_param(self.param.pair_a, width=120),
+            "pair_b": w.Select.from_param(self.param.pair_b, width=120),
+            "timeframe": w.Select.from_param(self.param.timeframe, width=80),
+            "operator": w.Select.from_param(self.param.operator, width=140),
+            "threshold": w.FloatInput.from_param(self.param.threshold, width=130),
+            "exit_threshold": w.TextInput.from_param(self.param.exit_threshold, width=170),
+            "cooldown_s": w.FloatInput.from_param(self.param.cooldown_s, width=110),
+            "window": w.IntInput.from_param(self.param.window, width=170),
+            "webhook": w.TextInput.from_param(self.param.webhook, placeholder="http://…", width=260),
+            "enabled": w.Checkbox.from_param(self.param.enabled, align="end"),
+        }
+        self.create = w.Button(name="Create rule", button_type="primary", width=130, align="end")
+        self.create.on_click(lambda _e: self.create_rule())
+        self.form_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
+        self.rules = w.Tabulator(
+            rules_frame([]),
+            show_index=False,
+            sizing_mode="stretch_width",
+            layout="fit_data_stretch",
+            editors={c: None for c in RULE_COLUMNS if c != "enabled"} | {"enabled": {"type": "tickCross"}},
+            formatters={"enabled": {"type": "tickCross"}},
+            buttons={"delete": '<i class="fa fa-trash" title="delete rule"></i>'},
+            height=260,
+            name="rules",
+        )
+        self.rules.on_edit(self._on_edit)
+        self.rules.on_click(self._on_click, column="delete")
+        self.events = w.Tabulator(
+            events_frame([]),
+            show_index=False,
+            disabled=True,
+            sizing_mode="stretch_width",
+            layout="fit_data_stretch",
+            hidden_columns=["id"],
+            height=300,
+            name="triggered",
+        )
+        self.events_note = pn.pane.HTML("", styles={"color": "#57606a", "font-size": "12px"})
+        self._newest_event: int | None = None
+        self._ticks = 0
+        pn.bind(self._fields_for_metric, self.param.metric, watch=True)
+        self._fields_for_metric(self.metric)
+
     def view(self) -> pn.viewable.Viewable:
-        return pn.Column(self.message, pn.pane.Markdown("## Alerts"))
+        f = self.w
+        form = pn.Card(
+            pn.Row(f["name"], f["metric"], f["symbol"], f["pair_a"], f["pair_b"], f["timeframe"]),
+            pn.Row(f["operator"], f["threshold"], f["exit_threshold"], f["cooldown_s"], f["window"]),
+            pn.Row(f["webhook"], f["enabled"], self.create),
+            self.form_msg,
+            title="New rule",
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(
+            self.message,
+            form,
+            pn.pane.Markdown(
+                "#### Rules  \n<small>Tick *enabled* to switch a rule on or off; the bin deletes it.</small>"
+            ),
+            self.rules,
+            pn.pane.Markdown("#### Triggered (newest first, live)"),
+            self.events,
+            self.events_note,
+            sizing_mode="stretch_width",
+        )
+
+    def _fields_for_metric(self, metric: str) -> None:
+        pair = metric in PAIR_METRICS
+        self.w["symbol"].visible = not pair
+        self.w["pair_a"].visible = self.w["pair_b"].visible = pair
+        self.w["timeframe"].visible = metric not in TRADE_METRICS
+        self.w["window"].visible = metric == "volatility"
+
+    def _ensure_symbols(self) -> None:
+        if self.param.symbol.objects:
+            return
+        syms = self.api.symbols()
+        if not syms:
+            return
+        for p in ("symbol", "pair_a", "pair_b"):
+            self.param[p].objects = syms
+        self.param.update(symbol=syms[0], pair_a=syms[0], pair_b=syms[min(1, len(syms) - 1)])
+
+    def rule_payload(self) -> dict:
+        """The form as the API's rule object (only the fields the metric takes)."""
+        body: dict[str, Any] = {
+            "name": self.rule_name.strip() or f"{self.metric} {self.operator} {self.threshold:g}",
+            "metric": self.metric,
+            "operator": self.operator,
+            "threshold": self.threshold,
+            "cooldown_s": self.cooldown_s,
+            "enabled": self.enabled,
+        }
+        if self.metric in PAIR_METRICS:
+            body["pair"] = [self.pair_a, self.pair_b]
+        else:
+            body["symbol"] = self.symbol
+        if self.metric not in TRADE_METRICS:
+            body["timeframe"] = self.timeframe
+        if self.metric == "volatility":
+            body["window"] = self.window
+        if self.exit_threshold.strip():
+            body["exit_threshold"] = float(self.exit_threshold)
+        if self.webhook.strip():
+            body["webhook"] = self.webhook.strip()
+        return body
+
+    def _form_says(self, text: str, kind: str) -> None:
+        self.form_msg.object = text
+        self.form_msg.alert_type = kind
+        self.form_msg.visible = bool(text)
+
+    def create_rule(self) -> None:
+        try:
+            body = self.rule_payload()
+        except ValueError:
+            self._form_says(f"Exit threshold {self.exit_threshold!r} is not a number.", "danger")
+            return
+        try:
+            out = self.api.create_alert(body)
+        except ApiError as e:
+            self._form_says(f"Not created: {e}", "danger")
+            return
+        self._form_says(f"Rule #{out['id']} “{out['name']}” created.", "success")
+        self.rule_name = ""
+        self._load_rules()
+
+    def _on_edit(self, event: Any) -> None:
+        if event.column != "enabled":
+            return
+        rid = int(self.rules.value.iloc[event.row]["id"])
+        try:
+            self.api.set_alert_enabled(rid, bool(event.value))
+        except ApiError as e:
+            self.say_error(e)
+        self._load_rules()
+
+    def _on_click(self, event: Any) -> None:
+        rid = int(self.rules.value.iloc[event.row]["id"])
+        try:
+            self.api.delete_alert(rid)
+        except ApiError as e:
+            self.say_error(e)
+        self._load_rules()
+
+    def _load_rules(self) -> None:
+        self.rules.value = rules_frame(self.api.alerts())
+
+    def _load_events(self) -> None:
+        events = self.api.triggered(limit=200)
+        newest = events[0]["id"] if events else None
+        if newest != self._newest_event or not len(self.events.value):
+            self.events.value = events_frame(events)
+            self._newest_event = newest
+        self.events_note.object = f"{len(events)} most recent triggers shown." if events else "No triggers yet."
+
+    def show(self) -> None:
+        self._ensure_symbols()
+        self._load_rules()
+        self._load_events()
+
+    def refresh(self) -> None:
+        self._load_events()
+        self._ticks += 1
+        if self._ticks % 5 == 0:  # rules changed elsewhere (API, another tab)
+            fresh = rules_frame(self.api.alerts())
+            if not fresh.equals(self.rules.value):
+                self.rules.value = fresh

@@ -54,7 +54,7 @@ def freshness_badge(status: dict | None, api_down: str | None) -> str:
         color, state = "#cf222e", "no updates" if age_s is None else f"stale · {age_s:.0f} s ago"
     return (
         f'<span class="tl-badge" style="background:{color}" title="when the flow last wrote its status">{state}</span>'
-        f'<span style="margin-left:8px;font-size:12px;color:#57606a">newest trade {newest_txt}</span>'
+        f'<span style="margin-left:8px;font-size:12px;color:#ffffffcc">newest trade {newest_txt}</span>'
     )
 
 
@@ -96,9 +96,10 @@ class Dashboard:
         return self.pages[self.nav.value]
 
     def _navigate(self, name: str) -> None:
-        self.main.objects = [self.views[name]]
+        # Load first, then swap the view in: the browser never sees an empty chart.
         self._needs_show = True
         self.tick()
+        self.main.objects = [self.views[name]]
 
     def tick(self) -> None:
         """Once a second: status for the badge, then the visible page streams what is new."""

@@ -1,14 +1,241 @@
-"""Data page (stub)."""
+"""Data page: start/stop collection, download bars or ticks for a range, upload historical bars.
+
+Everything goes through the API: `/api/status|start|stop`, `/api/export/{symbol}`
+(the file is the API's, passed through unchanged) and `/api/upload/ohlc` (its
+per-row validation errors are shown as a table; a rejected file writes nothing).
+"""
 
 from __future__ import annotations
 
-import panel as pn
+import io
+from typing import Any
 
-from panel_app.page import Page
+import pandas as pd
+import panel as pn
+import param
+
+from panel_app.client import Api, ApiError
+from panel_app.page import Page, card
+from ticklens.times import iso_ms, parse_time
+
+ERROR_COLUMNS = ["row", "line", "errors"]
+
+
+def upload_errors_frame(detail: Any) -> pd.DataFrame:
+    """The API's 422 detail (`{message, bad_rows, errors: [{row, line, errors}]}`) as one row per bad row."""
+    errors = detail.get("errors", []) if isinstance(detail, dict) else []
+    rows = [{"row": e["row"], "line": e["line"], "errors": "; ".join(e["errors"])} for e in errors]
+    return pd.DataFrame(rows, columns=ERROR_COLUMNS)
 
 
 class DataPage(Page):
+    """Collection control and the data's way in and out."""
+
     title = "Data"
 
+    collect = param.ListSelector(default=[], objects=[], label="Symbols to collect")
+    extra = param.String(default="", label="More symbols (comma-separated)")
+    symbol = param.Selector(objects=[], label="Symbol")
+    kind = param.Selector(objects=["ohlc", "ticks"], default="ohlc", label="What")
+    timeframe = param.Selector(objects=["1s", "1m", "5m"], default="1m")
+    fmt = param.Selector(objects=["csv", "parquet"], default="csv", label="Format")
+    start = param.String(default="", label="From (ISO-8601 UTC, inclusive)")
+    end = param.String(default="", label="To (exclusive; empty = now)")
+    overwrite = param.Boolean(default=False, label="Replace bars the flow collected")
+
+    def __init__(self, api: Api, **params: object) -> None:
+        super().__init__(api, **params)
+        w = pn.widgets
+        self.status_html = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.start_btn = w.Button(name="Start collection", button_type="success", width=160, align="end")
+        self.stop_btn = w.Button(name="Stop", button_type="danger", width=100, align="end")
+        self.start_btn.on_click(lambda _e: self._control("start"))
+        self.stop_btn.on_click(lambda _e: self._control("stop"))
+        self.control_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
+        self.download = w.FileDownload(
+            callback=self._export,
+            filename="export.csv",
+            button_type="primary",
+            button_style="solid",
+            label="Download",
+            width=220,
+        )
+        self.export_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
+        self.file = w.FileInput(accept=".csv", multiple=False, name="CSV file")
+        self.upload_btn = w.Button(name="Upload", button_type="primary", width=120, align="end")
+        self.upload_btn.on_click(lambda _e: self.upload())
+        self._ticks = 0
+        self.upload_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
+        self.upload_errors = w.Tabulator(
+            upload_errors_frame({}),
+            show_index=False,
+            disabled=True,
+            visible=False,
+            sizing_mode="stretch_width",
+            layout="fit_data_stretch",
+            height=220,
+            name="upload-errors",
+        )
+        pn.bind(self._filename, self.param.symbol, self.param.kind, self.param.timeframe, self.param.fmt, watch=True)
+
     def view(self) -> pn.viewable.Viewable:
-        return pn.Column(self.message, pn.pane.Markdown("## Data"))
+        w = pn.widgets
+        collection = pn.Card(
+            self.status_html,
+            pn.Row(
+                w.MultiChoice.from_param(self.param.collect, width=320),
+                w.TextInput.from_param(self.param.extra, placeholder="solusdt, bnbusdt", width=240),
+                self.start_btn,
+                self.stop_btn,
+            ),
+            self.control_msg,
+            title="Collection",
+            sizing_mode="stretch_width",
+        )
+        export = pn.Card(
+            pn.Row(
+                w.Select.from_param(self.param.symbol, width=130),
+                w.RadioButtonGroup.from_param(
+                    self.param.kind, button_type="primary", button_style="outline", align="end"
+                ),
+                w.Select.from_param(self.param.timeframe, width=80),
+                w.RadioButtonGroup.from_param(
+                    self.param.fmt, button_type="primary", button_style="outline", align="end"
+                ),
+            ),
+            pn.Row(
+                w.TextInput.from_param(self.param.start, width=240),
+                w.TextInput.from_param(self.param.end, width=240),
+                pn.Column(pn.Spacer(height=18), self.download),
+            ),
+            self.export_msg,
+            title="Download bars or ticks",
+            sizing_mode="stretch_width",
+        )
+        upload = pn.Card(
+            pn.pane.Markdown(
+                "CSV columns: `symbol,timeframe,timestamp,open,high,low,close,volume` "
+                "(optional `quote_volume,trades,taker_buy_volume,taker_buy_quote_volume`). "
+                "One bad row rejects the whole file; nothing is written."
+            ),
+            pn.Row(self.file, w.Checkbox.from_param(self.param.overwrite, align="center"), self.upload_btn),
+            self.upload_msg,
+            self.upload_errors,
+            title="Upload historical bars",
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(self.message, collection, export, upload, sizing_mode="stretch_width")
+
+    # --- collection -----------------------------------------------------------------
+
+    def _status(self) -> None:
+        st = self.api.status()
+        running = st.get("running")
+        tiles = [
+            card(
+                "flow",
+                "running" if running else "stopped",
+                st.get("started_by") or "",
+                "#1a7f37" if running else "#cf222e",
+            ),
+            card("symbols", ", ".join(st.get("symbols", [])) or "–", st.get("source", "")),
+            card(
+                "uptime",
+                "–" if st.get("uptime_s") is None else f"{st['uptime_s']:,.0f} s",
+                f"pid {st.get('pid') or '–'}",
+            ),
+            card("trades/s", f"{st.get('trades_per_s', 0):,.1f}", f"{st.get('trades_total', 0):,} total"),
+            card("reconnects", str(st.get("reconnects", 0)), f"{st.get('malformed_messages', 0)} malformed msgs"),
+            card("gaps", f"{st.get('gaps_open', 0)} open", f"{st.get('gaps_total', 0)} ever"),
+        ]
+        self.status_html.object = f'<div class="tl-cards">{"".join(tiles)}</div>'
+        self.start_btn.disabled = bool(running)
+        self.stop_btn.disabled = not running
+
+    def _control(self, action: str) -> None:
+        extra = [s.strip().lower() for s in self.extra.split(",") if s.strip()]
+        try:
+            out = self.api.start(sorted(set(self.collect) | set(extra))) if action == "start" else self.api.stop()
+            self.control_msg.object = out.get("message", action)
+            self.control_msg.alert_type = "success" if out.get("changed") else "info"
+        except ApiError as e:
+            self.control_msg.object = f"{action} refused: {e}"
+            self.control_msg.alert_type = "danger"
+        self.control_msg.visible = True
+        self._status()
+
+    # --- export ---------------------------------------------------------------------
+
+    def _filename(self, *_: Any) -> None:
+        what = self.timeframe if self.kind == "ohlc" else "ticks"
+        self.download.filename = f"{self.symbol}-{what}.{'parquet' if self.fmt == 'parquet' else 'csv'}"
+
+    def _range_ms(self) -> tuple[int | None, int | None]:
+        out = []
+        for text in (self.start, self.end):
+            out.append(parse_time(text) if text.strip() else None)
+        return out[0], out[1]
+
+    def _export(self) -> io.BytesIO | None:
+        """FileDownload's callback: the API's file, unchanged."""
+        try:
+            s, e = self._range_ms()
+            body = self.api.export(self.symbol, self.fmt, self.kind, s, e, timeframe=self.timeframe)
+        except (ValueError, ApiError) as err:
+            self.export_msg.object = f"Download failed: {err}"
+            self.export_msg.alert_type = "danger"
+            self.export_msg.visible = True
+            return None
+        self.export_msg.object = f"{self.download.filename}: {len(body):,} bytes."
+        self.export_msg.alert_type = "success"
+        self.export_msg.visible = True
+        return io.BytesIO(body)
+
+    # --- upload ---------------------------------------------------------------------
+
+    def upload(self) -> None:
+        if not self.file.value:
+            self._upload_says("Choose a CSV file first.", "warning")
+            return
+        out = self.api.upload_ohlc(self.file.filename or "upload.csv", self.file.value, overwrite=self.overwrite)
+        if out.get("ok") is False:
+            detail = out["detail"]
+            msg = detail.get("message", str(detail)) if isinstance(detail, dict) else str(detail)
+            self._upload_says(f"Rejected: {msg}", "danger")
+            self.upload_errors.value = upload_errors_frame(detail)
+            self.upload_errors.visible = True
+            return
+        self.upload_errors.visible = False
+        self._upload_says(
+            f"Stored {out['inserted']} bars ({out['replaced']} replaced, {out['skipped']} kept from the flow) "
+            f"for {', '.join(out['symbols'])} {', '.join(out['timeframes'])}.",
+            "success",
+        )
+
+    def _upload_says(self, text: str, kind: str) -> None:
+        self.upload_msg.object = text
+        self.upload_msg.alert_type = kind
+        self.upload_msg.visible = True
+
+    # --- page -----------------------------------------------------------------------
+
+    def show(self) -> None:
+        infos = self.api.symbol_infos()
+        syms = [i["symbol"] for i in infos]
+        self.param.collect.objects = syms
+        self.param.symbol.objects = syms
+        if syms and self.symbol not in syms:
+            self.symbol = syms[0]
+        if not self.collect:
+            self.collect = [i["symbol"] for i in infos if i["configured"]]
+        info = next((i for i in infos if i["symbol"] == self.symbol), None)
+        if info and not self.start and info.get("first_bar_ms"):
+            self.start = iso_ms(info["first_bar_ms"])
+        self._filename()
+        self._status()
+        self._ticks = 0
+
+    def refresh(self) -> None:
+        self._ticks += 1
+        if self._ticks % 2 == 0:
+            self._status()

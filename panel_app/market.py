@@ -218,6 +218,7 @@ class MarketPage(Page):
         self.summary = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
         self.caption = pn.pane.HTML("", margin=(0, 10), styles={"color": "#57606a", "font-size": "12px"})
         self._ticks = 0
+        self._loading = False
         self.update_ms: list[float] = []  # server-side time per refresh, for the performance note
         pn.bind(self.show, self.param.symbol, self.param.timeframe, self.param.window, watch=True)
         pn.bind(self.chart.set_style, self.param.style, watch=True)
@@ -228,7 +229,6 @@ class MarketPage(Page):
             pn.widgets.RadioButtonGroup.from_param(self.param.timeframe, button_type="primary", button_style="outline"),
             pn.widgets.Select.from_param(self.param.window, width=120),
             pn.widgets.RadioButtonGroup.from_param(self.param.style, button_type="default"),
-            align="end",
         )
         chart = pn.Column(
             pn.pane.Bokeh(self.chart.price, sizing_mode="stretch_width"),
@@ -245,12 +245,17 @@ class MarketPage(Page):
         if not syms:
             self.say("No symbols yet: the store is empty and none are configured.")
             return
-        self.param.symbol.objects = syms
-        if self.symbol not in syms:
-            with param.parameterized.discard_events(self):
+        self._loading = True
+        try:
+            self.param.symbol.objects = syms
+            if self.symbol not in syms:
                 self.symbol = syms[0]
+        finally:
+            self._loading = False
 
     def show(self, *_: Any) -> None:
+        if self._loading:
+            return
         self._ensure_symbols()
         if not self.symbol:
             return

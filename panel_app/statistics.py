@@ -1,14 +1,126 @@
-"""Statistics page (stub)."""
+"""Statistics page: one row per symbol of rolling window statistics, plus feed health, in a Tabulator.
+
+Rows come from `/api/stats/{symbol}` (window summary) and `/api/status` (rate,
+late trades, gaps); the table is patched in place every other second.
+"""
 
 from __future__ import annotations
 
-import panel as pn
+from typing import Any
 
+import pandas as pd
+import panel as pn
+import param
+
+from panel_app.client import Api
 from panel_app.page import Page
+from ticklens.config import TIMEFRAME_MS
+
+WINDOWS = [30, 60, 300, 1000, 5000]
+COLUMNS = {
+    "symbol": "symbol",
+    "last": "last",
+    "return_pct": "return %",
+    "mean": "mean",
+    "std": "std",
+    "min": "low",
+    "max": "high",
+    "volume": "volume",
+    "vwap": "VWAP",
+    "realised_vol_pct": "realised vol %",
+    "count": "bars",
+    "trades_per_s": "trades/s",
+    "late_trades": "late trades",
+    "gaps_open": "open gaps",
+    "last_time": "newest bar",
+}
+
+
+def stats_rows(stats: list[dict], status: dict | None) -> pd.DataFrame:
+    """API answers → the table (one row per symbol), columns as shown."""
+    per = {s["symbol"]: s for s in (status or {}).get("per_symbol", [])}
+    rows = []
+    for st in stats:
+        health = per.get(st["symbol"], {})
+        ret, rv = st.get("return"), st.get("realised_volatility")
+        rows.append(
+            {
+                **{k: st.get(k) for k in ("symbol", "last", "mean", "std", "min", "max", "volume", "vwap", "count")},
+                "return_pct": None if ret is None else ret * 100,
+                "realised_vol_pct": None if rv is None else rv * 100,
+                "trades_per_s": health.get("trades_per_s"),
+                "late_trades": health.get("late_trades"),
+                "gaps_open": health.get("gaps_open"),
+                "last_time": (st.get("last_time") or "").replace("T", " ").rstrip("Z"),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 class StatisticsPage(Page):
+    """Every symbol side by side over the same window."""
+
     title = "Statistics"
 
+    window = param.Selector(objects=WINDOWS, default=60, label="Window (bars)")
+    timeframe = param.Selector(objects=list(TIMEFRAME_MS), default="1s")
+
+    def __init__(self, api: Api, **params: object) -> None:
+        super().__init__(api, **params)
+        fmt = {"type": "money", "precision": 4}
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=list(COLUMNS)),
+            titles=COLUMNS,
+            show_index=False,
+            disabled=True,
+            sizing_mode="stretch_width",
+            layout="fit_data_stretch",
+            formatters={
+                **{c: {"type": "money", "precision": 2} for c in ("last", "mean", "min", "max", "vwap")},
+                "std": fmt,
+                "volume": {"type": "money", "precision": 3},
+                "return_pct": {"type": "money", "precision": 3},
+                "realised_vol_pct": {"type": "money", "precision": 4},
+                "trades_per_s": {"type": "money", "precision": 1},
+            },
+            frozen_columns=["symbol"],
+            height=300,
+        )
+        self.note = pn.pane.Markdown("", styles={"color": "#57606a", "font-size": "12px"})
+        self._tick = 0
+        pn.bind(self.show, self.param.window, self.param.timeframe, watch=True)
+
     def view(self) -> pn.viewable.Viewable:
-        return pn.Column(self.message, pn.pane.Markdown("## Statistics"))
+        controls = pn.Row(
+            pn.widgets.Select.from_param(self.param.window, width=140),
+            pn.widgets.RadioButtonGroup.from_param(self.param.timeframe, button_type="primary", button_style="outline"),
+        )
+        return pn.Column(self.message, controls, self.table, self.note, sizing_mode="stretch_width")
+
+    def _frame(self) -> pd.DataFrame:
+        syms = self.api.symbols()
+        stats = [self.api.stats(s, window=self.window, timeframe=self.timeframe) for s in syms]
+        try:
+            status = self.api.status()
+        except Exception:  # health columns stay empty; the statistics still show
+            status = None
+        return stats_rows(stats, status)
+
+    def show(self, *_: Any) -> None:
+        self.table.value = self._frame()
+        self.note.object = (
+            f"Over the newest {self.window} bars of {self.timeframe} per symbol (the newest may be in progress). "
+            "Return: last close / first open − 1. Realised vol: √Σr² of bar log returns, not annualised. "
+            "Trades/s: last 10 s of exchange time."
+        )
+
+    def refresh(self) -> None:
+        self._tick += 1
+        if self._tick % 2:
+            return
+        df = self._frame()
+        current = self.table.value
+        if list(current["symbol"]) == list(df["symbol"]):
+            self.table.patch({c: list(enumerate(df[c].tolist())) for c in df.columns if c != "symbol"}, as_index=False)
+        else:
+            self.table.value = df
