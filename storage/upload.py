@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from flows.bars import BAR_COLUMNS
 from ticklens.config import SYMBOL_RE, TIMEFRAME_MS
 from ticklens.times import iso_ms, parse_time
 
@@ -139,7 +138,7 @@ def parse_bar_csv(data: bytes, now_ms: int) -> ParsedUpload:
 
 
 def bar_row(r: tuple, now_ms: int) -> tuple:
-    """A `bars` row (BAR_COLUMNS + updated_ms + origin) for one uploaded bar.
+    """A `bars` row (UPLOAD_COLUMNS) for one uploaded bar.
 
     Without a quote volume it is estimated from the typical price (h + l + c) / 3;
     trade ids are unknown (-1).
@@ -151,14 +150,22 @@ def bar_row(r: tuple, now_ms: int) -> tuple:
     end = start + TIMEFRAME_MS[tf] - 1
     return (
         sym, tf, start, o, h, lo, c, v, qv, int(n or 0), tbv or 0.0, tbqv or 0.0, vwap,
-        0.0, 0, start, -1, end, -1, -1, -1, 0, 1, now_ms, "upload",
+        0.0, 0, start, -1, end, -1, -1, -1, 0, 1,
+        round(v * VOLUME_UNIT), round(qv * QUOTE_UNIT), round((tbv or 0.0) * VOLUME_UNIT),
+        round((tbqv or 0.0) * QUOTE_UNIT), now_ms, "upload",
     )  # fmt: skip
 
 
-_INSERT = (
-    f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms,origin)"
-    f" VALUES({','.join('?' * (len(BAR_COLUMNS) + 2))})"
-)
+UPLOAD_COLUMNS = (
+    "symbol", "timeframe", "start_ms", "open", "high", "low", "close", "volume", "quote_volume", "trades",
+    "taker_buy_volume", "taker_buy_quote_volume", "vwap", "max_qty", "messages", "open_ts", "open_id",
+    "close_ts", "close_id", "first_id", "last_id", "revision", "closed", "volume_units", "quote_units",
+    "taker_buy_volume_units", "taker_buy_quote_units", "updated_ms", "origin",
+)  # fmt: skip
+# The exact integer sums the flow keeps beside the REAL columns (see storage/schema.py).
+VOLUME_UNIT = 10**8
+QUOTE_UNIT = 2**30
+_INSERT = f"INSERT OR REPLACE INTO bars({','.join(UPLOAD_COLUMNS)}) VALUES({','.join('?' * len(UPLOAD_COLUMNS))})"
 
 
 def write_uploaded_bars(

@@ -57,7 +57,7 @@ def _frame(rows: list[tuple], kind: str, symbol: str, timeframe: str) -> pl.Data
     lead = [pl.lit(symbol).alias("symbol")]
     if kind == "ohlc":
         lead.append(pl.lit(timeframe).alias("timeframe"))
-    lead.append(pl.from_epoch(pl.col("ts_ms"), time_unit="ms").dt.replace_time_zone("UTC").alias("timestamp"))
+    lead.append(pl.col("ts_ms").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").alias("timestamp"))
     df = df.select(*lead, pl.all())
     if kind == "ohlc":
         return df.with_columns(in_progress=pl.col("closed") == 0).drop("closed")
