@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import Settings, json_response
 from api.routers import collection, data, health, ohlc, symbols, ticks
 from api.supervisor import FlowSupervisor
-from ticklens.config import load_config
+from ticklens.config import Config, load_config
 
 UPLOAD_PREFIX = "/api/upload/"
 UPLOAD_MAX_BODY = 21 * 1024 * 1024  # the 20 MB file plus multipart framing
@@ -81,8 +81,9 @@ def _optional_router(module: str) -> ModuleType | None:
         raise
 
 
-def create_app() -> FastAPI:
-    cfg = load_config()
+def create_app(cfg: Config | None = None) -> FastAPI:
+    """The app for `cfg` (default: the pipeline file named by TICKLENS_CONFIG)."""
+    cfg = cfg or load_config()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
