@@ -10,6 +10,7 @@ import argparse
 import sys
 from datetime import timedelta
 
+from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
@@ -36,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
             init_db_dir(rdir, 1)
         recovery = RecoveryConfig(str(rdir))
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
-    cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
+    try:
+        cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
+    except (KeyboardInterrupt, BytewaxRuntimeError) as e:
+        # Ctrl-C / SIGINT: bytewax stops the workers (sinks are closed) and raises "signal received".
+        if isinstance(e, BytewaxRuntimeError) and "signal received" not in str(e):
+            raise
+        print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
     return 0
 
 
