@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path as FsPath
 from typing import Annotated, Any
@@ -70,21 +70,24 @@ class Settings:
         self.store = Store(self.cfg.store.path)
 
 
-def get_state(request: Request) -> Settings:
+async def get_state(request: Request) -> Settings:
     return request.app.state.ticklens
 
 
-def get_settings(request: Request) -> Config:
+async def get_settings(request: Request) -> Config:
     """The active configuration (`ticklens.config.load_config()`, TICKLENS_CONFIG honoured)."""
     return request.app.state.ticklens.cfg
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.ticklens.store
 
 
-def get_conn(request: Request) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the store for the length of one request."""
+async def get_conn(request: Request) -> AsyncIterator[sqlite3.Connection]:
+    """A read-only connection to the store for the length of one request.
+
+    Async so it runs on the event loop (no thread hop): taking a pooled connection does not block.
+    """
     store: Store = request.app.state.ticklens.store
     conn = store.acquire()
     try:
@@ -111,7 +114,7 @@ def param_error(where: str, name: str, msg: str, value: Any = None) -> HTTPExcep
     )
 
 
-def symbol_path(
+async def symbol_path(
     symbol: Annotated[str, Path(pattern=SYMBOL_PATTERN, description="Symbol, any case: `btcusdt`, `BTCUSDT`")],
 ) -> str:
     return normalise_symbol(symbol)
@@ -122,7 +125,7 @@ SymbolPath = Annotated[str, Depends(symbol_path)]
 _TIME_DOC = "ISO-8601 (`2024-07-18T23:59:00Z`; no zone means UTC) or epoch milliseconds"
 
 
-def time_range(
+async def time_range(
     start: Annotated[str | None, Query(description=f"Inclusive start: {_TIME_DOC}", max_length=40)] = None,
     end: Annotated[str | None, Query(description=f"Exclusive end: {_TIME_DOC}", max_length=40)] = None,
 ) -> tuple[int | None, int | None]:

@@ -9,17 +9,30 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _DIGITS = re.compile(r"^\d{1,15}$")
 
 
-def iso_ms(ms: int) -> str:
-    """Epoch ms as `2024-07-18T23:59:01.123Z` (fast: called per row of a response)."""
-    s, r = divmod(int(ms), 1000)
+_MILLIS = [f".{i:03d}Z" for i in range(1000)]
+
+
+@lru_cache(maxsize=1 << 16)
+def _second(s: int) -> str:
     t = time.gmtime(s)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{r:03d}Z"
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch ms as `2024-07-18T23:59:01.123Z`.
+
+    Called for every row of a response, so the second's text is cached: trades
+    share seconds, and the dashboard asks for the same bars again and again.
+    """
+    s, r = divmod(int(ms), 1000)
+    return _second(s) + _MILLIS[r]
 
 
 def parse_time(text: str) -> int:
