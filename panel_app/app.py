@@ -114,6 +114,7 @@ class Dashboard:
                 self.page.refresh()
             self.banner.visible = False
         except ApiDown as e:
+            print(f"[dashboard] {e}", file=sys.stderr, flush=True)
             self.banner.object = (
                 f"**The API is not answering** ({e}). Start it with `ticklens up` or "
                 f"`uvicorn api.app:app`; this page retries every second and keeps its last data."

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-DEFAULT_TIMEOUT_S = 3.0
+DEFAULT_TIMEOUT_S = 5.0
 OHLC_COLUMNS = ["start_ms", "open", "high", "low", "close", "volume", "trades", "in_progress"]
 
 

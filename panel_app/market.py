@@ -83,7 +83,7 @@ class CandleChart:
 
     def __init__(self) -> None:
         seed = candle_columns(_placeholder(), 1000)
-        self.source = ColumnDataSource(seed)
+        self.source = ColumnDataSource(seed, name="market-candles")
         frame = pd.DataFrame({k: seed[k] for k in ("time", "open", "high", "low", "close")})
         plot = frame.hvplot.ohlc(
             x="time",

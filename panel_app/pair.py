@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import BoxAnnotation, Span
+from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d, Span
 
 from panel_app.charts import add_hover, append_rows, live_source, replace_rows, time_figure
 from panel_app.client import Api
@@ -48,6 +48,10 @@ class PairPage(Page):
         r_spread = self.spread_fig.line("time", "spread", source=self.ols, color=ACCENT, line_width=1.5)
         add_hover(self.spread_fig, [r_spread], [("spread", "@spread{0.000}")])
         r_z = self.z_fig.line("time", "zscore", source=self.ols, color="#24292f", line_width=1.5)
+        # Invisible points at ±(entry + margin) keep both bands inside the z chart's y range.
+        self.band_src = ColumnDataSource({"time": [], "y": []})
+        r_band = self.z_fig.scatter("time", "y", source=self.band_src, alpha=0)
+        self.z_fig.y_range = DataRange1d(renderers=[r_z, r_band], range_padding=0.05)
         add_hover(self.z_fig, [r_z], [("z", "@zscore{0.00}")])
         self.bands = {
             "upper": Span(dimension="width", line_color=DOWN, line_dash="dashed", line_width=1.5),
@@ -63,7 +67,9 @@ class PairPage(Page):
         self.beta_fig.line(
             "time", "hedge_ratio", source=self.kal, color="#bf8700", line_width=2, legend_label="Kalman filter"
         )
+        r_kb = self.beta_fig.renderers[-1]
         add_hover(self.beta_fig, [r_b], [("β OLS", "@hedge_ratio{0.0000}")])
+        x.renderers = [r_spread, r_z, r_b, r_kb]  # the band points never widen the time axis
         self.beta_fig.legend.location = "top_left"
         self.beta_fig.legend.background_fill_alpha = 0.6
         # Backtest
@@ -75,7 +81,7 @@ class PairPage(Page):
         self.pnl_fig.line("time", "equity", source=self.curve, color=UP, line_width=2)
         self.trades = pn.widgets.Tabulator(
             pd.DataFrame(),
-            height=240,
+            height=180,
             sizing_mode="stretch_width",
             disabled=True,
             show_index=False,
@@ -83,6 +89,7 @@ class PairPage(Page):
             layout="fit_data_stretch",
         )
         self._loading = False
+        self._configured = False  # window/timeframe still the API's defaults for the pair
         self._bands()
         pn.bind(self.show, self.param.leg_a, self.param.leg_b, self.param.timeframe, self.param.window, watch=True)
         pn.bind(self._bands, self.param.entry_z, self.param.exit_z, watch=True)
@@ -121,6 +128,10 @@ class PairPage(Page):
         self.bands["upper"].location = self.entry_z
         self.bands["lower"].location = -self.entry_z
         self.exit_box.bottom, self.exit_box.top = -self.exit_z, self.exit_z
+        times = self.ols.data["time"]
+        if len(times):
+            edge = self.entry_z * 1.15
+            self.band_src.data = {"time": [times[0], times[0]], "y": [-edge, edge]}
 
     @property
     def symbols(self) -> str:
@@ -145,23 +156,37 @@ class PairPage(Page):
         return True
 
     def _spread(self, method: str, start_ms: int | None = None) -> dict:
+        first = not self._configured
         return self.api.get(
             "/api/spread",
             symbols=self.symbols,
-            timeframe=self.timeframe,
-            window=self.window,
+            timeframe=None if first else self.timeframe,
+            window=None if first else self.window,
             method=method,
             limit=HISTORY,
             start=start_ms,
         )
 
+    def _adopt_defaults(self, out: dict) -> None:
+        """The first load asks without window/timeframe: the API answers with the pair's configured ones."""
+        if self._configured:
+            return
+        self._configured = True
+        self._loading = True
+        try:
+            self.param.update(window=int(out["window"]), timeframe=out["timeframe"])
+        finally:
+            self._loading = False
+
     def show(self, *_: Any) -> None:
         if self._loading or not self._ensure_legs():
             return
         ols = self._spread("ols")
+        self._adopt_defaults(ols)
         kal = self._spread("kalman")
         replace_rows(self.ols, ols["rows"], OLS_FIELDS)
         replace_rows(self.kal, kal["rows"], KALMAN_FIELDS)
+        self._bands()
         self._badges(ols, kal)
         warm = sum(r["zscore"] is not None for r in ols["rows"])
         self.say(

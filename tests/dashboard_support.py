@@ -1,0 +1,218 @@
+"""The real stack for the dashboard tests: flow replaying bundled trades, uvicorn API, `panel serve`, Chromium.
+
+Every piece is the real program in its own process on a free 127.0.0.1 port;
+the browser is Debian's chromium driven by Playwright.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Trades keep arriving for the whole test: 8 recorded minutes at 4x last 2 minutes.
+REPLAY_SPEED = 4
+REPLAY_FILES = [
+    "um_btcusdt_20240718_trades.gz",
+    "um_btcusdt_20240719_trades.gz",
+    "um_ethusdt_20240718_trades.gz",
+    "um_ethusdt_20240719_trades.gz",
+]
+PAIR_WINDOW = 30
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(fn: Callable[[], T], timeout: float, what: str, every: float = 0.2) -> T:
+    """Poll `fn` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            out = fn()
+            if out:
+                return out
+        except Exception as e:  # not up yet
+            last_exc = e
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc!r})")
+
+
+@dataclass
+class Stack:
+    """The running processes and where to reach them."""
+
+    root: Path
+    config: Path
+    store: Path
+    api_url: str
+    dash_url: str
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=10)
+
+    def log_tail(self, name: str, n: int = 40) -> str:
+        try:
+            return "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, name: str) -> None:
+        p = self.procs.get(name)
+        if p is None or p.poll() is not None:
+            return
+        os.killpg(p.pid, signal.SIGINT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+
+
+def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> None:
+    log = stack.root / f"{name}.log"
+    stack.logs[name] = log
+    with open(log, "wb") as out:
+        stack.procs[name] = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def start_stack(root: Path, speed: float = REPLAY_SPEED) -> Stack:
+    """Flow, API and dashboard on free ports, sharing one store; returns once all three answer."""
+    api_port, dash_port = free_port(), free_port()
+    store = root / "store" / "ticklens.db"
+    store.parent.mkdir(parents=True)
+    cfg = {
+        "symbols": ["btcusdt", "ethusdt"],
+        "source": {"kind": "replay", "speed": speed, "paths": [str(SAMPLE / f) for f in REPLAY_FILES]},
+        "store": {"path": str(store)},
+        "pairs": [{"legs": ["btcusdt", "ethusdt"], "window": PAIR_WINDOW, "timeframes": ["1s"]}],
+        "correlation": {"symbols": ["btcusdt", "ethusdt"], "window": PAIR_WINDOW, "timeframe": "1s"},
+        "api": {"host": "127.0.0.1", "port": api_port},
+        "dashboard": {"host": "127.0.0.1", "port": dash_port},
+        "progress_interval_s": 1.0,
+    }
+    config = root / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    stack = Stack(root, config, store, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dash_port}/app")
+    env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_API=stack.api_url, PYTHONUNBUFFERED="1")
+    py = sys.executable
+    try:
+        _spawn(stack, "flow", [py, "-m", "flows.runner", "--no-recovery"], env)
+        _spawn(stack, "api", [py, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(api_port)], env)
+        _spawn(
+            stack,
+            "dashboard",
+            [
+                py, "-m", "panel", "serve", "panel_app/app.py",
+                "--address", "127.0.0.1", "--port", str(dash_port),
+                "--allow-websocket-origin", f"127.0.0.1:{dash_port}",
+            ],
+            env,
+        )  # fmt: skip
+        wait_until(lambda: httpx.get(f"{stack.api_url}/health", timeout=2).status_code == 200, 30, "the API")
+        wait_until(lambda: httpx.get(stack.dash_url, timeout=5).status_code == 200, 40, "the dashboard")
+    except BaseException:
+        stack.stop_all()
+        raise
+    return stack
+
+
+def launch_browser(playwright: Any, viewport: tuple[int, int] = (1400, 950)) -> Any:
+    """Debian's chromium with a fresh profile (Playwright cannot download its own browsers here)."""
+    return playwright.chromium.launch_persistent_context(
+        tempfile.mkdtemp(prefix="tl-chromium-"),
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        headless=True,
+        viewport={"width": viewport[0], "height": viewport[1]},
+        accept_downloads=True,
+    )
+
+
+class ConsoleLog:
+    """Console errors and uncaught page errors, so a test can assert there were none."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        self.failed: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.failed.append(f"{r.method} {r.url}: {r.failure}"))
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.errors.append(msg.text)
+
+    def take(self) -> list[str]:
+        out, self.errors = self.errors, []
+        return out
+
+
+# The Market chart's data as the browser holds it (the source is named in panel_app/market.py).
+CANDLES_JS = """() => {
+  for (const d of (window.Bokeh && Bokeh.documents) || []) {
+    const s = d.get_model_by_name('market-candles');
+    if (!s) continue;
+    const col = (k) => Array.from(s.data[k], Number);
+    return {start_ms: col('start_ms'), open: col('open'), high: col('high'), low: col('low'),
+            close: col('close'), volume: col('volume'), trades: col('trades'), state: Array.from(s.data.state)};
+  }
+  return null;
+}"""
+
+# Time from a stream/patch arriving in the browser to the frame after the chart repainted.
+TIMING_JS = """() => {
+  if (window.__tlTimes) return true;
+  for (const d of (window.Bokeh && Bokeh.documents) || []) {
+    const s = d.get_model_by_name('market-candles');
+    if (!s) continue;
+    window.__tlTimes = [];
+    const mark = () => {
+      const t0 = performance.now();
+      requestAnimationFrame(() => requestAnimationFrame(() => window.__tlTimes.push(performance.now() - t0)));
+    };
+    s.streaming.connect(mark);
+    s.patching.connect(mark);
+    return true;
+  }
+  return false;
+}"""
