@@ -29,6 +29,13 @@ def pair_columns(rows: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return starts, cols
 
 
+def _sync(state: AlertBook, rules: RuleFeed) -> None:
+    """Forget deleted rules once per change of the rule set."""
+    if state.generation != rules.generation:
+        state.forget(rules.ids)
+        state.generation = rules.generation
+
+
 def alert_step(cfg: Config, feed: RuleFeed | None = None):
     """Mapper for `op.stateful_flat_map`: SymbolOut or PairOut in, AlertFired out."""
     rules = feed or RuleFeed(cfg.store.path)
@@ -37,7 +44,7 @@ def alert_step(cfg: Config, feed: RuleFeed | None = None):
         rules.refresh()
         if isinstance(item, SymbolOut):
             state = state or AlertBook(item.symbol)
-            state.forget(rules.ids)
+            _sync(state, rules)
             active = rules.by_key.get(state.key, [])
             out = []
             if item.ticks is not None and len(item.ticks):
@@ -47,7 +54,7 @@ def alert_step(cfg: Config, feed: RuleFeed | None = None):
             return state, out
         # A pair's analytics rows of one timeframe (flows.pairs.PairOut).
         state = state or AlertBook(item.pair)  # type: ignore[attr-defined]
-        state.forget(rules.ids)
+        _sync(state, rules)
         if not item.rows:  # type: ignore[attr-defined]
             return state, []
         starts, cols = pair_columns(item.rows)  # type: ignore[attr-defined]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -321,14 +320,36 @@ def _release(rule: AlertRule, v: np.ndarray) -> np.ndarray:
     return v > e
 
 
-def scan(rule: AlertRule, state: RuleState, values: np.ndarray, ts: np.ndarray) -> list[int]:
+def _may_change(rule: AlertRule, armed: bool, lo: float, hi: float) -> bool:
+    """Whether values within [lo, hi] can fire an armed rule or re-arm a disarmed one."""
+    thr = rule.threshold
+    e = thr if rule.exit_threshold is None else rule.exit_threshold
+    op = rule.operator
+    if op in (">", "crosses_above"):
+        return hi > thr if armed else lo <= e
+    if op == ">=":
+        return hi >= thr if armed else lo < e
+    if op in ("<", "crosses_below"):
+        return lo < thr if armed else hi >= e
+    return lo <= thr if armed else hi > e
+
+
+def scan(
+    rule: AlertRule,
+    state: RuleState,
+    values: np.ndarray,
+    ts: np.ndarray,
+    bounds: tuple[float, float] | None = None,
+) -> list[int]:
     """Indices where `rule` fires over a series, updating `state` (vectorised: work per trigger, not per value).
 
-    Cooldown compares against the running maximum of `ts`, so one late trade
-    cannot reopen a cooldown that later trades already closed.
+    `bounds` (min, max of `values`, no NaN) lets many rules over one batch skip
+    it with two comparisons when nothing can happen. Cooldown compares against
+    the running maximum of `ts`, so one late trade cannot reopen a cooldown
+    that later trades already closed.
     """
     n = len(values)
-    if n == 0:
+    if n == 0 or (bounds is not None and not _may_change(rule, state.armed, *bounds)):
         return []
     enter_idx = np.flatnonzero(_enter(rule.operator, values, rule.threshold))
     if len(enter_idx) == 0 and state.armed:
@@ -372,7 +393,8 @@ class AlertBook:
     rules: dict[int, RuleState] = field(default_factory=dict)
     last: dict[tuple[str, str | None], float] = field(default_factory=dict)  # (metric, timeframe) -> last value
     closes: dict[str, float] = field(default_factory=dict)  # timeframe -> last closed bar's close
-    returns: dict[str, deque] = field(default_factory=dict)  # timeframe -> recent bar log returns
+    returns: dict[str, np.ndarray] = field(default_factory=dict)  # timeframe -> last MAX_WINDOW bar log returns
+    generation: int = -1  # of the rule set last synced with `forget`
 
     def _state(self, sr: StoredRule) -> RuleState:
         """A new or edited rule starts fresh; crossing rules arm from the metric's last value."""
@@ -401,38 +423,46 @@ class AlertBook:
         refs: np.ndarray | list,
         ref_fmt: str,
         out: list[AlertFired],
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         r = sr.rule
-        for i in scan(r, self._state(sr), values, ts):
-            out.append(
-                AlertFired(
-                    rule_id=sr.id,
-                    rule_name=r.name,
-                    key=self.key,
-                    metric=r.metric,
-                    timeframe=r.timeframe,
-                    operator=r.operator,
-                    value=float(values[i]),
-                    threshold=r.threshold,
-                    event_ms=int(ts[i]),
-                    ref=ref_fmt.format(refs[i]),
-                    webhook=r.webhook,
-                )
+        idx = scan(r, self._state(sr), values, ts, bounds)
+        if not idx:
+            return
+        out.extend(
+            AlertFired(
+                sr.id,
+                r.name,
+                self.key,
+                r.metric,
+                r.timeframe,
+                r.operator,
+                v,
+                r.threshold,
+                t,
+                ref_fmt.format(ref),
+                r.webhook,
             )
+            for v, t, ref in zip(values[idx].tolist(), ts[idx].tolist(), np.asarray(refs)[idx].tolist(), strict=True)
+        )
 
     def on_trades(self, rules: list[StoredRule], trades: Trades) -> list[AlertFired]:
         """Price and trade-size rules over one batch, in arrival order."""
         out: list[AlertFired] = []
         if len(trades) == 0:
             return out
+        bounds: dict[str, tuple[float, float]] = {}
         for sr in rules:
             m = sr.rule.metric
             if m in TRADE_METRICS:
                 values = trades.price if m == "price" else trades.qty
-                self._fire(sr, values, trades.ts_ms, trades.trade_id, "{}", out)
+                if m not in bounds:
+                    bounds[m] = (float(values.min()), float(values.max()))
+                self._fire(sr, values, trades.ts_ms, trades.trade_id, "{}", out, bounds[m])
         self.last[("price", None)] = float(trades.price[-1])
         self.last[("trade_size", None)] = float(trades.qty[-1])
-        out.sort(key=lambda a: (a.event_ms, int(a.ref)))
+        if len(out) > 1:
+            out.sort(key=lambda a: (a.event_ms, int(a.ref)))
         return out
 
     def bar_series(self, timeframe: str, bars: list[Bar]) -> dict[str, np.ndarray]:
@@ -453,9 +483,8 @@ class AlertBook:
         for tf, bars in by_tf.items():
             bars.sort(key=lambda b: b.start_ms)
             series = self.bar_series(tf, bars)
-            hist = self.returns.setdefault(tf, deque(maxlen=MAX_WINDOW))
-            before = np.array(hist, dtype=float)
-            hist.extend(series["return"].tolist())
+            before = self.returns.get(tf, np.empty(0))
+            self.returns[tf] = np.concatenate((before, series["return"]))[-MAX_WINDOW:]
             ts = np.array([b.start_ms for b in bars], dtype=np.int64)
             for sr in rules:
                 r = sr.rule
@@ -490,15 +519,12 @@ class AlertBook:
 
 def rolling_volatility(history: np.ndarray, new: np.ndarray, window: int) -> np.ndarray:
     """Sample std (ddof=1) of the last `window` returns at each new return; NaN while fewer exist."""
-    allr = np.concatenate((history[-(window - 1) :] if window > 1 else history[:0], new))
+    allr = np.concatenate((history[len(history) - (window - 1) :] if len(history) >= window - 1 else history, new))
     out = np.full(len(new), np.nan)
-    off = len(allr) - len(new)
-    for i in range(len(new)):
-        end = off + i + 1
-        if end >= window:
-            w = allr[end - window : end]
-            if np.all(np.isfinite(w)):
-                out[i] = float(np.std(w, ddof=1))
+    if len(allr) < window:
+        return out
+    wins = np.lib.stride_tricks.sliding_window_view(allr, window)[-len(new) :]
+    out[len(new) - len(wins) :] = wins.std(axis=1, ddof=1)  # NaN inside a window stays NaN
     return out
 
 

@@ -93,30 +93,39 @@ def load_rules(conn: sqlite3.Connection) -> list[StoredRule]:
     return [_to_stored(r) for r in list_rules(conn)]
 
 
+def _event_row(e: AlertFired, wall_ms: int) -> tuple:
+    return (
+        e.rule_id,
+        e.rule_name,
+        e.key,
+        e.metric,
+        e.timeframe,
+        e.operator,
+        e.value,
+        e.threshold,
+        e.event_ms,
+        e.ref,
+        wall_ms,
+        e.webhook,
+        "pending" if e.webhook else None,
+    )
+
+
 def insert_events(conn: sqlite3.Connection, events: Iterable[AlertFired], wall_ms: int) -> list[AlertFired]:
-    """Store triggers inside the caller's transaction; returns those not stored before."""
+    """Store triggers inside the caller's transaction; returns the webhook ones not stored before.
+
+    Only triggers with a webhook need to know whether they are new (so a
+    replay does not send them again); the rest go in one executemany.
+    """
+    plain = []
     fresh = []
     for e in events:
-        cur = conn.execute(
-            _EVENT_INSERT,
-            (
-                e.rule_id,
-                e.rule_name,
-                e.key,
-                e.metric,
-                e.timeframe,
-                e.operator,
-                e.value,
-                e.threshold,
-                e.event_ms,
-                e.ref,
-                wall_ms,
-                e.webhook,
-                "pending" if e.webhook else None,
-            ),
-        )
-        if cur.rowcount > 0:
-            fresh.append(e)
+        if e.webhook:
+            if conn.execute(_EVENT_INSERT, _event_row(e, wall_ms)).rowcount > 0:
+                fresh.append(e)
+        else:
+            plain.append(_event_row(e, wall_ms))
+    conn.executemany(_EVENT_INSERT, plain)
     return fresh
 
 

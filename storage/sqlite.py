@@ -103,7 +103,7 @@ class StoreWriter:
         """All of one dataflow batch in one transaction: a crash leaves none of it.
 
         `extra`: (SQL, rows) pairs of other tables (analytics), written in the same transaction.
-        Returns the alert triggers not stored before (a replay finds the rest already there).
+        Returns the webhook alert triggers not stored before (a replay finds the rest already there).
         """
         ts = now_ms()
         c = self.conn

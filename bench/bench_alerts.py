@@ -1,0 +1,154 @@
+"""Flow throughput with 100 active alert rules on 4 symbols vs none (`python bench/bench_alerts.py`).
+
+Input: the bundled hour of BTCUSDT trades (2020-12-09) copied to 4 symbols
+(renamed, each copy shifted by a few ms), in one time-ordered `@trade`
+recording as the live feed would deliver it. Each run is the whole flow in this
+process (bytewax.testing.run_main) into a fresh store; the rules are stored
+before the run, as the API would. Runs alternate and the median is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+from bytewax.testing import run_main  # noqa: E402
+
+from flows.alerts import AlertRule  # noqa: E402
+from flows.dataflow import build_flow  # noqa: E402
+from storage.alerts import create_rule  # noqa: E402
+from storage.sqlite import connect  # noqa: E402
+from ticklens.config import parse_config  # noqa: E402
+
+SYMBOLS = ("btcusdt", "ethusdt", "solusdt", "bnbusdt")
+
+
+def hundred_rules() -> list[AlertRule]:
+    """25 per symbol: crossings and levels on price (with and without cooldown/exit), trade size, bar metrics."""
+    out = []
+    for s in SYMBOLS:
+        for k in range(8):  # levels spread over the hour's range (18135 … 18378)
+            lvl = 18_150 + 30 * k + 0.005
+            out.append(AlertRule(name=f"{s} x{k}", metric="price", symbol=s, operator="crosses_above", threshold=lvl))
+            out.append(AlertRule(name=f"{s} y{k}", metric="price", symbol=s, operator="crosses_below", threshold=lvl))
+        for k in range(4):
+            out.append(
+                AlertRule(
+                    name=f"{s} l{k}", metric="price", symbol=s, operator=">", threshold=18_200 + 50 * k, cooldown_s=30
+                )
+            )
+        out.append(AlertRule(name=f"{s} big", metric="trade_size", symbol=s, operator=">", threshold=0.5))
+        out.append(AlertRule(name=f"{s} huge", metric="trade_size", symbol=s, operator=">=", threshold=5))
+        out.append(AlertRule(name=f"{s} vol", metric="volume", symbol=s, timeframe="1s", operator=">", threshold=20))
+        out.append(
+            AlertRule(
+                name=f"{s} rv", metric="volatility", symbol=s, timeframe="1s", operator=">", threshold=2e-4, window=30
+            )
+        )
+        out.append(
+            AlertRule(name=f"{s} ret", metric="return", symbol=s, timeframe="1m", operator="<", threshold=-0.001)
+        )
+    assert len(out) == 100
+    return out
+
+
+def four_symbol_recording(out: Path, n_trades: int) -> Path:
+    """`<recv ns> <combined-stream JSON>` lines of 4 renamed, time-shifted copies of the BTC hour."""
+    base = pl.read_csv(
+        ROOT / "data" / "sample" / "BTCUSDT-trades-2020-12-09T00.csv.gz",
+        schema_overrides={"price": pl.Utf8, "qty": pl.Utf8},
+    ).head(n_trades // len(SYMBOLS))
+    parts = []
+    for k, sym in enumerate(SYMBOLS):
+        t = pl.col("time") + k
+        parts.append(
+            base.select(
+                t.alias("t"),
+                pl.concat_str(
+                    [
+                        ((t + 5) * 1_000_000).cast(pl.Utf8),
+                        pl.lit(f' {{"stream":"{sym}@trade","data":{{"e":"trade","E":'),
+                        t.cast(pl.Utf8),
+                        pl.lit(',"T":'),
+                        t.cast(pl.Utf8),
+                        pl.lit(f',"s":"{sym.upper()}","t":'),
+                        pl.col("id").cast(pl.Utf8),
+                        pl.lit(',"p":"'),
+                        pl.col("price"),
+                        pl.lit('","q":"'),
+                        pl.col("qty"),
+                        pl.lit('","X":"MARKET","m":'),
+                        pl.col("is_buyer_maker").cast(pl.Utf8).str.to_lowercase(),
+                        pl.lit("}}"),
+                    ]
+                ).alias("line"),
+            )
+        )
+    lines = pl.concat(parts).sort("t", maintain_order=True)["line"]
+    with gzip.open(out, "wt", compresslevel=1) as fh:
+        fh.write("\n".join(lines.to_list()) + "\n")
+    return out
+
+
+def run_once(paths: list[Path], tmp: Path, rules: list[AlertRule], tag: str) -> tuple[float, int, int]:
+    db = tmp / f"{tag}.db"
+    cfg = parse_config(
+        {
+            "symbols": list(SYMBOLS),
+            "source": {"kind": "replay", "paths": [str(p) for p in paths], "speed": "max"},
+            "store": {"path": str(db)},
+            "progress_interval_s": 3600,
+        }
+    )
+    conn = connect(db)
+    for r in rules:
+        create_rule(conn, r)
+    flow = build_flow(cfg)
+    t0 = time.perf_counter()
+    run_main(flow)
+    elapsed = time.perf_counter() - t0
+    trades = conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+    fired = conn.execute("SELECT COUNT(*) FROM alert_events").fetchone()[0]
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return elapsed, trades, fired
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trades", type=int, default=400_000, help="total over the 4 symbols (at most 4 x 100,311)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    os.environ["TICKLENS_QUIET"] = "1"
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        paths = [four_symbol_recording(tmp / "four_symbols_trades.gz", args.trades)]
+        rules = hundred_rules()
+        results: dict[str, list[float]] = {"none": [], "100 rules": []}
+        fired = 0
+        for i in range(args.repeats):
+            for tag, rs in (("none", []), ("100 rules", rules)):
+                elapsed, trades, n = run_once(paths, tmp, rs, f"{tag.replace(' ', '_')}{i}")
+                results[tag].append(trades / elapsed)
+                fired = max(fired, n)
+                print(f"run {i} {tag:>9}: {trades:,} trades in {elapsed:.2f} s = {trades / elapsed:,.0f} trades/s")
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(
+            f"median: none {med['none']:,.0f} trades/s | 100 rules {med['100 rules']:,.0f} trades/s"
+            f" ({med['100 rules'] / med['none'] - 1:+.1%}), {fired:,} triggers stored"
+        )
+
+
+if __name__ == "__main__":
+    main()
