@@ -57,6 +57,7 @@ class Block:
 
     symbols: np.ndarray  # object array of symbol strings
     cols: dict[str, np.ndarray]
+    pos: np.ndarray  # file position (rows or lines consumed) after each row
 
     def __len__(self) -> int:
         return len(self.cols["ts_ms"])
@@ -114,7 +115,8 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
             "event_ms": ts,
             "recv_ms": ts,
         }
-        yield Block(np.full(len(ts), symbol, dtype=object), cols), seen
+        pos = np.arange(seen - len(ts) + 1, seen + 1, dtype=np.int64)
+        yield Block(np.full(len(ts), symbol, dtype=object), cols, pos), seen
     raw.close()
 
 
@@ -129,6 +131,7 @@ def _ws_blocks(path: Path, skip: int, stats: RecordingStats, rejects: list[Rejec
     opener = gzip.open if path.name.endswith(".gz") else open
     rows: list[tuple] = []
     syms: list[str] = []
+    pos: list[int] = []
     line_no = 0
     with opener(path, "rb") as fh:  # type: ignore[operator]
         for line in fh:
@@ -146,22 +149,24 @@ def _ws_blocks(path: Path, skip: int, stats: RecordingStats, rejects: list[Rejec
             if status == "trade":
                 syms.append(what)
                 rows.append(row)  # type: ignore[arg-type]
+                pos.append(line_no)
             elif status == "skip":
                 stats.skipped += 1
             else:
                 stats.rejected += 1
                 rejects.append(rejected(body.rstrip(), what, recv_ms, str(path)))
             if len(rows) >= BLOCK_ROWS:
-                yield _rows_block(syms, rows), line_no
-                rows, syms = [], []
-    yield _rows_block(syms, rows), line_no
+                yield _rows_block(syms, rows, pos), line_no
+                rows, syms, pos = [], [], []
+    yield _rows_block(syms, rows, pos), line_no
 
 
-def _rows_block(syms: list[str], rows: list[tuple]) -> Block:
+def _rows_block(syms: list[str], rows: list[tuple], pos: list[int]) -> Block:
     if not rows:
-        return Block(np.empty(0, dtype=object), {n: Trades.empty("").__getattribute__(n) for n in COLUMNS})
+        empty = Trades.empty("")
+        return Block(np.empty(0, dtype=object), {n: getattr(empty, n) for n in COLUMNS}, np.empty(0, dtype=np.int64))
     t = Trades.from_columns("", **dict(zip(COLUMNS, zip(*rows, strict=True), strict=True)))
-    return Block(np.asarray(syms, dtype=object), {n: getattr(t, n) for n in COLUMNS})
+    return Block(np.asarray(syms, dtype=object), {n: getattr(t, n) for n in COLUMNS}, np.asarray(pos, dtype=np.int64))
 
 
 @dataclass
@@ -215,12 +220,10 @@ class FileStream:
         lo = self._buf_offset
         hi = int(np.searchsorted(ts, limit_ts, side="right"))
         hi = max(lo + 1, min(hi, lo + max_rows))
-        out = Block(buf.symbols[lo:hi], {k: v[lo:hi] for k, v in buf.cols.items()})
+        out = Block(buf.symbols[lo:hi], {k: v[lo:hi] for k, v in buf.cols.items()}, buf.pos[lo:hi])
         self._buf_offset = hi
-        # Position only advances past whole blocks: on resume we re-read the
-        # partly emitted block and the idempotent store drops what it has.
-        if hi >= len(buf):
-            self.position = self._buf_end_pos
+        # Exact resume point: past the last emitted row (and, at block end, past skipped lines).
+        self.position = self._buf_end_pos if hi >= len(buf) else int(buf.pos[hi - 1])
         return out
 
 

@@ -7,6 +7,7 @@ to the store, created on first use, and a clear message for a bad config.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from datetime import timedelta
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             init_db_dir(rdir, 1)
         recovery = RecoveryConfig(str(rdir))
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
+    # SIGTERM stops like Ctrl-C: bytewax unwinds, sinks close, the last transaction is whole.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
     except (KeyboardInterrupt, BytewaxRuntimeError) as e:

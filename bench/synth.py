@@ -1,0 +1,31 @@
+"""Large benchmark inputs made by time- and id-shifting the bundled real trades."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+BTC_2020 = ROOT / "data" / "sample" / "BTCUSDT-trades-2020-12-09T00.csv.gz"
+
+
+def shifted_trades_csv(out_dir: Path, n_trades: int, symbols: tuple[str, ...] = ("BTCUSDT",)) -> list[Path]:
+    """Archive-layout `trades` CSVs (one per symbol) of about n_trades in total, consecutive copies of the hour."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = pl.read_csv(BTC_2020, schema_overrides={"price": pl.Utf8, "qty": pl.Utf8, "quote_qty": pl.Utf8})
+    span_ms = 3_600_000
+    id_span = int(base["id"].max() - base["id"].min() + 1)
+    per_symbol = n_trades // len(symbols)
+    copies = -(-per_symbol // base.height)
+    paths = []
+    for k, sym in enumerate(symbols):
+        path = out_dir / f"{sym}-trades-bench-{per_symbol}.csv"
+        if not path.exists():
+            parts = [
+                base.with_columns(pl.col("id") + i * id_span + k, pl.col("time") + i * span_ms + k)
+                for i in range(copies)
+            ]
+            pl.concat(parts).head(per_symbol).write_csv(path)
+        paths.append(path)
+    return paths
