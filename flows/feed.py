@@ -189,7 +189,10 @@ class SymbolModel:
 
 def _symbol_model(symbol: str) -> SymbolModel:
     """Binance-like starting price, tick, lot and id for any symbol (stable per name)."""
-    known = {"btcusdt": (64_000.0, 0.1, 0.001, 5_180_000_000, 4.0), "ethusdt": (3_400.0, 0.01, 0.001, 4_250_000_000, 3.0)}
+    known = {
+        "btcusdt": (64_000.0, 0.1, 0.001, 5_180_000_000, 4.0),
+        "ethusdt": (3_400.0, 0.01, 0.001, 4_250_000_000, 3.0),
+    }
     if symbol in known:
         p, tick, lot, first, w = known[symbol]
         return SymbolModel(p, tick, lot, first, w)
@@ -351,8 +354,10 @@ class Timeline:
             self.sim_bases.append(base)
             self.sim_until = t1
         # Keep about two minutes: a client that far behind has lost the data, as on Binance.
-        while len(self.sim_chunks) > 2 and self.sim_chunks[0]["ts_ms"].size and (
-            now_ms - int(self.sim_chunks[0]["ts_ms"][-1]) > 120_000
+        while (
+            len(self.sim_chunks) > 2
+            and self.sim_chunks[0]["ts_ms"].size
+            and (now_ms - int(self.sim_chunks[0]["ts_ms"][-1]) > 120_000)
         ):
             self.sim_chunks.pop(0)
             self.sim_bases.pop(0)
@@ -404,7 +409,9 @@ _AGG_FMT = b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":"%s","q":"%s","f":%d,"l"
 _BOOL = (b"false", b"true")
 
 
-def render_event(want: int, sym: bytes, tid: int, ts: int, ev: int, price: float, qty: float, m: bool, f: int, la: int) -> bytes:
+def render_event(
+    want: int, sym: bytes, tid: int, ts: int, ev: int, price: float, qty: float, m: bool, f: int, la: int
+) -> bytes:
     """One Binance-format trade or aggTrade event (E, T, upper-case s, prices as strings)."""
     p, q = repr(price).encode(), repr(qty).encode()
     if want == TRADE:
@@ -480,12 +487,17 @@ class Session:
     sent: int = 0  # messages sent on this connection
     trades_sent: int = 0
     malformed_sent: dict[str, int] = field(default_factory=dict)
+    by_symbol: dict[int, int] = field(default_factory=dict)  # trades sent per symbol index
     last_ts: int = 0  # trade time of the last trade sent
     drop_now: bool = False
 
     def begin(self, now: float) -> None:
         tl = self.timeline
-        hw = max(tl.high_water, tl.due_position(now) if tl.speed is not None or tl.sim else tl.high_water)
+        first = tl.wall0 is None
+        tl.start(now)
+        # Join the market where it is now (paced) or where the last reader got to (max speed);
+        # the first client starts at the very beginning.
+        hw = tl.high_water if (tl.speed is None or first) else max(tl.high_water, tl.due_position(now))
         self.pos = max(0, hw - self.faults.resend)
         if tl.sim is not None and tl.sim_bases:
             self.pos = max(self.pos, tl.sim_bases[0])
@@ -540,6 +552,7 @@ class Session:
                 out.append(wrap(name, data) if combined else data)
                 self.sent += 1
                 self.trades_sent += 1
+                self.by_symbol[s] = self.by_symbol.get(s, 0) + 1
                 if every and self.trades_sent % every == 0:
                     self._malformed(self.timeline.symbols[s], out)
             self.last_ts = ts[i]
@@ -588,31 +601,49 @@ class FeedState:
     connections: set = field(default_factory=set)
     sessions_total: int = 0
     messages: int = 0
-    trades: int = 0
-    malformed: dict[str, int] = field(default_factory=dict)
-    trades_by_symbol: dict[str, int] = field(default_factory=dict)
+    closed: list[Session] = field(default_factory=list)  # finished sessions, for the counters
+
+    def add_closed(self, s: Session) -> None:
+        # Fold into one summary session so the list stays short.
+        if not self.closed:
+            self.closed.append(Session(self.timeline, Subscription(True), Faults()))
+        acc = self.closed[0]
+        acc.trades_sent += s.trades_sent
+        for k, v in s.malformed_sent.items():
+            acc.malformed_sent[k] = acc.malformed_sent.get(k, 0) + v
+        for k, v in s.by_symbol.items():
+            acc.by_symbol[k] = acc.by_symbol.get(k, 0) + v
 
     def stats(self) -> dict[str, object]:
         tl = self.timeline
         total = tl.finite_total
-        now = time.monotonic()
-        lag_ms = None
-        if tl.wall0 is not None and tl.speed is not None and tl.tape is not None and self.connections:
-            due = tl.due_position(now)
-            lag_ms = 0.0 if min(c.session.pos for c in self.connections) >= due else None
+        sessions = self.closed + [c.session for c in self.connections]
+        malformed: dict[str, int] = {}
+        by_symbol: dict[str, int] = {}
+        for s in sessions:
+            for k, v in s.malformed_sent.items():
+                malformed[k] = malformed.get(k, 0) + v
+            for k, v in s.by_symbol.items():
+                by_symbol[tl.symbols[k]] = by_symbol.get(tl.symbols[k], 0) + v
+        # Behind: a connected session has not yet sent everything due (paced replay or simulation).
+        behind_ms = None
+        if self.connections and tl.wall0 is not None and tl.speed is not None:
+            due = tl.due_position(time.monotonic())
+            behind = [due - c.session.pos for c in self.connections]
+            behind_ms = max(0, max(behind))
         return {
             "connections": len(self.connections),
             "sessions_total": self.sessions_total,
             "messages": self.messages,
-            "trades": self.trades,
-            "trades_by_symbol": self.trades_by_symbol,
-            "malformed": self.malformed,
-            "malformed_rejectable": sum(v for k, v in self.malformed.items() if k in REJECTED_KINDS),
+            "trades": sum(s.trades_sent for s in sessions),
+            "trades_by_symbol": by_symbol,
+            "malformed": malformed,
+            "malformed_rejectable": sum(v for k, v in malformed.items() if k in REJECTED_KINDS),
             "drops": self.drops_done,
             "position": tl.high_water,
             "total": total,
             "at_end": total is not None and tl.high_water >= total,
-            "caught_up": lag_ms == 0.0,
+            "rows_behind": behind_ms,
             "symbols": tl.symbols,
         }
 
@@ -668,7 +699,9 @@ def _listener_class():
                 transport.send(WSMsgType.TEXT, orjson.dumps({"result": names, "id": rid}))
 
         def on_ws_disconnected(self, transport) -> None:  # type: ignore[no-untyped-def]
-            self.state.connections.discard(self)
+            if self in self.state.connections:
+                self.state.connections.discard(self)
+                self.state.add_closed(self.session)
             if self.task is not None:
                 self.task.cancel()
 
@@ -689,16 +722,10 @@ def _listener_class():
                 while True:
                     if not self.writable.is_set():
                         await self.writable.wait()
-                    before_trades, before_bad = s.trades_sent, sum(s.malformed_sent.values())
                     msgs = s.step(time.monotonic())
                     for m in msgs:
                         tr.send(text, m)
                     st.messages += len(msgs)
-                    st.trades += s.trades_sent - before_trades
-                    if sum(s.malformed_sent.values()) != before_bad:
-                        st.malformed = _sum_counts([c.session.malformed_sent for c in st.connections] + [st.closed_malformed])
-                    if msgs:
-                        _count_symbols(st, s, msgs)
                     if s.drop_now and self.drop_applies:
                         st.drops_done += 1
                         self.drop()
@@ -709,31 +736,8 @@ def _listener_class():
                         await asyncio.sleep(min(0.05, max(0.001, st.timeline.next_due_in(s.pos, time.monotonic()))))
             except asyncio.CancelledError:
                 pass
-            finally:
-                for k, v in s.malformed_sent.items():
-                    st.closed_malformed[k] = st.closed_malformed.get(k, 0) + v
-                s.malformed_sent = {}
 
     return FeedConnection
-
-
-def _sum_counts(dicts: list[dict[str, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for d in dicts:
-        for k, v in d.items():
-            out[k] = out.get(k, 0) + v
-    return out
-
-
-def _count_symbols(st: FeedState, s: Session, msgs: list[bytes]) -> None:
-    # Per-symbol counts are for tests and the stats page; cheap enough per batch.
-    syms = s.sub.streams
-    if len(syms) == 1:
-        (i,) = syms
-        name = st.timeline.symbols[i]
-        st.trades_by_symbol[name] = st.trades_by_symbol.get(name, 0) + len(msgs) - 0
-        return
-    st.trades_by_symbol["*"] = st.trades_by_symbol.get("*", 0) + len(msgs)
 
 
 async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | None = None) -> None:
@@ -741,7 +745,6 @@ async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | N
     from picows import WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
     conn_cls = _listener_class()
-    state.closed_malformed = {}  # type: ignore[attr-defined]
 
     def factory(request):  # type: ignore[no-untyped-def]
         path = request.path.decode("latin-1")

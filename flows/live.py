@@ -1,0 +1,435 @@
+"""The live source: Binance (or the local feed) over WebSocket, into the dataflow.
+
+A picows client runs in a background thread with its own asyncio loop. Each
+group of at most `max_streams_per_connection` symbols has a `_Slot` that keeps
+one connection alive: reconnect with exponential backoff and full jitter, a
+no-data watchdog, and a planned rollover before Binance's 24 h cut (the new
+connection opens first, both run for `overlap_s`, then the old one closes;
+the dedup step drops the trades both delivered). Every message is parsed once
+(`flows.binance.parse_message`) into rows kept per symbol; `next_batch` hands
+them to bytewax as `Trades`, plus `Rejected` dead letters, a `Clock` so bars
+close on a timer, and `FeedStats` every second.
+
+The queue between the reader and the flow is bounded (`source.queue_max`
+rows): when full, the reader pauses the sockets (TCP pushes back on the
+sender) instead of dropping anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import gzip
+import io
+import random
+import threading
+import time
+import traceback
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from flows.binance import combined_url, parse_message, rejected
+from flows.events import Clock, FeedStats
+from flows.trades import Rejected, TradeBuffer, Trades
+from ticklens.config import Config, SourceConfig
+
+CLOCK_EVERY_S = 0.1  # a Clock at least this often while data flows (and every 0.25 s when idle)
+IDLE_CLOCK_S = 0.25
+STATS_EVERY_S = 1.0
+IDLE_WAKE_S = 0.02  # bytewax polls this often when nothing arrived
+WATCH_EVERY_S = 0.05
+PUBLISH_EVERY_S = 0.01
+
+
+def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, initial·2^attempt))."""
+    return rng.uniform(0, min(max_s, initial_s * (2 ** min(attempt, 30))))
+
+
+def connection_urls(src: SourceConfig, symbols: list[str]) -> list[str]:
+    """One combined-stream URL per group of ≤ max_streams_per_connection symbols.
+
+    Query parameters already in `source.url` (the local feed's fault controls)
+    are kept after `streams=`.
+    """
+    base, _, query = (src.url or "").partition("?")
+    n = src.max_streams_per_connection
+    urls = []
+    for i in range(0, len(symbols), n):
+        url = combined_url(base, symbols[i : i + n], src.stream)
+        urls.append(f"{url}&{query}" if query else url)
+    return urls
+
+
+class _Hub:
+    """State shared by the reader thread (writes) and the bytewax thread (drains)."""
+
+    def __init__(self, symbols: list[str], label: str, queue_max: int, record: Path | None) -> None:
+        self.symbols = set(symbols)
+        self.label = label
+        self.queue_max = queue_max
+        self.lock = threading.Lock()
+        self.buffers: dict[str, TradeBuffer] = {s: TradeBuffer(s) for s in symbols}
+        self.rejects: list[Rejected] = []
+        self.depth = 0
+        self.paused = False
+        # Reader-thread-only staging, moved under the lock once per socket read.
+        self.staged: list[tuple[str, tuple]] = []
+        self.staged_rejects: list[Rejected] = []
+        self.messages = 0
+        self.rejected = 0
+        self.skipped = 0
+        self.reconnects = 0
+        self.rollovers = 0
+        self.newest_event_ms = 0
+        self.newest_event_wall = 0.0
+        self.skew_ms: float | None = None
+        self.connected: dict[int, bool] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.transports: set = set()
+        self.record: io.BufferedWriter | None = None
+        if record is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            raw = gzip.open(record, "ab")  # noqa: SIM115 (open for the life of the source; closed in close_record)
+            self.record = io.BufferedWriter(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
+
+    # -- reader thread
+    def on_message(self, raw: bytes) -> None:
+        recv_ns = time.time_ns()
+        recv_ms = recv_ns // 1_000_000
+        self.messages += 1
+        if self.record is not None:
+            self.record.write(b"%d %s\n" % (recv_ns, raw))
+        status, what, row = parse_message(raw, recv_ms)
+        if status == "trade":
+            if what not in self.symbols:
+                self.skipped += 1
+                return
+            self.staged.append((what, row))  # type: ignore[arg-type]
+            ev = row[7]  # type: ignore[index]
+            if ev >= self.newest_event_ms:
+                self.newest_event_ms = ev
+                self.newest_event_wall = recv_ns / 1e9
+                self.skew_ms = float(recv_ms - ev)
+        elif status == "skip":
+            self.skipped += 1
+        else:
+            self.rejected += 1
+            self.staged_rejects.append(rejected(raw, what, recv_ms, self.label))
+
+    def publish(self) -> None:
+        """Move staged rows to the shared buffers; pause the sockets when the queue is full."""
+        if not self.staged and not self.staged_rejects:
+            return
+        staged, self.staged = self.staged, []
+        with self.lock:
+            bufs = self.buffers
+            for sym, row in staged:
+                bufs[sym].rows.append(row)
+            self.depth += len(staged)
+            if self.staged_rejects:
+                self.rejects.extend(self.staged_rejects)
+                self.staged_rejects = []
+            full = self.depth >= self.queue_max and not self.paused
+            if full:
+                self.paused = True
+        if full:
+            for t in list(self.transports):
+                t.underlying_transport.pause_reading()
+
+    def _resume(self) -> None:
+        with self.lock:
+            if not self.paused or self.depth >= self.queue_max // 2:
+                return
+            self.paused = False
+        for t in list(self.transports):
+            if not t.is_disconnected:
+                t.underlying_transport.resume_reading()
+
+    # -- bytewax thread
+    def drain(self) -> tuple[list[Trades], list[Rejected]]:
+        with self.lock:
+            rows = {s: b.rows for s, b in self.buffers.items() if b.rows}
+            for s in rows:
+                self.buffers[s].rows = []
+            rejects, self.rejects = self.rejects, []
+            self.depth = 0
+            resume = self.paused
+        if resume and self.loop is not None:
+            self.loop.call_soon_threadsafe(self._resume)
+        return [TradeBuffer(s, r).drain() for s, r in rows.items()], rejects
+
+    def clock_ms(self) -> int | None:
+        """Exchange time now, estimated: newest event time plus wall time since it arrived."""
+        if not self.newest_event_ms:
+            return None
+        return self.newest_event_ms + int((time.time() - self.newest_event_wall) * 1000)
+
+    def stats(self) -> FeedStats:
+        return FeedStats(
+            source=self.label,
+            connected=bool(self.connected) and all(self.connected.values()),
+            reconnects=self.reconnects,
+            rollovers=self.rollovers,
+            messages=self.messages,
+            rejected=self.rejected,
+            skipped=self.skipped,
+            queue_depth=self.depth,
+            clock_skew_ms=self.skew_ms,
+        )
+
+    def close_record(self) -> None:
+        if self.record is not None:
+            self.record.close()
+            self.record = None
+
+
+def _listener_class():
+    from picows import WSListener, WSMsgType
+
+    class _Conn(WSListener):
+        """One WebSocket connection: frames go to the hub; the slot watches its health."""
+
+        def __init__(self, hub: _Hub) -> None:
+            self.hub = hub
+            self.transport = None
+            self.last_frame = time.monotonic()
+            self.opened = time.monotonic()
+            self.got_data = False
+
+        def on_ws_connected(self, transport) -> None:  # type: ignore[no-untyped-def]
+            self.transport = transport
+            self.hub.transports.add(transport)
+            if self.hub.paused:
+                transport.underlying_transport.pause_reading()
+
+        def on_ws_frame(self, transport, frame) -> None:  # type: ignore[no-untyped-def]
+            self.last_frame = time.monotonic()
+            hub = self.hub
+            t = frame.msg_type
+            if t == WSMsgType.TEXT or t == WSMsgType.BINARY:
+                self.got_data = True
+                try:
+                    hub.on_message(frame.get_payload_as_bytes())
+                except Exception:  # never let one message kill the connection
+                    hub.rejected += 1
+                    traceback.print_exc()
+            elif t == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            if frame.last_in_buffer:
+                hub.publish()
+
+        def on_ws_disconnected(self, transport) -> None:  # type: ignore[no-untyped-def]
+            self.hub.transports.discard(transport)
+            self.hub.publish()
+
+        @property
+        def closed(self) -> bool:
+            return self.transport is None or self.transport.is_disconnected
+
+        def close(self) -> None:
+            if self.transport is not None and not self.transport.is_disconnected:
+                self.hub.publish()
+                self.transport.send_close()
+                self.transport.disconnect()
+
+    return _Conn
+
+
+class _Slot:
+    """Keeps one group of streams connected: reconnects, watchdog, planned rollover."""
+
+    def __init__(self, index: int, url: str, hub: _Hub, src: SourceConfig, seed: int | None = None) -> None:
+        self.index = index
+        self.url = url
+        self.hub = hub
+        self.src = src
+        self.rng = random.Random(seed)
+        self.conn_cls = _listener_class()
+
+    async def _open(self):  # type: ignore[no-untyped-def]
+        from picows import ws_connect
+
+        hub = self.hub
+        _, listener = await ws_connect(
+            lambda: self.conn_cls(hub),
+            self.url,
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=max(1.0, self.src.stall_s / 2),
+            auto_ping_reply_timeout=max(1.0, self.src.stall_s / 2),
+            websocket_handshake_timeout=10,
+            max_frame_size=16 << 20,
+        )
+        return listener
+
+    async def _backoff(self, attempt: int) -> None:
+        await asyncio.sleep(backoff_delay(attempt, self.src.backoff_initial_s, self.src.backoff_max_s, self.rng))
+
+    async def run(self) -> None:
+        hub, src = self.hub, self.src
+        attempt = 0
+        first = True
+        current = None
+        while True:
+            if current is None:
+                try:
+                    current = await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # refused, handshake error, DNS: retry with backoff
+                    hub.connected[self.index] = False
+                    if attempt == 0 or attempt % 10 == 0:
+                        print(f"[ticklens] connect {self.url}: {e}; retrying", flush=True)
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                if not first:
+                    hub.reconnects += 1
+                first = False
+                hub.connected[self.index] = True
+            reason = await self._watch(current)
+            if current.got_data:
+                attempt = 0
+            if reason == "rollover":
+                try:
+                    new = await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    current.opened = time.monotonic() - src.rollover_s + min(60.0, src.backoff_max_s)
+                    continue
+                # Both connections deliver for overlap_s; dedup drops the repeats.
+                deadline = time.monotonic() + src.overlap_s
+                while time.monotonic() < deadline and not current.closed:
+                    await asyncio.sleep(WATCH_EVERY_S)
+                current.close()
+                current = new
+                hub.rollovers += 1
+                continue
+            # Disconnected or stalled: drop it and reconnect after a jittered pause.
+            current.close()
+            current = None
+            hub.connected[self.index] = False
+            await self._backoff(attempt)
+            attempt += 1
+
+    async def _watch(self, conn) -> str:  # type: ignore[no-untyped-def]
+        src = self.src
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            now = time.monotonic()
+            if conn.closed:
+                return "disconnected"
+            if now - conn.last_frame > src.stall_s:
+                print(f"[ticklens] no data for {src.stall_s:g}s on {self.url}; reconnecting", flush=True)
+                return "stalled"
+            if now - conn.opened >= src.rollover_s:
+                return "rollover"
+
+
+class _Reader:
+    """The background thread with its own asyncio loop, running every slot."""
+
+    def __init__(self, hub: _Hub, urls: list[str], src: SourceConfig) -> None:
+        self.hub = hub
+        self.slots = [_Slot(i, u, hub, src) for i, u in enumerate(urls)]
+        self.loop = asyncio.new_event_loop()
+        hub.loop = self.loop
+        self.tasks: list[asyncio.Task] = []
+        self.thread = threading.Thread(target=self._main, name="ticklens-ws", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    async def _publisher(self) -> None:
+        # A frame followed by a partial one in the same read is not "last in buffer";
+        # without this it would wait for the next read, which may never come.
+        while True:
+            await asyncio.sleep(PUBLISH_EVERY_S)
+            self.hub.publish()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.tasks = [self.loop.create_task(s.run()) for s in self.slots]
+        self.tasks.append(self.loop.create_task(self._publisher()))
+        try:
+            self.loop.run_until_complete(asyncio.gather(*self.tasks, return_exceptions=True))
+        finally:
+            self.loop.close()
+
+    async def _shutdown(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for tr in list(self.hub.transports):
+            tr.send_close()
+            tr.disconnect()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+            self.thread.join(timeout)
+        self.hub.close_record()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _LivePartition(StatefulSourcePartition[object, None]):
+    def __init__(self, cfg: Config) -> None:
+        src = cfg.source
+        self.hub = _Hub(cfg.symbols, src.kind, src.queue_max, src.record)
+        self.reader = _Reader(self.hub, connection_urls(src, cfg.symbols), src)
+        self.reader.start()
+        # bytewax does not call close() when stopped by a signal; the recording must still be complete.
+        atexit.register(self.reader.stop)
+        self.last_clock = 0.0
+        self.last_stats = 0.0
+        self.wake: datetime | None = None
+
+    def next_batch(self) -> list[object]:
+        try:
+            trades, rejects = self.hub.drain()
+        except Exception:
+            traceback.print_exc()
+            raise
+        out: list[object] = [t for t in trades if len(t)]
+        out.extend(rejects)
+        now = time.monotonic()
+        if now - self.last_clock >= (CLOCK_EVERY_S if out else IDLE_CLOCK_S):
+            ts = self.hub.clock_ms()
+            if ts is not None:
+                out.append(Clock(ts))
+            self.last_clock = now
+        if now - self.last_stats >= STATS_EVERY_S:
+            out.append(self.hub.stats())
+            self.last_stats = now
+        self.wake = None if trades else _utcnow() + timedelta(seconds=IDLE_WAKE_S)
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self.wake
+
+    def snapshot(self) -> None:
+        # A live stream cannot be rewound; on resume we reconnect and the
+        # store's keys and the dedup step absorb what is delivered twice.
+        return None
+
+    def close(self) -> None:
+        self.reader.stop()
+
+
+class WebSocketSource(FixedPartitionedSource[object, None]):
+    """Binance USD-M trades (or the local feed) over WebSocket: one partition, one reader thread."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def list_parts(self) -> list[str]:
+        return ["ws"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _LivePartition:
+        return _LivePartition(self.cfg)
