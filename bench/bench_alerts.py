@@ -100,7 +100,19 @@ def four_symbol_recording(out: Path, n_trades: int) -> Path:
     return out
 
 
-def run_once(paths: list[Path], tmp: Path, rules: list[AlertRule], tag: str) -> tuple[float, int, int]:
+def quiet(rules: list[AlertRule]) -> list[AlertRule]:
+    """The same rules with thresholds no value reaches: evaluation cost without trigger writes."""
+    far = {"price": 1e9, "trade_size": 1e9, "volume": 1e12, "volatility": 1.0, "return": -1.0}
+    out = []
+    for r in rules:
+        thr = far[r.metric]
+        if r.operator in ("crosses_below", "<", "<="):
+            thr = -1e9 if r.metric != "return" else -50.0
+        out.append(r.model_copy(update={"threshold": thr}))
+    return out
+
+
+def run_once(paths: list[Path], tmp: Path, rules: list[AlertRule], tag: str) -> tuple[float, float, int, int]:
     db = tmp / f"{tag}.db"
     cfg = parse_config(
         {
@@ -114,15 +126,15 @@ def run_once(paths: list[Path], tmp: Path, rules: list[AlertRule], tag: str) -> 
     for r in rules:
         create_rule(conn, r)
     flow = build_flow(cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run_main(flow)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     trades = conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
     fired = conn.execute("SELECT COUNT(*) FROM alert_events").fetchone()[0]
     conn.close()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    return elapsed, trades, fired
+    return elapsed, cpu, trades, fired
 
 
 def main() -> None:
@@ -135,19 +147,27 @@ def main() -> None:
         tmp = Path(d)
         paths = [four_symbol_recording(tmp / "four_symbols_trades.gz", args.trades)]
         rules = hundred_rules()
-        results: dict[str, list[float]] = {"none": [], "100 rules": []}
-        fired = 0
+        variants = {"no rules": [], "100 quiet rules": quiet(rules), "100 busy rules": rules}
+        wall: dict[str, list[float]] = {k: [] for k in variants}
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
+        fired: dict[str, int] = {}
         for i in range(args.repeats):
-            for tag, rs in (("none", []), ("100 rules", rules)):
-                elapsed, trades, n = run_once(paths, tmp, rs, f"{tag.replace(' ', '_')}{i}")
-                results[tag].append(trades / elapsed)
-                fired = max(fired, n)
-                print(f"run {i} {tag:>9}: {trades:,} trades in {elapsed:.2f} s = {trades / elapsed:,.0f} trades/s")
-        med = {k: statistics.median(v) for k, v in results.items()}
-        print(
-            f"median: none {med['none']:,.0f} trades/s | 100 rules {med['100 rules']:,.0f} trades/s"
-            f" ({med['100 rules'] / med['none'] - 1:+.1%}), {fired:,} triggers stored"
-        )
+            for tag, rs in variants.items():
+                elapsed, cpu_s, trades, n = run_once(paths, tmp, rs, f"v{len(fired)}_{i}_{len(rs)}")
+                wall[tag].append(trades / elapsed)
+                cpu[tag].append(trades / cpu_s)
+                fired[tag] = n
+                print(
+                    f"run {i} {tag:>15}: {trades:,} trades in {elapsed:.2f} s wall, {cpu_s:.2f} s CPU"
+                    f" = {trades / elapsed:,.0f} trades/s ({trades / cpu_s:,.0f} per CPU-second), {n:,} triggers"
+                )
+        base = statistics.median(cpu["no rules"])
+        for tag in variants:
+            w, c = statistics.median(wall[tag]), statistics.median(cpu[tag])
+            print(
+                f"median {tag:>15}: {w:,.0f} trades/s wall, {c:,.0f} trades per CPU-second"
+                f" ({c / base - 1:+.1%} vs no rules), {fired[tag]:,} triggers"
+            )
 
 
 if __name__ == "__main__":
