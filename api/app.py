@@ -115,7 +115,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
 
     for r in (health, collection, ticks, ohlc, symbols, data):
         app.include_router(r.router)
-    for name in ("api.routers.analytics", "api.routers.alerts"):
+    for name in ("api.routers.analytics", "api.routers.alerts", "api.routers.continuity"):
         mod = _optional_router(name)
         if mod is not None:
             app.include_router(mod.router)

@@ -50,6 +50,8 @@ def parse_event(event: object, recv_ms: int) -> ParseResult:
         if not isinstance(event, dict):
             return ("reject", "stream data is not an object", None)
     kind = event.get("e")
+    if not isinstance(kind, str):
+        kind = None if kind is None else repr(kind)[:40]
     if kind not in TRADE_EVENTS:
         if "result" in event and "id" in event:
             return ("reject", "subscription response", None)

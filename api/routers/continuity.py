@@ -1,0 +1,73 @@
+"""GET /api/continuity/{symbol}: empty buckets of a range, quiet (ids continuous) or unknown (a gap)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import Conn, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from storage.continuity import audit
+from ticklens.times import iso_ms
+
+router = APIRouter(prefix="/api", tags=["data quality"])
+
+
+@router.get("/continuity/{symbol}")
+def get_continuity(
+    symbol: SymbolPath,
+    conn: Conn,
+    state: State,
+    time_range: TimeRange,
+    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")] = "1m",
+) -> Response:
+    """Runs of empty buckets in [start, end) (default: the symbol's stored span) and open trade-id gaps."""
+    status = require_symbol(state, conn, symbol)
+    start, end = time_range
+    if start is None or end is None:
+        lo, hi = conn.execute(
+            "SELECT MIN(start_ms), MAX(start_ms) FROM bars WHERE symbol=? AND timeframe=?", (symbol, timeframe)
+        ).fetchone()
+        start = start if start is not None else lo
+        end = end if end is not None else (hi + 1 if hi is not None else None)
+    if start is None or end is None:
+        body = {"symbol": symbol, "timeframe": timeframe, "status": status, "bars": 0, "empty": [], "gaps": []}
+        return json_response(body, headers={"X-Ticklens-Status": status})
+    if end <= start:
+        raise param_error("query", "end", "end must be after start", end)
+    try:
+        n_bars, runs = audit(conn, symbol, timeframe, start, end)
+    except ValueError as e:
+        raise param_error("query", "start", str(e), start) from None
+    gaps = conn.execute(
+        "SELECT from_id, to_id, after_ts, detected_ms, filled_ms, status FROM gaps WHERE symbol=? ORDER BY from_id",
+        (symbol,),
+    ).fetchall()
+    body = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "status": status,
+        "start": iso_ms(start),
+        "end": iso_ms(end),
+        "bars": n_bars,
+        "empty": [
+            {
+                "start": iso_ms(r.start_ms),
+                "start_ms": r.start_ms,
+                "end": iso_ms(r.end_ms),
+                "end_ms": r.end_ms,
+                "buckets": r.buckets,
+                "status": r.status,
+                "last_id_before": r.before_last_id,
+                "first_id_after": r.after_first_id,
+            }
+            for r in runs
+        ],
+        "quiet_buckets": sum(r.buckets for r in runs if r.status == "quiet"),
+        "unknown_buckets": sum(r.buckets for r in runs if r.status == "unknown"),
+        "gaps": [
+            {"from_id": a, "to_id": b, "after_ts_ms": t, "detected_ms": d, "filled_ms": f, "status": s}
+            for a, b, t, d, f, s in gaps
+        ],
+    }
+    return json_response(body, headers={"X-Ticklens-Status": status})
