@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.bars import Bar
 from flows.trades import Trades
@@ -68,7 +68,8 @@ class AlertRule(BaseModel):
     timeframe: Timeframe | None = None
     operator: Operator
     threshold: float
-    exit_threshold: float | None = None
+    # Hysteresis: where a fired rule re-arms (default: the threshold). Also accepted as "exit".
+    exit_threshold: float | None = Field(None, validation_alias=AliasChoices("exit_threshold", "exit"))
     cooldown_s: float = Field(0.0, ge=0, le=30 * 86_400)
     window: int = Field(20, ge=2, le=MAX_WINDOW)  # bars, for `volatility`
     enabled: bool = True
