@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import Store, get_store, param_error
@@ -126,6 +126,8 @@ def reader(store: Annotated[Store, Depends(get_store)]) -> Iterator[sqlite3.Conn
 
 Writer = Annotated[sqlite3.Connection, Depends(writer)]
 Reader = Annotated[sqlite3.Connection, Depends(reader)]
+MAX_ID = 2**63 - 1  # SQLite INTEGER
+AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="The rule's id")]
 
 
 def _out(row: tuple) -> AlertOut:
@@ -205,7 +207,7 @@ def triggered(
         str | None,
         Query(max_length=40, description="Only triggers at or after this market time (ISO-8601 or epoch ms)"),
     ] = None,
-    rule_id: Annotated[int | None, Query(ge=1, description="Only this rule's triggers")] = None,
+    rule_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this rule's triggers")] = None,
 ) -> EventList:
     """The trigger history, newest (by market time) first."""
     since_ms = None
@@ -228,12 +230,12 @@ def triggered(
 
 
 @router.get("/{alert_id}", response_model=AlertOut)
-def get_alert(conn: Reader, alert_id: int) -> AlertOut:
+def get_alert(conn: Reader, alert_id: AlertId) -> AlertOut:
     return _out(_get(conn, alert_id))
 
 
 @router.patch("/{alert_id}", response_model=AlertOut)
-def patch_alert(conn: Writer, alert_id: int, body: Annotated[AlertPatch, Body()]) -> AlertOut:
+def patch_alert(conn: Writer, alert_id: AlertId, body: Annotated[AlertPatch, Body()]) -> AlertOut:
     """Change some fields (e.g. `{"enabled": false}`); the rule is validated again as a whole."""
     current = _out(_get(conn, alert_id)).model_dump(exclude={"id", "version", "created", "updated"})
     changes = body.model_dump(exclude_unset=True)
@@ -243,7 +245,7 @@ def patch_alert(conn: Writer, alert_id: int, body: Annotated[AlertPatch, Body()]
 
 
 @router.delete("/{alert_id}", status_code=204)
-def delete_alert(conn: Writer, alert_id: int) -> Response:
+def delete_alert(conn: Writer, alert_id: AlertId) -> Response:
     """Delete a rule (its past triggers stay in the history)."""
     if not store_alerts.delete_rule(conn, alert_id):
         raise HTTPException(404, f"no alert rule with id {alert_id}")
