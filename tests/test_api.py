@@ -6,7 +6,9 @@ from the API's own query code.
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import math
 import os
 import signal
@@ -421,9 +423,13 @@ def test_start_stop_status_drive_a_real_flow(control: ApiServer, tmp_path: Path)
     assert [p for p in psutil.process_iter(["cmdline"]) if "flows.runner" in " ".join(p.info["cmdline"] or [])
             and str(tmp_path) in str(p.environ().get("TICKLENS_CONFIG", ""))] != []  # fmt: skip
 
-    status = wait_until(
-        lambda: (s := c.get("/api/status").json())["running"] and s["trades_total"] > 0 and s, 30, "trades stored"
-    )
+    try:
+        status = wait_until(
+            lambda: (s := c.get("/api/status").json())["running"] and s["trades_total"] > 0 and s, 60, "trades stored"
+        )
+    except AssertionError as e:
+        log = (tmp_path / "ticklens.flow.log").read_text()[-2000:]
+        raise AssertionError(f"{e}; status {c.get('/api/status').text[:600]}; flow log: {log}") from None
     assert status["pid"] == pid and status["started_by"] == "api" and status["uptime_s"] > 0
     assert {s["symbol"] for s in status["per_symbol"]} == {"btcusdt", "ethusdt"}
     bars = wait_until(lambda: c.get("/api/ohlc/ethusdt", params={"timeframe": "1m"}).json()["bars"], 20, "eth bars")
@@ -473,3 +479,37 @@ def test_upload_never_overwrites_collected_bars_unless_asked(control: ApiServer,
     assert (r["inserted"], r["replaced"], r["skipped"]) == (0, 1, 0)
     assert rows(store, "SELECT close, origin FROM bars WHERE symbol='btcusdt' AND timeframe='1s' AND start_ms=?",
                 (start,)) == [(1000.0, "upload")]  # fmt: skip
+
+
+def _trade_ids_in(paths: list[Path]) -> set[tuple[str, int]]:
+    """(symbol, trade id) of every @trade line in the recordings, read here with gzip + json."""
+    out = set()
+    for p in paths:
+        with gzip.open(p, "rt") as fh:
+            for line in fh:
+                msg = json.loads(line.split(" ", 1)[1])["data"]
+                if msg.get("e") == "trade":
+                    out.add((msg["s"].lower(), int(msg["t"])))
+    return out
+
+
+def test_stop_then_start_loses_nothing(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        source={"kind": "replay", "paths": [str(p) for p in WINDOW_A], "speed": 80},
+        recovery={"snapshot_interval_s": 0.5},
+        progress_interval_s=0.3,
+    )
+    store = tmp_path / "ticklens.db"
+    with api_server(config, tmp_path / "uvicorn.log") as server:
+        c = server.client
+        assert c.post("/api/start", json={}).json()["changed"] is True
+        wait_until(lambda: c.get("/api/status").json()["trades_total"] > 500, 30, "the first trades")
+        stopped = c.post("/api/stop").json()
+        assert stopped["changed"] is True
+        part = rows(store, "SELECT COUNT(*) FROM ticks")[0][0]
+        assert c.post("/api/start", json={}).json()["changed"] is True  # resumes from the recovery snapshot
+        wait_until(lambda: not c.get("/api/status").json()["running"], 60, "the replay to finish")
+    stored = set(rows(store, "SELECT symbol, trade_id FROM ticks"))
+    assert 0 < part < len(stored)
+    assert stored == _trade_ids_in(WINDOW_A)
