@@ -28,11 +28,14 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from flows.backfill import Backfiller
 from flows.binance import combined_url, parse_message, rejected
-from flows.events import Clock, FeedStats
-from flows.trades import Rejected, TradeBuffer, Trades
+from flows.events import Clock, FeedStats, GapEvent
+from flows.trades import _DTYPES as TRADE_DTYPES
+from flows.trades import COLUMNS, Rejected, TradeBuffer, Trades
 from ticklens.config import Config, SourceConfig
 
 CLOCK_EVERY_S = 0.1  # a Clock at least this often while data flows (and every 0.25 s when idle)
@@ -63,6 +66,15 @@ def connection_urls(src: SourceConfig, symbols: list[str]) -> list[str]:
     return urls
 
 
+_ROW_DTYPE = np.dtype([(name, TRADE_DTYPES[name]) for name in COLUMNS])
+
+
+def rows_to_trades(symbol: str, rows: list[tuple]) -> Trades:
+    """Parsed rows → a columnar batch via one structured array (5x faster than zip(*rows))."""
+    arr = np.array(rows, dtype=_ROW_DTYPE)
+    return Trades(symbol=symbol, **{name: np.ascontiguousarray(arr[name]) for name in COLUMNS})
+
+
 class _Hub:
     """State shared by the reader thread (writes) and the bytewax thread (drains)."""
 
@@ -76,8 +88,13 @@ class _Hub:
         self.depth = 0
         self.paused = False
         # Reader-thread-only staging, moved under the lock once per socket read.
-        self.staged: list[tuple[str, tuple]] = []
+        self.staged: dict[str, list[tuple]] = {s: [] for s in symbols}
+        self.n_staged = 0
         self.staged_rejects: list[Rejected] = []
+        self.gaps: list[GapEvent] = []  # from the backfiller, under the lock
+        self.backfill: Backfiller | None = None
+        # Newest id per symbol handed to the flow: the resume point after a crash.
+        self.emitted_last: dict[str, int] = {}
         self.messages = 0
         self.rejected = 0
         self.skipped = 0
@@ -104,10 +121,14 @@ class _Hub:
             self.record.write(b"%d %s\n" % (recv_ns, raw))
         status, what, row = parse_message(raw, recv_ms)
         if status == "trade":
-            if what not in self.symbols:
+            staged = self.staged.get(what)  # type: ignore[arg-type]
+            if staged is None:  # a symbol we did not ask for
                 self.skipped += 1
                 return
-            self.staged.append((what, row))  # type: ignore[arg-type]
+            staged.append(row)  # type: ignore[arg-type]
+            self.n_staged += 1
+            if self.backfill is not None:
+                self.backfill.note(what, row[0], row[1])  # type: ignore[index]
             ev = row[7]  # type: ignore[index]
             if ev >= self.newest_event_ms:
                 self.newest_event_ms = ev
@@ -121,14 +142,16 @@ class _Hub:
 
     def publish(self) -> None:
         """Move staged rows to the shared buffers; pause the sockets when the queue is full."""
-        if not self.staged and not self.staged_rejects:
+        if not self.n_staged and not self.staged_rejects:
             return
-        staged, self.staged = self.staged, []
         with self.lock:
             bufs = self.buffers
-            for sym, row in staged:
-                bufs[sym].rows.append(row)
-            self.depth += len(staged)
+            for sym, rows in self.staged.items():
+                if rows:
+                    bufs[sym].rows.extend(rows)
+                    rows.clear()
+            self.depth += self.n_staged
+            self.n_staged = 0
             if self.staged_rejects:
                 self.rejects.extend(self.staged_rejects)
                 self.staged_rejects = []
@@ -148,18 +171,32 @@ class _Hub:
             if not t.is_disconnected:
                 t.underlying_transport.resume_reading()
 
+    def on_backfill_rows(self, symbol: str, rows: list[tuple]) -> None:
+        self.staged[symbol].extend(rows)
+        self.n_staged += len(rows)
+        self.publish()
+
+    def on_gap(self, gap: GapEvent) -> None:
+        with self.lock:
+            self.gaps.append(gap)
+
     # -- bytewax thread
-    def drain(self) -> tuple[list[Trades], list[Rejected]]:
+    def drain(self) -> tuple[list[Trades], list[object]]:
         with self.lock:
             rows = {s: b.rows for s, b in self.buffers.items() if b.rows}
             for s in rows:
                 self.buffers[s].rows = []
             rejects, self.rejects = self.rejects, []
+            gaps, self.gaps = self.gaps, []
             self.depth = 0
             resume = self.paused
         if resume and self.loop is not None:
             self.loop.call_soon_threadsafe(self._resume)
-        return [TradeBuffer(s, r).drain() for s, r in rows.items()], rejects
+        trades = [rows_to_trades(s, r) for s, r in rows.items()]
+        for t in trades:
+            if len(t):
+                self.emitted_last[t.symbol] = max(self.emitted_last.get(t.symbol, 0), int(t.trade_id.max()))
+        return trades, [*rejects, *gaps]
 
     def clock_ms(self) -> int | None:
         """Exchange time now, estimated: newest event time plus wall time since it arrived."""
@@ -350,6 +387,8 @@ class _Reader:
         while True:
             await asyncio.sleep(PUBLISH_EVERY_S)
             self.hub.publish()
+            if self.hub.backfill is not None:
+                self.hub.backfill.poll()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -361,6 +400,8 @@ class _Reader:
             self.loop.close()
 
     async def _shutdown(self) -> None:
+        if self.hub.backfill is not None:
+            await self.hub.backfill.aclose()
         for t in self.tasks:
             t.cancel()
         for tr in list(self.hub.transports):
@@ -378,10 +419,22 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _LivePartition(StatefulSourcePartition[object, None]):
-    def __init__(self, cfg: Config) -> None:
+class _LivePartition(StatefulSourcePartition[object, dict]):
+    def __init__(self, cfg: Config, resume: dict | None) -> None:
         src = cfg.source
         self.hub = _Hub(cfg.symbols, src.kind, src.queue_max, src.record)
+        last_ids = (resume or {}).get("last_ids", {})
+        self.hub.emitted_last = dict(last_ids)
+        enabled = cfg.backfill.enabled if cfg.backfill.enabled is not None else src.kind == "binance"
+        if enabled:
+            self.hub.backfill = Backfiller(
+                cfg.backfill.rest_url,
+                cfg.backfill.max_requests_per_minute,
+                fillable=src.stream == "aggTrade",
+                on_rows=self.hub.on_backfill_rows,
+                on_gap=self.hub.on_gap,
+                last_ids=last_ids,
+            )
         self.reader = _Reader(self.hub, connection_urls(src, cfg.symbols), src)
         self.reader.start()
         # bytewax does not call close() when stopped by a signal; the recording must still be complete.
@@ -413,16 +466,16 @@ class _LivePartition(StatefulSourcePartition[object, None]):
     def next_awake(self) -> datetime | None:
         return self.wake
 
-    def snapshot(self) -> None:
-        # A live stream cannot be rewound; on resume we reconnect and the
-        # store's keys and the dedup step absorb what is delivered twice.
-        return None
+    def snapshot(self) -> dict:
+        # A live stream cannot be rewound: on resume we reconnect, and the REST
+        # backfill (when on) fetches from the newest id the flow had been given.
+        return {"last_ids": dict(self.hub.emitted_last)}
 
     def close(self) -> None:
         self.reader.stop()
 
 
-class WebSocketSource(FixedPartitionedSource[object, None]):
+class WebSocketSource(FixedPartitionedSource[object, dict]):
     """Binance USD-M trades (or the local feed) over WebSocket: one partition, one reader thread."""
 
     def __init__(self, cfg: Config) -> None:
@@ -431,5 +484,5 @@ class WebSocketSource(FixedPartitionedSource[object, None]):
     def list_parts(self) -> list[str]:
         return ["ws"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _LivePartition:
-        return _LivePartition(self.cfg)
+    def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _LivePartition:
+        return _LivePartition(self.cfg, resume_state)

@@ -7,7 +7,7 @@ from pathlib import Path
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.alerts import AlertFired
-from flows.events import FeedStats, SymbolOut
+from flows.events import FeedStats, GapEvent, SymbolOut
 from flows.pairs import CorrOut, PairOut, SymbolStatsOut
 from flows.progress import Progress
 from flows.trades import Rejected
@@ -55,6 +55,9 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
                 extra.append((analytics.CORR_INSERT, analytics.corr_rows(item, now)))
             elif isinstance(item, AlertFired):
                 fired.append(item)
+            elif isinstance(item, GapEvent):  # from the source's REST backfill
+                filled = now if item.status == "filled" else None
+                gaps.append((item.symbol, item.from_id, item.to_id, item.after_ts, now, filled, item.status))
             elif isinstance(item, Rejected):
                 rejects.append((item.recv_ms, item.reason, item.source, item.raw))
             elif isinstance(item, FeedStats):

@@ -116,7 +116,13 @@ class StoreWriter:
             c.executemany(
                 "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
                 " VALUES(?,?,?,?,?,?,?) ON CONFLICT(symbol, from_id) DO UPDATE SET"
-                " to_id=excluded.to_id, filled_ms=excluded.filled_ms, status=excluded.status",
+                " to_id=excluded.to_id,"
+                " filled_ms=COALESCE(gaps.filled_ms, excluded.filled_ms),"
+                # Two reporters (the source's backfill, the dedup step) may tell the same gap
+                # in any order: filled outranks unfillable, which outranks open.
+                " status=CASE WHEN gaps.status='filled' OR excluded.status='filled' THEN 'filled'"
+                " WHEN gaps.status='unfillable' OR excluded.status='unfillable' THEN 'unfillable'"
+                " ELSE excluded.status END",
                 gaps,
             )
             fresh = insert_alert_events(c, alerts, ts) if alerts else []

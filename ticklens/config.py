@@ -138,6 +138,7 @@ class CorrelationConfig(_Model):
 
 class StatsConfig(_Model):
     # Per-symbol rolling statistics (mean, std, VWAP, volume, realised volatility) over this many bars.
+    enabled: bool = True
     window: int = Field(60, ge=2, le=100_000)
 
 
@@ -170,7 +171,8 @@ class RecoveryConfig(_Model):
 class BackfillConfig(_Model):
     enabled: bool | None = None  # None: on for live Binance, off otherwise
     rest_url: str = BINANCE_REST_URL
-    max_requests_per_minute: int = Field(600, ge=1)
+    # aggTrades weighs 20 of Binance's 2,400 per minute: 100 requests leave room for others.
+    max_requests_per_minute: int = Field(100, ge=1, le=120)
 
 
 class Config(_Model):

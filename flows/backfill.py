@@ -1,0 +1,179 @@
+"""REST backfill of missing aggTrades: Binance's WebSocket does not replay, its REST history does.
+
+The live reader notes every trade id it receives. When a symbol's ids jump, the
+missing range becomes a pending hole; after a short grace (ids can arrive a
+little out of order) the hole is fetched from `GET /fapi/v1/aggTrades?fromId=`
+in pages of 1000, within a request budget, with retries and backoff, and the
+trades go through the same rows, dedup and bars as live ones. Each hole is
+reported as a `GapEvent`: open when seen, then filled or unfillable.
+
+Only aggTrade ids can be fetched this way; a plain `@trade` stream's gaps are
+recorded as unfillable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from flows.binance import Row, parse_event
+from flows.events import GapEvent
+
+PAGE = 1_000
+GRACE_S = 0.3
+MAX_ATTEMPTS = 6
+
+
+@dataclass(slots=True)
+class PendingHole:
+    symbol: str
+    from_id: int
+    to_id: int
+    after_ts: int
+    due: float
+
+
+class RequestBudget:
+    """At most `per_minute` requests in any 60 s (Binance weighs aggTrades at 20 of 2400/min)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.sent: deque[float] = deque()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self.sent and now - self.sent[0] >= 60:
+                self.sent.popleft()
+            if len(self.sent) < self.per_minute:
+                self.sent.append(now)
+                return
+            await asyncio.sleep(60 - (now - self.sent[0]) + 0.01)
+
+
+class Backfiller:
+    """Lives on the reader thread's event loop; `note` is called for every trade row."""
+
+    def __init__(
+        self,
+        rest_url: str,
+        per_minute: int,
+        fillable: bool,
+        on_rows: Callable[[str, list[Row]], None],
+        on_gap: Callable[[GapEvent], None],
+        last_ids: dict[str, int] | None = None,
+    ) -> None:
+        self.rest_url = rest_url.rstrip("/")
+        self.fillable = fillable
+        self.on_rows = on_rows
+        self.on_gap = on_gap
+        self.last: dict[str, int] = dict(last_ids or {})
+        self.pending: dict[tuple[str, int], PendingHole] = {}
+        self.budget = RequestBudget(per_minute)
+        self.client: httpx.AsyncClient | None = None
+        self.requests = 0
+        self.filled_trades = 0
+        self.failures = 0
+        self.tasks: set[asyncio.Task] = set()
+        self.rng = random.Random()
+
+    def note(self, symbol: str, trade_id: int, ts_ms: int) -> None:
+        last = self.last.get(symbol)
+        if last is None or trade_id == last + 1:
+            self.last[symbol] = trade_id
+            return
+        if trade_id > last + 1:
+            hole = PendingHole(symbol, last + 1, trade_id - 1, ts_ms, time.monotonic() + GRACE_S)
+            self.pending[(symbol, hole.from_id)] = hole
+            self.last[symbol] = trade_id
+        elif self.pending:
+            self._arrived(symbol, trade_id)
+
+    def _arrived(self, symbol: str, trade_id: int) -> None:
+        """A late id shrinks or closes the hole it was in (before we fetch it)."""
+        for key, hole in list(self.pending.items()):
+            if hole.symbol != symbol or not hole.from_id <= trade_id <= hole.to_id:
+                continue
+            del self.pending[key]
+            if trade_id > hole.from_id:
+                self.pending[(symbol, hole.from_id)] = PendingHole(
+                    symbol, hole.from_id, trade_id - 1, hole.after_ts, hole.due
+                )
+            if trade_id < hole.to_id:
+                self.pending[(symbol, trade_id + 1)] = PendingHole(
+                    symbol, trade_id + 1, hole.to_id, hole.after_ts, hole.due
+                )
+            return
+
+    def poll(self) -> None:
+        """Start fetching holes whose grace has passed (called often by the reader)."""
+        if not self.pending:
+            return
+        now = time.monotonic()
+        for key, hole in list(self.pending.items()):
+            if hole.due <= now:
+                del self.pending[key]
+                self.on_gap(GapEvent(hole.symbol, hole.from_id, hole.to_id, hole.after_ts, "open"))
+                if not self.fillable:
+                    self.on_gap(GapEvent(hole.symbol, hole.from_id, hole.to_id, hole.after_ts, "unfillable"))
+                    continue
+                task = asyncio.get_running_loop().create_task(self._fill(hole))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def _fill(self, hole: PendingHole) -> None:
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=10)
+        next_id = hole.from_id
+        try:
+            while next_id <= hole.to_id:
+                page = await self._page(hole.symbol, next_id)
+                rows = [r for r in page if hole.from_id <= r[0] <= hole.to_id]
+                if not page or not rows:
+                    break
+                self.filled_trades += len(rows)
+                self.on_rows(hole.symbol, rows)
+                next_id = max(r[0] for r in rows) + 1
+        except Exception:  # noqa: BLE001 (any failure leaves the gap recorded, never stops the reader)
+            self.failures += 1
+        status = "filled" if next_id > hole.to_id else "unfillable"
+        self.on_gap(GapEvent(hole.symbol, hole.from_id, hole.to_id, hole.after_ts, status))
+
+    async def _page(self, symbol: str, from_id: int) -> list[Row]:
+        assert self.client is not None
+        url = f"{self.rest_url}/fapi/v1/aggTrades"
+        params = {"symbol": symbol.upper(), "fromId": from_id, "limit": PAGE}
+        for attempt in range(MAX_ATTEMPTS):
+            await self.budget.take()
+            self.requests += 1
+            try:
+                r = await self.client.get(url, params=params)
+            except httpx.TransportError:
+                r = None
+            if r is not None and r.status_code == 200:
+                recv_ms = time.time_ns() // 1_000_000
+                out = []
+                for ev in r.json():
+                    if isinstance(ev, dict):
+                        ev = {**ev, "e": "aggTrade", "s": symbol.upper(), "E": ev.get("T")}
+                    status, _, row = parse_event(ev, recv_ms)
+                    if status == "trade":
+                        out.append(row)
+                return out
+            if r is not None and 400 <= r.status_code < 500 and r.status_code not in (418, 429):
+                raise RuntimeError(f"REST {r.status_code}: {r.text[:200]}")
+            retry_after = float(r.headers.get("Retry-After", 0)) if r is not None else 0.0
+            await asyncio.sleep(max(retry_after, min(30.0, 0.2 * 2**attempt) * self.rng.random()))
+        raise RuntimeError(f"REST history unavailable after {MAX_ATTEMPTS} attempts")
+
+    async def aclose(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+        if self.client is not None:
+            await self.client.aclose()

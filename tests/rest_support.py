@@ -1,0 +1,79 @@
+"""A local Binance-compatible REST history server: `GET /fapi/v1/aggTrades` from recorded trades."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+
+def agg_trades_from_recordings(paths: list[Path]) -> dict[str, list[dict]]:
+    """Plain trades as aggTrades with a = f = l = t, as the local feed sends them."""
+    out: dict[str, list[dict]] = {}
+    for p in paths:
+        with gzip.open(p, "rt") as fh:
+            for line in fh:
+                d = json.loads(line.partition(" ")[2])["data"]
+                agg = {"a": d["t"], "p": d["p"], "q": d["q"], "f": d["t"], "l": d["t"], "T": d["T"], "m": d["m"]}
+                out.setdefault(d["s"], []).append(agg)
+    for rows in out.values():
+        rows.sort(key=lambda r: r["a"])
+    return out
+
+
+class RestHistory:
+    def __init__(self, trades: dict[str, list[dict]], fail_first: int = 0, down: bool = False) -> None:
+        self.trades = trades
+        self.fail_first = fail_first  # answer this many requests with 503 first (retries must cope)
+        self.down = down
+        self.requests: list[dict] = []
+        history = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                url = urlsplit(self.path)
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                history.requests.append(q)
+                if history.down or len(history.requests) <= history.fail_first:
+                    self._send(503, {"code": -1001, "msg": "unavailable"})
+                    return
+                if url.path != "/fapi/v1/aggTrades" or q.get("symbol") not in history.trades:
+                    self._send(400, {"code": -1121, "msg": "Invalid symbol."})
+                    return
+                from_id, limit = int(q["fromId"]), min(int(q.get("limit", 500)), 1000)
+                rows = [r for r in history.trades[q["symbol"]] if r["a"] >= from_id][:limit]
+                self._send(200, rows)
+
+            def _send(self, code: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def rest_history(trades: dict[str, list[dict]], **kw: object) -> Iterator[RestHistory]:
+    h = RestHistory(trades, **kw)  # type: ignore[arg-type]
+    h.thread.start()
+    try:
+        yield h
+    finally:
+        h.stop()
