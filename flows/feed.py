@@ -34,7 +34,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -256,7 +256,9 @@ class Simulator:
         ts = (t0 + ms).astype(np.int64)
         # Round again: float noise from the tick multiplication would show in the JSON.
         decimals = np.asarray([max(0, -math.floor(math.log10(m.tick) + 1e-9)) for m in self.models])
-        price = np.asarray([round(p, int(d)) for p, d in zip(price.tolist(), decimals[sym].tolist(), strict=True)])
+        for i, d in enumerate(decimals.tolist()):
+            sel = sym == i
+            price[sel] = np.round(price[sel], int(d))
         qty = np.round(qty, 8)
         return {
             "sym": sym,
@@ -404,8 +406,8 @@ class Timeline:
         return keep
 
 
-_TRADE_FMT = b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s","X":"MARKET","m":%s}'
-_AGG_FMT = b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s}'
+_TRADE_FMT = b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%a","q":"%a","X":"MARKET","m":%s}'
+_AGG_FMT = b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":"%a","q":"%a","f":%d,"l":%d,"T":%d,"m":%s}'
 _BOOL = (b"false", b"true")
 
 
@@ -413,10 +415,9 @@ def render_event(
     want: int, sym: bytes, tid: int, ts: int, ev: int, price: float, qty: float, m: bool, f: int, la: int
 ) -> bytes:
     """One Binance-format trade or aggTrade event (E, T, upper-case s, prices as strings)."""
-    p, q = repr(price).encode(), repr(qty).encode()
     if want == TRADE:
-        return _TRADE_FMT % (ev, ts, sym, tid, p, q, _BOOL[m])
-    return _AGG_FMT % (ev, tid, sym, p, q, f, la, ts, _BOOL[m])
+        return _TRADE_FMT % (ev, ts, sym, tid, price, qty, _BOOL[m])
+    return _AGG_FMT % (ev, tid, sym, price, qty, f, la, ts, _BOOL[m])
 
 
 def wrap(stream: bytes, data: bytes) -> bytes:
@@ -521,7 +522,19 @@ class Session:
             self.drop_now = True
         return out
 
+    def _formats(self) -> dict[int, list[tuple[bytes, bytes, bytes, int]]]:
+        """Per symbol: (message format, prefix, suffix, kind) with stream name and symbol baked in."""
+        out: dict[int, list[tuple[bytes, bytes, bytes, int]]] = {}
+        for s, streams in self.sub.streams.items():
+            sym = self.timeline.symbols[s].upper().encode()
+            for name, want in streams:
+                pre, suf = (b'{"stream":"' + name + b'","data":', b"}") if self.sub.combined else (b"", b"")
+                body = (_TRADE_FMT if want == TRADE else _AGG_FMT).replace(b'"s":"%s"', b'"s":"' + sym + b'"')
+                out.setdefault(s, []).append((pre + body + suf, pre, suf, want))
+        return out
+
     def _render(self, rows: Rows, out: list[bytes]) -> None:
+        """The hot loop of the feed: one bytes % per message (floats as repr via %a)."""
         sel = np.isin(rows.sym, list(self.sub.streams)) if len(self.sub.streams) < len(self.timeline.symbols) else None
         keep = self.timeline.keep_mask(rows)
         if keep is not None:
@@ -536,26 +549,34 @@ class Session:
             raws = [raws[i] for i in idx.tolist()]
         if rows.live_event_time:
             ev = [time.time_ns() // 1_000_000] * len(ts)
-        upper = [s.upper().encode() for s in self.timeline.symbols]
-        combined, streams = self.sub.combined, self.sub.streams
+        fmts = self._formats()
         every = self.faults.malformed_every
+        append = out.append
         for i in range(len(ts)):
-            s = sym[i]
-            for name, want in streams[s]:
+            for fmt, pre, suf, want in fmts[sym[i]]:
                 raw = raws[i] if raws is not None else None
                 if raw is not None and kind[i] == want:
-                    data = raw
+                    append(pre + raw + suf)
+                elif want == TRADE:
+                    # A trade asked of aggTrade data: t = a.
+                    append(fmt % (ev[i], ts[i], tid[i], price[i], qty[i], _BOOL[maker[i]]))
                 else:
-                    # aggTrade asked of plain trades: a = f = l = t; trade asked of aggTrades: t = a.
-                    f, la = (first[i], last[i]) if kind[i] == AGG else (tid[i], tid[i])
-                    data = render_event(want, upper[s], tid[i], ts[i], ev[i], price[i], qty[i], maker[i], f, la)
-                out.append(wrap(name, data) if combined else data)
-                self.sent += 1
-                self.trades_sent += 1
-                self.by_symbol[s] = self.by_symbol.get(s, 0) + 1
-                if every and self.trades_sent % every == 0:
-                    self._malformed(self.timeline.symbols[s], out)
-            self.last_ts = ts[i]
+                    # An aggTrade asked of plain trades: a = f = l = t (first/last equal the id there).
+                    append(fmt % (ev[i], tid[i], price[i], qty[i], first[i], last[i], ts[i], _BOOL[maker[i]]))
+                if every:
+                    self.trades_sent += 1
+                    if self.trades_sent % every == 0:
+                        self._malformed(self.timeline.symbols[sym[i]], out)
+        n_trades = 0
+        for s, c in enumerate(np.bincount(sym).tolist() if sym else []):
+            if c:
+                self.by_symbol[s] = self.by_symbol.get(s, 0) + c * len(fmts[s])
+                n_trades += c * len(fmts[s])
+        if not every:
+            self.trades_sent += n_trades
+        self.sent += n_trades  # malformed ones are counted in _malformed
+        if ts:
+            self.last_ts = ts[-1]
 
     def _malformed(self, symbol: str, out: list[bytes]) -> None:
         kinds = self.faults.malformed_kinds
@@ -602,6 +623,7 @@ class FeedState:
     sessions_total: int = 0
     messages: int = 0
     closed: list[Session] = field(default_factory=list)  # finished sessions, for the counters
+    stop: Callable[[], None] | None = None  # set by serve(): ends the server
 
     def add_closed(self, s: Session) -> None:
         # Fold into one summary session so the list stays short.
@@ -711,9 +733,11 @@ def _listener_class():
         def resume_writing(self) -> None:
             self.writable.set()
 
-        def drop(self) -> None:
+        def drop(self, graceful: bool = True) -> None:
+            # Graceful: what was sent is flushed first, then TCP closes without a close frame
+            # (as when Binance cuts a connection); the counters stay exact for tests.
             if self.transport is not None:
-                self.transport.disconnect(graceful=False)
+                self.transport.disconnect(graceful=graceful)
 
         async def _run(self) -> None:
             s, st, tr = self.session, self.state, self.transport
@@ -774,8 +798,17 @@ async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | N
     print(f"ticklens feed listening on ws://{host}:{actual}/market/stream", flush=True)
     if ready is not None:
         ready.set()
-    async with server:
-        await server.serve_forever()
+    stop = asyncio.Event()
+    state.stop = stop.set
+    try:
+        await stop.wait()
+    finally:
+        # Not server.serve_forever(): cancelling it waits for every client to leave.
+        server.close()
+        for c in list(state.connections):
+            c.drop(graceful=False)
+            if c.task is not None:
+                c.task.cancel()
 
 
 def _control(state: FeedState, path: str):  # type: ignore[no-untyped-def]
@@ -860,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
     task = loop.create_task(serve(state, args.host, args.port))
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, lambda: state.stop() if state.stop else task.cancel())
     try:
         loop.run_until_complete(task)
     except asyncio.CancelledError:
