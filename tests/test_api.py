@@ -236,6 +236,13 @@ def test_configured_symbol_without_data_is_empty_with_status(api: ApiServer) -> 
     assert api.client.get("/api/stats/solusdt").json()["count"] == 0
 
 
+def test_start_with_a_bad_symbol_is_422_and_starts_nothing(api: ApiServer) -> None:
+    r = api.client.post("/api/start", json={"symbols": ["btc/usdt"]})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"][:2] == ["body", "symbols"]
+    assert api.client.get("/api/status").json()["running"] is False
+
+
 def test_cors_allows_only_the_dashboard_origin(api: ApiServer) -> None:
     ok = api.client.get("/health", headers={"Origin": "http://127.0.0.1:5006"})
     assert ok.headers.get("access-control-allow-origin") == "http://127.0.0.1:5006"
