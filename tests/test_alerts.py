@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -347,10 +348,52 @@ def test_restart_keeps_rules_and_stores_each_trigger_once(tmp_path):
         assert later["count"] == sum(1 for b in before if b[1] >= since)
 
 
-def _start_paced_flow(cfg: Path, log: Path) -> subprocess.Popen:
+def _ticks_past(db: Path, n: int, proc: subprocess.Popen) -> bool:
+    assert proc.poll() is None, "the flow ended before the kill point"
+    return db.exists() and rows(db, "SELECT COUNT(*) FROM ticks")[0][0] > n
+
+
+def test_sigkill_and_restart_from_snapshots_stores_the_uninterrupted_triggers(tmp_path):
+    rules = [
+        {"name": "x", "condition": f"price crosses_above {LEVEL}", "symbols": ["btcusdt"]},
+        {"name": "l", "condition": "price > 61750", "symbols": ["btcusdt"], "cooldown_s": 20},
+        {"name": "q", "condition": "trade_size >= 1", "symbols": ["btcusdt"], "exit": 0.01},
+        {"name": "v", "metric": "volume", "symbol": "btcusdt", "timeframe": "1s", "operator": ">", "threshold": 5},
+    ]
+    dumps = {}
+    for name in ("clean", "killed"):
+        d = tmp_path / name
+        d.mkdir()
+        cfg = write_config(
+            d,
+            symbols=["btcusdt"],
+            timeframes=["1s"],
+            source={"paths": [str(BTC_B)], "batch_rows": 300},
+            recovery={"enabled": True, "snapshot_interval_s": 0.1},
+        )
+        db = d / "ticklens.db"
+        create_rules(db, rules)
+        if name == "killed":
+            flow = _start_paced_flow(cfg, d / "flow.log", recovery=True)
+            wait_until(lambda db=db, flow=flow: _ticks_past(db, 8_000, flow), 60, "a third of the input")
+            flow.send_signal(signal.SIGKILL)
+            flow.wait(10)
+            assert rows(db, "SELECT COUNT(*) FROM ticks")[0][0] < len(recorded_trades(BTC_B, "btcusdt"))
+            assert 0 < rows(db, "SELECT COUNT(*) FROM alert_events")[0][0] < len(dumps["clean"])
+        r = run_flow(cfg)
+        assert r.returncode == 0, r.stderr[-3000:]
+        dumps[name] = rows(
+            db, "SELECT rule_id, symbol, event_ms, ref, value FROM alert_events ORDER BY rule_id, event_ms, ref"
+        )
+    assert {r[0] for r in dumps["clean"]} == {1, 2, 3, 4}
+    assert len(dumps["clean"]) > 20
+    assert dumps["killed"] == dumps["clean"]
+
+
+def _start_paced_flow(cfg: Path, log: Path, recovery: bool = False) -> subprocess.Popen:
     env = dict(os.environ, TICKLENS_CONFIG=str(cfg), TICKLENS_QUIET="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.runner", "--no-recovery"],
+        [sys.executable, "-m", "flows.runner", *([] if recovery else ["--no-recovery"])],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
