@@ -44,7 +44,12 @@ def parse_bar_csv(data: bytes, now_ms: int) -> ParsedUpload:
     """Check every row; any error anywhere means nothing may be written."""
     out = ParsedUpload()
     try:
-        df = pl.read_csv(io.BytesIO(data), infer_schema=False, has_header=True)
+        text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is fine
+    except UnicodeDecodeError as e:
+        out.message = f"not a UTF-8 text (CSV) file: undecodable byte at offset {e.start}"
+        return out
+    try:
+        df = pl.read_csv(io.StringIO(text), infer_schema=False, has_header=True)
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as e:
         out.message = f"not a readable CSV file: {str(e).splitlines()[0][:200]}"
         return out
