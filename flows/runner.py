@@ -19,6 +19,16 @@ from flows.dataflow import build_flow
 from ticklens.config import ConfigError, load_config
 
 
+def _root_cause(e: BaseException) -> str:
+    """Bytewax wraps a step's exception in layers of context: name ours, else the innermost."""
+    chain = [e]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 50:
+        chain.append(nxt)
+    ours = [x for x in chain if type(x).__module__.split(".")[0] in ("flows", "storage", "ticklens")]
+    pick = ours[0] if ours else chain[-1]
+    return f"{type(pick).__name__}: {pick}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flows.runner")
     parser.add_argument("-w", "--workers", type=int, default=1)
@@ -42,11 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
-    except (KeyboardInterrupt, BytewaxRuntimeError) as e:
-        # Ctrl-C / SIGINT: bytewax stops the workers (sinks are closed) and raises "signal received".
-        if isinstance(e, BytewaxRuntimeError) and "signal received" not in str(e):
-            raise
+    except KeyboardInterrupt:
         print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
+    except Exception as e:  # noqa: BLE001 (one clear line after bytewax's own traceback)
+        # Ctrl-C / SIGINT: bytewax stops the workers (sinks are closed) and raises "signal received".
+        if isinstance(e, BytewaxRuntimeError) and "signal received" in str(e):
+            print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
+            return 0
+        print(f"ticklens: the flow stopped on an error: {_root_cause(e)}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

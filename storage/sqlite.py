@@ -81,12 +81,19 @@ def connect(path: Path | str, *, readonly: bool = False, create: bool = True) ->
     return conn
 
 
+class StoreFullError(RuntimeError):
+    """The disk (or the configured size cap) is full: the batch was rolled back whole."""
+
+
 class StoreWriter:
     """Batched, transactional writes of the dataflow's outputs."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, max_size_mb: int | None = None) -> None:
         self.path = Path(path)
         self.conn = connect(self.path)
+        if max_size_mb is not None:
+            page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+            self.conn.execute(f"PRAGMA max_page_count={int(max_size_mb * 1024 * 1024 // page)}")
         self.conn.isolation_level = None  # explicit BEGIN/COMMIT
 
     def write(
@@ -134,8 +141,14 @@ class StoreWriter:
                     [(k, orjson.dumps(v).decode(), ts) for k, v in status.items()],
                 )
             c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
+        except BaseException as e:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error) and ("full" in str(e) or "read-only" in str(e) or "readonly" in str(e)):
+                raise StoreFullError(
+                    f"store {self.path} cannot take more data ({e}); the last batch was rolled back whole,"
+                    " everything before it is stored"
+                ) from e
             raise
         return fresh
 

@@ -84,8 +84,9 @@ class SourceConfig(_Model):
 
 class StoreConfig(_Model):
     path: Path = Path("data/ticklens.db")
-    # Trades are written in transactions of at most this many rows.
-    batch_rows: int = Field(200_000, ge=1)
+    # A cap on the store's size: at the cap the flow stops with a clear error
+    # (as on a full disk) instead of filling the disk. None: no cap.
+    max_size_mb: int | None = Field(None, ge=1)
 
 
 class BarsConfig(_Model):
