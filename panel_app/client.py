@@ -9,7 +9,6 @@ blank chart); an HTTP error becomes `ApiError` carrying the API's own message.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +111,6 @@ class Api:
     base_url: str = field(default_factory=api_url)
     timeout_s: float = DEFAULT_TIMEOUT_S
     _http: httpx.Client = field(init=False, repr=False)
-    _routes: set[str] | None = field(default=None, init=False, repr=False)
-    _routes_at: float = field(default=0.0, init=False, repr=False)
     last_error: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -152,21 +149,6 @@ class Api:
     def post(self, path: str, json: Any = None, **kw: Any) -> Any:
         r = self.request("POST", path, json=json, **kw)
         return orjson.loads(r.content) if r.content else None
-
-    def routes(self) -> set[str]:
-        """Paths the API serves (from /openapi.json, refreshed every 30 s) so pages
-        can say "not available" for endpoints that have not shipped."""
-        if self._routes is None or time.monotonic() - self._routes_at > 30:
-            spec = self.get("/openapi.json")
-            self._routes = set(spec.get("paths", {}))
-            self._routes_at = time.monotonic()
-        return self._routes
-
-    def has(self, path: str) -> bool:
-        try:
-            return path in self.routes()
-        except (ApiDown, ApiError):
-            return False
 
     def close(self) -> None:
         self._http.close()
@@ -236,8 +218,20 @@ class Api:
 
     # --- pair analytics ---------------------------------------------------------
 
-    def analytics(self, path: str, **params: Any) -> dict:
-        return self.get(path, **params)
+    def spread(self, a: str, b: str, method: str, **params: Any) -> dict:
+        """Rows (start_ms, hedge_ratio, spread, zscore, correlation, …) and the latest `adf` block.
+
+        Without window/timeframe the API uses the pair's configured ones and says which.
+        """
+        return self.get("/api/spread", symbols=f"{a},{b}", method=method, **params)
+
+    def correlation(self, symbols: list[str], **params: Any) -> dict:
+        """`series` per pair `a-b` (start_ms, corr) and the latest `matrix`."""
+        return self.get("/api/correlation", symbols=",".join(symbols), **params)
+
+    def backtest(self, a: str, b: str, **params: Any) -> dict:
+        """Summary, `trades` and the equity `curve` of the z-score strategy on stored bars."""
+        return self.get("/api/backtest", symbols=f"{a},{b}", **params)
 
     # --- alerts -------------------------------------------------------------------
 

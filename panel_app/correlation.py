@@ -105,9 +105,8 @@ class CorrelationPage(Page):
         return True
 
     def _fetch(self) -> dict:
-        return self.api.get(
-            "/api/correlation",
-            symbols=",".join(self.symbols),
+        return self.api.correlation(
+            list(self.symbols),
             timeframe=self.timeframe,
             window=self.window,
             limit=HISTORY,

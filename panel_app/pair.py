@@ -88,6 +88,7 @@ class PairPage(Page):
             pagination=None,
             layout="fit_data_stretch",
         )
+        self.no_trades = pn.pane.Markdown("", styles={"color": "#57606a"})
         self._loading = False
         self._configured = False  # window/timeframe still the API's defaults for the pair
         self._bands()
@@ -105,10 +106,11 @@ class PairPage(Page):
             w.FloatInput.from_param(self.param.exit_z, width=90),
         )
         backtest = pn.Card(
-            pn.Row(w.FloatInput.from_param(self.param.fee_bps, width=140), self.run, align="end"),
+            pn.Row(w.FloatInput.from_param(self.param.fee_bps, width=140), pn.Column(pn.Spacer(height=18), self.run)),
             self.bt_summary,
             pn.pane.Bokeh(self.pnl_fig, sizing_mode="stretch_width"),
             self.trades,
+            self.no_trades,
             title="Backtest: enter at |z| ≥ entry, exit at |z| ≤ exit, β fixed at entry",
             sizing_mode="stretch_width",
             collapsed=False,
@@ -133,10 +135,6 @@ class PairPage(Page):
             edge = self.entry_z * 1.15
             self.band_src.data = {"time": [times[0], times[0]], "y": [-edge, edge]}
 
-    @property
-    def symbols(self) -> str:
-        return f"{self.leg_a},{self.leg_b}"
-
     def _ensure_legs(self) -> bool:
         if not self.param.leg_a.objects:
             syms = self.api.symbols()
@@ -157,12 +155,12 @@ class PairPage(Page):
 
     def _spread(self, method: str, start_ms: int | None = None) -> dict:
         first = not self._configured
-        return self.api.get(
-            "/api/spread",
-            symbols=self.symbols,
+        return self.api.spread(
+            self.leg_a,
+            self.leg_b,
+            method,
             timeframe=None if first else self.timeframe,
             window=None if first else self.window,
-            method=method,
             limit=HISTORY,
             start=start_ms,
         )
@@ -244,9 +242,9 @@ class PairPage(Page):
         if self.exit_z >= self.entry_z:
             self.say("Exit |z| must be below entry |z|.", "warning")
             return
-        bt = self.api.get(
-            "/api/backtest",
-            symbols=self.symbols,
+        bt = self.api.backtest(
+            self.leg_a,
+            self.leg_b,
             timeframe=self.timeframe,
             window=self.window,
             entry_z=self.entry_z,
@@ -268,3 +266,9 @@ class PairPage(Page):
         for c in ("entry", "exit"):
             df[c] = df[c].str.replace("T", " ").str.rstrip("Z")
         self.trades.value = df.round({"entry_z": 2, "exit_z": 2, "hedge_ratio": 4, "pnl": 2, "fees": 2})
+        self.trades.visible = bool(len(df))
+        self.no_trades.object = (
+            ""
+            if len(df)
+            else f"No trades: |z| did not reach {self.entry_z:g} in {bt['bars']:,} bars. Try a lower entry |z|."
+        )

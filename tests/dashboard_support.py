@@ -115,17 +115,30 @@ def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> None
         )
 
 
-def start_stack(root: Path, speed: float = REPLAY_SPEED) -> Stack:
-    """Flow, API and dashboard on free ports, sharing one store; returns once all three answer."""
-    api_port, dash_port = free_port(), free_port()
+def start_stack(
+    root: Path,
+    speed: float = REPLAY_SPEED,
+    simulate: list[str] | None = None,
+    rate: float = 2000.0,
+) -> Stack:
+    """Flow, API and dashboard on free ports, sharing one store; returns once all three answer.
+
+    By default the flow replays the bundled recordings at `speed`; with `simulate`
+    (symbols) it reads the local feed generating `rate` trades/s instead (benchmarks).
+    """
+    api_port, dash_port, feed_port = free_port(), free_port(), free_port()
     store = root / "store" / "ticklens.db"
     store.parent.mkdir(parents=True)
+    symbols = simulate or ["btcusdt", "ethusdt"]
+    source: dict[str, Any] = {"kind": "replay", "speed": speed, "paths": [str(SAMPLE / f) for f in REPLAY_FILES]}
+    if simulate:
+        source = {"kind": "feed", "url": f"ws://127.0.0.1:{feed_port}/market/stream"}
     cfg = {
-        "symbols": ["btcusdt", "ethusdt"],
-        "source": {"kind": "replay", "speed": speed, "paths": [str(SAMPLE / f) for f in REPLAY_FILES]},
+        "symbols": symbols,
+        "source": source,
         "store": {"path": str(store)},
-        "pairs": [{"legs": ["btcusdt", "ethusdt"], "window": PAIR_WINDOW, "timeframes": ["1s"]}],
-        "correlation": {"symbols": ["btcusdt", "ethusdt"], "window": PAIR_WINDOW, "timeframe": "1s"},
+        "pairs": [{"legs": symbols[:2], "window": PAIR_WINDOW, "timeframes": ["1s"]}],
+        "correlation": {"symbols": symbols, "window": PAIR_WINDOW, "timeframe": "1s"},
         "api": {"host": "127.0.0.1", "port": api_port},
         "dashboard": {"host": "127.0.0.1", "port": dash_port},
         "progress_interval_s": 1.0,
@@ -136,6 +149,9 @@ def start_stack(root: Path, speed: float = REPLAY_SPEED) -> Stack:
     env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_API=stack.api_url, PYTHONUNBUFFERED="1")
     py = sys.executable
     try:
+        if simulate:
+            feed = ["--simulate", "--symbols", ",".join(symbols), "--rate", str(rate), "--no-bursts"]
+            _spawn(stack, "feed", [py, "-m", "flows.feed", *feed, "--port", str(feed_port)], env)
         _spawn(stack, "flow", [py, "-m", "flows.runner", "--no-recovery"], env)
         _spawn(stack, "api", [py, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(api_port)], env)
         _spawn(

@@ -1,0 +1,77 @@
+"""Dashboard responsiveness under load: 4 simulated symbols at 2,000 trades/s, measured in headless Chromium.
+
+Starts the real stack (local feed → flow → API → panel serve) like tests/test_dashboard.py,
+then, in the browser: how long a live chart update takes from arriving to the repaint
+after it (Market page, 1s candles), and how long each page takes from a click in the
+sidebar to its data being on screen.
+
+    .venv/bin/python -m bench.bench_dashboard [--seconds 30] [--rate 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from playwright.sync_api import sync_playwright
+
+from tests.dashboard_support import TIMING_JS, launch_browser, start_stack, wait_until
+
+SYMBOLS = ["btcusdt", "ethusdt", "solusdt", "bnbusdt"]
+PAGES = {
+    "Pair": "Engle-Granger p",
+    "Correlation": "matrix as of",
+    "Statistics": "realised vol %",
+    "Alerts": "Create rule",
+    "Data": "Start collection",
+    "Market": "last price",
+}
+
+
+def pct(xs: list[float]) -> str:
+    return f"n={len(xs)} p50 {np.median(xs):.0f} ms, p95 {np.percentile(xs, 95):.0f} ms, max {max(xs):.0f} ms"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--rate", type=float, default=2000.0)
+    ap.add_argument("--rounds", type=int, default=3, help="page-switch rounds")
+    args = ap.parse_args()
+    stack = start_stack(Path(tempfile.mkdtemp(prefix="tl-bench-dash-")), simulate=SYMBOLS, rate=args.rate)
+    try:
+        with stack.api() as api:
+            wait_until(lambda: api.get("/api/status").json()["trades_per_s"] > args.rate * 0.5, 60, "the flow at rate")
+        with sync_playwright() as pw:
+            ctx = launch_browser(pw)
+            page = ctx.new_page()
+            page.goto(stack.dash_url)
+            page.get_by_text("last price").first.wait_for(timeout=30_000)
+            wait_until(lambda: page.evaluate(TIMING_JS), 10, "the chart source")
+            time.sleep(args.seconds)
+            updates = page.evaluate("() => window.__tlTimes")
+            switches: dict[str, list[float]] = {p: [] for p in PAGES}
+            for _ in range(args.rounds):
+                for name, marker in PAGES.items():
+                    t0 = time.perf_counter()
+                    page.get_by_role("button", name=name, exact=True).first.click()
+                    page.get_by_text(marker).first.wait_for(timeout=30_000)
+                    page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => r(true)))")
+                    switches[name].append((time.perf_counter() - t0) * 1000)
+            ctx.close()
+        with stack.api() as api:
+            st = api.get("/api/status").json()
+        print(f"flow: {st['trades_per_s']:,.0f} trades/s over {len(SYMBOLS)} symbols (status at the end)")
+        print(f"Market chart live update, arrival → repaint: {pct(updates)}")
+        for name, xs in switches.items():
+            print(f"page switch to {name:<11} click → data on screen: {pct(xs)}")
+    finally:
+        stack.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
