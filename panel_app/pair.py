@@ -223,7 +223,11 @@ class PairPage(Page):
             card("z-score", "–" if z is None else f"{z:+.2f}", f"entry ±{self.entry_z:g}", z_color),
             card("β OLS", "–" if not last else f"{last['hedge_ratio']:.4f}", f"window {ols['window']}"),
             card("β Kalman", "–" if not klast else f"{klast['hedge_ratio']:.4f}"),
-            card("half-life", "–" if hl is None else f"{hl:.1f} bars", "" if hl_s is None else f"{hl_s:,.0f} s"),
+            card(
+                "half-life",
+                "–" if hl is None else f"{hl:.1f} bars",
+                "" if hl_s is None else f"{hl_s:,.{1 if hl_s < 10 else 0}f} s",
+            ),
             card(
                 "Engle-Granger p",
                 "–" if p is None else f"{p:.3f}",

@@ -48,9 +48,9 @@ PAGES = {
     "Alerts": "Create rule",
     "Data": "Start collection",
 }
-SHOT_SIZE = {"Pair": (1400, 1700), "Alerts": (1400, 1100), "Data": (1400, 1000)}
+SHOT_SIZE = {"Pair": (1400, 1380), "Alerts": (1400, 1100), "Data": (1400, 1000)}
 DOCS_IMG = ROOT / "docs" / "img"
-UPDATE_P95_BUDGET_MS = 250  # generous: headless, software rendering, shared CPUs
+UPDATE_P95_BUDGET_MS = 500  # a regression guard on shared CPUs (measured p95: 50–210 ms)
 
 
 @pytest.fixture(scope="module")
