@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 
 from flows.alerts import AlertRule, ConditionError, RuleState, parse_condition, rule_from_payload, scan
 from tests.api_support import api_server, rows, wait_until
+from tests.feed_support import Feed, Flow, query, wait_for
+from tests.feed_support import write_config as feed_config
 from tests.flow_support import ROOT, WINDOW_B, run_flow, write_config
 
 BTC_B, ETH_B = WINDOW_B
@@ -318,6 +320,37 @@ def test_price_bar_and_zscore_rules_fire_exactly_where_the_data_says(tmp_path):
     z_low = reference_fires(zf.tolist(), starts.tolist(), "<=", -1.5, -0.5)
     assert len(z_low) >= 1
     assert [e for e, _, _ in fired(db, ids[5])] == starts[z_low].tolist()
+
+
+def test_live_feed_with_reconnects_and_duplicates_fires_where_the_recording_says(tmp_path):
+    """Through the WebSocket path: dropped connections resend 400 trades; duplicates must not fire twice."""
+    btc = recorded_trades(BTC_B, "btcusdt")
+    eth = recorded_trades(ETH_B, "ethusdt")
+    db = tmp_path / "ticklens.db"
+    (rid,) = create_rules(
+        db, [{"name": "up", "metric": "price", "symbol": "btcusdt", "operator": "crosses_above", "threshold": LEVEL}]
+    )
+    p = btc["price"].to_numpy()
+    up = np.flatnonzero((p[:-1] <= LEVEL) & (p[1:] > LEVEL)) + 1
+    t_ms, tid = btc["ts_ms"].to_numpy(), btc["trade_id"].to_numpy()
+    expected = [(int(t_ms[i]), str(tid[i]), float(p[i])) for i in up]
+    feed = Feed(
+        str(BTC_B), str(ETH_B), "--speed", "max", "--drop-after", "6000", "--drop-count", "2", "--resend", "400"
+    )
+    try:
+        cfg = feed_config(tmp_path, feed.url)
+        flow = Flow(cfg, tmp_path / "flow.log")
+        try:
+            total = btc.height + eth.height
+            wait_for(lambda: query(db, "SELECT COUNT(*) FROM ticks")[0][0] >= total, 60, f"{total} ticks", flow)
+            wait_for(lambda: len(fired(db, rid)) >= len(expected), 10, "the triggers", flow)
+            stats = feed.stats()
+        finally:
+            assert flow.stop() == 0, flow.stderr()
+    finally:
+        feed.stop()
+    assert stats["drops"] == 2 and stats["trades"] > total  # duplicates were really sent
+    assert fired(db, rid) == expected
 
 
 def test_restart_keeps_rules_and_stores_each_trigger_once(tmp_path):
