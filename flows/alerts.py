@@ -28,6 +28,8 @@ Metrics and when they are evaluated:
   the rule's timeframe; event time = the row's bar start.
 
 Cooldowns run on event (market) time, so a replay fires exactly as live did.
+An undefined value (NaN: a rolling window not full yet, the first bar's return)
+neither fires nor re-arms a rule; a crossing compares with the last defined value.
 """
 
 from __future__ import annotations
