@@ -47,6 +47,7 @@ class Bar(BaseModel):
     in_progress: bool = Field(description="The bar is still open: later trades will change it")
     revision: int = Field(description=">0: revised by late trades after it closed")
     origin: Literal["flow", "upload"]
+    span_ms: int = Field(description="Width in ms: the timeframe, or more for bars merged by `max_points`")
 
 
 class OhlcResponse(BaseModel):

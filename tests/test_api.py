@@ -169,6 +169,29 @@ def test_ohlc_limit_returns_the_newest_bars_oldest_first(api: ApiServer, store: 
     assert [x["ts_ms"] for x in body["bars"]] == ref["ts_ms"][100:200].to_list()
 
 
+def test_ohlc_max_points_merges_consecutive_bars_keeping_extremes(api: ApiServer, store: Path) -> None:
+    raw = pl.DataFrame(
+        rows(store, "SELECT start_ms, open, high, low, close, volume, trades FROM bars"
+                    " WHERE symbol='btcusdt' AND timeframe='1s' ORDER BY start_ms"),
+        schema=["start_ms", "open", "high", "low", "close", "volume", "trades"],
+        orient="row",
+    )  # fmt: skip
+    body = api.client.get("/api/ohlc/btcusdt", params={"timeframe": "1s", "limit": 100_000, "max_points": 50}).json()
+    got = body["bars"]
+    assert 0 < len(got) <= 50 < raw.height
+    covered = 0
+    for b in got:
+        part = raw.filter((pl.col("start_ms") >= b["ts_ms"]) & (pl.col("start_ms") < b["ts_ms"] + b["span_ms"]))
+        covered += part.height
+        assert b["open"] == part["open"][0] and b["close"] == part["close"][-1]
+        assert b["high"] == part["high"].max() and b["low"] == part["low"].min()
+        assert b["trades"] == part["trades"].sum()
+        assert b["volume"] == pytest.approx(part["volume"].sum(), abs=1e-8)
+    assert covered == raw.height  # every bar in exactly one bucket
+    plain = api.client.get("/api/ohlc/btcusdt", params={"timeframe": "1s", "limit": 40, "max_points": 50}).json()
+    assert [b["span_ms"] for b in plain["bars"]] == [1000] * 40
+
+
 # --- stats ---------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query, Response
 from api.deps import Conn, Limit, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import OhlcResponse
 from storage import queries
+from ticklens.config import TIMEFRAME_MS
+from ticklens.thinning import thin_bars
 from ticklens.times import iso_ms
 
 router = APIRouter(prefix="/api", tags=["data"])
@@ -16,7 +18,7 @@ router = APIRouter(prefix="/api", tags=["data"])
 TimeframeQuery = Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")]
 
 
-def bar_rows(rows: list[tuple]) -> list[dict]:
+def bar_rows(rows: list[tuple], spans: list[int]) -> list[dict]:
     return [
         {
             "time": iso_ms(start),
@@ -33,8 +35,9 @@ def bar_rows(rows: list[tuple]) -> list[dict]:
             "in_progress": not closed,
             "revision": rev,
             "origin": origin,
+            "span_ms": span,
         }
-        for start, o, h, lo, c, v, qv, n, tbv, vwap, closed, rev, origin in rows
+        for (start, o, h, lo, c, v, qv, n, tbv, vwap, closed, rev, origin), span in zip(rows, spans, strict=True)
     ]
 
 
@@ -46,9 +49,29 @@ def get_ohlc(
     time_range: TimeRange,
     timeframe: TimeframeQuery = "1m",
     limit: Limit = 100,
+    max_points: Annotated[
+        int | None,
+        Query(
+            ge=10,
+            le=100_000,
+            description="Merge consecutive bars so at most this many come back (for charts): first open, "
+            "highest high, lowest low, last close, summed volume; `span_ms` is each one's width",
+        ),
+    ] = None,
 ) -> Response:
     """Bars oldest first: the newest `limit` starting within [start, end); `in_progress` marks an open bar."""
     status = require_symbol(state, conn, symbol)
     rows = queries.bars(conn, symbol, timeframe, limit, *time_range) if status == "ok" else []
-    body = {"symbol": symbol, "timeframe": timeframe, "status": status, "count": len(rows), "bars": bar_rows(rows)}
+    tf_ms = TIMEFRAME_MS[timeframe]
+    if max_points is not None and len(rows) > max_points:
+        rows, spans = thin_bars(rows, queries.BAR_OUT_COLUMNS, max_points, tf_ms)
+    else:
+        spans = [tf_ms] * len(rows)
+    body = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "status": status,
+        "count": len(rows),
+        "bars": bar_rows(rows, spans),
+    }
     return json_response(body, headers={"X-Ticklens-Status": status})
