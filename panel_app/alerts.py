@@ -95,14 +95,18 @@ class AlertsPage(Page):
             show_index=False,
             sizing_mode="stretch_width",
             layout="fit_data_stretch",
-            editors={c: None for c in RULE_COLUMNS if c != "enabled"} | {"enabled": {"type": "tickCross"}},
+            disabled=True,
             formatters={"enabled": {"type": "tickCross"}},
-            buttons={"delete": '<i class="fa fa-trash" title="delete rule"></i>'},
-            height=260,
+            buttons={
+                "toggle": '<i class="fa fa-power-off" title="switch the rule on or off"></i>',
+                "delete": '<i class="fa fa-trash" title="delete the rule"></i>',
+            },
+            height=200,
+            selectable=False,
             name="rules",
         )
-        self.rules.on_edit(self._on_edit)
-        self.rules.on_click(self._on_click, column="delete")
+        self.rules.on_click(self._on_toggle, column="toggle")
+        self.rules.on_click(self._on_delete, column="delete")
         self.events = w.Tabulator(
             events_frame([]),
             show_index=False,
@@ -133,7 +137,7 @@ class AlertsPage(Page):
             self.message,
             form,
             pn.pane.Markdown(
-                "#### Rules  \n<small>Tick *enabled* to switch a rule on or off; the bin deletes it.</small>"
+                "#### Rules  \n<small>The power button switches a rule on or off; the bin deletes it.</small>"
             ),
             self.rules,
             pn.pane.Markdown("#### Triggered (newest first, live)"),
@@ -203,17 +207,15 @@ class AlertsPage(Page):
         self.rule_name = ""
         self._load_rules()
 
-    def _on_edit(self, event: Any) -> None:
-        if event.column != "enabled":
-            return
-        rid = int(self.rules.value.iloc[event.row]["id"])
+    def _on_toggle(self, event: Any) -> None:
+        row = self.rules.value.iloc[event.row]
         try:
-            self.api.set_alert_enabled(rid, bool(event.value))
+            self.api.set_alert_enabled(int(row["id"]), not bool(row["enabled"]))
         except ApiError as e:
             self.say_error(e)
         self._load_rules()
 
-    def _on_click(self, event: Any) -> None:
+    def _on_delete(self, event: Any) -> None:
         rid = int(self.rules.value.iloc[event.row]["id"])
         try:
             self.api.delete_alert(rid)

@@ -151,6 +151,17 @@ def test_latest_candle_changes_over_time_and_matches_the_api(dash: object, stack
     print(f"\nMarket chart: {len(times)} browser updates, p50 {p50:.1f} ms, p95 {p95:.1f} ms")
     (ARTIFACTS / "market_update_ms.txt").write_text(" ".join(f"{t:.2f}" for t in times) + "\n")
     assert p95 < UPDATE_P95_BUDGET_MS, f"p95 {p95:.0f} ms over the {UPDATE_P95_BUDGET_MS} ms budget"
+    # Another timeframe reloads the chart with that timeframe's bars; the line view draws without errors.
+    page.get_by_role("button", name="1m", exact=True).click()
+    wait_until(
+        lambda: (c := page.evaluate(CANDLES_JS)) and c["start_ms"] and all(s % 60_000 == 0 for s in c["start_ms"]),
+        10,
+        "1m candles",
+    )
+    page.get_by_role("button", name="Line", exact=True).click()
+    page.wait_for_timeout(1200)
+    page.get_by_role("button", name="Candles", exact=True).click()
+    page.get_by_role("button", name="1s", exact=True).click()
     assert not page.console.take()
 
 
@@ -165,12 +176,23 @@ def test_alert_created_in_the_form_appears_in_rules_table_and_api(dash: object, 
     page.get_by_label("Cooldown (s)").press("Enter")
     page.get_by_role("button", name="Create rule").click()
     page.get_by_text("created.").first.wait_for(timeout=10_000)
-    page.get_by_role("gridcell", name=name).first.wait_for(timeout=10_000)
-    with stack.api() as api:
-        alerts = api.get("/api/alerts").json()["alerts"]
-    rule = next(a for a in alerts if a["name"] == name)
+    row = page.locator(".tabulator-row").filter(has_text=name).first
+    row.wait_for(timeout=10_000)
+
+    def api_rule() -> dict | None:
+        with stack.api() as api:
+            return next((a for a in api.get("/api/alerts").json()["alerts"] if a["name"] == name), None)
+
+    rule = api_rule()
+    assert rule is not None
     assert (rule["metric"], rule["symbol"], rule["operator"]) == ("price", "btcusdt", ">")
     assert rule["threshold"] == 64123.5 and rule["cooldown_s"] == 30 and rule["enabled"] is True
+    # The power button switches it off in the API; the bin deletes it there and from the table.
+    row.locator("i.fa-power-off").click()
+    wait_until(lambda: (r := api_rule()) is not None and r["enabled"] is False, 10, "the rule disabled in the API")
+    row.locator("i.fa-trash").click()
+    wait_until(lambda: api_rule() is None, 10, "the rule deleted in the API")
+    wait_until(lambda: page.locator(".tabulator-row").filter(has_text=name).count() == 0, 10, "the row gone")
     assert not page.console.take()
 
 
