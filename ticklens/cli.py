@@ -131,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     p_feed = sub.add_parser("feed", help="local Binance-compatible WebSocket feed", add_help=False)
     p_feed.add_argument("rest", nargs=argparse.REMAINDER)
     p_feed.set_defaults(func=cmd_feed)
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if "feed" in raw:
+        # argparse's REMAINDER drops a leading "--option"; hand everything after `feed` to the feed as is.
+        i = raw.index("feed")
+        args = parser.parse_args(raw[: i + 1])
+        args.rest = raw[i + 1 :]
+    else:
+        args = parser.parse_args(raw)
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
