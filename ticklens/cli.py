@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -92,8 +93,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         while True:
             for name, p in procs.items():
                 if p.poll() is not None:
-                    if name == "flow" and cfg.source.kind == "replay" and p.returncode == 0:
-                        print("[ticklens] replay finished; API and dashboard keep serving", file=sys.stderr)
+                    if name == "flow" and p.returncode == 0:
+                        # A replay that ended, or a flow stopped with POST /api/stop: keep serving.
+                        what = "replay finished" if cfg.source.kind == "replay" else "flow stopped"
+                        print(f"[ticklens] {what}; API and dashboard keep serving", file=sys.stderr)
                         procs.pop(name)
                         break
                     print(f"[ticklens] {name} exited with code {p.returncode}", file=sys.stderr)
@@ -102,7 +105,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        _stop_api_flow(procs, cfg.api.host, cfg.api.port)
         _stop_all(procs)
+
+
+def _stop_api_flow(procs: dict[str, subprocess.Popen], host: str, port: int) -> None:
+    """A flow started with POST /api/start runs in its own session: ask the API to stop it too."""
+    api = procs.get("api")
+    if api is None or api.poll() is not None:
+        return
+    import httpx
+
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(f"http://{host}:{port}/api/stop", timeout=45)
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
