@@ -11,7 +11,7 @@ from flows.alerting import alert_step
 from flows.bars import BarBook
 from flows.dedup import Dedup
 from flows.events import Clock, Fresh, GapEvent, SymbolOut
-from flows.pairs import CORR_KEY, corr_step, leg_router, pair_step, symbol_stats_step
+from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
 from flows.sources import make_source
 from flows.trades import Trades
 from storage.sink import SqliteSink
@@ -27,7 +27,8 @@ def build_flow(cfg: Config) -> Dataflow:
     split = op.branch("split_feed", keyed, _is_symbol_item)
     fresh = op.stateful_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # ("btcusdt", Fresh)
     barred = op.stateful_map("bars", fresh, _bars_step(cfg))  # ("btcusdt", SymbolOut)
-    legs = op.flat_map("pair_legs", barred, leg_router(cfg))  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
+    legs = op.stateful_flat_map("pair_legs", barred, leg_router(cfg))  # ("btcusdt", LegBars)
+    legs = op.key_on("by_pair", op.key_rm("unkey_legs", legs), leg_key)  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
     legs_split = op.branch("split_corr", legs, _is_pair_item)
     pairs = op.stateful_flat_map("pair_analytics", legs_split.trues, pair_step(cfg))  # ("btcusdt-ethusdt@1s", PairOut)
     corr = op.stateful_flat_map("correlation", legs_split.falses, corr_step(cfg))  # ("_corr@1m", CorrOut)

@@ -61,6 +61,11 @@ class CorrOut:
     rows: list[tuple[int, str, str, float | None]]  # (start_ms, a, b, corr)
 
 
+def max_idle_bars(tf_ms: int) -> int:
+    """Buckets carried forward after the last trade on any leg: 10 minutes of 1s, an hour of 1m or 5m."""
+    return max(1, min(600, 3_600_000 // tf_ms))
+
+
 @dataclass(slots=True)
 class Aligner:
     """Turns per-leg closed bars into complete aligned rows (see the module docstring)."""
@@ -73,6 +78,7 @@ class Aligner:
     wm: dict[str, int] = field(default_factory=dict)
     current: dict[str, Leg] = field(default_factory=dict)
     cursor: int | None = None
+    last_bar: int = -(2**62)  # newest bucket aligned so far in which any leg traded
 
     def push(self, leg: LegBars) -> list[tuple[int, dict[str, Leg]]]:
         q = self.pending[leg.symbol]
@@ -89,10 +95,13 @@ class Aligner:
     def _drain(self) -> list[tuple[int, dict[str, Leg]]]:
         if len(self.first) < len(self.legs) or len(self.wm) < len(self.legs):
             return []
+        if self.cursor is not None and not any(self.pending.values()):
+            return []  # the common case: everything aligned, waiting for the next bar
         if self.cursor is None:
             self.cursor = max(self.first.values())
         last = max(self.newest.values())
         safe = min(self.wm.values())
+        idle_ms = max_idle_bars(self.tf_ms) * self.tf_ms
         out = []
         t = self.cursor
         while t <= last and t + self.tf_ms <= safe:
@@ -103,10 +112,15 @@ class Aligner:
                 while q and q[0][0] <= t:
                     fresh = q.popleft()
                 if fresh is not None:
+                    self.last_bar = max(self.last_bar, fresh[0])
                     self.current[s] = (fresh[1], fresh[2], fresh[3]) if fresh[0] == t else (fresh[1], 0.0, 0.0)
                     row[s] = self.current[s]
                 else:
                     row[s] = (self.current[s][0], 0.0, 0.0)
+            if t - self.last_bar >= idle_ms:
+                # A long silence on every leg (an outage, a gap between recordings): resume at the next bar.
+                t = min(q[0][0] for q in self.pending.values() if q)
+                continue
             out.append((t, row))
             t += self.tf_ms
         self.cursor = t
@@ -132,9 +146,17 @@ def align_frames(bars: dict[str, pl.DataFrame], tf_ms: int) -> pl.DataFrame:
             pl.col("quote_volume").cast(pl.Float64).alias(f"{sym}_quote"),
         )
         grid = grid.join(leg, on="start_ms", how="left").with_columns(
-            pl.col(sym).forward_fill(), pl.col(f"{sym}_volume").fill_null(0.0), pl.col(f"{sym}_quote").fill_null(0.0)
+            pl.col(sym).forward_fill(),
+            pl.col(f"{sym}_volume").fill_null(0.0),
+            pl.col(f"{sym}_quote").fill_null(0.0),
+            pl.col(sym).is_not_null().alias(f"_{sym}_traded"),
         )
-    return grid.filter(pl.col("start_ms") >= first)
+    traded = pl.any_horizontal([pl.col(c) for c in grid.columns if c.endswith("_traded")])
+    last_bar = pl.when(traded).then(pl.col("start_ms")).forward_fill()
+    idle_ms = max_idle_bars(tf_ms) * tf_ms
+    return grid.filter((pl.col("start_ms") >= first) & (pl.col("start_ms") - last_bar < idle_ms)).drop(
+        [c for c in grid.columns if c.endswith("_traded")]
+    )
 
 
 def pair_params(pair: PairConfig, window: int | None = None) -> PairParams:
@@ -171,8 +193,13 @@ def _closed_by_tf(out: SymbolOut) -> dict[str, list[tuple[int, float, float, flo
     return by
 
 
-def leg_router(cfg: Config) -> Callable[[tuple[str, SymbolOut]], list[tuple[str, LegBars]]]:
-    """("btcusdt", SymbolOut) -> one item per pair (and correlation set) and timeframe it feeds."""
+def leg_router(cfg: Config) -> Callable[[dict | None, SymbolOut], tuple[dict, list[LegBars]]]:
+    """Stateful per symbol: SymbolOut -> one LegBars per pair (and correlation set) and timeframe it feeds.
+
+    A watermark that moved within a bucket releases nothing, so a leg is only
+    sent when it has closed bars or its watermark crossed a bucket boundary
+    (most batches do neither; each item costs a trip through bytewax).
+    """
     routes: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for pair in cfg.pairs:
         for tf in pair_timeframes(cfg, pair):
@@ -183,15 +210,26 @@ def leg_router(cfg: Config) -> Callable[[tuple[str, SymbolOut]], list[tuple[str,
         for s in cfg.correlation.symbols:
             routes[s].append((f"{CORR_KEY}@{ctf}", ctf))
 
-    def route(kv: tuple[str, SymbolOut]) -> list[tuple[str, LegBars]]:
-        symbol, out = kv
-        targets = routes.get(symbol)
+    def route(state: dict | None, out: SymbolOut) -> tuple[dict, list[LegBars]]:
+        state = state if state is not None else {}  # timeframe -> watermark bucket last sent
+        targets = routes.get(out.symbol)
         if not targets:
-            return []
+            return state, []
         by = _closed_by_tf(out)
-        return [(key, LegBars(symbol, tf, by.get(tf, []), out.watermark, key)) for key, tf in targets]
+        items = []
+        for key, tf in targets:
+            bucket = out.watermark // TIMEFRAME_MS[tf]
+            if tf in by or bucket > state.get(tf, -(2**62)):
+                items.append(LegBars(out.symbol, tf, by.get(tf, []), out.watermark, key))
+        for tf in {tf for _, tf in targets}:
+            state[tf] = max(state.get(tf, -(2**62)), out.watermark // TIMEFRAME_MS[tf])
+        return state, items
 
     return route
+
+
+def leg_key(leg: LegBars) -> str:
+    return leg.key
 
 
 @dataclass(slots=True)
@@ -221,6 +259,8 @@ def symbol_stats_step(cfg: Config) -> Callable[[dict | None, SymbolOut], tuple[d
 
     def step(state: dict | None, out: SymbolOut) -> tuple[dict, list[SymbolStatsOut]]:
         state = state if state is not None else {}
+        if not cfg.stats.enabled:
+            return state, []
         results = []
         by = _closed_by_tf(out)
         for tf in cfg.timeframes:

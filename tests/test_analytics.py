@@ -572,3 +572,43 @@ def test_api_rejects_bad_parameters_naming_them(
     assert r.status_code == status, r.text
     if name:
         assert name in [e["loc"][-1] for e in r.json()["detail"]]
+
+
+def _legs_with_gaps() -> dict[str, list[tuple[int, float, float, float]]]:
+    """Two legs with short silences (carried) and one long silence of both (skipped), 1s bars."""
+    rng = np.random.default_rng(5)
+    out: dict[str, list[tuple[int, float, float, float]]] = {}
+    for k, s in enumerate(("aaa", "bbb")):
+        starts = sorted(set(rng.choice(np.r_[np.arange(3, 900), np.arange(2500, 3000)], 700, replace=False).tolist()))
+        starts = [t + k for t in starts] if k == 0 else starts
+        out[s] = [(t * 1000, 100.0 + k + 0.01 * i, 1.0 + i, (100.0 + k) * (1.0 + i)) for i, t in enumerate(starts)]
+    return out
+
+
+def test_incremental_alignment_equals_batch_alignment_across_silences() -> None:
+    from flows.pairs import Aligner, LegBars, max_idle_bars
+
+    legs = _legs_with_gaps()
+    al = Aligner(["aaa", "bbb"], 1000)
+    rows = []
+    # Bars arrive leg by leg in chunks, with watermarks moving as they would in the flow.
+    for lo in range(0, 3100_000, 37_000):
+        for s, bars in legs.items():
+            chunk = [b for b in bars if lo <= b[0] < lo + 37_000]
+            rows += al.push(LegBars(s, "1s", chunk, lo + 37_000))
+    frames = {
+        s: pl.DataFrame(b, schema=["start_ms", "close", "volume", "quote_volume"], orient="row")
+        for s, b in legs.items()
+    }
+    batch = align_frames(frames, 1000)
+    assert [t for t, _ in rows] == batch["start_ms"].to_list()
+    assert [r["aaa"][0] for _, r in rows] == batch["aaa"].to_list()
+    assert [r["bbb"][1] for _, r in rows] == batch["bbb_volume"].to_list()
+    # Independent oracle of the rule: every 1s bucket from the later first bar to the newest bar,
+    # except those 600 or more buckets after the last bar of either leg.
+    all_bars = np.array(sorted({b[0] for bars in legs.values() for b in bars}))
+    grid = np.arange(max(b[0][0] for b in legs.values()), all_bars[-1] + 1000, 1000)
+    last_bar = all_bars[np.searchsorted(all_bars, grid, side="right") - 1]
+    expected = grid[grid - last_bar < max_idle_bars(1000) * 1000]
+    assert batch["start_ms"].to_list() == expected.tolist()
+    assert len(expected) < len(grid), "the long silence is skipped"
