@@ -6,9 +6,11 @@ process (bytewax.testing.run_main); runs alternate and the median is reported:
 - `+ symbol stats`: per-symbol rolling statistics on every timeframe;
 - `+ pairs`: also btcusdt-ethusdt on 1s and 1m (window 300, ADF every 10 bars)
   and the 1s correlation matrix (window 300).
-Input: the bundled BTC/ETH WebSocket recordings (all of data/sample); with
-`--trades N` also a larger one made by time-shifting the bundled hour of
-BTCUSDT trades to two symbols (bench/synth.py). CPU seconds of this process
+Inputs: the bundled BTC/ETH WebSocket recordings (all of data/sample; the
+replay hands them over a few trades at a time, so per-batch overhead shows),
+and with `--trades N` a larger `@trade` recording made from the bundled hour of
+BTCUSDT trades: copies shifted by an hour each, and an "ethusdt" leg whose
+price is BTC's times 0.0523 plus a random walk. CPU seconds of this process
 (all bytewax threads) are reported next to wall time: the machine is shared.
 Then the per-bar cost of the pure analytics (PairAnalytics.update, with and
 without the Engle-Granger refresh) on 20 000 synthetic aligned bars.
@@ -17,6 +19,7 @@ without the Engle-Granger refresh) on 20 000 synthetic aligned bars.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import sqlite3
 import statistics
@@ -28,9 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
-from bench.synth import shifted_trades_csv  # noqa: E402
 from flows.dataflow import build_flow  # noqa: E402
 from ticklens.config import parse_config  # noqa: E402
 
@@ -46,6 +50,59 @@ VARIANTS = {
         "stats": {"enabled": True},
     },
 }
+
+
+def two_symbol_recording(out: Path, n_trades: int) -> Path:
+    """`<recv ns> <combined-stream JSON>` lines: BTC hour copies and a cointegrated 'ethusdt' leg."""
+    base = pl.read_csv(SAMPLE / "BTCUSDT-trades-2020-12-09T00.csv.gz", schema_overrides={"qty": pl.Utf8})
+    per = n_trades // 2
+    copies = -(-per // base.height)
+    id_span = int(base["id"].max() - base["id"].min() + 1)
+    btc = pl.concat(
+        [base.with_columns(pl.col("time") + i * 3_600_000, pl.col("id") + i * id_span) for i in range(copies)]
+    ).head(per)
+    rng = np.random.default_rng(3)
+    walk = np.cumsum(rng.normal(0, 0.01, btc.height))
+    legs = [
+        btc.with_columns(pl.lit("btcusdt").alias("sym"), pl.col("price").round(1)),
+        btc.with_columns(
+            pl.lit("ethusdt").alias("sym"),
+            (pl.col("price") * 0.0523 + pl.Series(walk)).round(2).alias("price"),
+            pl.col("time") + 1,
+        ),
+    ]
+    lines = (
+        pl.concat(legs)
+        .sort("time", maintain_order=True)
+        .select(
+            pl.concat_str(
+                [
+                    ((pl.col("time") + 5) * 1_000_000).cast(pl.Utf8),
+                    pl.lit(' {"stream":"'),
+                    pl.col("sym"),
+                    pl.lit('@trade","data":{"e":"trade","E":'),
+                    pl.col("time").cast(pl.Utf8),
+                    pl.lit(',"T":'),
+                    pl.col("time").cast(pl.Utf8),
+                    pl.lit(',"s":"'),
+                    pl.col("sym").str.to_uppercase(),
+                    pl.lit('","t":'),
+                    pl.col("id").cast(pl.Utf8),
+                    pl.lit(',"p":"'),
+                    pl.col("price").cast(pl.Utf8),
+                    pl.lit('","q":"'),
+                    pl.col("qty"),
+                    pl.lit('","X":"MARKET","m":'),
+                    pl.col("is_buyer_maker").cast(pl.Utf8).str.to_lowercase(),
+                    pl.lit("}}"),
+                ]
+            )
+        )
+        .to_series()
+    )
+    with gzip.open(out, "wt", compresslevel=1) as fh:
+        fh.write("\n".join(lines.to_list()) + "\n")
+    return out
 
 
 def run_once(paths: list[Path], stream: str, variant: dict, tmp: Path) -> tuple[float, float, int, int]:
@@ -132,9 +189,9 @@ def main() -> None:
         tmp = Path(d)
         out = bench("Bundled BTC/ETH recordings (data/sample/um_*_trades.gz)", RECORDINGS, "trade", args.repeats, tmp)
         if args.trades:
-            csvs = shifted_trades_csv(tmp / "synth", args.trades, ("BTCUSDT", "ETHUSDT"))
-            title = f"Time-shifted BTCUSDT hour as BTC+ETH, {args.trades:,} trades"
-            out += [""] + bench(title, csvs, "trade", args.repeats, tmp)
+            rec = two_symbol_recording(tmp / "two_symbols_trades.gz", args.trades)
+            title = f"BTCUSDT hour copies + a cointegrated ethusdt leg, {args.trades:,} trades in one recording"
+            out += [""] + bench(title, [rec], "trade", args.repeats, tmp)
     out += per_bar_cost()
     print("\n".join(out))
 
