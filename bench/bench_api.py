@@ -276,7 +276,14 @@ def main() -> int:
             )
             if phase == "writing":
                 verdicts.append(f"{name} p99 {a99:.1f} ms ({'met' if a99 < 20 else 'missed'})")
-    lines += ["", "Target p99 < 20 ms while the flow writes: " + "; ".join(verdicts) + ".", ""]
+    lines += [
+        "",
+        "Target p99 < 20 ms while the flow writes: " + "; ".join(verdicts) + ".",
+        "When the load average is above the CPU count (other work, plus the flow, the server and the",
+        "client of this run), the tail is waiting for a CPU: compare the SQL p99 (no HTTP at all) and the",
+        "server CPU per request, which is the API's own cost.",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if rate < 2000:
