@@ -103,7 +103,6 @@ class AlertsPage(Page):
             },
             height=200,
             selectable=False,
-            name="rules",
         )
         self.rules.on_click(self._on_toggle, column="toggle")
         self.rules.on_click(self._on_delete, column="delete")
@@ -115,7 +114,6 @@ class AlertsPage(Page):
             layout="fit_data_stretch",
             hidden_columns=["id"],
             height=300,
-            name="triggered",
         )
         self.events_note = pn.pane.HTML("", styles={"color": "#57606a", "font-size": "12px"})
         self._newest_event: int | None = None

@@ -76,7 +76,8 @@ def downsample_minmax(df: pd.DataFrame, max_points: int, keep_last: int = 0) -> 
     in the one module that talks to it: each bucket's wick still spans the true
     high and low, its body the first open and the last close, its volume the sum.
     The newest `keep_last` bars stay raw so live updates land on real bars.
-    `span_ms` is each row's width in time (for drawing).
+    `span_ms` is each row's width in time (for drawing); the bar length is taken
+    as the median spacing of the input.
     """
     n = len(df)
     if max_points <= 0 or n <= max_points:
@@ -89,6 +90,7 @@ def downsample_minmax(df: pd.DataFrame, max_points: int, keep_last: int = 0) -> 
         .groupby("_b", sort=True)
         .agg(
             start_ms=("start_ms", "first"),
+            end_ms=("start_ms", "last"),
             open=("open", "first"),
             high=("high", "max"),
             low=("low", "min"),
@@ -99,6 +101,9 @@ def downsample_minmax(df: pd.DataFrame, max_points: int, keep_last: int = 0) -> 
         )
         .reset_index(drop=True)
     )
+    step = int(np.median(np.diff(df["start_ms"].to_numpy()))) if n > 1 else 1
+    out["span_ms"] = (out.pop("end_ms") - out["start_ms"] + step).astype("int64")
+    tail = tail.assign(span_ms=step)
     merged = pd.concat([out, tail[out.columns]], ignore_index=True)
     merged["time"] = to_time(merged["start_ms"])
     return merged

@@ -74,7 +74,6 @@ class DataPage(Page):
             sizing_mode="stretch_width",
             layout="fit_data_stretch",
             height=220,
-            name="upload-errors",
         )
         pn.bind(self._filename, self.param.symbol, self.param.kind, self.param.timeframe, self.param.fmt, watch=True)
 

@@ -35,9 +35,8 @@ TAIL = 16  # newest rows that may still change (lateness window of 1s bars)
 def candle_columns(df: pd.DataFrame, tf_ms: int) -> dict[str, Any]:
     """Bars → the columns the chart's glyphs read (one source for wicks, bodies, volume, line)."""
     start = df["start_ms"].to_numpy(dtype="int64")
-    # A downsampled row spans until the next row; a real bar spans one timeframe.
-    span = np.diff(start, append=start[-1] + tf_ms) if len(start) else start
-    span = np.maximum(span, tf_ms)
+    # A real bar spans one timeframe; a downsampled row spans the bars merged into it.
+    span = df["span_ms"].to_numpy(dtype="int64") if "span_ms" in df else np.full(len(start), tf_ms, dtype="int64")
     half = pd.to_timedelta(span * 0.35, unit="ms")
     t = to_time(start)
     o, c = df["open"].to_numpy(float), df["close"].to_numpy(float)
@@ -57,6 +56,8 @@ def candle_columns(df: pd.DataFrame, tf_ms: int) -> dict[str, Any]:
         "trades": df["trades"].to_numpy("int64"),
         "color": np.where(c >= o, UP, DOWN),
         "state": np.where(df["in_progress"].to_numpy(bool), "in progress", "closed"),
+        # An open bar is drawn lighter, so the one still changing is easy to see.
+        "alpha": np.where(df["in_progress"].to_numpy(bool), 0.45, 1.0),
     }
     # Own, writable copies: Bokeh patches these arrays in place.
     return {k: np.array(v, copy=True) for k, v in cols.items()}
@@ -107,6 +108,7 @@ class CandleChart:
                     if g is not None and g != "auto":
                         g.fill_color = field("color")
                         g.line_color = field("color")
+                        g.fill_alpha = field("alpha")
         self.price.x_range = DataRange1d(range_padding=0.02, follow="end")
         self.price.y_range = DataRange1d(range_padding=0.08)
         self.price.sizing_mode = "stretch_width"

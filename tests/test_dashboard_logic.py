@@ -1,0 +1,88 @@
+"""The dashboard's pure parts without a browser: thinning long ranges, and the alert form's payloads."""
+
+from __future__ import annotations
+
+import itertools
+import typing
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from flows.alerts import AlertRule, Metric, Operator
+from panel_app.alerts import METRICS, OPERATORS, AlertsPage
+from panel_app.client import Api, downsample_minmax, to_time
+from panel_app.market import candle_columns
+
+
+def _bars(n: int, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = 1_721_347_020_000 + np.sort(rng.choice(np.arange(n * 2), size=n, replace=False)) * 1000
+    close = 64_000 + np.cumsum(rng.normal(0, 5, n))
+    open_ = np.r_[close[0], close[:-1]]
+    high = np.maximum(open_, close) + rng.uniform(0, 3, n)
+    low = np.minimum(open_, close) - rng.uniform(0, 3, n)
+    return pd.DataFrame(
+        {
+            "start_ms": start,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.uniform(0, 2, n),
+            "trades": rng.integers(1, 50, n),
+            "in_progress": np.r_[np.zeros(n - 2, bool), [True, True]],
+            "time": to_time(start),
+        }
+    )
+
+
+def test_thinning_keeps_extremes_volume_and_the_newest_bars_raw() -> None:
+    df = _bars(20_000)
+    out = downsample_minmax(df, 1500, keep_last=300)
+    assert len(out) <= 1500
+    # The newest 300 are the input rows, unchanged.
+    pd.testing.assert_frame_equal(
+        out.tail(300)[["start_ms", "open", "high", "low", "close"]].reset_index(drop=True),
+        df.tail(300)[["start_ms", "open", "high", "low", "close"]].reset_index(drop=True),
+    )
+    # Oracle: every thinned row is the OHLCV of the input rows in [its start, next row's start).
+    src = pl.from_pandas(df[["start_ms", "open", "high", "low", "close", "volume"]])
+    starts = out["start_ms"].tolist() + [int(df["start_ms"].iloc[-1]) + 1]
+    for i in range(0, len(out) - 300, 97):
+        part = src.filter((pl.col("start_ms") >= starts[i]) & (pl.col("start_ms") < starts[i + 1]))
+        row = out.iloc[i]
+        assert row["open"] == part["open"][0] and row["close"] == part["close"][-1]
+        assert row["high"] == part["high"].max() and row["low"] == part["low"].min()
+        assert row["volume"] == pytest.approx(part["volume"].sum())
+    assert out["volume"].sum() == pytest.approx(df["volume"].sum())
+    assert out["high"].max() == df["high"].max() and out["low"].min() == df["low"].min()
+
+
+def test_short_ranges_are_drawn_bar_for_bar_one_timeframe_wide() -> None:
+    df = _bars(500)
+    assert downsample_minmax(df, 1500, keep_last=300) is df
+    cols = candle_columns(df, 1000)
+    assert set(cols["width"].tolist()) == {700.0}  # gaps between bars stay gaps
+    assert list(cols["state"][-2:]) == ["in progress", "in progress"]
+    up = cols["close"] >= cols["open"]
+    assert (cols["top"] == np.where(up, cols["close"], cols["open"])).all()
+
+
+@pytest.mark.parametrize(("metric", "operator"), list(itertools.product(METRICS, OPERATORS)))
+def test_alert_form_builds_a_rule_the_rule_model_accepts(metric: str, operator: str) -> None:
+    page = AlertsPage(Api("http://127.0.0.1:9"))  # never called
+    for p in ("symbol", "pair_a", "pair_b"):
+        page.param[p].objects = ["btcusdt", "ethusdt"]
+    page.param.update(symbol="btcusdt", pair_a="btcusdt", pair_b="ethusdt", metric=metric, operator=operator)
+    page.threshold = 2.0
+    page.exit_threshold = "0.5" if operator in (">", ">=", "crosses_above") else "3.5"
+    rule = AlertRule.model_validate(page.rule_payload())
+    assert (rule.metric, rule.operator, rule.exit_threshold) == (metric, operator, float(page.exit_threshold))
+    page.api.close()
+
+
+def test_alert_form_offers_every_metric_and_operator_of_the_rule_model() -> None:
+    assert set(METRICS) == set(typing.get_args(Metric))
+    assert set(OPERATORS) == set(typing.get_args(Operator))
