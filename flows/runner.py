@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGTERM stops like Ctrl-C: bytewax unwinds, sinks close, the last transaction is whole.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that: restore Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
     except KeyboardInterrupt:
