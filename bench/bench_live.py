@@ -114,8 +114,10 @@ def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
         result["sustained"] = stored_rate >= 0.97 * rate and backlog < rate * 1.5
         return result
     finally:
-        flow.stop()
-        feed.stop()
+        try:
+            flow.stop()
+        finally:
+            feed.stop()
 
 
 def run_latency(rate: float, seconds: float, tmp: Path) -> dict:
@@ -161,8 +163,10 @@ def run_latency(rate: float, seconds: float, tmp: Path) -> dict:
             time.sleep(0.002)
         conn.close()
     finally:
-        flow.stop()
-        feed.stop()
+        try:
+            flow.stop()
+        finally:
+            feed.stop()
     a = np.asarray(lat)
     return {
         "rate": rate,

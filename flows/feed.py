@@ -355,12 +355,11 @@ class Timeline:
             self.sim_chunks.append(chunk)
             self.sim_bases.append(base)
             self.sim_until = t1
-        # Keep about two minutes: a client that far behind has lost the data, as on Binance.
-        while (
-            len(self.sim_chunks) > 2
-            and self.sim_chunks[0]["ts_ms"].size
-            and (now_ms - int(self.sim_chunks[0]["ts_ms"][-1]) > 120_000)
-        ):
+        # Keep 15 s (memory at 100k trades/s): a client further behind has lost the data, as on Binance.
+        while len(self.sim_chunks) > 2:
+            ts = self.sim_chunks[0]["ts_ms"]
+            if ts.size and now_ms - int(ts[-1]) <= 15_000:
+                break
             self.sim_chunks.pop(0)
             self.sim_bases.pop(0)
 
