@@ -273,7 +273,7 @@ def get_correlation(
     symbols: SymbolsQuery,
     window: WindowQuery = None,
     timeframe: TfQuery = None,
-    limit: Limit = 1000,
+    limit: Annotated[int, Query(ge=1, le=20_000, description="Newest rows per pair, 1 … 20,000")] = 1000,
 ) -> ORJSONResponse:
     """Rolling correlation of log returns per pair (newest `limit` bars) and the latest matrix."""
     cfg = state.cfg
@@ -282,7 +282,8 @@ def get_correlation(
     cc = cfg.correlation
     tf = timeframe or (cc.timeframe if cc else "1m")
     w = window or (cc.window if cc else DEFAULT_WINDOW)
-    al = _aligned(conn, syms, tf, None)
+    # A value depends on the newest window + 1 closes only, so the tail gives the same numbers.
+    al = _aligned(conn, syms, tf, None).tail(limit + w + 1)
     matrix = CorrMatrix(syms, w)
     series: dict[str, list[dict]] = {f"{x}-{y}": [] for x, y in combinations(syms, 2)}
     latest: dict[tuple[str, str], float | None] = {}
