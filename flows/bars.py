@@ -8,6 +8,7 @@ associatively, so arrival order never changes the result.
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,6 +198,9 @@ class BarBook:
         self.lateness_ms = lateness_ms
         self.keep_closed_ms = keep_closed_ms
         self.book: dict[str, dict[int, Bar]] = {tf: {} for tf in timeframes}
+        # Sorted bucket starts per timeframe: all held bars, and those still open.
+        self.starts: dict[str, list[int]] = {tf: [] for tf in timeframes}
+        self.open_starts: dict[str, list[int]] = {tf: [] for tf in timeframes}
         self.newest_ts = 0
         self.watermark = -(2**62)
         self.late_trades = 0
@@ -229,6 +233,9 @@ class BarBook:
                         part.closed = True
                         part.revision = 1
                         self.revisions += 1
+                    else:
+                        insort(self.open_starts[tf], part.start_ms)
+                    insort(self.starts[tf], part.start_ms)
                     book[part.start_ms] = part
                     changed.append(part)
         self.newest_ts = max(self.newest_ts, int(trades.ts_ms.max()))
@@ -243,25 +250,27 @@ class BarBook:
         self.watermark = wm
         closed: list[Bar] = []
         for tf, tf_ms in self.timeframes.items():
-            book = self.book[tf]
-            for start in sorted(book):
-                if start + tf_ms > wm:
-                    break
-                bar = book[start]
-                if not bar.closed:
-                    bar.closed = True
-                    closed.append(bar)
-                if start + tf_ms + self.keep_closed_ms <= wm:
-                    del book[start]
+            book, opened, starts = self.book[tf], self.open_starts[tf], self.starts[tf]
+            n = 0
+            while n < len(opened) and opened[n] + tf_ms <= wm:
+                bar = book[opened[n]]
+                bar.closed = True
+                closed.append(bar)
+                n += 1
+            del opened[:n]
+            n = 0
+            while n < len(starts) and starts[n] + tf_ms + self.keep_closed_ms <= wm:
+                del book[starts[n]]
+                n += 1
+            del starts[:n]
         return closed
 
     def close_all(self) -> list[Bar]:
         """End of input: every bar is final."""
         closed = []
-        for book in self.book.values():
-            for start in sorted(book):
-                bar = book[start]
-                if not bar.closed:
-                    bar.closed = True
-                    closed.append(bar)
+        for tf, book in self.book.items():
+            for start in self.open_starts[tf]:
+                book[start].closed = True
+                closed.append(book[start])
+            self.open_starts[tf] = []
         return closed

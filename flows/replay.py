@@ -28,6 +28,7 @@ TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
 _NAME_RE = re.compile(r"^([A-Za-z0-9]+)[-_](aggTrades|trades)[-_]", re.IGNORECASE)
 MICROS_THRESHOLD = 10**14  # epoch ms stays below this until year 5138
 BLOCK_ROWS = 65_536
+MIN_SLICE_MS, MAX_SLICE_MS = 1, 3_600_000  # bounds of the merge's time slice
 
 
 def file_kind(path: Path) -> tuple[str, str | None]:
@@ -242,7 +243,7 @@ def split_by_symbol(block: Block) -> list[Trades]:
 
 
 class Replay:
-    """k-way merge of several files by trade time, block-granular and resumable."""
+    """Merge of several files by trade time, in adaptive time slices, resumable."""
 
     def __init__(self, paths: list[Path], positions: dict[str, int] | None = None) -> None:
         missing = [str(p) for p in paths if not Path(p).exists()]
@@ -250,6 +251,7 @@ class Replay:
             raise FileNotFoundError(f"replay files not found: {', '.join(missing)}")
         positions = positions or {}
         self.files = [FileStream(Path(p), position=positions.get(str(p), 0)) for p in paths]
+        self.slice_ms = 1_000
 
     def positions(self) -> dict[str, int]:
         return {str(f.path): f.position for f in self.files}
@@ -272,15 +274,32 @@ class Replay:
         return min(heads) if heads else None
 
     def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades] | None:
-        """Next rows in time order (None at end of input); [] if nothing is due before until_ts."""
-        heads = [(h, i) for i, f in enumerate(self.files) if (h := f.head_ts()) is not None]
+        """Next rows in time order (None at end of input); [] if nothing is due before until_ts.
+
+        Files are merged in time slices, not row by row: everything up to the
+        slice end comes from every file (each file in its own order), so two
+        symbols trading in the same milliseconds still make large batches. The
+        slice adapts so one call yields about max_rows rows.
+        """
+        heads = sorted((h, i) for i, f in enumerate(self.files) if (h := f.head_ts()) is not None)
         if not heads:
             return None
-        heads.sort()
-        h0, i0 = heads[0]
+        h0 = heads[0][0]
         if until_ts is not None and h0 > until_ts:
             return []
-        limit = heads[1][0] if len(heads) > 1 else np.iinfo(np.int64).max
+        end = h0 + self.slice_ms
         if until_ts is not None:
-            limit = min(limit, until_ts)
-        return split_by_symbol(self.files[i0].take_until(limit, max_rows))
+            end = min(end, until_ts)
+        out: list[Trades] = []
+        total = 0
+        for head, i in heads:
+            if head > end or total >= max_rows:
+                break
+            block = self.files[i].take_until(end, max_rows - total)
+            total += len(block)
+            out.extend(split_by_symbol(block))
+        if total < max_rows // 2:
+            self.slice_ms = min(self.slice_ms * 2, MAX_SLICE_MS)
+        elif total >= max_rows:
+            self.slice_ms = max(self.slice_ms // 2, MIN_SLICE_MS)
+        return out

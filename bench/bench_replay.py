@@ -1,0 +1,140 @@
+"""Replay throughput of the whole flow (ticks + 1s/1m/5m bars into SQLite), against the machine's own limit.
+
+    .venv/bin/python bench/bench_replay.py --trades 5000000 --repeats 3
+
+Input: archive-layout `trades` CSVs for two symbols, made by time- and id-shifting
+the bundled hour of real BTCUSDT trades (bench/synth.py). Each run is a fresh
+store and a fresh `python -m flows.runner --no-recovery` process at `speed: max`,
+timed from process start to exit (imports and schema creation included). The
+machine's limit is the same ticks inserted with batched `executemany` into the
+same schema (rows prepared beforehand, only the INSERT timed). Peak RSS of the
+flow process is read from /proc while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.synth import shifted_trades_csv  # noqa: E402
+from flows.trades import Trades  # noqa: E402
+from storage.sqlite import StoreWriter  # noqa: E402
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_flow(work: Path, paths: list[Path], symbols: list[str], extra: dict | None = None) -> dict:
+    db = work / "bench.db"
+    for f in work.glob("bench.db*"):
+        f.unlink()
+    cfg = {
+        "symbols": symbols,
+        "source": {"kind": "replay", "paths": [str(p) for p in paths], "speed": "max"},
+        "store": {"path": str(db)},
+        "timeframes": ["1s", "1m", "5m"],
+        "recovery": {"enabled": False},
+        **(extra or {}),
+    }
+    conf = work / "bench.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, TICKLENS_CONFIG=str(conf), TICKLENS_QUIET="1")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=ROOT, env=env)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, _peak_rss_mb(proc.pid))
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, f"flow failed ({proc.returncode})"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        n = conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+        bars = conn.execute("SELECT COUNT(*) FROM bars").fetchone()[0]
+    return {"trades": n, "bars": bars, "wall_s": wall, "trades_per_s": n / wall, "peak_rss_mb": peak}
+
+
+def insert_limit(work: Path, paths: list[Path], symbols: list[str], batch: int = 50_000) -> dict:
+    """Batched INSERT of the same ticks into the same schema: the work's floor."""
+    db = work / "limit.db"
+    for f in work.glob("limit.db*"):
+        f.unlink()
+    writer = StoreWriter(db)
+    batches = []
+    for path, sym in zip(paths, symbols, strict=True):
+        t = pacsv.read_csv(path)
+        ids, ts = t["id"].to_numpy(), t["time"].to_numpy()
+        tr = Trades.from_columns(
+            sym,
+            trade_id=ids,
+            ts_ms=ts,
+            price=t["price"].to_numpy(),
+            qty=t["qty"].to_numpy(),
+            is_buyer_maker=np.asarray(t["is_buyer_maker"].to_numpy(zero_copy_only=False), dtype=bool),
+        )
+        for i in range(0, len(tr), batch):
+            batches.append(tr.take(np.arange(i, min(i + batch, len(tr)))).rows())
+    n = sum(len(b) for b in batches)
+    t0 = time.perf_counter()
+    for rows in batches:
+        writer.write(ticks=rows)
+    dt = time.perf_counter() - t0
+    writer.close()
+    return {"trades": n, "insert_s": dt, "trades_per_s": n / dt}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trades", type=int, default=5_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rss-at", type=int, default=1_000_000, help="also report peak RSS at this input size")
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="ticklens-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    symbols = ["btcusdt", "ethusdt"]
+    paths = shifted_trades_csv(work / "input", args.trades, tuple(s.upper() for s in symbols))
+    runs = [run_flow(work, paths, symbols) for _ in range(args.repeats)]
+    limits = [insert_limit(work, paths, symbols) for _ in range(args.repeats)]
+    small_paths = shifted_trades_csv(work / "input_small", args.rss_at, tuple(s.upper() for s in symbols))
+    small = run_flow(work, small_paths, symbols)
+    med = statistics.median(r["trades_per_s"] for r in runs)
+    lim = statistics.median(r["trades_per_s"] for r in limits)
+    out = {
+        "trades": runs[0]["trades"],
+        "flow_trades_per_s_median": round(med),
+        "flow_runs": [round(r["trades_per_s"]) for r in runs],
+        "insert_limit_trades_per_s_median": round(lim),
+        "fraction_of_limit": round(med / lim, 3),
+        f"peak_rss_mb_at_{args.trades}": round(max(r["peak_rss_mb"] for r in runs), 1),
+        f"peak_rss_mb_at_{args.rss_at}": round(small["peak_rss_mb"], 1),
+        "bars": runs[0]["bars"],
+        "load_avg": os.getloadavg(),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
