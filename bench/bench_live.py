@@ -186,6 +186,7 @@ def main() -> int:
     p.add_argument("--latency-rate", type=float, default=2000)
     p.add_argument("--latency-s", type=float, default=30)
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-latency", action="store_true")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_live_"))
     summary: dict = {
@@ -209,9 +210,10 @@ def main() -> int:
             if r["sustained"]:
                 summary["sustained_60s"] = r
                 break
-    lat = run_latency(args.latency_rate, args.latency_s, tmp / "latency")
-    print(orjson.dumps(lat).decode(), file=sys.stderr, flush=True)
-    summary["latency"] = lat
+    if not args.skip_latency:
+        lat = run_latency(args.latency_rate, args.latency_s, tmp / "latency")
+        print(orjson.dumps(lat).decode(), file=sys.stderr, flush=True)
+        summary["latency"] = lat
     summary["machine"]["load_avg_end"] = os.getloadavg()
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     return 0

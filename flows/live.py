@@ -22,6 +22,7 @@ import atexit
 import gzip
 import io
 import random
+import sys
 import threading
 import time
 import traceback
@@ -45,6 +46,7 @@ IDLE_WAKE_S = 0.02  # bytewax polls this often when nothing arrived
 BUSY_WAKE_S = 0.01  # while trades flow: drain every 10 ms (larger batches), not continuously
 WATCH_EVERY_S = 0.05
 PUBLISH_EVERY_S = 0.01
+GIL_SWITCH_S = 0.0005
 
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -437,6 +439,10 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
                 last_ids=last_ids,
             )
         self.reader = _Reader(self.hub, connection_urls(src, cfg.symbols), src)
+        # GIL convoy: the reader thread gives up the GIL at every socket read and then
+        # waits a whole switch interval (5 ms by default) for the busy flow thread to
+        # hand it back. Measured at 100k trades/s offered: 0.5 ms stores 2-4x more.
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         self.reader.start()
         # bytewax does not call close() when stopped by a signal; the recording must still be complete.
         atexit.register(self.reader.stop)
