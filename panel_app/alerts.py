@@ -118,6 +118,7 @@ class AlertsPage(Page):
         self.events_note = pn.pane.HTML("", styles={"color": "#57606a", "font-size": "12px"})
         self._newest_event: int | None = None
         self._ticks = 0
+        self._rules_raw: list[dict] = []
         pn.bind(self._fields_for_metric, self.param.metric, watch=True)
         self._fields_for_metric(self.metric)
 
@@ -221,8 +222,12 @@ class AlertsPage(Page):
             self.say_error(e)
         self._load_rules()
 
-    def _load_rules(self) -> None:
-        self.rules.value = rules_frame(self.api.alerts())
+    def _load_rules(self, only_if_changed: bool = False) -> None:
+        rules = self.api.alerts()
+        if only_if_changed and rules == self._rules_raw:
+            return  # no redraw: a click on a row must not land on a table being rebuilt
+        self._rules_raw = rules
+        self.rules.value = rules_frame(rules)
 
     def _load_events(self) -> None:
         events = self.api.triggered(limit=200)
@@ -241,6 +246,4 @@ class AlertsPage(Page):
         self._load_events()
         self._ticks += 1
         if self._ticks % 5 == 0:  # rules changed elsewhere (API, another tab)
-            fresh = rules_frame(self.api.alerts())
-            if not fresh.equals(self.rules.value):
-                self.rules.value = fresh
+            self._load_rules(only_if_changed=True)

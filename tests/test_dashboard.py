@@ -175,9 +175,9 @@ def test_alert_created_in_the_form_appears_in_rules_table_and_api(dash: object, 
     page.get_by_label("Cooldown (s)").fill("30")
     page.get_by_label("Cooldown (s)").press("Enter")
     page.get_by_role("button", name="Create rule").click()
-    page.get_by_text("created.").first.wait_for(timeout=10_000)
+    page.get_by_text("created.").first.wait_for(timeout=20_000)
     row = page.locator(".tabulator-row").filter(has_text=name).first
-    row.wait_for(timeout=10_000)
+    row.wait_for(timeout=20_000)
 
     def api_rule() -> dict | None:
         with stack.api() as api:
@@ -189,10 +189,10 @@ def test_alert_created_in_the_form_appears_in_rules_table_and_api(dash: object, 
     assert rule["threshold"] == 64123.5 and rule["cooldown_s"] == 30 and rule["enabled"] is True
     # The power button switches it off in the API; the bin deletes it there and from the table.
     row.locator("i.fa-power-off").click()
-    wait_until(lambda: (r := api_rule()) is not None and r["enabled"] is False, 10, "the rule disabled in the API")
+    wait_until(lambda: (r := api_rule()) is not None and r["enabled"] is False, 20, "the rule disabled in the API")
     row.locator("i.fa-trash").click()
-    wait_until(lambda: api_rule() is None, 10, "the rule deleted in the API")
-    wait_until(lambda: page.locator(".tabulator-row").filter(has_text=name).count() == 0, 10, "the row gone")
+    wait_until(lambda: api_rule() is None, 20, "the rule deleted in the API")
+    wait_until(lambda: page.locator(".tabulator-row").filter(has_text=name).count() == 0, 20, "the row gone")
     assert not page.console.take()
 
 
