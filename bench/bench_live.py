@@ -5,10 +5,12 @@ Two measurements, each with the real feed and the real flow as subprocesses:
 1. Throughput: the feed simulates a steady market (`--simulate --no-bursts`,
    4 symbols, `@trade`, one JSON message per trade) at a given rate. A rate is
    *sustained* when, over the whole window, the store took ≥ 97 % of the rate
-   and at the end the flow is less than one second of trades behind what was
-   due (feed backlog + client queue + flow). Short probes at rising rates find
-   the candidate; the best one is then held for the full window (default 60 s),
-   stepping down if it does not hold.
+   and at the end the flow is less than 1.5 s of trades behind what was due
+   (feed backlog + client queue + flow; the status row itself lags ≤ 0.5 s).
+   Short probes at rising rates (until two fail in a row) find the candidates;
+   the best one is then held for the full window (default 60 s), stepping down
+   if it does not hold. CPU seconds of both processes are reported too: on a
+   shared machine "trades per CPU-second" is the steadier capacity figure.
 2. Tick-to-store latency at 2,000 trades/s (one symbol): the simulated feed
    stamps each trade's event time `E` with its send time; a reader polls the
    store every ~2 ms and, for each trade, takes the first moment both its tick
@@ -198,7 +200,8 @@ def main() -> int:
             r = run_rate(rate, args.probe, tmp / f"probe{i}")
             print(orjson.dumps(r).decode(), file=sys.stderr, flush=True)
             probes.append(r)
-            if not r["sustained"]:
+            # Two failures in a row: higher rates will not hold either (a single one may be a load spike).
+            if len(probes) >= 2 and not probes[-1]["sustained"] and not probes[-2]["sustained"]:
                 break
         summary["probes"] = probes
         candidates = [r["rate"] for r in probes if r["sustained"]][::-1]
