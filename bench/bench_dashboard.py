@@ -24,7 +24,7 @@ SYMBOLS = ["btcusdt", "ethusdt", "solusdt", "bnbusdt"]
 PAGES = {
     "Pair": "Engle-Granger p",
     "Correlation": "matrix as of",
-    "Statistics": "realised vol %",
+    "Statistics": "rvol %",
     "Alerts": "Create rule",
     "Data": "Start collection",
     "Market": "last price",

@@ -21,18 +21,16 @@ COLUMNS = {
     "symbol": "symbol",
     "last": "last",
     "return_pct": "return %",
-    "mean": "mean",
     "std": "std",
     "min": "low",
     "max": "high",
     "volume": "volume",
     "vwap": "VWAP",
-    "realised_vol_pct": "realised vol %",
-    "count": "bars",
+    "realised_vol_pct": "rvol %",
     "trades_per_s": "trades/s",
-    "late_trades": "late trades",
-    "gaps_open": "open gaps",
-    "last_time": "newest bar",
+    "late_trades": "late",
+    "gaps_open": "gaps",
+    "last_time": "newest bar (UTC)",
 }
 
 
@@ -45,13 +43,13 @@ def stats_rows(stats: list[dict], status: dict | None) -> pd.DataFrame:
         ret, rv = st.get("return"), st.get("realised_volatility")
         rows.append(
             {
-                **{k: st.get(k) for k in ("symbol", "last", "mean", "std", "min", "max", "volume", "vwap", "count")},
+                **{k: st.get(k) for k in ("symbol", "last", "std", "min", "max", "volume", "vwap")},
                 "return_pct": None if ret is None else ret * 100,
                 "realised_vol_pct": None if rv is None else rv * 100,
                 "trades_per_s": health.get("trades_per_s"),
                 "late_trades": health.get("late_trades"),
                 "gaps_open": health.get("gaps_open"),
-                "last_time": (st.get("last_time") or "").replace("T", " ").rstrip("Z"),
+                "last_time": (st.get("last_time") or "")[:19].replace("T", " "),
             }
         )
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -75,8 +73,10 @@ class StatisticsPage(Page):
             disabled=True,
             sizing_mode="stretch_width",
             layout="fit_data_stretch",
+            configuration={"columnDefaults": {"headerSort": False}},
+            widths={"symbol": 90, "return_pct": 100, "std": 80, "realised_vol_pct": 75, "trades_per_s": 95},
             formatters={
-                **{c: {"type": "money", "precision": 2} for c in ("last", "mean", "min", "max", "vwap")},
+                **{c: {"type": "money", "precision": 2} for c in ("last", "min", "max", "vwap")},
                 "std": fmt,
                 "volume": {"type": "money", "precision": 3},
                 "return_pct": {"type": "money", "precision": 3},
@@ -84,7 +84,6 @@ class StatisticsPage(Page):
                 "trades_per_s": {"type": "money", "precision": 1},
             },
             frozen_columns=["symbol"],
-            height=300,
         )
         self.note = pn.pane.Markdown("", styles={"color": "#57606a", "font-size": "12px"})
         self._tick = 0
@@ -110,8 +109,9 @@ class StatisticsPage(Page):
         self.table.value = self._frame()
         self.note.object = (
             f"Over the newest {self.window} bars of {self.timeframe} per symbol (the newest may be in progress). "
-            "Return: last close / first open − 1. Realised vol: √Σr² of bar log returns, not annualised. "
-            "Trades/s: last 10 s of exchange time."
+            "Return: last close / first open − 1. rvol: realised volatility √Σr² of bar log returns, "
+            "not annualised. Trades/s: last 10 s of exchange time. Late: trades that arrived after their bar "
+            "closed (it was revised). Gaps: open trade-id gaps."
         )
 
     def refresh(self) -> None:

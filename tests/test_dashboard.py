@@ -44,7 +44,7 @@ PAGES = {
     "Market": "last price",
     "Pair": "Engle-Granger p",
     "Correlation": "matrix as of",
-    "Statistics": "realised vol %",
+    "Statistics": "rvol %",
     "Alerts": "Create rule",
     "Data": "Start collection",
 }
