@@ -38,7 +38,7 @@ LN2 = math.log(2.0)
 class RollingSums2:
     """Sums of two series over the last `size` values, shifted for stability."""
 
-    __slots__ = ("size", "xs", "ys", "cx", "cy", "sx", "sy", "sxx", "syy", "sxy", "pushes")
+    __slots__ = ("size", "xs", "ys", "cx", "cy", "sx", "sy", "sxx", "syy", "sxy", "pushes", "runx", "runy")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -47,11 +47,14 @@ class RollingSums2:
         self.cx = self.cy = 0.0
         self.sx = self.sy = self.sxx = self.syy = self.sxy = 0.0
         self.pushes = 0
+        self.runx = self.runy = 0  # trailing values equal to the newest: a flat window is exact, not rounding
 
     def __len__(self) -> int:
         return len(self.xs)
 
     def push(self, x: float, y: float) -> None:
+        self.runx = self.runx + 1 if self.xs and x == self.xs[-1] else 1
+        self.runy = self.runy + 1 if self.ys and y == self.ys[-1] else 1
         if len(self.xs) == self.size:
             ox = self.xs.popleft() - self.cx
             oy = self.ys.popleft() - self.cy
@@ -98,18 +101,20 @@ class RollingSums2:
 class RollingSums1:
     """Sum and sum of squares of one series over the last `size` values (shifted)."""
 
-    __slots__ = ("size", "xs", "c", "s", "ss", "pushes")
+    __slots__ = ("size", "xs", "c", "s", "ss", "pushes", "run")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.xs: deque[float] = deque()
         self.c = self.s = self.ss = 0.0
         self.pushes = 0
+        self.run = 0
 
     def __len__(self) -> int:
         return len(self.xs)
 
     def push(self, x: float) -> None:
+        self.run = self.run + 1 if self.xs and x == self.xs[-1] else 1
         if len(self.xs) == self.size:
             o = self.xs.popleft() - self.c
             self.s -= o
@@ -131,31 +136,33 @@ class RollingSums1:
         """Mean and sample standard deviation (ddof=1)."""
         n = len(self.xs)
         m = self.s / n
-        var = max(self.ss - self.s * m, 0.0) / (n - 1) if n > 1 else 0.0
+        var = 0.0 if n < 2 or self.run >= n else max(self.ss - self.s * m, 0.0) / (n - 1)
         return self.c + m, math.sqrt(var)
 
     def total(self) -> float:
         return self.c * len(self.xs) + self.s
 
 
-def _degenerate(sxx: float, n: int, scale: float) -> bool:
-    # A leg that did not move over the whole window (carried forward) has no slope.
-    return sxx <= n * (abs(scale) + 1.0) ** 2 * 1e-24
-
-
 def ols_fit(rs: RollingSums2) -> tuple[float, float, float, float] | None:
-    """(beta, alpha, mean x, mean y) of y = alpha + beta x over the window, or None if x is flat."""
+    """(beta, alpha, mean x, mean y) of y = alpha + beta x over the window, or None if x is flat.
+
+    x is flat when a leg did not trade for the whole window (carried forward).
+    """
+    if rs.runx >= len(rs):
+        return None
     mx, my, sxx, _, sxy = rs.moments()
-    if _degenerate(sxx, len(rs), mx):
+    if sxx <= 0.0:
         return None
     beta = sxy / sxx
     return beta, my - beta * mx, mx, my
 
 
 def pearson(rs: RollingSums2) -> float | None:
-    _, _, sxx, syy, sxy = rs.moments()
     n = len(rs)
-    if sxx <= n * 1e-30 or syy <= n * 1e-30:
+    if rs.runx >= n or rs.runy >= n:
+        return None
+    _, _, sxx, syy, sxy = rs.moments()
+    if sxx <= 0.0 or syy <= 0.0:
         return None
     return sxy / math.sqrt(sxx * syy)
 

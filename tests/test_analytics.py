@@ -612,3 +612,15 @@ def test_incremental_alignment_equals_batch_alignment_across_silences() -> None:
     expected = grid[grid - last_bar < max_idle_bars(1000) * 1000]
     assert batch["start_ms"].to_list() == expected.tolist()
     assert len(expected) < len(grid), "the long silence is skipped"
+
+
+def test_a_leg_flat_for_a_whole_window_has_no_hedge_ratio_or_correlation() -> None:
+    starts, y, x = synthetic_pair(n=200, seed=2)
+    x[60:140] = x[59]  # carried forward: the leg did not trade for 80 bars
+    rows = pair_rows(starts, y, x, PairParams(window=30), coint="none")
+    flat = [r for r in rows if 89 <= r.start_ms // 1000 < 140]
+    assert flat and all(r.beta is None and r.corr is None for r in flat)
+    assert rows[-1].beta is not None and rows[-1].corr is not None
+    moving = rows[60]  # 29 moving bars before the flat stretch: still a slope
+    fit = sm.OLS(y[31:61], sm.add_constant(x[31:61])).fit()
+    close(moving.beta, fit.params[1])
