@@ -63,8 +63,9 @@ def stored_pair_rows(
     window: int,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    limit: int | None = None,
 ) -> list[PairRow]:
-    """Stored pair statistics in [start_ms, end_ms), oldest first."""
+    """Stored pair statistics in [start_ms, end_ms), oldest first (the newest `limit` of them)."""
     sql = f"SELECT {','.join(PAIR_ROW_FIELDS)} FROM pair_stats WHERE pair=? AND timeframe=? AND window=?"
     args: list = [pair, timeframe, window]
     if start_ms is not None:
@@ -73,7 +74,10 @@ def stored_pair_rows(
     if end_ms is not None:
         sql += " AND start_ms < ?"
         args.append(end_ms)
-    return [PairRow(*r) for r in conn.execute(sql + " ORDER BY start_ms", args)]
+    if limit is None:
+        return [PairRow(*r) for r in conn.execute(sql + " ORDER BY start_ms", args)]
+    rows = conn.execute(sql + " ORDER BY start_ms DESC LIMIT ?", [*args, limit]).fetchall()
+    return [PairRow(*r) for r in reversed(rows)]
 
 
 def has_pair_rows(conn: sqlite3.Connection, pair: str, timeframe: str, window: int) -> bool:

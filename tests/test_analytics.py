@@ -500,6 +500,12 @@ def test_api_spread_is_the_same_stored_or_computed(api: httpx.Client, real) -> N
     lo, hi = int(grid[300]), int(grid[350])
     part = api.get("/api/spread", params={**q, "start": lo, "end": hi, "source": "computed"}).json()
     assert part["rows"] == [r for r in stored["rows"] if lo <= r["start_ms"] < hi]
+    newest = {**q, "limit": 50, "start": int(grid[100])}
+    a, b = (
+        api.get("/api/spread", params=newest).json(),
+        api.get("/api/spread", params={**newest, "source": "computed"}).json(),
+    )
+    assert a["rows"] == b["rows"] == stored["rows"][-50:] and a["adf"] == b["adf"]
     kal = api.get("/api/spread", params={**q, "method": "kalman", "limit": 5}).json()
     assert len(kal["rows"]) == 5 and kal["rows"][-1]["beta_var"] > 0
 

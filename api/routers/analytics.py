@@ -243,7 +243,7 @@ def get_spread(
     name = f"{a}-{b}"
     if source == "auto" and pc and tf in tfs and w == pc.window and store.has_pair_rows(conn, name, tf, w):
         source = "store"
-        rows = store.stored_pair_rows(conn, name, tf, w, start_ms, end_ms)
+        rows = store.stored_pair_rows(conn, name, tf, w, start_ms, end_ms, limit)
         latest = rows[-1] if rows else None
     else:
         source = "computed"
