@@ -35,6 +35,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.backfill import Backfiller
 from flows.binance import combined_url, parse_message, rejected
 from flows.events import Clock, FeedStats, GapEvent
+from flows.sources import STOP
 from flows.trades import _DTYPES as TRADE_DTYPES
 from flows.trades import COLUMNS, Rejected, TradeBuffer, Trades
 from ticklens.config import Config, SourceConfig
@@ -447,11 +448,18 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
         self.reader.start()
         # bytewax does not call close() when stopped by a signal; the recording must still be complete.
         atexit.register(self.reader.stop)
+        self.stopped = False
         self.last_clock = 0.0
         self.last_stats = 0.0
         self.wake: datetime | None = None
 
     def next_batch(self) -> list[object]:
+        if self.stopped:
+            raise StopIteration
+        if STOP.is_set():
+            # Graceful stop: close the sockets, hand over what they delivered, then end.
+            self.reader.stop()
+            self.stopped = True
         try:
             trades, rejects = self.hub.drain()
         except Exception:

@@ -16,7 +16,15 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from flows.dataflow import build_flow
+from flows.sources import STOP
 from ticklens.config import ConfigError, load_config
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+    print("[ticklens] stopping: draining the flow (signal again to stop at once)", file=sys.stderr, flush=True)
+    STOP.set()
 
 
 def _root_cause(e: BaseException) -> str:
@@ -48,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             init_db_dir(rdir, 1)
         recovery = RecoveryConfig(str(rdir))
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
-    # SIGTERM stops like Ctrl-C: bytewax unwinds, sinks close, the last transaction is whole.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # A shell starts background jobs with SIGINT ignored, and Python keeps that: restore Ctrl-C.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
+    # A second signal stops at once (the open batch is rolled back whole).
+    # (Setting the handler also undoes a SIG_IGN inherited from a shell's background job.)
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
     try:
         cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,11 @@ from ticklens.config import Config
 PACED_ROWS = 5_000
 # At end of input a clock this far past the last trade closes every bar.
 EOF_CLOCK_MS = 3_600_000
+
+
+# Set by the runner on SIGINT/SIGTERM: sources end their input, so the flow drains
+# and every sink closes normally (a graceful stop is an end of input, not an exception).
+STOP = threading.Event()
 
 
 def _utcnow() -> datetime:
@@ -49,7 +55,7 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
         return self.start_ts + int((time.monotonic() - self.start_wall) * 1000 * self.speed)
 
     def next_batch(self) -> list[object]:
-        if self.done:
+        if self.done or STOP.is_set():
             raise StopIteration
         due = self._due_ts()
         max_rows = self.batch_rows if self.speed is None else min(PACED_ROWS, self.batch_rows)
