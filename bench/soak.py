@@ -83,6 +83,13 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # count API failures only once it has started
+        try:
+            if client.get("/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
     wall_s = args.market_hours * 3600 / args.speed
     t0 = time.monotonic()
     samples: list[tuple[float, float, int]] = []
@@ -132,6 +139,7 @@ def main() -> None:
         "rss_slope_mb_per_wall_hour": round(_slope_per_hour([s[0] for s in warm], [s[1] for s in warm]), 2),
         "fds_first_last": [warm[0][2], warm[-1][2]] if warm else None,
         "fd_slope_per_wall_hour": round(_slope_per_hour([s[0] for s in warm], [s[2] for s in warm]), 2),
+        "rss_mb_samples": [round(x[1]) for x in samples[:: max(1, len(samples) // 12)]],
         "api_requests_ok": api_ok,
         "api_requests_failed": api_errors,
         "load_avg": os.getloadavg(),
