@@ -5,7 +5,7 @@ then, in the browser: how long a live chart update takes from arriving to the re
 after it (Market page, 1s candles), and how long each page takes from a click in the
 sidebar to its data being on screen.
 
-    .venv/bin/python -m bench.bench_dashboard [--seconds 30] [--rate 2000]
+    .venv/bin/python -m bench.bench_dashboard [--seconds 30] [--rate 2000] [--day]
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from playwright.sync_api import sync_playwright
 
-from tests.dashboard_support import TIMING_JS, launch_browser, start_stack, wait_until
+from tests.dashboard_support import CANDLES_JS, TIMING_JS, Stack, launch_browser, start_stack, wait_until
 
 SYMBOLS = ["btcusdt", "ethusdt", "solusdt", "bnbusdt"]
 PAGES = {
@@ -35,11 +36,52 @@ def pct(xs: list[float]) -> str:
     return f"n={len(xs)} p50 {np.median(xs):.0f} ms, p95 {np.percentile(xs, 95):.0f} ms, max {max(xs):.0f} ms"
 
 
+def day_of_bars(stack: Stack, page: Any, rounds: int = 3) -> list[float]:
+    """Upload 86,400 1s bars for one symbol, then time range "1 day" from selection to candles drawn."""
+    n, t0 = 86_400, 1_721_260_800_000  # 2024-07-18T00:00:00Z
+    rng = np.random.default_rng(5)
+    close = 64_000 + np.cumsum(rng.normal(0, 2, n))
+    lines = ["symbol,timeframe,timestamp,open,high,low,close,volume"]
+    prev = close[0]
+    for i in range(n):
+        c = close[i]
+        lines.append(f"dayusdt,1s,{t0 + i * 1000},{prev:.1f},{max(prev, c) + 1:.1f},{min(prev, c) - 1:.1f},{c:.1f},1.5")
+        prev = c
+    with stack.api() as api:
+        r = api.post(
+            "/api/upload/ohlc", files={"file": ("day.csv", "\n".join(lines).encode(), "text/csv")}, timeout=120
+        )
+        r.raise_for_status()
+    page.reload()
+    page.get_by_text("last price").first.wait_for(timeout=30_000)
+    out = []
+    for i in range(rounds):
+        page.get_by_label("Range").select_option("15 min")
+        page.get_by_label("Symbol").select_option("btcusdt" if i % 2 else "btcusdt")
+        page.wait_for_timeout(1500)
+        page.get_by_label("Range").select_option("1 day")
+        t = time.perf_counter()
+        page.get_by_label("Symbol").select_option("dayusdt")
+        wait_until(
+            lambda: (
+                (c := page.evaluate(CANDLES_JS)) and len(c["start_ms"]) >= 1000 and c["start_ms"][0] < t0 + 3_600_000
+            ),
+            60,
+            "a day of candles",
+            every=0.05,
+        )
+        out.append((time.perf_counter() - t) * 1000)
+        page.get_by_label("Symbol").select_option("btcusdt")
+        page.wait_for_timeout(1500)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=2000.0)
     ap.add_argument("--rounds", type=int, default=3, help="page-switch rounds")
+    ap.add_argument("--day", action="store_true", help="also: a day of 1s bars (uploaded) in the Market chart")
     args = ap.parse_args()
     stack = start_stack(Path(tempfile.mkdtemp(prefix="tl-bench-dash-")), simulate=SYMBOLS, rate=args.rate)
     try:
@@ -61,6 +103,7 @@ def main() -> int:
                     page.get_by_text(marker).first.wait_for(timeout=30_000)
                     page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => r(true)))")
                     switches[name].append((time.perf_counter() - t0) * 1000)
+            day = day_of_bars(stack, page) if args.day else None
             ctx.close()
         with stack.api() as api:
             st = api.get("/api/status").json()
@@ -68,6 +111,8 @@ def main() -> int:
         print(f"Market chart live update, arrival → repaint: {pct(updates)}")
         for name, xs in switches.items():
             print(f"page switch to {name:<11} click → data on screen: {pct(xs)}")
+        if day:
+            print(f"1 day of 1s bars (86,400) → Market chart: {pct(day)}")
     finally:
         stack.stop_all()
     return 0
