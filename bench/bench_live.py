@@ -81,10 +81,17 @@ def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
         time.sleep(3)  # warm-up: connection, first bars, caches
         fp, wp = psutil.Process(feed.proc.pid), psutil.Process(flow.proc.pid)
 
+        series: list[tuple] = []
+        lost = [0]  # trades the feed dropped because the client fell > 15 s behind
+
         def sample() -> tuple[float, int, int, float, float]:
             st = feed.stats()
-            due = st["position"] + (st["rows_behind"] or 0)
-            return time.monotonic(), due, flow_status(db).get("trades_total", 0), _cpu(fp), _cpu(wp)
+            due = st["due"] if st.get("due") is not None else st["position"] + (st["rows_behind"] or 0)
+            lost[0] = st.get("lost", 0)
+            stored = flow_status(db).get("trades_total", 0)
+            now = time.monotonic()
+            series.append((round(now, 2), due, stored, st["connections"], st["sessions_total"], st["rows_behind"]))
+            return now, due, stored, _cpu(fp), _cpu(wp)
 
         t0, due0, stored0, fc0, wc0 = sample()
         worst_backlog = 0
@@ -112,7 +119,11 @@ def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
             "flow_cpu": round((wc1 - wc0) / dt, 2),
             "flow_trades_per_cpu_s": round((stored1 - stored0) / max(wc1 - wc0, 1e-9)),
             "load_avg": os.getloadavg()[0],
+            "sessions": series[-1][4],
+            "lost": lost[0],
         }
+        if os.environ.get("BENCH_SERIES"):
+            result["series"] = series
         result["sustained"] = stored_rate >= 0.97 * rate and backlog < rate * 1.5
         return result
     finally:

@@ -335,6 +335,10 @@ class Timeline:
             return self.n if k >= 1 else int(np.searchsorted(ts, due_ts, side="right"))
         return k * self.n + int(np.searchsorted(ts, due_ts - k * self.span, side="right"))
 
+    def oldest_position(self) -> int:
+        """The oldest position still held (a simulation keeps only the last 15 s)."""
+        return self.sim_bases[0] if self.sim is not None and self.sim_bases else 0
+
     def next_due_in(self, pos: int, now: float) -> float:
         """Seconds until position `pos` is due (for sleeping between sends)."""
         if self.sim is not None or self.speed is None or self.wall0 is None:
@@ -488,6 +492,7 @@ class Session:
     trades_sent: int = 0
     malformed_sent: dict[str, int] = field(default_factory=dict)
     by_symbol: dict[int, int] = field(default_factory=dict)  # trades sent per symbol index
+    lost: int = 0  # positions skipped because this reader fell out of the kept window
     last_ts: int = 0  # trade time of the last trade sent
     drop_now: bool = False
 
@@ -498,14 +503,17 @@ class Session:
         # Join the market where it is now (paced) or where the last reader got to (max speed);
         # the first client starts at the very beginning.
         hw = tl.high_water if (tl.speed is None or first) else max(tl.high_water, tl.due_position(now))
-        self.pos = max(0, hw - self.faults.resend)
-        if tl.sim is not None and tl.sim_bases:
-            self.pos = max(self.pos, tl.sim_bases[0])
+        self.pos = max(0, hw - self.faults.resend, tl.oldest_position())
 
     def step(self, now: float, max_msgs: int = MAX_BATCH) -> list[bytes]:
         """Messages due now (at most about `max_msgs`); sets `drop_now` when a drop is due."""
         tl = self.timeline
         due = tl.due_position(now)
+        # A reader more than the kept window behind has lost those trades (as on Binance).
+        oldest = tl.oldest_position()
+        if self.pos < oldest:
+            self.lost += oldest - self.pos
+            self.pos = oldest
         end = min(due, self.pos + max_msgs)
         if self.faults.drop_after:
             end = min(end, self.pos + max(1, self.faults.drop_after - self.sent))
@@ -630,6 +638,7 @@ class FeedState:
             self.closed.append(Session(self.timeline, Subscription(True), Faults()))
         acc = self.closed[0]
         acc.trades_sent += s.trades_sent
+        acc.lost += s.lost
         for k, v in s.malformed_sent.items():
             acc.malformed_sent[k] = acc.malformed_sent.get(k, 0) + v
         for k, v in s.by_symbol.items():
@@ -647,11 +656,11 @@ class FeedState:
             for k, v in s.by_symbol.items():
                 by_symbol[tl.symbols[k]] = by_symbol.get(tl.symbols[k], 0) + v
         # Behind: a connected session has not yet sent everything due (paced replay or simulation).
-        behind_ms = None
+        rows_behind = None
         if self.connections and tl.wall0 is not None and tl.speed is not None:
             due = tl.due_position(time.monotonic())
             behind = [due - c.session.pos for c in self.connections]
-            behind_ms = max(0, max(behind))
+            rows_behind = max(0, max(behind))
         return {
             "connections": len(self.connections),
             "sessions_total": self.sessions_total,
@@ -664,7 +673,9 @@ class FeedState:
             "position": tl.high_water,
             "total": total,
             "at_end": total is not None and tl.high_water >= total,
-            "rows_behind": behind_ms,
+            "rows_behind": rows_behind,
+            "due": tl.due_position(time.monotonic()) if tl.wall0 is not None and tl.speed is not None else None,
+            "lost": sum(s.lost for s in sessions),
             "symbols": tl.symbols,
         }
 

@@ -127,3 +127,22 @@ def test_feed_serves_binance_paths_and_refuses_unknown_ones() -> None:
     assert raw["e"] == "aggTrade" and raw["s"] == "ETHUSDT" and "stream" not in raw
     assert ack == {"result": None, "id": 7}
     assert refused == "400"
+
+
+def test_simulated_reader_that_fell_out_of_the_window_skips_ahead_and_counts_the_loss() -> None:
+    tl = Timeline(simulator=Simulator(["btcusdt"], rate=20_000, bursts=False), speed=1.0)
+    sub = Subscription(True)
+    sub.add("btcusdt@trade", tl.symbols)
+    session = Session(tl, sub, Faults())
+    session.begin(time.monotonic())
+    tl.sim_until -= 5_000  # five seconds of market happened before this reader's position
+    tl.due_position(time.monotonic())
+    while len(tl.sim_chunks) > 3:  # what the 15 s window does to a slow reader's data
+        tl.sim_chunks.pop(0)
+        tl.sim_bases.pop(0)
+    assert session.pos < tl.sim_bases[0]
+    msgs = session.step(time.monotonic())
+    assert msgs, "the reader is not stuck"
+    assert session.lost == tl.sim_bases[0]
+    first = json.loads(msgs[0])["data"]["t"]
+    assert first == int(tl.sim_chunks[0]["trade_id"][0])
