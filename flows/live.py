@@ -365,6 +365,8 @@ class _Slot:
             now = time.monotonic()
             if conn.closed:
                 return "disconnected"
+            if self.hub.paused:  # we stopped reading (queue full): silence is ours, not a stall
+                conn.last_frame = now
             if now - conn.last_frame > src.stall_s:
                 print(f"[ticklens] no data for {src.stall_s:g}s on {self.url}; reconnecting", flush=True)
                 return "stalled"
