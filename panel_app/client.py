@@ -17,6 +17,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from ticklens.config import TIMEFRAME_MS
+
 DEFAULT_TIMEOUT_S = 5.0
 OHLC_COLUMNS = ["start_ms", "open", "high", "low", "close", "volume", "trades", "in_progress"]
 
@@ -190,6 +192,43 @@ class Api:
         """Bars oldest first, with `start_ms`, `time` (datetime64) and `in_progress`."""
         out = self.get(f"/api/ohlc/{symbol}", timeframe=timeframe, limit=limit, start=start_ms, end=end_ms)
         return bars_frame(out)
+
+    def ohlc_window(
+        self, symbol: str, timeframe: str, bars: int, max_points: int, keep_raw: int
+    ) -> tuple[pd.DataFrame, str]:
+        """The newest `bars` bars of `timeframe`, in at most about `max_points` rows, and how they were thinned.
+
+        A long window is served mostly by a coarser stored timeframe (the flow's 1m/5m
+        bars are exact aggregates of the same trades), so only ~max_points rows cross
+        the API; the newest `keep_raw` bars stay at the asked timeframe, joined at a
+        coarse-bucket boundary (no gap, no overlap). Without coarser bars (e.g. only
+        uploaded 1s bars) it falls back to min/max thinning of the full rows here.
+        Rows carry `span_ms`, their width in time.
+        """
+        tf_ms = TIMEFRAME_MS[timeframe]
+        if bars <= max_points:
+            df = self.ohlc(symbol, timeframe, limit=bars)
+            return df.assign(span_ms=tf_ms), ""
+        coarse = next(
+            (tf for tf, ms in TIMEFRAME_MS.items() if ms > tf_ms and bars * tf_ms // ms <= max_points),
+            None,
+        )
+        if coarse is not None:
+            c_ms = TIMEFRAME_MS[coarse]
+            recent = self.ohlc(symbol, timeframe, limit=keep_raw)
+            if len(recent):
+                boundary = int(recent["start_ms"].iloc[0]) // c_ms * c_ms + c_ms
+                older = self.ohlc(symbol, coarse, limit=bars * tf_ms // c_ms, end_ms=boundary)
+                if len(older):
+                    raw = recent[recent["start_ms"] >= boundary].assign(span_ms=tf_ms)
+                    df = pd.concat([older.assign(span_ms=c_ms), raw], ignore_index=True)
+                    return df, f"{coarse} bars up to {len(raw)} {timeframe} bars (the stored {coarse} aggregates)"
+        df = self.ohlc(symbol, timeframe, limit=min(bars, 100_000))
+        shown = downsample_minmax(df.assign(span_ms=tf_ms), max_points, keep_last=keep_raw)
+        note = (
+            f"{len(df):,} {timeframe} bars drawn as {len(shown):,} (min/max per bucket)" if len(shown) < len(df) else ""
+        )
+        return shown, note
 
     def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
         return self.get(f"/api/stats/{symbol}", window=window, timeframe=timeframe)

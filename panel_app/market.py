@@ -20,7 +20,7 @@ from bokeh.core.properties import field
 from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, Quad, Span
 from bokeh.plotting import figure
 
-from panel_app.client import Api, ApiError, downsample_minmax, to_time
+from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card, fmt_num
 from ticklens.config import TIMEFRAME_MS
 
@@ -262,14 +262,14 @@ class MarketPage(Page):
         if not self.symbol:
             return
         tf_ms = TIMEFRAME_MS[self.timeframe]
-        want = min(100_000, RANGES_MS[self.window] // tf_ms)
-        df = self.api.ohlc(self.symbol, self.timeframe, limit=want)
-        shown = downsample_minmax(df, MAX_POINTS, keep_last=KEEP_RAW)
-        self.chart.load(shown, tf_ms)
+        df, thinned = self.api.ohlc_window(
+            self.symbol, self.timeframe, RANGES_MS[self.window] // tf_ms, MAX_POINTS, KEEP_RAW
+        )
+        self.chart.load(df, tf_ms)
         self.caption.object = (
-            f"{len(df):,} bars of {self.timeframe}"
-            + (f", drawn as {len(shown):,} (min/max per bucket; newest {KEEP_RAW} raw)" if len(shown) < len(df) else "")
-            + ". The newest bar is in progress and updates in place."
+            f"{len(df):,} rows"
+            + (f": {thinned}" if thinned else f" of {self.timeframe}")
+            + ". The newest bar is in progress (drawn lighter) and updates in place."
         )
         self.say("" if len(df) else f"No {self.timeframe} bars for {self.symbol} yet.")
         self._summary()

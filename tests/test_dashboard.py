@@ -192,7 +192,12 @@ def test_alert_created_in_the_form_appears_in_rules_table_and_api(dash: object, 
     wait_until(lambda: (r := api_rule()) is not None and r["enabled"] is False, 20, "the rule disabled in the API")
     row.locator("i.fa-trash").click()
     wait_until(lambda: api_rule() is None, 20, "the rule deleted in the API")
-    wait_until(lambda: page.locator(".tabulator-row").filter(has_text=name).count() == 0, 20, "the row gone")
+    try:
+        wait_until(lambda: page.locator(".tabulator-row").filter(has_text=name).count() == 0, 20, "the row gone")
+    except AssertionError:
+        page.screenshot(path=str(ARTIFACTS / "alerts-delete-failure.png"))
+        rows = page.locator(".tabulator-row").all_inner_texts()
+        raise AssertionError(f"rows still shown: {rows}") from None
     assert not page.console.take()
 
 
@@ -273,7 +278,37 @@ def test_downloads_parse_and_match_the_api(dash: object, stack: Stack) -> None:
     assert not page.console.take()
 
 
+def test_long_window_is_served_by_coarser_stored_bars_joined_without_gap(stack: Stack) -> None:
+    """The Market chart's long ranges: 1m bars for the history, raw 1s bars for the newest part."""
+    from panel_app.client import Api
+
+    api = Api(stack.api_url)
+    try:
+        df, note = api.ohlc_window("btcusdt", "1s", bars=3600, max_points=60, keep_raw=30)
+        one_m = api.ohlc("btcusdt", "1m", limit=1000)
+        one_s = api.ohlc("btcusdt", "1s", limit=100_000)
+    finally:
+        api.close()
+    assert "1m bars" in note
+    coarse, raw = df[df["span_ms"] == 60_000], df[df["span_ms"] == 1000]
+    assert len(coarse) and len(raw) and len(df) <= 60 + 30
+    assert df["start_ms"].is_monotonic_increasing and df["start_ms"].is_unique
+    joint = int(coarse["start_ms"].iloc[-1]) + 60_000  # where the 1m part ends and the 1s part begins
+    # The coarse part is exactly the API's 1m bars before the joint; the raw part is every 1s bar from it.
+    want_m = one_m[one_m["start_ms"] < joint].tail(len(coarse))
+    assert coarse["start_ms"].tolist() == want_m["start_ms"].tolist()
+    assert (
+        coarse[["open", "high", "low", "close"]].values.tolist()
+        == want_m[["open", "high", "low", "close"]].values.tolist()
+    )
+    last = int(raw["start_ms"].iloc[-1])
+    want_s = one_s[(one_s["start_ms"] >= joint) & (one_s["start_ms"] <= last)]
+    assert raw["start_ms"].tolist() == want_s["start_ms"].tolist()
+    assert raw["close"].tolist() == want_s["close"].tolist()
+
+
 def test_api_down_shows_a_message_not_a_blank_page(dash: object, stack: Stack) -> None:
+    """Runs last: it stops the API."""
     page = dash
     goto(page, "Market")
     stack.stop("api")
