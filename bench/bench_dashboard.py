@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from playwright.sync_api import sync_playwright
 
 from tests.dashboard_support import CANDLES_JS, TIMING_JS, Stack, launch_browser, start_stack, wait_until
@@ -36,22 +37,44 @@ def pct(xs: list[float]) -> str:
     return f"n={len(xs)} p50 {np.median(xs):.0f} ms, p95 {np.percentile(xs, 95):.0f} ms, max {max(xs):.0f} ms"
 
 
-def day_of_bars(stack: Stack, page: Any, rounds: int = 3) -> list[float]:
-    """Upload 86,400 1s bars for one symbol, then time range "1 day" from selection to candles drawn."""
+def day_of_bars(stack: Stack, page: Any, with_1m: bool, rounds: int = 3) -> list[float]:
+    """Upload 86,400 1s bars (and, `with_1m`, their exact 1m aggregates) for a symbol, then time
+    range "1 day" from selecting the symbol to its candles drawn."""
     n, t0 = 86_400, 1_721_260_800_000  # 2024-07-18T00:00:00Z
+    sym = "daymusdt" if with_1m else "dayusdt"
     rng = np.random.default_rng(5)
-    close = 64_000 + np.cumsum(rng.normal(0, 2, n))
-    lines = ["symbol,timeframe,timestamp,open,high,low,close,volume"]
-    prev = close[0]
-    for i in range(n):
-        c = close[i]
-        lines.append(f"dayusdt,1s,{t0 + i * 1000},{prev:.1f},{max(prev, c) + 1:.1f},{min(prev, c) - 1:.1f},{c:.1f},1.5")
-        prev = c
-    with stack.api() as api:
-        r = api.post(
-            "/api/upload/ohlc", files={"file": ("day.csv", "\n".join(lines).encode(), "text/csv")}, timeout=120
+    close = np.round(64_000 + np.cumsum(rng.normal(0, 2, n)), 1)
+    open_ = np.r_[close[0], close[:-1]]
+    s1 = pl.DataFrame(
+        {
+            "timestamp": t0 + np.arange(n) * 1000,
+            "open": open_,
+            "high": np.maximum(open_, close) + 1,
+            "low": np.minimum(open_, close) - 1,
+            "close": close,
+            "volume": np.full(n, 1.5),
+        }
+    ).with_columns(symbol=pl.lit(sym), timeframe=pl.lit("1s"))
+    frames = [s1]
+    if with_1m:
+        frames.append(
+            s1.group_by((pl.col("timestamp") // 60_000 * 60_000).alias("m"), maintain_order=True)
+            .agg(
+                pl.col("open").first(),
+                pl.col("high").max(),
+                pl.col("low").min(),
+                pl.col("close").last(),
+                pl.col("volume").sum(),
+            )
+            .rename({"m": "timestamp"})
+            .with_columns(symbol=pl.lit(sym), timeframe=pl.lit("1m"))
         )
-        r.raise_for_status()
+    cols = ["symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume"]
+    for f in frames:
+        with stack.api() as api:
+            body = f.select(cols).write_csv().encode()
+            r = api.post("/api/upload/ohlc", files={"file": ("day.csv", body, "text/csv")}, timeout=120)
+            r.raise_for_status()
     page.reload()
     page.get_by_text("last price").first.wait_for(timeout=30_000)
     out = []
@@ -61,7 +84,7 @@ def day_of_bars(stack: Stack, page: Any, rounds: int = 3) -> list[float]:
         page.wait_for_timeout(1500)
         page.get_by_label("Range").select_option("1 day")
         t = time.perf_counter()
-        page.get_by_label("Symbol").select_option("dayusdt")
+        page.get_by_label("Symbol").select_option(sym)
         wait_until(
             lambda: (
                 (c := page.evaluate(CANDLES_JS)) and len(c["start_ms"]) >= 1000 and c["start_ms"][0] < t0 + 3_600_000
@@ -103,7 +126,7 @@ def main() -> int:
                     page.get_by_text(marker).first.wait_for(timeout=30_000)
                     page.wait_for_function("() => new Promise(r => requestAnimationFrame(() => r(true)))")
                     switches[name].append((time.perf_counter() - t0) * 1000)
-            day = day_of_bars(stack, page) if args.day else None
+            day = (day_of_bars(stack, page, False), day_of_bars(stack, page, True)) if args.day else None
             ctx.close()
         with stack.api() as api:
             st = api.get("/api/status").json()
@@ -112,7 +135,8 @@ def main() -> int:
         for name, xs in switches.items():
             print(f"page switch to {name:<11} click → data on screen: {pct(xs)}")
         if day:
-            print(f"1 day of 1s bars (86,400) → Market chart: {pct(day)}")
+            print(f"1 day of 1s bars (86,400), only 1s stored → Market chart: {pct(day[0])}")
+            print(f"1 day of 1s bars (86,400), 1m stored too → Market chart: {pct(day[1])}")
     finally:
         stack.stop_all()
     return 0
