@@ -44,8 +44,15 @@ def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
             p.kill()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    # The children run in their own sessions: a SIGTERM or SIGHUP to us must stop them too.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     env = dict(os.environ, TICKLENS_CONFIG=str(Path(args.config or config_path()).resolve()))
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -63,7 +70,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         if (ROOT / "api" / "app.py").exists():
             procs["api"] = _spawn(
                 "api",
-                [_python(), "-m", "uvicorn", "api.app:app", "--host", cfg.api.host, "--port", str(cfg.api.port)],
+                [
+                    _python(),
+                    "-m",
+                    "uvicorn",
+                    "api.app:app",
+                    "--host",
+                    cfg.api.host,
+                    "--port",
+                    str(cfg.api.port),
+                    "--no-access-log",  # keep the flow's progress lines readable
+                ],
                 env,
             )
             print(f"[ticklens] API       http://{cfg.api.host}:{cfg.api.port}/docs", file=sys.stderr)
