@@ -64,61 +64,72 @@ class Block:
         return len(self.cols["ts_ms"])
 
 
+CSV_CHUNK_BYTES = 8 << 20
+
+
+def _line_chunks(raw: io.BufferedIOBase, size: int = CSV_CHUNK_BYTES) -> Iterator[bytes]:
+    """Whole lines, about `size` bytes at a time: memory stays bounded whatever the file size
+    (pyarrow's streaming reader reads a plain file far ahead of its consumer)."""
+    rest = b""
+    while buf := raw.read(size):
+        buf = rest + buf
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            rest = buf
+            continue
+        yield buf[: cut + 1]
+        rest = buf[cut + 1 :]
+    if rest.strip():
+        yield rest
+
+
 def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple[Block, int]]:
     """Yield (block, rows consumed) from an archive CSV, streaming."""
-    raw = _open_bytes(path)
-    first = raw.peek(64)[:64] if hasattr(raw, "peek") else b""
     names = AGG_COLS if kind == "agg" else TRADE_COLS
-    has_header = bool(first) and not first[:1].isdigit()
-    if not first:
-        buf = raw.read()
-        has_header = bool(buf) and not buf[:1].isdigit()
-        raw = io.BytesIO(buf)  # type: ignore[assignment]
-    read_opts = pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0, block_size=8 << 20)
-    types = {n: pa.string() if n in ("price", "quantity", "qty") else None for n in names}
     conv = pacsv.ConvertOptions(
-        column_types={k: v for k, v in types.items() if v is not None},
+        column_types={n: pa.float64() for n in ("price", "quantity", "qty")} | {"is_buyer_maker": pa.bool_()},
         true_values=["true", "True", "TRUE"],
         false_values=["false", "False", "FALSE"],
     )
-    reader = pacsv.open_csv(raw, read_options=read_opts, convert_options=conv)
     seen = 0
-    for batch in reader:
-        n = batch.num_rows
-        if seen + n <= skip:
+    with _open_bytes(path) as raw:
+        for i, chunk in enumerate(_line_chunks(raw)):
+            has_header = i == 0 and not chunk[:1].isdigit()
+            opts = pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0, use_threads=False)
+            table = pacsv.read_csv(pa.py_buffer(chunk), read_options=opts, convert_options=conv)
+            n = table.num_rows
+            if seen + n <= skip:
+                seen += n
+                continue
+            start = max(0, skip - seen)
             seen += n
-            continue
-        start = max(0, skip - seen)
-        seen += n
-        b = batch.slice(start)
+            t = table.slice(start)
 
-        def get(c: str, b: pa.RecordBatch = b) -> np.ndarray:
-            return b.column(c).to_numpy(zero_copy_only=False)
+            def get(c: str, t: pa.Table = t) -> np.ndarray:
+                return t.column(c).to_numpy()
 
-        price = np.asarray(get("price"), dtype=np.float64)
-        if kind == "agg":
-            tid, qty = get("agg_trade_id"), get("quantity")
-            first_id, last_id, ts = get("first_trade_id"), get("last_trade_id"), get("transact_time")
-        else:
-            tid, qty, ts = get("id"), get("qty"), get("time")
-            first_id = last_id = tid
-        ts = np.asarray(ts, dtype=np.int64)
-        if len(ts) and ts.max() >= MICROS_THRESHOLD:
-            ts = ts // 1000
-        cols = {
-            "trade_id": np.asarray(tid, dtype=np.int64),
-            "ts_ms": ts,
-            "price": price,
-            "qty": np.asarray(qty, dtype=np.float64),
-            "is_buyer_maker": np.asarray(get("is_buyer_maker"), dtype=np.bool_),
-            "first_id": np.asarray(first_id, dtype=np.int64),
-            "last_id": np.asarray(last_id, dtype=np.int64),
-            "event_ms": ts,
-            "recv_ms": ts,
-        }
-        pos = np.arange(seen - len(ts) + 1, seen + 1, dtype=np.int64)
-        yield Block(np.full(len(ts), symbol, dtype=object), cols, pos), seen
-    raw.close()
+            if kind == "agg":
+                tid, qty = get("agg_trade_id"), get("quantity")
+                first_id, last_id, ts = get("first_trade_id"), get("last_trade_id"), get("transact_time")
+            else:
+                tid, qty, ts = get("id"), get("qty"), get("time")
+                first_id = last_id = tid
+            ts = np.asarray(ts, dtype=np.int64)
+            if len(ts) and ts.max() >= MICROS_THRESHOLD:
+                ts = ts // 1000
+            cols = {
+                "trade_id": np.asarray(tid, dtype=np.int64),
+                "ts_ms": ts,
+                "price": np.asarray(get("price"), dtype=np.float64),
+                "qty": np.asarray(qty, dtype=np.float64),
+                "is_buyer_maker": np.asarray(get("is_buyer_maker"), dtype=np.bool_),
+                "first_id": np.asarray(first_id, dtype=np.int64),
+                "last_id": np.asarray(last_id, dtype=np.int64),
+                "event_ms": ts,
+                "recv_ms": ts,
+            }
+            pos = np.arange(seen - len(ts) + 1, seen + 1, dtype=np.int64)
+            yield Block(np.full(len(ts), symbol, dtype=object), cols, pos), seen
 
 
 @dataclass

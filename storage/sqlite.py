@@ -70,7 +70,10 @@ def connect(path: Path | str, *, readonly: bool = False, create: bool = True) ->
         conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10, check_same_thread=False)
     else:
         p.parent.mkdir(parents=True, exist_ok=True)
+        new = not p.exists() or p.stat().st_size == 0
         conn = sqlite3.connect(p, timeout=30, check_same_thread=False)
+        if new:  # larger pages: fewer B-tree splits for the append-mostly tick inserts
+            conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -91,6 +94,8 @@ class StoreWriter:
     def __init__(self, path: Path | str, max_size_mb: int | None = None) -> None:
         self.path = Path(path)
         self.conn = connect(self.path)
+        # Checkpoint the WAL every ~40 MB rather than every 4 MB: fewer stalls in bulk ingest.
+        self.conn.execute("PRAGMA wal_autocheckpoint=2500")
         if max_size_mb is not None:
             page = self.conn.execute("PRAGMA page_size").fetchone()[0]
             self.conn.execute(f"PRAGMA max_page_count={int(max_size_mb * 1024 * 1024 // page)}")
