@@ -88,7 +88,7 @@ class AlertsPage(Page):
             "enabled": w.Checkbox.from_param(self.param.enabled, align="end"),
         }
         self.create = w.Button(name="Create rule", button_type="primary", width=130, align="end")
-        self.create.on_click(lambda _e: self.create_rule())
+        self.create.on_click(self.safely(lambda _e: self.create_rule()))
         self.form_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
         self.rules = w.Tabulator(
             rules_frame([]),
@@ -104,8 +104,8 @@ class AlertsPage(Page):
             height=200,
             selectable=False,
         )
-        self.rules.on_click(self._on_toggle, column="toggle")
-        self.rules.on_click(self._on_delete, column="delete")
+        self.rules.on_click(self.safely(self._on_toggle), column="toggle")
+        self.rules.on_click(self.safely(self._on_delete), column="delete")
         self.events = w.Tabulator(
             events_frame([]),
             show_index=False,

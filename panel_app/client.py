@@ -217,11 +217,13 @@ class Api:
             c_ms = TIMEFRAME_MS[coarse]
             recent = self.ohlc(symbol, timeframe, limit=keep_raw)
             if len(recent):
-                boundary = int(recent["start_ms"].iloc[0]) // c_ms * c_ms + c_ms
+                # Join where the coarse bucket holding the first raw bar starts: coarse bars
+                # before it, every raw bar from it (at most keep_raw + one bucket of rows).
+                boundary = int(recent["start_ms"].iloc[0]) // c_ms * c_ms
                 older = self.ohlc(symbol, coarse, limit=bars * tf_ms // c_ms, end_ms=boundary)
                 if len(older):
-                    raw = recent[recent["start_ms"] >= boundary].assign(span_ms=tf_ms)
-                    df = pd.concat([older.assign(span_ms=c_ms), raw], ignore_index=True)
+                    raw = self.ohlc(symbol, timeframe, limit=keep_raw + c_ms // tf_ms, start_ms=boundary)
+                    df = pd.concat([older.assign(span_ms=c_ms), raw.assign(span_ms=tf_ms)], ignore_index=True)
                     return df, f"{coarse} bars up to {len(raw)} {timeframe} bars (the stored {coarse} aggregates)"
         df = self.ohlc(symbol, timeframe, limit=min(bars, 100_000))
         shown = downsample_minmax(df.assign(span_ms=tf_ms), max_points, keep_last=keep_raw)

@@ -69,7 +69,7 @@ class CorrelationPage(Page):
         self.as_of = pn.pane.HTML("", styles={"color": "#57606a", "font-size": "12px"})
         self._loading = False
         self._pairs: list[str] = []
-        pn.bind(self.show, self.param.symbols, self.param.timeframe, self.param.window, watch=True)
+        pn.bind(self.safely(self.show), self.param.symbols, self.param.timeframe, self.param.window, watch=True)
 
     def view(self) -> pn.viewable.Viewable:
         w = pn.widgets

@@ -49,8 +49,8 @@ class DataPage(Page):
         self.status_html = pn.pane.HTML("", sizing_mode="stretch_width")
         self.start_btn = w.Button(name="Start collection", button_type="success", width=160, align="end")
         self.stop_btn = w.Button(name="Stop", button_type="danger", width=100, align="end")
-        self.start_btn.on_click(lambda _e: self._control("start"))
-        self.stop_btn.on_click(lambda _e: self._control("stop"))
+        self.start_btn.on_click(self.safely(lambda _e: self._control("start")))
+        self.stop_btn.on_click(self.safely(lambda _e: self._control("stop")))
         self.control_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
         self.download = w.FileDownload(
             callback=self._export,
@@ -63,7 +63,7 @@ class DataPage(Page):
         self.export_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
         self.file = w.FileInput(accept=".csv", multiple=False, name="CSV file")
         self.upload_btn = w.Button(name="Upload", button_type="primary", width=120, align="end")
-        self.upload_btn.on_click(lambda _e: self.upload())
+        self.upload_btn.on_click(self.safely(lambda _e: self.upload()))
         self._ticks = 0
         self.upload_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
         self.upload_errors = w.Tabulator(

@@ -222,7 +222,7 @@ class MarketPage(Page):
         self._ticks = 0
         self._loading = False
         self.update_ms: list[float] = []  # server-side time per refresh, for the performance note
-        pn.bind(self.show, self.param.symbol, self.param.timeframe, self.param.window, watch=True)
+        pn.bind(self.safely(self.show), self.param.symbol, self.param.timeframe, self.param.window, watch=True)
         pn.bind(self.chart.set_style, self.param.style, watch=True)
 
     def view(self) -> pn.viewable.Viewable:
@@ -267,10 +267,8 @@ class MarketPage(Page):
         )
         self.chart.load(df, tf_ms)
         self.caption.object = (
-            f"{len(df):,} rows"
-            + (f": {thinned}" if thinned else f" of {self.timeframe}")
-            + ". The newest bar is in progress (drawn lighter) and updates in place."
-        )
+            f"{len(df):,} rows: {thinned}" if thinned else f"{len(df):,} bars of {self.timeframe}"
+        ) + ". The newest bar is in progress (drawn lighter) and updates in place."
         self.say("" if len(df) else f"No {self.timeframe} bars for {self.symbol} yet.")
         self._summary()
 

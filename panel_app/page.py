@@ -7,12 +7,13 @@ Both may raise `ApiDown`; the app turns that into its banner.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import panel as pn
 import param
 
-from panel_app.client import Api, ApiError
+from panel_app.client import Api, ApiDown, ApiError
 
 UP = "#26a69a"
 DOWN = "#ef5350"
@@ -37,6 +38,19 @@ class Page(param.Parameterized):
 
     def say_error(self, err: ApiError) -> None:
         self.say(f"The API refused: {err}", "danger")
+
+    def safely(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """For widget callbacks (outside the app's clock): API trouble becomes a message, not a dead click."""
+
+        def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                fn(*args, **kwargs)
+            except ApiDown as e:
+                self.say(f"The API is not answering ({e}); try again once it is back.", "danger")
+            except ApiError as e:
+                self.say_error(e)
+
+        return run
 
     def view(self) -> pn.viewable.Viewable:
         raise NotImplementedError

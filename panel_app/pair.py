@@ -74,11 +74,11 @@ class PairPage(Page):
         self.beta_fig.legend.background_fill_alpha = 0.6
         # Backtest
         self.run = pn.widgets.Button(name="Run backtest", button_type="primary", width=140)
-        self.run.on_click(lambda _e: self.backtest())
+        self.run.on_click(self.safely(lambda _e: self.backtest()))
         self.bt_summary = pn.pane.HTML("", sizing_mode="stretch_width")
         self.pnl_fig = time_figure("Backtest equity (quote currency, net of fees)", 220, y_label="PnL")
         self.curve = live_source(["equity"])
-        self.pnl_fig.line("time", "equity", source=self.curve, color=UP, line_width=2)
+        self.pnl_line = self.pnl_fig.line("time", "equity", source=self.curve, color=UP, line_width=2)
         self.trades = pn.widgets.Tabulator(
             pd.DataFrame(),
             height=180,
@@ -92,8 +92,18 @@ class PairPage(Page):
         self._loading = False
         self._configured = False  # window/timeframe still the API's defaults for the pair
         self._bands()
-        pn.bind(self.show, self.param.leg_a, self.param.leg_b, self.param.timeframe, self.param.window, watch=True)
+        pn.bind(
+            self.safely(self.show),
+            self.param.leg_a,
+            self.param.leg_b,
+            self.param.timeframe,
+            self.param.window,
+            watch=True,
+        )
         pn.bind(self._bands, self.param.entry_z, self.param.exit_z, watch=True)
+        pn.bind(
+            self.safely(self.backtest_on_change), self.param.entry_z, self.param.exit_z, self.param.fee_bps, watch=True
+        )
 
     def view(self) -> pn.viewable.Viewable:
         w = pn.widgets
@@ -194,8 +204,7 @@ class PairPage(Page):
             f"({len(ols['rows'])} so far).",
             "info",
         )
-        if not len(self.curve.data["start_ms"]):
-            self.backtest()
+        self.backtest()  # ~30 ms in the API: rerun on every visit so it covers the bars seen
 
     def refresh(self) -> None:
         if not self._ensure_legs():
@@ -239,6 +248,10 @@ class PairPage(Page):
         ]
         self.badges.object = f'<div class="tl-cards">{"".join(tiles)}</div>'
 
+    def backtest_on_change(self, *_: Any) -> None:
+        if self.param.leg_a.objects:  # not before the first load
+            self.backtest()
+
     def backtest(self) -> None:
         """Runs on demand (and once per selection): a backtest recomputes the whole history."""
         if not self._ensure_legs():
@@ -257,6 +270,7 @@ class PairPage(Page):
         )
         replace_rows(self.curve, bt["curve"], ["equity"])
         pnl = bt.get("total_pnl") or 0.0
+        self.pnl_line.glyph.line_color = UP if pnl >= 0 else DOWN
         tiles = [
             card("total PnL", f"{pnl:+,.2f}", bt["units"].split(",")[0], UP if pnl >= 0 else DOWN),
             card("trades", str(len(bt["trades"])), f"{bt['bars']:,} bars"),

@@ -87,7 +87,7 @@ class StatisticsPage(Page):
         )
         self.note = pn.pane.Markdown("", styles={"color": "#57606a", "font-size": "12px"})
         self._tick = 0
-        pn.bind(self.show, self.param.window, self.param.timeframe, watch=True)
+        pn.bind(self.safely(self.show), self.param.window, self.param.timeframe, watch=True)
 
     def view(self) -> pn.viewable.Viewable:
         controls = pn.Row(

@@ -2,7 +2,7 @@
 
 Oracles are the API's own answers and files parsed here with polars; nothing
 about the dashboard is mocked. Screenshots of every page go to tests/artifacts/
-(with TICKLENS_DOCS_SCREENSHOTS=1 the Market and Pair ones also to docs/img/).
+(with TICKLENS_DOCS_SCREENSHOTS=1, Market and Pair taken late in the run also to docs/img/).
 """
 
 from __future__ import annotations
@@ -110,9 +110,6 @@ def test_every_page_renders_without_console_errors(dash: object, stack: Stack) -
         assert not page.get_by_text("The API is not answering").first.is_visible(), stack.log_tail("dashboard")
         errors = page.console.take()
         assert not errors, f"{name}: browser console errors: {errors}"
-        if os.environ.get("TICKLENS_DOCS_SCREENSHOTS") and name in ("Market", "Pair"):
-            DOCS_IMG.mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, DOCS_IMG / shot.name)
     page.set_viewport_size({"width": 1400, "height": 950})
     assert not page.console.failed, f"requests failed (offline assets?): {page.console.failed}"
 
@@ -291,7 +288,8 @@ def test_long_window_is_served_by_coarser_stored_bars_joined_without_gap(stack: 
         api.close()
     assert "1m bars" in note
     coarse, raw = df[df["span_ms"] == 60_000], df[df["span_ms"] == 1000]
-    assert len(coarse) and len(raw) and len(df) <= 60 + 30
+    assert len(coarse) and len(raw) and len(df) <= 60 + 30 + 60
+    assert int(raw["start_ms"].iloc[0]) - 60_000 < int(coarse["start_ms"].iloc[-1]) + 60_000  # no gap
     assert df["start_ms"].is_monotonic_increasing and df["start_ms"].is_unique
     joint = int(coarse["start_ms"].iloc[-1]) + 60_000  # where the 1m part ends and the 1s part begins
     # The coarse part is exactly the API's 1m bars before the joint; the raw part is every 1s bar from it.
@@ -305,6 +303,22 @@ def test_long_window_is_served_by_coarser_stored_bars_joined_without_gap(stack: 
     want_s = one_s[(one_s["start_ms"] >= joint) & (one_s["start_ms"] <= last)]
     assert raw["start_ms"].tolist() == want_s["start_ms"].tolist()
     assert raw["close"].tolist() == want_s["close"].tolist()
+
+
+@pytest.mark.skipif(not os.environ.get("TICKLENS_DOCS_SCREENSHOTS"), reason="set TICKLENS_DOCS_SCREENSHOTS=1")
+def test_refresh_readme_screenshots(dash: object, stack: Stack) -> None:
+    """Market and Pair late in the run (more replayed history) into docs/img/ for the README."""
+    page = dash
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    for name in ("Market", "Pair"):
+        goto(page, name)
+        page.set_viewport_size(dict(zip(("width", "height"), SHOT_SIZE.get(name, (1400, 950)), strict=True)))
+        page.wait_for_timeout(2500)
+        shot = ARTIFACTS / f"{name.lower()}-late.png"
+        page.screenshot(path=str(shot))
+        shutil.copy(shot, DOCS_IMG / f"{name.lower()}.png")
+    page.set_viewport_size({"width": 1400, "height": 950})
+    assert not page.console.take()
 
 
 def test_api_down_shows_a_message_not_a_blank_page(dash: object, stack: Stack) -> None:
