@@ -80,6 +80,7 @@ class Stack:
     dash_url: str
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.api_url, timeout=10)
@@ -101,6 +102,11 @@ class Stack:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(5)
 
+    def restart(self, name: str) -> None:
+        """Start a stopped process again with the same command (its log is appended to)."""
+        cmd, env = self.commands[name]
+        _spawn(self, name, cmd, env)
+
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop(name)
@@ -109,7 +115,8 @@ class Stack:
 def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> None:
     log = stack.root / f"{name}.log"
     stack.logs[name] = log
-    with open(log, "wb") as out:
+    stack.commands[name] = (cmd, env)
+    with open(log, "ab") as out:
         stack.procs[name] = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
