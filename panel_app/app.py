@@ -8,7 +8,6 @@ when the API does not answer, a banner says so and the pages keep their last dat
 from __future__ import annotations
 
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -23,44 +22,14 @@ from panel_app.client import Api, ApiDown, ApiError  # noqa: E402
 from panel_app.correlation import CorrelationPage  # noqa: E402
 from panel_app.data import DataPage  # noqa: E402
 from panel_app.market import MarketPage  # noqa: E402
-from panel_app.page import ACCENT, CSS, Page  # noqa: E402
+from panel_app.page import ACCENT, CSS, Page, freshness_badge  # noqa: E402
 from panel_app.pair import PairPage  # noqa: E402
 from panel_app.statistics import StatisticsPage  # noqa: E402
-from ticklens.times import iso_ms, parse_time  # noqa: E402
 
 REFRESH_MS = 1000  # one update per second per visible chart
 STATUS_EVERY = 2  # status (freshness badge) every 2nd tick
 
 pn.extension("tabulator", raw_css=[CSS], notifications=True)
-
-
-def freshness_badge(status: dict | None, api_down: str | None) -> str:
-    """How old the newest data is, as a coloured pill.
-
-    The flow writes its status every couple of seconds while it runs, so the age of
-    that write says whether data is flowing; the newest trade time says how far it got.
-    """
-    if api_down:
-        return '<span class="tl-badge" style="background:#cf222e">API down</span>'
-    if not status:
-        return '<span class="tl-badge" style="background:#8b949e">…</span>'
-    now = time.time() * 1000
-    written = status.get("status_time")
-    age_s = (now - parse_time(written)) / 1000 if written else None
-    newest = max((s.get("last_trade_ms") or 0 for s in status.get("per_symbol", [])), default=0)
-    newest_txt = iso_ms(newest).replace("T", " ")[:19] + "Z" if newest else "no trades yet"
-    if not status.get("running"):
-        color, state = "#8b949e", "flow stopped"
-    elif age_s is not None and age_s < 10:
-        color, state = "#1a7f37", f"live · {age_s:.1f} s ago"
-    elif age_s is not None and age_s < 60:
-        color, state = "#bf8700", f"stale · {age_s:.0f} s ago"
-    else:
-        color, state = "#cf222e", "no updates" if age_s is None else f"stale · {age_s:.0f} s ago"
-    return (
-        f'<span class="tl-badge" style="background:{color}" title="when the flow last wrote its status">{state}</span>'
-        f'<span style="margin-left:8px;font-size:12px;color:#ffffffcc">newest trade {newest_txt}</span>'
-    )
 
 
 class Dashboard:

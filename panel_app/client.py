@@ -17,9 +17,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ticklens.config import TIMEFRAME_MS
+from ticklens.config import TIMEFRAME_MS, load_config
 
 DEFAULT_TIMEOUT_S = 5.0
+TRANSFER_TIMEOUT_S = 120.0  # exports and uploads move whole files
 OHLC_COLUMNS = ["start_ms", "open", "high", "low", "close", "volume", "trades", "in_progress"]
 
 
@@ -58,8 +59,6 @@ def api_url() -> str:
     if env:
         return env.rstrip("/")
     try:
-        from ticklens.config import load_config
-
         cfg = load_config()
         return f"http://{cfg.api.host}:{cfg.api.port}"
     except Exception:  # no config file: the documented default
@@ -74,9 +73,9 @@ def to_time(ms: Any) -> Any:
 def downsample_minmax(df: pd.DataFrame, max_points: int, keep_last: int = 0) -> pd.DataFrame:
     """OHLC bars merged into at most `max_points` buckets, keeping each bucket's extremes.
 
-    The API has no `max_points` parameter (yet), so long ranges are thinned here,
-    in the one module that talks to it: each bucket's wick still spans the true
-    high and low, its body the first open and the last close, its volume the sum.
+    The fallback for a long range with no coarser stored bars (the API has no
+    `max_points` parameter): each bucket's wick still spans the true high and
+    low, its body the first open and the last close, its volume the sum.
     The newest `keep_last` bars stay raw so live updates land on real bars.
     `span_ms` is each row's width in time (for drawing); the bar length is taken
     as the median spacing of the input.
@@ -240,7 +239,10 @@ class Api:
     ) -> bytes:
         params = {"format": fmt, "kind": kind, "start": start_ms, "end": end_ms, **extra}
         return self.request(
-            "GET", f"/api/export/{symbol}", params={k: v for k, v in params.items() if v is not None}
+            "GET",
+            f"/api/export/{symbol}",
+            params={k: v for k, v in params.items() if v is not None},
+            timeout=TRANSFER_TIMEOUT_S,
         ).content
 
     def upload_ohlc(self, filename: str, content: bytes, **params: Any) -> dict:
@@ -250,6 +252,7 @@ class Api:
                 "/api/upload/ohlc",
                 files={"file": (filename, content, "text/csv")},
                 params={k: v for k, v in params.items() if v is not None},
+                timeout=TRANSFER_TIMEOUT_S,
             )
         except ApiError as e:
             if e.status == 422:

@@ -7,6 +7,7 @@ Both may raise `ApiDown`; the app turns that into its banner.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ import panel as pn
 import param
 
 from panel_app.client import Api, ApiDown, ApiError
+from ticklens.times import iso_ms, parse_time
 
 UP = "#26a69a"
 DOWN = "#ef5350"
@@ -60,6 +62,40 @@ class Page(param.Parameterized):
 
     def refresh(self) -> None:
         """Stream what is new; called about once a second while visible."""
+
+
+def freshness_badge(status: dict | None, api_down: str | None) -> str:
+    """How old the newest data is, as a coloured pill.
+
+    The flow writes its status every couple of seconds while it runs, so the age of
+    that write says whether data is flowing; the newest trade time says how far it got.
+    """
+    if api_down:
+        return '<span class="tl-badge" style="background:#cf222e">API down</span>'
+    if not status:
+        return '<span class="tl-badge" style="background:#8b949e">…</span>'
+    now = time.time() * 1000
+    written = status.get("status_time")
+    age_s = (now - parse_time(written)) / 1000 if written else None
+    newest = max((s.get("last_trade_ms") or 0 for s in status.get("per_symbol", [])), default=0)
+    if not newest:
+        newest_txt = "no trades yet"
+    elif 0 <= now - newest < 3_600_000:  # live data: its age is the useful number
+        newest_txt = f"newest trade {(now - newest) / 1000:.1f} s old"
+    else:  # a replay of older data: when it is at
+        newest_txt = "newest trade " + iso_ms(newest).replace("T", " ")[:19] + "Z"
+    if not status.get("running"):
+        color, state = "#8b949e", "flow stopped"
+    elif age_s is not None and age_s < 10:
+        color, state = "#1a7f37", f"live · {age_s:.1f} s ago"
+    elif age_s is not None and age_s < 60:
+        color, state = "#bf8700", f"stale · {age_s:.0f} s ago"
+    else:
+        color, state = "#cf222e", "no updates" if age_s is None else f"stale · {age_s:.0f} s ago"
+    return (
+        f'<span class="tl-badge" style="background:{color}" title="when the flow last wrote its status">{state}</span>'
+        f'<span style="margin-left:8px;font-size:12px;color:#ffffffcc">{newest_txt}</span>'
+    )
 
 
 def card(label: str, value: str, sub: str = "", color: str = "inherit") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import typing
 
 import numpy as np
@@ -86,3 +87,25 @@ def test_alert_form_builds_a_rule_the_rule_model_accepts(metric: str, operator: 
 def test_alert_form_offers_every_metric_and_operator_of_the_rule_model() -> None:
     assert set(METRICS) == set(typing.get_args(Metric))
     assert set(OPERATORS) == set(typing.get_args(Operator))
+
+
+def test_freshness_badge_says_live_stale_stopped_or_down() -> None:
+    from panel_app.page import freshness_badge
+    from ticklens.times import iso_ms
+
+    now = int(time.time() * 1000)
+
+    def status(written_ago_ms: int, newest_ms: int, running: bool = True) -> dict:
+        return {
+            "running": running,
+            "status_time": iso_ms(now - written_ago_ms),
+            "per_symbol": [{"last_trade_ms": newest_ms}],
+        }
+
+    live = freshness_badge(status(1500, now - 800), None)
+    assert "live · 1.5 s ago" in live and "newest trade 0.8 s old" in live
+    replay = freshness_badge(status(1500, 1_721_347_200_000), None)
+    assert "newest trade 2024-07-19 00:00:00Z" in replay
+    assert "stale · 20 s ago" in freshness_badge(status(20_000, now - 20_000), None)
+    assert "flow stopped" in freshness_badge(status(1000, now, running=False), None)
+    assert "API down" in freshness_badge(None, "API at http://127.0.0.1:1 is down")
