@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--market-hours", type=float, default=2.0)
     ap.add_argument("--speed", type=float, default=50.0)
     ap.add_argument("--warmup-s", type=float, default=30.0)
+    ap.add_argument("--cache-mb", type=int, default=64, help="the writer's SQLite page cache (store.cache_mb)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ticklens-soak-"))
     feed = subprocess.Popen(
@@ -66,7 +67,7 @@ def main() -> None:
     cfg = {
         "symbols": ["btcusdt", "ethusdt"],
         "source": {"kind": "feed", "url": f"ws://127.0.0.1:{port}/market/stream", "stream": "trade"},
-        "store": {"path": str(work / "soak.db")},
+        "store": {"path": str(work / "soak.db"), "cache_mb": args.cache_mb},
         "pairs": [{"legs": ["btcusdt", "ethusdt"], "window": 300, "timeframes": ["1s", "1m"]}],
         "recovery": {"enabled": True, "snapshot_interval_s": 5},
     }

@@ -110,6 +110,7 @@ class _Hub:
         self.connected: dict[int, bool] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: set = set()
+        self.ws_conns: set = set()  # connections of the websockets client, if chosen
         self.record: io.BufferedWriter | None = None
         if record is not None:
             record.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +281,48 @@ def _listener_class():
     return _Conn
 
 
+class _WsConn:
+    """The same connection surface on the `websockets` library (`source.client: websockets`)."""
+
+    def __init__(self, hub: _Hub, ws) -> None:  # type: ignore[no-untyped-def]
+        self.hub = hub
+        self.ws = ws
+        self.last_frame = self.opened = time.monotonic()
+        self.got_data = False
+        self.task = asyncio.get_running_loop().create_task(self._read())
+        hub.ws_conns.add(self)
+
+    async def _read(self) -> None:
+        import websockets
+
+        hub = self.hub
+        try:
+            async for msg in self.ws:
+                self.last_frame = time.monotonic()
+                self.got_data = True
+                try:
+                    hub.on_message(msg if isinstance(msg, bytes) else msg.encode())
+                except Exception:  # never let one message kill the connection
+                    hub.rejected += 1
+                    traceback.print_exc()
+                while hub.paused:  # the queue is full: stop reading, TCP pushes back on the sender
+                    await asyncio.sleep(0.005)
+        except (websockets.ConnectionClosed, OSError):
+            pass
+        finally:
+            hub.publish()
+            hub.ws_conns.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        return self.task.done()
+
+    def close(self) -> None:
+        self.hub.publish()
+        self.task.cancel()
+        asyncio.get_running_loop().create_task(self.ws.close())
+
+
 class _Slot:
     """Keeps one group of streams connected: reconnects, watchdog, planned rollover."""
 
@@ -292,6 +335,19 @@ class _Slot:
         self.conn_cls = _listener_class()
 
     async def _open(self):  # type: ignore[no-untyped-def]
+        if self.src.client == "websockets":
+            import websockets
+
+            ws = await websockets.connect(
+                self.url,
+                max_size=16 << 20,
+                max_queue=None,  # our own bounded queue applies the backpressure
+                open_timeout=10,
+                ping_interval=max(1.0, self.src.stall_s / 2),
+                ping_timeout=max(1.0, self.src.stall_s / 2),
+            )
+            return _WsConn(self.hub, ws)
+
         from picows import ws_connect
 
         hub = self.hub
@@ -414,6 +470,9 @@ class _Reader:
         for tr in list(self.hub.transports):
             tr.send_close()
             tr.disconnect()
+        for conn in list(self.hub.ws_conns):
+            conn.task.cancel()
+            await conn.ws.close()
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.thread.is_alive():

@@ -17,8 +17,8 @@ from storage.sqlite import StoreWriter, now_ms
 
 
 class _SqlitePartition(StatefulSinkPartition[object, None]):
-    def __init__(self, path: Path, progress: Progress, max_size_mb: int | None = None) -> None:
-        self.writer = StoreWriter(path, max_size_mb)
+    def __init__(self, path: Path, progress: Progress, max_size_mb: int | None = None, cache_mb: int = 64) -> None:
+        self.writer = StoreWriter(path, max_size_mb, cache_mb)
         self.progress = progress
         self.webhooks = WebhookDispatcher(path)
         self.webhooks.start()
@@ -96,13 +96,16 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
 class SqliteSink(FixedPartitionedSink[object, None]):
     """All outputs go to one partition, so SQLite sees a single writer."""
 
-    def __init__(self, path: Path, progress_interval_s: float = 2.0, max_size_mb: int | None = None) -> None:
+    def __init__(
+        self, path: Path, progress_interval_s: float = 2.0, max_size_mb: int | None = None, cache_mb: int = 64
+    ) -> None:
         self.path = path
         self.progress_interval_s = progress_interval_s
         self.max_size_mb = max_size_mb
+        self.cache_mb = cache_mb
 
     def list_parts(self) -> list[str]:
         return ["store"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SqlitePartition:
-        return _SqlitePartition(self.path, Progress(self.progress_interval_s), self.max_size_mb)
+        return _SqlitePartition(self.path, Progress(self.progress_interval_s), self.max_size_mb, self.cache_mb)

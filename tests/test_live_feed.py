@@ -112,11 +112,14 @@ def test_recording_replays_to_the_same_ticks(recorded_run: Path, window_a: pl.Da
     assert query(out / "ticklens.db", sql) == query(recorded_run / "ticklens.db", sql)
 
 
-def test_dropped_connection_reconnects_without_duplicates_or_loss(tmp_path: Path, window_b: pl.DataFrame) -> None:
+@pytest.mark.parametrize("client", ["picows", "websockets"])
+def test_dropped_connection_reconnects_without_duplicates_or_loss(
+    tmp_path: Path, window_b: pl.DataFrame, client: str
+) -> None:
     # Each new connection starts 400 trades back, so the overlap really delivers duplicates.
     feed = Feed(*map(str, WINDOW_B), "--speed", "max", "--drop-after", "6000", "--drop-count", "3", "--resend", "400")
     try:
-        run_until_stored(tmp_path, feed, window_b)
+        run_until_stored(tmp_path, feed, window_b, client=client)
         stats = feed.stats()
     finally:
         feed.stop()
