@@ -295,14 +295,16 @@ def test_long_window_is_served_by_coarser_stored_bars_joined_without_gap(stack: 
     # The coarse part is exactly the API's 1m bars before the joint; the raw part is every 1s bar from it.
     want_m = one_m[one_m["start_ms"] < joint].tail(len(coarse))
     assert coarse["start_ms"].tolist() == want_m["start_ms"].tolist()
-    assert (
-        coarse[["open", "high", "low", "close"]].values.tolist()
-        == want_m[["open", "high", "low", "close"]].values.tolist()
-    )
     last = int(raw["start_ms"].iloc[-1])
     want_s = one_s[(one_s["start_ms"] >= joint) & (one_s["start_ms"] <= last)]
     assert raw["start_ms"].tolist() == want_s["start_ms"].tolist()
-    assert raw["close"].tolist() == want_s["close"].tolist()
+    # Values of bars closed when fetched (open ones may have moved between the two reads).
+    ohlc = ["open", "high", "low", "close"]
+    done_m = ~coarse["in_progress"].to_numpy()
+    assert coarse[ohlc].to_numpy()[done_m].tolist() == want_m[ohlc].to_numpy()[done_m].tolist()
+    done_s = ~raw["in_progress"].to_numpy()
+    assert done_s.sum() >= 10
+    assert raw[ohlc].to_numpy()[done_s].tolist() == want_s[ohlc].to_numpy()[done_s].tolist()
 
 
 @pytest.mark.skipif(not os.environ.get("TICKLENS_DOCS_SCREENSHOTS"), reason="set TICKLENS_DOCS_SCREENSHOTS=1")
