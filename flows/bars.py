@@ -17,10 +17,12 @@ from flows.trades import Trades
 
 # Sums are kept as exact integers so that any arrival order gives bit-identical bars:
 # quantities (at most 8 decimals on Binance) in units of 1e-8, and price*qty in
-# units of 2**-30 (a per-trade rounding below 1e-9 USDT, far under the archive's 0.01;
-# int64 holds 8.6e9 USDT of one bar within one batch).
+# units of 2**-24 (a per-trade rounding below 6e-8 USDT, far under the archive's 0.01).
+# In memory the sums are Python ints (unbounded); see `_sums` for the batch side and
+# `Bar.row` for sums beyond SQLite's 64-bit INTEGER.
 QTY_SCALE = 100_000_000
-QUOTE_SCALE = float(2**30)
+QUOTE_SCALE = float(2**24)
+INT64_SAFE = 2**62
 
 
 @dataclass(slots=True)
@@ -104,10 +106,10 @@ class Bar:
             self.last_id,
             self.revision,
             int(self.closed),
-            self.volume_units,
-            self.quote_units,
-            self.taker_buy_volume_units,
-            self.taker_buy_quote_units,
+            _db_int(self.volume_units),
+            _db_int(self.quote_units),
+            _db_int(self.taker_buy_volume_units),
+            _db_int(self.taker_buy_quote_units),
         )
 
 
@@ -142,6 +144,20 @@ BAR_COLUMNS = (
 )
 
 
+def _units(scaled: np.ndarray) -> np.ndarray:
+    """Per-trade integer units; Python ints (object) when a batch's sum could pass int64,
+    so huge-quantity symbols and busy 5m bars never wrap around silently."""
+    total = float(np.abs(scaled).sum())
+    if total < INT64_SAFE:
+        return np.rint(scaled).astype(np.int64)
+    return np.array([int(round(x)) for x in scaled.tolist()], dtype=object)
+
+
+def _db_int(units: int) -> int | str:
+    """SQLite INTEGER is 64-bit: a larger exact sum is stored as its decimal text."""
+    return units if -INT64_SAFE < units < INT64_SAFE else str(units)
+
+
 def aggregate(trades: Trades, timeframe: str, tf_ms: int) -> list[Bar]:
     """Partial bars of one batch, one per bucket it touches (vectorised)."""
     n = len(trades)
@@ -153,8 +169,8 @@ def aggregate(trades: Trades, timeframe: str, tf_ms: int) -> list[Bar]:
     cut = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1
     starts = np.concatenate(([0], cut))
     ends = np.concatenate((cut, [n])) - 1
-    qty_u = np.rint(qty * QTY_SCALE).astype(np.int64)
-    quote_u = np.rint(price * qty * QUOTE_SCALE).astype(np.int64)
+    qty_u = _units(qty * QTY_SCALE)
+    quote_u = _units(price * qty * QUOTE_SCALE)
     taker = ~t.is_buyer_maker
     tb_qty = np.where(taker, qty_u, 0)
     tb_quote = np.where(taker, quote_u, 0)

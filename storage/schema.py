@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS bars(
     revision INTEGER NOT NULL DEFAULT 0,   -- >0: revised by late trades after it closed
     closed INTEGER NOT NULL DEFAULT 0,     -- 0: in progress
     volume_units INTEGER NOT NULL DEFAULT 0,            -- exact sums behind the REAL columns:
-    quote_units INTEGER NOT NULL DEFAULT 0,             -- qty in 1e-8, price*qty in 2^-30
+    quote_units INTEGER NOT NULL DEFAULT 0,             -- qty in 1e-8, price*qty in 2^-24
     taker_buy_volume_units INTEGER NOT NULL DEFAULT 0,
     taker_buy_quote_units INTEGER NOT NULL DEFAULT 0,
     origin TEXT NOT NULL DEFAULT 'flow',   -- flow | upload

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from flows.bars import QUOTE_SCALE
 from ticklens.config import SYMBOL_RE, TIMEFRAME_MS
 from ticklens.times import iso_ms, parse_time
 
@@ -156,8 +157,8 @@ def bar_row(r: tuple, now_ms: int) -> tuple:
     return (
         sym, tf, start, o, h, lo, c, v, qv, int(n or 0), tbv or 0.0, tbqv or 0.0, vwap,
         0.0, 0, start, -1, end, -1, -1, -1, 0, 1,
-        round(v * VOLUME_UNIT), round(qv * QUOTE_UNIT), round((tbv or 0.0) * VOLUME_UNIT),
-        round((tbqv or 0.0) * QUOTE_UNIT), now_ms, "upload",
+        round(v * VOLUME_UNIT), round(qv * int(QUOTE_SCALE)), round((tbv or 0.0) * VOLUME_UNIT),
+        round((tbqv or 0.0) * int(QUOTE_SCALE)), now_ms, "upload",
     )  # fmt: skip
 
 
@@ -169,7 +170,6 @@ UPLOAD_COLUMNS = (
 )  # fmt: skip
 # The exact integer sums the flow keeps beside the REAL columns (see storage/schema.py).
 VOLUME_UNIT = 10**8
-QUOTE_UNIT = 2**30
 _INSERT = f"INSERT OR REPLACE INTO bars({','.join(UPLOAD_COLUMNS)}) VALUES({','.join('?' * len(UPLOAD_COLUMNS))})"
 
 

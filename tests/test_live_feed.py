@@ -35,7 +35,7 @@ def bars_match(db: Path, trades: pl.DataFrame) -> str:
             if ours[field].to_list() != ref[field].to_list():
                 return f"{tf}: field {field} differs"
         rel = ((ours["quote_volume"] - ref["quote_volume"]).abs() / ref["quote_volume"]).max()
-        if rel > 1e-10:
+        if rel > 1e-7:
             return f"{tf}: quote_volume off by {rel}"
     return ""
 
