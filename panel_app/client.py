@@ -231,6 +231,10 @@ class Api:
         )
         return shown, note
 
+    def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
+        params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
+        return self.get(f"/api/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
+
     def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
         return self.get(f"/api/stats/{symbol}", window=window, timeframe=timeframe)
 

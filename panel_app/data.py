@@ -19,6 +19,12 @@ from panel_app.page import Page, card
 from ticklens.times import iso_ms, parse_time
 
 ERROR_COLUMNS = ["row", "line", "errors"]
+EMPTY_COLUMNS = ["start", "end", "buckets", "status", "last_id_before", "first_id_after"]
+
+
+def empty_runs_frame(body: dict) -> pd.DataFrame:
+    """`/api/continuity`'s runs of empty buckets, one row per run."""
+    return pd.DataFrame([{c: e.get(c) for c in EMPTY_COLUMNS} for e in body.get("empty", [])], columns=EMPTY_COLUMNS)
 
 
 def upload_errors_frame(detail: Any) -> pd.DataFrame:
@@ -75,6 +81,18 @@ class DataPage(Page):
             layout="fit_data_stretch",
             height=220,
         )
+        self.check_btn = w.Button(name="Check continuity", button_type="primary", width=170, align="end")
+        self.check_btn.on_click(self.safely(lambda _e: self.check_continuity()))
+        self.continuity_html = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.continuity_table = w.Tabulator(
+            empty_runs_frame({}),
+            show_index=False,
+            disabled=True,
+            visible=False,
+            sizing_mode="stretch_width",
+            layout="fit_data_stretch",
+            height=240,
+        )
         pn.bind(self._filename, self.param.symbol, self.param.kind, self.param.timeframe, self.param.fmt, watch=True)
 
     def view(self) -> pn.viewable.Viewable:
@@ -123,7 +141,38 @@ class DataPage(Page):
             title="Upload historical bars",
             sizing_mode="stretch_width",
         )
-        return pn.Column(self.message, collection, export, upload, sizing_mode="stretch_width")
+        continuity = pn.Card(
+            pn.pane.Markdown(
+                "Empty buckets of the symbol, timeframe and range above. **quiet**: trade ids run on without a "
+                "break across it, so nothing traded. **unknown**: a trade-id gap spans it, trades may be missing."
+            ),
+            self.check_btn,
+            self.continuity_html,
+            self.continuity_table,
+            title="Continuity audit",
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(self.message, collection, export, continuity, upload, sizing_mode="stretch_width")
+
+    # --- continuity -----------------------------------------------------------------
+
+    def check_continuity(self) -> None:
+        s, e = self._range_ms()
+        body = self.api.continuity(self.symbol, self.timeframe, s, e)
+        gaps = body.get("gaps", [])
+        tiles = [
+            card("bars", f"{body.get('bars', 0):,}", f"{self.symbol} {self.timeframe}"),
+            card("quiet buckets", f"{body.get('quiet_buckets', 0):,}", "ids continuous", "#1a7f37"),
+            card("unknown buckets", f"{body.get('unknown_buckets', 0):,}", "inside a gap", "#cf222e"),
+            card(
+                "trade-id gaps",
+                f"{sum(1 for g in gaps if g['status'] != 'filled')} open",
+                f"{sum(1 for g in gaps if g['status'] == 'filled')} filled",
+            ),
+        ]
+        self.continuity_html.object = f'<div class="tl-cards">{"".join(tiles)}</div>'
+        self.continuity_table.value = empty_runs_frame(body)
+        self.continuity_table.visible = True
 
     # --- collection -----------------------------------------------------------------
 

@@ -275,6 +275,29 @@ def test_downloads_parse_and_match_the_api(dash: object, stack: Stack) -> None:
     assert not page.console.take()
 
 
+def test_continuity_audit_on_the_data_page_shows_what_the_api_finds(dash: object, stack: Stack) -> None:
+    page = dash
+    start, end = "2024-07-18T23:57:00Z", "2024-07-18T23:59:00Z"
+    with stack.api() as api:
+        want = api.get("/api/continuity/btcusdt", params={"timeframe": "1s", "start": start, "end": end}).json()
+    assert want["empty"], "the sample has quiet seconds in this range"
+    goto(page, "Data")
+    _set(page, "From (ISO-8601 UTC, inclusive)", start)
+    _set(page, "To (exclusive; empty = now)", end)
+    page.get_by_label("Timeframe").select_option("1s")
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Check continuity", exact=True).click()
+    status_cells = page.locator(".tabulator-cell[tabulator-field=status]")
+    status_cells.first.wait_for(timeout=10_000)
+    page.wait_for_timeout(500)
+    shown = [c.strip() for c in status_cells.all_inner_texts()]
+    # Tabulator renders the visible rows; they must be the API's, in order.
+    assert shown and shown == [e["status"] for e in want["empty"]][: len(shown)]
+    tiles = page.locator(".tl-card").all_inner_texts()
+    assert any(f"{want['quiet_buckets']:,}" in t and "quiet" in t.lower() for t in tiles), tiles
+    assert not page.console.take()
+
+
 def test_long_window_is_served_by_coarser_stored_bars_joined_without_gap(stack: Stack) -> None:
     """The Market chart's long ranges: 1m bars for the history, raw 1s bars for the newest part."""
     from panel_app.client import Api
