@@ -34,6 +34,19 @@ def upload_errors_frame(detail: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
 
 
+def _result_table(frame: pd.DataFrame, height: int) -> pn.widgets.Tabulator:
+    """A read-only table, hidden until there is something to show."""
+    return pn.widgets.Tabulator(
+        frame,
+        show_index=False,
+        disabled=True,
+        visible=False,
+        sizing_mode="stretch_width",
+        layout="fit_data_stretch",
+        height=height,
+    )
+
+
 class DataPage(Page):
     """Collection control and the data's way in and out."""
 
@@ -72,27 +85,11 @@ class DataPage(Page):
         self.upload_btn.on_click(self.safely(lambda _e: self.upload()))
         self._ticks = 0
         self.upload_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
-        self.upload_errors = w.Tabulator(
-            upload_errors_frame({}),
-            show_index=False,
-            disabled=True,
-            visible=False,
-            sizing_mode="stretch_width",
-            layout="fit_data_stretch",
-            height=220,
-        )
+        self.upload_errors = _result_table(upload_errors_frame({}), height=220)
         self.check_btn = w.Button(name="Check continuity", button_type="primary", width=170, align="end")
         self.check_btn.on_click(self.safely(lambda _e: self.check_continuity()))
         self.continuity_html = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.continuity_table = w.Tabulator(
-            empty_runs_frame({}),
-            show_index=False,
-            disabled=True,
-            visible=False,
-            sizing_mode="stretch_width",
-            layout="fit_data_stretch",
-            height=240,
-        )
+        self.continuity_table = _result_table(empty_runs_frame({}), height=240)
         pn.bind(self._filename, self.param.symbol, self.param.kind, self.param.timeframe, self.param.fmt, watch=True)
 
     def view(self) -> pn.viewable.Viewable:
