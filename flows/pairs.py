@@ -264,6 +264,8 @@ def symbol_stats_step(cfg: Config) -> Callable[[dict | None, SymbolOut], tuple[d
         results = []
         by = _closed_by_tf(out)
         for tf in cfg.timeframes:
+            if tf not in cfg.stats.timeframes:
+                continue
             if tf not in state:
                 state[tf] = (Aligner([out.symbol], TIMEFRAME_MS[tf]), SymbolStats(window))
             aligner, stats = state[tf]

@@ -7,6 +7,7 @@ arrays), so per-trade Python work happens only at the wire edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -87,12 +88,12 @@ class Trades:
         """Rows for the `ticks` table, in its column order."""
         return list(
             zip(
-                [self.symbol] * len(self),
+                repeat(self.symbol, len(self)),
                 self.trade_id.tolist(),
                 self.ts_ms.tolist(),
                 self.price.tolist(),
                 self.qty.tolist(),
-                self.is_buyer_maker.astype(np.int8).tolist(),
+                self.is_buyer_maker.tolist(),  # bools bind as 0/1
                 self.first_id.tolist(),
                 self.last_id.tolist(),
                 self.event_ms.tolist(),

@@ -39,7 +39,8 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
                 if item.ticks is not None and len(item.ticks):
                     ticks.extend(item.ticks.rows())
                 # One row per bar: a batch may touch the same bar several times.
-                rows = {(b.timeframe, b.start_ms): b.row() for b in item.bars}
+                latest = {(b.timeframe, b.start_ms): b for b in item.bars}
+                rows = {k: b.row() for k, b in latest.items()}
                 bars.extend(rows.values())
                 merges.extend(b.row() for b in item.merges)
                 gaps.extend(

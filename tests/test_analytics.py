@@ -60,7 +60,7 @@ def flow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source={"stream": "trade"},
         pairs=[{"legs": ["btcusdt", "ethusdt"], "window": W, "timeframes": ["1s"], "adf_every": ADF_EVERY}],
         correlation={"symbols": ["btcusdt", "ethusdt"], "window": CORR_W, "timeframe": "1s"},
-        stats={"window": STATS_W},
+        stats={"window": STATS_W, "timeframes": ["1s", "1m"]},
     )
     res = run_flow(cfg, "--no-recovery")
     assert res.returncode == 0, res.stderr[-3000:]

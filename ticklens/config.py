@@ -145,6 +145,9 @@ class StatsConfig(_Model):
     # Per-symbol rolling statistics (mean, std, VWAP, volume, realised volatility) over this many bars.
     enabled: bool = True
     window: int = Field(60, ge=2, le=100_000)
+    # Stored per bar for these timeframes. 1s statistics are left to `GET /api/stats`, which
+    # computes any window on demand: storing them costs ~10 % of the flow's replay throughput.
+    timeframes: list[Timeframe] = Field(default_factory=lambda: ["1m", "5m"])
 
 
 class ApiConfig(_Model):
