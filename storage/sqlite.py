@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -84,8 +85,9 @@ def connect(path: Path | str, *, readonly: bool = False, create: bool = True) ->
     return conn
 
 
-class StoreFullError(RuntimeError):
-    """The disk (or the configured size cap) is full: the batch was rolled back whole."""
+class StoreWriteError(RuntimeError):
+    """The store cannot take a write (disk or size cap full, read-only, I/O error): the batch
+    was rolled back whole, so everything acknowledged before it is stored."""
 
 
 class StoreWriter:
@@ -149,10 +151,11 @@ class StoreWriter:
             c.execute("COMMIT")
         except BaseException as e:
             if c.in_transaction:
-                c.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error) and ("full" in str(e) or "read-only" in str(e) or "readonly" in str(e)):
-                raise StoreFullError(
-                    f"store {self.path} cannot take more data ({e}); the last batch was rolled back whole,"
+                with contextlib.suppress(sqlite3.Error):  # a failing disk may refuse this too
+                    c.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise StoreWriteError(
+                    f"store {self.path} cannot be written ({e}); the last batch was rolled back whole,"
                     " everything before it is stored"
                 ) from e
             raise

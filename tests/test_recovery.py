@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.flow_support import BTC_2020, ROOT, query, run_flow, write_config
 
 TABLE_QUERIES = {
@@ -124,7 +126,7 @@ def test_full_store_stops_the_flow_with_a_clear_error_and_loses_nothing_acknowle
     res = run_flow(cfg)
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
-    assert "StoreFullError" in last and "full" in last and "rolled back whole" in last
+    assert "StoreWriteError" in last and "database or disk is full" in last and "rolled back whole" in last
     db = tmp_path / "ticklens.db"
     n = query(db, "SELECT COUNT(*) FROM ticks")[0][0]
     assert 0 < n < 100_311
@@ -139,3 +141,32 @@ def test_full_store_stops_the_flow_with_a_clear_error_and_loses_nothing_acknowle
     cfg.write_text(cfg.read_text().replace("max_size_mb: 2", "max_size_mb: 200"))
     assert run_flow(cfg).returncode == 0
     assert query(db, "SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM ticks")[0] == (100_311, 100_311)
+
+
+def test_a_really_full_disk_stops_the_flow_clearly_and_loses_nothing(tmp_path: Path) -> None:
+    """The store on a 6 MB tmpfs: the disk itself fills (ENOSPC), not a size cap."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root in a privileged sandbox)")
+    try:
+        cfg = write_config(
+            tmp_path,
+            symbols=["btcusdt"],
+            source={"paths": [str(BTC_2020)], "batch_rows": 2000},
+            store={"path": str(mnt / "ticklens.db")},
+            recovery={"enabled": False},
+        )
+        db = mnt / "ticklens.db"
+        res = run_flow(cfg)
+        assert res.returncode == 1
+        last = res.stderr.strip().splitlines()[-1]
+        assert "StoreWriteError" in last and "full" in last and "rolled back whole" in last, last
+        subprocess.run(["mount", "-o", "remount,size=256m", str(mnt)], check=True)
+        n = query(db, "SELECT COUNT(*) FROM ticks")[0][0]
+        assert 0 < n < 100_311
+        assert query(db, "SELECT SUM(messages) FROM bars WHERE timeframe='1s'")[0][0] == n  # whole batches only
+        assert run_flow(cfg).returncode == 0  # room again: the same replay completes, nothing twice
+        assert query(db, "SELECT COUNT(*), COUNT(DISTINCT trade_id) FROM ticks")[0] == (100_311, 100_311)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
