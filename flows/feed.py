@@ -289,6 +289,7 @@ class Timeline:
         speed: float | None = 1.0,
         loop: bool = False,
         skip_ids: list[tuple[str, int, int]] | None = None,
+        start_loop: int = 0,
     ) -> None:
         if (tape is None) == (simulator is None):
             raise ValueError("a timeline replays a tape or runs a simulator")
@@ -309,6 +310,10 @@ class Timeline:
             self.sim_chunks: list[dict[str, np.ndarray]] = []
             self.sim_bases: list[int] = []
             self.sim_until = 0  # ms generated so far (exclusive)
+        # A looped tape may start at a later pass (times and ids shifted on), e.g. the pass
+        # nearest the wall clock, so a restarted demo sends ids the store has not seen.
+        self.base = start_loop * self.n if (tape is not None and loop) else 0
+        self.high_water = self.base
 
     def start(self, now: float) -> None:
         if self.wall0 is None:
@@ -333,11 +338,11 @@ class Timeline:
         k = (due_ts - int(ts[0])) // self.span
         if not self.loop:
             return self.n if k >= 1 else int(np.searchsorted(ts, due_ts, side="right"))
-        return k * self.n + int(np.searchsorted(ts, due_ts - k * self.span, side="right"))
+        return self.base + k * self.n + int(np.searchsorted(ts, due_ts - k * self.span, side="right"))
 
     def oldest_position(self) -> int:
         """The oldest position still held (a simulation keeps only the last 15 s)."""
-        return self.sim_bases[0] if self.sim is not None and self.sim_bases else 0
+        return self.sim_bases[0] if self.sim is not None and self.sim_bases else self.base
 
     def next_due_in(self, pos: int, now: float) -> float:
         """Seconds until position `pos` is due (for sleeping between sends)."""
@@ -346,7 +351,7 @@ class Timeline:
         if not self.loop and pos >= self.n:
             return 0.25
         ts = self.tape.cols["ts_ms"]  # type: ignore[union-attr]
-        k, i = divmod(pos, self.n)
+        k, i = divmod(pos - self.base, self.n)
         due_ts = int(ts[i]) + k * self.span
         return max(0.0, (due_ts - int(ts[0])) / 1000 / self.speed - (now - self.wall0))
 
@@ -862,6 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9443, help="0 picks a free port (printed)")
     p.add_argument("--speed", type=_parse_speed, default=1.0, help="trade-time factor; 0 or max: as fast as read")
     p.add_argument("--loop", action="store_true", help="start again at the end, times and ids shifted on")
+    p.add_argument(
+        "--start-now", action="store_true", help="with --loop: begin at the pass whose trade times are nearest now"
+    )
     p.add_argument("--simulate", action="store_true", help="generate a market instead of replaying files")
     p.add_argument("--symbols", default="btcusdt,ethusdt", help="simulated symbols, comma-separated")
     p.add_argument("--rate", type=float, default=50.0, help="simulated trades per second (all symbols)")
@@ -883,7 +891,11 @@ def build_state(args: argparse.Namespace) -> FeedState:
     else:
         if not args.files:
             raise SystemExit("ticklens feed: give files to replay, or --simulate --symbols …")
-        tl = Timeline(tape=load_tape(args.files), speed=args.speed, loop=args.loop, skip_ids=args.skip_ids)
+        tape = load_tape(args.files)
+        start_loop = 0
+        if args.loop and args.start_now and len(tape) and tape.span_ms > 0:
+            start_loop = max(0, (int(time.time() * 1000) - int(tape.cols["ts_ms"][0])) // tape.span_ms)
+        tl = Timeline(tape=tape, speed=args.speed, loop=args.loop, skip_ids=args.skip_ids, start_loop=start_loop)
     if args.simulate and args.skip_ids:
         tl.skip = [(tl.symbols.index(s), a, b) for s, a, b in args.skip_ids if s in tl.symbols]
     kinds = tuple(k for k in args.malformed.split(",") if k)

@@ -62,7 +62,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             if cfg.feed.simulate or not cfg.feed.paths:
                 feed_cmd += ["--simulate", "--symbols", ",".join(cfg.symbols)]
             else:
-                feed_cmd += [str(p) for p in cfg.feed.paths] + ["--loop"]
+                # Start at the pass nearest now: a restarted demo brings new ids and current times.
+                feed_cmd += [str(p) for p in cfg.feed.paths] + ["--loop", "--start-now"]
             feed_cmd += ["--speed", str(cfg.feed.speed)]
             procs["feed"] = _spawn("feed", feed_cmd, env)
             print(f"[ticklens] feed      ws://127.0.0.1:{url.port or cfg.feed.port}/market/stream", file=sys.stderr)
