@@ -289,7 +289,7 @@ class Timeline:
         speed: float | None = 1.0,
         loop: bool = False,
         skip_ids: list[tuple[str, int, int]] | None = None,
-        start_loop: int = 0,
+        offset_ms: int = 0,
     ) -> None:
         if (tape is None) == (simulator is None):
             raise ValueError("a timeline replays a tape or runs a simulator")
@@ -310,9 +310,14 @@ class Timeline:
             self.sim_chunks: list[dict[str, np.ndarray]] = []
             self.sim_bases: list[int] = []
             self.sim_until = 0  # ms generated so far (exclusive)
-        # A looped tape may start at a later pass (times and ids shifted on), e.g. the pass
-        # nearest the wall clock, so a restarted demo sends ids the store has not seen.
-        self.base = start_loop * self.n if (tape is not None and loop) else 0
+        # A looped tape may start `offset_ms` into its endless sequence (times and ids shifted
+        # on), e.g. at the wall clock, so a restarted demo sends ids the store has not seen.
+        self.offset_ms = offset_ms if (tape is not None and loop) else 0
+        self.base = 0
+        if self.offset_ms:
+            ts = tape.cols["ts_ms"]  # type: ignore[union-attr]
+            k0, rest = divmod(self.offset_ms, self.span)
+            self.base = k0 * self.n + int(np.searchsorted(ts, int(ts[0]) + rest, side="left"))
         self.high_water = self.base
 
     def start(self, now: float) -> None:
@@ -334,11 +339,11 @@ class Timeline:
         if self.speed is None:
             return self.n if not self.loop else 1 << 62
         ts = self.tape.cols["ts_ms"]  # type: ignore[union-attr]
-        due_ts = int(ts[0]) + int((now - self.wall0) * 1000 * self.speed)  # type: ignore[operator]
+        due_ts = int(ts[0]) + self.offset_ms + int((now - self.wall0) * 1000 * self.speed)  # type: ignore[operator]
         k = (due_ts - int(ts[0])) // self.span
         if not self.loop:
             return self.n if k >= 1 else int(np.searchsorted(ts, due_ts, side="right"))
-        return self.base + k * self.n + int(np.searchsorted(ts, due_ts - k * self.span, side="right"))
+        return k * self.n + int(np.searchsorted(ts, due_ts - k * self.span, side="right"))
 
     def oldest_position(self) -> int:
         """The oldest position still held (a simulation keeps only the last 15 s)."""
@@ -351,9 +356,9 @@ class Timeline:
         if not self.loop and pos >= self.n:
             return 0.25
         ts = self.tape.cols["ts_ms"]  # type: ignore[union-attr]
-        k, i = divmod(pos - self.base, self.n)
+        k, i = divmod(pos, self.n)
         due_ts = int(ts[i]) + k * self.span
-        return max(0.0, (due_ts - int(ts[0])) / 1000 / self.speed - (now - self.wall0))
+        return max(0.0, (due_ts - int(ts[0]) - self.offset_ms) / 1000 / self.speed - (now - self.wall0))
 
     def _simulate_until(self, now_ms: int) -> None:
         assert self.sim is not None
@@ -868,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_parse_speed, default=1.0, help="trade-time factor; 0 or max: as fast as read")
     p.add_argument("--loop", action="store_true", help="start again at the end, times and ids shifted on")
     p.add_argument(
-        "--start-now", action="store_true", help="with --loop: begin at the pass whose trade times are nearest now"
+        "--start-now", action="store_true", help="with --loop: begin where the shifted trade times reach now"
     )
     p.add_argument("--simulate", action="store_true", help="generate a market instead of replaying files")
     p.add_argument("--symbols", default="btcusdt,ethusdt", help="simulated symbols, comma-separated")
@@ -892,10 +897,10 @@ def build_state(args: argparse.Namespace) -> FeedState:
         if not args.files:
             raise SystemExit("ticklens feed: give files to replay, or --simulate --symbols …")
         tape = load_tape(args.files)
-        start_loop = 0
+        offset = 0
         if args.loop and args.start_now and len(tape) and tape.span_ms > 0:
-            start_loop = max(0, (int(time.time() * 1000) - int(tape.cols["ts_ms"][0])) // tape.span_ms)
-        tl = Timeline(tape=tape, speed=args.speed, loop=args.loop, skip_ids=args.skip_ids, start_loop=start_loop)
+            offset = max(0, int(time.time() * 1000) - int(tape.cols["ts_ms"][0]))
+        tl = Timeline(tape=tape, speed=args.speed, loop=args.loop, skip_ids=args.skip_ids, offset_ms=offset)
     if args.simulate and args.skip_ids:
         tl.skip = [(tl.symbols.index(s), a, b) for s, a, b in args.skip_ids if s in tl.symbols]
     kinds = tuple(k for k in args.malformed.split(",") if k)
