@@ -280,13 +280,3 @@ class BarBook:
                 n += 1
             del starts[:n]
         return closed
-
-    def close_all(self) -> list[Bar]:
-        """End of input: every bar is final."""
-        closed = []
-        for tf, book in self.book.items():
-            for start in self.open_starts[tf]:
-                book[start].closed = True
-                closed.append(book[start])
-            self.open_starts[tf] = []
-        return closed

@@ -89,20 +89,17 @@ class Dedup:
         self.holes: dict[int, Hole] = {}
 
     def fresh(self, trades: Trades) -> tuple[Trades, int]:
-        mask = self.fresh_mask_and_add(trades)
-        dups = int(len(mask) - mask.sum())
-        return (trades if dups == 0 else trades.take(np.flatnonzero(mask))), dups
-
-    def fresh_mask_and_add(self, trades: Trades) -> np.ndarray:
+        """(the trades not seen before, how many were dropped as repeats); marks them seen."""
         mask = self.seen.fresh_mask(trades.trade_id)
-        new_ids = trades.trade_id[mask] if not mask.all() else trades.trade_id
-        prev_holes = len(self.seen) - 1
-        self.seen.add(new_ids)
+        dups = int(len(mask) - mask.sum())
+        new = trades if dups == 0 else trades.take(np.flatnonzero(mask))
+        had_holes = len(self.seen) > 1
+        self.seen.add(new.trade_id)
         if len(trades):
             self.max_ts = max(self.max_ts, int(trades.ts_ms.max()))
-        if len(self.seen) - 1 > 0 or prev_holes > 0:
+        if had_holes or len(self.seen) > 1:
             self._track_holes(trades)
-        return mask
+        return new, dups
 
     def _track_holes(self, trades: Trades) -> None:
         current = {lo: hi for lo, hi in self.seen.holes()}

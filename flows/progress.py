@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from flows.events import FeedStats, SymbolOut
@@ -29,7 +29,6 @@ class SymbolHealth:
     gaps_open: int = 0
     gaps_total: int = 0
     watermark_ms: int = 0
-    latency_ms: list[float] = field(default_factory=list)
 
 
 class Progress:
@@ -86,7 +85,7 @@ class Progress:
             }
         }
         for sym, h in self.symbols.items():
-            docs[f"symbol:{sym}"] = {k: v for k, v in vars(h).items() if k != "latency_ms"}
+            docs[f"symbol:{sym}"] = asdict(h)
         return docs
 
     def print_line(self) -> None:

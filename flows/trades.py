@@ -75,15 +75,6 @@ class Trades:
             return self
         return self.take(np.lexsort((ids, ts)))
 
-    @staticmethod
-    def concat(batches: list[Trades]) -> Trades:
-        if len(batches) == 1:
-            return batches[0]
-        return Trades(
-            symbol=batches[0].symbol,
-            **{n: np.concatenate([getattr(b, n) for b in batches]) for n in COLUMNS},
-        )
-
     def rows(self) -> list[tuple]:
         """Rows for the `ticks` table, in its column order."""
         return list(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from flows.bars import BAR_COLUMNS
+from flows.bars import BAR_COLUMNS, QTY_SCALE, QUOTE_SCALE
 from storage.schema import create_schema
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
 _BAR_INSERT = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})"
 # A late trade for a bar no longer held in memory is folded into the stored bar.
+_Q, _P = float(QTY_SCALE), float(QUOTE_SCALE)
 _BAR_MERGE = f"""
 INSERT INTO bars({",".join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})
 ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET
@@ -39,12 +40,12 @@ ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET
   quote_units = quote_units + excluded.quote_units,
   taker_buy_volume_units = taker_buy_volume_units + excluded.taker_buy_volume_units,
   taker_buy_quote_units = taker_buy_quote_units + excluded.taker_buy_quote_units,
-  volume = (volume_units + excluded.volume_units) / 100000000.0,
-  quote_volume = (quote_units + excluded.quote_units) / 16777216.0,
-  taker_buy_volume = (taker_buy_volume_units + excluded.taker_buy_volume_units) / 100000000.0,
-  taker_buy_quote_volume = (taker_buy_quote_units + excluded.taker_buy_quote_units) / 16777216.0,
+  volume = (volume_units + excluded.volume_units) / {_Q},
+  quote_volume = (quote_units + excluded.quote_units) / {_P},
+  taker_buy_volume = (taker_buy_volume_units + excluded.taker_buy_volume_units) / {_Q},
+  taker_buy_quote_volume = (taker_buy_quote_units + excluded.taker_buy_quote_units) / {_P},
   trades = trades + excluded.trades,
-  vwap = ((quote_units + excluded.quote_units) / 16777216.0) / ((volume_units + excluded.volume_units) / 100000000.0),
+  vwap = ((quote_units + excluded.quote_units) / {_P}) / ((volume_units + excluded.volume_units) / {_Q}),
   max_qty = MAX(max_qty, excluded.max_qty),
   messages = messages + excluded.messages,
   first_id = MIN(first_id, excluded.first_id),
