@@ -36,7 +36,9 @@ def build_flow(cfg: Config) -> Dataflow:
     watched = op.merge("alert_inputs", barred, pairs)
     alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
     stored = op.merge("to_store", barred, split.falses, pairs, corr, sym_stats, alerts)
-    op.output("store", stored, SqliteSink(cfg.store.path, cfg.progress_interval_s, cfg.store.max_size_mb, cfg.store.cache_mb))
+    op.output(
+        "store", stored, SqliteSink(cfg.store.path, cfg.progress_interval_s, cfg.store.max_size_mb, cfg.store.cache_mb)
+    )
     return flow
 
 
