@@ -95,11 +95,11 @@ def insert_limit(work: Path, paths: list[Path], symbols: list[str], batch: int =
             is_buyer_maker=np.asarray(t["is_buyer_maker"].to_numpy(zero_copy_only=False), dtype=bool),
         )
         for i in range(0, len(tr), batch):
-            batches.append(tr.take(np.arange(i, min(i + batch, len(tr)))).rows())
+            batches.append(tr.take(np.arange(i, min(i + batch, len(tr)))))
     n = sum(len(b) for b in batches)
     t0 = time.perf_counter()
-    for rows in batches:
-        writer.write(ticks=rows)
+    for trades in batches:
+        writer.write(ticks=[trades])
     dt = time.perf_counter() - t0
     writer.close()
     return {"trades": n, "insert_s": dt, "trades_per_s": n / dt}

@@ -7,7 +7,6 @@ arrays), so per-trade Python work happens only at the wire edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
 
 import numpy as np
 
@@ -74,24 +73,6 @@ class Trades:
         if len(ts) < 2 or (np.all(ts[1:] >= ts[:-1]) and np.all((ts[1:] > ts[:-1]) | (ids[1:] > ids[:-1]))):
             return self
         return self.take(np.lexsort((ids, ts)))
-
-    def rows(self) -> list[tuple]:
-        """Rows for the `ticks` table, in its column order."""
-        return list(
-            zip(
-                repeat(self.symbol, len(self)),
-                self.trade_id.tolist(),
-                self.ts_ms.tolist(),
-                self.price.tolist(),
-                self.qty.tolist(),
-                self.is_buyer_maker.tolist(),  # bools bind as 0/1
-                self.first_id.tolist(),
-                self.last_id.tolist(),
-                self.event_ms.tolist(),
-                self.recv_ms.tolist(),
-                strict=True,
-            )
-        )
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from flows.alerts import AlertFired
 from flows.events import FeedStats, GapEvent, SymbolOut
 from flows.pairs import CorrOut, PairOut, SymbolStatsOut
 from flows.progress import Progress
-from flows.trades import Rejected
+from flows.trades import Rejected, Trades
 from flows.webhooks import WebhookDispatcher
 from storage import analytics
 from storage.sqlite import StoreWriter, now_ms
@@ -24,7 +24,7 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         self.webhooks.start()
 
     def write_batch(self, values: list[object]) -> None:
-        ticks: list[tuple] = []
+        ticks: list[Trades] = []
         bars: list[tuple] = []
         merges: list[tuple] = []
         rejects: list[tuple] = []
@@ -37,7 +37,7 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         for item in values:
             if isinstance(item, SymbolOut):
                 if item.ticks is not None and len(item.ticks):
-                    ticks.extend(item.ticks.rows())
+                    ticks.append(item.ticks)
                 # One row per bar: a batch may touch the same bar several times.
                 latest = {(b.timeframe, b.start_ms): b for b in item.bars}
                 rows = {k: b.row() for k, b in latest.items()}

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from flows.bars import BAR_COLUMNS, QTY_SCALE, QUOTE_SCALE
+from flows.trades import COLUMNS as TRADE_COLUMNS
+from flows.trades import Trades
 from storage.schema import create_schema
 
 if TYPE_CHECKING:
@@ -55,10 +57,46 @@ ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET
   origin = 'flow',
   updated_ms = excluded.updated_ms
 """
-_TICK_INSERT = (
-    "INSERT OR IGNORE INTO ticks(symbol, trade_id, ts_ms, price, qty, is_buyer_maker,"
-    " first_id, last_id, event_ms, recv_ms) VALUES(?,?,?,?,?,?,?,?,?,?)"
-)
+_TICK_COLUMNS = ("symbol", *TRADE_COLUMNS)
+_TICK_ROW = "(" + ",".join("?" * len(_TICK_COLUMNS)) + ")"
+# Multi-row VALUES: a statement step per 256 ticks instead of one per tick is ~35 % faster
+# than executemany over row tuples (docs/performance.md); the tail goes in smaller statements.
+_TICK_CHUNKS = (256, 32, 4, 1)
+
+
+def _tick_insert(rows: int) -> str:
+    return f"INSERT OR IGNORE INTO ticks({','.join(_TICK_COLUMNS)}) VALUES{','.join([_TICK_ROW] * rows)}"
+
+
+def tick_params(batches: Iterable[Trades]) -> list[object]:
+    """The batches' ticks as one flat parameter list in `ticks` column order (no row tuples)."""
+    width = len(_TICK_COLUMNS)
+    flat: list[object] = []
+    for t in batches:
+        n = len(t)
+        if not n:
+            continue
+        part: list[object] = [None] * (n * width)
+        part[0::width] = [t.symbol] * n
+        for j, name in enumerate(TRADE_COLUMNS, start=1):
+            part[j::width] = getattr(t, name).tolist()  # bools bind as 0/1
+        flat += part
+    return flat
+
+
+def insert_ticks(conn: sqlite3.Connection, flat: list[object]) -> None:
+    """Insert `tick_params` output; a tick already stored (same symbol and id) is skipped."""
+    width = len(_TICK_COLUMNS)
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+    pos, end = 0, len(flat)
+    for rows in _TICK_CHUNKS:
+        if rows > limit:
+            continue
+        step = rows * width
+        stop = pos + (end - pos) // step * step
+        if stop > pos:
+            conn.executemany(_tick_insert(rows), [flat[i : i + step] for i in range(pos, stop, step)])
+            pos = stop
 
 
 def now_ms() -> int:
@@ -107,7 +145,7 @@ class StoreWriter:
 
     def write(
         self,
-        ticks: Iterable[tuple] = (),
+        ticks: Iterable[Trades] = (),
         bars: Iterable[tuple] = (),
         bar_merges: Iterable[tuple] = (),
         rejects: Iterable[tuple] = (),
@@ -125,7 +163,7 @@ class StoreWriter:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            c.executemany(_TICK_INSERT, ticks)
+            insert_ticks(c, tick_params(ticks))
             c.executemany(_BAR_INSERT, (r + (ts,) for r in bars))
             c.executemany(_BAR_MERGE, (r + (ts,) for r in bar_merges))
             c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", rejects)

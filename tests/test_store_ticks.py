@@ -1,0 +1,78 @@
+"""The chunked multi-row tick insert stores every tick once, exactly, for any batch size."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from flows.trades import Trades
+from storage.sqlite import StoreWriter
+
+COLS = ["symbol", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id", "event_ms", "recv_ms"]
+
+
+def _batch(symbol: str, first: int, n: int, seed: int) -> Trades:
+    rng = np.random.default_rng(seed)
+    ids = np.arange(first, first + n, dtype=np.int64)
+    return Trades.from_columns(
+        symbol,
+        trade_id=ids,
+        ts_ms=1_700_000_000_000 + ids * 7,
+        price=np.round(60_000 + rng.standard_normal(n).cumsum(), 1),
+        qty=np.round(rng.random(n) * 3, 3),
+        is_buyer_maker=rng.random(n) < 0.5,
+        first_id=ids * 3,
+        last_id=ids * 3 + rng.integers(0, 4, n),
+        event_ms=1_700_000_000_000 + ids * 7 + 1,
+        recv_ms=1_700_000_000_000 + ids * 7 + 5,
+    )
+
+
+def _frame(batches: list[Trades]) -> pl.DataFrame:
+    """What the store must hold: the batches' columns, first occurrence of each (symbol, id)."""
+    parts = [
+        pl.DataFrame({"symbol": [t.symbol] * len(t)} | {c: getattr(t, c) for c in COLS[1:]}) for t in batches if len(t)
+    ]
+    df = pl.concat(parts).with_columns(pl.col("is_buyer_maker").cast(pl.Int64))
+    return df.unique(["symbol", "trade_id"], keep="first", maintain_order=True).sort("symbol", "trade_id")
+
+
+def _stored(path: Path) -> pl.DataFrame:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(f"SELECT {','.join(COLS)} FROM ticks ORDER BY symbol, trade_id").fetchall()
+    return pl.DataFrame(rows, schema=COLS, orient="row")
+
+
+# Sizes around every chunk boundary of the multi-row statements (256, 32, 4, 1 rows).
+@pytest.mark.parametrize("sizes", [[0], [1], [3, 4, 5], [31, 32, 33], [255, 256, 257], [1000, 0, 2571]])
+def test_every_tick_is_stored_once_with_every_column(tmp_path: Path, sizes: list[int]) -> None:
+    batches, first = [], 1
+    for i, n in enumerate(sizes):
+        batches.append(_batch("btcusdt" if i % 2 == 0 else "ethusdt", first, n, seed=i))
+        first += n
+    w = StoreWriter(tmp_path / "t.db")
+    w.write(ticks=batches)
+    w.close()
+    got = _stored(tmp_path / "t.db")
+    if sum(sizes) == 0:
+        assert got.height == 0
+        return
+    want = _frame(batches)
+    assert got.height == sum(sizes)
+    assert got.equals(want.select(COLS))
+
+
+def test_replayed_and_overlapping_batches_keep_the_first_copy(tmp_path: Path) -> None:
+    a = _batch("btcusdt", 1, 600, seed=1)
+    b = _batch("btcusdt", 300, 600, seed=2)  # ids 300..899: 300 already stored, with other values
+    w = StoreWriter(tmp_path / "t.db")
+    w.write(ticks=[a])
+    w.write(ticks=[b, a])  # the whole of `a` again in the same transaction
+    w.close()
+    got = _stored(tmp_path / "t.db")
+    assert got.height == 899
+    assert got.equals(_frame([a, b]).select(COLS))
