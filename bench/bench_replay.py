@@ -1,14 +1,18 @@
 """Replay throughput of the whole flow (ticks + 1s/1m/5m bars into SQLite), against the machine's own limit.
 
-    .venv/bin/python bench/bench_replay.py --trades 5000000 --repeats 3
+    .venv/bin/python bench/bench_replay.py --trades 5000000 --repeats 3 [--variant analytics|alerts]
 
-Input: archive-layout `trades` CSVs for two symbols, made by time- and id-shifting
+Input: archive-layout `trades` CSVs, one per symbol, made by time- and id-shifting
 the bundled hour of real BTCUSDT trades (bench/synth.py). Each run is a fresh
 store and a fresh `python -m flows.runner --no-recovery` process at `speed: max`,
 timed from process start to exit (imports and schema creation included). The
-machine's limit is the same ticks inserted with batched `executemany` into the
-same schema (rows prepared beforehand, only the INSERT timed). Peak RSS of the
-flow process is read from /proc while it runs.
+machine's limit is the same ticks written into the same schema by the store's own
+batched INSERT (`StoreWriter.write`, 50,000 ticks a transaction; columns read
+beforehand, only the write timed). Peak RSS of the flow process is read from /proc
+while it runs. Variants: `core` (btcusdt + ethusdt, default configuration),
+`analytics` (+ the btcusdt-ethusdt pair on 1s and 1m and the 1s correlation matrix,
+the ethusdt leg a cointegrated walk), `alerts` (4 symbols, 100 active rules stored
+before the start: bench/bench_alerts.py's busy set).
 """
 
 from __future__ import annotations
@@ -30,9 +34,18 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_alerts import SYMBOLS as ALERT_SYMBOLS  # noqa: E402
+from bench.bench_alerts import hundred_rules, quiet  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
 from flows.trades import Trades  # noqa: E402
-from storage.sqlite import StoreWriter  # noqa: E402
+from storage.alerts import create_rule  # noqa: E402
+from storage.sqlite import StoreWriter, connect  # noqa: E402
+
+# The analytics variant: what bench/bench_analytics.py calls "+ pairs".
+ANALYTICS = {
+    "pairs": [{"legs": ["btcusdt", "ethusdt"], "window": 300, "timeframes": ["1s", "1m"], "adf_every": 10}],
+    "correlation": {"symbols": ["btcusdt", "ethusdt"], "window": 300, "timeframe": "1s"},
+}
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -45,10 +58,17 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_flow(work: Path, paths: list[Path], symbols: list[str], extra: dict | None = None) -> dict:
+def run_flow(
+    work: Path, paths: list[Path], symbols: list[str], extra: dict | None = None, rules: list | None = None
+) -> dict:
     db = work / "bench.db"
     for f in work.glob("bench.db*"):
         f.unlink()
+    if rules:  # stored before the flow starts, as the API would
+        conn = connect(db)
+        for r in rules:
+            create_rule(conn, r)
+        conn.close()
     cfg = {
         "symbols": symbols,
         "source": {"kind": "replay", "paths": [str(p) for p in paths], "speed": "max"},
@@ -73,7 +93,17 @@ def run_flow(work: Path, paths: list[Path], symbols: list[str], extra: dict | No
     with sqlite3.connect(db) as conn:
         n = conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
         bars = conn.execute("SELECT COUNT(*) FROM bars").fetchone()[0]
-    return {"trades": n, "bars": bars, "wall_s": wall, "trades_per_s": n / wall, "peak_rss_mb": peak}
+        pair_rows = conn.execute("SELECT COUNT(*) FROM pair_stats").fetchone()[0]
+        triggers = conn.execute("SELECT COUNT(*) FROM alert_events").fetchone()[0]
+    return {
+        "trades": n,
+        "bars": bars,
+        "pair_rows": pair_rows,
+        "alert_triggers": triggers,
+        "wall_s": wall,
+        "trades_per_s": n / wall,
+        "peak_rss_mb": peak,
+    }
 
 
 def insert_limit(work: Path, paths: list[Path], symbols: list[str], batch: int = 50_000) -> dict:
@@ -111,18 +141,35 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-at", type=int, default=1_000_000, help="also report peak RSS at this input size")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument(
+        "--variant",
+        choices=["core", "analytics", "alerts", "alerts-quiet"],
+        default="core",
+        help="core: btcusdt+ethusdt, default config; analytics: + a pair on 1s and 1m and the correlation"
+        " matrix (the ethusdt leg a cointegrated walk); alerts: 4 symbols with 100 active rules;"
+        " alerts-quiet: the same rules with thresholds no value reaches (evaluation without triggers)",
+    )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="ticklens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    symbols = ["btcusdt", "ethusdt"]
-    paths = shifted_trades_csv(work / "input", args.trades, tuple(s.upper() for s in symbols))
-    runs = [run_flow(work, paths, symbols) for _ in range(args.repeats)]
+    symbols, extra, rules = ["btcusdt", "ethusdt"], None, None
+    if args.variant == "analytics":
+        extra = ANALYTICS
+    elif args.variant == "alerts":
+        symbols, rules = list(ALERT_SYMBOLS), hundred_rules()
+    elif args.variant == "alerts-quiet":
+        symbols, rules = list(ALERT_SYMBOLS), quiet(hundred_rules())
+    legs = tuple(s.upper() for s in symbols)
+    coint = args.variant == "analytics"
+    paths = shifted_trades_csv(work / "input", args.trades, legs, cointegrated=coint)
+    runs = [run_flow(work, paths, symbols, extra, rules) for _ in range(args.repeats)]
     limits = [insert_limit(work, paths, symbols) for _ in range(args.repeats)]
-    small_paths = shifted_trades_csv(work / "input_small", args.rss_at, tuple(s.upper() for s in symbols))
-    small = run_flow(work, small_paths, symbols)
+    small_paths = shifted_trades_csv(work / "input_small", args.rss_at, legs, cointegrated=coint)
+    small = run_flow(work, small_paths, symbols, extra, rules)
     med = statistics.median(r["trades_per_s"] for r in runs)
     lim = statistics.median(r["trades_per_s"] for r in limits)
     out = {
+        "variant": args.variant,
         "trades": runs[0]["trades"],
         "flow_trades_per_s_median": round(med),
         "flow_runs": [round(r["trades_per_s"]) for r in runs],
@@ -131,6 +178,8 @@ def main() -> None:
         f"peak_rss_mb_at_{args.trades}": round(max(r["peak_rss_mb"] for r in runs), 1),
         f"peak_rss_mb_at_{args.rss_at}": round(small["peak_rss_mb"], 1),
         "bars": runs[0]["bars"],
+        "pair_rows": runs[0]["pair_rows"],
+        "alert_triggers": runs[0]["alert_triggers"],
         "load_avg": os.getloadavg(),
     }
     print(json.dumps(out, indent=2))

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
 BTC_2020 = ROOT / "data" / "sample" / "BTCUSDT-trades-2020-12-09T00.csv.gz"
 
 
-def shifted_trades_csv(out_dir: Path, n_trades: int, symbols: tuple[str, ...] = ("BTCUSDT",)) -> list[Path]:
-    """Archive-layout `trades` CSVs (one per symbol) of about n_trades in total, consecutive copies of the hour."""
+def shifted_trades_csv(
+    out_dir: Path, n_trades: int, symbols: tuple[str, ...] = ("BTCUSDT",), cointegrated: bool = False
+) -> list[Path]:
+    """Archive-layout `trades` CSVs (one per symbol) of about n_trades in total, consecutive copies of the hour.
+
+    `cointegrated`: every symbol after the first gets BTC's price x 0.0523 plus its own random
+    walk (an ETH-like leg), so pair statistics see two different series rather than one copy.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     base = pl.read_csv(BTC_2020, schema_overrides={"price": pl.Utf8, "qty": pl.Utf8, "quote_qty": pl.Utf8})
     span_ms = 3_600_000
@@ -20,12 +27,18 @@ def shifted_trades_csv(out_dir: Path, n_trades: int, symbols: tuple[str, ...] = 
     copies = -(-per_symbol // base.height)
     paths = []
     for k, sym in enumerate(symbols):
-        path = out_dir / f"{sym}-trades-bench-{per_symbol}.csv"
+        tag = "-coint" if cointegrated and k else ""
+        path = out_dir / f"{sym}-trades-bench-{per_symbol}{tag}.csv"
         if not path.exists():
             parts = [
                 base.with_columns(pl.col("id") + i * id_span + k, pl.col("time") + i * span_ms + k)
                 for i in range(copies)
             ]
-            pl.concat(parts).head(per_symbol).write_csv(path)
+            df = pl.concat(parts).head(per_symbol)
+            if tag:
+                walk = np.cumsum(np.random.default_rng(k).normal(0, 0.01, df.height))
+                price = (df["price"].cast(pl.Float64) * 0.0523 + walk).round(2)
+                df = df.with_columns(price.cast(pl.Utf8).alias("price"))
+            df.write_csv(path)
         paths.append(path)
     return paths

@@ -366,18 +366,18 @@ def scan(
     p = 0
     while p < n:
         if not armed:
-            j = int(np.searchsorted(release_idx, p))
+            j = int(release_idx.searchsorted(p))  # the method: no numpy wrapper per trigger
             if j == len(release_idx):
                 break
             armed, p = True, int(release_idx[j]) + 1
             continue
-        j = int(np.searchsorted(enter_idx, p))
+        j = int(enter_idx.searchsorted(p))
         if j == len(enter_idx):
             break
         i = int(enter_idx[j])
         if cool_ms and last is not None and clock[i] < last + cool_ms:
             if level:  # still armed: the first true value after the cooldown fires
-                k = int(np.searchsorted(clock, last + cool_ms, side="left"))
+                k = int(clock.searchsorted(last + cool_ms, side="left"))
                 p = max(i + 1, k)
             else:  # a crossing inside the cooldown is spent
                 armed, p = False, i + 1

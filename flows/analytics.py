@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from flows.unitroot import ADF_N1_NOCONST, EG_N2_CONST, adf_stat_noconst, eg_critical_values, mackinnon_p
+
 LN2 = math.log(2.0)
 
 
@@ -206,22 +208,19 @@ def coint_stats(y: np.ndarray, x: np.ndarray, beta: float, lags: int) -> CointRe
     constant (residuals have mean zero) and a fixed number of lags, exactly
     as `statsmodels.tsa.stattools.coint(y, x, trend='c', maxlag=lags, autolag=None)`.
     """
-    from statsmodels.tsa.adfvalues import mackinnoncrit, mackinnonp
-    from statsmodels.tsa.stattools import adfuller
-
     # alpha = mean(y) - beta mean(x), so the residuals in centred form (no cancellation):
     resid = (y - y.mean()) - beta * (x - x.mean())
     n = len(resid)
     if n < lags + 8 or float(np.ptp(resid)) == 0.0:
         return None
-    stat, pvalue = adfuller(resid, maxlag=lags, autolag=None, regression="n", result_object=False)[:2]
-    stat = float(stat)
-    eg = float(mackinnonp(stat, regression="c", N=2))
-    crit = mackinnoncrit(N=2, regression="c", nobs=n - 1)
+    stat = adf_stat_noconst(resid, lags)
+    if not math.isfinite(stat):
+        return None
+    crit = eg_critical_values(n - 1)
     return CointResult(
         adf_stat=stat,
-        adf_pvalue=float(pvalue),
-        eg_pvalue=eg,
+        adf_pvalue=mackinnon_p(stat, ADF_N1_NOCONST),
+        eg_pvalue=mackinnon_p(stat, EG_N2_CONST),
         crit_1=float(crit[0]),
         crit_5=float(crit[1]),
         crit_10=float(crit[2]),

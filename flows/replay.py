@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import queue
 import re
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,7 +66,7 @@ class Block:
         return len(self.cols["ts_ms"])
 
 
-CSV_CHUNK_BYTES = 8 << 20
+CSV_CHUNK_BYTES = 2 << 20
 
 
 def _line_chunks(raw: io.BufferedIOBase, size: int = CSV_CHUNK_BYTES) -> Iterator[bytes]:
@@ -90,6 +92,7 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
         column_types={n: pa.float64() for n in ("price", "quantity", "qty")} | {"is_buyer_maker": pa.bool_()},
         true_values=["true", "True", "TRUE"],
         false_values=["false", "False", "FALSE"],
+        include_columns=[n for n in names if n != "quote_qty"],  # not parsing what we do not use
     )
     seen = 0
     with _open_bytes(path) as raw:
@@ -130,6 +133,54 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
             }
             pos = np.arange(seen - len(ts) + 1, seen + 1, dtype=np.int64)
             yield Block(np.full(len(ts), symbol, dtype=object), cols, pos), seen
+
+
+class Prefetch(Iterator[tuple[Block, int]]):
+    """An iterator run one item ahead in a daemon thread.
+
+    pyarrow's CSV parser and the decompressors release the GIL, and so does SQLite
+    while it inserts, so the next block is parsed on the otherwise idle second core
+    while the flow works on this one. Memory stays bounded: one block waits at most.
+    The thread holds no reference to this object, so dropping it stops the thread.
+    """
+
+    def __init__(self, source: Iterator[tuple[Block, int]]) -> None:
+        self._queue: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._end: BaseException | None = None
+        args = (source, self._queue, self._stop)
+        threading.Thread(target=_prefetch, args=args, name="replay-prefetch", daemon=True).start()
+
+    def __next__(self) -> tuple[Block, int]:
+        if self._end is not None:
+            raise self._end
+        ok, item = self._queue.get()
+        if ok:
+            return item  # type: ignore[return-value]
+        self._end = item  # type: ignore[assignment]
+        raise item  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+def _prefetch(source: Iterator[object], out: queue.Queue[tuple[bool, object]], stop: threading.Event) -> None:
+    def put(item: tuple[bool, object]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in source:
+            if not put((True, item)):
+                return
+        put((False, StopIteration()))
+    except BaseException as e:  # handed to the reader, raised there
+        put((False, e))
 
 
 @dataclass
@@ -201,8 +252,8 @@ class FileStream:
             kind, symbol = file_kind(self.path)
             if kind == "ws":
                 self._blocks = _ws_blocks(self.path, self.position, self.stats, self.rejects)
-            else:
-                self._blocks = _csv_blocks(self.path, kind, symbol or "", self.position)
+            else:  # no shared state in CSV blocks, so they can be read ahead in a thread
+                self._blocks = Prefetch(_csv_blocks(self.path, kind, symbol or "", self.position))
         while self._buf is None or self._buf_offset >= len(self._buf):
             try:
                 block, end_pos = next(self._blocks)

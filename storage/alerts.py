@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from flows.alerts import AlertFired, AlertRule, StoredRule
-from storage.sqlite import connect, now_ms
+from storage.sqlite import connect, insert_flat, now_ms
 
 EVENT_COLUMNS = (
     "id",
@@ -31,10 +31,12 @@ EVENT_COLUMNS = (
     "webhook_attempts",
 )
 _RULE_COLUMNS = "id, rule, enabled, version, created_ms, updated_ms"
-_EVENT_INSERT = (
+_EVENT_HEAD = (
     "INSERT OR IGNORE INTO alert_events(rule_id, rule_name, symbol, metric, timeframe, operator, value,"
-    " threshold, event_ms, ref, wall_ms, webhook, webhook_status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " threshold, event_ms, ref, wall_ms, webhook, webhook_status)"
 )
+_EVENT_WIDTH = 13
+_EVENT_INSERT = f"{_EVENT_HEAD} VALUES({','.join('?' * _EVENT_WIDTH)})"
 # Cheap: changes on every create, edit and delete.
 _FINGERPRINT = (
     "SELECT COUNT(*), COALESCE(MAX(updated_ms), 0), COALESCE(SUM(version), 0), COALESCE(MAX(id), 0) FROM alert_rules"
@@ -117,15 +119,15 @@ def insert_events(conn: sqlite3.Connection, events: Iterable[AlertFired], wall_m
     Only triggers with a webhook need to know whether they are new (so a
     replay does not send them again); the rest go in one executemany.
     """
-    plain = []
+    plain: list[object] = []
     fresh = []
     for e in events:
         if e.webhook:
             if conn.execute(_EVENT_INSERT, _event_row(e, wall_ms)).rowcount > 0:
                 fresh.append(e)
         else:
-            plain.append(_event_row(e, wall_ms))
-    conn.executemany(_EVENT_INSERT, plain)
+            plain += _event_row(e, wall_ms)
+    insert_flat(conn, _EVENT_HEAD, _EVENT_WIDTH, plain)
     return fresh
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
+from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -13,15 +16,77 @@ from flows.progress import Progress
 from flows.trades import Rejected, Trades
 from flows.webhooks import WebhookDispatcher
 from storage import analytics
-from storage.sqlite import StoreWriter, now_ms
+from storage.sqlite import StoreWriter, TickParams, now_ms
+
+
+class _WriterThread:
+    """The store's writes on their own thread, one batch behind the flow.
+
+    SQLite releases the GIL while it inserts, so the flow computes the next batch
+    on one core while this one is written on the other. One batch waits at most
+    (backpressure); `flush` returns once everything handed over is committed. The
+    first failed batch is rolled back whole (StoreWriter), nothing after it is
+    written, and its error is raised to the flow at its next call. Not a daemon:
+    if the flow dies, what was handed over is still written before the process exits.
+    """
+
+    def __init__(self, writer: StoreWriter, webhooks: WebhookDispatcher) -> None:
+        self.writer = writer
+        self.webhooks = webhooks
+        self.error: BaseException | None = None
+        self._raised = False
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="store-writer")
+        self._thread.start()
+
+    def submit(self, batch: dict[str, Any]) -> None:
+        self._raise()
+        self._queue.put(batch)
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self.writer.close()
+        self._raise()
+
+    def _raise(self) -> None:
+        """Once: bytewax closes the partition while unwinding, and a second raise there aborts."""
+        if self.error is not None and not self._raised:
+            self._raised = True
+            raise self.error
+
+    def _run(self) -> None:
+        main = threading.main_thread()
+        while True:
+            try:
+                batch = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if not main.is_alive():  # the interpreter is exiting without close()
+                    return
+                continue
+            try:
+                if batch is None:
+                    return
+                if self.error is None:
+                    fresh = self.writer.write(**batch)
+                    if fresh:  # after the commit: a stored trigger is a sent-or-pending one
+                        self.webhooks.submit(fresh)
+            except BaseException as e:  # noqa: BLE001 (raised to the flow at its next call)
+                self.error = e
+            finally:
+                self._queue.task_done()
 
 
 class _SqlitePartition(StatefulSinkPartition[object, None]):
     def __init__(self, path: Path, progress: Progress, max_size_mb: int | None = None, cache_mb: int = 64) -> None:
-        self.writer = StoreWriter(path, max_size_mb, cache_mb)
         self.progress = progress
         self.webhooks = WebhookDispatcher(path)
         self.webhooks.start()
+        self.writer = _WriterThread(StoreWriter(path, max_size_mb, cache_mb), self.webhooks)
 
     def write_batch(self, values: list[object]) -> None:
         ticks: list[Trades] = []
@@ -71,27 +136,31 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         if self.progress.due() or ended:
             status = self.progress.status_docs()
             self.progress.print_line()
-        fresh = self.writer.write(
-            ticks=ticks,
-            bars=bars,
-            bar_merges=merges,
-            rejects=rejects,
-            gaps=gaps,
-            status=status,
-            extra=extra,
-            alerts=fired,
+        self.writer.submit(
+            {
+                "ticks": TickParams.of(ticks),
+                "bars": bars,
+                "bar_merges": merges,
+                "rejects": rejects,
+                "gaps": gaps,
+                "status": status,
+                "extra": extra,
+                "alerts": fired,
+            }
         )
-        if fresh:
-            self.webhooks.submit(fresh)  # after the commit: a stored trigger is a sent-or-pending one
 
     def snapshot(self) -> None:
+        # The epoch's recovery snapshot is committed after this: everything before it is stored.
+        self.writer.flush()
         return None
 
     def close(self) -> None:
-        self.writer.write(status=self.progress.status_docs())
+        self.writer.submit({"status": self.progress.status_docs()})
         self.progress.print_line()
-        self.writer.close()
-        self.webhooks.close(timeout_s=5.0)
+        try:
+            self.writer.close()
+        finally:
+            self.webhooks.close(timeout_s=5.0)
 
 
 class SqliteSink(FixedPartitionedSink[object, None]):

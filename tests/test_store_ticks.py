@@ -47,8 +47,8 @@ def _stored(path: Path) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=COLS, orient="row")
 
 
-# Sizes around every chunk boundary of the multi-row statements (256, 32, 4, 1 rows).
-@pytest.mark.parametrize("sizes", [[0], [1], [3, 4, 5], [31, 32, 33], [255, 256, 257], [1000, 0, 2571]])
+# Sizes around every chunk boundary of the multi-row statements (2048, 128, 8, 1 rows).
+@pytest.mark.parametrize("sizes", [[0], [1], [7, 8, 9], [127, 128, 129], [2047, 2048, 2049], [5000, 0, 2193]])
 def test_every_tick_is_stored_once_with_every_column(tmp_path: Path, sizes: list[int]) -> None:
     batches, first = [], 1
     for i, n in enumerate(sizes):

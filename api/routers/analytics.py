@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from api.deps import Conn, Limit, State, TimeRange, param_error, require_symbol
 from flows.analytics import CorrMatrix, PairParams, PairRow, backtest, coint_at, coint_stats, pair_rows
 from flows.pairs import align_frames, pair_params, pair_timeframes
+from flows.unitroot import eg_critical_values
 from storage import analytics as store
 from ticklens.config import SYMBOL_RE, TIMEFRAME_MS, Config
 from ticklens.times import iso_ms
@@ -142,9 +143,7 @@ def _num(v: float | None) -> float | None:
 
 
 def _adf(c: PairRow | None, window: int, tf: str) -> dict:
-    from statsmodels.tsa.adfvalues import mackinnoncrit
-
-    crit = mackinnoncrit(N=2, regression="c", nobs=window - 1)
+    crit = eg_critical_values(window - 1)
     hl = _num(c.half_life) if c else None
     return {
         "at": iso_ms(c.coint_ms) if c and c.coint_ms is not None else None,
@@ -338,7 +337,7 @@ def get_adf(
     timeframe: Annotated[Tf, Query(description="Bar length")] = "1m",
     lags: Annotated[int, Query(ge=0, le=50, description="Lagged differences in the ADF regression")] = 1,
 ) -> ORJSONResponse:
-    """Engle-Granger test of y on x over the newest `window` aligned bars (statsmodels, on demand)."""
+    """Engle-Granger test of y on x over the newest `window` aligned bars (on demand)."""
     a, b = _symbols(symbols, 2, 2)
     _known(state, conn, [a, b])
     w = window or DEFAULT_WINDOW
