@@ -62,6 +62,47 @@ def hundred_rules() -> list[AlertRule]:
     return out
 
 
+def typical_rules() -> list[AlertRule]:
+    """The same 25 rule shapes per symbol with settings a trader would use: level crossings with
+    $5 hysteresis and a 60 s cooldown, whale-size trades, busier volume/volatility thresholds.
+    Thresholds lie inside the data's range, so every batch is scanned (no bounds shortcut)."""
+    out = []
+    for s in SYMBOLS:
+        for k in range(8):
+            lvl = 18_150 + 30 * k + 0.005
+            for op, ex in (("crosses_above", lvl - 5), ("crosses_below", lvl + 5)):
+                out.append(
+                    AlertRule(
+                        name=f"{s} {op} {k}",
+                        metric="price",
+                        symbol=s,
+                        operator=op,
+                        threshold=lvl,
+                        exit_threshold=ex,
+                        cooldown_s=60,
+                    )
+                )
+        for k in range(4):
+            out.append(
+                AlertRule(
+                    name=f"{s} l{k}", metric="price", symbol=s, operator=">", threshold=18_200 + 50 * k, cooldown_s=30
+                )
+            )
+        out.append(AlertRule(name=f"{s} whale", metric="trade_size", symbol=s, operator=">", threshold=5))
+        out.append(AlertRule(name=f"{s} huge", metric="trade_size", symbol=s, operator=">=", threshold=10))
+        out.append(AlertRule(name=f"{s} vol", metric="volume", symbol=s, timeframe="1s", operator=">", threshold=50))
+        out.append(
+            AlertRule(
+                name=f"{s} rv", metric="volatility", symbol=s, timeframe="1s", operator=">", threshold=5e-4, window=30
+            )
+        )
+        out.append(
+            AlertRule(name=f"{s} ret", metric="return", symbol=s, timeframe="1m", operator="<", threshold=-0.002)
+        )
+    assert len(out) == 100
+    return out
+
+
 def four_symbol_recording(out: Path, n_trades: int) -> Path:
     """`<recv ns> <combined-stream JSON>` lines of 4 renamed, time-shifted copies of the BTC hour."""
     base = pl.read_csv(
@@ -147,7 +188,12 @@ def main() -> None:
         tmp = Path(d)
         paths = [four_symbol_recording(tmp / "four_symbols_trades.gz", args.trades)]
         rules = hundred_rules()
-        variants = {"no rules": [], "100 quiet rules": quiet(rules), "100 busy rules": rules}
+        variants = {
+            "no rules": [],
+            "100 quiet rules": quiet(rules),
+            "100 typical rules": typical_rules(),
+            "100 busy rules": rules,
+        }
         wall: dict[str, list[float]] = {k: [] for k in variants}
         cpu: dict[str, list[float]] = {k: [] for k in variants}
         fired: dict[str, int] = {}

@@ -1,6 +1,6 @@
 """Replay throughput of the whole flow (ticks + 1s/1m/5m bars into SQLite), against the machine's own limit.
 
-    .venv/bin/python bench/bench_replay.py --trades 5000000 --repeats 3 [--variant analytics|alerts]
+    .venv/bin/python bench/bench_replay.py --trades 5000000 --repeats 3 [--variant core|analytics|alerts|alerts-busy|alerts-quiet]
 
 Input: archive-layout `trades` CSVs, one per symbol, made by time- and id-shifting
 the bundled hour of real BTCUSDT trades (bench/synth.py). Each run is a fresh
@@ -12,7 +12,8 @@ beforehand, only the write timed). Peak RSS of the flow process is read from /pr
 while it runs. Variants: `core` (btcusdt + ethusdt, default configuration),
 `analytics` (+ the btcusdt-ethusdt pair on 1s and 1m and the 1s correlation matrix,
 the ethusdt leg a cointegrated walk), `alerts` (4 symbols, 100 active rules stored
-before the start: bench/bench_alerts.py's busy set).
+before the start: bench/bench_alerts.py's typical set), `alerts-busy` (its busy set,
+a trigger every ~10 trades), `alerts-quiet` (the busy set's rules, never reached).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_alerts import SYMBOLS as ALERT_SYMBOLS  # noqa: E402
-from bench.bench_alerts import hundred_rules, quiet  # noqa: E402
+from bench.bench_alerts import hundred_rules, quiet, typical_rules  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
 from flows.trades import Trades  # noqa: E402
 from storage.alerts import create_rule  # noqa: E402
@@ -143,11 +144,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument(
         "--variant",
-        choices=["core", "analytics", "alerts", "alerts-quiet"],
+        choices=["core", "analytics", "alerts", "alerts-busy", "alerts-quiet"],
         default="core",
         help="core: btcusdt+ethusdt, default config; analytics: + a pair on 1s and 1m and the correlation"
-        " matrix (the ethusdt leg a cointegrated walk); alerts: 4 symbols with 100 active rules;"
-        " alerts-quiet: the same rules with thresholds no value reaches (evaluation without triggers)",
+        " matrix (the ethusdt leg a cointegrated walk); alerts: 4 symbols with 100 active rules"
+        " (bench_alerts.typical_rules); alerts-busy: bench_alerts.hundred_rules, a trigger every ~10 trades;"
+        " alerts-quiet: those with thresholds no value reaches",
     )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="ticklens-bench-"))
@@ -156,6 +158,8 @@ def main() -> None:
     if args.variant == "analytics":
         extra = ANALYTICS
     elif args.variant == "alerts":
+        symbols, rules = list(ALERT_SYMBOLS), typical_rules()
+    elif args.variant == "alerts-busy":
         symbols, rules = list(ALERT_SYMBOLS), hundred_rules()
     elif args.variant == "alerts-quiet":
         symbols, rules = list(ALERT_SYMBOLS), quiet(hundred_rules())

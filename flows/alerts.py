@@ -337,6 +337,22 @@ def _may_change(rule: AlertRule, armed: bool, lo: float, hi: float) -> bool:
     return lo <= thr if armed else hi > e
 
 
+def _leapfrog(armed: bool, enter: np.ndarray, release: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Without a cooldown an entry fires iff the rule re-armed since the previous entry.
+
+    Entries and releases never share an index (the exit level is validated to lie on the
+    release side), so counting releases before each entry decides it with no loop.
+    Returns the firing entries and whether the rule is armed after the batch.
+    """
+    if len(enter) == 0:
+        return enter, armed or len(release) > 0
+    before = np.searchsorted(release, enter)  # releases before each entry
+    fire = np.empty(len(enter), dtype=bool)
+    fire[0] = armed or before[0] > 0
+    np.greater(before[1:], before[:-1], out=fire[1:])
+    return enter[fire], bool(len(release) > before[-1])  # re-armed after the last entry?
+
+
 def scan(
     rule: AlertRule,
     state: RuleState,
@@ -359,6 +375,11 @@ def scan(
         return []
     release_idx = np.flatnonzero(_release(rule, values))
     cool_ms = int(round(rule.cooldown_s * 1000))
+    if not cool_ms:
+        fired, state.armed = _leapfrog(state.armed, enter_idx, release_idx)
+        if len(fired):
+            state.last_fire_ms = int(ts[fired[-1]])
+        return fired.tolist()
     clock = np.maximum.accumulate(ts) if cool_ms else ts
     level = rule.operator in LEVEL_OPERATORS
     fires: list[int] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -113,20 +113,23 @@ def _event_row(e: AlertFired, wall_ms: int) -> tuple:
     )
 
 
-def insert_events(conn: sqlite3.Connection, events: Iterable[AlertFired], wall_ms: int) -> list[AlertFired]:
+def insert_events(conn: sqlite3.Connection, events: Sequence[AlertFired], wall_ms: int) -> list[AlertFired]:
     """Store triggers inside the caller's transaction; returns the webhook ones not stored before.
 
     Only triggers with a webhook need to know whether they are new (so a
-    replay does not send them again); the rest go in one executemany.
+    replay does not send them again); the rest go in multi-row statements.
     """
-    plain: list[object] = []
     fresh = []
     for e in events:
-        if e.webhook:
-            if conn.execute(_EVENT_INSERT, _event_row(e, wall_ms)).rowcount > 0:
-                fresh.append(e)
-        else:
-            plain += _event_row(e, wall_ms)
+        if e.webhook and conn.execute(_EVENT_INSERT, _event_row(e, wall_ms)).rowcount > 0:
+            fresh.append(e)
+    plain = [
+        v
+        for e in events
+        if not e.webhook
+        for v in (e.rule_id, e.rule_name, e.key, e.metric, e.timeframe, e.operator, e.value, e.threshold)
+        + (e.event_ms, e.ref, wall_ms, None, None)  # no webhook: no webhook status
+    ]
     insert_flat(conn, _EVENT_HEAD, _EVENT_WIDTH, plain)
     return fresh
 

@@ -15,13 +15,12 @@ from flows.analytics import PAIR_ROW_FIELDS, SYMBOL_ROW_FIELDS, PairRow
 from flows.pairs import CorrOut, PairOut, SymbolStatsOut
 
 _PAIR_COLS = ("pair", "timeframe", "leg_a", "leg_b", "window", *PAIR_ROW_FIELDS, "updated_ms")
-PAIR_INSERT = f"INSERT OR REPLACE INTO pair_stats({','.join(_PAIR_COLS)}) VALUES({','.join('?' * len(_PAIR_COLS))})"
 _SYM_COLS = ("symbol", "timeframe", "window", *SYMBOL_ROW_FIELDS, "updated_ms")
-SYMBOL_INSERT = f"INSERT OR REPLACE INTO symbol_stats({','.join(_SYM_COLS)}) VALUES({','.join('?' * len(_SYM_COLS))})"
-CORR_INSERT = (
-    "INSERT OR REPLACE INTO correlation(timeframe, sym_a, sym_b, start_ms, window, corr, updated_ms)"
-    " VALUES(?,?,?,?,?,?,?)"
-)
+_CORR_COLS = ("timeframe", "sym_a", "sym_b", "start_ms", "window", "corr", "updated_ms")
+# Heads of multi-row INSERTs (storage.sqlite.insert_flat): the rows below, in these column orders.
+PAIR_INSERT = f"INSERT OR REPLACE INTO pair_stats({','.join(_PAIR_COLS)})"
+SYMBOL_INSERT = f"INSERT OR REPLACE INTO symbol_stats({','.join(_SYM_COLS)})"
+CORR_INSERT = f"INSERT OR REPLACE INTO correlation({','.join(_CORR_COLS)})"
 
 
 def pair_rows(out: PairOut, now_ms: int) -> list[tuple]:

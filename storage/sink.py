@@ -95,7 +95,7 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         rejects: list[tuple] = []
         gaps: list[tuple] = []
         outs: list[tuple[SymbolOut, int]] = []
-        extra: list[tuple[str, list[tuple]]] = []  # analytics tables: (SQL, rows)
+        extra: list[tuple[str, list[tuple]]] = []  # analytics tables: (INSERT head, rows)
         fired: list[AlertFired] = []
         ended = False
         now = now_ms()

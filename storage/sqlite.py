@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import orjson
 
 from flows.bars import BAR_COLUMNS, QTY_SCALE, QUOTE_SCALE
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from flows.alerts import AlertFired
 
 _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
-_BAR_INSERT = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})"
+_BAR_HEAD = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms)"
 # A late trade for a bar no longer held in memory is folded into the stored bar.
 _Q, _P = float(QTY_SCALE), float(QUOTE_SCALE)
 _BAR_MERGE = f"""
@@ -106,8 +107,15 @@ class TickParams:
                 continue
             part: list[object] = [None] * (n * width)
             part[0::width] = [t.symbol] * n
+            done: list[tuple[np.ndarray, list]] = []
             for j, name in enumerate(TRADE_COLUMNS, start=1):
-                part[j::width] = getattr(t, name).tolist()  # bools bind as 0/1
+                col = getattr(t, name)
+                # A trade's first/last id and event/receive times often repeat its id and time:
+                # one Python list for equal columns (tolist is most of the cost here).
+                same = next((v for a, v in done if a.dtype == col.dtype and np.array_equal(a, col)), None)
+                values = same if same is not None else col.tolist()  # bools bind as 0/1
+                done.append((col, values))
+                part[j::width] = values
             flat += part
         return cls(flat)
 
@@ -169,12 +177,13 @@ class StoreWriter:
         rejects: Iterable[tuple] = (),
         gaps: Iterable[tuple] = (),
         status: dict[str, object] | None = None,
-        extra: Iterable[tuple[str, list[tuple]]] = (),
+        extra: Iterable[tuple[str, Sequence[tuple]]] = (),
         alerts: Sequence[AlertFired] = (),
     ) -> list[AlertFired]:
         """All of one dataflow batch in one transaction: a crash leaves none of it.
 
-        `extra`: (SQL, rows) pairs of other tables (analytics), written in the same transaction.
+        `extra`: (INSERT head without VALUES, rows) pairs of other tables (analytics), written
+        in the same transaction.
         Returns the webhook alert triggers not stored before (a replay finds the rest already there).
         """
         ts = now_ms()
@@ -182,7 +191,8 @@ class StoreWriter:
         c.execute("BEGIN IMMEDIATE")
         try:
             insert_ticks(c, ticks if isinstance(ticks, TickParams) else TickParams.of(ticks))
-            c.executemany(_BAR_INSERT, (r + (ts,) for r in bars))
+            # Rows in order: a bar given twice ends as its later row, as with one INSERT per row.
+            insert_flat(c, _BAR_HEAD, len(BAR_COLUMNS) + 1, [v for r in bars for v in (*r, ts)])
             c.executemany(_BAR_MERGE, (r + (ts,) for r in bar_merges))
             c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", rejects)
             c.executemany(
@@ -198,8 +208,9 @@ class StoreWriter:
                 gaps,
             )
             fresh = insert_alert_events(c, alerts, ts) if alerts else []
-            for sql, rows in extra:
-                c.executemany(sql, rows)
+            for head, rows in extra:
+                if rows:
+                    insert_flat(c, head, len(rows[0]), [v for r in rows for v in r])
             if status:
                 c.executemany(
                     "INSERT OR REPLACE INTO status(key, value, updated_ms) VALUES(?,?,?)",

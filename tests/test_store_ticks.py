@@ -76,3 +76,24 @@ def test_replayed_and_overlapping_batches_keep_the_first_copy(tmp_path: Path) ->
     got = _stored(tmp_path / "t.db")
     assert got.height == 899
     assert got.equals(_frame([a, b]).select(COLS))
+
+
+def test_trades_whose_ids_and_times_repeat_are_stored_column_for_column(tmp_path: Path) -> None:
+    """A plain trade's first/last id equal its id and its event/receive times its time: the
+    flattening shares those columns' values, and the stored columns must still be right."""
+    ids = np.arange(10, 3010, dtype=np.int64)
+    t = Trades.from_columns(
+        "solusdt",
+        trade_id=ids,
+        ts_ms=1_700_000_000_000 + ids,
+        price=ids * 0.5,
+        qty=np.full(len(ids), 0.25),
+        is_buyer_maker=ids % 3 == 0,
+    )
+    w = StoreWriter(tmp_path / "t.db")
+    w.write(ticks=[t])
+    w.close()
+    got = _stored(tmp_path / "t.db")
+    assert got.equals(_frame([t]).select(COLS))
+    assert got["first_id"].to_list() == got["last_id"].to_list() == ids.tolist()
+    assert got["event_ms"].to_list() == got["recv_ms"].to_list() == (1_700_000_000_000 + ids).tolist()
