@@ -476,17 +476,37 @@ class AlertBook:
         if len(trades) == 0:
             return out
         bounds: dict[str, tuple[float, float]] = {}
+        fired: list[tuple[StoredRule, np.ndarray]] = []  # (rule, values at its triggers)
+        at: list[np.ndarray] = []  # trade indices of the triggers
         for sr in rules:
             m = sr.rule.metric
             if m in TRADE_METRICS:
                 values = trades.price if m == "price" else trades.qty
                 if m not in bounds:
                     bounds[m] = (float(values.min()), float(values.max()))
-                self._fire(sr, values, trades.ts_ms, trades.trade_id, "{}", out, bounds[m])
+                idx = scan(sr.rule, self._state(sr), values, trades.ts_ms, bounds[m])
+                if idx:
+                    fired.append((sr, values[idx]))
+                    at.append(np.asarray(idx))
         self.last[("price", None)] = float(trades.price[-1])
         self.last[("trade_size", None)] = float(trades.qty[-1])
-        if len(out) > 1:
-            out.sort(key=lambda a: (a.event_ms, int(a.ref)))
+        if not fired:
+            return out
+        # Triggers in (trade time, trade id) order, rule order among one trade's (a stable sort),
+        # ordered before any object is built: a busy rule set fires on every tenth trade.
+        where = np.concatenate(at)
+        ts, ids = trades.ts_ms[where], trades.trade_id[where]
+        order = np.lexsort((ids, ts))
+        rule_no = np.repeat(np.arange(len(fired)), [len(a) for a in at])[order].tolist()
+        values = np.concatenate([v for _, v in fired])[order].tolist()
+        for k, v, t, i in zip(rule_no, values, ts[order].tolist(), ids[order].tolist(), strict=True):
+            sr = fired[k][0]
+            r = sr.rule
+            out.append(
+                AlertFired(
+                    sr.id, r.name, self.key, r.metric, r.timeframe, r.operator, v, r.threshold, t, str(i), r.webhook
+                )
+            )
         return out
 
     def bar_series(self, timeframe: str, bars: list[Bar]) -> dict[str, np.ndarray]:

@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS alert_rules(
     updated_ms INTEGER NOT NULL
 );
 -- Alert triggers; the UNIQUE key makes a replay or restart store each trigger once.
+-- (Stores made before 2026-11-26 have UNIQUE(rule_id, event_ms, symbol, ref) and an event_ms index: same use.)
 CREATE TABLE IF NOT EXISTS alert_events(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     rule_id INTEGER NOT NULL,
@@ -102,9 +103,8 @@ CREATE TABLE IF NOT EXISTS alert_events(
     webhook TEXT,
     webhook_status TEXT,             -- NULL (none) | pending | sent | failed
     webhook_attempts INTEGER NOT NULL DEFAULT 0,
-    UNIQUE(rule_id, event_ms, symbol, ref)
+    UNIQUE(event_ms, rule_id, symbol, ref)  -- also the index for time-ordered reads
 );
-CREATE INDEX IF NOT EXISTS alert_events_event ON alert_events(event_ms);
 """
 
 
