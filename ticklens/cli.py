@@ -123,7 +123,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop_api_flow(procs, cfg.api.host, cfg.api.port)
+        # The children run in their own sessions, so an aborted cleanup would leave them running:
+        # a second Ctrl-C only skips asking the API, and _stop_all always ends by killing.
+        with contextlib.suppress(KeyboardInterrupt):
+            _stop_api_flow(procs, cfg.api.host, cfg.api.port)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         _stop_all(procs)
 
 
