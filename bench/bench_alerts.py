@@ -33,44 +33,16 @@ from ticklens.config import parse_config  # noqa: E402
 SYMBOLS = ("btcusdt", "ethusdt", "solusdt", "bnbusdt")
 
 
-def hundred_rules() -> list[AlertRule]:
-    """25 per symbol: crossings and levels on price (with and without cooldown/exit), trade size, bar metrics."""
-    out = []
-    for s in SYMBOLS:
-        for k in range(8):  # levels spread over the hour's range (18135 … 18378)
-            lvl = 18_150 + 30 * k + 0.005
-            out.append(AlertRule(name=f"{s} x{k}", metric="price", symbol=s, operator="crosses_above", threshold=lvl))
-            out.append(AlertRule(name=f"{s} y{k}", metric="price", symbol=s, operator="crosses_below", threshold=lvl))
-        for k in range(4):
-            out.append(
-                AlertRule(
-                    name=f"{s} l{k}", metric="price", symbol=s, operator=">", threshold=18_200 + 50 * k, cooldown_s=30
-                )
-            )
-        out.append(AlertRule(name=f"{s} big", metric="trade_size", symbol=s, operator=">", threshold=0.5))
-        out.append(AlertRule(name=f"{s} huge", metric="trade_size", symbol=s, operator=">=", threshold=5))
-        out.append(AlertRule(name=f"{s} vol", metric="volume", symbol=s, timeframe="1s", operator=">", threshold=20))
-        out.append(
-            AlertRule(
-                name=f"{s} rv", metric="volatility", symbol=s, timeframe="1s", operator=">", threshold=2e-4, window=30
-            )
-        )
-        out.append(
-            AlertRule(name=f"{s} ret", metric="return", symbol=s, timeframe="1m", operator="<", threshold=-0.001)
-        )
-    assert len(out) == 100
-    return out
-
-
-def typical_rules() -> list[AlertRule]:
-    """The same 25 rule shapes per symbol with settings a trader would use: level crossings with
-    $5 hysteresis and a 60 s cooldown, whale-size trades, busier volume/volatility thresholds.
-    Thresholds lie inside the data's range, so every batch is scanned (no bounds shortcut)."""
+def _rule_set(
+    hysteresis: float, cross_cooldown_s: float, sizes: tuple[float, float], volume: float, vol: float, ret: float
+) -> list[AlertRule]:
+    """25 rules per symbol: 16 price crossings (8 levels over the hour's range 18135 … 18378, above
+    and below), 4 price levels with a 30 s cooldown, 2 trade sizes, 1s volume, 1s volatility, 1m return."""
     out = []
     for s in SYMBOLS:
         for k in range(8):
             lvl = 18_150 + 30 * k + 0.005
-            for op, ex in (("crosses_above", lvl - 5), ("crosses_below", lvl + 5)):
+            for op, ex in (("crosses_above", lvl - hysteresis), ("crosses_below", lvl + hysteresis)):
                 out.append(
                     AlertRule(
                         name=f"{s} {op} {k}",
@@ -78,8 +50,8 @@ def typical_rules() -> list[AlertRule]:
                         symbol=s,
                         operator=op,
                         threshold=lvl,
-                        exit_threshold=ex,
-                        cooldown_s=60,
+                        exit_threshold=ex if hysteresis else None,
+                        cooldown_s=cross_cooldown_s,
                     )
                 )
         for k in range(4):
@@ -88,19 +60,31 @@ def typical_rules() -> list[AlertRule]:
                     name=f"{s} l{k}", metric="price", symbol=s, operator=">", threshold=18_200 + 50 * k, cooldown_s=30
                 )
             )
-        out.append(AlertRule(name=f"{s} whale", metric="trade_size", symbol=s, operator=">", threshold=5))
-        out.append(AlertRule(name=f"{s} huge", metric="trade_size", symbol=s, operator=">=", threshold=10))
-        out.append(AlertRule(name=f"{s} vol", metric="volume", symbol=s, timeframe="1s", operator=">", threshold=50))
+        out.append(AlertRule(name=f"{s} big", metric="trade_size", symbol=s, operator=">", threshold=sizes[0]))
+        out.append(AlertRule(name=f"{s} huge", metric="trade_size", symbol=s, operator=">=", threshold=sizes[1]))
+        out.append(
+            AlertRule(name=f"{s} vol", metric="volume", symbol=s, timeframe="1s", operator=">", threshold=volume)
+        )
         out.append(
             AlertRule(
-                name=f"{s} rv", metric="volatility", symbol=s, timeframe="1s", operator=">", threshold=5e-4, window=30
+                name=f"{s} rv", metric="volatility", symbol=s, timeframe="1s", operator=">", threshold=vol, window=30
             )
         )
-        out.append(
-            AlertRule(name=f"{s} ret", metric="return", symbol=s, timeframe="1m", operator="<", threshold=-0.002)
-        )
+        out.append(AlertRule(name=f"{s} ret", metric="return", symbol=s, timeframe="1m", operator="<", threshold=ret))
     assert len(out) == 100
     return out
+
+
+def hundred_rules() -> list[AlertRule]:
+    """The busy set: bare crossings, trades over 0.5 BTC; a trigger every ~10 trades."""
+    return _rule_set(hysteresis=0, cross_cooldown_s=0, sizes=(0.5, 5), volume=20, vol=2e-4, ret=-0.001)
+
+
+def typical_rules() -> list[AlertRule]:
+    """Settings a trader would use: crossings with $5 hysteresis and a 60 s cooldown, whale-size
+    trades, higher volume/volatility thresholds. Thresholds lie inside the data's range, so
+    every batch is scanned (no bounds shortcut)."""
+    return _rule_set(hysteresis=5, cross_cooldown_s=60, sizes=(5, 10), volume=50, vol=5e-4, ret=-0.002)
 
 
 def four_symbol_recording(out: Path, n_trades: int) -> Path:

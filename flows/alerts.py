@@ -380,7 +380,7 @@ def scan(
         if len(fired):
             state.last_fire_ms = int(ts[fired[-1]])
         return fired.tolist()
-    clock = np.maximum.accumulate(ts) if cool_ms else ts
+    clock = np.maximum.accumulate(ts)  # a cooldown from here on
     level = rule.operator in LEVEL_OPERATORS
     fires: list[int] = []
     armed, last = state.armed, state.last_fire_ms
@@ -396,7 +396,7 @@ def scan(
         if j == len(enter_idx):
             break
         i = int(enter_idx[j])
-        if cool_ms and last is not None and clock[i] < last + cool_ms:
+        if last is not None and clock[i] < last + cool_ms:
             if level:  # still armed: the first true value after the cooldown fires
                 k = int(clock.searchsorted(last + cool_ms, side="left"))
                 p = max(i + 1, k)
@@ -439,35 +439,19 @@ class AlertBook:
         for rid in [r for r in self.rules if r not in live_ids]:
             del self.rules[rid]
 
-    def _fire(
-        self,
-        sr: StoredRule,
-        values: np.ndarray,
-        ts: np.ndarray,
-        refs: np.ndarray | list,
-        ref_fmt: str,
-        out: list[AlertFired],
-        bounds: tuple[float, float] | None = None,
-    ) -> None:
-        r = sr.rule
-        idx = scan(r, self._state(sr), values, ts, bounds)
-        if not idx:
-            return
-        out.extend(
-            AlertFired(
-                sr.id,
-                r.name,
-                self.key,
-                r.metric,
-                r.timeframe,
-                r.operator,
-                v,
-                r.threshold,
-                t,
-                ref_fmt.format(ref),
-                r.webhook,
+    def _fire(self, sr: StoredRule, values: np.ndarray, starts: np.ndarray, tf: str, out: list[AlertFired]) -> None:
+        """A bar or analytics rule over rows of one timeframe; the ref is '<timeframe>:<start>'."""
+        idx = scan(sr.rule, self._state(sr), values, starts)
+        if idx:
+            out.extend(
+                self._trigger(sr, v, t, f"{tf}:{t}")
+                for v, t in zip(values[idx].tolist(), starts[idx].tolist(), strict=True)
             )
-            for v, t, ref in zip(values[idx].tolist(), ts[idx].tolist(), np.asarray(refs)[idx].tolist(), strict=True)
+
+    def _trigger(self, sr: StoredRule, value: float, event_ms: int, ref: str) -> AlertFired:
+        r = sr.rule
+        return AlertFired(
+            sr.id, r.name, self.key, r.metric, r.timeframe, r.operator, value, r.threshold, event_ms, ref, r.webhook
         )
 
     def on_trades(self, rules: list[StoredRule], trades: Trades) -> list[AlertFired]:
@@ -499,14 +483,10 @@ class AlertBook:
         order = np.lexsort((ids, ts))
         rule_no = np.repeat(np.arange(len(fired)), [len(a) for a in at])[order].tolist()
         values = np.concatenate([v for _, v in fired])[order].tolist()
-        for k, v, t, i in zip(rule_no, values, ts[order].tolist(), ids[order].tolist(), strict=True):
-            sr = fired[k][0]
-            r = sr.rule
-            out.append(
-                AlertFired(
-                    sr.id, r.name, self.key, r.metric, r.timeframe, r.operator, v, r.threshold, t, str(i), r.webhook
-                )
-            )
+        out.extend(
+            self._trigger(fired[k][0], v, t, str(i))
+            for k, v, t, i in zip(rule_no, values, ts[order].tolist(), ids[order].tolist(), strict=True)
+        )
         return out
 
     def bar_series(self, timeframe: str, bars: list[Bar]) -> dict[str, np.ndarray]:
@@ -538,7 +518,7 @@ class AlertBook:
                     values = rolling_volatility(before, series["return"], r.window)
                 else:
                     values = series[r.metric]
-                self._fire(sr, values, ts, ts.tolist(), f"{tf}:{{}}", out)
+                self._fire(sr, values, ts, tf, out)
             for name, arr in series.items():
                 self.last[(name, tf)] = float(arr[-1])
         out.sort(key=lambda a: a.event_ms)
@@ -554,7 +534,7 @@ class AlertBook:
         for sr in rules:
             r = sr.rule
             if r.metric in PAIR_METRICS and r.timeframe == timeframe and r.metric in cols:
-                self._fire(sr, cols[r.metric], start_ms, start_ms.tolist(), f"{timeframe}:{{}}", out)
+                self._fire(sr, cols[r.metric], start_ms, timeframe, out)
         for name, arr in cols.items():
             self.last[(name, timeframe)] = float(arr[-1])
         out.sort(key=lambda a: a.event_ms)

@@ -123,13 +123,7 @@ def insert_events(conn: sqlite3.Connection, events: Sequence[AlertFired], wall_m
     for e in events:
         if e.webhook and conn.execute(_EVENT_INSERT, _event_row(e, wall_ms)).rowcount > 0:
             fresh.append(e)
-    plain = [
-        v
-        for e in events
-        if not e.webhook
-        for v in (e.rule_id, e.rule_name, e.key, e.metric, e.timeframe, e.operator, e.value, e.threshold)
-        + (e.event_ms, e.ref, wall_ms, None, None)  # no webhook: no webhook status
-    ]
+    plain = [v for e in events if not e.webhook for v in _event_row(e, wall_ms)]
     insert_flat(conn, _EVENT_HEAD, _EVENT_WIDTH, plain)
     return fresh
 
