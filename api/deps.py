@@ -17,10 +17,11 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, HTTPException, Path, Query, Request, Response
 
-from storage import queries
-from storage.sqlite import connect
-from ticklens.config import Config, load_config, normalise_symbol
-from ticklens.times import parse_time
+from storage.sqlite import reader as queries
+from storage.sqlite.writer import connect
+from ticklens.config import Config, load_config
+from ticklens.domain.symbols import normalise_symbol
+from ticklens.domain.times import parse_time
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{2,30}$"
 MAX_LIMIT = 100_000

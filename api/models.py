@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ticklens.config import normalise_symbol
+from ticklens.domain.symbols import normalise_symbol
 
 DataStatus = Literal["ok", "no_data"]
 DATA_STATUS_DOC = "`ok`, or `no_data`: the symbol is configured but nothing is stored yet (the list is empty)"

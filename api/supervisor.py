@@ -25,8 +25,8 @@ import orjson
 import psutil
 import yaml
 
-from storage import queries
-from storage.sqlite import connect
+from storage.sqlite import reader as queries
+from storage.sqlite.writer import connect
 from ticklens.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent

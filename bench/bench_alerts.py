@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
-from flows.alerts import AlertRule  # noqa: E402
 from flows.dataflow import build_flow  # noqa: E402
-from storage.alerts import create_rule  # noqa: E402
-from storage.sqlite import connect  # noqa: E402
+from storage.sqlite.rules import create_rule  # noqa: E402
+from storage.sqlite.writer import connect  # noqa: E402
 from ticklens.config import parse_config  # noqa: E402
+from ticklens.domain.alerts.rules import AlertRule  # noqa: E402
 
 SYMBOLS = ("btcusdt", "ethusdt", "solusdt", "bnbusdt")
 

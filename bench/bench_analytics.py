@@ -157,7 +157,7 @@ def per_bar_cost(n: int = 20_000) -> list[str]:
     """Microseconds per aligned bar of the pure pair analytics (window 300)."""
     import numpy as np
 
-    from flows.analytics import PairParams, pair_rows
+    from ticklens.domain.stats.pair import PairParams, pair_rows
 
     rng = np.random.default_rng(1)
     x = 3400 + np.cumsum(rng.normal(0, 0.5, n))

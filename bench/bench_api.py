@@ -36,8 +36,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from storage import queries  # noqa: E402
-from storage.sqlite import connect  # noqa: E402
+from storage.sqlite import reader as queries  # noqa: E402
+from storage.sqlite.writer import connect  # noqa: E402
 
 BTC_2020 = ROOT / "data" / "sample" / "BTCUSDT-trades-2020-12-09T00.csv.gz"
 HOUR_MS = 3_600_000

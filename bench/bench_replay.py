@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_alerts import SYMBOLS as ALERT_SYMBOLS  # noqa: E402
 from bench.bench_alerts import hundred_rules, quiet, typical_rules  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
-from flows.trades import Trades  # noqa: E402
-from storage.alerts import create_rule  # noqa: E402
-from storage.sqlite import StoreWriter, connect  # noqa: E402
+from storage.sqlite.rules import create_rule  # noqa: E402
+from storage.sqlite.writer import StoreWriter, connect  # noqa: E402
+from ticklens.domain.records import Trades  # noqa: E402
 
 # The analytics variant: what bench/bench_analytics.py calls "+ pairs".
 ANALYTICS = {

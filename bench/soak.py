@@ -56,7 +56,17 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ticklens-soak-"))
     feed = subprocess.Popen(
-        [sys.executable, "-m", "flows.feed", "--port", "0", "--loop", "--speed", str(args.speed), *map(str, FILES)],
+        [
+            sys.executable,
+            "-m",
+            "ticklens.emulator",
+            "--port",
+            "0",
+            "--loop",
+            "--speed",
+            str(args.speed),
+            *map(str, FILES),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -7,15 +7,16 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from flows.alerting import alert_step
-from flows.bars import BarBook
-from flows.dedup import Dedup
-from flows.events import Clock, Fresh, GapEvent, SymbolOut
+from flows.alert_step import alert_step
+from flows.items import Fresh, SymbolOut
 from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
+from flows.sink import SqliteSink
 from flows.sources import make_source
-from flows.trades import Trades
-from storage.sink import SqliteSink
-from ticklens.config import TIMEFRAME_MS, Config
+from ticklens.config import Config
+from ticklens.domain.bars import BarBook
+from ticklens.domain.dedup import Dedup
+from ticklens.domain.records import Clock, GapEvent, Trades
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 FEED_KEY = "_feed"
 

@@ -8,7 +8,8 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from flows.events import FeedStats, SymbolOut
+from flows.items import SymbolOut
+from ticklens.domain.records import FeedStats
 
 
 def iso_ms(ms: int | None) -> str | None:

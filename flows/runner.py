@@ -16,7 +16,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from flows.dataflow import build_flow
-from flows.sources import STOP
+from flows.shutdown import STOP
 from ticklens.config import ConfigError, load_config
 
 

@@ -1,25 +1,36 @@
-"""Bytewax input sources: recorded files (replay) and, in `flows.live`, WebSockets."""
+"""Bytewax input sources: recorded files (replay) and WebSockets (Binance or the local feed).
+
+Thin partitions over `ticklens.ingest`: they pace, batch and report; the
+transport, parsing and merging live there.
+"""
 
 from __future__ import annotations
 
-import threading
+import atexit
+import sys
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from flows.events import Clock, FeedStats
+from flows.shutdown import STOP
 from ticklens.config import Config
+from ticklens.domain.records import Clock, FeedStats
+from ticklens.exchange.binance_rest import Backfiller
+from ticklens.ingest.hub import Hub
+from ticklens.ingest.websocket import Reader, connection_urls
 
+CLOCK_EVERY_S = 0.1  # a Clock at least this often while data flows (and every 0.25 s when idle)
+IDLE_CLOCK_S = 0.25
+STATS_EVERY_S = 1.0
+IDLE_WAKE_S = 0.02  # bytewax polls this often when nothing arrived
+BUSY_WAKE_S = 0.01  # while trades flow: drain every 10 ms (larger batches), not continuously
+GIL_SWITCH_S = 0.0005
 PACED_ROWS = 5_000
 # At end of input a clock this far past the last trade closes every bar.
 EOF_CLOCK_MS = 3_600_000
-
-
-# Set by the runner on SIGINT/SIGTERM: sources end their input, so the flow drains
-# and every sink closes normally (a graceful stop is an end of input, not an exception).
-STOP = threading.Event()
 
 
 def _utcnow() -> datetime:
@@ -30,7 +41,7 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
     def __init__(
         self, paths: list[Path], speed: float | str, symbols: set[str], batch_rows: int, resume: dict | None
     ) -> None:
-        from flows.replay import Replay
+        from ticklens.ingest.replay import Replay
 
         self.replay = Replay(paths, positions=(resume or {}).get("positions"))
         self.speed = None if speed == "max" else float(speed)
@@ -106,9 +117,87 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
         return _ReplayPartition(self.paths, self.speed, self.symbols, self.batch_rows, resume_state)
 
 
-def make_source(cfg: Config) -> FixedPartitionedSource:
-    if cfg.source.kind == "replay":
-        return ReplaySource(cfg)
-    from flows.live import WebSocketSource
+class _LivePartition(StatefulSourcePartition[object, dict]):
+    def __init__(self, cfg: Config, resume: dict | None) -> None:
+        src = cfg.source
+        self.hub = Hub(cfg.symbols, src.kind, src.queue_max, src.record)
+        last_ids = (resume or {}).get("last_ids", {})
+        self.hub.emitted_last = dict(last_ids)
+        enabled = cfg.backfill.enabled if cfg.backfill.enabled is not None else src.kind == "binance"
+        if enabled:
+            self.hub.backfill = Backfiller(
+                cfg.backfill.rest_url,
+                cfg.backfill.max_requests_per_minute,
+                fillable=src.stream == "aggTrade",
+                on_rows=self.hub.on_backfill_rows,
+                on_gap=self.hub.on_gap,
+                last_ids=last_ids,
+            )
+        self.reader = Reader(self.hub, connection_urls(src, cfg.symbols), src)
+        # GIL convoy: the reader thread gives up the GIL at every socket read and then
+        # waits a whole switch interval (5 ms by default) for the busy flow thread to
+        # hand it back. Measured at 100k trades/s offered: 0.5 ms stores 2-4x more.
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
+        self.reader.start()
+        # bytewax does not call close() when stopped by a signal; the recording must still be complete.
+        atexit.register(self.reader.stop)
+        self.stopped = False
+        self.last_clock = 0.0
+        self.last_stats = 0.0
+        self.wake: datetime | None = None
 
-    return WebSocketSource(cfg)
+    def next_batch(self) -> list[object]:
+        if self.stopped:
+            raise StopIteration
+        if STOP.is_set():
+            # Graceful stop: close the sockets, hand over what they delivered, then end.
+            self.reader.stop()
+            self.stopped = True
+        try:
+            trades, rejects = self.hub.drain()
+        except Exception:
+            traceback.print_exc()
+            raise
+        out: list[object] = [t for t in trades if len(t)]
+        out.extend(rejects)
+        now = time.monotonic()
+        if now - self.last_clock >= (CLOCK_EVERY_S if out else IDLE_CLOCK_S):
+            ts = self.hub.clock_ms()
+            if ts is not None:
+                out.append(Clock(ts))
+            self.last_clock = now
+        if now - self.last_stats >= STATS_EVERY_S:
+            out.append(self.hub.stats())
+            self.last_stats = now
+        # While trades flow, drain every BUSY_WAKE_S rather than continuously: fewer, larger
+        # batches mean fewer store transactions, for a few ms of latency.
+        self.wake = _utcnow() + timedelta(seconds=BUSY_WAKE_S if trades else IDLE_WAKE_S)
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self.wake
+
+    def snapshot(self) -> dict:
+        # A live stream cannot be rewound: on resume we reconnect, and the REST
+        # backfill (when on) fetches from the newest id the flow had been given.
+        return {"last_ids": dict(self.hub.emitted_last)}
+
+    def close(self) -> None:
+        self.reader.stop()
+
+
+class WebSocketSource(FixedPartitionedSource[object, dict]):
+    """Binance USD-M trades (or the local feed) over WebSocket: one partition, one reader thread."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def list_parts(self) -> list[str]:
+        return ["ws"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _LivePartition:
+        return _LivePartition(self.cfg, resume_state)
+
+
+def make_source(cfg: Config) -> FixedPartitionedSource:
+    return ReplaySource(cfg) if cfg.source.kind == "replay" else WebSocketSource(cfg)

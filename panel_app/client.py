@@ -17,7 +17,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ticklens.config import TIMEFRAME_MS, load_config
+from ticklens.config import load_config
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 DEFAULT_TIMEOUT_S = 5.0
 TRANSFER_TIMEOUT_S = 120.0  # exports and uploads move whole files

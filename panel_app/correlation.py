@@ -18,7 +18,7 @@ from bokeh.plotting import figure
 from panel_app.charts import add_hover, append_rows, live_source, replace_rows, time_figure
 from panel_app.client import Api
 from panel_app.page import Page
-from ticklens.config import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 PALETTE = ["#1f6feb", "#bf8700", "#8250df", "#1a7f37", "#cf222e", "#0a7ea4", "#6e7781", "#d4a72c"]
 HISTORY = 3000

@@ -16,7 +16,7 @@ import param
 
 from panel_app.client import Api, ApiError
 from panel_app.page import Page, card
-from ticklens.times import iso_ms, parse_time
+from ticklens.domain.times import iso_ms, parse_time
 
 ERROR_COLUMNS = ["row", "line", "errors"]
 EMPTY_COLUMNS = ["start", "end", "buckets", "status", "last_id_before", "first_id_after"]

@@ -22,7 +22,7 @@ from bokeh.plotting import figure
 
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card, fmt_num
-from ticklens.config import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 RANGES_MS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
 MAX_POINTS = 1500  # more candles than pixels helps nobody

@@ -15,7 +15,7 @@ import panel as pn
 import param
 
 from panel_app.client import Api, ApiDown, ApiError
-from ticklens.times import iso_ms, parse_time
+from ticklens.domain.times import iso_ms, parse_time
 
 UP = "#26a69a"
 DOWN = "#ef5350"

@@ -16,7 +16,7 @@ from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d, Span
 from panel_app.charts import add_hover, append_rows, live_source, replace_rows, time_figure
 from panel_app.client import Api
 from panel_app.page import ACCENT, DOWN, UP, Page, card
-from ticklens.config import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 OLS_FIELDS = ["spread", "zscore", "hedge_ratio", "correlation"]
 KALMAN_FIELDS = ["hedge_ratio", "zscore"]

@@ -14,7 +14,7 @@ import param
 
 from panel_app.client import Api
 from panel_app.page import Page
-from ticklens.config import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 WINDOWS = [30, 60, 300, 1000, 5000]
 COLUMNS = {

@@ -158,7 +158,7 @@ def start_stack(
     try:
         if simulate:
             feed = ["--simulate", "--symbols", ",".join(symbols), "--rate", str(rate), "--no-bursts"]
-            _spawn(stack, "feed", [py, "-m", "flows.feed", *feed, "--port", str(feed_port)], env)
+            _spawn(stack, "feed", [py, "-m", "ticklens.emulator", *feed, "--port", str(feed_port)], env)
         _spawn(stack, "flow", [py, "-m", "flows.runner", "--no-recovery"], env)
         _spawn(stack, "api", [py, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(api_port)], env)
         _spawn(

@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Feed:
-    """`python -m flows.feed … --port 0`, started and waited for until it accepts connections."""
+    """`python -m ticklens.emulator … --port 0`, started and waited for until it accepts connections."""
 
     def __init__(self, *args: str, log: Path | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.feed", "--port", "0", *args],
+            [sys.executable, "-m", "ticklens.emulator", "--port", "0", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=open(log, "wb") if log else subprocess.DEVNULL,  # noqa: SIM115

@@ -24,11 +24,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.alerts import AlertRule, ConditionError, RuleState, parse_condition, rule_from_payload, scan
 from tests.api_support import api_server, rows, wait_until
 from tests.feed_support import Feed, Flow, query, wait_for
 from tests.feed_support import write_config as feed_config
 from tests.flow_support import ROOT, WINDOW_B, run_flow, write_config
+from ticklens.domain.alerts.engine import RuleState, scan
+from ticklens.domain.alerts.rules import AlertRule, ConditionError, parse_condition, rule_from_payload
 
 BTC_B, ETH_B = WINDOW_B
 LEVEL = 61700.05  # BTC crosses it dozens of times on 2024-08-08; between ticks, so never equal to a price
@@ -181,8 +182,8 @@ def recorded_trades(path: Path, symbol: str) -> pl.DataFrame:
 
 
 def create_rules(db_conn_path: Path, rules: list[dict]) -> list[int]:
-    from storage.alerts import create_rule
-    from storage.sqlite import connect
+    from storage.sqlite.rules import create_rule
+    from storage.sqlite.writer import connect
 
     conn = connect(db_conn_path)
     try:

@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 from statsmodels.tsa.adfvalues import mackinnonp
 from statsmodels.tsa.stattools import adfuller, coint
 
-from flows.analytics import PairParams, backtest, pair_rows
-from flows.pairs import align_frames
 from tests.flow_support import ROOT, query, run_flow, write_config
 from ticklens.config import ConfigError, parse_config
+from ticklens.domain.align import align_frames
+from ticklens.domain.stats.backtest import backtest
+from ticklens.domain.stats.pair import PairParams, pair_rows
 
 W = 60  # pair window on the 1s bars of the sample (8 minutes: 480 bars)
 ADF_EVERY = 5
@@ -592,7 +593,7 @@ def _legs_with_gaps() -> dict[str, list[tuple[int, float, float, float]]]:
 
 
 def test_incremental_alignment_equals_batch_alignment_across_silences() -> None:
-    from flows.pairs import Aligner, LegBars, max_idle_bars
+    from ticklens.domain.align import Aligner, LegBars, max_idle_bars
 
     legs = _legs_with_gaps()
     al = Aligner(["aaa", "bbb"], 1000)

@@ -23,7 +23,7 @@ from api_support import ApiServer, api_server, rows, wait_until
 from flow_support import WINDOW_A, run_flow, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from ticklens.times import iso_ms, parse_time
+from ticklens.domain.times import iso_ms, parse_time
 
 TICK_SQL = "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks WHERE symbol=?"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.bars import BarBook
-from flows.trades import Trades
-from storage.sqlite import StoreWriter
+from storage.sqlite.writer import StoreWriter
+from ticklens.domain.bars import BarBook
+from ticklens.domain.records import Trades
 
 
 def _trades(n: int, price: float, qty: float, start_id: int = 1) -> Trades:

@@ -11,10 +11,10 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from flows.alerts import AlertRule, Metric, Operator
 from panel_app.alerts import METRICS, OPERATORS, AlertsPage
 from panel_app.client import Api, downsample_minmax, to_time
 from panel_app.market import candle_columns
+from ticklens.domain.alerts.rules import AlertRule, Metric, Operator
 
 
 def _bars(n: int, seed: int = 3) -> pd.DataFrame:
@@ -91,7 +91,7 @@ def test_alert_form_offers_every_metric_and_operator_of_the_rule_model() -> None
 
 def test_freshness_badge_says_live_stale_stopped_or_down() -> None:
     from panel_app.page import freshness_badge
-    from ticklens.times import iso_ms
+    from ticklens.domain.times import iso_ms
 
     now = int(time.time() * 1000)
 

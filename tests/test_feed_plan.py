@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import websockets
 
-from flows.feed import Faults, Session, Simulator, Subscription, Timeline, load_tape
 from tests.feed_support import Feed
 from tests.flow_support import WINDOW_B
+from ticklens.emulator.feed import Faults, Session, Simulator, Subscription, Timeline, load_tape
 
 
 def take(tl: Timeline, streams: list[str], n: int, combined: bool = True, faults: Faults | None = None) -> list[dict]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flows.replay import Prefetch
+from ticklens.ingest.replay import Prefetch
 
 
 def _threads() -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.replay import Replay
 from tests.flow_support import BTC_2020
+from ticklens.ingest.replay import Replay
 
 ROWS = 3_000
 

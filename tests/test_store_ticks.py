@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from flows.trades import Trades
-from storage.sqlite import StoreWriter
+from storage.sqlite.writer import StoreWriter
+from ticklens.domain.records import Trades
 
 COLS = ["symbol", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id", "event_ms", "recv_ms"]
 

@@ -9,7 +9,13 @@ import pytest
 from statsmodels.tsa.adfvalues import mackinnoncrit, mackinnonp
 from statsmodels.tsa.stattools import adfuller
 
-from flows.unitroot import ADF_N1_NOCONST, EG_N2_CONST, adf_stat_noconst, eg_critical_values, mackinnon_p
+from ticklens.domain.stats.unitroot import (
+    ADF_N1_NOCONST,
+    EG_N2_CONST,
+    adf_stat_noconst,
+    eg_critical_values,
+    mackinnon_p,
+)
 
 
 def _series(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,6 @@ value fails once, at start, with the field and the value named.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,9 +20,10 @@ from pydantic import (
     model_validator,
 )
 
-SYMBOL_RE = re.compile(r"^[a-z0-9]{2,30}$")
-TIMEFRAME_MS: dict[str, int] = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
-Timeframe = Literal["1s", "1m", "5m"]
+from ticklens.domain.stats.pair import PairParams
+from ticklens.domain.symbols import normalise_symbol
+from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
+
 BINANCE_WS_URL = "wss://fstream.binance.com/market/stream"
 BINANCE_REST_URL = "https://fapi.binance.com"
 DEFAULT_CONFIG = "pipeline.yaml"
@@ -31,13 +31,6 @@ DEFAULT_CONFIG = "pipeline.yaml"
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the field."""
-
-
-def normalise_symbol(value: str) -> str:
-    sym = str(value).strip().lower()
-    if not SYMBOL_RE.match(sym):
-        raise ValueError(f"symbol {value!r} must match [a-z0-9]{{2,30}}")
-    return sym
 
 
 class _Model(BaseModel):
@@ -128,6 +121,18 @@ class PairConfig(_Model):
     @property
     def name(self) -> str:
         return f"{self.legs[0]}-{self.legs[1]}"
+
+    def params(self, window: int | None = None) -> PairParams:
+        """The statistics' parameters (flow and API alike); `window` overrides the configured one."""
+        return PairParams(
+            window=window or self.window,
+            log_prices=self.log_prices,
+            adf_every=self.adf_every,
+            adf_lags=self.adf_lags,
+            kalman_delta=self.kalman_delta,
+            kalman_obs_var=self.kalman_obs_var,
+            kalman_init_var=self.kalman_init_var,
+        )
 
 
 class CorrelationConfig(_Model):
@@ -241,6 +246,10 @@ class Config(_Model):
                 if s not in known:
                     raise ValueError(f"correlation.symbols: {s!r} is not in symbols {self.symbols}")
         return self
+
+    def pair_timeframes(self, pair: PairConfig) -> list[str]:
+        """A pair's timeframes that the flow bars (others have no bars to align)."""
+        return [tf for tf in pair.timeframes if tf in self.timeframes]
 
     @property
     def recovery_dir(self) -> Path:

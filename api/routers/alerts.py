@@ -16,10 +16,10 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Respon
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import Store, get_store, param_error
-from flows.alerts import AlertRule, ConditionError, rule_from_payload
-from storage import alerts as store_alerts
-from storage.sqlite import connect
-from ticklens.times import iso_ms, parse_time
+from storage.sqlite import rules as store_alerts
+from storage.sqlite.writer import connect
+from ticklens.domain.alerts.rules import AlertRule, ConditionError, rule_from_payload
+from ticklens.domain.times import iso_ms, parse_time
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 

@@ -20,12 +20,16 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import Conn, Limit, State, TimeRange, param_error, require_symbol
-from flows.analytics import CorrMatrix, PairParams, PairRow, backtest, coint_at, coint_stats, pair_rows
-from flows.pairs import align_frames, pair_params, pair_timeframes
-from flows.unitroot import eg_critical_values
-from storage import analytics as store
-from ticklens.config import SYMBOL_RE, TIMEFRAME_MS, Config
-from ticklens.times import iso_ms
+from storage.sqlite import analytics as store
+from ticklens.config import Config
+from ticklens.domain.align import align_frames
+from ticklens.domain.stats.backtest import backtest
+from ticklens.domain.stats.correlation import CorrMatrix
+from ticklens.domain.stats.pair import PairParams, PairRow, coint_at, coint_stats, pair_rows
+from ticklens.domain.stats.unitroot import eg_critical_values
+from ticklens.domain.symbols import SYMBOL_RE
+from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.times import iso_ms
 
 router = APIRouter(prefix="/api", tags=["analytics"])
 
@@ -235,7 +239,7 @@ def get_spread(
     a, b = _symbols(symbols, 2, 2)
     _known(state, conn, [a, b])
     pc = _pair_cfg(cfg, a, b)
-    tfs = pair_timeframes(cfg, pc) if pc else []
+    tfs = cfg.pair_timeframes(pc) if pc else []
     tf = timeframe or (tfs[0] if tfs else "1m")
     w = window or (pc.window if pc else DEFAULT_WINDOW)
     start_ms, end_ms = time_range
@@ -246,7 +250,7 @@ def get_spread(
         latest = rows[-1] if rows else None
     else:
         source = "computed"
-        params = pair_params(pc, w) if pc else PairParams(window=w)
+        params = pc.params(w) if pc else PairParams(window=w)
         all_rows, latest = _computed_rows(conn, a, b, tf, params, end_ms)
         rows = _in_range(all_rows, start_ms, end_ms)
         if start_ms is not None and not rows:

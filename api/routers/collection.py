@@ -10,8 +10,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 from api.deps import Conn, State
 from api.models import ControlResponse, StartRequest, StatusResponse, SymbolStatus
 from api.supervisor import FlowSupervisor
-from storage import queries
-from ticklens.times import iso_ms
+from storage.sqlite import reader as queries
+from ticklens.domain.times import iso_ms
 
 router = APIRouter(prefix="/api", tags=["collection"])
 

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from api.deps import Conn, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
-from storage.continuity import audit
-from ticklens.times import iso_ms
+from storage.sqlite.continuity import audit
+from ticklens.domain.times import iso_ms
 
 router = APIRouter(prefix="/api", tags=["data quality"])
 

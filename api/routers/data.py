@@ -14,9 +14,9 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Conn, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
-from storage import queries
-from storage.sqlite import connect, now_ms
-from storage.upload import parse_bar_csv, write_uploaded_bars
+from storage.sqlite import reader as queries
+from storage.sqlite.upload import parse_bar_csv, write_uploaded_bars
+from storage.sqlite.writer import connect, now_ms
 
 router = APIRouter(prefix="/api", tags=["data management"])
 

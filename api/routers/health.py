@@ -9,8 +9,8 @@ from fastapi.responses import PlainTextResponse
 
 from api.deps import Conn, State
 from api.models import Health
-from storage import queries
-from ticklens.times import iso_ms
+from storage.sqlite import reader as queries
+from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["health"])
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import Conn, Limit, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import OhlcResponse
-from storage import queries
-from ticklens.config import TIMEFRAME_MS
-from ticklens.thinning import thin_bars
-from ticklens.times import iso_ms
+from storage.sqlite import reader as queries
+from ticklens.domain.stats.thinning import thin_bars
+from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.times import iso_ms
 
 router = APIRouter(prefix="/api", tags=["data"])
 

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 
 from api.deps import Conn, State, SymbolPath, configured_symbols, require_symbol
 from api.models import StatsResponse, SymbolInfo, SymbolsResponse
-from storage import queries
-from ticklens.times import iso_ms
-from ticklens.window_stats import window_stats
+from storage.sqlite import reader as queries
+from ticklens.domain.stats.window import window_stats
+from ticklens.domain.times import iso_ms
 
 router = APIRouter(prefix="/api", tags=["data"])
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 
 from api.deps import Conn, Limit, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import TicksResponse
-from storage import queries
-from ticklens.times import iso_ms
+from storage.sqlite import reader as queries
+from ticklens.domain.times import iso_ms
 
 router = APIRouter(prefix="/api", tags=["data"])
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from ticklens.config import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 FAR_PAST = -(2**62)
 FAR_FUTURE = 2**62

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
-from flows.bars import BAR_COLUMNS, QTY_SCALE, QUOTE_SCALE
-from flows.trades import COLUMNS as TRADE_COLUMNS
-from flows.trades import Trades
-from storage.schema import create_schema
+from storage.sqlite.schema import create_schema
+from ticklens.domain.bars import BAR_COLUMNS, QTY_SCALE, QUOTE_SCALE
+from ticklens.domain.records import COLUMNS as TRADE_COLUMNS
+from ticklens.domain.records import Trades
 
 if TYPE_CHECKING:
-    from flows.alerts import AlertFired
+    from ticklens.domain.alerts.engine import AlertFired
 
 _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
 _BAR_HEAD = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms)"
@@ -234,6 +234,6 @@ class StoreWriter:
 
 
 def insert_alert_events(conn: sqlite3.Connection, alerts: Sequence[AlertFired], ts: int) -> list[AlertFired]:
-    from storage.alerts import insert_events  # storage.alerts imports this module
+    from storage.sqlite.rules import insert_events  # storage.alerts imports this module
 
     return insert_events(conn, alerts, ts)

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from flows.binance import parse_message, rejected
-from flows.trades import COLUMNS, Rejected, Trades
+from ticklens.domain.records import COLUMNS, Rejected, Trades
+from ticklens.exchange.binance import parse_message, rejected
 
 AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
 TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]

@@ -13,7 +13,7 @@ from typing import Literal
 
 import orjson
 
-from flows.trades import Rejected
+from ticklens.domain.records import Rejected
 
 TRADE_EVENTS = ("aggTrade", "trade")
 # Streams that recordings carry beside trades; replay skips them on purpose.

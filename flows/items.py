@@ -1,44 +1,11 @@
-"""Items that travel between dataflow steps besides trade batches."""
+"""What travels between the dataflow's steps besides the records of `ticklens.domain.records`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flows.bars import Bar
-from flows.trades import Trades
-
-
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """The source's estimate of exchange time now (ms): closes bars when a symbol is quiet."""
-
-    ts_ms: int
-    symbol: str = ""  # set when routed to one symbol
-
-
-@dataclass(slots=True)
-class FeedStats:
-    """Counters a source reports about its connections (cumulative)."""
-
-    source: str
-    connected: bool = False
-    reconnects: int = 0
-    rollovers: int = 0
-    messages: int = 0
-    rejected: int = 0
-    skipped: int = 0
-    queue_depth: int = 0
-    clock_skew_ms: float | None = None  # local receive time minus exchange event time
-    ended: bool = False
-
-
-@dataclass(slots=True)
-class GapEvent:
-    symbol: str
-    from_id: int
-    to_id: int
-    after_ts: int
-    status: str  # open | filled
+from ticklens.domain.bars import Bar
+from ticklens.domain.records import GapEvent, Trades
 
 
 @dataclass(slots=True)

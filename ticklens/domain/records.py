@@ -1,17 +1,18 @@
-"""The normalised trade record every step past the source works with.
+"""The records every step past the exchange edge works with, one type per kind.
 
 Trades travel through the dataflow as columnar batches of one symbol (numpy
-arrays), so per-trade Python work happens only at the wire edge.
+arrays), so per-trade Python work happens only at the wire edge. Besides them:
+rejected messages, the source's clock, feed counters and trade-id gaps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 COLUMNS = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id", "event_ms", "recv_ms")
-_DTYPES = {
+DTYPES = {
     "trade_id": np.int64,
     "ts_ms": np.int64,
     "price": np.float64,
@@ -57,12 +58,12 @@ class Trades:
                     src = cols["trade_id"]
                 elif name in ("event_ms", "recv_ms"):
                     src = cols["ts_ms"]
-            arrays[name] = np.asarray(src, dtype=_DTYPES[name])
+            arrays[name] = np.asarray(src, dtype=DTYPES[name])
         return cls(symbol=symbol, **arrays)
 
     @classmethod
     def empty(cls, symbol: str) -> Trades:
-        return cls(symbol=symbol, **{n: np.empty(0, dtype=_DTYPES[n]) for n in COLUMNS})
+        return cls(symbol=symbol, **{n: np.empty(0, dtype=DTYPES[n]) for n in COLUMNS})
 
     def take(self, index: np.ndarray) -> Trades:
         return Trades(symbol=self.symbol, **{n: getattr(self, n)[index] for n in COLUMNS})
@@ -75,24 +76,6 @@ class Trades:
         return self.take(np.lexsort((ids, ts)))
 
 
-@dataclass(slots=True)
-class TradeBuffer:
-    """Row-wise accumulator for trades parsed one message at a time."""
-
-    symbol: str
-    rows: list[tuple] = field(default_factory=list)
-
-    def add(self, row: tuple) -> None:
-        self.rows.append(row)
-
-    def drain(self) -> Trades:
-        rows, self.rows = self.rows, []
-        if not rows:
-            return Trades.empty(self.symbol)
-        cols = list(zip(*rows, strict=True))
-        return Trades.from_columns(self.symbol, **dict(zip(COLUMNS, cols, strict=True)))
-
-
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A message we could not use: kept aside (dead-letter table), never fatal."""
@@ -101,3 +84,36 @@ class Rejected:
     reason: str
     raw: bytes
     source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The source's estimate of exchange time now (ms): closes bars when a symbol is quiet."""
+
+    ts_ms: int
+    symbol: str = ""  # set when routed to one symbol
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """Counters a source reports about its connections (cumulative)."""
+
+    source: str
+    connected: bool = False
+    reconnects: int = 0
+    rollovers: int = 0
+    messages: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    queue_depth: int = 0
+    clock_skew_ms: float | None = None  # local receive time minus exchange event time
+    ended: bool = False
+
+
+@dataclass(slots=True)
+class GapEvent:
+    symbol: str
+    from_id: int
+    to_id: int
+    after_ts: int
+    status: str  # open | filled

@@ -9,14 +9,16 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from flows.alerts import AlertFired
-from flows.events import FeedStats, GapEvent, SymbolOut
-from flows.pairs import CorrOut, PairOut, SymbolStatsOut
+from flows.items import SymbolOut
 from flows.progress import Progress
-from flows.trades import Rejected, Trades
-from flows.webhooks import WebhookDispatcher
-from storage import analytics
-from storage.sqlite import StoreWriter, TickParams, now_ms
+from storage.sqlite import analytics
+from storage.sqlite.writer import StoreWriter, TickParams, now_ms
+from ticklens.domain.alerts.engine import AlertFired
+from ticklens.domain.records import FeedStats, GapEvent, Rejected, Trades
+from ticklens.domain.stats.correlation import CorrOut
+from ticklens.domain.stats.pair import PairOut
+from ticklens.domain.stats.symbol import SymbolStatsOut
+from ticklens.notify.webhooks import WebhookDispatcher
 
 
 class _WriterThread:

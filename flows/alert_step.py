@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from flows.alerts import AlertBook, AlertFired
-from flows.events import SymbolOut
-from storage.alerts import RuleFeed
+from flows.items import SymbolOut
+from storage.sqlite.rules import RuleFeed
 from ticklens.config import Config
+from ticklens.domain.alerts.engine import AlertBook, AlertFired
 
 # PairRow attribute of each pair metric (flows.analytics).
 PAIR_FIELDS = {"spread": "spread", "zscore": "zscore", "hedge_ratio": "beta", "correlation": "corr"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flows.trades import Trades
+from ticklens.domain.records import Trades
 
 # Sums are kept as exact integers so that any arrival order gives bit-identical bars:
 # quantities (at most 8 decimals on Binance) in units of 1e-8, and price*qty in

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flows.trades import Trades
+from ticklens.domain.records import Trades
 
 MAX_INTERVALS = 4_096  # older holes beyond this are settled (already reported)
 

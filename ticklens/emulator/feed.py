@@ -42,8 +42,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 import orjson
 
-from flows.binance import parse_message
-from flows.replay import FileStream, file_kind
+from ticklens.exchange.binance import parse_message
+from ticklens.ingest.replay import FileStream, file_kind
 
 TRADE, AGG = 0, 1
 KIND_NAMES = {"trade": TRADE, "aggTrade": AGG}

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from flows.alerts import AlertFired, AlertRule, StoredRule
-from storage.sqlite import connect, insert_flat, now_ms
+from storage.sqlite.writer import connect, insert_flat, now_ms
+from ticklens.domain.alerts.engine import AlertFired
+from ticklens.domain.alerts.rules import AlertRule, StoredRule
 
 EVENT_COLUMNS = (
     "id",

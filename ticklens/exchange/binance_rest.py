@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from flows.binance import Row, parse_event
-from flows.events import GapEvent
+from ticklens.domain.records import GapEvent
+from ticklens.exchange.binance import Row, parse_event
 
 PAGE = 1_000
 GRACE_S = 0.3

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from flows.bars import QUOTE_SCALE
-from ticklens.config import SYMBOL_RE, TIMEFRAME_MS
-from ticklens.times import iso_ms, parse_time
+from ticklens.domain.bars import QUOTE_SCALE
+from ticklens.domain.symbols import SYMBOL_RE
+from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.times import iso_ms, parse_time
 
 REQUIRED = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume")
 OPTIONAL_FLOAT = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")

@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx
 import orjson
 
-from flows.alerts import AlertFired
 from flows.progress import iso_ms
-from storage.alerts import mark_webhook, pending_webhooks
-from storage.sqlite import connect
+from storage.sqlite.rules import mark_webhook, pending_webhooks
+from storage.sqlite.writer import connect
+from ticklens.domain.alerts.engine import AlertFired
 
 QUEUE_MAX = 10_000
 MAX_ATTEMPTS = 8

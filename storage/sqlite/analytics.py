@@ -11,8 +11,9 @@ import sqlite3
 
 import polars as pl
 
-from flows.analytics import PAIR_ROW_FIELDS, SYMBOL_ROW_FIELDS, PairRow
-from flows.pairs import CorrOut, PairOut, SymbolStatsOut
+from ticklens.domain.stats.correlation import CorrOut
+from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairOut, PairRow
+from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolStatsOut
 
 _PAIR_COLS = ("pair", "timeframe", "leg_a", "leg_b", "window", *PAIR_ROW_FIELDS, "updated_ms")
 _SYM_COLS = ("symbol", "timeframe", "window", *SYMBOL_ROW_FIELDS, "updated_ms")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from ticklens.config import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS
 
 MAX_BUCKETS = 100_000
 

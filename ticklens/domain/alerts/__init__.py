@@ -1,0 +1,1 @@
+"""Alert rules (model and condition parser) and the engine that evaluates them."""

@@ -1,0 +1,1 @@
+"""Statistics over bars: rolling sums, pair OLS/Kalman, unit roots, symbol stats, correlation, backtest."""

@@ -1,0 +1,7 @@
+"""`python -m ticklens.emulator`: the local Binance-compatible feed (as `ticklens feed`)."""
+
+import sys
+
+from ticklens.emulator.feed import main
+
+sys.exit(main())

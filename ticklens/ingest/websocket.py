@@ -1,0 +1,299 @@
+"""WebSocket transport: Binance (or the local feed) connections feeding a `Hub`.
+
+A picows client (or `websockets`, `source.client`) runs in a background thread with its own asyncio loop. Each
+group of at most `max_streams_per_connection` symbols has a `_Slot` that keeps
+one connection alive: reconnect with exponential backoff and full jitter, a
+no-data watchdog, and a planned rollover before Binance's 24 h cut (the new
+connection opens first, both run for `overlap_s`, then the old one closes;
+the dedup step drops the trades both delivered). Every message is parsed once
+(`ticklens.exchange.binance.parse_message`) into the hub, which the flow's
+source partition drains (`flows.sources`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import traceback
+
+from ticklens.config import SourceConfig
+from ticklens.exchange.binance import combined_url
+from ticklens.ingest.hub import Hub
+
+WATCH_EVERY_S = 0.05
+PUBLISH_EVERY_S = 0.01
+
+
+def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, initial·2^attempt))."""
+    return rng.uniform(0, min(max_s, initial_s * (2 ** min(attempt, 30))))
+
+
+def connection_urls(src: SourceConfig, symbols: list[str]) -> list[str]:
+    """One combined-stream URL per group of ≤ max_streams_per_connection symbols.
+
+    Query parameters already in `source.url` (the local feed's fault controls)
+    are kept after `streams=`.
+    """
+    base, _, query = (src.url or "").partition("?")
+    n = src.max_streams_per_connection
+    urls = []
+    for i in range(0, len(symbols), n):
+        url = combined_url(base, symbols[i : i + n], src.stream)
+        urls.append(f"{url}&{query}" if query else url)
+    return urls
+
+
+def _listener_class():
+    from picows import WSListener, WSMsgType
+
+    class _Conn(WSListener):
+        """One WebSocket connection: frames go to the hub; the slot watches its health."""
+
+        def __init__(self, hub: Hub) -> None:
+            self.hub = hub
+            self.transport = None
+            self.last_frame = time.monotonic()
+            self.opened = time.monotonic()
+            self.got_data = False
+
+        def on_ws_connected(self, transport) -> None:  # type: ignore[no-untyped-def]
+            self.transport = transport
+            self.hub.transports.add(transport)
+            if self.hub.paused:
+                transport.underlying_transport.pause_reading()
+
+        def on_ws_frame(self, transport, frame) -> None:  # type: ignore[no-untyped-def]
+            self.last_frame = time.monotonic()
+            hub = self.hub
+            t = frame.msg_type
+            if t == WSMsgType.TEXT or t == WSMsgType.BINARY:
+                self.got_data = True
+                try:
+                    hub.on_message(frame.get_payload_as_bytes())
+                except Exception:  # never let one message kill the connection
+                    hub.rejected += 1
+                    traceback.print_exc()
+            elif t == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+            if frame.last_in_buffer:
+                hub.publish()
+
+        def on_ws_disconnected(self, transport) -> None:  # type: ignore[no-untyped-def]
+            self.hub.transports.discard(transport)
+            self.hub.publish()
+
+        @property
+        def closed(self) -> bool:
+            return self.transport is None or self.transport.is_disconnected
+
+        def close(self) -> None:
+            if self.transport is not None and not self.transport.is_disconnected:
+                self.hub.publish()
+                self.transport.send_close()
+                self.transport.disconnect()
+
+    return _Conn
+
+
+class _WsConn:
+    """The same connection surface on the `websockets` library (`source.client: websockets`)."""
+
+    def __init__(self, hub: Hub, ws) -> None:  # type: ignore[no-untyped-def]
+        self.hub = hub
+        self.ws = ws
+        self.last_frame = self.opened = time.monotonic()
+        self.got_data = False
+        self.task = asyncio.get_running_loop().create_task(self._read())
+        hub.ws_conns.add(self)
+
+    async def _read(self) -> None:
+        import websockets
+
+        hub = self.hub
+        try:
+            async for msg in self.ws:
+                self.last_frame = time.monotonic()
+                self.got_data = True
+                try:
+                    hub.on_message(msg if isinstance(msg, bytes) else msg.encode())
+                except Exception:  # never let one message kill the connection
+                    hub.rejected += 1
+                    traceback.print_exc()
+                while hub.paused:  # the queue is full: stop reading, TCP pushes back on the sender
+                    await asyncio.sleep(0.005)
+        except (websockets.ConnectionClosed, OSError):
+            pass
+        finally:
+            hub.publish()
+            hub.ws_conns.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        return self.task.done()
+
+    def close(self) -> None:
+        self.hub.publish()
+        self.task.cancel()
+        asyncio.get_running_loop().create_task(self.ws.close())
+
+
+class _Slot:
+    """Keeps one group of streams connected: reconnects, watchdog, planned rollover."""
+
+    def __init__(self, index: int, url: str, hub: Hub, src: SourceConfig, seed: int | None = None) -> None:
+        self.index = index
+        self.url = url
+        self.hub = hub
+        self.src = src
+        self.rng = random.Random(seed)
+        self.conn_cls = _listener_class()
+
+    async def _open(self):  # type: ignore[no-untyped-def]
+        if self.src.client == "websockets":
+            import websockets
+
+            ws = await websockets.connect(
+                self.url,
+                max_size=16 << 20,
+                max_queue=None,  # our own bounded queue applies the backpressure
+                open_timeout=10,
+                ping_interval=max(1.0, self.src.stall_s / 2),
+                ping_timeout=max(1.0, self.src.stall_s / 2),
+            )
+            return _WsConn(self.hub, ws)
+
+        from picows import ws_connect
+
+        hub = self.hub
+        _, listener = await ws_connect(
+            lambda: self.conn_cls(hub),
+            self.url,
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=max(1.0, self.src.stall_s / 2),
+            auto_ping_reply_timeout=max(1.0, self.src.stall_s / 2),
+            websocket_handshake_timeout=10,
+            max_frame_size=16 << 20,
+            read_buffer_init_size=1 << 20,  # more messages per socket read (and per GIL turn)
+        )
+        return listener
+
+    async def _backoff(self, attempt: int) -> None:
+        await asyncio.sleep(backoff_delay(attempt, self.src.backoff_initial_s, self.src.backoff_max_s, self.rng))
+
+    async def run(self) -> None:
+        hub, src = self.hub, self.src
+        attempt = 0
+        first = True
+        current = None
+        while True:
+            if current is None:
+                try:
+                    current = await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # refused, handshake error, DNS: retry with backoff
+                    hub.connected[self.index] = False
+                    if attempt == 0 or attempt % 10 == 0:
+                        print(f"[ticklens] connect {self.url}: {e}; retrying", flush=True)
+                    await self._backoff(attempt)
+                    attempt += 1
+                    continue
+                if not first:
+                    hub.reconnects += 1
+                first = False
+                hub.connected[self.index] = True
+            reason = await self._watch(current)
+            if current.got_data:
+                attempt = 0
+            if reason == "rollover":
+                try:
+                    new = await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    current.opened = time.monotonic() - src.rollover_s + min(60.0, src.backoff_max_s)
+                    continue
+                # Both connections deliver for overlap_s; dedup drops the repeats.
+                deadline = time.monotonic() + src.overlap_s
+                while time.monotonic() < deadline and not current.closed:
+                    await asyncio.sleep(WATCH_EVERY_S)
+                current.close()
+                current = new
+                hub.rollovers += 1
+                continue
+            # Disconnected or stalled: drop it and reconnect after a jittered pause.
+            current.close()
+            current = None
+            hub.connected[self.index] = False
+            await self._backoff(attempt)
+            attempt += 1
+
+    async def _watch(self, conn) -> str:  # type: ignore[no-untyped-def]
+        src = self.src
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            now = time.monotonic()
+            if conn.closed:
+                return "disconnected"
+            if self.hub.paused:  # we stopped reading (queue full): silence is ours, not a stall
+                conn.last_frame = now
+            if now - conn.last_frame > src.stall_s:
+                print(f"[ticklens] no data for {src.stall_s:g}s on {self.url}; reconnecting", flush=True)
+                return "stalled"
+            if now - conn.opened >= src.rollover_s:
+                return "rollover"
+
+
+class Reader:
+    """The background thread with its own asyncio loop, running every slot."""
+
+    def __init__(self, hub: Hub, urls: list[str], src: SourceConfig) -> None:
+        self.hub = hub
+        self.slots = [_Slot(i, u, hub, src) for i, u in enumerate(urls)]
+        self.loop = asyncio.new_event_loop()
+        hub.loop = self.loop
+        self.tasks: list[asyncio.Task] = []
+        self.thread = threading.Thread(target=self._main, name="ticklens-ws", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    async def _publisher(self) -> None:
+        # A frame followed by a partial one in the same read is not "last in buffer";
+        # without this it would wait for the next read, which may never come.
+        while True:
+            await asyncio.sleep(PUBLISH_EVERY_S)
+            self.hub.publish()
+            if self.hub.backfill is not None:
+                self.hub.backfill.poll()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.tasks = [self.loop.create_task(s.run()) for s in self.slots]
+        self.tasks.append(self.loop.create_task(self._publisher()))
+        try:
+            self.loop.run_until_complete(asyncio.gather(*self.tasks, return_exceptions=True))
+        finally:
+            self.loop.close()
+
+    async def _shutdown(self) -> None:
+        if self.hub.backfill is not None:
+            await self.hub.backfill.aclose()
+        for t in self.tasks:
+            t.cancel()
+        for tr in list(self.hub.transports):
+            tr.send_close()
+            tr.disconnect()
+        for conn in list(self.hub.ws_conns):
+            conn.task.cancel()
+            await conn.ws.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+            self.thread.join(timeout)
+        self.hub.close_record()
