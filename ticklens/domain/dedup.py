@@ -82,6 +82,8 @@ class SeenIds:
 class Dedup:
     """Per-symbol dedup step state: drops repeated ids, reports gaps once they settle."""
 
+    duplicates = 0  # all repeats dropped (recovery state; class default for older pickles)
+
     def __init__(self, lateness_ms: int) -> None:
         self.seen = SeenIds()
         self.lateness_ms = lateness_ms
@@ -92,6 +94,7 @@ class Dedup:
         """(the trades not seen before, how many were dropped as repeats); marks them seen."""
         mask = self.seen.fresh_mask(trades.trade_id)
         dups = int(len(mask) - mask.sum())
+        self.duplicates += dups
         new = trades if dups == 0 else trades.take(np.flatnonzero(mask))
         had_holes = len(self.seen) > 1
         self.seen.add(new.trade_id)
