@@ -208,10 +208,15 @@ class AlertRule(BaseModel):
 
     def condition_text(self) -> str:
         """The rule as the original design's condition string, e.g. `price > 50000`."""
-        return f"{CONDITION_NAMES.get(self.metric, self.metric)} {self.operator} {number_text(self.threshold)}"
+        return condition_text(self.metric, self.operator, self.threshold)
 
 
-CONDITION_NAMES = {"trade_size": "size", "zscore": "z_score"}
+CONDITION_NAMES = {"trade_size": "size", "zscore": "z_score"}  # the original's names, where they differ
+
+
+def condition_text(metric: str, operator: str, threshold: float) -> str:
+    """`price > 50000`: a condition string `parse_condition` reads back to the same rule."""
+    return f"{CONDITION_NAMES.get(metric, metric)} {operator} {number_text(threshold)}"
 
 
 def number_text(v: float) -> str:
@@ -361,6 +366,8 @@ def merge_patch(current: dict[str, Any], changes: dict[str, Any]) -> AlertRule:
     `window` unless they are given, so the new metric gets its own defaults.
     """
     changes = dict(changes)
+    if "exit" in changes:  # the alias, so that it replaces the stored exit_threshold
+        changes["exit_threshold"] = changes.pop("exit")
     base = dict(current)
     if "condition" in changes:
         metric, operator, threshold = parse_condition(changes.pop("condition"))
