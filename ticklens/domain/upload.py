@@ -145,6 +145,7 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
             if len(out.errors) < MAX_ERRORS:
                 out.errors.append((i + 1, errs))
         elif not out.bad_rows:
+            assert ts is not None  # no error means the timestamp parsed
             out.rows.append(
                 UploadedBar(
                     sym,
