@@ -104,13 +104,15 @@ class RuleState:
     last_fire_ms: int | None = None
     pending_ms: int | None = None  # min_duration_s: event time the current hold started
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[int, bool, int | None, int | None]:
         return (self.version, self.armed, self.last_fire_ms, self.pending_ms)
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[int | bool | None, ...]) -> None:
         # A state pickled before `pending_ms` existed has three values.
-        self.version, self.armed, self.last_fire_ms, *rest = state
-        self.pending_ms = rest[0] if rest else None
+        version, armed, last, *rest = state
+        self.version, self.armed = int(version or 0), bool(armed)
+        self.last_fire_ms = None if last is None else int(last)
+        self.pending_ms = None if not rest or rest[0] is None else int(rest[0])
 
 
 def _enter(op: str, v: np.ndarray, thr: float) -> np.ndarray:
@@ -121,7 +123,7 @@ def _enter(op: str, v: np.ndarray, thr: float) -> np.ndarray:
     if op in ("<", "crosses_below"):
         return v < thr
     if op == "==":
-        return v == thr
+        return np.asarray(v == thr)
     return v <= thr
 
 
@@ -136,7 +138,7 @@ def _release(rule: AlertRule, v: np.ndarray) -> np.ndarray:
     if op in ("<", "crosses_below"):
         return v >= e
     if op == "==":
-        return (v != e) & ~np.isnan(v)
+        return np.asarray((v != e) & ~np.isnan(v))
     return v > e
 
 
