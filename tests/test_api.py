@@ -82,12 +82,12 @@ def test_health_names_the_store_and_schema(api: ApiServer, store: Path) -> None:
     body = api.client.get("/api/v1/health").json()
     assert body["status"] == "ok"
     assert body["store"] == str(store)
-    assert body["schema_version"] == 1
+    assert body["schema_version"] == 2  # schema v2 (main still expected 1 here)
     assert body["time"].endswith("Z")
     # /health answers in the original design's shape, ticklens' own fields beside it.
     compat = api.client.get("/health").json()
     assert compat["status"] == "healthy" and compat["collecting"] is False
-    assert compat["store"] == str(store) and compat["schema_version"] == 1 and compat["timestamp"].endswith("Z")
+    assert compat["store"] == str(store) and compat["schema_version"] == 2 and compat["timestamp"].endswith("Z")
 
 
 def test_openapi_documents_every_endpoint(api: ApiServer) -> None:
