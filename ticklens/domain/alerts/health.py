@@ -6,9 +6,11 @@ clock; `gaps_open`, its trade-id gaps detected and not (yet) filled.
 
 Feed-wide (`FeedHealth`, under the feed key): `reconnects_per_min` and
 `rejected_per_min`, counted over the last 60 s of feed time (rejects by the
-second they were received in: the 60 seconds ending with the current one). Feed time is the
-newest of the source's clocks (its estimate of exchange time now) and the
-receive times of rejected messages, so a replay reads exactly as the live run did.
+second they were received in: the 60 seconds ending with the current one).
+Feed time is local receive time: the newest of the rejected messages' receive
+times and the source's clocks (its estimate of exchange time now) shifted by
+the clock skew the source measured (receive time minus event time). A replay
+of a recording has its recorded receive times, so it reads as the live run did.
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ class FeedHealth:
     rejects: deque[list[int]] = field(default_factory=deque)  # [receive second (ms), count], oldest first
     reconnects: deque[tuple[int, int]] = field(default_factory=deque)  # (feed time, reconnects then)
     reported: dict[str, int] = field(default_factory=dict)  # source -> cumulative reconnects last reported
+    skew_ms: float = 0.0  # receive time minus exchange event time, as the source last measured it
 
     def on_clock(self, ts_ms: int) -> None:
-        self.now_ms = max(self.now_ms, ts_ms)
+        self.now_ms = max(self.now_ms, ts_ms + int(self.skew_ms))
 
     def on_rejected(self, recv_ms: int) -> None:
         sec = recv_ms - recv_ms % 1000
@@ -80,6 +83,8 @@ class FeedHealth:
         self.now_ms = max(self.now_ms, recv_ms)
 
     def on_stats(self, stats: FeedStats) -> None:
+        if stats.clock_skew_ms is not None and math.isfinite(stats.clock_skew_ms):
+            self.skew_ms = stats.clock_skew_ms
         before = self.reported.get(stats.source)
         self.reported[stats.source] = stats.reconnects
         # A restarted source counts from zero again: everything it reports is new.
