@@ -107,6 +107,16 @@ def _price_rule(op: str, thr: float, **kw) -> AlertRule:
     return AlertRule(name="t", metric="price", symbol="btcusdt", operator=op, threshold=thr, **kw)
 
 
+def test_a_late_value_opening_a_batch_is_timed_by_the_clock_of_the_batches_before():
+    # Found by the property test below: the cooldown ran on each batch's own running maximum, so a
+    # late trade at the start of a batch looked earlier than the batch before had already reached.
+    rule = _price_rule("<", 3, cooldown_s=1)
+    v, ts = [0, 0, 3, 0], [0, 0, 1000, 300]
+    assert reference_hold(v, ts, "<", 3, cooldown_ms=1000) == [0, 3]
+    assert _scan_in_batches(rule, v, ts, [3]) == [0, 3]
+    assert _scan_in_batches(rule, v, ts, []) == [0, 3]
+
+
 def test_a_held_condition_fires_once_it_has_held_long_enough():
     v = [9, 11, 11, 11, 9, 11, 11, 11, 11]
     ts = [0, 1000, 2000, 3500, 4000, 5000, 6000, 7000, 9000]

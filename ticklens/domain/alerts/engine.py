@@ -103,16 +103,18 @@ class RuleState:
     armed: bool
     last_fire_ms: int | None = None
     pending_ms: int | None = None  # min_duration_s: event time the current hold started
+    clock_ms: int = -(2**62)  # running maximum of the event times seen (cooldowns and holds run on it)
 
-    def __getstate__(self) -> tuple[int, bool, int | None, int | None]:
-        return (self.version, self.armed, self.last_fire_ms, self.pending_ms)
+    def __getstate__(self) -> tuple[int, bool, int | None, int | None, int]:
+        return (self.version, self.armed, self.last_fire_ms, self.pending_ms, self.clock_ms)
 
     def __setstate__(self, state: tuple[int | bool | None, ...]) -> None:
-        # A state pickled before `pending_ms` existed has three values.
+        # A state pickled before `pending_ms` and `clock_ms` existed has three values.
         version, armed, last, *rest = state
         self.version, self.armed = int(version or 0), bool(armed)
         self.last_fire_ms = None if last is None else int(last)
         self.pending_ms = None if not rest or rest[0] is None else int(rest[0])
+        self.clock_ms = int(rest[1]) if len(rest) > 1 and rest[1] is not None else -(2**62)
 
 
 def _enter(op: str, v: np.ndarray, thr: float) -> np.ndarray:
@@ -180,23 +182,30 @@ def scan(
     values: np.ndarray,
     ts: np.ndarray,
     bounds: tuple[float, float] | None = None,
+    ts_max: int | None = None,
 ) -> list[int]:
     """Indices where `rule` fires over a series, updating `state` (vectorised: work per trigger, not per value).
 
     `bounds` (min, max of `values`, no NaN) lets many rules over one batch skip
-    it with two comparisons when nothing can happen. Cooldown compares against
-    the running maximum of `ts`, so one late trade cannot reopen a cooldown
-    that later trades already closed.
+    it with two comparisons when nothing can happen (`ts_max`, the batch's newest
+    time, then keeps the rule's clock without a pass over `ts`). Cooldown compares
+    against the running maximum of `ts` across batches, so one late trade cannot
+    reopen a cooldown that later trades already closed.
     """
     n = len(values)
     if n == 0:
         return []
+    timed = rule.cooldown_s > 0 or rule.min_duration_s > 0
     if bounds is not None and state.pending_ms is None and not _may_change(rule, state.armed, *bounds):
+        if timed:
+            state.clock_ms = max(state.clock_ms, int(ts.max()) if ts_max is None else ts_max)
         return []
     if rule.min_duration_s > 0:
         return _scan_hold(rule, state, values, ts)
     enter_idx = np.flatnonzero(_enter(rule.operator, values, rule.threshold))
     if len(enter_idx) == 0 and state.armed:
+        if timed:
+            state.clock_ms = max(state.clock_ms, int(ts.max()) if ts_max is None else ts_max)
         return []
     release_idx = np.flatnonzero(_release(rule, values))
     cool_ms = int(round(rule.cooldown_s * 1000))
@@ -205,7 +214,7 @@ def scan(
         if len(fired):
             state.last_fire_ms = int(ts[fired[-1]])
         return [int(i) for i in fired]
-    clock = np.maximum.accumulate(ts)  # a cooldown from here on
+    clock = _clock(state, ts)  # a cooldown from here on
     level = rule.operator in LEVEL_OPERATORS
     fires: list[int] = []
     armed, last = state.armed, state.last_fire_ms
@@ -234,6 +243,14 @@ def scan(
     return fires
 
 
+def _clock(state: RuleState, ts: np.ndarray) -> np.ndarray:
+    """Event time at each value: the running maximum, carried over from earlier batches, so a late
+    value at the start of a batch cannot reopen a cooldown the previous batch had closed."""
+    clock = np.maximum.accumulate(np.maximum(ts, state.clock_ms))
+    state.clock_ms = int(clock[-1])
+    return clock
+
+
 def _scan_hold(rule: AlertRule, state: RuleState, values: np.ndarray, ts: np.ndarray) -> list[int]:
     """`scan` for a rule with `min_duration_s`: work per hold and trigger, not per value."""
     n = len(values)
@@ -241,7 +258,7 @@ def _scan_hold(rule: AlertRule, state: RuleState, values: np.ndarray, ts: np.nda
     enter_idx = np.flatnonzero(enter)
     release_idx = np.flatnonzero(_release(rule, values))
     break_idx = np.flatnonzero(~enter & ~np.isnan(values))  # the condition is false: the hold ends
-    clock = np.maximum.accumulate(ts)
+    clock = _clock(state, ts)
     hold_ms = int(round(rule.min_duration_s * 1000))
     cool_ms = int(round(rule.cooldown_s * 1000))
     level = rule.operator in LEVEL_OPERATORS
@@ -342,6 +359,7 @@ class AlertBook:
             return out
         bounds: dict[tuple[str, str | None], tuple[float, float]] = {}
         series: dict[tuple[str, str | None], np.ndarray] = {}
+        ts_max = int(trades.ts_ms.max())
         fired: list[tuple[StoredRule, np.ndarray]] = []  # (rule, values at its triggers)
         at: list[np.ndarray] = []  # trade indices of the triggers
         for sr in rules:
@@ -363,7 +381,8 @@ class AlertBook:
             if k not in bounds:
                 ok = values[~np.isnan(values)] if m in BAR_METRICS else values
                 bounds[k] = (float(ok.min()), float(ok.max())) if len(ok) else (np.inf, -np.inf)
-            idx = scan(r, self._state(sr), values, trades.ts_ms, bounds[k] if np.isfinite(bounds[k][0]) else None)
+            b = bounds[k] if np.isfinite(bounds[k][0]) else None
+            idx = scan(r, self._state(sr), values, trades.ts_ms, b, ts_max)
             if idx:
                 fired.append((sr, values[idx]))
                 at.append(np.asarray(idx))
