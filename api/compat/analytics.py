@@ -49,15 +49,17 @@ def _pair(state: State, reader: StoreReader, text: str) -> tuple[str, str]:
     return a, b
 
 
-def aligned_ticks(reader: StoreReader, a: str, b: str, per_leg: int) -> pl.DataFrame:
-    """Each leg's newest `per_leg` trades on their merged trade times (columns ts_ms, a, b)."""
+def aligned_ticks(reader: StoreReader, a: str, b: str, per_leg: int) -> tuple[pl.DataFrame, bool]:
+    """Each leg's newest `per_leg` trades on their merged trade times (columns ts_ms, a, b), and
+    whether that was every trade stored (both legs had fewer)."""
     frames = []
     for s in (a, b):
         rows = reader.ticks(s, per_leg)
         frames.append(pl.DataFrame(rows, schema=list(TICK_COLUMNS), orient="row").select("ts_ms", "price"))
+    everything = all(f.height < per_leg for f in frames)
     if frames[0].height == 0 or frames[1].height == 0:
-        return pl.DataFrame(schema={"ts_ms": pl.Int64, "a": pl.Float64, "b": pl.Float64})
-    return align_ticks(frames[0], frames[1])
+        return pl.DataFrame(schema={"ts_ms": pl.Int64, "a": pl.Float64, "b": pl.Float64}), everything
+    return align_ticks(frames[0], frames[1]), everything
 
 
 def newest_aligned(reader: StoreReader, a: str, b: str, points: int) -> pl.DataFrame:
@@ -65,12 +67,9 @@ def newest_aligned(reader: StoreReader, a: str, b: str, points: int) -> pl.DataF
     leg prints dozens in one), so more trades than points are read, growing until enough align."""
     per_leg = points
     while True:
-        al = aligned_ticks(reader, a, b, per_leg)
-        if al.height >= points or per_leg >= MAX_TICKS_PER_LEG:
+        al, everything = aligned_ticks(reader, a, b, per_leg)
+        if al.height >= points or everything or per_leg >= MAX_TICKS_PER_LEG:
             return al.tail(points)
-        # Both legs had fewer trades than asked for: that is everything stored.
-        if not any(len(reader.ticks(s, per_leg + 1)) > per_leg for s in (a, b)):
-            return al
         per_leg = min(per_leg * 4, MAX_TICKS_PER_LEG)
 
 
@@ -258,7 +257,7 @@ def backtest_ticks(
     if exit_z >= entry_z:
         raise param_error("query", "exit_z", f"must be below entry_z ({entry_z})", exit_z)
     a, b = _pair(state, reader, symbols)
-    al = aligned_ticks(reader, a, b, limit)
+    al, _ = aligned_ticks(reader, a, b, limit)
     rows = _rows(al, window) if al.height else []
     bt = backtest(rows, entry_z, exit_z, fee_bps, bars_per_year=1.0, exit_rule="cross")
     done = [t for t in bt.trades if not t.open]
