@@ -67,7 +67,7 @@ def metrics(store: Reader, state: State) -> PlainTextResponse:
     m.metric(
         "ticklens_trades_stored_total",
         "counter",
-        "Trades stored by the current flow run",
+        "Trades the flow stored since it first started (resumed runs go on counting)",
         [({}, flow.get("trades_total", 0))],
     )
     m.metric(
