@@ -712,6 +712,12 @@ class BookSync:
 
     def on_depth(self, update: DepthUpdate) -> bool:
         """Feed one diff event; True if it was applied to the book now."""
+        if self.live and not self._after_reconnect:  # the common case, kept short
+            last = self._last_u
+            prev = update.prev_final_id if self._usdm else update.first_id - 1
+            if prev == last and update.final_id > last:
+                self._apply(update)
+                return True
         after = self._after_reconnect
         self._after_reconnect = False
         if self.live:
@@ -811,21 +817,6 @@ class BookSync:
         self.counters.applied += 1
         self._out_applied.append(u)
         bid, ask = book._bb, book._ba
-        if bid is not None and ask is not None and not _lt(bid, ask):
-            self._record(u)
-            self._lose("crossed", f"best bid {bid} >= best ask {ask} after u {u.final_id}")
-            return
-        self._good = (u.final_id, u.txn_ms)
-        gap = self._gap
-        if gap is not None:
-            gap.to_update_id, gap.to_ms, gap.status = u.final_id, u.txn_ms, "closed"
-            self._out_gaps.append(replace(gap))
-            self._gap = None
-        self._record(u)
-
-    def _record(self, u: DepthUpdate) -> None:
-        book = self.book
-        bid, ask = book._bb, book._ba
         self._out_tops.append(
             (
                 u.final_id,
@@ -838,6 +829,15 @@ class BookSync:
         )
         if self.top_n:
             self._out_top_n.append(book.top(self.top_n))
+        if bid is not None and ask is not None and not _lt(bid, ask):
+            self._lose("crossed", f"best bid {bid} >= best ask {ask} after u {u.final_id}")
+            return
+        self._good = (u.final_id, u.txn_ms)
+        if self._gap is not None:
+            gap = self._gap
+            gap.to_update_id, gap.to_ms, gap.status = u.final_id, u.txn_ms, "closed"
+            self._out_gaps.append(replace(gap))
+            self._gap = None
 
     def _lose(self, reason: GapReason, detail: str) -> None:
         """The book is unknown from here: open a gap (if none is open) and ask for a snapshot."""

@@ -7,11 +7,11 @@ USD-M and spot shapes, with or without the combined-stream envelope
 strings, levels `[price, qty]` pairs. Anything else becomes a `Rejected` with a
 reason, never an exception; unknown extra fields are ignored.
 
-Depth events carry ~66 levels each, so their levels are validated in bulk: all
-strings of a side are joined and matched by one regex. From raw bytes that is
-sound when the message has no nested objects and no `|`/`;` characters (then the
-joined text can only split where the levels do); anything else takes the per-level
-path, which is the reference (tests check both agree).
+Depth events carry ~66 levels each, so their levels are validated in bulk: from
+raw bytes, one regex over the message's `"b":[…],"a":[…]}` tail (sound when the
+message holds no other object); from a decoded event, one regex over the joined
+strings. Anything else takes the per-level path, which is the reference (tests
+check that all paths agree).
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ _SIDE_FAST = re.compile(f"(?:{_LEVEL}(?:;{_LEVEL})*+)?+")
 _DECIMAL = re.compile(f"(?:0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})(?:\\.[0-9]{{1,{MAX_DIGITS}}})?")
 _SYMBOL = re.compile(f"[A-Za-z0-9_]{{1,{MAX_SYMBOL}}}")
 _symbols: dict[str, str] = {}  # validated wire symbol -> record symbol (lower case)
+
+# The last two fields of a depth event as Binance writes them, on the raw bytes.
+_BL = f'\\["{_PRICE}","{_QTY}"\\]'.encode()
+_BSIDE = b"\\[(?:" + _BL + b"(?:," + _BL + b")*+)?+\\]"
+_TAIL = re.compile(b'"b":' + _BSIDE + b',"a":' + _BSIDE + b"\\}(\\}?)\\s*+")
 
 
 class _Bad(ValueError):
@@ -93,12 +98,26 @@ def _check_levels(levels: object, side: str) -> None:
         _qty(lv[1], f"{side}[{i}] qty")
 
 
-def _fast_side(levels: object, checked: bool) -> bool:
-    """Bulk check of one side: True means every level is a [price, qty] pair of valid strings.
+def _tail_ok(raw: bytes, enveloped: bool) -> bool:
+    """True if the raw message ends in `"b":[…],"a":[…]}` with only valid [price, qty] string pairs.
 
-    Unchecked, it is sound only if no string can hold `|` or `;` and no level can be an
-    object (`parse_book_message` rules both out on the raw bytes); `checked` proves
-    the same from the decoded values.
+    Sound when the message holds no object but the event (and the envelope): then the
+    matched arrays are the event's `b` and `a` (the last of any repeated key, as orjson
+    reads them), and their strings hold no escapes, so they are the parsed values.
+    """
+    k = raw.find(b"{", 1)
+    if (raw.find(b"{", k + 1) >= 0) if enveloped else k >= 0:
+        return False
+    i = raw.find(b'"b":[')
+    m = _TAIL.fullmatch(raw, i) if i > 0 else None
+    return m is not None and (m.group(1) == b"}") == enveloped
+
+
+def _fast_side(levels: object) -> bool:
+    """Bulk check of one decoded side: True means every level is a [price, qty] pair of valid strings.
+
+    All strings are joined and matched by one regex; the counts prove the joined text
+    splits where the levels do (no separator inside a string, two elements each).
     """
     if type(levels) is not list or len(levels) > MAX_LEVELS:
         return False
@@ -108,12 +127,13 @@ def _fast_side(levels: object, checked: bool) -> bool:
         joined = ";".join(map("|".join, levels))
     except TypeError:  # a non-string element or a non-iterable level
         return False
-    if not joined or _SIDE_FAST.fullmatch(joined) is None:
-        return False
-    if checked:  # no separator inside a string, lists only, two elements each
-        n = len(levels)
-        return joined.count(";") == n - 1 and set(map(type, levels)) <= {list} and sum(map(len, levels)) == 2 * n
-    return True
+    n = len(levels)
+    return (
+        _SIDE_FAST.fullmatch(joined) is not None
+        and joined.count(";") == n - 1
+        and set(map(type, levels)) <= {list}
+        and sum(map(len, levels)) == 2 * n
+    )
 
 
 def _rejected(raw: bytes | str | None, event: object, reason: str, recv_ms: int, source: str) -> Rejected:
@@ -126,22 +146,28 @@ def _rejected(raw: bytes | str | None, event: object, reason: str, recv_ms: int,
     return Rejected(recv_ms=recv_ms, reason=reason, raw=data[:RAW_KEEP], source=source)
 
 
-def _depth(event: dict, recv_ms: int, market: Market | None, flat: bool) -> DepthUpdate:
+def _depth(event: dict, recv_ms: int, market: Market | None, verified: bool) -> DepthUpdate:
     bids = event.get("b")
     asks = event.get("a")
     if bids is None or asks is None:
         raise _Bad(f"depthUpdate missing field {'b' if bids is None else 'a'!r}")
-    if not (_fast_side(bids, not flat) and _fast_side(asks, not flat)):
+    if not (verified or (_fast_side(bids) and _fast_side(asks))):
         _check_levels(bids, "bids")
         _check_levels(asks, "asks")
     try:
         first, final, ev_ms = event["U"], event["u"], event["E"]
     except KeyError as e:
         raise _Bad(f"depthUpdate missing field {e.args[0]!r}") from None
-    _int64(first, "U")
-    _int64(final, "u")
-    _int64(ev_ms, "E", positive=True)
-    if final < first:
+    if not (
+        type(first) is int
+        and type(final) is int
+        and type(ev_ms) is int
+        and 0 <= first <= final <= INT64_MAX
+        and 0 < ev_ms <= INT64_MAX
+    ):  # the reason, field by field
+        _int64(first, "U")
+        _int64(final, "u")
+        _int64(ev_ms, "E", positive=True)
         raise _Bad(f"u {final} < U {first}")
     if market == "spot":
         prev = None
@@ -151,8 +177,10 @@ def _depth(event: dict, recv_ms: int, market: Market | None, flat: bool) -> Dept
             raise _Bad("USD-M depthUpdate missing field 'pu'")
         if "T" not in event:
             raise _Bad("USD-M depthUpdate missing field 'T'")
-        prev = _int64(event["pu"], "pu")
-        txn = _int64(event["T"], "T", positive=True)
+        prev, txn = event["pu"], event["T"]
+        if not (type(prev) is int and type(txn) is int and 0 <= prev <= INT64_MAX and 0 < txn <= INT64_MAX):
+            _int64(prev, "pu")
+            _int64(txn, "T", positive=True)
     else:
         prev = None
         txn = ev_ms
@@ -220,17 +248,18 @@ def _dispatch(
     market: Market | None,
     snapshot_symbol: str | None,
     snapshot_limit: int | None,
-    flat: bool,
+    raw: bytes | None,
 ) -> BookRecord:
     if type(event) is not dict:
         raise _Bad(f"event is {type(event).__name__}, not an object")
-    if "stream" in event and "data" in event:
+    enveloped = "stream" in event and "data" in event
+    if enveloped:
         event = event["data"]
         if type(event) is not dict:
             raise _Bad("stream data is not an object")
     kind = event.get("e")
     if kind == "depthUpdate":
-        return _depth(event, recv_ms, market, flat)
+        return _depth(event, recv_ms, market, raw is not None and _tail_ok(raw, enveloped))
     if kind == "bookTicker" or (kind is None and "u" in event and "A" in event and "B" in event):
         return _quote(event, recv_ms)
     if kind is None and "lastUpdateId" in event:
@@ -259,7 +288,7 @@ def parse_book_event(
     undecoded message) is kept in a Rejected; without it the event is re-encoded.
     """
     try:
-        return _dispatch(event, recv_ms, market, snapshot_symbol, snapshot_limit, flat=False)
+        return _dispatch(event, recv_ms, market, snapshot_symbol, snapshot_limit, None)
     except _Bad as e:
         return _rejected(raw, event, str(e), recv_ms, source)
 
@@ -274,24 +303,15 @@ def parse_book_message(
     source: str = "",
 ) -> BookRecord | Rejected:
     """One raw message (bytes or text) -> its record, or Rejected. The fast path for depth."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     try:
-        event = orjson.loads(raw)
+        event = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         return _rejected(raw, None, f"invalid JSON: {e}", recv_ms, source)
-    if isinstance(raw, str):
-        brace, bar, semi = "{", "|", ";"
-    else:
-        brace, bar, semi = b"{", b"|", b";"  # type: ignore[assignment]
-    # Only the outer object (and the envelope's data) may open a brace; no separator characters.
-    k = raw.find(brace, 1)  # type: ignore[arg-type]
-    enveloped = type(event) is dict and "data" in event and "stream" in event
-    flat = (
-        (raw.find(brace, k + 1) < 0 if enveloped else k < 0)  # type: ignore[arg-type]
-        and raw.find(bar) < 0  # type: ignore[arg-type]
-        and raw.find(semi) < 0  # type: ignore[arg-type]
-    )
     try:
-        return _dispatch(event, recv_ms, market, snapshot_symbol, snapshot_limit, flat)
+        return _dispatch(
+            event, recv_ms, market, snapshot_symbol, snapshot_limit, data if type(data) is bytes else bytes(data)
+        )
     except _Bad as e:
         return _rejected(raw, event, str(e), recv_ms, source)
 
