@@ -26,23 +26,23 @@ def levels(book: dict[str, str]) -> dict[Decimal, Decimal]:
 def test_prices_in_other_forms_hit_the_same_level() -> None:
     b = OrderBook("x")
     b.load_snapshot(snap([("100.50", "1.000")], [("101.00", "1.000")]))
-    b.apply([["100.5", "2.000"]], [])
+    b.apply_pairs([["100.5", "2.000"]], [])
     assert b.bids == {"100.50": "2.000"}
-    b.apply([["100.500", "0"]], [])
+    b.apply_pairs([["100.500", "0"]], [])
     assert b.bids == {} and b.best_bid is None
-    b.apply([["100", "1.5"]], [["101.0", "0.000"]])
+    b.apply_pairs([["100", "1.5"]], [["101.0", "0.000"]])
     assert b.bids == {"100.00": "1.5"} and b.asks == {}
 
 
 def test_a_finer_price_widens_the_scale_and_keeps_every_level() -> None:
     b = OrderBook("x")
     b.load_snapshot(snap([("100.50", "1"), ("100.40", "2")], [("101.00", "3")]))
-    b.apply([["100.505", "4"]], [["100.995", "5"]])
+    b.apply_pairs([["100.505", "4"]], [["100.995", "5"]])
     assert b.decimals == 3
     assert b.bids == {"100.500": "1", "100.400": "2", "100.505": "4"}
     assert b.best_bid == ("100.505", "4") and b.best_ask == ("100.995", "5")
     assert b.complete_range == (100.4, 101.0)
-    b.apply([], [["100.995", "0"]])
+    b.apply_pairs([], [["100.995", "0"]])
     assert b.best_ask == ("101.000", "3")
 
 
@@ -50,9 +50,9 @@ def test_a_level_off_the_learned_grid_refines_it() -> None:
     b = OrderBook("x")
     b.load_snapshot(snap([(f"{100 - i / 10:.2f}", "1") for i in range(5)], [("101.00", "1")]))
     assert b.tick_step == 0.1
-    b.apply([["99.95", "7"]], [])
+    b.apply_pairs([["99.95", "7"]], [])
     assert b.tick_step == 0.01
-    b.apply([["100.00", "0"], ["99.90", "0"]], [])
+    b.apply_pairs([["100.00", "0"], ["99.90", "0"]], [])
     assert b.best_bid == ("99.95", "7")
 
 
@@ -60,9 +60,9 @@ def test_next_best_beyond_the_probes_is_found_by_a_scan() -> None:
     b = OrderBook("x")
     far = f"{100 - (PROBES + 5) * 0.01:.2f}"
     b.load_snapshot(snap([("100.00", "1"), ("99.99", "1"), (far, "3")], [("200.00", "1")]))
-    b.apply([["100.00", "0"], ["99.99", "0"]], [])
+    b.apply_pairs([["100.00", "0"], ["99.99", "0"]], [])
     assert b.best_bid == (far, "3")
-    b.apply([[far, "0"]], [])
+    b.apply_pairs([[far, "0"]], [])
     assert b.best_bid is None and not b.crossed
 
 
@@ -87,7 +87,7 @@ def test_top_depth_and_ranges() -> None:
 def test_snapshot_of_a_book_loads_back_identically() -> None:
     b = OrderBook("x")
     b.load_snapshot(snap([("100.00", "1"), ("99.00", "2"), ("98.00", "3")], [("101.00", "1"), ("102.00", "2")]))
-    b.apply([["50.00", "5"]], [["150.00", "1"]], update_id=9, ts_ms=77)
+    b.apply_pairs([["50.00", "5"]], [["150.00", "1"]], update_id=9, ts_ms=77)
     s = b.snapshot()
     assert (s.last_update_id, s.txn_ms) == (9, 77)
     c = OrderBook("x")
@@ -101,9 +101,9 @@ def test_crossed_and_locked() -> None:
     b = OrderBook("x")
     b.load_snapshot(snap([("100.00", "1")], [("101.00", "1")]))
     assert not b.crossed and not b.locked
-    b.apply([["101.00", "1"]], [])
+    b.apply_pairs([["101.00", "1"]], [])
     assert b.locked and b.crossed
-    b.apply([["101.00", "0"], ["102.00", "1"]], [])
+    b.apply_pairs([["101.00", "0"], ["102.00", "1"]], [])
     assert b.crossed and not b.locked
 
 
@@ -156,7 +156,7 @@ def test_random_diffs_match_a_plain_dict_book(bid0, ask0, diffs) -> None:
                 ref.pop(Decimal(cents) / 100, None)
             else:
                 ref[Decimal(cents) / 100] = Decimal(q)
-        b.apply(bids, asks)
+        b.apply_pairs(bids, asks)
         assert levels(b.bids) == ref_b and levels(b.asks) == ref_a
         best_b = None if not ref_b else (max(ref_b), ref_b[max(ref_b)])
         best_a = None if not ref_a else (min(ref_a), ref_a[min(ref_a)])

@@ -18,7 +18,7 @@ def as_decimal(book: dict[str, str]) -> dict[Decimal, Decimal]:
 
 
 def ev(first: int, final: int, prev: int | None, bids=(), asks=(), t: int = 1_000) -> DepthUpdate:
-    return DepthUpdate("x", first, final, prev, t, t, t, [list(b) for b in bids], [list(a) for a in asks])
+    return DepthUpdate.from_pairs("x", first, final, prev, t, t, t, [list(b) for b in bids], [list(a) for a in asks])
 
 
 def snap(last: int, bids, asks, t: int = 1_000, limit: int | None = None) -> BookSnapshot:
@@ -97,7 +97,8 @@ def test_a_crossed_book_from_a_forged_level_is_a_gap() -> None:
                 n += 1
                 if n == 300:  # a bid one cent above the best ask
                     ask = Decimal(sync.book.best_ask[0])  # type: ignore[index]
-                    rec.bids.append([f"{ask + Decimal('0.01'):.2f}", "1.000"])
+                    rec.bid_px.append(f"{ask + Decimal('0.01'):.2f}")
+                    rec.bid_qty.append("1.000")
             sync.on_depth(rec)
     gaps = sync.drain().gaps
     assert len(gaps) == 1 and gaps[0].reason == "crossed" and gaps[0].status == "open"

@@ -113,9 +113,10 @@ class Quotes:
 class DepthUpdate:
     """One diff-depth event: absolute quantities per price level, "0" removes the level.
 
-    `bids`/`asks` are `[price, qty]` string pairs exactly as received (compact, exact,
-    and what a store writes back out). `prev_final_id` is USD-M's `pu` (None on
-    spot); spot has no transaction time, so `txn_ms` is the event time there.
+    Levels are columns of the exchange's decimal strings (exact, compact: four lists
+    per event, not a list per level, so holding many events costs the garbage
+    collector little). `prev_final_id` is USD-M's `pu` (None on spot); spot has no
+    transaction time, so `txn_ms` is the event time there.
     """
 
     symbol: str
@@ -125,12 +126,50 @@ class DepthUpdate:
     event_ms: int
     txn_ms: int
     recv_ms: int
-    bids: list[Level]
-    asks: list[Level]
+    bid_px: list[str]
+    bid_qty: list[str]
+    ask_px: list[str]
+    ask_qty: list[str]
+
+    @classmethod
+    def from_pairs(
+        cls,
+        symbol: str,
+        first_id: int,
+        final_id: int,
+        prev_final_id: int | None,
+        event_ms: int,
+        txn_ms: int,
+        recv_ms: int,
+        bids: list[Level],
+        asks: list[Level],
+    ) -> DepthUpdate:
+        return cls(
+            symbol,
+            first_id,
+            final_id,
+            prev_final_id,
+            event_ms,
+            txn_ms,
+            recv_ms,
+            [lv[0] for lv in bids],
+            [lv[1] for lv in bids],
+            [lv[0] for lv in asks],
+            [lv[1] for lv in asks],
+        )
+
+    @property
+    def bids(self) -> list[Level]:
+        """[price, qty] pairs, as Binance sends them."""
+        return [[p, q] for p, q in zip(self.bid_px, self.bid_qty, strict=True)]
+
+    @property
+    def asks(self) -> list[Level]:
+        return [[p, q] for p, q in zip(self.ask_px, self.ask_qty, strict=True)]
 
     @property
     def n_levels(self) -> int:
-        return len(self.bids) + len(self.asks)
+        return len(self.bid_px) + len(self.ask_px)
 
     def bid_array(self) -> np.ndarray:
         """(n, 2) float64: price, quantity."""
@@ -358,7 +397,26 @@ class OrderBook:
         self.last_update_id = snap.last_update_id
         self.ts_ms = snap.ts_ms
 
-    def apply(self, bids: list[Level], asks: list[Level], update_id: int = 0, ts_ms: int = 0) -> None:
+    def apply_pairs(self, bids: list[Level], asks: list[Level], update_id: int = 0, ts_ms: int = 0) -> None:
+        """`apply` for [price, qty] pairs."""
+        self.apply(
+            [lv[0] for lv in bids],
+            [lv[1] for lv in bids],
+            [lv[0] for lv in asks],
+            [lv[1] for lv in asks],
+            update_id,
+            ts_ms,
+        )
+
+    def apply(
+        self,
+        bid_px: list[str],
+        bid_qty: list[str],
+        ask_px: list[str],
+        ask_qty: list[str],
+        update_id: int = 0,
+        ts_ms: int = 0,
+    ) -> None:
         """Apply one diff: each level's quantity is absolute, a zero quantity removes the level.
 
         Levels must be validated decimal strings (the exchange parser guarantees it).
@@ -371,7 +429,7 @@ class OrderBook:
         best = self._bb
         blen = -1 if best is None else len(best)
         gone = False
-        for p, q in bids:
+        for p, q in zip(bid_px, bid_qty, strict=True):
             if q in zero:
                 if book.pop(p, None) is None:
                     if not (len(p) > need and p[dot] == "."):
@@ -400,7 +458,7 @@ class OrderBook:
         best = self._ba
         blen = 1 << 30 if best is None else len(best)
         gone = False
-        for p, q in asks:
+        for p, q in zip(ask_px, ask_qty, strict=True):
             if q in zero:
                 if book.pop(p, None) is None:
                     if not (len(p) > need and p[dot] == "."):
@@ -812,7 +870,7 @@ class BookSync:
 
     def _apply(self, u: DepthUpdate) -> None:
         book = self.book
-        book.apply(u.bids, u.asks, u.final_id, u.txn_ms)
+        book.apply(u.bid_px, u.bid_qty, u.ask_px, u.ask_qty, u.final_id, u.txn_ms)
         self._last_u = u.final_id
         self.counters.applied += 1
         self._out_applied.append(u)

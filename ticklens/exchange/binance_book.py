@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from operator import itemgetter
 from typing import Literal
 
 import orjson
@@ -42,6 +43,7 @@ _LEVEL = f"{_PRICE}\\|{_QTY}"
 _SIDE_FAST = re.compile(f"(?:{_LEVEL}(?:;{_LEVEL})*+)?+")
 _DECIMAL = re.compile(f"(?:0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})(?:\\.[0-9]{{1,{MAX_DIGITS}}})?")
 _SYMBOL = re.compile(f"[A-Za-z0-9_]{{1,{MAX_SYMBOL}}}")
+_ig0, _ig1 = itemgetter(0), itemgetter(1)
 _symbols: dict[str, str] = {}  # validated wire symbol -> record symbol (lower case)
 
 # The last two fields of a depth event as Binance writes them, on the raw bytes.
@@ -184,7 +186,19 @@ def _depth(event: dict, recv_ms: int, market: Market | None, verified: bool) -> 
     else:
         prev = None
         txn = ev_ms
-    return DepthUpdate(_symbol(event.get("s")), first, final, prev, ev_ms, txn, recv_ms, bids, asks)
+    return DepthUpdate(
+        _symbol(event.get("s")),
+        first,
+        final,
+        prev,
+        ev_ms,
+        txn,
+        recv_ms,
+        list(map(_ig0, bids)),
+        list(map(_ig1, bids)),
+        list(map(_ig0, asks)),
+        list(map(_ig1, asks)),
+    )
 
 
 def _quote(event: dict, recv_ms: int) -> Quote:
