@@ -241,7 +241,7 @@ def test_buffer_is_bounded() -> None:
     assert s.counters.overflow == 7
 
 
-def test_drain_gives_tops_after_every_applied_event() -> None:
+def test_drain_gives_the_best_bid_ask_after_each_change_and_top_levels_per_event() -> None:
     s = BookSync("x", top_n=3)
     s.on_depth(ev(5, 9, 4))
     s.on_snapshot(snap(7, [("100.00", "1.000"), ("99.50", "2.000")], [("101.00", "2.000")]))
@@ -256,3 +256,7 @@ def test_drain_gives_tops_after_every_applied_event() -> None:
     assert t.top_ask is not None and t.top_ask[1].tolist()[:2] == [100.5, 101.0]
     assert t.top_bid is not None and t.top_bid[1].tolist()[1] != t.top_bid[1].tolist()[1]  # NaN pad
     assert len(s.drain().tops) == 0
+    s.on_depth(ev(13, 13, 12, bids=[("90.00", "1.000")]))  # far from the top: no new L1 row
+    s.on_depth(ev(14, 14, 13, asks=[("100.50", "0.500")]))
+    t = s.drain().tops
+    assert t.update_id.tolist() == [14] and t.ask_qty.tolist() == [0.5]

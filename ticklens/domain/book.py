@@ -668,10 +668,12 @@ def _lt(a: str, b: str) -> bool:
 
 @dataclass(slots=True)
 class BookTops:
-    """Best bid/ask (and optionally the top n levels) after every applied event, columnar.
+    """The best bid/ask after applied events, columnar: one row per event that changed it.
 
-    Prices/quantities are float64 (NaN for an empty side); `top_*` are (events, n)
-    arrays, NaN-padded, present when the sync was built with `top_n > 0`.
+    The L1 after any applied event is the last row at or before its update id. Prices and
+    quantities are float64 (NaN for an empty side). `top_*` are (applied events, n) arrays,
+    one row per applied event (`applied` of the same BookStep), NaN-padded, present when
+    the sync was built with `top_n > 0`.
     """
 
     symbol: str
@@ -753,6 +755,7 @@ class BookSync:
         self._after_reconnect = False
         self._out_applied: list[DepthUpdate] = []
         self._out_tops: list[tuple] = []
+        self._l1: tuple = (None, None, None, None)
         self._out_top_n: list[tuple] = []
         self._out_gaps: list[BookGap] = []
         self._out_snaps: list[BookSnapshot] = []
@@ -875,16 +878,10 @@ class BookSync:
         self.counters.applied += 1
         self._out_applied.append(u)
         bid, ask = book._bb, book._ba
-        self._out_tops.append(
-            (
-                u.final_id,
-                u.txn_ms,
-                _NAN if bid is None else float(bid),
-                _NAN if bid is None else float(book.bids[bid]),
-                _NAN if ask is None else float(ask),
-                _NAN if ask is None else float(book.asks[ask]),
-            )
-        )
+        l1 = (bid, None if bid is None else book.bids[bid], ask, None if ask is None else book.asks[ask])
+        if l1 != self._l1:  # a row only when the best bid/ask (price or quantity) changed
+            self._l1 = l1
+            self._out_tops.append((u.final_id, u.txn_ms, *l1))
         if self.top_n:
             self._out_top_n.append(book.top(self.top_n))
         if bid is not None and ask is not None and not _lt(bid, ask):
@@ -914,17 +911,21 @@ class BookSync:
     def drain(self) -> BookStep:
         """Everything produced since the last drain (applied diffs, tops, gaps, snapshots)."""
         rows = self._out_tops
-        n = len(rows)
         cols = list(zip(*rows, strict=True)) if rows else [()] * 6
+
+        def num(col: tuple) -> np.ndarray:
+            return np.array([_NAN if x is None else float(x) for x in col], dtype=np.float64)
+
         tops = BookTops(
             self.symbol,
             np.array(cols[0], dtype=np.int64),
             np.array(cols[1], dtype=np.int64),
-            np.array(cols[2], dtype=np.float64),
-            np.array(cols[3], dtype=np.float64),
-            np.array(cols[4], dtype=np.float64),
-            np.array(cols[5], dtype=np.float64),
+            num(cols[2]),
+            num(cols[3]),
+            num(cols[4]),
+            num(cols[5]),
         )
+        n = len(self._out_top_n)
         if self.top_n:
             k = self.top_n
             arrs = [np.full((n, k), np.nan) for _ in range(4)]
