@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from itertools import compress
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -754,9 +754,9 @@ class BookSync:
         self._gap: BookGap | None = None
         self._after_reconnect = False
         self._out_applied: list[DepthUpdate] = []
-        self._out_tops: list[tuple] = []
-        self._l1: tuple = (None, None, None, None)
-        self._out_top_n: list[tuple] = []
+        self._out_tops: list[tuple[int, int, str | None, str | None, str | None, str | None]] = []
+        self._l1: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+        self._out_top_n: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
         self._out_gaps: list[BookGap] = []
         self._out_snaps: list[BookSnapshot] = []
 
@@ -826,7 +826,7 @@ class BookSync:
             return False
         prev = u.prev_final_id if self._usdm else u.first_id - 1
         if prev != last:
-            why = "reconnect" if after_reconnect else "pu_break"
+            why: GapReason = "reconnect" if after_reconnect else "pu_break"
             field_name = "pu" if self._usdm else "U-1"
             self._lose(why, f"{field_name} {prev} != previous u {last}")
             self._buffer.append(_Pending(u, False))
@@ -911,9 +911,9 @@ class BookSync:
     def drain(self) -> BookStep:
         """Everything produced since the last drain (applied diffs, tops, gaps, snapshots)."""
         rows = self._out_tops
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 6
+        cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
 
-        def num(col: tuple) -> np.ndarray:
+        def num(col: tuple[str | None, ...]) -> np.ndarray:
             return np.array([_NAN if x is None else float(x) for x in col], dtype=np.float64)
 
         tops = BookTops(
