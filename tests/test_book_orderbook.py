@@ -97,6 +97,13 @@ def test_snapshot_of_a_book_loads_back_identically() -> None:
     assert cut.bids == [["100.00", "1"], ["99.00", "2"]] and cut.complete_range == (99.0, 102.0)
 
 
+def test_the_best_removed_and_created_again_in_one_diff_stays_best() -> None:
+    b = OrderBook("x")
+    b.load_snapshot(snap([("100.00", "1"), ("99.00", "1")], [("101.00", "1"), ("102.00", "1")]))
+    b.apply_pairs([["100.00", "0"], ["100.00", "5"]], [["101.00", "0"], ["101.00", "6"]])
+    assert b.best_bid == ("100.00", "5") and b.best_ask == ("101.00", "6")
+
+
 def test_crossed_and_locked() -> None:
     b = OrderBook("x")
     b.load_snapshot(snap([("100.00", "1")], [("101.00", "1")]))

@@ -444,7 +444,7 @@ class OrderBook:
             elif len(p) > need and p[dot] == "." and p.endswith(grid):
                 book[p] = q
                 n = len(p)
-                if n > blen or (n == blen and p > best):  # type: ignore[operator]
+                if n > blen or (n == blen and p >= best):  # type: ignore[operator]  # >=: the best, re-created
                     best, blen, gone = p, n, False
             else:
                 self._bb, self._gone = best, gone
@@ -473,7 +473,7 @@ class OrderBook:
             elif len(p) > need and p[dot] == "." and p.endswith(grid):
                 book[p] = q
                 n = len(p)
-                if n < blen or (n == blen and p < best):  # type: ignore[operator]
+                if n < blen or (n == blen and p <= best):  # type: ignore[operator]
                     best, blen, gone = p, n, False
             else:
                 self._ba, self._gone = best, gone
@@ -502,7 +502,7 @@ class OrderBook:
             self._set_step(_pow10_divisor(math.gcd(tick, self._step)))
         new = key not in book
         book[key] = q
-        if new and (best is None or (_lt(best, key) if is_bid else _lt(key, best))):
+        if new and (best is None or (not _lt(key, best) if is_bid else not _lt(best, key))):
             if is_bid:
                 self._bb = key
             else:
