@@ -251,7 +251,7 @@ class Downloader:
             expected = r.headers.get("Content-Length")
             got = 0
             with open(part, "ab" if resumed else "wb") as fh:
-                async for chunk in r.aiter_bytes(CHUNK):
+                async for chunk in r.aiter_bytes():  # as received: a cut transfer keeps all it got
                     fh.write(chunk)
                     h.update(chunk)
                     got += len(chunk)
