@@ -168,7 +168,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             continue
         print(
             f"{c.symbol} {c.data}: {len(c.files)} files, {c.rows:,} rows, ids {c.first_id}…{c.last_id}: "
-            f"{c.gap_count} gaps ({c.missing:,} ids missing), {c.disorder_count} repeated or backward ids"
+            f"{c.gap_count} gaps ({c.missing:,} ids missing), {c.repeated_count} repeated ids, {c.late_count} late ids"
         )
         for g in c.gaps:
             where = f"across {g.before_file} → {g.after_file}" if g.across_files else f"in {g.after_file}"
@@ -177,7 +177,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"{iso_ms(g.before_ms)} and {iso_ms(g.after_ms)} {where}"
             )
         for x in c.disorder:
-            print(f"  id {x.trade_id} after {x.previous_id} at {iso_ms(x.ts_ms)} in {x.file}")
+            what = "repeated" if x.repeated else "late"
+            print(f"  {what} id {x.trade_id} after {x.previous_id} at {iso_ms(x.ts_ms)} in {x.file}")
         if not c.ok:
             status = max(status, 1)
     if args.report:
@@ -191,7 +192,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "last_id": c.last_id,
                 "gap_count": c.gap_count,
                 "missing": c.missing,
-                "disorder_count": c.disorder_count,
+                "repeated_count": c.repeated_count,
+                "late_count": c.late_count,
                 "gaps": [
                     {
                         "first_missing": g.first_missing,

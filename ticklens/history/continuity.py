@@ -4,12 +4,15 @@ Binance's archives are known to miss trades now and then (binance-public-data #3
 Reading the `trades`/`aggTrades` files of a symbol oldest first, ids must go up by exactly
 one; each jump is a gap listed with the missing ids and the times of the trades on either
 side, and whether it lies inside one file or across two (a missing day shows as one gap
-across it). Ids that repeat or go backwards are listed too. Only the id and time columns are
-parsed, a block at a time straight out of the zip: memory stays constant for a month of 10^8 rows.
+across it). An id that comes after a higher one is late: if it falls in a hole seen before,
+it shrinks that hole (two swapped rows are no gap), otherwise it is a repeat; both are listed.
+Only the id and time columns are parsed, a block at a time straight out of the zip: memory stays
+constant for a month of 10^8 rows.
 """
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import io
 import zipfile
@@ -50,9 +53,10 @@ class Gap:
 @dataclass(frozen=True, slots=True)
 class Disorder:
     trade_id: int
-    previous_id: int
+    previous_id: int  # the highest id before it
     ts_ms: int
     file: str
+    repeated: bool  # seen before (else late: it filled part of a hole)
 
 
 @dataclass(slots=True)
@@ -67,11 +71,40 @@ class Continuity:
     disorder: list[Disorder] = field(default_factory=list)  # the first MAX_LISTED
     gap_count: int = 0
     missing: int = 0  # ids missing in all gaps
-    disorder_count: int = 0
+    late_count: int = 0
+    repeated_count: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.gap_count and not self.disorder_count
+        """No id missing, none twice (late ones only mean the file is not sorted)."""
+        return not self.gap_count and not self.repeated_count
+
+    def _gap(self, gap: Gap) -> None:
+        self.gap_count += 1
+        self.missing += gap.missing
+        if len(self.gaps) < MAX_LISTED:
+            self.gaps.append(gap)
+
+    def _late(self, trade_id: int, high: int, ts_ms: int, file: str) -> None:
+        """An id below the highest so far: fills a listed hole, or is a repeat."""
+        i = bisect.bisect_right(self.gaps, trade_id, key=lambda g: g.first_missing) - 1
+        g = self.gaps[i] if i >= 0 else None
+        repeated = g is None or not g.first_missing <= trade_id <= g.last_missing
+        if not repeated:
+            assert g is not None
+            parts = [
+                Gap(g.first_missing, trade_id - 1, g.before_ms, ts_ms, g.before_file, file),
+                Gap(trade_id + 1, g.last_missing, ts_ms, g.after_ms, file, g.after_file),
+            ]
+            parts = [p for p in parts if p.first_missing <= p.last_missing]
+            self.gaps[i : i + 1] = parts
+            self.gap_count += len(parts) - 1
+            self.missing -= 1
+            self.late_count += 1
+        else:
+            self.repeated_count += 1
+        if len(self.disorder) < MAX_LISTED:
+            self.disorder.append(Disorder(trade_id, high, ts_ms, file, repeated))
 
 
 def _open_csv_stream(path: Path) -> io.BufferedIOBase:
@@ -144,14 +177,9 @@ def check_files(symbol: str, data: str, paths: list[Path]) -> Continuity:
                 before_file = prev_file if (prev_id is not None and i == 0) else path.name
                 if step[i] > 1:
                     first, last = int(high[i]) + 1, int(ids_x[i + 1]) - 1
-                    out.gap_count += 1
-                    out.missing += last - first + 1
-                    if len(out.gaps) < MAX_LISTED:
-                        out.gaps.append(Gap(first, last, int(ts_x[i]), int(ts_x[i + 1]), before_file, path.name))
+                    out._gap(Gap(first, last, int(ts_x[i]), int(ts_x[i + 1]), before_file, path.name))
                 else:
-                    out.disorder_count += 1
-                    if len(out.disorder) < MAX_LISTED:
-                        out.disorder.append(Disorder(int(ids_x[i + 1]), int(high[i]), int(ts_x[i + 1]), path.name))
+                    out._late(int(ids_x[i + 1]), int(high[i]), int(ts_x[i + 1]), path.name)
             prev_id, prev_ts = int(high[-1]), int(ts_x[-1])
             prev_file = path.name
             out.last_id = prev_id
