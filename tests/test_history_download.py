@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -243,3 +244,36 @@ def test_killed_download_resumes_without_fetching_verified_files_again(tmp_path:
     while (chunk := replay.take(50_000)) is not None:
         ids += [i for t in chunk for i in t.trade_id.tolist()]
     assert ids == [int(line.split(",")[0]) for line in agg_csv_by_day("ETHUSDT")["2024-07-19"]]
+
+
+def test_progress_bar_on_a_terminal_and_the_summary_alone_in_a_pipe(tmp_path: Path) -> None:
+    with archive_server(real_archive()) as srv:
+        args = download_args(srv.url, tmp_path / "tty", "BTCUSDT,ETHUSDT", "aggTrades", "2024-07-18", "2024-07-19")
+        (tmp_path / "tty").mkdir()
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ticklens.cli", "history", *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+            env=dict(os.environ, COLUMNS="160", TERM="xterm-256color"),
+        )
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                buf = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not buf:
+                break
+            out += buf
+        os.close(master)
+        assert proc.wait(timeout=60) == 0
+        piped = run(download_args(srv.url, tmp_path, "BTCUSDT,ETHUSDT", "aggTrades", "2024-07-18", "2024-07-19"))
+    text = out.decode("utf-8", "replace")
+    assert "download" in text and "4/4" in text and "ETA" in text and "\x1b[" in text  # drawn, in place
+    assert "downloaded 4 " in text
+    assert piped.returncode == 0 and "\x1b[" not in piped.stdout + piped.stderr
+    assert piped.stdout.splitlines()[0].startswith("downloaded 4 ") and len(piped.stdout.splitlines()) == 1

@@ -96,6 +96,7 @@ class Progress:
     """What the downloader tells a progress display; the default shows nothing."""
 
     def start(self, files: int) -> None: ...
+    def more(self, files: int) -> None: ...  # a monthly file became its days
     def received(self, n: int) -> None: ...
     def done(self, outcome: Outcome) -> None: ...
     def stop(self) -> None: ...
@@ -114,7 +115,7 @@ class Downloader:
         t0 = time.monotonic()
         timeout = httpx.Timeout(self.s.timeout_s, connect=min(10.0, self.s.timeout_s))
         limits = httpx.Limits(max_connections=self.s.parallel, max_keepalive_connections=self.s.parallel)
-        self.progress.start(sum(len(f.days()) if f.period == "monthly" else 1 for f in plan.files))
+        self.progress.start(len(plan.files))
         try:
             async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=True) as client:
                 self.client = client
@@ -134,6 +135,7 @@ class Downloader:
             days = f.days()
             if all(self.manifest.verified(d.rel, d.path(self.s.root)) for d in days):
                 # Fetched day by day before the monthly file existed: keep those, never both.
+                self.progress.more(len(days) - 1)
                 return [o for d in days for o in self._finish(Outcome(d, "skipped", reason="daily files"))]
         entry = self.manifest.verified(f.rel, final)
         if entry is None and final.exists():
@@ -153,6 +155,7 @@ class Downloader:
                 return self._finish(Outcome(f, "failed", reason=str(e)))
         if f.period == "monthly":
             # Not published (yet, or at all): the month's days one by one, outside our slot.
+            self.progress.more(len(f.days()) - 1)
             results = await asyncio.gather(*(self._file(d) for d in f.days()))
             return [o for r in results for o in r]
         return self._finish(missing)

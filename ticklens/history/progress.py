@@ -47,6 +47,10 @@ class BarProgress(Progress):
         self.bar.start_task(self.task)
         self.bar.start()
 
+    def more(self, files: int) -> None:
+        task = self.bar.tasks[0]
+        self.bar.update(self.task, total=(task.total or 0) + files)
+
     def received(self, n: int) -> None:
         self.total_bytes += n
         now = time.monotonic()
