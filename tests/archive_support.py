@@ -53,6 +53,19 @@ def agg_csv_by_day(symbol: str) -> dict[str, list[str]]:
     return out
 
 
+def book_ticker_lines(path: Path) -> tuple[str, list[str]]:
+    """A raw USD-M recording's `@bookTicker` messages in the archive's bookTicker CSV layout."""
+    header = "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time"
+    lines = []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            msg = json.loads(line.partition(" ")[2])
+            if msg.get("stream", "").endswith("@bookTicker"):
+                d = msg["data"]
+                lines.append(f"{d['u']},{d['b']},{d['B']},{d['a']},{d['A']},{d['T']},{d['E']}")
+    return header, lines
+
+
 def trades_2020_lines() -> tuple[str, list[str]]:
     with gzip.open(TRADES_2020, "rt") as fh:
         header, *lines = fh.read().splitlines()
@@ -104,7 +117,8 @@ class Archive:
 
 
 def real_archive() -> Archive:
-    """aggTrades of BTCUSDT and ETHUSDT (2024-07-18, -19, 2024-08-08), trades of BTCUSDT 2020-12-09, klines."""
+    """aggTrades of BTCUSDT and ETHUSDT (2024-07-18, -19, 2024-08-08), trades of BTCUSDT 2020-12-09,
+    its klines, and BTCUSDT bookTicker of 2024-07-18."""
     a = Archive()
     for sym in ("BTCUSDT", "ETHUSDT"):
         for day, lines in agg_csv_by_day(sym).items():
@@ -113,6 +127,8 @@ def real_archive() -> Archive:
     a.add_zip("trades", "BTCUSDT", "2020-12-09", header, lines)
     for day, (kh, kl) in klines_by_day().items():
         a.add_zip("klines-1m", "BTCUSDT", day, kh, kl)
+    bh, bl = book_ticker_lines(SHARED / "um_ws" / "btcusdt_20240718.gz")
+    a.add_zip("bookTicker", "BTCUSDT", "2024-07-18", bh, bl)
     return a
 
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 from tests.archive_support import (
@@ -24,6 +25,7 @@ from tests.archive_support import (
     daily_path,
     real_archive,
 )
+from ticklens.history.layout import plan
 from ticklens.ingest.replay import Replay
 
 BTC18 = "/data/futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-07-18.zip"
@@ -32,6 +34,12 @@ ETH18 = "/data/futures/um/daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-07-18.z
 ETH19 = "/data/futures/um/daily/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-07-19.zip"
 TRADES20 = "/data/futures/um/daily/trades/BTCUSDT/BTCUSDT-trades-2020-12-09.zip"
 KLINES20 = "/data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-12-09.zip"
+BOOK18 = "/data/futures/um/daily/bookTicker/BTCUSDT/BTCUSDT-bookTicker-2024-07-18.zip"
+OTHER_KINDS = (
+    ("trades", TRADES20, "2020-12-09"),
+    ("klines-1m", KLINES20, "2020-12-09"),
+    ("bookTicker", BOOK18, "2024-07-18"),
+)
 
 
 def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -131,19 +139,28 @@ def test_second_run_downloads_nothing(tmp_path: Path) -> None:
         first = run(args)
         assert first.returncode == 0, first.stdout + first.stderr
         assert "downloaded 4 " in first.stdout
-        for kind, path in (("trades", TRADES20), ("klines-1m", KLINES20)):
-            r = run(download_args(srv.url, tmp_path, "BTCUSDT", kind, "2020-12-09", "2020-12-09"))
+        for kind, path, day in OTHER_KINDS:
+            r = run(download_args(srv.url, tmp_path, "BTCUSDT", kind, day, day))
             assert r.returncode == 0 and local(tmp_path, path).read_bytes() == archive.files[path]
         srv.log.clear()
         second = run(args)
-        again = [
-            run(download_args(srv.url, tmp_path, "BTCUSDT", k, "2020-12-09", "2020-12-09"))
-            for k in ("trades", "klines-1m")
-        ]
+        again = [run(download_args(srv.url, tmp_path, "BTCUSDT", k, day, day)) for k, _, day in OTHER_KINDS]
     assert second.returncode == 0 and all(r.returncode == 0 for r in again)
     assert "downloaded 0 " in second.stdout and "skipped 4 already verified" in second.stdout
     assert set(statuses(tmp_path).values()) == {"skipped"}
     assert srv.log == []  # not even a checksum asked for
+
+
+def test_plan_takes_whole_finished_months_and_lists_days_not_archived_yet() -> None:
+    p = plan(["btcusdt"], "aggTrades", date(2024, 6, 15), date(2024, 9, 3), today=date(2024, 9, 2))
+    got = [(f.period, f.label) for f in p.files]
+    june = [("daily", f"2024-06-{d}") for d in range(15, 31)]
+    assert got == [*june, ("monthly", "2024-07"), ("monthly", "2024-08"), ("daily", "2024-09-01")]
+    assert p.not_yet == [("BTCUSDT", date(2024, 9, 2)), ("BTCUSDT", date(2024, 9, 3))]
+    # The month that is not over is never asked for as a monthly file.
+    p = plan(["BTCUSDT"], "klines-1m", date(2024, 8, 1), date(2024, 8, 31), today=date(2024, 8, 31))
+    assert {f.period for f in p.files} == {"daily"} and len(p.files) == 30 and len(p.not_yet) == 1
+    assert p.files[0].rel == "futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-08-01.zip"
 
 
 def test_a_local_file_changed_after_verification_is_fetched_again(tmp_path: Path) -> None:
