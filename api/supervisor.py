@@ -25,8 +25,7 @@ import orjson
 import psutil
 import yaml
 
-from storage.sqlite import reader as queries
-from storage.sqlite.writer import connect
+from storage.port import Store
 from ticklens.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +57,9 @@ def _flow_process(pid: int, create_time: float | None = None) -> psutil.Process 
 
 
 class FlowSupervisor:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, store: Store) -> None:
         self.cfg = cfg
+        self.store = store
         store = cfg.store.path
         self.pidfile = store.with_name(store.stem + ".flow.pid")
         self.config_file = store.with_name(store.stem + ".flow.yaml")
@@ -93,13 +93,8 @@ class FlowSupervisor:
 
     def _external(self) -> FlowState | None:
         """A flow writing this store that the API did not start (e.g. `ticklens up`)."""
-        if not self.cfg.store.path.exists():
-            return None
-        conn = connect(self.cfg.store.path, readonly=True)
-        try:
-            flow = queries.status_docs(conn).get("flow")
-        finally:
-            conn.close()
+        with self.store.reader() as r:
+            flow = r.status_docs().get("flow")
         if not flow:
             return None
         doc = flow[0]
@@ -163,7 +158,7 @@ class FlowSupervisor:
 
     def _spawn(self, symbols: list[str]) -> int:
         self.config_file.write_text(
-            "# Written by the ticklens API (POST /api/start): the active config with the requested symbols.\n"
+            "# Written by the ticklens API (POST /api/v1/start): the active config with the requested symbols.\n"
             + yaml.safe_dump(self._derived_config(symbols), sort_keys=False)
         )
         env = dict(os.environ, TICKLENS_CONFIG=str(self.config_file))

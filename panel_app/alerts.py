@@ -1,6 +1,6 @@
 """Alerts page: create rules, switch them on and off, delete them, and watch triggers arrive.
 
-Rules live in the API (`/api/alerts`); the flow evaluates them. The form offers
+Rules live in the API (`/api/v1/alerts`); the flow evaluates them. The form offers
 every metric and operator the rule model accepts and lets the API validate the
 rest, showing its message when it refuses.
 """

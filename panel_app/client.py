@@ -170,14 +170,14 @@ class Api:
             return False
 
     def status(self) -> dict:
-        return self.get("/api/status")
+        return self.get("/api/v1/status")
 
     def symbols(self) -> list[str]:
-        return [s["symbol"] for s in self.get("/api/symbols")["symbols"]]
+        return [s["symbol"] for s in self.get("/api/v1/symbols")["symbols"]]
 
     def symbol_infos(self) -> list[dict]:
         """Per symbol: configured, has_data, last_trade_ms, last_price, …"""
-        return self.get("/api/symbols")["symbols"]
+        return self.get("/api/v1/symbols")["symbols"]
 
     # --- market data ------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class Api:
         end_ms: int | None = None,
     ) -> pd.DataFrame:
         """Bars oldest first, with `start_ms`, `time` (datetime64) and `in_progress`."""
-        out = self.get(f"/api/ohlc/{symbol}", timeframe=timeframe, limit=limit, start=start_ms, end=end_ms)
+        out = self.get(f"/api/v1/ohlc/{symbol}", timeframe=timeframe, limit=limit, start=start_ms, end=end_ms)
         return bars_frame(out)
 
     def ohlc_window(
@@ -234,10 +234,10 @@ class Api:
 
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
-        return self.get(f"/api/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
+        return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
 
     def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
-        return self.get(f"/api/stats/{symbol}", window=window, timeframe=timeframe)
+        return self.get(f"/api/v1/stats/{symbol}", window=window, timeframe=timeframe)
 
     def export(
         self, symbol: str, fmt: str, kind: str, start_ms: int | None = None, end_ms: int | None = None, **extra: Any
@@ -245,7 +245,7 @@ class Api:
         params = {"format": fmt, "kind": kind, "start": start_ms, "end": end_ms, **extra}
         return self.request(
             "GET",
-            f"/api/export/{symbol}",
+            f"/api/v1/export/{symbol}",
             params={k: v for k, v in params.items() if v is not None},
             timeout=TRANSFER_TIMEOUT_S,
         ).content
@@ -254,7 +254,7 @@ class Api:
         """The API's answer; a 422 with per-row errors is returned, not raised."""
         try:
             return self.post(
-                "/api/upload/ohlc",
+                "/api/v1/upload/ohlc",
                 files={"file": (filename, content, "text/csv")},
                 params={k: v for k, v in params.items() if v is not None},
                 timeout=TRANSFER_TIMEOUT_S,
@@ -265,10 +265,10 @@ class Api:
             raise
 
     def start(self, symbols: list[str]) -> dict:
-        return self.post("/api/start", json={"symbols": symbols})
+        return self.post("/api/v1/start", json={"symbols": symbols})
 
     def stop(self) -> dict:
-        return self.post("/api/stop")
+        return self.post("/api/v1/stop")
 
     # --- pair analytics ---------------------------------------------------------
 
@@ -277,34 +277,34 @@ class Api:
 
         Without window/timeframe the API uses the pair's configured ones and says which.
         """
-        return self.get("/api/spread", symbols=f"{a},{b}", method=method, **params)
+        return self.get("/api/v1/spread", symbols=f"{a},{b}", method=method, **params)
 
     def correlation(self, symbols: list[str], **params: Any) -> dict:
         """`series` per pair `a-b` (start_ms, corr) and the latest `matrix`."""
-        return self.get("/api/correlation", symbols=",".join(symbols), **params)
+        return self.get("/api/v1/correlation", symbols=",".join(symbols), **params)
 
     def backtest(self, a: str, b: str, **params: Any) -> dict:
         """Summary, `trades` and the equity `curve` of the z-score strategy on stored bars."""
-        return self.get("/api/backtest", symbols=f"{a},{b}", **params)
+        return self.get("/api/v1/backtest", symbols=f"{a},{b}", **params)
 
     # --- alerts -------------------------------------------------------------------
 
     def alerts(self) -> list[dict]:
-        out = self.get("/api/alerts")
+        out = self.get("/api/v1/alerts")
         return out.get("alerts", out.get("rules", [])) if isinstance(out, dict) else out
 
     def create_alert(self, rule: dict) -> dict:
-        return self.post("/api/alerts", json=rule)
+        return self.post("/api/v1/alerts", json=rule)
 
     def delete_alert(self, rule_id: Any) -> None:
-        self.request("DELETE", f"/api/alerts/{rule_id}")
+        self.request("DELETE", f"/api/v1/alerts/{rule_id}")
 
     def set_alert_enabled(self, rule_id: Any, enabled: bool) -> dict:
-        r = self.request("PATCH", f"/api/alerts/{rule_id}", json={"enabled": enabled})
+        r = self.request("PATCH", f"/api/v1/alerts/{rule_id}", json={"enabled": enabled})
         return orjson.loads(r.content) if r.content else {}
 
     def triggered(self, limit: int = 200) -> list[dict]:
-        out = self.get("/api/alerts/triggered", limit=limit)
+        out = self.get("/api/v1/alerts/triggered", limit=limit)
         return out.get("events", out.get("triggered", [])) if isinstance(out, dict) else out
 
 

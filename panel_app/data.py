@@ -1,7 +1,7 @@
 """Data page: start/stop collection, download bars or ticks for a range, upload historical bars.
 
-Everything goes through the API: `/api/status|start|stop`, `/api/export/{symbol}`
-(the file is the API's, passed through unchanged) and `/api/upload/ohlc` (its
+Everything goes through the API: `/api/v1/status|start|stop`, `/api/v1/export/{symbol}`
+(the file is the API's, passed through unchanged) and `/api/v1/upload/ohlc` (its
 per-row validation errors are shown as a table; a rejected file writes nothing).
 """
 
@@ -23,7 +23,7 @@ EMPTY_COLUMNS = ["start", "end", "buckets", "status", "last_id_before", "first_i
 
 
 def empty_runs_frame(body: dict) -> pd.DataFrame:
-    """`/api/continuity`'s runs of empty buckets, one row per run."""
+    """`/api/v1/continuity`'s runs of empty buckets, one row per run."""
     return pd.DataFrame([{c: e.get(c) for c in EMPTY_COLUMNS} for e in body.get("empty", [])], columns=EMPTY_COLUMNS)
 
 

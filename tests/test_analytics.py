@@ -489,8 +489,8 @@ def api(flow_store: Path):
 
 def test_api_spread_is_the_same_stored_or_computed(api: httpx.Client, real) -> None:
     q = {"symbols": "BTCUSDT,ethusdt", "timeframe": "1s", "limit": 100_000}
-    stored = api.get("/api/spread", params=q).json()
-    computed = api.get("/api/spread", params={**q, "source": "computed"}).json()
+    stored = api.get("/api/v1/spread", params=q).json()
+    computed = api.get("/api/v1/spread", params={**q, "source": "computed"}).json()
     assert stored["source"] == "store" and computed["source"] == "computed"
     assert stored["rows"] == computed["rows"]
     assert stored["adf"] == computed["adf"]
@@ -499,22 +499,22 @@ def test_api_spread_is_the_same_stored_or_computed(api: httpx.Client, real) -> N
     assert stored["rows"][-1]["time"].endswith("Z")
     # A window range: the same rows, cut.
     lo, hi = int(grid[300]), int(grid[350])
-    part = api.get("/api/spread", params={**q, "start": lo, "end": hi, "source": "computed"}).json()
+    part = api.get("/api/v1/spread", params={**q, "start": lo, "end": hi, "source": "computed"}).json()
     assert part["rows"] == [r for r in stored["rows"] if lo <= r["start_ms"] < hi]
     newest = {**q, "limit": 50, "start": int(grid[100])}
     a, b = (
-        api.get("/api/spread", params=newest).json(),
-        api.get("/api/spread", params={**newest, "source": "computed"}).json(),
+        api.get("/api/v1/spread", params=newest).json(),
+        api.get("/api/v1/spread", params={**newest, "source": "computed"}).json(),
     )
     assert a["rows"] == b["rows"] == stored["rows"][-50:] and a["adf"] == b["adf"]
-    kal = api.get("/api/spread", params={**q, "method": "kalman", "limit": 5}).json()
+    kal = api.get("/api/v1/spread", params={**q, "method": "kalman", "limit": 5}).json()
     assert len(kal["rows"]) == 5 and kal["rows"][-1]["beta_var"] > 0
 
 
 def test_api_spread_on_demand_window_matches_statsmodels(api: httpx.Client, real) -> None:
     grid, y, x = real
     body = api.get(
-        "/api/spread", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 90, "limit": 3}
+        "/api/v1/spread", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 90, "limit": 3}
     ).json()
     assert body["source"] == "computed" and body["window"] == 90
     fit = sm.OLS(y[-90:], sm.add_constant(x[-90:])).fit()
@@ -524,17 +524,19 @@ def test_api_spread_on_demand_window_matches_statsmodels(api: httpx.Client, real
 def test_api_adf_and_screen_match_statsmodels_coint(api: httpx.Client, real) -> None:
     grid, y, x = real
     stat, p, crit = coint(y[-120:], x[-120:], trend="c", maxlag=1, autolag=None)
-    adf = api.get("/api/adf", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 120}).json()["result"]
+    adf = api.get("/api/v1/adf", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 120}).json()[
+        "result"
+    ]
     close([adf["adf_stat"], adf["eg_pvalue"]], [stat, p], rtol=1e-7)
     close([adf["crit"]["1%"], adf["crit"]["5%"], adf["crit"]["10%"]], crit)
-    screen = api.get("/api/screen", params={"timeframe": "1s", "window": 120}).json()
+    screen = api.get("/api/v1/screen", params={"timeframe": "1s", "window": 120}).json()
     assert screen["pairs"][0]["pair"] == "btcusdt-ethusdt"
     close(screen["pairs"][0]["eg_pvalue"], p, rtol=1e-7)
 
 
 def test_api_correlation_series_and_matrix(api: httpx.Client, real) -> None:
     grid, y, x = real
-    body = api.get("/api/correlation", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 45}).json()
+    body = api.get("/api/v1/correlation", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 45}).json()
     ref = np.corrcoef(np.diff(np.log(y))[-45:], np.diff(np.log(x))[-45:])[0, 1]
     series = body["series"]["btcusdt-ethusdt"]
     close(series[-1]["corr"], ref, scale=1.0)
@@ -544,7 +546,7 @@ def test_api_correlation_series_and_matrix(api: httpx.Client, real) -> None:
 
 def test_api_backtest_reports_trades_and_risk(api: httpx.Client) -> None:
     body = api.get(
-        "/api/backtest",
+        "/api/v1/backtest",
         params={
             "symbols": "btcusdt,ethusdt",
             "timeframe": "1s",
@@ -562,14 +564,14 @@ def test_api_backtest_reports_trades_and_risk(api: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("path", "params", "status", "name"),
     [
-        ("/api/spread", {"symbols": "btcusdt"}, 422, "symbols"),
-        ("/api/spread", {"symbols": "btcusdt,ethusdt", "window": 2}, 422, "window"),
-        ("/api/spread", {"symbols": "btcusdt,ethusdt", "method": "x"}, 422, "method"),
-        ("/api/spread", {"symbols": "btcusdt,ethusdt", "start": "yesterday"}, 422, "start"),
-        ("/api/backtest", {"symbols": "btcusdt,ethusdt", "entry_z": 1, "exit_z": 1}, 422, "exit_z"),
-        ("/api/correlation", {"symbols": "btc$usdt,ethusdt"}, 422, "symbols"),
-        ("/api/spread", {"symbols": "btcusdt,xrpusdt"}, 404, None),
-        ("/api/adf", {"symbols": "dogeusdt,ethusdt"}, 404, None),
+        ("/api/v1/spread", {"symbols": "btcusdt"}, 422, "symbols"),
+        ("/api/v1/spread", {"symbols": "btcusdt,ethusdt", "window": 2}, 422, "window"),
+        ("/api/v1/spread", {"symbols": "btcusdt,ethusdt", "method": "x"}, 422, "method"),
+        ("/api/v1/spread", {"symbols": "btcusdt,ethusdt", "start": "yesterday"}, 422, "start"),
+        ("/api/v1/backtest", {"symbols": "btcusdt,ethusdt", "entry_z": 1, "exit_z": 1}, 422, "exit_z"),
+        ("/api/v1/correlation", {"symbols": "btc$usdt,ethusdt"}, 422, "symbols"),
+        ("/api/v1/spread", {"symbols": "btcusdt,xrpusdt"}, 404, None),
+        ("/api/v1/adf", {"symbols": "dogeusdt,ethusdt"}, 404, None),
     ],
 )
 def test_api_rejects_bad_parameters_naming_them(

@@ -78,6 +78,7 @@ class SourceConfig(_Model):
 
 
 class StoreConfig(_Model):
+    kind: Literal["sqlite"] = "sqlite"  # the embedded default; a server store is another backend
     path: Path = Path("data/ticklens.db")
     # A cap on the store's size: at the cap the flow stops with a clear error
     # (as on a full disk) instead of filling the disk. None: no cap.
@@ -150,7 +151,7 @@ class StatsConfig(_Model):
     # Per-symbol rolling statistics (mean, std, VWAP, volume, realised volatility) over this many bars.
     enabled: bool = True
     window: int = Field(60, ge=2, le=100_000)
-    # Stored per bar for these timeframes. 1s statistics are left to `GET /api/stats`, which
+    # Stored per bar for these timeframes. 1s statistics are left to `GET /api/v1/stats`, which
     # computes any window on demand: storing them costs ~10 % of the flow's replay throughput.
     timeframes: list[Timeframe] = Field(default_factory=lambda: ["1m", "5m"])
 

@@ -80,7 +80,7 @@ class Bar:
     def vwap(self) -> float:
         return self.quote_units / QUOTE_SCALE / self.volume if self.volume_units else self.close
 
-    def row(self) -> tuple:
+    def row(self) -> tuple[object, ...]:
         """Row for the `bars` table, in BAR_COLUMNS order."""
         return (
             self.symbol,
@@ -149,7 +149,7 @@ def _units(scaled: np.ndarray) -> np.ndarray:
     so huge-quantity symbols and busy 5m bars never wrap around silently."""
     total = float(np.abs(scaled).sum())
     if total < INT64_SAFE:
-        return np.rint(scaled).astype(np.int64)
+        return np.asarray(np.rint(scaled), dtype=np.int64)
     return np.array([int(round(x)) for x in scaled.tolist()], dtype=object)
 
 

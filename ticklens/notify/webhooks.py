@@ -15,15 +15,13 @@ import itertools
 import queue
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import orjson
 
-from flows.progress import iso_ms
-from storage.sqlite.rules import mark_webhook, pending_webhooks
-from storage.sqlite.writer import connect
+from storage.port import RuleStore, Store
 from ticklens.domain.alerts.engine import AlertFired
+from ticklens.domain.times import iso_ms
 
 QUEUE_MAX = 10_000
 MAX_ATTEMPTS = 8
@@ -68,8 +66,8 @@ def _from_row(r: dict) -> AlertFired:
 class WebhookDispatcher:
     """A bounded queue and one sender thread; retries wait in a timer heap, not in the queue."""
 
-    def __init__(self, store_path: Path | str) -> None:
-        self.store_path = Path(store_path)
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.queue: queue.Queue[AlertFired] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0  # queue full: left `pending` in the store for the next start
         self.sent = 0
@@ -85,9 +83,9 @@ class WebhookDispatcher:
 
     def start(self) -> None:
         """Start the sender and queue what an earlier run left undelivered."""
-        conn = connect(self.store_path)
+        conn = self.store.rules()
         try:
-            pending = [_from_row(r) for r in pending_webhooks(conn)]
+            pending = [_from_row(r) for r in conn.pending_webhooks()]
         finally:
             conn.close()
         self.submit(pending)
@@ -108,7 +106,7 @@ class WebhookDispatcher:
         return not self.queue.empty() or bool(self._retry)
 
     def _run(self) -> None:
-        conn = connect(self.store_path)
+        conn = self.store.rules()
         client = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
         try:
             while not (self._stop.is_set() and not self._busy()):
@@ -127,7 +125,7 @@ class WebhookDispatcher:
             client.close()
             conn.close()
 
-    def _send(self, client: httpx.Client, conn, e: AlertFired, attempt: int) -> None:
+    def _send(self, client: httpx.Client, conn: RuleStore, e: AlertFired, attempt: int) -> None:
         retry = False
         try:
             r = client.post(
@@ -151,7 +149,7 @@ class WebhookDispatcher:
                 status = "pending"
             else:
                 status = "failed"
-        mark_webhook(conn, (e.rule_id, e.event_ms, e.key, e.ref), status, attempt)
+        conn.mark_webhook((e.rule_id, e.event_ms, e.key, e.ref), status, attempt)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued (bounded); the rest stays `pending` in the store."""
