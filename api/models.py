@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ticklens.domain.symbols import normalise_symbol
+from ticklens.domain.timeframes import Timeframe
 
 DataStatus = Literal["ok", "no_data"]
 DATA_STATUS_DOC = "`ok`, or `no_data`: the symbol is configured but nothing is stored yet (the list is empty)"
@@ -52,7 +53,7 @@ class Bar(BaseModel):
 
 class OhlcResponse(BaseModel):
     symbol: str
-    timeframe: Literal["1s", "1m", "5m"]
+    timeframe: Timeframe
     status: DataStatus = Field(description=DATA_STATUS_DOC)
     count: int
     bars: list[Bar] = Field(description="Oldest first; the newest may be in progress")
@@ -80,7 +81,7 @@ class StatsResponse(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     symbol: str
-    timeframe: Literal["1s", "1m", "5m"]
+    timeframe: Timeframe
     window: int = Field(description="Bars asked for")
     status: DataStatus = Field(description=DATA_STATUS_DOC)
     count: int = Field(description="Bars found (≤ window)")
@@ -98,6 +99,28 @@ class StatsResponse(BaseModel):
         None, description="√Σ r², r the bar-to-bar log returns of the closes (not annualised)"
     )
     in_progress_included: bool = Field(False, description="The newest bar is still open")
+
+
+class RollingStatsRow(BaseModel):
+    time: str = Field(description="Bar start, ISO-8601 UTC")
+    ts_ms: int
+    close: float
+    volume: float
+    log_return: float | None = Field(None, description="log(close / previous aligned close)")
+    mean: float | None = Field(None, description="Mean close over the window")
+    std: float | None = Field(None, description="Sample standard deviation of the closes (ddof=1)")
+    vwap: float | None = Field(None, description="Σ quote volume / Σ volume over the window")
+    roll_volume: float | None = Field(None, description="Σ volume over the window")
+    realised_vol: float | None = Field(None, description="√Σ r² of the window's log returns (not annualised)")
+
+
+class RollingStatsResponse(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    window: int = Field(description="`stats.window`: aligned bars per value")
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    rows: list[RollingStatsRow]
 
 
 class SymbolStatus(BaseModel):

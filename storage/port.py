@@ -24,7 +24,7 @@ from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.records import GapEvent, Rejected, Trades
 from ticklens.domain.stats.correlation import CorrOut
 from ticklens.domain.stats.pair import PairOut, PairRow
-from ticklens.domain.stats.symbol import SymbolStatsOut
+from ticklens.domain.stats.symbol import SymbolRow, SymbolStatsOut
 from ticklens.domain.upload import UploadedBar
 
 # Rows the reader returns, in these column orders (the API's wire shapes build on them).
@@ -177,6 +177,24 @@ class StoreReader(Protocol):
         limit: int | None = None,
     ) -> list[PairRow]: ...
     def has_pair_rows(self, pair: str, timeframe: str, window: int) -> bool: ...
+    def correlation_rows(
+        self, timeframe: str, window: int, sym_a: str, sym_b: str, limit: int
+    ) -> list[tuple[int, float | None]]:
+        """The flow's stored rolling correlation of one pair, (start_ms, corr), newest `limit`, oldest first."""
+        ...
+
+    def symbol_stats_rows(
+        self,
+        symbol: str,
+        timeframe: str,
+        window: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[SymbolRow]:
+        """The flow's stored per-bar rolling statistics, newest `limit` in [start, end), oldest first."""
+        ...
+
     def status_docs(self) -> dict[str, tuple[StatusDoc, int]]: ...
     def gaps(self, symbol: str) -> list[Row]: ...
     def gap_counts(self) -> dict[str, tuple[int, int]]: ...

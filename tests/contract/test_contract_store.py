@@ -246,11 +246,21 @@ def test_pair_rows_round_trip_and_a_recomputed_row_replaces_the_old(store: Store
     assert [x.start_ms for x in ranged] == [T0 + 3000, T0 + 4000, T0 + 5000]
 
 
-def test_symbol_stats_and_correlation_rows_are_accepted(store: Store) -> None:
-    sym = SymbolStatsOut("btcusdt", "1m", 60, [SymbolRow(T0, 60_000.0, 3.5, 0.001, 59_990.0, 4.0, 59_995.0)])
-    corr = CorrOut("1m", 60, [(T0, "btcusdt", "ethusdt", 0.8), (T0, "btcusdt", "solusdt", None)])
+def test_symbol_stats_and_correlation_rows_read_back_newest_first_limited(store: Store) -> None:
+    rows = [SymbolRow(T0 + i * 60_000, 60_000.0 + i, 3.5, 0.001 * i, 59_990.0, 4.0, 59_995.0) for i in range(30)]
+    sym = SymbolStatsOut("btcusdt", "1m", 60, rows)
+    corr = CorrOut("1m", 60, [(T0 + i * 60_000, "btcusdt", "ethusdt", i / 100) for i in range(30)])
     _write(store, symbol_stats=[sym], correlations=[corr])
     _write(store, symbol_stats=[sym], correlations=[corr])  # replays replace, never duplicate
+    _write(store, correlations=[CorrOut("1m", 60, [(T0 + 30 * 60_000, "btcusdt", "ethusdt", None)])])
+    with store.reader() as r:
+        assert r.symbol_stats_rows("btcusdt", "1m", 60, limit=1000) == rows
+        assert r.symbol_stats_rows("btcusdt", "1m", 60, limit=3) == rows[-3:]
+        assert r.symbol_stats_rows("btcusdt", "1m", 60, T0 + 60_000, T0 + 180_000) == rows[1:3]
+        assert r.symbol_stats_rows("btcusdt", "5m", 60) == []
+        got = r.correlation_rows("1m", 60, "btcusdt", "ethusdt", 5)
+        assert r.correlation_rows("1m", 30, "btcusdt", "ethusdt", 5) == []
+    assert got == [*[(T0 + i * 60_000, i / 100) for i in range(26, 30)], (T0 + 30 * 60_000, None)]
 
 
 # --- alert rules and triggers ---------------------------------------------------------------

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import httpx
 
 from ticklens.domain.records import GapEvent
+from ticklens.domain.times import now_ms
 from ticklens.exchange.binance import Row, parse_event
 
 PAGE = 1_000
@@ -182,7 +183,7 @@ class Backfiller:
         url = f"{self.rest_url}/fapi/v1/aggTrades"
         params = {"symbol": symbol.upper(), "fromId": from_id, "limit": PAGE}
         r = await get_within_budget(self.client, url, params, self.budget, self.rng, self._sent)
-        recv_ms = time.time_ns() // 1_000_000
+        recv_ms = now_ms()
         out = []
         for ev in r.json():
             if isinstance(ev, dict):

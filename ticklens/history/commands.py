@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from ticklens.domain.times import iso_ms, parse_time
+from ticklens.domain.times import iso_ms, now_ms, parse_time
 from ticklens.history.layout import DEFAULT_BASE_URL, KINDS, plan
 
 DEFAULT_DIR = Path("data/archive")
@@ -213,11 +213,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_rest_fill(args: argparse.Namespace) -> int:
-    import time
-
     from ticklens.history.rest_fill import fill_symbols
 
-    end = args.end if args.end is not None else time.time_ns() // 1_000_000
+    end = args.end if args.end is not None else now_ms()
     if end < args.start:
         print("ticklens history rest-fill: --to is before --from", file=sys.stderr)
         return 2
