@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tests.archive_support import AGG_HEADER, ROOT, TRADES_2020, recorded_trades
+from tests.archive_support import AGG_HEADER, ROOT, TRADES_2020, agg_csv_by_day, recorded_trades, zip_bytes
 from tests.rest_support import rest_history
 from ticklens.domain.times import parse_time
 from ticklens.ingest.replay import Replay
@@ -107,6 +107,26 @@ def test_rest_fill_steps_over_empty_hours_and_splits_at_midnight(tmp_path: Path)
     while (chunk := replay.take(10_000)) is not None:
         ids += [i for t in chunk for i in t.trade_id.tolist()]
     assert ids == want["agg_trade_id"].cast(pl.Int64).to_list()
+
+    # The archive's file for the 18th arrives: the 18th comes from it, the 19th still from REST,
+    # and the continuity check runs across the two without a hole (the recording has none).
+    archive_zip = tmp_path / "futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-07-18.zip"
+    archive_zip.parent.mkdir(parents=True)
+    archive_zip.write_bytes(
+        zip_bytes("BTCUSDT-aggTrades-2024-07-18.csv", AGG_HEADER, agg_csv_by_day("BTCUSDT")["2024-07-18"])
+    )
+    v = subprocess.run(
+        [sys.executable, "-m", "ticklens.cli", "history", "verify", "--archive-only", "--symbols", "BTCUSDT"]
+        + ["--from", "2024-07-18", "--to", "2024-07-19", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert v.returncode == 0, v.stdout + v.stderr
+    n18 = len(agg_csv_by_day("BTCUSDT")["2024-07-18"])
+    n19 = day2.height
+    assert f"BTCUSDT aggTrades: 2 files, {n18 + n19:,} rows" in v.stdout and ": 0 gaps" in v.stdout
 
 
 def test_rest_fill_error_is_reported_and_leaves_no_file(tmp_path: Path) -> None:

@@ -187,5 +187,7 @@ def check_files(symbol: str, data: str, paths: list[Path]) -> Continuity:
 
 
 def check_archive(root: Path, symbols: list[str], data: str, start: date, end: date) -> list[Continuity]:
-    """Continuity of each symbol's verified local files for `start`..`end` (layout.local_files)."""
-    return [check_files(sym, data, [p for _, p in local_files(root, sym, data, start, end)]) for sym in symbols]
+    """Continuity of each symbol's verified local files for `start`..`end` (layout.local_files),
+    REST-filled days included: a hole where the archive ends and REST takes over shows too."""
+    files = {sym: [p for _, p in local_files(root, sym, data, start, end, rest=True)] for sym in symbols}
+    return [check_files(sym, data, paths) for sym, paths in files.items()]

@@ -192,12 +192,15 @@ def plan(symbols: list[str], data: str, start: date, end: date, today: date, mon
     return Plan(sorted(files), not_yet)
 
 
-def local_files(root: Path, symbol: str, data: str, start: date, end: date) -> list[tuple[ArchiveFile, Path]]:
+def local_files(
+    root: Path, symbol: str, data: str, start: date, end: date, rest: bool = False
+) -> list[tuple[ArchiveFile, Path]]:
     """The verified local files covering `start`..`end`, oldest first, each day from exactly one file.
 
     A month's monthly file wins when present (it may hold days outside the range: readers
-    filter by time); otherwise its daily files. This is what `history ingest` and
-    `history verify` read.
+    filter by time); otherwise its daily files; with `rest`, a day that has no archive file
+    yet comes from its REST-filled CSV (aggTrades only, rest_fill.py). This is what
+    `history ingest` and `history verify` read.
     """
     out: list[tuple[ArchiveFile, Path]] = []
     for m in _months(start, end):
@@ -206,8 +209,12 @@ def local_files(root: Path, symbol: str, data: str, start: date, end: date) -> l
             out.append((month, month.path(root)))
             continue
         for day in month.days():
-            if start <= day.first_day <= end and day.path(root).is_file():
+            if not start <= day.first_day <= end:
+                continue
+            if day.path(root).is_file():
                 out.append((day, day.path(root)))
+            elif rest and data == "aggTrades" and rest_path(root, symbol, day.first_day).is_file():
+                out.append((day, rest_path(root, symbol, day.first_day)))
     return out
 
 
