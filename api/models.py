@@ -208,3 +208,130 @@ class Health(BaseModel):
     store: str
     schema_version: int | None
     time: str
+
+
+# --- analytics and data quality (documented shapes; the routers build them from rows) ---------
+
+
+class CorrPoint(BaseModel):
+    start_ms: int
+    time: str
+    corr: float | None = Field(description="Pearson correlation of log returns over the window; null until full")
+
+
+class CorrMatrixOut(BaseModel):
+    symbols: list[str]
+    values: list[list[float | None]] = Field(description="values[i][j]: correlation of symbols i and j")
+
+
+class CorrelationResponse(BaseModel):
+    symbols: list[str]
+    timeframe: Timeframe
+    window: int
+    as_of: str | None = Field(description="Newest bar of the series")
+    series: dict[str, list[CorrPoint]] = Field(description="Per pair `a-b`, oldest first")
+    matrix: CorrMatrixOut
+    source: Literal["store", "computed"] = Field(description="The flow's stored rows, or computed from bars")
+
+
+class CointOut(BaseModel):
+    pair: str
+    as_of: str | None = None
+    as_of_ms: int | None = None
+    hedge_ratio: float | None = None
+    intercept: float | None = None
+    correlation: float | None = None
+    adf_stat: float | None = None
+    adf_pvalue: float | None = Field(None, description="Plain ADF p-value (MacKinnon, no constant): reference only")
+    eg_pvalue: float | None = Field(None, description="Engle-Granger cointegration p-value (MacKinnon N=2)")
+    crit: dict[str, float] | None = Field(None, description="Engle-Granger critical values at 1 %, 5 %, 10 %")
+    half_life: float | None = Field(None, description="Bars; null when the spread does not revert")
+    lags: int | None = None
+    nobs: int | None = None
+    note: str | None = None
+
+
+class ScreenResponse(BaseModel):
+    timeframe: Timeframe
+    window: int
+    pairs: list[CointOut] = Field(description="Every pair, lowest Engle-Granger p-value first")
+
+
+class AdfResponse(BaseModel):
+    pair: str
+    timeframe: Timeframe
+    window: int
+    result: CointOut | None = Field(description="null: fewer than window + 1 aligned bars")
+
+
+class BacktestTrade(BaseModel):
+    side: Literal["long_spread", "short_spread"]
+    entry: str
+    entry_ms: int
+    exit: str | None
+    exit_ms: int | None
+    entry_z: float
+    exit_z: float | None
+    hedge_ratio: float
+    entry_prices: list[float]
+    exit_prices: list[float]
+    pnl: float
+    fees: float
+    open: bool = Field(description="Still open at the last bar (marked there)")
+
+
+class EquityPoint(BaseModel):
+    start_ms: int
+    time: str
+    equity: float
+
+
+class BacktestResponse(BaseModel):
+    pair: str
+    timeframe: Timeframe
+    window: int
+    entry_z: float
+    exit_z: float
+    fee_bps: float
+    bars: int
+    total_pnl: float
+    mean_pnl: float | None
+    win_rate: float | None
+    sharpe: float | None
+    max_drawdown: float
+    trades: list[BacktestTrade]
+    curve: list[EquityPoint] = Field(description="Marked to market at each close (at most ~5,000 points)")
+    units: str
+
+
+class EmptyRunOut(BaseModel):
+    start: str
+    start_ms: int
+    end: str
+    end_ms: int
+    buckets: int
+    status: Literal["quiet", "unknown"] = Field(description="quiet: ids run on across it; unknown: a gap spans it")
+    last_id_before: int | None
+    first_id_after: int | None
+
+
+class GapOut(BaseModel):
+    from_id: int
+    to_id: int
+    after_ts_ms: int
+    detected_ms: int
+    filled_ms: int | None
+    status: Literal["open", "filled", "unfillable"]
+
+
+class ContinuityResponse(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    start: str | None = None
+    end: str | None = None
+    bars: int
+    empty: list[EmptyRunOut]
+    quiet_buckets: int = 0
+    unknown_buckets: int = 0
+    gaps: list[GapOut]

@@ -151,7 +151,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
-    from ticklens.emulator.feed import main as feed_main
+    from ticklens.emulator.cli import main as feed_main
 
     return feed_main(args.rest)
 

@@ -19,6 +19,7 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import Limit, Reader, State, TimeRange, param_error, require_symbol
+from api.models import AdfResponse, BacktestResponse, CorrelationResponse, ScreenResponse
 from storage.port import StoreReader
 from ticklens.config import Config
 from ticklens.domain.align import align_frames
@@ -267,7 +268,7 @@ def get_spread(
     return ORJSONResponse(body)
 
 
-@router.get("/correlation")
+@router.get("/correlation", response_model=CorrelationResponse)
 def get_correlation(
     reader: Reader,
     state: State,
@@ -344,7 +345,7 @@ def _stored_correlation(
     }
 
 
-@router.get("/screen")
+@router.get("/screen", response_model=ScreenResponse)
 def get_screen(
     reader: Reader,
     state: State,
@@ -367,7 +368,7 @@ def get_screen(
     return ORJSONResponse({"timeframe": timeframe, "window": w, "pairs": ranked})
 
 
-@router.get("/adf")
+@router.get("/adf", response_model=AdfResponse)
 def get_adf(
     reader: Reader,
     state: State,
@@ -390,7 +391,7 @@ def get_adf(
     return ORJSONResponse({"pair": f"{a}-{b}", "timeframe": timeframe, "window": w, "result": res})
 
 
-@router.get("/backtest")
+@router.get("/backtest", response_model=BacktestResponse)
 def get_backtest(
     reader: Reader,
     state: State,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from api.models import ContinuityResponse
 from ticklens.domain.continuity import bucket_range, empty_runs
 from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import iso_ms
@@ -14,7 +15,7 @@ from ticklens.domain.times import iso_ms
 router = APIRouter(tags=["data quality"])
 
 
-@router.get("/continuity/{symbol}")
+@router.get("/continuity/{symbol}", response_model=ContinuityResponse)
 def get_continuity(
     symbol: SymbolPath,
     reader: Reader,
