@@ -88,11 +88,11 @@ def test_every_file_verifies_despite_faults_and_the_corrupted_one_is_named(tmp_p
         srv.faults[BTC18] = ["503"]  # answered once with 503, then fine
         srv.faults[BTC19] = ["truncate"]  # half the body, then the connection closes
         srv.faults[BTC18 + ".CHECKSUM"] = ["stall"]  # longer than --timeout once
-        srv.stall_s = 4.0
+        srv.stall_s = 8.0
         srv.trickle[ETH18] = (2048, 0.1)  # a slow response (~1 s, pauses under --timeout) that still arrives
         r = run(
             download_args(
-                srv.url, tmp_path, "BTCUSDT,ETHUSDT", "aggTrades", "2024-07-18", "2024-07-20", "--timeout", "2"
+                srv.url, tmp_path, "BTCUSDT,ETHUSDT", "aggTrades", "2024-07-18", "2024-07-20", "--timeout", "3"
             )
         )
 

@@ -33,7 +33,6 @@ from ticklens.history.layout import ArchiveFile, Plan
 from ticklens.history.manifest import Entry, Manifest
 
 Status = Literal["downloaded", "skipped", "missing", "failed"]
-CHUNK = 1 << 16
 RETRY_STATUS = {418, 429, 500, 502, 503, 504}
 T = TypeVar("T")
 
