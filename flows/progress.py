@@ -13,9 +13,14 @@ from ticklens.domain.records import FeedStats
 
 
 def iso_ms(ms: int | None) -> str | None:
+    """ISO-8601 with Z; a time no calendar holds (the edge refuses them, but this runs inside
+    the sink, where an exception would stop the flow) is shown as its number."""
     if not ms:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return f"{ms} ms"
 
 
 @dataclass

@@ -136,7 +136,7 @@ def load_tape(paths: Iterable[Path]) -> Tape:
             with opener(path, "rb") as fh:  # type: ignore[operator]
                 for line in fh:
                     head, _, body = line.rstrip(b"\r\n").partition(b" ")
-                    status, what, row = parse_message(body, 0)
+                    status, what, row = parse_message(body, 0, window_ms=None)  # no receive time here
                     if status != "trade" or not head.isdigit():
                         continue
                     rows.append(row)
