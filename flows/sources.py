@@ -127,7 +127,14 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
 class _LivePartition(StatefulSourcePartition[object, dict]):
     def __init__(self, cfg: Config, resume: dict | None) -> None:
         src = cfg.source
-        self.hub = Hub(cfg.symbols, src.kind, src.queue_max, src.record)
+        self.hub = Hub(
+            cfg.symbols,
+            src.kind,
+            src.queue_max,
+            src.record,
+            queue_max_bytes=src.queue_max_bytes,
+            window_ms=src.window_ms,
+        )
         last_ids = (resume or {}).get("last_ids", {})
         self.hub.emitted_last = dict(last_ids)
         enabled = cfg.backfill.enabled if cfg.backfill.enabled is not None else src.kind == "binance"

@@ -67,8 +67,9 @@ class SourceConfig(_Model):
     # A WebSocket frame larger than this closes the connection (Binance's are < 1 KiB).
     max_frame_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     # Trade and event times must lie within this of the receive time (live and recordings), else
-    # the message is a reject. 0: only the absolute window (2010..2100). Default: one day,
-    # except for `kind: feed`, whose local feed replays old recordings with their own times.
+    # the message is a reject. 0: only the absolute window (2010..2100). Default: one day for
+    # `kind: binance`; 0 for `feed` (the local feed replays old recordings with their own times)
+    # and `replay` (a recording of the local feed holds such times too).
     time_window_ms: int = Field(86_400_000, ge=0)
     # A connection whose last `reject_window` messages are more than `reject_ratio_max` rejects
     # is closed and backed off like a stall.
@@ -97,7 +98,7 @@ class SourceConfig(_Model):
             raise ValueError("source.kind 'replay' needs source.paths (one or more files)")
         if self.kind == "feed" and not self.url:
             self.url = "ws://127.0.0.1:9443/market/stream"
-        if self.kind == "feed" and "time_window_ms" not in self.model_fields_set:
+        if self.kind != "binance" and "time_window_ms" not in self.model_fields_set:
             self.time_window_ms = 0
         if self.kind == "binance" and not self.url:
             self.url = BINANCE_WS_URL

@@ -33,6 +33,19 @@ MAX_VALUE = 1e15
 MAX_SYMBOL_LEN = 40
 MAX_MESSAGE_BYTES = 1 << 20
 REJECT_RAW_MAX = 4096  # bytes of a rejected message kept in the `rejects` table
+_REQUIRED = {"aggTrade": ("s", "a", "f", "l", "T", "p", "q", "m"), "trade": ("s", "t", "T", "p", "q", "m")}
+_LABEL = {
+    "t": "trade id t",
+    "a": "aggregate id a",
+    "f": "first id f",
+    "l": "last id l",
+    "T": "trade time T",
+    "E": "event time E",
+    "p": "price p",
+    "q": "qty q",
+    "price": "price",
+    "qty": "qty",
+}
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?").fullmatch
 
 MICROS_THRESHOLD = 10**14  # archive times: epoch ms stays below this until year 5138, µs above
@@ -59,32 +72,33 @@ def _int(event: dict, key: str, lo: int = 0, hi: int = INT64_MAX) -> int:
     """A JSON integer in [lo, hi]: floats, strings and booleans (an int subclass) are not ids or times."""
     v = event[key]
     if type(v) is not int:
-        raise ValueError(f"{key} {_show(v)} is not an integer")
+        raise ValueError(f"{_LABEL.get(key, key)} {_show(v)} is not an integer")
     if not lo <= v <= hi:
-        raise ValueError(f"{key} {_show(v)} is out of range [{lo}, {hi}]")
+        raise ValueError(f"{_LABEL.get(key, key)} {_show(v)} is out of range [{lo}, {hi}]")
     return v
 
 
 def _time(event: dict, key: str, recv_ms: int, window_ms: int | None) -> int:
     ts = _int(event, key, MIN_TIME_MS, MAX_TIME_MS)
     if window_ms is not None and abs(ts - recv_ms) > window_ms:
-        raise ValueError(f"{key} {ts} is more than {window_ms} ms from the receive time {recv_ms}")
+        raise ValueError(f"{_LABEL.get(key, key)} {ts} is more than {window_ms} ms from the receive time {recv_ms}")
     return ts
 
 
 def _positive(event: dict, key: str) -> float:
     """A decimal string (Binance's form) or a JSON number, finite, in (0, MAX_VALUE]."""
     v = event[key]
+    label = _LABEL.get(key, key)
     if isinstance(v, str):
         if len(v) > 40 or not _DECIMAL(v):
-            raise ValueError(f"{key} {_show(v)} is not a decimal number")
+            raise ValueError(f"{label} {_show(v)} is not a decimal number")
         x = float(v)
     elif type(v) is int or type(v) is float:
         x = float(v)
     else:
-        raise ValueError(f"{key} {_show(v)} is not a number")
+        raise ValueError(f"{label} {_show(v)} is not a number")
     if not (0 < x <= MAX_VALUE):  # also false for nan
-        raise ValueError(f"{key} {_show(v)} is not a positive number up to {MAX_VALUE:g}")
+        raise ValueError(f"{label} {_show(v)} is not a positive number up to {MAX_VALUE:g}")
     return x
 
 
@@ -115,6 +129,9 @@ def parse_event(event: object, recv_ms: int, window_ms: int | None = DEFAULT_WIN
         if kind in OTHER_EVENTS or "lastUpdateId" in event:
             return ("skip", f"other stream: {kind or 'snapshot'}", None)
         return ("reject", f"unexpected event type {kind if kind is None else _show(kind)}", None)
+    for key in _REQUIRED[kind]:  # a missing field is named first, whatever else is wrong
+        if key not in event:
+            return ("reject", f"{kind} missing field {key!r}", None)
     try:
         symbol = event["s"]
         if not isinstance(symbol, str) or not 0 < len(symbol) <= MAX_SYMBOL_LEN:
@@ -133,7 +150,7 @@ def parse_event(event: object, recv_ms: int, window_ms: int | None = DEFAULT_WIN
         qty = _positive(event, "q")
         maker = event["m"]
         if not isinstance(maker, bool):
-            raise ValueError(f"m {_show(maker)} is not a boolean")
+            raise ValueError(f"maker m {_show(maker)} is not a boolean")
     except KeyError as e:
         return ("reject", f"{kind} missing field {e.args[0]!r}", None)
     except (TypeError, ValueError, OverflowError) as e:

@@ -24,7 +24,6 @@ import pyarrow.csv as pacsv
 
 from ticklens.domain.records import COLUMNS, Rejected, Trades
 from ticklens.exchange.binance import (
-    DEFAULT_WINDOW_MS,
     MAX_TIME_MS,
     MICROS_THRESHOLD,
     MIN_TIME_MS,
@@ -247,8 +246,8 @@ class RecordingStats:
 def _ws_blocks(
     path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected], window_ms: int | None
 ) -> Iterator[tuple[Block, int]]:
-    """Yield (block, lines consumed) from a `<ns> <json>` recording; times are checked against
-    each line's own receive time (`window_ms`), as they were live."""
+    """Yield (block, lines consumed) from a `<ns> <json>` recording; with `window_ms`, times are
+    checked against each line's own receive time, as they were live."""
     opener = gzip.open if path.name.endswith(".gz") else open
     rows: list[tuple] = []
     syms: list[str] = []
@@ -303,7 +302,7 @@ class FileStream:
     _buf_offset: int = 0
     _env: np.ndarray | None = None
     done: bool = False
-    window_ms: int | None = DEFAULT_WINDOW_MS
+    window_ms: int | None = None
 
     def _fill(self) -> None:
         if self._blocks is None:
@@ -369,7 +368,7 @@ class Replay:
     """Merge of several files by trade time, in adaptive time slices, resumable."""
 
     def __init__(
-        self, paths: list[Path], positions: dict[str, int] | None = None, window_ms: int | None = DEFAULT_WINDOW_MS
+        self, paths: list[Path], positions: dict[str, int] | None = None, window_ms: int | None = None
     ) -> None:
         missing = [str(p) for p in paths if not Path(p).exists()]
         if missing:
