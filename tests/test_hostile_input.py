@@ -180,3 +180,97 @@ def test_progress_survives_a_time_no_calendar_holds(capsys: pytest.CaptureFixtur
     assert docs["symbol:btcusdt"]["last_trade_ms"] == big
     assert f"btcusdt@{big} ms" in capsys.readouterr().err
     assert iso_ms(NOW) == "2024-07-18T23:57:02.000Z"
+
+
+def test_rejects_alone_fill_the_readers_queue_by_bytes_and_pause_it() -> None:
+    from ticklens.ingest.hub import Hub
+
+    hub = Hub(["btcusdt"], "test", 1_000, None, queue_max_bytes=1 << 20)
+    garbage = b"\x00" * 60_000
+    n = 0
+    while not hub.paused and n < 10_000:
+        hub.on_message(garbage)
+        hub.publish()
+        n += 1
+    # ~4.3 KB counted per reject (4 KiB kept + reason + overhead): paused after ~240, not never.
+    assert hub.paused and 200 <= n <= 260, n
+    assert hub.depth == 0 and hub.depth_bytes >= 1 << 20
+    trades, rest = hub.drain()
+    assert not trades and len(rest) == n and all(len(r.raw) == 4096 for r in rest)
+    assert hub.depth_bytes == 0
+
+
+def test_a_recorded_reject_cannot_smuggle_a_trade_into_the_replay(tmp_path: Path) -> None:
+    from ticklens.ingest.hub import Hub
+
+    rec = tmp_path / "session.jsonl.gz"
+    hub = Hub(["btcusdt"], "test", 1_000, rec, window_ms=None)
+    smuggled = b'{"x":1}\n1721347022000000000 ' + trade(t=99)  # a newline, then a well-formed recording line
+    also = trade(t=98)[:-2] + b',"x":"a\nb"}}'  # invalid (raw newline in a string) until the newline goes
+    for raw in (trade(t=1), smuggled, also, trade(t=2)):
+        hub.on_message(raw)
+    hub.close_record()
+    r = Replay([rec])
+    assert [i for i, _ in _replay_all(r)] == [1, 2]
+    assert r.stats().rejected == 2
+
+
+def test_a_conflicting_duplicate_is_counted_and_kept_with_both_versions(tmp_path: Path) -> None:
+    import json
+
+    from tests.flow_support import query, run_flow, write_config
+
+    bodies = [trade(t=i, T=NOW + i, p="100.5") for i in range(1, 60)]
+    # Later in the file: id 10 with another price, 11 repeated exactly, 12 with another time,
+    # 13 with another qty and side; batch_rows 7 puts some in the same batch, some in later ones.
+    bodies += [trade(t=10, T=NOW + 10, p="99.5"), trade(t=11, T=NOW + 11, p="100.5")]
+    bodies += [trade(t=12, T=NOW + 500, p="100.5"), trade(t=13, T=NOW + 13, p="100.5", q="5", m=False)]
+    bodies += [trade(t=i, T=NOW + i, p="100.5") for i in range(60, 70)]
+    rec = _recording(tmp_path / "rec.gz", bodies)
+    cfg = write_config(tmp_path, symbols=["btcusdt"], source={"paths": [str(rec)], "batch_rows": 7})
+    res = run_flow(cfg, "--no-recovery")
+    assert res.returncode == 0, res.stderr[-3000:]
+    db = tmp_path / "ticklens.db"
+    assert query(db, "SELECT COUNT(*), MIN(price), MAX(price), MAX(qty) FROM ticks")[0] == (69, 100.5, 100.5, 0.01)
+    rows = query(db, "SELECT reason, raw, source FROM rejects ORDER BY rowid")
+    assert [r[2] for r in rows] == ["dedup"] * 3
+    docs = {json.loads(r[1])["trade_id"]: (r[0], json.loads(r[1])) for r in rows}
+    assert sorted(docs) == [10, 12, 13]
+    reason, doc = docs[10]
+    assert "conflicting duplicate" in reason and "price" in reason
+    assert (doc["kept"]["price"], doc["conflicting"]["price"]) == (100.5, 99.5)
+    assert doc["kept"]["ts_ms"] == doc["conflicting"]["ts_ms"] == NOW + 10
+    assert "ts_ms" in docs[12][0] and docs[12][1]["conflicting"]["ts_ms"] == NOW + 500
+    assert "qty" in docs[13][0] and "is_buyer_maker" in docs[13][0]
+    status = json.loads(query(db, "SELECT value FROM status WHERE key='symbol:btcusdt'")[0][0])
+    assert status["duplicates"] == 4  # every repeat is a duplicate; the 3 conflicts are also rejects
+
+
+def test_dedup_compares_repeats_within_one_batch_and_with_recent_batches() -> None:
+    from ticklens.domain.dedup import RECENT_MIN_ROWS, Dedup
+    from ticklens.domain.records import Trades
+
+    def batch(ids: list[int], price: float) -> Trades:
+        return Trades.from_columns(
+            "btcusdt",
+            trade_id=ids,
+            ts_ms=[NOW + i for i in ids],
+            price=[price] * len(ids),
+            qty=[1.0] * len(ids),
+            is_buyer_maker=[True] * len(ids),
+        )
+
+    d = Dedup(lateness_ms=2_000)
+    new, dups, conflicts = d.fresh(batch([1, 2, 3, 2], 10.0))
+    assert (len(new), dups, conflicts) == (3, 1, [])
+    new, dups, conflicts = d.fresh(batch([3, 4, 4], 11.0))  # 3 seen at 10.0; 4 twice, same values
+    assert (len(new), dups) == (1, 2)
+    assert [(c.trade_id, c.kept[1], c.other[1]) for c in conflicts] == [(3, 10.0, 11.0)]
+    # Far older than the lateness and beyond the minimum kept: dropped as a plain duplicate.
+    d.fresh(batch(list(range(10, 10 + RECENT_MIN_ROWS + 10)), 10.0))
+    d.fresh(batch([10**6], 10.0))
+    d.max_ts += 10_000
+    d.fresh(batch([10**6 + 1], 10.0))
+    assert 1 not in d.recent.columns()["trade_id"] and d.recent.rows == RECENT_MIN_ROWS + 12  # whole batches
+    _, dups, conflicts = d.fresh(batch([1], 99.0))
+    assert dups == 1 and conflicts == []
