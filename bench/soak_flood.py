@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,17 +38,15 @@ from tests.feed_support import query  # noqa: E402
 from tests.hostile_feed import HostileServer  # noqa: E402
 
 
-def run(seconds: float, rate: float, garbage_per_trade: int, size: int) -> dict:
+def run(seconds: float, rate: float, garbage_per_trade: int, size: int, cache_mb: int) -> dict:
     """One flow and one server for `seconds`; the figures of that run."""
     work = Path(tempfile.mkdtemp(prefix="soak_flood_"))
     server = HostileServer(max_seconds=seconds + 120)
-    url = server.url(
-        "flood", garbage_per_trade=garbage_per_trade, size=size, rate=rate, seconds=seconds, sessions=1
-    )
+    url = server.url("flood", garbage_per_trade=garbage_per_trade, size=size, rate=rate, seconds=seconds, sessions=1)
     cfg = {
         "symbols": ["btcusdt"],
         "source": {"kind": "feed", "url": url, "stream": "trade", "reject_ratio_max": 0.9},
-        "store": {"path": str(work / "soak.db")},
+        "store": {"path": str(work / "soak.db"), "cache_mb": cache_mb},
         "timeframes": ["1s", "1m", "5m"],
         "recovery": {"enabled": False},
         "progress_interval_s": 1.0,
@@ -130,12 +127,13 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100)
     ap.add_argument("--garbage-per-trade", type=int, default=2)
     ap.add_argument("--size", type=int, default=60_000)
+    ap.add_argument("--cache-mb", type=int, default=64, help="store.cache_mb: the writer's SQLite page cache")
     ap.add_argument("--no-baseline", action="store_true", help="skip the same run without garbage")
     args = ap.parse_args()
-    out: dict = {"seconds": args.seconds, "rate": args.rate, "size": args.size}
+    out: dict = {"seconds": args.seconds, "rate": args.rate, "size": args.size, "cache_mb": args.cache_mb}
     if not args.no_baseline:
-        out["baseline"] = run(args.seconds, args.rate, 0, args.size)
-    out["flood"] = run(args.seconds, args.rate, args.garbage_per_trade, args.size)
+        out["baseline"] = run(args.seconds, args.rate, 0, args.size, args.cache_mb)
+    out["flood"] = run(args.seconds, args.rate, args.garbage_per_trade, args.size, args.cache_mb)
     out["load_avg"] = list(os.getloadavg())
     out["cpus"] = os.cpu_count()
     print(json.dumps(out, indent=2))

@@ -143,10 +143,10 @@ def test_a_garbage_flood_is_cut_off_and_memory_stays_flat(tmp_path: Path, server
         t0 = time.monotonic()
         while time.monotonic() - t0 < 8:
             peak = max(peak, _rss_mb(flow))
+            assert peak - base < 150, (base, peak)  # checked as it runs: a runaway stops the test early
             time.sleep(0.2)
             assert flow.alive(), flow.stderr()
         stats = server.stats()
-        assert peak - base < 150, (base, peak)
         # Mostly rejects: every connection is closed after its first window of messages and backed off.
         assert "were rejects" in flow.stderr()
         assert stats["connections"] >= 2
@@ -161,10 +161,11 @@ def test_a_garbage_flood_is_cut_off_and_memory_stays_flat(tmp_path: Path, server
 def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
     tmp_path: Path, server: HostileServer
 ) -> None:
-    # One 60 KB garbage frame before each valid trade (100 trades/s, 6 MB/s of garbage); half the
-    # messages are rejects, under the configured ratio, so the connection stays up.
-    url = server.url("flood", garbage_per_trade=1, size=60_000, rate=100, seconds=8, sessions=1)
-    flow = Flow(write_config(tmp_path, url, reject_ratio_max=0.8), tmp_path / "flow.log")
+    # Fifty 60 KB garbage frames before each valid trade, as fast as the socket takes them (~180 MB/s
+    # here); the reject ratio is switched off so the connection stays up and only the byte-bounded
+    # queue holds the flood back: the valid trades still get through within a second.
+    url = server.url("flood", garbage_per_trade=50, size=60_000, rate=100, seconds=8, sessions=1)
+    flow = Flow(write_config(tmp_path, url, reject_ratio_max=1.0), tmp_path / "flow.log")
     db = tmp_path / "ticklens.db"
     seen: dict[int, float] = {}
     try:
@@ -178,6 +179,7 @@ def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
             for tid, ts in query(db, "SELECT trade_id, ts_ms FROM ticks WHERE trade_id > ?", (last,)):
                 seen[tid] = now_ms - ts
             peak = max(peak, _rss_mb(flow))
+            assert peak - base < 150, (base, peak)
             st = server.stats()
             if st["connections"] >= 2 or (st["valid_sent"] >= 790 and len(seen) >= st["valid_sent"]):
                 break
@@ -185,11 +187,10 @@ def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
         st = server.stats()
         wait_for(lambda: count(db, "SELECT COUNT(*) FROM ticks") >= st["valid_sent"], 10, "every valid trade", flow)
         assert count(db, "SELECT COUNT(*) FROM ticks") == st["valid_sent"]
-        assert st["garbage_sent"] >= st["valid_sent"] - 1
+        assert st["garbage_sent"] >= 50 * (st["valid_sent"] - 1)
         lat = sorted(seen.values())
         p50, p90 = lat[len(lat) // 2], lat[int(len(lat) * 0.9)]
         assert p50 < 1000 and p90 < 2000, (p50, p90)  # loose for a loaded machine; the soak measures
-        assert peak - base < 150, (base, peak)
     finally:
         code = flow.stop()
     assert code == 0, flow.stderr()
