@@ -1,27 +1,27 @@
 """The ticklens REST API: `uvicorn api.app:app --port 8000` (OpenAPI at /docs).
 
 Reads the store named by the same pipeline file as the flow (TICKLENS_CONFIG or
-./pipeline.yaml), read-only; supervises the flow process for /api/start|stop.
+./pipeline.yaml), read-only; supervises the flow process for /api/v1/start|stop.
 """
 
 from __future__ import annotations
 
-import importlib
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import ModuleType
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import Settings, json_response
-from api.routers import collection, data, health, ohlc, symbols, ticks
+from api.deps import AppState, json_response
+from api.routers import alerts, analytics, collection, continuity, data, health, ohlc, symbols, ticks
 from api.supervisor import FlowSupervisor
+from storage import open_store
+from storage.port import StoreUnavailable
 from ticklens.config import Config, load_config
 
-UPLOAD_PREFIX = "/api/upload/"
+API_V1 = "/api/v1"
+UPLOAD_PREFIX = f"{API_V1}/upload/"
 UPLOAD_MAX_BODY = 21 * 1024 * 1024  # the 20 MB file plus multipart framing
 MAX_BODY = 64 * 1024
 
@@ -71,27 +71,17 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
     await resp(scope, receive, send)
 
 
-def _optional_router(module: str) -> ModuleType | None:
-    """Routers other issues deliver: included once their module exists."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-
-
 def create_app(cfg: Config | None = None) -> FastAPI:
     """The app for `cfg` (default: the pipeline file named by TICKLENS_CONFIG)."""
     cfg = cfg or load_config()
 
+    store = open_store(cfg.store)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = Settings(cfg)
-        state.supervisor = FlowSupervisor(cfg)  # type: ignore[attr-defined]
-        app.state.ticklens = state
+        app.state.ticklens = AppState(cfg, store, FlowSupervisor(cfg, store))
         yield
-        state.store.close()
+        store.close()
 
     app = FastAPI(
         title="ticklens",
@@ -109,16 +99,15 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimit)
 
-    @app.exception_handler(sqlite3.OperationalError)
-    async def _store_busy(request: Request, exc: sqlite3.OperationalError) -> Response:
+    async def _store_unavailable(request: Request, exc: Exception) -> Response:
         return json_response({"detail": f"store unavailable: {exc}"}, status_code=503)
 
-    for r in (health, collection, ticks, ohlc, symbols, data):
-        app.include_router(r.router)
-    for name in ("api.routers.analytics", "api.routers.alerts", "api.routers.continuity"):
-        mod = _optional_router(name)
-        if mod is not None:
-            app.include_router(mod.router)
+    for exc in (StoreUnavailable, *store.unavailable_errors):
+        app.add_exception_handler(exc, _store_unavailable)
+
+    app.include_router(health.router)
+    for r in (collection, ticks, ohlc, symbols, data, analytics, alerts, continuity):
+        app.include_router(r.router, prefix=API_V1)
     return app
 
 

@@ -1,105 +1,67 @@
-"""Dependencies shared by every router: settings, the store, request parameters.
+"""Dependencies shared by every router: the config, a store reader, the rule store, request parameters.
 
-The store is opened read-only (WAL: readers never block the flow's writer) from
-a small pool; a store that does not exist yet is created first so the API can
-start before the flow.
+Routers get a `StoreReader` (storage.port), never a connection: which backend
+answers is the store's business.
 """
 
 from __future__ import annotations
 
-import queue
-import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from pathlib import Path as FsPath
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, HTTPException, Path, Query, Request, Response
 
-from storage.sqlite import reader as queries
-from storage.sqlite.writer import connect
-from ticklens.config import Config, load_config
-from ticklens.domain.symbols import normalise_symbol
+from api.supervisor import FlowSupervisor
+from storage.port import RuleStore, Store, StoreReader
+from ticklens.config import Config
+from ticklens.domain.symbols import SYMBOL_PATTERN, normalise_symbol
 from ticklens.domain.times import parse_time
 
-SYMBOL_PATTERN = r"^[A-Za-z0-9]{2,30}$"
 MAX_LIMIT = 100_000
 
 
-class Store:
-    """The store file and a pool of read-only connections to it."""
+@dataclass(slots=True)
+class AppState:
+    """What the app runs with: the active config, its store backend and the flow supervisor."""
 
-    def __init__(self, path: FsPath) -> None:
-        self.path = path
-        if not path.exists():
-            connect(path).close()  # creates the schema
-        self._free: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-
-    def acquire(self) -> sqlite3.Connection:
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            return connect(self.path, readonly=True)
-
-    def release(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.rollback()
-        self._free.put(conn)
-
-    @contextmanager
-    def reader(self) -> Iterator[sqlite3.Connection]:
-        conn = self.acquire()
-        try:
-            yield conn
-        finally:
-            self.release(conn)
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._free.get_nowait().close()
-            except queue.Empty:
-                return
+    cfg: Config
+    store: Store
+    supervisor: FlowSupervisor
 
 
-class Settings:
-    """What the app was started with: the active config and where it came from."""
-
-    def __init__(self, cfg: Config | None = None) -> None:
-        self.cfg = cfg or load_config()
-        self.store = Store(self.cfg.store.path)
-
-
-async def get_state(request: Request) -> Settings:
+async def get_app_state(request: Request) -> AppState:
     return request.app.state.ticklens
 
 
-async def get_settings(request: Request) -> Config:
+async def get_config(request: Request) -> Config:
     """The active configuration (`ticklens.config.load_config()`, TICKLENS_CONFIG honoured)."""
     return request.app.state.ticklens.cfg
 
 
-async def get_store(request: Request) -> Store:
-    return request.app.state.ticklens.store
-
-
-async def get_conn(request: Request) -> AsyncIterator[sqlite3.Connection]:
-    """A read-only connection to the store for the length of one request.
+async def get_reader(request: Request) -> AsyncIterator[StoreReader]:
+    """A store reader for the length of one request (a pooled read-only connection for SQLite).
 
     Async so it runs on the event loop (no thread hop): taking a pooled connection does not block.
     """
-    store: Store = request.app.state.ticklens.store
-    conn = store.acquire()
+    with request.app.state.ticklens.store.reader() as reader:
+        yield reader
+
+
+async def get_rules(request: Request) -> AsyncIterator[RuleStore]:
+    """The rule store (alert CRUD), closed after the request."""
+    rules = request.app.state.ticklens.store.rules()
     try:
-        yield conn
+        yield rules
     finally:
-        store.release(conn)
+        rules.close()
 
 
-Conn = Annotated[sqlite3.Connection, Depends(get_conn)]
-Cfg = Annotated[Config, Depends(get_settings)]
-State = Annotated[Settings, Depends(get_state)]
+Reader = Annotated[StoreReader, Depends(get_reader)]
+Rules = Annotated[RuleStore, Depends(get_rules)]
+Cfg = Annotated[Config, Depends(get_config)]
+State = Annotated[AppState, Depends(get_app_state)]
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -150,18 +112,14 @@ TimeRange = Annotated[tuple[int | None, int | None], Depends(time_range)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many rows, 1 … 100,000 (the newest ones)")]
 
 
-def configured_symbols(state: Settings) -> set[str]:
+def configured_symbols(state: AppState) -> set[str]:
     """Symbols of the active config plus those of a flow the API started."""
-    syms = set(state.cfg.symbols)
-    sup = getattr(state, "supervisor", None)
-    if sup is not None:
-        syms |= set(sup.flow_symbols())
-    return syms
+    return set(state.cfg.symbols) | set(state.supervisor.flow_symbols())
 
 
-def require_symbol(state: Settings, conn: sqlite3.Connection, symbol: str) -> str:
+def require_symbol(state: AppState, reader: StoreReader, symbol: str) -> str:
     """'ok' if the store has data; 'no_data' if configured but empty; else 404."""
-    if queries.has_data(conn, symbol):
+    if reader.has_data(symbol):
         return "ok"
     if symbol in configured_symbols(state):
         return "no_data"

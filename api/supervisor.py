@@ -25,9 +25,9 @@ import orjson
 import psutil
 import yaml
 
-from storage.sqlite import reader as queries
-from storage.sqlite.writer import connect
+from storage.port import Store
 from ticklens.config import Config
+from ticklens.domain.times import now_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_MARKERS = ("flows.runner", "bytewax.run")
@@ -58,8 +58,9 @@ def _flow_process(pid: int, create_time: float | None = None) -> psutil.Process 
 
 
 class FlowSupervisor:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, store: Store) -> None:
         self.cfg = cfg
+        self.store = store
         store = cfg.store.path
         self.pidfile = store.with_name(store.stem + ".flow.pid")
         self.config_file = store.with_name(store.stem + ".flow.yaml")
@@ -93,13 +94,8 @@ class FlowSupervisor:
 
     def _external(self) -> FlowState | None:
         """A flow writing this store that the API did not start (e.g. `ticklens up`)."""
-        if not self.cfg.store.path.exists():
-            return None
-        conn = connect(self.cfg.store.path, readonly=True)
-        try:
-            flow = queries.status_docs(conn).get("flow")
-        finally:
-            conn.close()
+        with self.store.reader() as r:
+            flow = r.status_docs().get("flow")
         if not flow:
             return None
         doc = flow[0]
@@ -163,7 +159,7 @@ class FlowSupervisor:
 
     def _spawn(self, symbols: list[str]) -> int:
         self.config_file.write_text(
-            "# Written by the ticklens API (POST /api/start): the active config with the requested symbols.\n"
+            "# Written by the ticklens API (POST /api/v1/start): the active config with the requested symbols.\n"
             + yaml.safe_dump(self._derived_config(symbols), sort_keys=False)
         )
         env = dict(os.environ, TICKLENS_CONFIG=str(self.config_file))
@@ -184,7 +180,7 @@ class FlowSupervisor:
         doc = {
             "pid": child.pid,
             "create_time": psutil.Process(child.pid).create_time(),
-            "started_ms": time.time_ns() // 1_000_000,
+            "started_ms": now_ms(),
             "symbols": symbols,
             "config": str(self.config_file),
         }

@@ -25,8 +25,7 @@ import polars as pl  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
 from flows.dataflow import build_flow  # noqa: E402
-from storage.sqlite.rules import create_rule  # noqa: E402
-from storage.sqlite.writer import connect  # noqa: E402
+from storage.sqlite import SqliteStore  # noqa: E402
 from ticklens.config import parse_config  # noqa: E402
 from ticklens.domain.alerts.rules import AlertRule  # noqa: E402
 
@@ -147,16 +146,16 @@ def run_once(paths: list[Path], tmp: Path, rules: list[AlertRule], tag: str) -> 
             "progress_interval_s": 3600,
         }
     )
-    conn = connect(db)
+    store = SqliteStore(db).rules()
     for r in rules:
-        create_rule(conn, r)
+        store.create_rule(r)
     flow = build_flow(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
     run_main(flow)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    trades = conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
-    fired = conn.execute("SELECT COUNT(*) FROM alert_events").fetchone()[0]
-    conn.close()
+    trades = store.conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
+    fired = store.conn.execute("SELECT COUNT(*) FROM alert_events").fetchone()[0]
+    store.close()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     return elapsed, cpu, trades, fired

@@ -7,8 +7,8 @@
    hour's id span in trade ids, until the store holds 10 million ticks.
 2. The flow is started again on the hours that follow (same shift, replayed at a
    speed factor so it writes ≥ 2,000 trades/s) and keeps writing during the run.
-3. A real uvicorn serves the store; we time GET /api/ohlc/btcusdt?timeframe=1m&limit=500
-   and GET /api/ticks/btcusdt?limit=1000 from a keep-alive client, interleaved with
+3. A real uvicorn serves the store; we time GET /api/v1/ohlc/btcusdt?timeframe=1m&limit=500
+   and GET /api/v1/ticks/btcusdt?limit=1000 from a keep-alive client, interleaved with
    the bare SQLite query behind each (storage.queries, a read-only connection).
 Results are printed and written to docs/performance.md under "## API latency".
 """
@@ -212,11 +212,11 @@ def main() -> int:
         sql = connect(store, readonly=True)
         calls = {
             "ohlc": (
-                "/api/ohlc/btcusdt?timeframe=1m&limit=500",
+                "/api/v1/ohlc/btcusdt?timeframe=1m&limit=500",
                 lambda: queries.bars(sql, "btcusdt", "1m", 500),
                 500,
             ),
-            "ticks": ("/api/ticks/btcusdt?limit=1000", lambda: queries.ticks(sql, "btcusdt", 1000), 1000),
+            "ticks": ("/api/v1/ticks/btcusdt?limit=1000", lambda: queries.ticks(sql, "btcusdt", 1000), 1000),
         }
         for url, q, n in calls.values():  # warm-up (and a sanity check)
             for _ in range(30):

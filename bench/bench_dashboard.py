@@ -73,7 +73,7 @@ def day_of_bars(stack: Stack, page: Any, with_1m: bool, rounds: int = 3) -> list
     for f in frames:
         with stack.api() as api:
             body = f.select(cols).write_csv().encode()
-            r = api.post("/api/upload/ohlc", files={"file": ("day.csv", body, "text/csv")}, timeout=120)
+            r = api.post("/api/v1/upload/ohlc", files={"file": ("day.csv", body, "text/csv")}, timeout=120)
             r.raise_for_status()
     page.reload()
     page.get_by_text("last price").first.wait_for(timeout=30_000)
@@ -109,7 +109,9 @@ def main() -> int:
     stack = start_stack(Path(tempfile.mkdtemp(prefix="tl-bench-dash-")), simulate=SYMBOLS, rate=args.rate)
     try:
         with stack.api() as api:
-            wait_until(lambda: api.get("/api/status").json()["trades_per_s"] > args.rate * 0.5, 60, "the flow at rate")
+            wait_until(
+                lambda: api.get("/api/v1/status").json()["trades_per_s"] > args.rate * 0.5, 60, "the flow at rate"
+            )
         with sync_playwright() as pw:
             ctx = launch_browser(pw)
             page = ctx.new_page()
@@ -129,7 +131,7 @@ def main() -> int:
             day = (day_of_bars(stack, page, False), day_of_bars(stack, page, True)) if args.day else None
             ctx.close()
         with stack.api() as api:
-            st = api.get("/api/status").json()
+            st = api.get("/api/v1/status").json()
         print(f"flow: {st['trades_per_s']:,.0f} trades/s over {len(SYMBOLS)} symbols (status at the end)")
         print(f"Market chart live update, arrival → repaint: {pct(updates)}")
         for name, xs in switches.items():

@@ -7,7 +7,7 @@ the bundled hour of real BTCUSDT trades (bench/synth.py). Each run is a fresh
 store and a fresh `python -m flows.runner --no-recovery` process at `speed: max`,
 timed from process start to exit (imports and schema creation included). The
 machine's limit is the same ticks written into the same schema by the store's own
-batched INSERT (`StoreWriter.write`, 50,000 ticks a transaction; columns read
+batched INSERT (`SqliteWriter.prepare` + `write`, 50,000 ticks a transaction; columns read
 beforehand, only the write timed). Peak RSS of the flow process is read from /proc
 while it runs. Variants: `core` (btcusdt + ethusdt, default configuration),
 `analytics` (+ the btcusdt-ethusdt pair on 1s and 1m and the 1s correlation matrix,
@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_alerts import SYMBOLS as ALERT_SYMBOLS  # noqa: E402
 from bench.bench_alerts import hundred_rules, quiet, typical_rules  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
-from storage.sqlite.rules import create_rule  # noqa: E402
-from storage.sqlite.writer import StoreWriter, connect  # noqa: E402
+from storage.port import StoreBatch  # noqa: E402
+from storage.sqlite import SqliteStore  # noqa: E402
 from ticklens.domain.records import Trades  # noqa: E402
 
 # The analytics variant: what bench/bench_analytics.py calls "+ pairs".
@@ -66,10 +66,10 @@ def run_flow(
     for f in work.glob("bench.db*"):
         f.unlink()
     if rules:  # stored before the flow starts, as the API would
-        conn = connect(db)
+        store = SqliteStore(db).rules()
         for r in rules:
-            create_rule(conn, r)
-        conn.close()
+            store.create_rule(r)
+        store.close()
     cfg = {
         "symbols": symbols,
         "source": {"kind": "replay", "paths": [str(p) for p in paths], "speed": "max"},
@@ -112,7 +112,7 @@ def insert_limit(work: Path, paths: list[Path], symbols: list[str], batch: int =
     db = work / "limit.db"
     for f in work.glob("limit.db*"):
         f.unlink()
-    writer = StoreWriter(db)
+    writer = SqliteStore(db).writer()
     batches = []
     for path, sym in zip(paths, symbols, strict=True):
         t = pacsv.read_csv(path)
@@ -130,7 +130,7 @@ def insert_limit(work: Path, paths: list[Path], symbols: list[str], batch: int =
     n = sum(len(b) for b in batches)
     t0 = time.perf_counter()
     for trades in batches:
-        writer.write(ticks=[trades])
+        writer.write(writer.prepare(StoreBatch(ticks=[trades])))
     dt = time.perf_counter() - t0
     writer.close()
     return {"trades": n, "insert_s": dt, "trades_per_s": n / dt}

@@ -110,9 +110,9 @@ def main() -> None:
         while (now := time.monotonic() - t0) < wall_s:
             assert flow.poll() is None, "flow died"
             for path in (
-                "/api/status",
-                "/api/ohlc/btcusdt?timeframe=1s&limit=500",
-                "/api/spread?symbols=btcusdt,ethusdt&timeframe=1s&limit=500",
+                "/api/v1/status",
+                "/api/v1/ohlc/btcusdt?timeframe=1s&limit=500",
+                "/api/v1/spread?symbols=btcusdt,ethusdt&timeframe=1s&limit=500",
             ):
                 try:
                     ok = client.get(path).status_code < 500

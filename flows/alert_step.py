@@ -1,4 +1,4 @@
-"""The dataflow step that evaluates the stored alert rules (glue between the store and flows.alerts).
+"""The dataflow step that evaluates the stored alert rules (glue between the rule store and the engine).
 
 Rules are re-read from `alert_rules` when they change (checked at most every
 250 ms), so a rule created, edited or deleted through the API applies to the
@@ -11,15 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from flows.items import SymbolOut
-from storage.sqlite.rules import RuleFeed
+from storage import open_store
+from storage.port import RuleFeed
 from ticklens.config import Config
 from ticklens.domain.alerts.engine import AlertBook, AlertFired
+from ticklens.domain.stats.pair import PairOut, PairRow
 
-# PairRow attribute of each pair metric (flows.analytics).
+# PairRow attribute of each pair metric.
 PAIR_FIELDS = {"spread": "spread", "zscore": "zscore", "hedge_ratio": "beta", "correlation": "corr"}
 
 
-def pair_columns(rows: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def pair_columns(rows: list[PairRow]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(bar starts, metric -> values) of PairRows; None (window not full yet) becomes NaN, which never fires."""
     starts = np.array([r.start_ms for r in rows], dtype=np.int64)
     cols = {
@@ -38,9 +40,9 @@ def _sync(state: AlertBook, rules: RuleFeed) -> None:
 
 def alert_step(cfg: Config, feed: RuleFeed | None = None):
     """Mapper for `op.stateful_flat_map`: SymbolOut or PairOut in, AlertFired out."""
-    rules = feed or RuleFeed(cfg.store.path)
+    rules = feed or open_store(cfg.store).rule_feed()
 
-    def step(state: AlertBook | None, item: object) -> tuple[AlertBook, list[AlertFired]]:
+    def step(state: AlertBook | None, item: SymbolOut | PairOut) -> tuple[AlertBook, list[AlertFired]]:
         rules.refresh()
         if isinstance(item, SymbolOut):
             state = state or AlertBook(item.symbol)
@@ -52,12 +54,12 @@ def alert_step(cfg: Config, feed: RuleFeed | None = None):
             if item.closed:
                 out.extend(state.on_bars(active, item.closed))
             return state, out
-        # A pair's analytics rows of one timeframe (flows.pairs.PairOut).
-        state = state or AlertBook(item.pair)  # type: ignore[attr-defined]
+        # A pair's analytics rows of one timeframe.
+        state = state or AlertBook(item.pair)
         _sync(state, rules)
-        if not item.rows:  # type: ignore[attr-defined]
+        if not item.rows:
             return state, []
-        starts, cols = pair_columns(item.rows)  # type: ignore[attr-defined]
-        return state, state.on_rows(rules.by_key.get(state.key, []), item.timeframe, starts, cols)  # type: ignore[attr-defined]
+        starts, cols = pair_columns(item.rows)
+        return state, state.on_rows(rules.by_key.get(state.key, []), item.timeframe, starts, cols)
 
     return step

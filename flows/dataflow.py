@@ -11,7 +11,7 @@ from bytewax.dataflow import Dataflow
 from flows.alert_step import alert_step
 from flows.items import Fresh, SymbolOut
 from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
-from flows.sink import SqliteSink
+from flows.sink import make_sink
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
@@ -39,9 +39,7 @@ def build_flow(cfg: Config) -> Dataflow:
     watched = op.merge("alert_inputs", barred, pairs)
     alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
     stored = op.merge("to_store", barred, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
-    op.output(
-        "store", stored, SqliteSink(cfg.store.path, cfg.progress_interval_s, cfg.store.max_size_mb, cfg.store.cache_mb)
-    )
+    op.output("store", stored, make_sink(cfg))
     return flow
 
 

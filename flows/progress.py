@@ -6,21 +6,10 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
 from flows.items import SymbolOut
 from ticklens.domain.records import FeedStats
-
-
-def iso_ms(ms: int | None) -> str | None:
-    """ISO-8601 with Z; a time no calendar holds (the edge refuses them, but this runs inside
-    the sink, where an exception would stop the flow) is shown as its number."""
-    if not ms:
-        return None
-    try:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (ValueError, OverflowError, OSError):
-        return f"{ms} ms"
+from ticklens.domain.times import iso_ms
 
 
 @dataclass
@@ -106,5 +95,7 @@ class Progress:
             f"reconnects {reconnects}",
             f"rejected {rejected}",
         ]
-        syms = " ".join(f"{s}@{iso_ms(h.last_trade_ms)}" for s, h in sorted(self.symbols.items()))
+        syms = " ".join(
+            f"{s}@{iso_ms(h.last_trade_ms) if h.last_trade_ms else None}" for s, h in sorted(self.symbols.items())
+        )
         print(f"[ticklens] {' | '.join(parts)} | {syms}", file=sys.stderr, flush=True)

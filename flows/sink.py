@@ -1,23 +1,28 @@
-"""The SQLite sink of the dataflow: one writer, one transaction per batch."""
+"""The dataflow's sink over the store interface: one typed batch per epoch, written on its own thread.
+
+Which backend and how many partitions come from `storage.open_store`: SQLite
+takes one partition (a single writer); a server store takes one per worker, so
+each worker writes what it produced.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
-from pathlib import Path
-from typing import Any
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.items import SymbolOut
 from flows.progress import Progress
-from storage.sqlite import analytics
-from storage.sqlite.writer import StoreWriter, TickParams, now_ms
+from storage import open_store
+from storage.port import Store, StoreBatch, StoreWriter
+from ticklens.config import Config
 from ticklens.domain.alerts.engine import AlertFired
-from ticklens.domain.records import FeedStats, GapEvent, Rejected, Trades
+from ticklens.domain.records import FeedStats, GapEvent, Rejected
 from ticklens.domain.stats.correlation import CorrOut
 from ticklens.domain.stats.pair import PairOut
 from ticklens.domain.stats.symbol import SymbolStatsOut
+from ticklens.domain.times import now_ms
 from ticklens.notify.webhooks import WebhookDispatcher
 
 
@@ -37,13 +42,13 @@ class _WriterThread:
         self.webhooks = webhooks
         self.error: BaseException | None = None
         self._raised = False
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[object | None] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._run, name="store-writer")
         self._thread.start()
 
-    def submit(self, batch: dict[str, Any]) -> None:
+    def submit(self, batch: StoreBatch) -> None:
         self._raise()
-        self._queue.put(batch)
+        self._queue.put(self.writer.prepare(batch))  # on the flow's thread: see StoreWriter.prepare
 
     def flush(self) -> None:
         self._queue.join()
@@ -74,7 +79,7 @@ class _WriterThread:
                 if batch is None:
                     return
                 if self.error is None:
-                    fresh = self.writer.write(**batch)
+                    fresh = self.writer.write(batch)
                     if fresh:  # after the commit: a stored trigger is a sent-or-pending one
                         self.webhooks.submit(fresh)
             except BaseException as e:  # noqa: BLE001 (raised to the flow at its next call)
@@ -83,73 +88,50 @@ class _WriterThread:
                 self._queue.task_done()
 
 
-class _SqlitePartition(StatefulSinkPartition[object, None]):
-    def __init__(self, path: Path, progress: Progress, max_size_mb: int | None = None, cache_mb: int = 64) -> None:
+class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartition[object]):
+    """One writer over the store; `snapshot` (fixed partitions) waits until the epoch is stored."""
+
+    def __init__(self, store: Store, progress: Progress) -> None:
         self.progress = progress
-        self.webhooks = WebhookDispatcher(path)
+        self.webhooks = WebhookDispatcher(store)
         self.webhooks.start()
-        self.writer = _WriterThread(StoreWriter(path, max_size_mb, cache_mb), self.webhooks)
+        self.writer = _WriterThread(store.writer(), self.webhooks)
 
     def write_batch(self, values: list[object]) -> None:
-        ticks: list[Trades] = []
-        bars: list[tuple] = []
-        merges: list[tuple] = []
-        rejects: list[tuple] = []
-        gaps: list[tuple] = []
+        batch = StoreBatch()
         outs: list[tuple[SymbolOut, int]] = []
-        extra: list[tuple[str, list[tuple]]] = []  # analytics tables: (INSERT head, rows)
-        fired: list[AlertFired] = []
         ended = False
         now = now_ms()
         for item in values:
             if isinstance(item, SymbolOut):
                 if item.ticks is not None and len(item.ticks):
-                    ticks.append(item.ticks)
-                # One row per bar: a batch may touch the same bar several times.
-                latest = {(b.timeframe, b.start_ms): b for b in item.bars}
-                rows = {k: b.row() for k, b in latest.items()}
-                bars.extend(rows.values())
-                merges.extend(b.row() for b in item.merges)
-                gaps.extend(
-                    (g.symbol, g.from_id, g.to_id, g.after_ts, now, now if g.status == "filled" else None, g.status)
-                    for g in item.gaps
-                )
-                outs.append((item, len(rows) + len(item.merges)))
+                    batch.ticks.append(item.ticks)
+                batch.bars.extend(item.bars)
+                batch.bar_merges.extend(item.merges)
+                batch.gaps.extend(item.gaps)
+                outs.append((item, len({(b.timeframe, b.start_ms) for b in item.bars}) + len(item.merges)))
             elif isinstance(item, PairOut):
-                extra.append((analytics.PAIR_INSERT, analytics.pair_rows(item, now)))
+                batch.pairs.append(item)
             elif isinstance(item, SymbolStatsOut):
-                extra.append((analytics.SYMBOL_INSERT, analytics.symbol_rows(item, now)))
+                batch.symbol_stats.append(item)
             elif isinstance(item, CorrOut):
-                extra.append((analytics.CORR_INSERT, analytics.corr_rows(item, now)))
+                batch.correlations.append(item)
             elif isinstance(item, AlertFired):
-                fired.append(item)
+                batch.alerts.append(item)
             elif isinstance(item, GapEvent):  # from the source's REST backfill
-                filled = now if item.status == "filled" else None
-                gaps.append((item.symbol, item.from_id, item.to_id, item.after_ts, now, filled, item.status))
+                batch.gaps.append(item)
             elif isinstance(item, Rejected):
-                rejects.append((item.recv_ms, item.reason, item.source, item.raw))
+                batch.rejects.append(item)
             elif isinstance(item, FeedStats):
                 self.progress.feeds[item.source] = item
                 ended = ended or item.ended
         for out, n in outs:
             self.progress.on_symbol(out, n, now)
-        self.progress.rejects_stored += len(rejects)
-        status = None
+        self.progress.rejects_stored += len(batch.rejects)
         if self.progress.due() or ended:
-            status = self.progress.status_docs()
+            batch.status = self.progress.status_docs()
             self.progress.print_line()
-        self.writer.submit(
-            {
-                "ticks": TickParams.of(ticks),
-                "bars": bars,
-                "bar_merges": merges,
-                "rejects": rejects,
-                "gaps": gaps,
-                "status": status,
-                "extra": extra,
-                "alerts": fired,
-            }
-        )
+        self.writer.submit(batch)
 
     def snapshot(self) -> None:
         # The epoch's recovery snapshot is committed after this: everything before it is stored.
@@ -157,7 +139,7 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
         return None
 
     def close(self) -> None:
-        self.writer.submit({"status": self.progress.status_docs()})
+        self.writer.submit(StoreBatch(status=self.progress.status_docs()))
         self.progress.print_line()
         try:
             self.writer.close()
@@ -165,19 +147,32 @@ class _SqlitePartition(StatefulSinkPartition[object, None]):
             self.webhooks.close(timeout_s=5.0)
 
 
-class SqliteSink(FixedPartitionedSink[object, None]):
-    """All outputs go to one partition, so SQLite sees a single writer."""
+class StoreSink(FixedPartitionedSink[object, None]):
+    """A single-writer store (SQLite): every output goes to one partition."""
 
-    def __init__(
-        self, path: Path, progress_interval_s: float = 2.0, max_size_mb: int | None = None, cache_mb: int = 64
-    ) -> None:
-        self.path = path
-        self.progress_interval_s = progress_interval_s
-        self.max_size_mb = max_size_mb
-        self.cache_mb = cache_mb
+    def __init__(self, cfg: Config, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
 
     def list_parts(self) -> list[str]:
         return ["store"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SqlitePartition:
-        return _SqlitePartition(self.path, Progress(self.progress_interval_s), self.max_size_mb, self.cache_mb)
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _StorePartition:
+        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s))
+
+
+class WorkerStoreSink(DynamicSink[object]):
+    """A server store: each worker writes what it produced, on its own connection (no exchange)."""
+
+    def __init__(self, cfg: Config, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
+        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s))
+
+
+def make_sink(cfg: Config) -> StoreSink | WorkerStoreSink:
+    """The sink the configured backend asks for (`Store.sink_partitions`)."""
+    store = open_store(cfg.store)
+    return StoreSink(cfg, store) if store.sink_partitions == "one" else WorkerStoreSink(cfg, store)

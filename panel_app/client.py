@@ -71,46 +71,6 @@ def to_time(ms: Any) -> Any:
     return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms")
 
 
-def downsample_minmax(df: pd.DataFrame, max_points: int, keep_last: int = 0) -> pd.DataFrame:
-    """OHLC bars merged into at most `max_points` buckets, keeping each bucket's extremes.
-
-    The fallback for a long range with no coarser stored bars (the API has no
-    `max_points` parameter): each bucket's wick still spans the true high and
-    low, its body the first open and the last close, its volume the sum.
-    The newest `keep_last` bars stay raw so live updates land on real bars.
-    `span_ms` is each row's width in time (for drawing); the bar length is taken
-    as the median spacing of the input.
-    """
-    n = len(df)
-    if max_points <= 0 or n <= max_points:
-        return df
-    head, tail = (df.iloc[: n - keep_last], df.iloc[n - keep_last :]) if keep_last else (df, df.iloc[:0])
-    budget = max(1, max_points - len(tail))
-    bucket = np.arange(len(head)) * budget // max(1, len(head))
-    out = (
-        head.assign(_b=bucket)
-        .groupby("_b", sort=True)
-        .agg(
-            start_ms=("start_ms", "first"),
-            end_ms=("start_ms", "last"),
-            open=("open", "first"),
-            high=("high", "max"),
-            low=("low", "min"),
-            close=("close", "last"),
-            volume=("volume", "sum"),
-            trades=("trades", "sum"),
-            in_progress=("in_progress", "last"),
-        )
-        .reset_index(drop=True)
-    )
-    step = int(np.median(np.diff(df["start_ms"].to_numpy()))) if n > 1 else 1
-    out["span_ms"] = (out.pop("end_ms") - out["start_ms"] + step).astype("int64")
-    tail = tail.assign(span_ms=step)
-    merged = pd.concat([out, tail[out.columns]], ignore_index=True)
-    merged["time"] = to_time(merged["start_ms"])
-    return merged
-
-
 @dataclass
 class Api:
     """One API base URL; a pooled httpx client with short timeouts."""
@@ -170,14 +130,14 @@ class Api:
             return False
 
     def status(self) -> dict:
-        return self.get("/api/status")
+        return self.get("/api/v1/status")
 
     def symbols(self) -> list[str]:
-        return [s["symbol"] for s in self.get("/api/symbols")["symbols"]]
+        return [s["symbol"] for s in self.get("/api/v1/symbols")["symbols"]]
 
     def symbol_infos(self) -> list[dict]:
         """Per symbol: configured, has_data, last_trade_ms, last_price, …"""
-        return self.get("/api/symbols")["symbols"]
+        return self.get("/api/v1/symbols")["symbols"]
 
     # --- market data ------------------------------------------------------------
 
@@ -188,10 +148,14 @@ class Api:
         limit: int = 1000,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        max_points: int | None = None,
     ) -> pd.DataFrame:
-        """Bars oldest first, with `start_ms`, `time` (datetime64) and `in_progress`."""
-        out = self.get(f"/api/ohlc/{symbol}", timeframe=timeframe, limit=limit, start=start_ms, end=end_ms)
-        return bars_frame(out)
+        """Bars oldest first, with `start_ms`, `time` (datetime64), `in_progress` and `span_ms`.
+
+        With `max_points` the API merges consecutive bars (extremes kept) so at most that many come back.
+        """
+        params = {"timeframe": timeframe, "limit": limit, "start": start_ms, "end": end_ms, "max_points": max_points}
+        return bars_frame(self.get(f"/api/v1/ohlc/{symbol}", **params))
 
     def ohlc_window(
         self, symbol: str, timeframe: str, bars: int, max_points: int, keep_raw: int
@@ -225,19 +189,22 @@ class Api:
                     raw = self.ohlc(symbol, timeframe, limit=keep_raw + c_ms // tf_ms, start_ms=boundary)
                     df = pd.concat([older.assign(span_ms=c_ms), raw.assign(span_ms=tf_ms)], ignore_index=True)
                     return df, f"{coarse} bars up to {len(raw)} {timeframe} bars (the stored {coarse} aggregates)"
-        df = self.ohlc(symbol, timeframe, limit=min(bars, 100_000))
-        shown = downsample_minmax(df.assign(span_ms=tf_ms), max_points, keep_last=keep_raw)
-        note = (
-            f"{len(df):,} {timeframe} bars drawn as {len(shown):,} (min/max per bucket)" if len(shown) < len(df) else ""
-        )
-        return shown, note
+        # The newest `keep_raw` bars stay raw (live updates land on real bars); the API thins the rest.
+        recent = self.ohlc(symbol, timeframe, limit=keep_raw)
+        end = int(recent["start_ms"].iloc[0]) if len(recent) else None
+        older_n = max(0, min(bars, 100_000) - len(recent))
+        budget = max(10, max_points - len(recent))
+        older = self.ohlc(symbol, timeframe, limit=older_n, end_ms=end, max_points=budget) if older_n else recent[:0]
+        shown = pd.concat([older, recent], ignore_index=True) if len(older) else recent
+        thinned = len(older) and int(older["span_ms"].max()) > tf_ms
+        return shown, (f"older {timeframe} bars drawn as {len(older):,} (min/max per bucket)" if thinned else "")
 
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
-        return self.get(f"/api/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
+        return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
 
     def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
-        return self.get(f"/api/stats/{symbol}", window=window, timeframe=timeframe)
+        return self.get(f"/api/v1/stats/{symbol}", window=window, timeframe=timeframe)
 
     def export(
         self, symbol: str, fmt: str, kind: str, start_ms: int | None = None, end_ms: int | None = None, **extra: Any
@@ -245,7 +212,7 @@ class Api:
         params = {"format": fmt, "kind": kind, "start": start_ms, "end": end_ms, **extra}
         return self.request(
             "GET",
-            f"/api/export/{symbol}",
+            f"/api/v1/export/{symbol}",
             params={k: v for k, v in params.items() if v is not None},
             timeout=TRANSFER_TIMEOUT_S,
         ).content
@@ -254,7 +221,7 @@ class Api:
         """The API's answer; a 422 with per-row errors is returned, not raised."""
         try:
             return self.post(
-                "/api/upload/ohlc",
+                "/api/v1/upload/ohlc",
                 files={"file": (filename, content, "text/csv")},
                 params={k: v for k, v in params.items() if v is not None},
                 timeout=TRANSFER_TIMEOUT_S,
@@ -265,10 +232,10 @@ class Api:
             raise
 
     def start(self, symbols: list[str]) -> dict:
-        return self.post("/api/start", json={"symbols": symbols})
+        return self.post("/api/v1/start", json={"symbols": symbols})
 
     def stop(self) -> dict:
-        return self.post("/api/stop")
+        return self.post("/api/v1/stop")
 
     # --- pair analytics ---------------------------------------------------------
 
@@ -277,34 +244,34 @@ class Api:
 
         Without window/timeframe the API uses the pair's configured ones and says which.
         """
-        return self.get("/api/spread", symbols=f"{a},{b}", method=method, **params)
+        return self.get("/api/v1/spread", symbols=f"{a},{b}", method=method, **params)
 
     def correlation(self, symbols: list[str], **params: Any) -> dict:
         """`series` per pair `a-b` (start_ms, corr) and the latest `matrix`."""
-        return self.get("/api/correlation", symbols=",".join(symbols), **params)
+        return self.get("/api/v1/correlation", symbols=",".join(symbols), **params)
 
     def backtest(self, a: str, b: str, **params: Any) -> dict:
         """Summary, `trades` and the equity `curve` of the z-score strategy on stored bars."""
-        return self.get("/api/backtest", symbols=f"{a},{b}", **params)
+        return self.get("/api/v1/backtest", symbols=f"{a},{b}", **params)
 
     # --- alerts -------------------------------------------------------------------
 
     def alerts(self) -> list[dict]:
-        out = self.get("/api/alerts")
+        out = self.get("/api/v1/alerts")
         return out.get("alerts", out.get("rules", [])) if isinstance(out, dict) else out
 
     def create_alert(self, rule: dict) -> dict:
-        return self.post("/api/alerts", json=rule)
+        return self.post("/api/v1/alerts", json=rule)
 
     def delete_alert(self, rule_id: Any) -> None:
-        self.request("DELETE", f"/api/alerts/{rule_id}")
+        self.request("DELETE", f"/api/v1/alerts/{rule_id}")
 
     def set_alert_enabled(self, rule_id: Any, enabled: bool) -> dict:
-        r = self.request("PATCH", f"/api/alerts/{rule_id}", json={"enabled": enabled})
+        r = self.request("PATCH", f"/api/v1/alerts/{rule_id}", json={"enabled": enabled})
         return orjson.loads(r.content) if r.content else {}
 
     def triggered(self, limit: int = 200) -> list[dict]:
-        out = self.get("/api/alerts/triggered", limit=limit)
+        out = self.get("/api/v1/alerts/triggered", limit=limit)
         return out.get("events", out.get("triggered", [])) if isinstance(out, dict) else out
 
 
@@ -315,6 +282,8 @@ def bars_frame(payload: Any) -> pd.DataFrame:
         df = pd.DataFrame({c: pd.Series(dtype="float64") for c in OHLC_COLUMNS})
     if "ts_ms" in df:
         df = df.rename(columns={"ts_ms": "start_ms"})
+    if "span_ms" not in df:
+        df["span_ms"] = pd.Series(dtype="int64")
     df["start_ms"] = df["start_ms"].astype("int64")
     df["in_progress"] = df["in_progress"].astype(bool)
     df["time"] = to_time(df["start_ms"])

@@ -1,6 +1,6 @@
 """Correlation page: rolling correlation of log returns per pair, and a heatmap of the latest matrix.
 
-Both come from `/api/correlation`; the lines are streamed, the heatmap's cells
+Both come from `/api/v1/correlation`; the lines are streamed, the heatmap's cells
 are patched in place (same symbols) so the browser keeps its figure.
 """
 

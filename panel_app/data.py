@@ -1,7 +1,7 @@
 """Data page: start/stop collection, download bars or ticks for a range, upload historical bars.
 
-Everything goes through the API: `/api/status|start|stop`, `/api/export/{symbol}`
-(the file is the API's, passed through unchanged) and `/api/upload/ohlc` (its
+Everything goes through the API: `/api/v1/status|start|stop`, `/api/v1/export/{symbol}`
+(the file is the API's, passed through unchanged) and `/api/v1/upload/ohlc` (its
 per-row validation errors are shown as a table; a rejected file writes nothing).
 """
 
@@ -16,6 +16,7 @@ import param
 
 from panel_app.client import Api, ApiError
 from panel_app.page import Page, card
+from ticklens.domain.timeframes import TIMEFRAMES
 from ticklens.domain.times import iso_ms, parse_time
 
 ERROR_COLUMNS = ["row", "line", "errors"]
@@ -23,7 +24,7 @@ EMPTY_COLUMNS = ["start", "end", "buckets", "status", "last_id_before", "first_i
 
 
 def empty_runs_frame(body: dict) -> pd.DataFrame:
-    """`/api/continuity`'s runs of empty buckets, one row per run."""
+    """`/api/v1/continuity`'s runs of empty buckets, one row per run."""
     return pd.DataFrame([{c: e.get(c) for c in EMPTY_COLUMNS} for e in body.get("empty", [])], columns=EMPTY_COLUMNS)
 
 
@@ -56,7 +57,7 @@ class DataPage(Page):
     extra = param.String(default="", label="More symbols (comma-separated)")
     symbol = param.Selector(objects=[], label="Symbol")
     kind = param.Selector(objects=["ohlc", "ticks"], default="ohlc", label="What")
-    timeframe = param.Selector(objects=["1s", "1m", "5m"], default="1m")
+    timeframe = param.Selector(objects=list(TIMEFRAMES), default="1m")
     fmt = param.Selector(objects=["csv", "parquet"], default="csv", label="Format")
     start = param.String(default="", label="From (ISO-8601 UTC, inclusive)")
     end = param.String(default="", label="To (exclusive; empty = now)")

@@ -1,6 +1,6 @@
 """Pair page: spread and z-score with entry/exit bands, OLS and Kalman hedge ratios, test badges, backtest.
 
-Every number comes from the API (`/api/spread`, `/api/backtest`); this page only
+Every number comes from the API (`/api/v1/spread`, `/api/v1/backtest`); this page only
 draws. The three time charts share one x axis and are streamed row by row.
 """
 

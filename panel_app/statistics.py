@@ -1,6 +1,6 @@
 """Statistics page: one row per symbol of rolling window statistics, plus feed health, in a Tabulator.
 
-Rows come from `/api/stats/{symbol}` (window summary) and `/api/status` (rate,
+Rows come from `/api/v1/stats/{symbol}` (window summary) and `/api/v1/status` (rate,
 late trades, gaps); the table is patched in place every other second.
 """
 

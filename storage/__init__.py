@@ -1,0 +1,13 @@
+"""The store: an interface (`storage.port`) and its backends (`storage.sqlite`)."""
+
+from __future__ import annotations
+
+from storage.port import Store
+from ticklens.config import StoreConfig
+
+
+def open_store(cfg: StoreConfig) -> Store:
+    """The backend `store.kind` names, for the flow, the API and the tools alike."""
+    from storage.sqlite import SqliteStore
+
+    return SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb)

@@ -182,14 +182,13 @@ def recorded_trades(path: Path, symbol: str) -> pl.DataFrame:
 
 
 def create_rules(db_conn_path: Path, rules: list[dict]) -> list[int]:
-    from storage.sqlite.rules import create_rule
-    from storage.sqlite.writer import connect
+    from storage.sqlite import SqliteStore
 
-    conn = connect(db_conn_path)
+    store = SqliteStore(db_conn_path).rules()
     try:
-        return [create_rule(conn, rule_from_payload(r)) for r in rules]
+        return [store.create_rule(rule_from_payload(r)) for r in rules]
     finally:
-        conn.close()
+        store.close()
 
 
 def fired(db: Path, rule_id: int) -> list[tuple]:
@@ -359,12 +358,12 @@ def test_restart_keeps_rules_and_stores_each_trigger_once(tmp_path):
     db = tmp_path / "ticklens.db"
     with api_server(cfg, tmp_path / "api.log") as api:  # the API creates the store
         r = api.client.post(
-            "/api/alerts", json={"name": "btc", "condition": f"price crosses_above {LEVEL}", "symbols": ["btcusdt"]}
+            "/api/v1/alerts", json={"name": "btc", "condition": f"price crosses_above {LEVEL}", "symbols": ["btcusdt"]}
         )
         assert r.status_code == 201, r.text
-        bad = api.client.post("/api/alerts", json={"name": "x", "condition": "price >> 1", "symbols": ["btcusdt"]})
+        bad = api.client.post("/api/v1/alerts", json={"name": "x", "condition": "price >> 1", "symbols": ["btcusdt"]})
         assert bad.status_code == 422 and "condition" in bad.text and "expected a number" in bad.text
-        assert api.client.delete("/api/alerts/999").status_code == 404
+        assert api.client.delete("/api/v1/alerts/999").status_code == 404
         first = run_flow(cfg)
         assert first.returncode == 0, first.stderr[-3000:]
         before = rows(db, "SELECT rule_id, event_ms, ref, wall_ms FROM alert_events ORDER BY id")
@@ -372,13 +371,13 @@ def test_restart_keeps_rules_and_stores_each_trigger_once(tmp_path):
         again = run_flow(cfg, "--no-recovery")  # everything replayed from scratch: same triggers
         assert again.returncode == 0, again.stderr[-3000:]
         assert rows(db, "SELECT rule_id, event_ms, ref, wall_ms FROM alert_events ORDER BY id") == before
-        listed = api.client.get("/api/alerts").json()
+        listed = api.client.get("/api/v1/alerts").json()
         assert [a["name"] for a in listed["alerts"]] == ["btc"]
-        hist = api.client.get("/api/alerts/triggered", params={"limit": 3}).json()
+        hist = api.client.get("/api/v1/alerts/triggered", params={"limit": 3}).json()
         assert hist["count"] == 3
         assert [e["event_ms"] for e in hist["events"]] == sorted((b[1] for b in before), reverse=True)[:3]
         since = before[2][1]
-        later = api.client.get("/api/alerts/triggered", params={"since": str(since), "limit": 1000}).json()
+        later = api.client.get("/api/v1/alerts/triggered", params={"since": str(since), "limit": 1000}).json()
         assert later["count"] == sum(1 for b in before if b[1] >= since)
 
 
@@ -450,24 +449,24 @@ def test_rule_changes_reach_the_running_flow_within_a_second(tmp_path):
             # New rule: a level that is already true fires on the next trade.
             t0 = int(time.time() * 1000)
             rid = api.client.post(
-                "/api/alerts", json={"name": "on", "condition": "price > 1", "symbols": ["btcusdt"]}
+                "/api/v1/alerts", json={"name": "on", "condition": "price > 1", "symbols": ["btcusdt"]}
             ).json()["id"]
             lag_new = wait_until(lambda: event_after(rid, t0), 3, "the new rule's trigger") - t0
             assert lag_new <= 1000
             # Changed rule: a new version starts armed again.
             t1 = int(time.time() * 1000)
-            assert api.client.patch(f"/api/alerts/{rid}", json={"threshold": 2}).status_code == 200
+            assert api.client.patch(f"/api/v1/alerts/{rid}", json={"threshold": 2}).status_code == 200
             lag_edit = wait_until(lambda: event_after(rid, t1), 3, "the edited rule's trigger") - t1
             assert lag_edit <= 1000
             print(f"rule reload lag: new {lag_new} ms, edited {lag_edit} ms")
             # Deleted rule: a frequently firing one goes quiet within a second.
             busy = api.client.post(
-                "/api/alerts",
+                "/api/v1/alerts",
                 json={"name": "busy", "metric": "trade_size", "symbol": "btcusdt", "operator": ">", "threshold": 0.004},
             ).json()["id"]
             wait_until(lambda: event_after(busy, 0), 5, "the busy rule to fire")
             t2 = int(time.time() * 1000)
-            assert api.client.delete(f"/api/alerts/{busy}").status_code == 204
+            assert api.client.delete(f"/api/v1/alerts/{busy}").status_code == 204
             wait_until(lambda: int(time.time() * 1000) > t2 + 1500, 3, "1.5 s to pass")
             assert event_after(busy, t2 + 1000) is None
             assert flow.poll() is None, (tmp_path / "flow.log").read_text()[-2000:]

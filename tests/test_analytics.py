@@ -328,29 +328,33 @@ def test_flow_pair_stats_equal_the_batch_computation_on_stored_bars(flow_store: 
     assert got["zscore"].drop_nulls().len() > 100
 
 
+def _rolling_ref(db: Path, s: str) -> pl.DataFrame:
+    """Per-bar rolling statistics of aligned 1s bars, in polars (no ticklens code)."""
+    rows = query(
+        db,
+        "SELECT start_ms, close, volume, quote_volume FROM bars WHERE symbol=? AND timeframe='1s' ORDER BY start_ms",
+        (s,),
+    )
+    bars = pl.DataFrame(rows, schema=["start_ms", "close", "volume", "quote_volume"], orient="row")
+    lo, hi = int(bars["start_ms"].min()), int(bars["start_ms"].max())
+    return (
+        pl.DataFrame({"start_ms": pl.int_range(lo, hi + 1000, 1000, eager=True)})
+        .join(bars, on="start_ms", how="left")
+        .with_columns(pl.col("close").forward_fill(), pl.col("volume", "quote_volume").fill_null(0.0))
+        .with_columns(r=pl.col("close").log().diff())
+        .with_columns(
+            mean=pl.col("close").rolling_mean(STATS_W),
+            std=pl.col("close").rolling_std(STATS_W),
+            vwap=pl.col("quote_volume").rolling_sum(STATS_W) / pl.col("volume").rolling_sum(STATS_W),
+            vol=pl.col("volume").rolling_sum(STATS_W),
+            rv=(pl.col("r") ** 2).rolling_sum(STATS_W).sqrt(),
+        )
+    )
+
+
 def test_flow_symbol_stats_match_polars_rolling(flow_store: Path) -> None:
-    grid, closes, vols = oracle_aligned(flow_store)
     for s in ("btcusdt", "ethusdt"):
-        rows = query(
-            flow_store,
-            "SELECT start_ms, close, volume, quote_volume FROM bars WHERE symbol=? AND timeframe='1s' ORDER BY start_ms",
-            (s,),
-        )
-        bars = pl.DataFrame(rows, schema=["start_ms", "close", "volume", "quote_volume"], orient="row")
-        lo, hi = int(bars["start_ms"].min()), int(bars["start_ms"].max())
-        ref = (
-            pl.DataFrame({"start_ms": pl.int_range(lo, hi + 1000, 1000, eager=True)})
-            .join(bars, on="start_ms", how="left")
-            .with_columns(pl.col("close").forward_fill(), pl.col("volume", "quote_volume").fill_null(0.0))
-            .with_columns(r=pl.col("close").log().diff())
-            .with_columns(
-                mean=pl.col("close").rolling_mean(STATS_W),
-                std=pl.col("close").rolling_std(STATS_W),
-                vwap=pl.col("quote_volume").rolling_sum(STATS_W) / pl.col("volume").rolling_sum(STATS_W),
-                vol=pl.col("volume").rolling_sum(STATS_W),
-                rv=(pl.col("r") ** 2).rolling_sum(STATS_W).sqrt(),
-            )
-        )
+        ref = _rolling_ref(flow_store, s)
         got = pl.DataFrame(
             query(
                 flow_store,
@@ -489,8 +493,8 @@ def api(flow_store: Path):
 
 def test_api_spread_is_the_same_stored_or_computed(api: httpx.Client, real) -> None:
     q = {"symbols": "BTCUSDT,ethusdt", "timeframe": "1s", "limit": 100_000}
-    stored = api.get("/api/spread", params=q).json()
-    computed = api.get("/api/spread", params={**q, "source": "computed"}).json()
+    stored = api.get("/api/v1/spread", params=q).json()
+    computed = api.get("/api/v1/spread", params={**q, "source": "computed"}).json()
     assert stored["source"] == "store" and computed["source"] == "computed"
     assert stored["rows"] == computed["rows"]
     assert stored["adf"] == computed["adf"]
@@ -499,22 +503,22 @@ def test_api_spread_is_the_same_stored_or_computed(api: httpx.Client, real) -> N
     assert stored["rows"][-1]["time"].endswith("Z")
     # A window range: the same rows, cut.
     lo, hi = int(grid[300]), int(grid[350])
-    part = api.get("/api/spread", params={**q, "start": lo, "end": hi, "source": "computed"}).json()
+    part = api.get("/api/v1/spread", params={**q, "start": lo, "end": hi, "source": "computed"}).json()
     assert part["rows"] == [r for r in stored["rows"] if lo <= r["start_ms"] < hi]
     newest = {**q, "limit": 50, "start": int(grid[100])}
     a, b = (
-        api.get("/api/spread", params=newest).json(),
-        api.get("/api/spread", params={**newest, "source": "computed"}).json(),
+        api.get("/api/v1/spread", params=newest).json(),
+        api.get("/api/v1/spread", params={**newest, "source": "computed"}).json(),
     )
     assert a["rows"] == b["rows"] == stored["rows"][-50:] and a["adf"] == b["adf"]
-    kal = api.get("/api/spread", params={**q, "method": "kalman", "limit": 5}).json()
+    kal = api.get("/api/v1/spread", params={**q, "method": "kalman", "limit": 5}).json()
     assert len(kal["rows"]) == 5 and kal["rows"][-1]["beta_var"] > 0
 
 
 def test_api_spread_on_demand_window_matches_statsmodels(api: httpx.Client, real) -> None:
     grid, y, x = real
     body = api.get(
-        "/api/spread", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 90, "limit": 3}
+        "/api/v1/spread", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 90, "limit": 3}
     ).json()
     assert body["source"] == "computed" and body["window"] == 90
     fit = sm.OLS(y[-90:], sm.add_constant(x[-90:])).fit()
@@ -524,17 +528,19 @@ def test_api_spread_on_demand_window_matches_statsmodels(api: httpx.Client, real
 def test_api_adf_and_screen_match_statsmodels_coint(api: httpx.Client, real) -> None:
     grid, y, x = real
     stat, p, crit = coint(y[-120:], x[-120:], trend="c", maxlag=1, autolag=None)
-    adf = api.get("/api/adf", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 120}).json()["result"]
+    adf = api.get("/api/v1/adf", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 120}).json()[
+        "result"
+    ]
     close([adf["adf_stat"], adf["eg_pvalue"]], [stat, p], rtol=1e-7)
     close([adf["crit"]["1%"], adf["crit"]["5%"], adf["crit"]["10%"]], crit)
-    screen = api.get("/api/screen", params={"timeframe": "1s", "window": 120}).json()
+    screen = api.get("/api/v1/screen", params={"timeframe": "1s", "window": 120}).json()
     assert screen["pairs"][0]["pair"] == "btcusdt-ethusdt"
     close(screen["pairs"][0]["eg_pvalue"], p, rtol=1e-7)
 
 
 def test_api_correlation_series_and_matrix(api: httpx.Client, real) -> None:
     grid, y, x = real
-    body = api.get("/api/correlation", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 45}).json()
+    body = api.get("/api/v1/correlation", params={"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": 45}).json()
     ref = np.corrcoef(np.diff(np.log(y))[-45:], np.diff(np.log(x))[-45:])[0, 1]
     series = body["series"]["btcusdt-ethusdt"]
     close(series[-1]["corr"], ref, scale=1.0)
@@ -542,9 +548,35 @@ def test_api_correlation_series_and_matrix(api: httpx.Client, real) -> None:
     close(body["matrix"]["values"][0][1], ref, scale=1.0)
 
 
+def test_api_correlation_at_the_configured_window_is_the_flows_stored_series(api: httpx.Client, real) -> None:
+    grid, y, x = real
+    params = {"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": CORR_W, "limit": 5000}
+    stored = api.get("/api/v1/correlation", params=params).json()
+    computed = api.get("/api/v1/correlation", params={**params, "source": "computed"}).json()
+    assert stored["source"] == "store" and computed["source"] == "computed"
+    ry, rx = np.diff(np.log(y)), np.diff(np.log(x))
+    ref = {int(grid[i]): np.corrcoef(ry[i - CORR_W : i], rx[i - CORR_W : i])[0, 1] for i in range(CORR_W, len(grid))}
+    got = {r["start_ms"]: r["corr"] for r in stored["series"]["btcusdt-ethusdt"] if r["corr"] is not None}
+    assert len(got) == len(ref) > 300
+    close([got[t] for t in ref], list(ref.values()), scale=1.0)
+    again = {r["start_ms"]: r["corr"] for r in computed["series"]["btcusdt-ethusdt"] if r["corr"] is not None}
+    close([again[t] for t in ref], list(ref.values()), scale=1.0)
+    close(stored["matrix"]["values"][0][1], ref[max(ref)], scale=1.0)
+
+
+def test_api_rolling_stats_are_the_flows_per_bar_statistics(api: httpx.Client, flow_store: Path) -> None:
+    ref = _rolling_ref(flow_store, "ethusdt").filter(pl.col("std").is_not_null()).tail(100)
+    body = api.get("/api/v1/stats/ethusdt/rolling", params={"timeframe": "1s", "limit": 100}).json()
+    assert body["window"] == STATS_W and body["count"] == 100
+    assert [r["ts_ms"] for r in body["rows"]] == ref["start_ms"].to_list()
+    for col, name in (("mean", "mean"), ("vwap", "vwap"), ("vol", "roll_volume"), ("rv", "realised_vol")):
+        close([r[name] for r in body["rows"]], ref[col].to_numpy(), rtol=1e-8, scale=float(ref[col].abs().max()) * 1e-3)
+    close([r["std"] for r in body["rows"]], ref["std"].to_numpy(), rtol=1e-6, scale=1e-6)
+
+
 def test_api_backtest_reports_trades_and_risk(api: httpx.Client) -> None:
     body = api.get(
-        "/api/backtest",
+        "/api/v1/backtest",
         params={
             "symbols": "btcusdt,ethusdt",
             "timeframe": "1s",
@@ -562,14 +594,14 @@ def test_api_backtest_reports_trades_and_risk(api: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("path", "params", "status", "name"),
     [
-        ("/api/spread", {"symbols": "btcusdt"}, 422, "symbols"),
-        ("/api/spread", {"symbols": "btcusdt,ethusdt", "window": 2}, 422, "window"),
-        ("/api/spread", {"symbols": "btcusdt,ethusdt", "method": "x"}, 422, "method"),
-        ("/api/spread", {"symbols": "btcusdt,ethusdt", "start": "yesterday"}, 422, "start"),
-        ("/api/backtest", {"symbols": "btcusdt,ethusdt", "entry_z": 1, "exit_z": 1}, 422, "exit_z"),
-        ("/api/correlation", {"symbols": "btc$usdt,ethusdt"}, 422, "symbols"),
-        ("/api/spread", {"symbols": "btcusdt,xrpusdt"}, 404, None),
-        ("/api/adf", {"symbols": "dogeusdt,ethusdt"}, 404, None),
+        ("/api/v1/spread", {"symbols": "btcusdt"}, 422, "symbols"),
+        ("/api/v1/spread", {"symbols": "btcusdt,ethusdt", "window": 2}, 422, "window"),
+        ("/api/v1/spread", {"symbols": "btcusdt,ethusdt", "method": "x"}, 422, "method"),
+        ("/api/v1/spread", {"symbols": "btcusdt,ethusdt", "start": "yesterday"}, 422, "start"),
+        ("/api/v1/backtest", {"symbols": "btcusdt,ethusdt", "entry_z": 1, "exit_z": 1}, 422, "exit_z"),
+        ("/api/v1/correlation", {"symbols": "btc$usdt,ethusdt"}, 422, "symbols"),
+        ("/api/v1/spread", {"symbols": "btcusdt,xrpusdt"}, 404, None),
+        ("/api/v1/adf", {"symbols": "dogeusdt,ethusdt"}, 404, None),
     ],
 )
 def test_api_rejects_bad_parameters_naming_them(

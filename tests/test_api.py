@@ -89,15 +89,15 @@ def test_health_names_the_store_and_schema(api: ApiServer, store: Path) -> None:
 def test_openapi_documents_every_endpoint(api: ApiServer) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     for p in [
-        "/api/start", "/api/stop", "/api/status", "/api/ticks/{symbol}", "/api/ohlc/{symbol}", "/api/symbols",
-        "/api/stats/{symbol}", "/api/export/{symbol}", "/api/upload/ohlc", "/health", "/metrics",
+        "/api/v1/start", "/api/v1/stop", "/api/v1/status", "/api/v1/ticks/{symbol}", "/api/v1/ohlc/{symbol}", "/api/v1/symbols",
+        "/api/v1/stats/{symbol}", "/api/v1/export/{symbol}", "/api/v1/upload/ohlc", "/health", "/metrics",
     ]:  # fmt: skip
         assert p in paths, p
     assert api.client.get("/docs").status_code == 200
 
 
 def test_symbols_lists_configured_and_stored_with_counts(api: ApiServer, store: Path) -> None:
-    by = {s["symbol"]: s for s in api.client.get("/api/symbols").json()["symbols"]}
+    by = {s["symbol"]: s for s in api.client.get("/api/v1/symbols").json()["symbols"]}
     assert {"btcusdt", "ethusdt", "solusdt"} <= set(by)
     for sym in ("btcusdt", "ethusdt"):
         ((n, last_ts),) = rows(store, "SELECT COUNT(*), MAX(ts_ms) FROM ticks WHERE symbol=?", (sym,))
@@ -113,7 +113,7 @@ def test_symbols_lists_configured_and_stored_with_counts(api: ApiServer, store: 
 
 def test_ticks_are_the_newest_oldest_first_and_case_insensitive(api: ApiServer, store: Path) -> None:
     expected = ticks_frame(store, "btcusdt").tail(700)
-    body = api.client.get("/api/ticks/BTCUSDT", params={"limit": 700}).json()
+    body = api.client.get("/api/v1/ticks/BTCUSDT", params={"limit": 700}).json()
     assert body["symbol"] == "btcusdt" and body["status"] == "ok" and body["count"] == 700
     got = body["ticks"]
     assert [t["trade_id"] for t in got] == expected["trade_id"].to_list()
@@ -133,12 +133,14 @@ def test_ticks_time_range_equals_a_full_scan(api: ApiServer, store: Path, sym: s
         a, b = sorted(int(x) for x in rng.integers(lo - 5_000, hi + 5_000, size=2))
         b += 1
         want = rows(store, TICK_SQL + " AND ts_ms >= ? AND ts_ms < ? ORDER BY trade_id", (sym, a, b))
-        body = api.client.get(f"/api/ticks/{sym}", params={"start": iso_ms(a), "end": str(b), "limit": 100_000}).json()
+        body = api.client.get(
+            f"/api/v1/ticks/{sym}", params={"start": iso_ms(a), "end": str(b), "limit": 100_000}
+        ).json()
         assert [x["trade_id"] for x in body["ticks"]] == [r[0] for r in want]
     # the newest `limit` within the range
     a, b = int(lo) + 60_000, int(lo) + 120_000
     want = rows(store, TICK_SQL + " AND ts_ms >= ? AND ts_ms < ? ORDER BY trade_id", (sym, a, b))[-50:]
-    body = api.client.get(f"/api/ticks/{sym}", params={"start": a, "end": b, "limit": 50}).json()
+    body = api.client.get(f"/api/v1/ticks/{sym}", params={"start": a, "end": b, "limit": 50}).json()
     assert [x["trade_id"] for x in body["ticks"]] == [r[0] for r in want]
 
 
@@ -148,7 +150,7 @@ def test_ticks_time_range_equals_a_full_scan(api: ApiServer, store: Path, sym: s
 @pytest.mark.parametrize(("tf", "every"), [("1s", "1s"), ("1m", "1m"), ("5m", "5m")])
 def test_ohlc_equals_bars_computed_from_the_stored_ticks(api: ApiServer, store: Path, tf: str, every: str) -> None:
     ref = reference_bars(store, "ethusdt", every)
-    body = api.client.get("/api/ohlc/ethusdt", params={"timeframe": tf, "limit": 100_000}).json()
+    body = api.client.get("/api/v1/ohlc/ethusdt", params={"timeframe": tf, "limit": 100_000}).json()
     got = pl.DataFrame(body["bars"])
     assert got["ts_ms"].to_list() == ref["ts_ms"].to_list()
     for col in ("open", "high", "low", "close", "trades"):
@@ -161,11 +163,13 @@ def test_ohlc_equals_bars_computed_from_the_stored_ticks(api: ApiServer, store: 
 
 def test_ohlc_limit_returns_the_newest_bars_oldest_first(api: ApiServer, store: Path) -> None:
     ref = reference_bars(store, "btcusdt", "1s")
-    body = api.client.get("/api/ohlc/btcusdt", params={"timeframe": "1s", "limit": 25}).json()
+    body = api.client.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1s", "limit": 25}).json()
     assert [b["ts_ms"] for b in body["bars"]] == ref["ts_ms"].tail(25).to_list()
     a = int(ref["ts_ms"][100])
     b = int(ref["ts_ms"][200])
-    body = api.client.get("/api/ohlc/btcusdt", params={"timeframe": "1s", "start": iso_ms(a), "end": iso_ms(b)}).json()
+    body = api.client.get(
+        "/api/v1/ohlc/btcusdt", params={"timeframe": "1s", "start": iso_ms(a), "end": iso_ms(b)}
+    ).json()
     assert [x["ts_ms"] for x in body["bars"]] == ref["ts_ms"][100:200].to_list()
 
 
@@ -176,7 +180,7 @@ def test_ohlc_max_points_merges_consecutive_bars_keeping_extremes(api: ApiServer
         schema=["start_ms", "open", "high", "low", "close", "volume", "trades"],
         orient="row",
     )  # fmt: skip
-    body = api.client.get("/api/ohlc/btcusdt", params={"timeframe": "1s", "limit": 100_000, "max_points": 50}).json()
+    body = api.client.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1s", "limit": 100_000, "max_points": 50}).json()
     got = body["bars"]
     assert 0 < len(got) <= 50 < raw.height
     covered = 0
@@ -188,7 +192,7 @@ def test_ohlc_max_points_merges_consecutive_bars_keeping_extremes(api: ApiServer
         assert b["trades"] == part["trades"].sum()
         assert b["volume"] == pytest.approx(part["volume"].sum(), abs=1e-8)
     assert covered == raw.height  # every bar in exactly one bucket
-    plain = api.client.get("/api/ohlc/btcusdt", params={"timeframe": "1s", "limit": 40, "max_points": 50}).json()
+    plain = api.client.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1s", "limit": 40, "max_points": 50}).json()
     assert [b["span_ms"] for b in plain["bars"]] == [1000] * 40
 
 
@@ -202,7 +206,7 @@ def test_stats_match_numpy_over_the_window(api: ApiServer, store: Path) -> None:
         " ORDER BY start_ms DESC LIMIT 120",
     )[::-1]
     o, h, lo, c, v, qv = (np.array(col) for col in zip(*bars, strict=True))
-    body = api.client.get("/api/stats/BTCUSDT", params={"window": 120, "timeframe": "1s"}).json()
+    body = api.client.get("/api/v1/stats/BTCUSDT", params={"window": 120, "timeframe": "1s"}).json()
     assert body["count"] == 120 and body["status"] == "ok"
     assert body["last"] == c[-1]
     assert math.isclose(body["mean"], c.mean(), rel_tol=1e-12)
@@ -220,18 +224,18 @@ def test_stats_match_numpy_over_the_window(api: ApiServer, store: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "params", "name"),
     [
-        ("/api/ticks/btcusdt", {"limit": 0}, "limit"),
-        ("/api/ticks/btcusdt", {"limit": 100_001}, "limit"),
-        ("/api/ohlc/btcusdt", {"limit": -5}, "limit"),
-        ("/api/ticks/btcusdt", {"start": "yesterday"}, "start"),
-        ("/api/ohlc/btcusdt", {"end": "2024-13-45"}, "end"),
-        ("/api/ohlc/btcusdt", {"start": "2024-07-19T00:00:00Z", "end": "2024-07-18T00:00:00Z"}, "end"),
-        ("/api/ohlc/btcusdt", {"timeframe": "2m"}, "timeframe"),
-        ("/api/stats/btcusdt", {"window": 1}, "window"),
-        ("/api/export/btcusdt", {"format": "xlsx"}, "format"),
-        ("/api/export/btcusdt", {"kind": "quotes"}, "kind"),
-        ("/api/ticks/b", {}, "symbol"),
-        ("/api/ohlc/btc-usdt", {}, "symbol"),
+        ("/api/v1/ticks/btcusdt", {"limit": 0}, "limit"),
+        ("/api/v1/ticks/btcusdt", {"limit": 100_001}, "limit"),
+        ("/api/v1/ohlc/btcusdt", {"limit": -5}, "limit"),
+        ("/api/v1/ticks/btcusdt", {"start": "yesterday"}, "start"),
+        ("/api/v1/ohlc/btcusdt", {"end": "2024-13-45"}, "end"),
+        ("/api/v1/ohlc/btcusdt", {"start": "2024-07-19T00:00:00Z", "end": "2024-07-18T00:00:00Z"}, "end"),
+        ("/api/v1/ohlc/btcusdt", {"timeframe": "2m"}, "timeframe"),
+        ("/api/v1/stats/btcusdt", {"window": 1}, "window"),
+        ("/api/v1/export/btcusdt", {"format": "xlsx"}, "format"),
+        ("/api/v1/export/btcusdt", {"kind": "quotes"}, "kind"),
+        ("/api/v1/ticks/b", {}, "symbol"),
+        ("/api/v1/ohlc/btc-usdt", {}, "symbol"),
     ],
 )
 def test_bad_parameter_is_422_naming_it(api: ApiServer, path: str, params: dict, name: str) -> None:
@@ -241,7 +245,7 @@ def test_bad_parameter_is_422_naming_it(api: ApiServer, path: str, params: dict,
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/ticks/dogeusdt", "/api/ohlc/dogeusdt", "/api/stats/dogeusdt", "/api/export/dogeusdt"]
+    "path", ["/api/v1/ticks/dogeusdt", "/api/v1/ohlc/dogeusdt", "/api/v1/stats/dogeusdt", "/api/v1/export/dogeusdt"]
 )
 def test_unknown_symbol_is_404(api: ApiServer, path: str) -> None:
     r = api.client.get(path)
@@ -250,20 +254,20 @@ def test_unknown_symbol_is_404(api: ApiServer, path: str) -> None:
 
 
 def test_configured_symbol_without_data_is_empty_with_status(api: ApiServer) -> None:
-    for path in ("/api/ticks/solusdt", "/api/ohlc/solusdt"):
+    for path in ("/api/v1/ticks/solusdt", "/api/v1/ohlc/solusdt"):
         r = api.client.get(path)
         assert r.status_code == 200
         assert r.headers["x-ticklens-status"] == "no_data"
         body = r.json()
         assert body["status"] == "no_data" and body["count"] == 0
-    assert api.client.get("/api/stats/solusdt").json()["count"] == 0
+    assert api.client.get("/api/v1/stats/solusdt").json()["count"] == 0
 
 
 def test_start_with_a_bad_symbol_is_422_and_starts_nothing(api: ApiServer) -> None:
-    r = api.client.post("/api/start", json={"symbols": ["btc/usdt"]})
+    r = api.client.post("/api/v1/start", json={"symbols": ["btc/usdt"]})
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"][:2] == ["body", "symbols"]
-    assert api.client.get("/api/status").json()["running"] is False
+    assert api.client.get("/api/v1/status").json()["running"] is False
 
 
 def test_cors_allows_only_the_dashboard_origin(api: ApiServer) -> None:
@@ -274,7 +278,7 @@ def test_cors_allows_only_the_dashboard_origin(api: ApiServer) -> None:
 
 
 def test_oversized_body_is_413(api: ApiServer) -> None:
-    r = api.client.post("/api/start", content=b"x" * 100_000, headers={"content-type": "application/json"})
+    r = api.client.post("/api/v1/start", content=b"x" * 100_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
 
 
@@ -282,7 +286,7 @@ def test_oversized_body_is_413(api: ApiServer) -> None:
 
 
 def test_status_reports_counters_of_the_finished_flow(api: ApiServer, store: Path) -> None:
-    body = api.client.get("/api/status").json()
+    body = api.client.get("/api/v1/status").json()
     assert body["running"] is False and body["pid"] is None
     (n,) = rows(store, "SELECT COUNT(*) FROM ticks")[0]
     assert body["trades_total"] == n
@@ -316,7 +320,7 @@ def test_metrics_are_prometheus_text(api: ApiServer, store: Path) -> None:
 
 
 def test_csv_export_of_bars_equals_the_store(api: ApiServer, store: Path) -> None:
-    r = api.client.get("/api/export/btcusdt", params={"format": "csv", "timeframe": "1s"})
+    r = api.client.get("/api/v1/export/btcusdt", params={"format": "csv", "timeframe": "1s"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     got = pl.read_csv(io.BytesIO(r.content))
     want = rows(
@@ -332,7 +336,7 @@ def test_csv_export_of_bars_equals_the_store(api: ApiServer, store: Path) -> Non
 
 def test_csv_export_of_ticks_in_a_range_equals_the_store(api: ApiServer, store: Path) -> None:
     a, b = parse_time("2024-07-19T00:00:30Z"), parse_time("2024-07-19T00:02:00Z")
-    r = api.client.get("/api/export/ethusdt", params={"kind": "ticks", "start": iso_ms(a), "end": b})
+    r = api.client.get("/api/v1/export/ethusdt", params={"kind": "ticks", "start": iso_ms(a), "end": b})
     got = pl.read_csv(io.BytesIO(r.content))
     want = rows(store, TICK_SQL + " AND ts_ms >= ? AND ts_ms < ? ORDER BY trade_id", ("ethusdt", a, b))
     assert got["trade_id"].to_list() == [w[0] for w in want]
@@ -342,13 +346,13 @@ def test_csv_export_of_ticks_in_a_range_equals_the_store(api: ApiServer, store: 
 
 
 def test_parquet_export_equals_the_store(api: ApiServer, store: Path) -> None:
-    r = api.client.get("/api/export/ETHUSDT", params={"format": "parquet", "kind": "ticks"})
+    r = api.client.get("/api/v1/export/ETHUSDT", params={"format": "parquet", "kind": "ticks"})
     assert r.status_code == 200
     got = pl.read_parquet(io.BytesIO(r.content))
     want = ticks_frame(store, "ethusdt")
     assert got.select(want.columns).with_columns(pl.col("is_buyer_maker").cast(pl.Int64)).equals(want)
     assert got["timestamp"].dtype == pl.Datetime("ms", "UTC")
-    r = api.client.get("/api/export/ethusdt", params={"format": "parquet", "timeframe": "5m"})
+    r = api.client.get("/api/v1/export/ethusdt", params={"format": "parquet", "timeframe": "5m"})
     bars = pl.read_parquet(io.BytesIO(r.content))
     want = rows(store, "SELECT start_ms, close, volume FROM bars WHERE symbol='ethusdt' AND timeframe='5m' ORDER BY 1")
     assert bars.select("ts_ms", "close", "volume").rows() == want
@@ -361,7 +365,7 @@ UPLOAD_HEADER = "symbol,timeframe,timestamp,open,high,low,close,volume\n"
 
 def _upload(api: ApiServer, text: str, **params) -> object:
     files = {"file": ("bars.csv", text.encode(), "text/csv")}
-    return api.client.post("/api/upload/ohlc", files=files, params=params)
+    return api.client.post("/api/v1/upload/ohlc", files=files, params=params)
 
 
 def test_upload_with_one_bad_row_is_rejected_whole_and_writes_nothing(api: ApiServer, store: Path) -> None:
@@ -403,7 +407,7 @@ def test_upload_of_good_bars_is_stored_as_uploaded(api: ApiServer, store: Path) 
     stored = rows(store, "SELECT start_ms, open, close, origin, closed FROM bars WHERE symbol='xrpusdt' ORDER BY 1")
     assert len(stored) == 30 and {s[3] for s in stored} == {"upload"} and {s[4] for s in stored} == {1}
     assert stored[3][1] == pytest.approx(0.53) and stored[3][2] == pytest.approx(0.58)
-    bars = api.client.get("/api/ohlc/xrpusdt", params={"limit": 5}).json()["bars"]
+    bars = api.client.get("/api/v1/ohlc/xrpusdt", params={"limit": 5}).json()["bars"]
     assert [b["origin"] for b in bars] == ["upload"] * 5 and bars[-1]["time"] == "2024-01-01T00:29:00.000Z"
     again = _upload(api, text).json()
     assert (again["inserted"], again["replaced"]) == (0, 30)
@@ -429,62 +433,64 @@ def control(tmp_path: Path) -> ApiServer:
     server = ApiServer(config, tmp_path / "uvicorn.log")
     yield server
     if server.proc.poll() is None:
-        server.client.post("/api/stop")
+        server.client.post("/api/v1/stop")
     server.stop()
 
 
 def _flow_pid(control: ApiServer) -> int | None:
-    return control.client.get("/api/status").json()["pid"]
+    return control.client.get("/api/v1/status").json()["pid"]
 
 
 def test_start_stop_status_drive_a_real_flow(control: ApiServer, tmp_path: Path) -> None:
     c = control.client
     store = tmp_path / "ticklens.db"
-    assert c.get("/api/status").json()["running"] is False
-    assert c.get("/api/ticks/btcusdt").json()["status"] == "no_data"
-    assert c.post("/api/stop").json()["changed"] is False  # stopping when stopped: a clear no-op
+    assert c.get("/api/v1/status").json()["running"] is False
+    assert c.get("/api/v1/ticks/btcusdt").json()["status"] == "no_data"
+    assert c.post("/api/v1/stop").json()["changed"] is False  # stopping when stopped: a clear no-op
 
-    r = c.post("/api/start", json={"symbols": ["ETHUSDT"]}).json()
+    r = c.post("/api/v1/start", json={"symbols": ["ETHUSDT"]}).json()
     assert r["changed"] is True and r["symbols"] == ["btcusdt", "ethusdt"]
     pid = r["pid"]
     assert "flows.runner" in " ".join(psutil.Process(pid).cmdline())
-    again = c.post("/api/start", json={"symbols": ["ethusdt"]}).json()
+    again = c.post("/api/v1/start", json={"symbols": ["ethusdt"]}).json()
     assert again["changed"] is False and again["pid"] == pid
     assert [p for p in psutil.process_iter(["cmdline"]) if "flows.runner" in " ".join(p.info["cmdline"] or [])
             and str(tmp_path) in str(p.environ().get("TICKLENS_CONFIG", ""))] != []  # fmt: skip
 
     try:
         status = wait_until(
-            lambda: (s := c.get("/api/status").json())["running"] and s["trades_total"] > 0 and s, 60, "trades stored"
+            lambda: (s := c.get("/api/v1/status").json())["running"] and s["trades_total"] > 0 and s,
+            60,
+            "trades stored",
         )
     except AssertionError as e:
         log = (tmp_path / "ticklens.flow.log").read_text()[-2000:]
-        raise AssertionError(f"{e}; status {c.get('/api/status').text[:600]}; flow log: {log}") from None
+        raise AssertionError(f"{e}; status {c.get('/api/v1/status').text[:600]}; flow log: {log}") from None
     assert status["pid"] == pid and status["started_by"] == "api" and status["uptime_s"] > 0
     assert {s["symbol"] for s in status["per_symbol"]} == {"btcusdt", "ethusdt"}
-    bars = wait_until(lambda: c.get("/api/ohlc/ethusdt", params={"timeframe": "1m"}).json()["bars"], 20, "eth bars")
+    bars = wait_until(lambda: c.get("/api/v1/ohlc/ethusdt", params={"timeframe": "1m"}).json()["bars"], 20, "eth bars")
     assert bars[-1]["in_progress"] is True  # at speed 1 the current minute is still open
 
-    stopped = c.post("/api/stop").json()
+    stopped = c.post("/api/v1/stop").json()
     assert stopped["changed"] is True and stopped["pid"] == pid
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert c.get("/api/status").json()["running"] is False
+    assert c.get("/api/v1/status").json()["running"] is False
     # what the flow stored before it stopped is there and served
     n = rows(store, "SELECT COUNT(*) FROM ticks WHERE symbol='ethusdt'")[0][0]
     assert n > 0
-    assert c.get("/api/ticks/ethusdt", params={"limit": 100_000}).json()["count"] == n
-    assert c.post("/api/stop").json()["changed"] is False
+    assert c.get("/api/v1/ticks/ethusdt", params={"limit": 100_000}).json()["count"] == n
+    assert c.post("/api/v1/stop").json()["changed"] is False
 
 
 def test_a_restarted_api_finds_the_flow_it_started(control: ApiServer, tmp_path: Path) -> None:
-    pid = control.client.post("/api/start", json={}).json()["pid"]
+    pid = control.client.post("/api/v1/start", json={}).json()["pid"]
     control.stop()
     second = ApiServer(control.config, tmp_path / "uvicorn2.log")
     try:
-        s = second.client.get("/api/status").json()
+        s = second.client.get("/api/v1/status").json()
         assert s["running"] is True and s["pid"] == pid
-        assert second.client.post("/api/start", json={}).json()["changed"] is False
-        assert second.client.post("/api/stop").json()["changed"] is True
+        assert second.client.post("/api/v1/start", json={}).json()["changed"] is False
+        assert second.client.post("/api/v1/stop").json()["changed"] is True
         wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10,
                    "the flow to exit")  # fmt: skip
     finally:
@@ -496,9 +502,9 @@ def test_a_restarted_api_finds_the_flow_it_started(control: ApiServer, tmp_path:
 def test_upload_never_overwrites_collected_bars_unless_asked(control: ApiServer, tmp_path: Path) -> None:
     c = control.client
     store = tmp_path / "ticklens.db"
-    c.post("/api/start", json={})
-    wait_until(lambda: c.get("/api/ohlc/btcusdt", params={"timeframe": "1s"}).json()["count"] > 0, 30, "a 1s bar")
-    c.post("/api/stop")
+    c.post("/api/v1/start", json={})
+    wait_until(lambda: c.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1s"}).json()["count"] > 0, 30, "a 1s bar")
+    c.post("/api/v1/stop")
     start, close = rows(store, "SELECT start_ms, close FROM bars WHERE symbol='btcusdt' AND timeframe='1s' LIMIT 1")[0]
     line = f"btcusdt,1s,{iso_ms(start)},1000,1000,1000,1000,1\n"
     r = _upload(control, UPLOAD_HEADER + line).json()
@@ -533,13 +539,13 @@ def test_stop_then_start_loses_nothing(tmp_path: Path) -> None:
     store = tmp_path / "ticklens.db"
     with api_server(config, tmp_path / "uvicorn.log") as server:
         c = server.client
-        assert c.post("/api/start", json={}).json()["changed"] is True
-        wait_until(lambda: c.get("/api/status").json()["trades_total"] > 500, 30, "the first trades")
-        stopped = c.post("/api/stop").json()
+        assert c.post("/api/v1/start", json={}).json()["changed"] is True
+        wait_until(lambda: c.get("/api/v1/status").json()["trades_total"] > 500, 30, "the first trades")
+        stopped = c.post("/api/v1/stop").json()
         assert stopped["changed"] is True
         part = rows(store, "SELECT COUNT(*) FROM ticks")[0][0]
-        assert c.post("/api/start", json={}).json()["changed"] is True  # resumes from the recovery snapshot
-        wait_until(lambda: not c.get("/api/status").json()["running"], 60, "the replay to finish")
+        assert c.post("/api/v1/start", json={}).json()["changed"] is True  # resumes from the recovery snapshot
+        wait_until(lambda: not c.get("/api/v1/status").json()["running"], 60, "the replay to finish")
     stored = set(rows(store, "SELECT symbol, trade_id FROM ticks"))
     assert 0 < part < len(stored)
     assert stored == _trade_ids_in(WINDOW_A)

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from storage.sqlite.upload import parse_bar_csv
 from ticklens.domain.times import iso_ms, parse_time
+from ticklens.domain.upload import parse_bar_csv
 
 NOW = 1_800_000_000_000
 HEADER = "symbol,timeframe,timestamp,open,high,low,close,volume\n"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.sqlite.writer import StoreWriter
+from storage.port import StoreBatch
+from storage.sqlite import SqliteStore
 from ticklens.domain.bars import BarBook
 from ticklens.domain.records import Trades
 
@@ -35,8 +36,8 @@ def test_sums_beyond_64_bits_are_exact_in_memory_and_stored_without_error(tmp_pa
     exact_quote = Fraction(0.0123) * Fraction(90_000_000.0) * 200_000
     assert abs(Fraction(bar.quote_volume) - exact_quote) / exact_quote < 1e-12
 
-    w = StoreWriter(tmp_path / "s.db")
-    w.write(bars=[bar.row()])
+    w = SqliteStore(tmp_path / "s.db").writer()
+    w.write(w.prepare(StoreBatch(bars=[bar])))
     vol, units = w.conn.execute("SELECT volume, volume_units FROM bars").fetchone()
     assert vol == 1.8e13 and int(units) == bar.volume_units
     w.close()

@@ -60,7 +60,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Enough replayed bars that every page has something to draw (pair window: 30 1s bars).
         with s.api() as api:
             wait_until(
-                lambda: api.get("/api/ohlc/ethusdt", params={"timeframe": "1s", "limit": 60}).json()["count"] >= 45,
+                lambda: api.get("/api/v1/ohlc/ethusdt", params={"timeframe": "1s", "limit": 60}).json()["count"] >= 45,
                 40,
                 "45 s of replayed 1s bars",
             )
@@ -130,7 +130,7 @@ def test_latest_candle_changes_over_time_and_matches_the_api(dash: object, stack
     assert later["state"][-1] in ("in progress", "closed")
     # The closed bars the browser shows equal the API's bars for the same starts (1s, btcusdt).
     with stack.api() as api:
-        rows = api.get("/api/ohlc/btcusdt", params={"timeframe": "1s", "limit": 300}).json()["bars"]
+        rows = api.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1s", "limit": 300}).json()["bars"]
     api_by_start = {r["ts_ms"]: r for r in rows if not r["in_progress"]}
     checked = 0
     for i, start in enumerate(later["start_ms"]):
@@ -178,7 +178,7 @@ def test_alert_created_in_the_form_appears_in_rules_table_and_api(dash: object, 
 
     def api_rule() -> dict | None:
         with stack.api() as api:
-            return next((a for a in api.get("/api/alerts").json()["alerts"] if a["name"] == name), None)
+            return next((a for a in api.get("/api/v1/alerts").json()["alerts"] if a["name"] == name), None)
 
     rule = api_rule()
     assert rule is not None
@@ -217,7 +217,7 @@ def test_upload_with_a_bad_row_shows_the_error_and_writes_nothing(dash: object, 
     assert page.locator(".tabulator-cell[tabulator-field=row]").first.inner_text().strip() == "2"
     with stack.api() as api:
         got = api.get(
-            "/api/ohlc/btcusdt",
+            "/api/v1/ohlc/btcusdt",
             params={"timeframe": "1m", "start": "2020-01-01T00:00:00Z", "end": "2020-01-02T00:00:00Z"},
         ).json()
     assert got["count"] == 0, "a rejected upload wrote bars"
@@ -245,15 +245,17 @@ def test_downloads_parse_and_match_the_api(dash: object, stack: Stack) -> None:
             lambda: any(
                 not b["in_progress"]
                 for b in api.get(
-                    "/api/ohlc/btcusdt", params={"timeframe": "1m", "start": "2024-07-18T23:58:00Z"}
+                    "/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "start": "2024-07-18T23:58:00Z"}
                 ).json()["bars"][:1]
             ),
             40,
             "closed 1m bars",
         )
-        want_bars = api.get("/api/ohlc/btcusdt", params={"timeframe": "1m", "start": start, "end": end}).json()["bars"]
+        want_bars = api.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "start": start, "end": end}).json()[
+            "bars"
+        ]
         want_ticks = api.get(
-            "/api/ticks/btcusdt", params={"start": start, "end": "2024-07-18T23:58:00Z", "limit": 100_000}
+            "/api/v1/ticks/btcusdt", params={"start": start, "end": "2024-07-18T23:58:00Z", "limit": 100_000}
         ).json()["ticks"]
     goto(page, "Data")
     _set(page, "From (ISO-8601 UTC, inclusive)", start)
@@ -279,7 +281,7 @@ def test_continuity_audit_on_the_data_page_shows_what_the_api_finds(dash: object
     page = dash
     start, end = "2024-07-18T23:57:00Z", "2024-07-18T23:59:00Z"
     with stack.api() as api:
-        want = api.get("/api/continuity/btcusdt", params={"timeframe": "1s", "start": start, "end": end}).json()
+        want = api.get("/api/v1/continuity/btcusdt", params={"timeframe": "1s", "start": start, "end": end}).json()
     assert want["empty"], "the sample has quiet seconds in this range"
     goto(page, "Data")
     _set(page, "From (ISO-8601 UTC, inclusive)", start)

@@ -60,13 +60,13 @@ def test_continuity_audit_tells_quiet_buckets_from_unknown_ones(store_2020: tupl
     expected = _reference_empty_seconds()
     assert sum(n for _, n, _ in expected) == 3600 - 3493  # SOURCES.md: 3493 of 3600 seconds have trades
     with api_server(cfg, tmp_path / "api.log") as api:
-        r = api.client.get("/api/continuity/BTCUSDT", params={"timeframe": "1s"})
+        r = api.client.get("/api/v1/continuity/BTCUSDT", params={"timeframe": "1s"})
         assert r.status_code == 200, r.text
         body = r.json()
         got = [(e["start_ms"], e["buckets"], e["status"]) for e in body["empty"]]
         assert got == expected
         assert body["gaps"][0]["from_id"] == 307088663
         assert body["unknown_buckets"] == sum(n for _, n, s in expected if s == "unknown")
-        assert api.client.get("/api/continuity/nosuchsym", params={"timeframe": "1s"}).status_code == 404
-        bad = api.client.get("/api/continuity/btcusdt", params={"timeframe": "2s"})
+        assert api.client.get("/api/v1/continuity/nosuchsym", params={"timeframe": "1s"}).status_code == 404
+        bad = api.client.get("/api/v1/continuity/btcusdt", params={"timeframe": "2s"})
         assert bad.status_code == 422 and "timeframe" in bad.text

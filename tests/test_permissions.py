@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from storage.sqlite.writer import connect
+from storage.sqlite.connection import connect
 from tests.feed_support import query, wait_for
 from tests.flow_support import ROOT
 from tests.hostile_feed import HostileServer

@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from storage.sqlite.writer import StoreWriter
+from storage.port import StoreBatch
+from storage.sqlite import SqliteStore
 from ticklens.domain.records import Trades
 
 COLS = ["symbol", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id", "event_ms", "recv_ms"]
@@ -54,8 +55,8 @@ def test_every_tick_is_stored_once_with_every_column(tmp_path: Path, sizes: list
     for i, n in enumerate(sizes):
         batches.append(_batch("btcusdt" if i % 2 == 0 else "ethusdt", first, n, seed=i))
         first += n
-    w = StoreWriter(tmp_path / "t.db")
-    w.write(ticks=batches)
+    w = SqliteStore(tmp_path / "t.db").writer()
+    w.write(w.prepare(StoreBatch(ticks=batches)))
     w.close()
     got = _stored(tmp_path / "t.db")
     if sum(sizes) == 0:
@@ -69,9 +70,9 @@ def test_every_tick_is_stored_once_with_every_column(tmp_path: Path, sizes: list
 def test_replayed_and_overlapping_batches_keep_the_first_copy(tmp_path: Path) -> None:
     a = _batch("btcusdt", 1, 600, seed=1)
     b = _batch("btcusdt", 300, 600, seed=2)  # ids 300..899: 300 already stored, with other values
-    w = StoreWriter(tmp_path / "t.db")
-    w.write(ticks=[a])
-    w.write(ticks=[b, a])  # the whole of `a` again in the same transaction
+    w = SqliteStore(tmp_path / "t.db").writer()
+    w.write(w.prepare(StoreBatch(ticks=[a])))
+    w.write(w.prepare(StoreBatch(ticks=[b, a])))  # the whole of `a` again in the same transaction
     w.close()
     got = _stored(tmp_path / "t.db")
     assert got.height == 899
@@ -90,8 +91,8 @@ def test_trades_whose_ids_and_times_repeat_are_stored_column_for_column(tmp_path
         qty=np.full(len(ids), 0.25),
         is_buyer_maker=ids % 3 == 0,
     )
-    w = StoreWriter(tmp_path / "t.db")
-    w.write(ticks=[t])
+    w = SqliteStore(tmp_path / "t.db").writer()
+    w.write(w.prepare(StoreBatch(ticks=[t])))
     w.close()
     got = _stored(tmp_path / "t.db")
     assert got.equals(_frame([t]).select(COLS))

@@ -61,7 +61,7 @@ def test_ctrl_c_of_ticklens_up_stops_every_child_within_ten_seconds(tmp_path: Pa
         db = tmp_path / "ticklens.db"
         wait_until(lambda: feed_status(db).get("messages", 0) > 0, 60, "the flow to store the feed's trades")
         wait_until(lambda: _listening(api_port) and _listening(dash_port), 60, "the API and the dashboard")
-        assert httpx.get(f"http://127.0.0.1:{api_port}/api/status", timeout=10).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/v1/status", timeout=10).status_code == 200
         children = [p.pid for p in psutil.Process(up.pid).children(recursive=True)]
         assert len(children) >= 4
         t0 = time.monotonic()
@@ -99,11 +99,11 @@ def test_the_api_stops_a_flow_it_did_not_start_without_waiting_on_a_zombie(tmp_p
     try:
         with api_server(cfg, tmp_path / "api.log") as api:
             state = wait_until(
-                lambda: (r := api.client.get("/api/status").json()).get("running") and r, 30, "the API to see the flow"
+                lambda: (r := api.client.get("/api/v1/status").json()).get("running") and r, 30, "the API to see the flow"
             )
             assert state["pid"] == flow.pid
             t0 = time.monotonic()
-            r = api.client.post("/api/stop", timeout=60)
+            r = api.client.post("/api/v1/stop", timeout=60)
             took = time.monotonic() - t0
             assert r.status_code == 200 and r.json()["changed"], r.text
             assert took < 8, took

@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.sqlite.writer import connect
+from storage import open_store
 from tests.api_support import rows
 from tests.flow_support import run_flow, write_config
 from tests.test_alerts import BTC_B, LEVEL, create_rules
+from ticklens.config import StoreConfig
 from ticklens.domain.alerts.rules import AlertRule
 from ticklens.notify.webhooks import WebhookDispatcher, WebhookRefused, resolve_target
 
@@ -59,8 +60,7 @@ def receiver():
 @pytest.fixture
 def dispatcher(tmp_path: Path):
     def make(allow: list[str]) -> WebhookDispatcher:
-        connect(tmp_path / "store.db").close()
-        return WebhookDispatcher(tmp_path / "store.db", allow=allow)
+        return WebhookDispatcher(open_store(StoreConfig(path=tmp_path / "store.db")), allow=allow)
 
     return make
 

@@ -130,7 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             for name, p in procs.items():
                 if p.poll() is not None:
                     if name == "flow" and p.returncode == 0:
-                        # A replay that ended, or a flow stopped with POST /api/stop: keep serving.
+                        # A replay that ended, or a flow stopped with POST /api/v1/stop: keep serving.
                         what = "replay finished" if cfg.source.kind == "replay" else "flow stopped"
                         print(f"[ticklens] {what}; API and dashboard keep serving", file=sys.stderr)
                         procs.pop(name)
@@ -160,14 +160,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _stop_api_flow(procs: dict[str, subprocess.Popen], host: str, port: int) -> None:
-    """A flow started with POST /api/start runs in its own session: ask the API to stop it too."""
+    """A flow started with POST /api/v1/start runs in its own session: ask the API to stop it too."""
     api = procs.get("api")
     if api is None or api.poll() is not None:
         return
     import httpx
 
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(f"http://{host}:{port}/api/stop", timeout=API_STOP_S)
+        httpx.post(f"http://{host}:{port}/api/v1/stop", timeout=API_STOP_S)
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
@@ -178,7 +178,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
-    from ticklens.emulator.feed import main as feed_main
+    from ticklens.emulator.cli import main as feed_main
 
     return feed_main(args.rest)
 

@@ -24,7 +24,7 @@ from pydantic import (
 
 from ticklens.domain.stats.pair import PairParams
 from ticklens.domain.symbols import normalise_symbol
-from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
+from ticklens.domain.timeframes import TIMEFRAME_MS, TIMEFRAMES, Timeframe
 
 BINANCE_WS_URL = "wss://fstream.binance.com/market/stream"
 BINANCE_REST_URL = "https://fapi.binance.com"
@@ -106,6 +106,7 @@ class SourceConfig(_Model):
 
 
 class StoreConfig(_Model):
+    kind: Literal["sqlite"] = "sqlite"  # the embedded default; a server store is another backend
     path: Path = Path("data/ticklens.db")
     # A cap on the store's size: at the cap the flow stops with a clear error
     # (as on a full disk) instead of filling the disk. None: no cap.
@@ -181,7 +182,7 @@ class StatsConfig(_Model):
     # Per-symbol rolling statistics (mean, std, VWAP, volume, realised volatility) over this many bars.
     enabled: bool = True
     window: int = Field(60, ge=2, le=100_000)
-    # Stored per bar for these timeframes. 1s statistics are left to `GET /api/stats`, which
+    # Stored per bar for these timeframes. 1s statistics are left to `GET /api/v1/stats`, which
     # computes any window on demand: storing them costs ~10 % of the flow's replay throughput.
     timeframes: list[Timeframe] = Field(default_factory=lambda: ["1m", "5m"])
 
@@ -244,7 +245,7 @@ class Config(_Model):
     symbols: list[str] = Field(min_length=1)
     source: SourceConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
-    timeframes: list[Timeframe] = Field(default_factory=lambda: ["1s", "1m", "5m"])
+    timeframes: list[Timeframe] = Field(default_factory=lambda: list(TIMEFRAMES))
     bars: BarsConfig = Field(default_factory=BarsConfig)
     pairs: list[PairConfig] = Field(default_factory=list)
     correlation: CorrelationConfig | None = None

@@ -1,27 +1,24 @@
-"""/api/alerts: create, list, edit and delete alert rules; read the trigger history.
+"""/api/v1/alerts: create, list, edit and delete alert rules; read the trigger history.
 
-Rules are stored in the same SQLite file the flow reads them from; the running
-flow applies a change within a second. Rules can be created before the flow
-has ever run: the store's schema is created where it is missing.
+Rules live in the store's rule store, which the flow reads them from; the
+running flow applies a change within a second. Rules can be created before the
+flow has ever run.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import Store, get_store, param_error
-from storage.sqlite import rules as store_alerts
-from storage.sqlite.writer import connect
+from api.deps import Rules, param_error
+from storage.port import RuleStore
 from ticklens.domain.alerts.rules import AlertRule, ConditionError, rule_from_payload
 from ticklens.domain.times import iso_ms, parse_time
 
-router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 _EXAMPLES = {
     "rule": {
@@ -103,30 +100,7 @@ class AlertPatch(BaseModel):
     enabled: bool | None = None
 
 
-_ensured: set[str] = set()
-
-
-def writer(store: Annotated[Store, Depends(get_store)]) -> Iterator[sqlite3.Connection]:
-    """A short-lived writable connection; creates the alert tables in an older store."""
-    conn = connect(store.path)
-    _ensured.add(str(store.path))
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def reader(store: Annotated[Store, Depends(get_store)]) -> Iterator[sqlite3.Connection]:
-    if str(store.path) not in _ensured:
-        connect(store.path).close()  # schema first: a store from before alerts has no tables
-        _ensured.add(str(store.path))
-    with store.reader() as conn:
-        yield conn
-
-
-Writer = Annotated[sqlite3.Connection, Depends(writer)]
-Reader = Annotated[sqlite3.Connection, Depends(reader)]
-MAX_ID = 2**63 - 1  # SQLite INTEGER
+MAX_ID = 2**63 - 1  # a 64-bit integer key
 AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="The rule's id")]
 
 
@@ -169,8 +143,8 @@ def _parse(body: Any) -> AlertRule:
         raise _invalid(e) from None
 
 
-def _get(conn: sqlite3.Connection, alert_id: int) -> tuple:
-    row = store_alerts.rule_row(conn, alert_id)
+def _get(rules: RuleStore, alert_id: int) -> tuple:
+    row = rules.rule_row(alert_id)
     if row is None:
         raise HTTPException(404, f"no alert rule with id {alert_id}")
     return row
@@ -178,7 +152,7 @@ def _get(conn: sqlite3.Connection, alert_id: int) -> tuple:
 
 @router.post("", status_code=201, response_model=AlertOut)
 def create_alert(
-    conn: Writer,
+    rules: Rules,
     body: Annotated[dict[str, Any], Body(openapi_examples=_EXAMPLES)],
 ) -> AlertOut:
     """Create a rule, as a rule object or as `{"name", "condition": "price > 50000", "symbols": [...]}`.
@@ -188,20 +162,20 @@ def create_alert(
     `correlation` (every pair-analytics row; `pair` instead of `symbol`).
     """
     rule = _parse(body)
-    rid = store_alerts.create_rule(conn, rule)
-    return _out(_get(conn, rid))
+    rid = rules.create_rule(rule)
+    return _out(_get(rules, rid))
 
 
 @router.get("", response_model=AlertList)
-def list_alerts(conn: Reader) -> AlertList:
+def list_alerts(rules: Rules) -> AlertList:
     """Every rule, oldest first."""
-    alerts = [_out(r) for r in store_alerts.list_rules(conn)]
+    alerts = [_out(r) for r in rules.list_rules()]
     return AlertList(count=len(alerts), alerts=alerts)
 
 
 @router.get("/triggered", response_model=EventList)
 def triggered(
-    conn: Reader,
+    rules: Rules,
     limit: Annotated[int, Query(ge=1, le=100_000, description="How many triggers, newest first")] = 100,
     since: Annotated[
         str | None,
@@ -216,7 +190,7 @@ def triggered(
             since_ms = parse_time(since)
         except ValueError as e:
             raise param_error("query", "since", str(e), since) from None
-    rows = store_alerts.list_events(conn, limit, since_ms, rule_id)
+    rows = rules.list_events(limit, since_ms, rule_id)
     events = [
         AlertEvent(
             **{k: v for k, v in r.items() if k not in ("webhook", "webhook_attempts")},
@@ -230,23 +204,23 @@ def triggered(
 
 
 @router.get("/{alert_id}", response_model=AlertOut)
-def get_alert(conn: Reader, alert_id: AlertId) -> AlertOut:
-    return _out(_get(conn, alert_id))
+def get_alert(rules: Rules, alert_id: AlertId) -> AlertOut:
+    return _out(_get(rules, alert_id))
 
 
 @router.patch("/{alert_id}", response_model=AlertOut)
-def patch_alert(conn: Writer, alert_id: AlertId, body: Annotated[AlertPatch, Body()]) -> AlertOut:
+def patch_alert(rules: Rules, alert_id: AlertId, body: Annotated[AlertPatch, Body()]) -> AlertOut:
     """Change some fields (e.g. `{"enabled": false}`); the rule is validated again as a whole."""
-    current = _out(_get(conn, alert_id)).model_dump(exclude={"id", "version", "created", "updated"})
+    current = _out(_get(rules, alert_id)).model_dump(exclude={"id", "version", "created", "updated"})
     changes = body.model_dump(exclude_unset=True)
     rule = _parse({**current, **changes})
-    store_alerts.update_rule(conn, alert_id, rule)
-    return _out(_get(conn, alert_id))
+    rules.update_rule(alert_id, rule)
+    return _out(_get(rules, alert_id))
 
 
 @router.delete("/{alert_id}", status_code=204)
-def delete_alert(conn: Writer, alert_id: AlertId) -> Response:
+def delete_alert(rules: Rules, alert_id: AlertId) -> Response:
     """Delete a rule (its past triggers stay in the history)."""
-    if not store_alerts.delete_rule(conn, alert_id):
+    if not rules.delete_rule(alert_id):
         raise HTTPException(404, f"no alert rule with id {alert_id}")
     return Response(status_code=204)

@@ -1,4 +1,4 @@
-"""GET /api/spread, /api/correlation, /api/screen, /api/adf, /api/backtest: pair analytics.
+"""GET /api/v1/spread, /api/v1/correlation, /api/v1/screen, /api/v1/adf, /api/v1/backtest: pair analytics.
 
 A configured pair at its configured window and timeframe is read from the
 flow's `pair_stats` rows; anything else is computed on demand from the stored
@@ -10,7 +10,6 @@ answer is the same either way.
 from __future__ import annotations
 
 import math
-import sqlite3
 from itertools import combinations
 from typing import Annotated, Literal
 
@@ -19,8 +18,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import Conn, Limit, State, TimeRange, param_error, require_symbol
-from storage.sqlite import analytics as store
+from api.deps import Limit, Reader, State, TimeRange, param_error, require_symbol
+from api.models import AdfResponse, BacktestResponse, CorrelationResponse, ScreenResponse
+from storage.port import StoreReader
 from ticklens.config import Config
 from ticklens.domain.align import align_frames
 from ticklens.domain.stats.backtest import backtest
@@ -28,24 +28,23 @@ from ticklens.domain.stats.correlation import CorrMatrix
 from ticklens.domain.stats.pair import PairParams, PairRow, coint_at, coint_stats, pair_rows
 from ticklens.domain.stats.unitroot import eg_critical_values
 from ticklens.domain.symbols import SYMBOL_RE
-from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
 from ticklens.domain.times import iso_ms
 
-router = APIRouter(prefix="/api", tags=["analytics"])
+router = APIRouter(tags=["analytics"])
 
 MAX_SYMBOLS = 12
 MAX_WINDOW = 20_000
 MAX_ROWS = 200_000  # aligned bars computed on demand; older history is not used beyond this
 DEFAULT_WINDOW = 300
 
-Tf = Literal["1s", "1m", "5m"]
 SymbolsQuery = Annotated[
     str, Query(max_length=400, description="Comma-separated symbols, any case: `btcusdt,ethusdt` (a is y, b is x)")
 ]
 WindowQuery = Annotated[
     int | None, Query(ge=3, le=MAX_WINDOW, description="Rolling window in bars (default: the configured one, or 300)")
 ]
-TfQuery = Annotated[Tf | None, Query(description="Bar length (default: the pair's first configured, or 1m)")]
+TfQuery = Annotated[Timeframe | None, Query(description="Bar length (default: the pair's first configured, or 1m)")]
 
 
 class SpreadRow(BaseModel):
@@ -82,7 +81,7 @@ class Adf(BaseModel):
 
 class SpreadResponse(BaseModel):
     pair: str
-    timeframe: Tf
+    timeframe: Timeframe
     window: int
     method: Literal["ols", "kalman"]
     source: Literal["store", "computed"]
@@ -107,9 +106,9 @@ def _symbols(text: str, lo: int, hi: int) -> list[str]:
     return syms
 
 
-def _known(state: State, conn: sqlite3.Connection, syms: list[str]) -> None:
+def _known(state: State, reader: StoreReader, syms: list[str]) -> None:
     for s in syms:
-        require_symbol(state, conn, s)  # 404 if neither configured nor stored
+        require_symbol(state, reader, s)  # 404 if neither configured nor stored
 
 
 def _pair_cfg(cfg: Config, a: str, b: str):
@@ -119,16 +118,16 @@ def _pair_cfg(cfg: Config, a: str, b: str):
 # --- on-demand computation --------------------------------------------------------------
 
 
-def _aligned(conn: sqlite3.Connection, syms: list[str], tf: str, end_ms: int | None) -> pl.DataFrame:
-    frames = {s: store.closed_bars(conn, s, tf, end_ms) for s in syms}
+def _aligned(reader: StoreReader, syms: list[str], tf: str, end_ms: int | None) -> pl.DataFrame:
+    frames = {s: reader.closed_bars(s, tf, end_ms) for s in syms}
     aligned = align_frames(frames, TIMEFRAME_MS[tf])
     return aligned.tail(MAX_ROWS)
 
 
 def _computed_rows(
-    conn: sqlite3.Connection, a: str, b: str, tf: str, params: PairParams, end_ms: int | None
+    reader: StoreReader, a: str, b: str, tf: str, params: PairParams, end_ms: int | None
 ) -> tuple[list[PairRow], PairRow | None]:
-    al = _aligned(conn, [a, b], tf, end_ms)
+    al = _aligned(reader, [a, b], tf, end_ms)
     if al.height == 0:
         return [], None
     ya, xb = al[a].to_numpy(), al[b].to_numpy()
@@ -218,7 +217,7 @@ def _latest_window(al: pl.DataFrame, a: str, b: str, window: int, lags: int) -> 
 
 @router.get("/spread", response_model=SpreadResponse)
 def get_spread(
-    conn: Conn,
+    reader: Reader,
     state: State,
     symbols: SymbolsQuery,
     time_range: TimeRange,
@@ -237,21 +236,21 @@ def get_spread(
     """Hedge ratio, spread, z-score and correlation per aligned bar, plus the latest half-life and ADF."""
     cfg = state.cfg
     a, b = _symbols(symbols, 2, 2)
-    _known(state, conn, [a, b])
+    _known(state, reader, [a, b])
     pc = _pair_cfg(cfg, a, b)
     tfs = cfg.pair_timeframes(pc) if pc else []
     tf = timeframe or (tfs[0] if tfs else "1m")
     w = window or (pc.window if pc else DEFAULT_WINDOW)
     start_ms, end_ms = time_range
     name = f"{a}-{b}"
-    if source == "auto" and pc and tf in tfs and w == pc.window and store.has_pair_rows(conn, name, tf, w):
+    if source == "auto" and pc and tf in tfs and w == pc.window and reader.has_pair_rows(name, tf, w):
         source = "store"
-        rows = store.stored_pair_rows(conn, name, tf, w, start_ms, end_ms, limit)
+        rows = reader.pair_rows(name, tf, w, start_ms, end_ms, limit)
         latest = rows[-1] if rows else None
     else:
         source = "computed"
         params = pc.params(w) if pc else PairParams(window=w)
-        all_rows, latest = _computed_rows(conn, a, b, tf, params, end_ms)
+        all_rows, latest = _computed_rows(reader, a, b, tf, params, end_ms)
         rows = _in_range(all_rows, start_ms, end_ms)
         if start_ms is not None and not rows:
             latest = None
@@ -269,24 +268,32 @@ def get_spread(
     return ORJSONResponse(body)
 
 
-@router.get("/correlation")
+@router.get("/correlation", response_model=CorrelationResponse)
 def get_correlation(
-    conn: Conn,
+    reader: Reader,
     state: State,
     symbols: SymbolsQuery,
     window: WindowQuery = None,
     timeframe: TfQuery = None,
     limit: Annotated[int, Query(ge=1, le=20_000, description="Newest rows per pair, 1 … 20,000")] = 1000,
+    source: Annotated[
+        Literal["auto", "computed"],
+        Query(description="auto: the flow's stored rows when the symbols, timeframe and window are configured"),
+    ] = "auto",
 ) -> ORJSONResponse:
     """Rolling correlation of log returns per pair (newest `limit` bars) and the latest matrix."""
     cfg = state.cfg
     syms = _symbols(symbols, 2, MAX_SYMBOLS)
-    _known(state, conn, syms)
+    _known(state, reader, syms)
     cc = cfg.correlation
     tf = timeframe or (cc.timeframe if cc else "1m")
     w = window or (cc.window if cc else DEFAULT_WINDOW)
+    if source == "auto" and cc and tf == cc.timeframe and w == cc.window and set(syms) <= set(cc.symbols):
+        stored = _stored_correlation(reader, cc.symbols, syms, tf, w, limit)
+        if stored is not None:
+            return ORJSONResponse(stored)
     # A value depends on the newest window + 1 closes only, so the tail gives the same numbers.
-    al = _aligned(conn, syms, tf, None).tail(limit + w + 1)
+    al = _aligned(reader, syms, tf, None).tail(limit + w + 1)
     matrix = CorrMatrix(syms, w)
     series: dict[str, list[dict]] = {f"{x}-{y}": [] for x, y in combinations(syms, 2)}
     latest: dict[tuple[str, str], float | None] = {}
@@ -305,24 +312,53 @@ def get_correlation(
         "as_of": iso_ms(starts[-1]) if starts else None,
         "series": {k: v[-limit:] for k, v in series.items()},
         "matrix": {"symbols": syms, "values": values},
+        "source": "computed",
     }
     return ORJSONResponse(body)
 
 
-@router.get("/screen")
+def _stored_correlation(
+    reader: StoreReader, configured: list[str], syms: list[str], tf: str, w: int, limit: int
+) -> dict | None:
+    """The flow's rows (pairs keyed in the configured order), or None when it stored none yet."""
+    order = {s: i for i, s in enumerate(configured)}
+    series: dict[str, list[dict]] = {}
+    latest: dict[tuple[str, str], float | None] = {}
+    newest = None
+    for x, y in combinations(syms, 2):
+        a, b = (x, y) if order[x] < order[y] else (y, x)
+        rows = reader.correlation_rows(tf, w, a, b, limit)
+        if not rows:
+            return None
+        series[f"{x}-{y}"] = [{"start_ms": t, "time": iso_ms(t), "corr": _num(c)} for t, c in rows]
+        latest[(x, y)] = _num(rows[-1][1])
+        newest = rows[-1][0] if newest is None else min(newest, rows[-1][0])
+    values = [[1.0 if x == y else latest.get((x, y), latest.get((y, x))) for y in syms] for x in syms]
+    return {
+        "symbols": syms,
+        "timeframe": tf,
+        "window": w,
+        "as_of": iso_ms(newest) if newest is not None else None,
+        "series": series,
+        "matrix": {"symbols": syms, "values": values},
+        "source": "store",
+    }
+
+
+@router.get("/screen", response_model=ScreenResponse)
 def get_screen(
-    conn: Conn,
+    reader: Reader,
     state: State,
     symbols: Annotated[str | None, Query(max_length=400, description="Comma-separated (default: configured)")] = None,
-    timeframe: Annotated[Tf, Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
     window: WindowQuery = None,
 ) -> ORJSONResponse:
     """Every pair of the symbols, ranked by Engle-Granger p-value over the newest window (lowest first)."""
     cfg = state.cfg
     syms = _symbols(symbols, 2, MAX_SYMBOLS) if symbols else list(cfg.symbols)[:MAX_SYMBOLS]
-    _known(state, conn, syms)
+    _known(state, reader, syms)
     w = window or DEFAULT_WINDOW
-    frames = {s: store.closed_bars(conn, s, timeframe) for s in syms}
+    frames = {s: reader.closed_bars(s, timeframe) for s in syms}
     ranked = []
     for a, b in combinations(syms, 2):
         al = align_frames({a: frames[a], b: frames[b]}, TIMEFRAME_MS[timeframe])
@@ -332,20 +368,20 @@ def get_screen(
     return ORJSONResponse({"timeframe": timeframe, "window": w, "pairs": ranked})
 
 
-@router.get("/adf")
+@router.get("/adf", response_model=AdfResponse)
 def get_adf(
-    conn: Conn,
+    reader: Reader,
     state: State,
     symbols: SymbolsQuery,
     window: WindowQuery = None,
-    timeframe: Annotated[Tf, Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
     lags: Annotated[int, Query(ge=0, le=50, description="Lagged differences in the ADF regression")] = 1,
 ) -> ORJSONResponse:
     """Engle-Granger test of y on x over the newest `window` aligned bars (on demand)."""
     a, b = _symbols(symbols, 2, 2)
-    _known(state, conn, [a, b])
+    _known(state, reader, [a, b])
     w = window or DEFAULT_WINDOW
-    al = _aligned(conn, [a, b], timeframe, None)
+    al = _aligned(reader, [a, b], timeframe, None)
     if lags + 8 > w:
         raise param_error("query", "lags", f"too many lags for a window of {w}", lags)
     res = _latest_window(al, a, b, w, lags)
@@ -355,26 +391,26 @@ def get_adf(
     return ORJSONResponse({"pair": f"{a}-{b}", "timeframe": timeframe, "window": w, "result": res})
 
 
-@router.get("/backtest")
+@router.get("/backtest", response_model=BacktestResponse)
 def get_backtest(
-    conn: Conn,
+    reader: Reader,
     state: State,
     symbols: SymbolsQuery,
     time_range: TimeRange,
     entry_z: Annotated[float, Query(gt=0, le=20, description="Enter when |z| >= entry_z")] = 2.0,
     exit_z: Annotated[float, Query(ge=0, le=20, description="Exit when |z| <= exit_z (below entry_z)")] = 0.5,
     window: WindowQuery = None,
-    timeframe: Annotated[Tf, Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
     fee_bps: Annotated[float, Query(ge=0, le=1000, description="Fee per leg, in basis points of notional")] = 4.0,
 ) -> ORJSONResponse:
     """Mean-reversion backtest on stored bars with the rolling OLS z-score (past-only), beta fixed at entry."""
     if exit_z >= entry_z:
         raise param_error("query", "exit_z", f"must be below entry_z ({entry_z})", exit_z)
     a, b = _symbols(symbols, 2, 2)
-    _known(state, conn, [a, b])
+    _known(state, reader, [a, b])
     w = window or DEFAULT_WINDOW
     start_ms, end_ms = time_range
-    rows, _ = _computed_rows(conn, a, b, timeframe, PairParams(window=w), end_ms)
+    rows, _ = _computed_rows(reader, a, b, timeframe, PairParams(window=w), end_ms)
     rows = _in_range(rows, start_ms, end_ms)
     bars_per_year = 365 * 86_400_000 / TIMEFRAME_MS[timeframe]
     bt = backtest(rows, entry_z, exit_z, fee_bps, bars_per_year)

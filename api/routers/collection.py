@@ -1,19 +1,18 @@
-"""POST /api/start, POST /api/stop, GET /api/status: the API supervises the dataflow process."""
+"""POST /api/v1/start, POST /api/v1/stop, GET /api/v1/status: the API supervises the dataflow process."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException
 
-from api.deps import Conn, State
+from api.deps import Reader, State
 from api.models import ControlResponse, StartRequest, StatusResponse, SymbolStatus
 from api.supervisor import FlowSupervisor
-from storage.sqlite import reader as queries
-from ticklens.domain.times import iso_ms
+from ticklens.domain.timeframes import TIMEFRAMES
+from ticklens.domain.times import iso_ms, now_ms
 
-router = APIRouter(prefix="/api", tags=["collection"])
+router = APIRouter(tags=["collection"])
 
 
 def _supervisor(state: State) -> FlowSupervisor:
@@ -46,13 +45,13 @@ def stop(sup: Supervisor) -> ControlResponse:
 
 
 @router.get("/status", response_model=StatusResponse)
-def status(conn: Conn, state: State) -> StatusResponse:
+def status(store: Reader, state: State) -> StatusResponse:
     """Running or not, and the flow's health: trades/s, reconnects, gaps, malformed messages, late trades."""
     sup: FlowSupervisor = state.supervisor
     fs = sup.state()
-    docs = queries.status_docs(conn)
+    docs = store.status_docs()
     flow, flow_updated = docs.get("flow", ({}, 0))
-    gaps = queries.gap_counts(conn)
+    gaps = store.gap_counts()
     symbols = fs.symbols or list(state.cfg.symbols)
     per = []
     for sym in sorted(set(symbols) | {k.split(":", 1)[1] for k in docs if k.startswith("symbol:")}):
@@ -64,18 +63,18 @@ def status(conn: Conn, state: State) -> StatusResponse:
                 symbol=sym,
                 last_trade_time=iso_ms(last_ms) if last_ms else None,
                 last_trade_ms=last_ms,
-                trades_per_s=queries.recent_trade_rate(conn, sym),
+                trades_per_s=store.recent_trade_rate(sym),
                 trades=doc.get("trades", 0),
                 late_trades=doc.get("late_trades", 0),
                 duplicates=doc.get("duplicates", 0),
                 revisions=doc.get("revisions", 0),
                 gaps_open=g_open,
                 gaps_total=g_total,
-                missing_bars={tf: queries.missing_bars(conn, sym, tf) for tf in ("1m", "5m")},
+                missing_bars={tf: store.missing_bars(sym, tf) for tf in TIMEFRAMES if tf != "1s"},
             )
         )
     feeds = flow.get("feeds") or {}
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     return StatusResponse(
         running=fs.running,
         pid=fs.pid,
@@ -87,7 +86,7 @@ def status(conn: Conn, state: State) -> StatusResponse:
         trades_per_s=flow.get("trades_per_s", 0.0) if fs.running else 0.0,
         trades_total=flow.get("trades_total", 0),
         reconnects=sum(int(f.get("reconnects", 0)) for f in feeds.values()),
-        malformed_messages=queries.reject_count(conn),
+        malformed_messages=store.reject_count(),
         gaps_open=sum(o for o, _ in gaps.values()),
         gaps_total=sum(t for _, t in gaps.values()),
         status_time=iso_ms(flow_updated) if flow_updated else None,

@@ -1,33 +1,33 @@
-"""GET /api/continuity/{symbol}: empty buckets of a range, quiet (ids continuous) or unknown (a gap)."""
+"""GET /api/v1/continuity/{symbol}: empty buckets of a range, quiet (ids continuous) or unknown (a gap)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import Conn, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
-from storage.sqlite.continuity import audit
+from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from api.models import ContinuityResponse
+from ticklens.domain.continuity import bucket_range, empty_runs
+from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import iso_ms
 
-router = APIRouter(prefix="/api", tags=["data quality"])
+router = APIRouter(tags=["data quality"])
 
 
-@router.get("/continuity/{symbol}")
+@router.get("/continuity/{symbol}", response_model=ContinuityResponse)
 def get_continuity(
     symbol: SymbolPath,
-    conn: Conn,
+    reader: Reader,
     state: State,
     time_range: TimeRange,
-    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
 ) -> Response:
     """Runs of empty buckets in [start, end) (default: the symbol's stored span) and open trade-id gaps."""
-    status = require_symbol(state, conn, symbol)
+    status = require_symbol(state, reader, symbol)
     start, end = time_range
     if start is None or end is None:
-        lo, hi = conn.execute(
-            "SELECT MIN(start_ms), MAX(start_ms) FROM bars WHERE symbol=? AND timeframe=?", (symbol, timeframe)
-        ).fetchone()
+        lo, hi = reader.bar_span(symbol, timeframe)
         start = start if start is not None else lo
         end = end if end is not None else (hi + 1 if hi is not None else None)
     if start is None or end is None:
@@ -36,13 +36,12 @@ def get_continuity(
     if end <= start:
         raise param_error("query", "end", "end must be after start", end)
     try:
-        n_bars, runs = audit(conn, symbol, timeframe, start, end)
+        lo_ms, hi_ms = bucket_range(timeframe, start, end)
     except ValueError as e:
         raise param_error("query", "start", str(e), start) from None
-    gaps = conn.execute(
-        "SELECT from_id, to_id, after_ts, detected_ms, filled_ms, status FROM gaps WHERE symbol=? ORDER BY from_id",
-        (symbol,),
-    ).fetchall()
+    ids = reader.flow_bar_ids(symbol, timeframe, lo_ms, hi_ms)
+    n_bars, runs = len(ids.rows), empty_runs(timeframe, lo_ms, hi_ms, ids)
+    gaps = reader.gaps(symbol)
     body = {
         "symbol": symbol,
         "timeframe": timeframe,

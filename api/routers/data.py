@@ -1,10 +1,9 @@
-"""GET /api/export/{symbol} (streamed CSV or Parquet) and POST /api/upload/ohlc (validated bars)."""
+"""GET /api/v1/export/{symbol} (streamed CSV or Parquet) and POST /api/v1/upload/ohlc (validated bars)."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 import polars as pl
@@ -12,13 +11,14 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import Conn, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.deps import Reader, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
-from storage.sqlite import reader as queries
-from storage.sqlite.upload import parse_bar_csv, write_uploaded_bars
-from storage.sqlite.writer import connect, now_ms
+from storage.port import Store
+from ticklens.domain.timeframes import Timeframe
+from ticklens.domain.times import now_ms
+from ticklens.domain.upload import parse_bar_csv
 
-router = APIRouter(prefix="/api", tags=["data management"])
+router = APIRouter(tags=["export and upload"])
 
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 CHUNK_ROWS = 50_000
@@ -64,17 +64,18 @@ def _frame(rows: list[tuple], kind: str, symbol: str, timeframe: str) -> pl.Data
     return df.with_columns(pl.col("is_buyer_maker").cast(pl.Boolean))
 
 
-def _chunks(store: FsPath, kind: str, symbol: str, timeframe: str, s: int | None, e: int | None, empty: bool):
-    """Frames of at most CHUNK_ROWS from a connection of its own (outlives the request scope)."""
+def _chunks(
+    store: Store, kind: str, symbol: str, timeframe: str, s: int | None, e: int | None, empty: bool
+) -> Iterator[pl.DataFrame]:
+    """Frames of at most CHUNK_ROWS from a reader of their own (the stream outlives the request scope)."""
     if empty:
         yield _frame([], kind, symbol, timeframe)
         return
-    conn = connect(store, readonly=True)
-    try:
+    with store.reader() as reader:
         it = (
-            queries.iter_bars(conn, symbol, timeframe, s, e, CHUNK_ROWS)
+            reader.iter_bars(symbol, timeframe, s, e, CHUNK_ROWS)
             if kind == "ohlc"
-            else queries.iter_ticks(conn, symbol, s, e, CHUNK_ROWS)
+            else reader.iter_ticks(symbol, s, e, CHUNK_ROWS)
         )
         first = True
         for rows in it:
@@ -82,8 +83,6 @@ def _chunks(store: FsPath, kind: str, symbol: str, timeframe: str, s: int | None
             yield _frame(rows, kind, symbol, timeframe)
         if first:
             yield _frame([], kind, symbol, timeframe)
-    finally:
-        conn.close()
 
 
 def _csv_stream(frames: Iterator[pl.DataFrame]) -> Iterator[bytes]:
@@ -119,16 +118,16 @@ def _parquet_stream(frames: Iterator[pl.DataFrame]) -> Iterator[bytes]:
 )
 def export(
     symbol: SymbolPath,
-    conn: Conn,
+    reader: Reader,
     state: State,
     time_range: TimeRange,
     format: Annotated[Literal["csv", "parquet"], Query(description="File format")] = "csv",  # noqa: A002
     kind: Annotated[Literal["ohlc", "ticks"], Query(description="Bars or trades")] = "ohlc",
-    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length (ohlc only)")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length (ohlc only)")] = "1m",
 ) -> StreamingResponse:
     """Every bar (or trade) in [start, end), oldest first, streamed in chunks; timestamps in UTC."""
-    status = require_symbol(state, conn, symbol)
-    frames = _chunks(state.store.path, kind, symbol, timeframe, *time_range, empty=status != "ok")
+    status = require_symbol(state, reader, symbol)
+    frames = _chunks(state.store, kind, symbol, timeframe, *time_range, empty=status != "ok")
     name = f"{symbol}-{timeframe if kind == 'ohlc' else 'ticks'}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Ticklens-Status": status}
     if format == "csv":
@@ -174,17 +173,12 @@ def upload_ohlc(
             errors=[{"row": r, "line": r + 1, "errors": errs} for r, errs in parsed.errors],
         )
         return json_response({"detail": body.model_dump()}, status_code=422)
-    conn = connect(state.store.path)
-    conn.isolation_level = None
-    try:
-        inserted, replaced, skipped = write_uploaded_bars(conn, parsed.rows, overwrite, now)
-    finally:
-        conn.close()
+    result = state.store.upload_bars(parsed.rows, overwrite, now)
     return UploadResponse(
         rows=len(parsed.rows),
-        inserted=inserted,
-        replaced=replaced,
-        skipped=skipped,
+        inserted=result.inserted,
+        replaced=result.replaced,
+        skipped=result.skipped,
         symbols=sorted({r[0] for r in parsed.rows}),
         timeframes=sorted({r[1] for r in parsed.rows}),
     )

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from api.deps import Conn, State
+from api.deps import Reader, State
 from api.models import Health
-from storage.sqlite import reader as queries
-from ticklens.domain.times import iso_ms
+from ticklens.domain.times import iso_ms, now_ms
 
 router = APIRouter(tags=["health"])
 
@@ -18,14 +15,10 @@ PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @router.get("/health", response_model=Health)
-def health(conn: Conn, state: State) -> Health:
+def health(store: Reader, state: State) -> Health:
     """200 once the app is up and the store answers a query."""
-    return Health(
-        status="ok",
-        store=str(state.store.path),
-        schema_version=queries.schema_version(conn),
-        time=iso_ms(time.time_ns() // 1_000_000),
-    )
+    h = store.health()
+    return Health(status="ok", store=h.location, schema_version=h.schema_version, time=iso_ms(now_ms()))
 
 
 def _escape(v: str) -> str:
@@ -50,13 +43,13 @@ class _Exposition:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {PROM_CONTENT_TYPE: {}}}})
-def metrics(conn: Conn, state: State) -> PlainTextResponse:
+def metrics(store: Reader, state: State) -> PlainTextResponse:
     """Ingest rate, lag, reconnects, gaps, malformed messages, DB size (Prometheus text format)."""
-    now = time.time_ns() // 1_000_000
-    docs = queries.status_docs(conn)
+    now = now_ms()
+    docs = store.status_docs()
     flow, flow_updated = docs.get("flow", ({}, 0))
     feeds = flow.get("feeds") or {}
-    gaps = queries.gap_counts(conn)
+    gaps = store.gap_counts()
     sup = getattr(state, "supervisor", None)
     running = bool(sup and sup.state().running)
     m = _Exposition()
@@ -109,9 +102,19 @@ def metrics(conn: Conn, state: State) -> PlainTextResponse:
         "ticklens_malformed_messages_total",
         "counter",
         "Messages rejected and kept aside",
-        [({}, queries.reject_count(conn))],
+        [({}, store.reject_count())],
     )
-    path = state.store.path
-    size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
-    m.metric("ticklens_db_size_bytes", "gauge", "Store file plus its write-ahead log", [({}, size)])
+    h = store.health()
+    m.metric(
+        "ticklens_db_size_bytes",
+        "gauge",
+        "Store size (SQLite: file plus its write-ahead log)",
+        [({}, h.figures.get("db_size_bytes", 0.0))],
+    )
+    m.metric(
+        "ticklens_store_figure",
+        "gauge",
+        "The store backend's own health figures",
+        [({"backend": state.store.kind, "figure": k}, v) for k, v in sorted(h.figures.items())],
+    )
     return PlainTextResponse(m.text(), media_type=PROM_CONTENT_TYPE)

@@ -1,21 +1,21 @@
-"""GET /api/ohlc/{symbol}: bars of one timeframe, the in-progress one flagged."""
+"""GET /api/v1/ohlc/{symbol}: bars of one timeframe, the in-progress one flagged."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import Conn, Limit, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import OhlcResponse
-from storage.sqlite import reader as queries
+from storage.port import BAR_OUT_COLUMNS
 from ticklens.domain.stats.thinning import thin_bars
-from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
 from ticklens.domain.times import iso_ms
 
-router = APIRouter(prefix="/api", tags=["data"])
+router = APIRouter(tags=["bars"])
 
-TimeframeQuery = Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")]
+TimeframeQuery = Annotated[Timeframe, Query(description="Bar length")]
 
 
 def bar_rows(rows: list[tuple], spans: list[int]) -> list[dict]:
@@ -44,7 +44,7 @@ def bar_rows(rows: list[tuple], spans: list[int]) -> list[dict]:
 @router.get("/ohlc/{symbol}", response_model=OhlcResponse)
 def get_ohlc(
     symbol: SymbolPath,
-    conn: Conn,
+    store: Reader,
     state: State,
     time_range: TimeRange,
     timeframe: TimeframeQuery = "1m",
@@ -60,11 +60,11 @@ def get_ohlc(
     ] = None,
 ) -> Response:
     """Bars oldest first: the newest `limit` starting within [start, end); `in_progress` marks an open bar."""
-    status = require_symbol(state, conn, symbol)
-    rows = queries.bars(conn, symbol, timeframe, limit, *time_range) if status == "ok" else []
+    status = require_symbol(state, store, symbol)
+    rows = store.bars(symbol, timeframe, limit, *time_range) if status == "ok" else []
     tf_ms = TIMEFRAME_MS[timeframe]
     if max_points is not None and len(rows) > max_points:
-        rows, spans = thin_bars(rows, queries.BAR_OUT_COLUMNS, max_points, tf_ms)
+        rows, spans = thin_bars(rows, BAR_OUT_COLUMNS, max_points, tf_ms)
     else:
         spans = [tf_ms] * len(rows)
     body = {

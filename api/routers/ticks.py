@@ -1,15 +1,14 @@
-"""GET /api/ticks/{symbol}: the newest trades, optionally within a time range."""
+"""GET /api/v1/ticks/{symbol}: the newest trades, optionally within a time range."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import Conn, Limit, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import TicksResponse
-from storage.sqlite import reader as queries
 from ticklens.domain.times import iso_ms
 
-router = APIRouter(prefix="/api", tags=["data"])
+router = APIRouter(tags=["ticks"])
 
 
 def tick_rows(rows: list[tuple]) -> list[dict]:
@@ -28,9 +27,9 @@ def tick_rows(rows: list[tuple]) -> list[dict]:
 
 
 @router.get("/ticks/{symbol}", response_model=TicksResponse)
-def get_ticks(symbol: SymbolPath, conn: Conn, state: State, time_range: TimeRange, limit: Limit = 100) -> Response:
+def get_ticks(symbol: SymbolPath, store: Reader, state: State, time_range: TimeRange, limit: Limit = 100) -> Response:
     """Trades of one symbol, oldest first: the newest `limit` within [start, end)."""
-    status = require_symbol(state, conn, symbol)
-    rows = queries.ticks(conn, symbol, limit, *time_range) if status == "ok" else []
+    status = require_symbol(state, store, symbol)
+    rows = store.ticks(symbol, limit, *time_range) if status == "ok" else []
     body = {"symbol": symbol, "status": status, "count": len(rows), "ticks": tick_rows(rows)}
     return json_response(body, headers={"X-Ticklens-Status": status})

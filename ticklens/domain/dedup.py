@@ -153,7 +153,7 @@ class Dedup:
         self.holes: dict[int, Hole] = {}
         self.recent = Recent()
 
-    def __setstate__(self, state: dict) -> None:  # a recovery snapshot from before `recent` existed
+    def __setstate__(self, state: dict[str, object]) -> None:  # a snapshot from before `recent` existed
         self.__dict__.update(state)
         self.__dict__.setdefault("recent", Recent())
 

@@ -56,3 +56,8 @@ def parse_time(text: str) -> int:
     if not 0 <= ms <= MAX_MS:
         raise ValueError(f"{s[:40]!r} is outside 1970 … 9999")
     return ms
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds (UTC)."""
+    return time.time_ns() // 1_000_000

@@ -32,6 +32,7 @@ from ticklens.exchange.binance import (
     rejected,
     valid_columns,
 )
+from ticklens.ingest.recording import read_recording
 
 AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
 TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
@@ -248,35 +249,30 @@ def _ws_blocks(
 ) -> Iterator[tuple[Block, int]]:
     """Yield (block, lines consumed) from a `<ns> <json>` recording; with `window_ms`, times are
     checked against each line's own receive time, as they were live."""
-    opener = gzip.open if path.name.endswith(".gz") else open
     rows: list[tuple] = []
     syms: list[str] = []
     pos: list[int] = []
-    line_no = 0
-    with opener(path, "rb") as fh:  # type: ignore[operator]
-        for line in fh:
-            line_no += 1
-            if line_no <= skip:
-                continue
-            head, _, body = line.partition(b" ")
-            recv_ms = int(head) // 1_000_000 if head.isdigit() and len(head) <= 20 else 0
-            if not MIN_TIME_MS <= recv_ms <= MAX_TIME_MS:
-                stats.rejected += 1
-                rejects.append(rejected(line.rstrip(), "recording line without a valid receive time", 0, str(path)))
-                continue
-            status, what, row = parse_message(body, recv_ms, window_ms)
-            if status == "trade":
-                syms.append(what)
-                rows.append(row)  # type: ignore[arg-type]
-                pos.append(line_no)
-            elif status == "skip":
-                stats.skipped += 1
-            else:
-                stats.rejected += 1
-                rejects.append(rejected(body.rstrip(), what, recv_ms, str(path)))
-            if len(rows) >= BLOCK_ROWS:
-                yield _rows_block(syms, rows, pos), line_no
-                rows, syms, pos = [], [], []
+    line_no = skip
+    for rec in read_recording(path, skip):
+        line_no = rec.line_no
+        recv_ms = rec.recv_ns // 1_000_000 if rec.recv_ns is not None else 0
+        if not MIN_TIME_MS <= recv_ms <= MAX_TIME_MS:  # none, or one no clock can have had
+            stats.rejected += 1
+            rejects.append(rejected(rec.raw, "recording line without a valid receive time", 0, str(path)))
+            continue
+        status, what, row = parse_message(rec.body, recv_ms, window_ms)
+        if status == "trade":
+            syms.append(what)
+            rows.append(row)  # type: ignore[arg-type]
+            pos.append(line_no)
+        elif status == "skip":
+            stats.skipped += 1
+        else:
+            stats.rejected += 1
+            rejects.append(rejected(rec.body, what, recv_ms, str(path)))
+        if len(rows) >= BLOCK_ROWS:
+            yield _rows_block(syms, rows, pos), line_no
+            rows, syms, pos = [], [], []
     yield _rows_block(syms, rows, pos), line_no
 
 

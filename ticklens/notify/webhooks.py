@@ -27,17 +27,15 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import certifi
 import httpx
 import orjson
 
-from flows.progress import iso_ms
-from storage.sqlite.rules import mark_webhook, pending_webhooks
-from storage.sqlite.writer import connect
+from storage.port import RuleStore, Store
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import parse_webhook, webhook_refusal
+from ticklens.domain.times import iso_ms
 
 QUEUE_MAX = 10_000
 MAX_ATTEMPTS = 8
@@ -115,8 +113,8 @@ def _from_row(r: dict) -> AlertFired:
 class WebhookDispatcher:
     """A bounded queue and one sender thread; retries wait in a timer heap, not in the queue."""
 
-    def __init__(self, store_path: Path | str, allow: Sequence[str] | None = None) -> None:
-        self.store_path = Path(store_path)
+    def __init__(self, store: Store, allow: Sequence[str] | None = None) -> None:
+        self.store = store
         self.allow = list(allow) if allow is not None else _configured_allow()
         self.refused = 0
         self.deadline_s = DEADLINE_S
@@ -136,9 +134,9 @@ class WebhookDispatcher:
 
     def start(self) -> None:
         """Start the sender and queue what an earlier run left undelivered."""
-        conn = connect(self.store_path)
+        conn = self.store.rules()
         try:
-            pending = [_from_row(r) for r in pending_webhooks(conn)]
+            pending = [_from_row(r) for r in conn.pending_webhooks()]
         finally:
             conn.close()
         self.submit(pending)
@@ -159,7 +157,7 @@ class WebhookDispatcher:
         return not self.queue.empty() or bool(self._retry)
 
     def _run(self) -> None:
-        conn = connect(self.store_path)
+        conn = self.store.rules()
         try:
             while not (self._stop.is_set() and not self._busy()):
                 now = time.monotonic()
@@ -204,7 +202,7 @@ class WebhookDispatcher:
             timer.cancel()
             client.close()
 
-    def _send(self, conn, e: AlertFired, attempt: int) -> None:
+    def _send(self, conn: RuleStore, e: AlertFired, attempt: int) -> None:
         retry = False
         try:
             code = self.post(
@@ -232,7 +230,7 @@ class WebhookDispatcher:
                 status = "pending"
             else:
                 status = "failed"
-        mark_webhook(conn, (e.rule_id, e.event_ms, e.key, e.ref), status, attempt)
+        conn.mark_webhook((e.rule_id, e.event_ms, e.key, e.ref), status, attempt)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued (bounded); the rest stays `pending` in the store."""

@@ -1,4 +1,4 @@
-"""Summary statistics over a window of bars (pure polars; used by /api/stats)."""
+"""Summary statistics over a window of bars (pure polars; used by /api/v1/stats)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,249 @@
+"""The store interface: what the flow writes, what the API reads, where alert rules live.
+
+Every backend (`storage/sqlite/` today) implements these protocols; nothing
+outside `storage/` knows a table, a connection or SQL text. The flow hands the
+writer one typed `StoreBatch` per epoch; the API gets a `StoreReader` for the
+length of a request; alert rules, their live reload and webhook delivery state
+go through a `RuleStore`. `tests/contract/` runs the same suite against every
+backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+import polars as pl
+
+from ticklens.domain.alerts.engine import AlertFired
+from ticklens.domain.alerts.rules import AlertRule, StoredRule
+from ticklens.domain.bars import Bar
+from ticklens.domain.continuity import FlowBarIds
+from ticklens.domain.records import GapEvent, Rejected, Trades
+from ticklens.domain.stats.correlation import CorrOut
+from ticklens.domain.stats.pair import PairOut, PairRow
+from ticklens.domain.stats.symbol import SymbolRow, SymbolStatsOut
+from ticklens.domain.upload import UploadedBar
+
+# Rows the reader returns, in these column orders (the API's wire shapes build on them).
+TICK_COLUMNS = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
+BAR_OUT_COLUMNS = (
+    "start_ms",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "vwap",
+    "closed",
+    "revision",
+    "origin",
+)
+GAP_COLUMNS = ("from_id", "to_id", "after_ts_ms", "detected_ms", "filled_ms", "status")
+EVENT_COLUMNS = (
+    "id",
+    "rule_id",
+    "rule_name",
+    "symbol",
+    "metric",
+    "timeframe",
+    "operator",
+    "value",
+    "threshold",
+    "event_ms",
+    "ref",
+    "wall_ms",
+    "webhook",
+    "webhook_status",
+    "webhook_attempts",
+)
+
+
+class StoreWriteError(RuntimeError):
+    """The store cannot take a write (disk or size cap full, read-only, I/O error): the batch
+    was rolled back whole, so everything acknowledged before it is stored."""
+
+
+class StoreUnavailable(RuntimeError):
+    """A read the store cannot answer now (locked, corrupted, server down): the API answers 503."""
+
+
+@dataclass(slots=True)
+class StoreBatch:
+    """Everything one epoch of the flow stores, written in one transaction.
+
+    `bars` carry full values (a bar given twice ends as its later version);
+    `bar_merges` are late partials folded into bars no longer held in memory.
+    """
+
+    ticks: list[Trades] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    bar_merges: list[Bar] = field(default_factory=list)
+    rejects: list[Rejected] = field(default_factory=list)
+    gaps: list[GapEvent] = field(default_factory=list)
+    status: dict[str, object] | None = None
+    pairs: list[PairOut] = field(default_factory=list)
+    symbol_stats: list[SymbolStatsOut] = field(default_factory=list)
+    correlations: list[CorrOut] = field(default_factory=list)
+    alerts: list[AlertFired] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SymbolSummary:
+    symbol: str
+    timeframes: list[str]
+    first_ms: int | None  # start of the first bar (smallest timeframe)
+    last_trade_ms: int | None  # close time of the last bar
+    last_price: float | None
+    ticks: int  # trade messages, from the largest timeframe's bars (no tick scan)
+    uploaded_bars: bool
+
+
+@dataclass(slots=True)
+class UploadResult:
+    inserted: int
+    replaced: int
+    skipped: int
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    """What /health and /metrics say about the backend itself."""
+
+    ok: bool
+    problem: str | None
+    location: str  # a file path or a server address without credentials
+    schema_version: int | None
+    figures: dict[str, float] = field(default_factory=dict)  # backend gauges, e.g. wal_bytes
+
+
+Row = tuple[Any, ...]  # one row, in the column order its method names
+StatusDoc = dict[str, Any]
+P = TypeVar("P")
+
+
+class StoreWriter(Protocol, Generic[P]):
+    """Writes the flow's epochs. `prepare` runs on the flow's thread and turns the batch into
+    plain values (the flow goes on changing its bars afterwards); `write` may run on another
+    thread and only does I/O."""
+
+    def prepare(self, batch: StoreBatch) -> P: ...
+
+    def write(self, prepared: P) -> list[AlertFired]:
+        """One epoch in one transaction; returns the triggers not stored before (webhooks to send)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StoreReader(Protocol):
+    """The queries the API and the dashboard use; rows in the column orders above, oldest first."""
+
+    def symbols_with_data(self) -> list[str]: ...
+    def has_data(self, symbol: str) -> bool: ...
+    def symbol_summary(self, symbol: str) -> SymbolSummary: ...
+    def ticks(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[Row]: ...
+    def iter_ticks(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
+    ) -> Iterator[list[Row]]: ...
+    def bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Row]: ...
+    def iter_bars(
+        self,
+        symbol: str,
+        timeframe: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        chunk: int = 50_000,
+    ) -> Iterator[list[Row]]: ...
+    def bar_span(self, symbol: str, timeframe: str) -> tuple[int | None, int | None]: ...
+    def closed_bars(self, symbol: str, timeframe: str, end_ms: int | None = None) -> pl.DataFrame: ...
+    def flow_bar_ids(self, symbol: str, timeframe: str, lo_ms: int, hi_ms: int) -> FlowBarIds: ...
+    def recent_trade_rate(self, symbol: str, seconds: int = 10) -> float: ...
+    def missing_bars(self, symbol: str, timeframe: str) -> int: ...
+    def pair_rows(
+        self,
+        pair: str,
+        timeframe: str,
+        window: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[PairRow]: ...
+    def has_pair_rows(self, pair: str, timeframe: str, window: int) -> bool: ...
+    def correlation_rows(
+        self, timeframe: str, window: int, sym_a: str, sym_b: str, limit: int
+    ) -> list[tuple[int, float | None]]:
+        """The flow's stored rolling correlation of one pair, (start_ms, corr), newest `limit`, oldest first."""
+        ...
+
+    def symbol_stats_rows(
+        self,
+        symbol: str,
+        timeframe: str,
+        window: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[SymbolRow]:
+        """The flow's stored per-bar rolling statistics, newest `limit` in [start, end), oldest first."""
+        ...
+
+    def status_docs(self) -> dict[str, tuple[StatusDoc, int]]: ...
+    def gaps(self, symbol: str) -> list[Row]: ...
+    def gap_counts(self) -> dict[str, tuple[int, int]]: ...
+    def reject_count(self) -> int: ...
+    def health(self) -> StoreHealth: ...
+
+
+class RuleFeed(Protocol):
+    """The flow's live view of the rules, re-read when they change."""
+
+    rules: list[StoredRule]
+    by_key: dict[str, list[StoredRule]]
+    ids: set[int]
+    generation: int
+
+    def refresh(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class RuleStore(Protocol):
+    """Alert rules (API CRUD, the flow's live reload) and trigger delivery state (webhooks)."""
+
+    def create_rule(self, rule: AlertRule) -> int: ...
+    def update_rule(self, rule_id: int, rule: AlertRule) -> bool: ...
+    def delete_rule(self, rule_id: int) -> bool: ...
+    def rule_row(self, rule_id: int) -> Row | None: ...
+    def list_rules(self) -> list[Row]: ...
+    def load_rules(self) -> list[StoredRule]: ...
+    def list_events(
+        self, limit: int, since_ms: int | None = None, rule_id: int | None = None
+    ) -> list[dict[str, Any]]: ...
+    def pending_webhooks(self) -> list[dict[str, Any]]: ...
+    def mark_webhook(self, dedup: tuple[int, int, str, str], status: str, attempts: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    """One backend: hands out writers, readers and rule stores over the same data."""
+
+    kind: str
+    # How the flow's sink may spread over workers: "one" (a single writer, SQLite) or
+    # "per_worker" (each worker writes what it produced: a server store).
+    sink_partitions: Literal["one", "per_worker"]
+    # Exceptions of the backend's driver that mean "cannot answer now" (the API answers 503).
+    unavailable_errors: tuple[type[Exception], ...]
+
+    def writer(self) -> StoreWriter[Any]: ...
+    def reader(self) -> AbstractContextManager[StoreReader]: ...
+    def rules(self) -> RuleStore: ...
+    def rule_feed(self, poll_s: float = 0.25) -> RuleFeed: ...
+    def upload_bars(self, bars: Sequence[UploadedBar], overwrite: bool, now_ms: int) -> UploadResult: ...
+    def close(self) -> None: ...

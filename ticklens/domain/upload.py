@@ -1,0 +1,159 @@
+"""Historical bars from a CSV upload, validated as a whole (pure: bytes in, bars or row errors out).
+
+A file with any bad row writes nothing; the store writes the good ones as
+`origin='upload'` (`Store.upload_bars`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import polars as pl
+
+from ticklens.domain.symbols import SYMBOL_RE
+from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.times import iso_ms, parse_time
+
+REQUIRED = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume")
+OPTIONAL_FLOAT = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+OPTIONAL_INT = ("trades",)
+EARLIEST_MS = 1_483_228_800_000  # 2017-01-01: Binance did not trade before; smaller values are likely seconds
+MAX_ERRORS = 100
+
+
+class UploadedBar(NamedTuple):
+    symbol: str
+    timeframe: str
+    start_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float | None
+    trades: float | None
+    taker_buy_volume: float | None
+    taker_buy_quote_volume: float | None
+
+
+@dataclass(slots=True)
+class ParsedUpload:
+    rows: list[UploadedBar] = field(default_factory=list)
+    errors: list[tuple[int, list[str]]] = field(default_factory=list)  # (data row number, reasons)
+    bad_rows: int = 0
+    message: str | None = None  # a problem with the file as a whole
+
+
+def _num(text: str | None) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_bar_csv(data: bytes, now_ms: int) -> ParsedUpload:
+    """Check every row; any error anywhere means nothing may be written."""
+    out = ParsedUpload()
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is fine
+    except UnicodeDecodeError as e:
+        out.message = f"not a UTF-8 text (CSV) file: undecodable byte at offset {e.start}"
+        return out
+    try:
+        df = pl.read_csv(io.StringIO(text), infer_schema=False, has_header=True)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as e:
+        out.message = f"not a readable CSV file: {str(e).splitlines()[0][:200]}"
+        return out
+    df = df.rename({c: c.strip().lower() for c in df.columns})
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        out.message = f"missing column(s) {missing}; the header must name {list(REQUIRED)}"
+        return out
+    if df.height == 0:
+        out.message = "the file has a header but no rows"
+        return out
+    cols = {c: df[c].to_list() for c in df.columns if c in REQUIRED + OPTIONAL_FLOAT + OPTIONAL_INT}
+    seen: dict[tuple[str, str, int], int] = {}
+    for i in range(df.height):
+        errs: list[str] = []
+        sym = (cols["symbol"][i] or "").strip().lower()
+        if not SYMBOL_RE.match(sym):
+            errs.append(f"symbol {cols['symbol'][i]!r} must match [a-z0-9]{{2,30}}")
+        tf = (cols["timeframe"][i] or "").strip()
+        tf_ms = TIMEFRAME_MS.get(tf)
+        if tf_ms is None:
+            errs.append(f"timeframe {cols['timeframe'][i]!r} is not one of {list(TIMEFRAME_MS)}")
+        ts: int | None = None
+        try:
+            ts = parse_time(cols["timestamp"][i] or "")
+        except ValueError as e:
+            errs.append(f"timestamp: {e}")
+        if ts is not None:
+            if ts < EARLIEST_MS:
+                errs.append(f"timestamp {iso_ms(ts)} is before 2017 (epoch seconds instead of milliseconds?)")
+            elif ts > now_ms:
+                errs.append(f"timestamp {iso_ms(ts)} is in the future")
+            elif tf_ms and ts % tf_ms:
+                errs.append(f"timestamp {iso_ms(ts)} is not aligned to a {tf} bar start")
+        px = {}
+        for name in ("open", "high", "low", "close", "volume"):
+            v = _num(cols[name][i])
+            if v is None or not math.isfinite(v):
+                errs.append(f"{name} {cols[name][i]!r} is not a number")
+            elif v < 0 or (v == 0 and name != "volume"):
+                errs.append(f"{name} {v} must be {'≥ 0' if name == 'volume' else '> 0'}")
+            else:
+                px[name] = v
+        if len(px) == 5:
+            o, h, lo, c = px["open"], px["high"], px["low"], px["close"]
+            if h < max(o, c, lo):
+                errs.append(f"high {h} is below max(open, close, low) = {max(o, c, lo)}")
+            if lo > min(o, c):
+                errs.append(f"low {lo} is above min(open, close) = {min(o, c)}")
+        extra: dict[str, float | None] = {}
+        for name in OPTIONAL_FLOAT + OPTIONAL_INT:
+            raw = cols[name][i] if name in cols else None
+            if raw is None or not raw.strip():
+                extra[name] = None
+                continue
+            v = _num(raw)
+            if v is None or not math.isfinite(v) or v < 0 or (name in OPTIONAL_INT and v != int(v)):
+                errs.append(f"{name} {raw!r} must be a {'whole ' if name in OPTIONAL_INT else ''}number ≥ 0")
+            else:
+                extra[name] = v
+        if not errs and ts is not None:
+            key = (sym, tf, ts)
+            if key in seen:
+                errs.append(f"duplicate of row {seen[key]} ({sym} {tf} {iso_ms(ts)})")
+            else:
+                seen[key] = i + 1
+        if errs:
+            out.bad_rows += 1
+            if len(out.errors) < MAX_ERRORS:
+                out.errors.append((i + 1, errs))
+        elif not out.bad_rows:
+            assert ts is not None  # no error means the timestamp parsed
+            out.rows.append(
+                UploadedBar(
+                    sym,
+                    tf,
+                    ts,
+                    px["open"],
+                    px["high"],
+                    px["low"],
+                    px["close"],
+                    px["volume"],
+                    extra["quote_volume"],
+                    extra["trades"],
+                    extra["taker_buy_volume"],
+                    extra["taker_buy_quote_volume"],
+                )
+            )
+    if out.bad_rows:
+        out.rows = []
+    return out
