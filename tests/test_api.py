@@ -23,6 +23,7 @@ from api_support import ApiServer, api_server, rows, wait_until
 from flow_support import WINDOW_A, run_flow, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
+from storage.sqlite.schema import SCHEMA_VERSION
 from ticklens.domain.times import iso_ms, parse_time
 
 TICK_SQL = "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks WHERE symbol=?"
@@ -82,12 +83,16 @@ def test_health_names_the_store_and_schema(api: ApiServer, store: Path) -> None:
     body = api.client.get("/api/v1/health").json()
     assert body["status"] == "ok"
     assert body["store"] == str(store)
-    assert body["schema_version"] == 2  # schema v2 (main still expected 1 here)
+    assert body["schema_version"] == SCHEMA_VERSION
     assert body["time"].endswith("Z")
     # /health answers in the original design's shape, ticklens' own fields beside it.
     compat = api.client.get("/health").json()
     assert compat["status"] == "healthy" and compat["collecting"] is False
-    assert compat["store"] == str(store) and compat["schema_version"] == 2 and compat["timestamp"].endswith("Z")
+    assert (
+        compat["store"] == str(store)
+        and compat["schema_version"] == SCHEMA_VERSION
+        and compat["timestamp"].endswith("Z")
+    )
 
 
 def test_openapi_documents_every_endpoint(api: ApiServer) -> None:
