@@ -131,6 +131,7 @@ class SymbolStatus(BaseModel):
     trades: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     late_trades: int
     duplicates: int
+    conflicts: int = Field(0, description="Duplicates whose values differed from the trade kept (both kept in rejects)")
     revisions: int
     gaps_open: int
     gaps_total: int

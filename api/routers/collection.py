@@ -67,6 +67,7 @@ def status(store: Reader, state: State) -> StatusResponse:
                 trades=doc.get("trades", 0),
                 late_trades=doc.get("late_trades", 0),
                 duplicates=doc.get("duplicates", 0),
+                conflicts=doc.get("conflicts", 0),
                 revisions=doc.get("revisions", 0),
                 gaps_open=g_open,
                 gaps_total=g_total,
