@@ -91,9 +91,9 @@ class _WriterThread:
 class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartition[object]):
     """One writer over the store; `snapshot` (fixed partitions) waits until the epoch is stored."""
 
-    def __init__(self, store: Store, progress: Progress) -> None:
+    def __init__(self, store: Store, progress: Progress, webhook_allow: list[str]) -> None:
         self.progress = progress
-        self.webhooks = WebhookDispatcher(store)
+        self.webhooks = WebhookDispatcher(store, allow=webhook_allow)
         self.webhooks.start()
         self.writer = _WriterThread(store.writer(), self.webhooks)
 
@@ -158,7 +158,7 @@ class StoreSink(FixedPartitionedSink[object, None]):
         return ["store"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _StorePartition:
-        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s))
+        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s), self.cfg.alerts.webhook_allow)
 
 
 class WorkerStoreSink(DynamicSink[object]):
@@ -169,7 +169,7 @@ class WorkerStoreSink(DynamicSink[object]):
         self.store = store
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s))
+        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s), self.cfg.alerts.webhook_allow)
 
 
 def make_sink(cfg: Config) -> StoreSink | WorkerStoreSink:
