@@ -10,4 +10,6 @@ def open_store(cfg: StoreConfig) -> Store:
     """The backend `store.kind` names, for the flow, the API and the tools alike."""
     from storage.sqlite import SqliteStore
 
-    return SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb)
+    return SqliteStore(
+        cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb, rejects_max_rows=cfg.rejects_max_rows
+    )

@@ -44,6 +44,7 @@ BAR_OUT_COLUMNS = (
     "revision",
     "origin",
 )
+REJECT_COLUMNS = ("recv_ms", "reason", "source", "raw")
 GAP_COLUMNS = ("from_id", "to_id", "after_ts_ms", "detected_ms", "filled_ms", "status")
 EVENT_COLUMNS = (
     "id",
@@ -116,10 +117,11 @@ class StoreHealth:
     """What /health and /metrics say about the backend itself."""
 
     ok: bool
-    problem: str | None
+    problem: str | None  # what is wrong, naming the store (None when ok)
     location: str  # a file path or a server address without credentials
     schema_version: int | None
     figures: dict[str, float] = field(default_factory=dict)  # backend gauges, e.g. wal_bytes
+    checked_ms: int | None = None  # when the integrity check behind `ok` ran (None: not run)
 
 
 Row = tuple[Any, ...]  # one row, in the column order its method names
@@ -199,6 +201,14 @@ class StoreReader(Protocol):
     def gaps(self, symbol: str) -> list[Row]: ...
     def gap_counts(self) -> dict[str, tuple[int, int]]: ...
     def reject_count(self) -> int: ...
+    def rejects_dropped(self) -> int:
+        """Rejects dropped, oldest first, to keep the store's `rejects_max_rows` (ever, all writers)."""
+        ...
+
+    def rejects(self, limit: int) -> list[Row]:
+        """The newest `limit` rejects (columns: REJECT_COLUMNS), oldest first."""
+        ...
+
     def alert_trigger_counts(self) -> dict[int, int]:
         """rule id → triggers stored for it (every symbol it watches)."""
         ...
@@ -244,6 +254,19 @@ class Store(Protocol):
     sink_partitions: Literal["one", "per_worker"]
     # Exceptions of the backend's driver that mean "cannot answer now" (the API answers 503).
     unavailable_errors: tuple[type[Exception], ...]
+    # At most this many rejects are kept (None: all): each write that adds rejects deletes the
+    # oldest beyond it in the same transaction and counts them (`rejects_dropped`). Read when a
+    # writer is made (`open_store` passes `store.rejects_max_rows`).
+    rejects_max_rows: int | None
+
+    # The answer of the last `check()` (None: not run yet). While it is not ok, `reader()`,
+    # `rules()` and `upload_bars()` raise StoreUnavailable with its problem.
+    last_check: StoreHealth | None
+
+    def check(self) -> StoreHealth:
+        """Check the backend's integrity now (SQLite: `PRAGMA quick_check` on a fresh connection)
+        and keep the answer in `last_check`. Slow on a large store: call it off the event loop."""
+        ...
 
     def writer(self) -> StoreWriter[Any]: ...
     def reader(self) -> AbstractContextManager[StoreReader]: ...

@@ -113,9 +113,12 @@ class StoreConfig(_Model):
     max_size_mb: int | None = Field(None, ge=1)
     # SQLite page cache of the flow's writer; RSS grows by up to this much as the store grows.
     cache_mb: int = Field(64, ge=1, le=4096)
-    # Rows kept in `rejects` (oldest dropped first, counted). Enforced by the store's writer
-    # (issue 18 part B); None: no cap.
+    # Rows kept in `rejects`: each write that adds rejects drops the oldest beyond this and counts
+    # them (`rejects_dropped` in /api/v1/status, /api/v1/health, /metrics). None: no cap.
     rejects_max_rows: int | None = Field(1_000_000, ge=1_000)
+    # The API checks the store's integrity (SQLite: PRAGMA quick_check) at start and then every
+    # this many seconds (0: at start only); a failed check makes /health degraded and reads 503.
+    check_interval_s: float = Field(3600.0, ge=0)
 
 
 class BarsConfig(_Model):

@@ -37,9 +37,10 @@ def _bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
 class SqliteReader:
     """`StoreReader` over one connection (read-only is enough; WAL: never blocks the writer)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str = "") -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str = "", last_check: StoreHealth | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.last_check = last_check
 
     def _distinct_symbols(self, table: str) -> list[str]:
         """Distinct symbols by skipping along the primary key (no full scan)."""
@@ -240,7 +241,20 @@ class SqliteReader:
         }
 
     def reject_count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM rejects").fetchone()[0])
+        # The ids held are one contiguous run (see writer._REJECTS_TRIM): two key look-ups
+        # instead of a scan of up to `rejects_max_rows` rows of 4 KiB.
+        return int(self.conn.execute("SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM rejects").fetchone()[0])
+
+    def rejects_dropped(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='rejects_dropped'").fetchone()
+        return int(row[0]) if row else 0
+
+    def rejects(self, limit: int) -> list[tuple]:
+        rows = self.conn.execute(
+            "SELECT recv_ms, reason, source, raw FROM rejects ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        rows.reverse()
+        return rows
 
     def alert_trigger_counts(self) -> dict[int, int]:
         """rule id → triggers stored (one pass over the alert_events key index)."""
@@ -263,11 +277,12 @@ class SqliteReader:
         p = Path(self.path)
         sizes = {name: f.stat().st_size for name, f in (("db", p), ("wal", p.with_name(p.name + "-wal"))) if f.exists()}
         return StoreHealth(
-            ok=True,
+            ok=True,  # a reader is handed out only while the last check found nothing
             problem=None,
             location=str(p),
             schema_version=self.schema_version(),
             figures={"db_size_bytes": float(sum(sizes.values())), "wal_bytes": float(sizes.get("wal", 0))},
+            checked_ms=self.last_check.checked_ms if self.last_check else None,
         )
 
     # --- analytics -----------------------------------------------------------------------

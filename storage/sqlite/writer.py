@@ -67,6 +67,13 @@ _GAP_UPSERT = (
     " WHEN gaps.status='unfillable' OR excluded.status='unfillable' THEN 'unfillable'"
     " ELSE excluded.status END"
 )
+# The oldest rejects beyond the cap. Ids are AUTOINCREMENT and only this trim deletes, oldest
+# first, so the ids held are one contiguous run and the cut is one range delete on the key.
+_REJECTS_TRIM = "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?"
+_REJECTS_DROPPED = (
+    "INSERT INTO meta(key, value) VALUES('rejects_dropped', ?) ON CONFLICT(key) DO UPDATE SET"
+    " value = CAST(CAST(meta.value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)"
+)
 _TICK_COLUMNS = ("symbol", *TRADE_COLUMNS)
 _TICK_HEAD = f"INSERT OR IGNORE INTO ticks({','.join(_TICK_COLUMNS)})"
 
@@ -124,8 +131,15 @@ def insert_ticks(conn: sqlite3.Connection, ticks: TickParams) -> None:
 class SqliteWriter:
     """Batched, transactional writes of the dataflow's outputs (`StoreWriter` of the port)."""
 
-    def __init__(self, path: Path | str, max_size_mb: int | None = None, cache_mb: int = 64) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        max_size_mb: int | None = None,
+        cache_mb: int = 64,
+        rejects_max_rows: int | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.rejects_max_rows = rejects_max_rows
         self.conn = connect(self.path)
         self.conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
         # Checkpoint the WAL every ~40 MB rather than every 4 MB: fewer stalls in bulk ingest.
@@ -168,7 +182,12 @@ class SqliteWriter:
             insert_ticks(c, p.ticks)
             insert_flat(c, _BAR_HEAD, len(BAR_COLUMNS) + 1, p.bars)
             c.executemany(_BAR_MERGE, p.merges)
-            c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", p.rejects)
+            if p.rejects:
+                c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", p.rejects)
+                if self.rejects_max_rows is not None:
+                    dropped = c.execute(_REJECTS_TRIM, (self.rejects_max_rows,)).rowcount
+                    if dropped > 0:
+                        c.execute(_REJECTS_DROPPED, (str(dropped),))
             c.executemany(_GAP_UPSERT, p.gaps)
             fresh = insert_events(c, p.alerts, p.ts) if p.alerts else []
             for head, rows in p.analytics:

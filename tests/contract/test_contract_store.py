@@ -211,6 +211,44 @@ def test_rejects_are_kept_with_reason_and_raw_bytes(store: Store) -> None:
         assert r.reject_count() == 25
 
 
+def _rejects(tag: str, n: int, t0: int) -> list[Rejected]:
+    return [Rejected(t0 + i, f"{tag} {i}", b"x" * (i % 50), "ws") for i in range(n)]
+
+
+def test_rejects_beyond_the_cap_drop_the_oldest_and_are_counted(store: Store) -> None:
+    store.rejects_max_rows = 1_000  # read when a writer is made (open_store passes store.rejects_max_rows)
+    batches = [_rejects(f"b{b}", 300, T0 + b * 10_000) for b in range(5)]
+    batches.append(_rejects("big", 1_200, T0 + 90_000))  # one batch alone beyond the cap
+    sent: list[Rejected] = []
+    for batch in batches[:3]:
+        _write(store, rejects=batch)
+        sent += batch
+    with store.reader() as r:  # under the cap: nothing dropped
+        assert (r.reject_count(), r.rejects_dropped()) == (900, 0)
+    w = store.writer()  # a later writer (a restarted flow) goes on counting
+    try:
+        for batch in batches[3:]:
+            w.write(w.prepare(StoreBatch(rejects=batch)))
+            sent += batch
+    finally:
+        w.close()
+    with store.reader() as r:
+        assert r.reject_count() == 1_000
+        assert r.rejects_dropped() == len(sent) - 1_000 == 1_700
+        kept = r.rejects(5_000)
+    want = [(x.recv_ms, x.reason, x.source, x.raw) for x in sent[-1_000:]]  # the newest, oldest first
+    assert [(k[0], k[1], k[2], bytes(k[3])) for k in kept] == want
+    with store.reader() as r:
+        assert [k[1] for k in r.rejects(3)] == [x.reason for x in sent[-3:]]
+
+
+def test_rejects_are_not_capped_without_a_cap(store: Store) -> None:
+    store.rejects_max_rows = None
+    _write(store, rejects=_rejects("a", 1_500, T0))
+    with store.reader() as r:
+        assert (r.reject_count(), r.rejects_dropped()) == (1_500, 0)
+
+
 def test_status_documents_round_trip_and_replace(store: Store) -> None:
     _write(store, status={"flow": {"pid": 1, "trades_total": 10}, "symbol:btcusdt": {"last_trade_ms": T0}})
     _write(store, status={"flow": {"pid": 1, "trades_total": 20}})
