@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import polars as pl
 
+from ticklens.domain.bars import QTY_SCALE, QUOTE_SCALE
 from ticklens.domain.symbols import SYMBOL_RE
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.times import iso_ms, parse_time
@@ -22,6 +23,24 @@ OPTIONAL_FLOAT = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 OPTIONAL_INT = ("trades",)
 EARLIEST_MS = 1_483_228_800_000  # 2017-01-01: Binance did not trade before; smaller values are likely seconds
 MAX_ERRORS = 100
+# Bounds that keep every value storable: prices as the exchange edge takes them, and volumes
+# whose exact integer sums (qty in 1e-8, price*qty in 2**-24 units) fit a signed 64-bit integer.
+_INT64 = 2**63 - 1
+MAX_PRICE = 1e15
+MAX_VOLUME = float(_INT64 // QTY_SCALE)  # ~9.2e10
+MAX_QUOTE = float(_INT64 // int(QUOTE_SCALE))  # ~5.5e11
+MAX_TRADES = 10**15
+LIMITS = {
+    "open": MAX_PRICE,
+    "high": MAX_PRICE,
+    "low": MAX_PRICE,
+    "close": MAX_PRICE,
+    "volume": MAX_VOLUME,
+    "taker_buy_volume": MAX_VOLUME,
+    "quote_volume": MAX_QUOTE,
+    "taker_buy_quote_volume": MAX_QUOTE,
+    "trades": float(MAX_TRADES),
+}
 
 
 class UploadedBar(NamedTuple):
@@ -115,6 +134,8 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
                 errs.append(f"{name} {cols[name][i]!r} is not a number")
             elif v < 0 or (v == 0 and name != "volume"):
                 errs.append(f"{name} {v} must be {'≥ 0' if name == 'volume' else '> 0'}")
+            elif v > LIMITS[name]:
+                errs.append(f"{name} {v:g} is too large: at most {LIMITS[name]:.4g}")
             else:
                 px[name] = v
         if len(px) == 5:
@@ -132,8 +153,19 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
             v = _num(raw)
             if v is None or not math.isfinite(v) or v < 0 or (name in OPTIONAL_INT and v != int(v)):
                 errs.append(f"{name} {raw!r} must be a {'whole ' if name in OPTIONAL_INT else ''}number ≥ 0")
+            elif v > LIMITS[name]:
+                errs.append(f"{name} {v:g} is too large: at most {LIMITS[name]:.4g}")
             else:
                 extra[name] = v
+        qv_cell = cols["quote_volume"][i] if "quote_volume" in cols else None
+        if len(px) == 5 and not (qv_cell or "").strip():
+            # The store estimates a missing quote volume from the typical price: it must fit too.
+            est = px["volume"] * (px["high"] + px["low"] + px["close"]) / 3
+            if est > MAX_QUOTE:
+                errs.append(
+                    f"quote volume {est:g} (volume x typical price, no quote_volume given) is too large:"
+                    f" at most {MAX_QUOTE:.4g}"
+                )
         if not errs and ts is not None:
             key = (sym, tf, ts)
             if key in seen:
