@@ -6,7 +6,7 @@ answers is the store's business.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,6 +29,7 @@ class AppState:
     cfg: Config
     store: Store
     supervisor: FlowSupervisor
+    recheck: Callable[[], None] = lambda: None  # ask for a store integrity check soon
 
 
 async def get_app_state(request: Request) -> AppState:

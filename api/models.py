@@ -150,6 +150,9 @@ class StatusResponse(BaseModel):
     trades_total: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     reconnects: int
     malformed_messages: int = Field(description="Rejected messages kept in the store")
+    rejects_dropped: int = Field(
+        0, description="Rejects dropped, oldest first, to keep the store's `store.rejects_max_rows`"
+    )
     gaps_open: int
     gaps_total: int
     status_time: str | None = Field(description="When the flow last wrote its status")
@@ -205,9 +208,14 @@ class UploadRejectedResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="`degraded` (HTTP 503): the store failed its check")
+    problem: str | None = Field(None, description="What is wrong with the store, naming it")
     store: str
     schema_version: int | None
+    checked_time: str | None = Field(None, description="When the store's integrity was last checked")
+    rejects_dropped: int | None = Field(
+        None, description="Rejects dropped, oldest first, to keep `store.rejects_max_rows`"
+    )
     time: str
 
 

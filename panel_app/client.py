@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ticklens.config import load_config
+from ticklens.config import TOKEN_ENV, load_config
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -66,6 +66,17 @@ def api_url() -> str:
         return "http://127.0.0.1:8000"
 
 
+def api_token() -> str | None:
+    """The API's token: TICKLENS_API_TOKEN if set, else api.token of the active config (None: none)."""
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return env
+    try:
+        return load_config().api.bearer_token()
+    except Exception:  # no config file: no token
+        return None
+
+
 def to_time(ms: Any) -> Any:
     """Epoch ms → naive UTC datetime64 (what Bokeh's datetime axis expects)."""
     return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms")
@@ -77,11 +88,13 @@ class Api:
 
     base_url: str = field(default_factory=api_url)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    token: str | None = field(default_factory=api_token, repr=False)  # sent as a bearer token
     _http: httpx.Client = field(init=False, repr=False)
     last_error: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s, headers=headers)
 
     # --- plumbing ---------------------------------------------------------------
 

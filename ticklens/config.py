@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,6 +30,10 @@ from ticklens.domain.timeframes import TIMEFRAME_MS, TIMEFRAMES, Timeframe
 BINANCE_WS_URL = "wss://fstream.binance.com/market/stream"
 BINANCE_REST_URL = "https://fapi.binance.com"
 DEFAULT_CONFIG = "pipeline.yaml"
+TOKEN_ENV = "TICKLENS_API_TOKEN"
+DASHBOARD_PASSWORD_ENV = "TICKLENS_DASHBOARD_PASSWORD"
+MIN_SECRET = 16  # characters of an API token
+_SECRET_FIELDS = ("token", "password")  # never shown in an error message
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?").fullmatch
 
 
@@ -190,16 +195,52 @@ class StatsConfig(_Model):
     timeframes: list[Timeframe] = Field(default_factory=lambda: ["1m", "5m"])
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
 class ApiConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Only the dashboard's origin may call the API from a browser.
     cors_origins: list[str] = Field(default_factory=list)
+    # When set (here or, taking precedence, in TICKLENS_API_TOKEN), every request but the OpenAPI
+    # page needs `Authorization: Bearer <token>`. Required to bind a non-loopback address.
+    token: Annotated[SecretStr, Field(min_length=MIN_SECRET)] | None = None
+
+    def bearer_token(self) -> str | None:
+        """The token the API requires (TICKLENS_API_TOKEN, else api.token), or None."""
+        env = os.environ.get(TOKEN_ENV, "")
+        if env:
+            return env
+        return self.token.get_secret_value() if self.token else None
+
+
+class DashboardAuth(_Model):
+    """Panel's login page in front of the dashboard (`panel serve --basic-auth`)."""
+
+    user: str = Field("ticklens", min_length=1, max_length=100, pattern=r"^[^\s:]+$")
+    # Or in TICKLENS_DASHBOARD_PASSWORD (which takes precedence).
+    password: Annotated[SecretStr, Field(min_length=8)] | None = None
+
+    def secret(self) -> str | None:
+        env = os.environ.get(DASHBOARD_PASSWORD_ENV, "")
+        if env:
+            return env
+        return self.password.get_secret_value() if self.password else None
 
 
 class DashboardConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(5006, ge=1, le=65535)
+    auth: DashboardAuth | None = None
 
 
 class FeedConfig(_Model):
@@ -304,6 +345,34 @@ class Config(_Model):
                     raise ValueError(f"correlation.symbols: {s!r} is not in symbols {self.symbols}")
         return self
 
+    @model_validator(mode="after")
+    def _exposure(self) -> Config:
+        """Nothing listens beyond this machine without a token (and, for the dashboard, a login)."""
+        env = os.environ.get(TOKEN_ENV, "")
+        if env and len(env) < MIN_SECRET:
+            raise ValueError(f"{TOKEN_ENV} must be at least {MIN_SECRET} characters")
+        token = self.api.bearer_token()
+        need = f"set api.token or {TOKEN_ENV} (at least {MIN_SECRET} characters) or bind 127.0.0.1"
+        for name, host in (("api", self.api.host), ("dashboard", self.dashboard.host)):
+            if not is_loopback(host) and not token:
+                raise ValueError(
+                    f"{name}.host {host!r} is not a loopback address and the API has no token: {need};"
+                    f" refusing to expose ticklens without one"
+                )
+        if not is_loopback(self.dashboard.host) and not (self.dashboard.auth and self.dashboard.auth.secret()):
+            raise ValueError(
+                f"dashboard.host {self.dashboard.host!r} is not a loopback address: set dashboard.auth"
+                f" (user, and password or {DASHBOARD_PASSWORD_ENV}) so the dashboard asks for a login"
+            )
+        if self.dashboard.auth and not self.dashboard.auth.secret():
+            raise ValueError(f"dashboard.auth needs a password (dashboard.auth.password or {DASHBOARD_PASSWORD_ENV})")
+        if not is_loopback(self.feed.host):
+            raise ValueError(
+                f"feed.host {self.feed.host!r} is not a loopback address: the local feed has no token check"
+                f" and binds 127.0.0.1 only (a token in {TOKEN_ENV} guards the API, not the feed)"
+            )
+        return self
+
     def pair_timeframes(self, pair: PairConfig) -> list[str]:
         """A pair's timeframes that the flow bars (others have no bars to align)."""
         return [tf for tf in pair.timeframes if tf in self.timeframes]
@@ -329,12 +398,26 @@ class Config(_Model):
         return data
 
 
+def _redact(value: Any) -> Any:
+    """A value to show in an error, with tokens and passwords inside it hidden."""
+    if isinstance(value, dict):
+        return {k: "(hidden)" if k in _SECRET_FIELDS else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
 def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        value = e.get("input")
-        lines.append(f"  {loc}: {e['msg']} (got {value!r})")
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a check across fields: its message names them (the input is the whole file)
+            lines.append(f"  {msg}")
+            continue
+        loc = ".".join(str(p) for p in e["loc"])
+        secret = any(str(p) in _SECRET_FIELDS for p in e["loc"])
+        got = "(hidden)" if secret else repr(_redact(e.get("input")))
+        lines.append(f"  {loc}: {msg} (got {got})")
     return "invalid configuration:\n" + "\n".join(lines)
 
 

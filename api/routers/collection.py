@@ -88,6 +88,7 @@ def status(store: Reader, state: State) -> StatusResponse:
         trades_total=flow.get("trades_total", 0),
         reconnects=sum(int(f.get("reconnects", 0)) for f in feeds.values()),
         malformed_messages=store.reject_count(),
+        rejects_dropped=store.rejects_dropped(),
         gaps_open=sum(o for o, _ in gaps.values()),
         gaps_total=sum(t for _, t in gaps.values()),
         status_time=iso_ms(flow_updated) if flow_updated else None,

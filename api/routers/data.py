@@ -13,6 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Reader, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
+from api.streaming import guarded, prefetched
 from storage.port import Store
 from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import now_ms
@@ -128,19 +129,17 @@ def export(
     """Every bar (or trade) in [start, end), oldest first, streamed in chunks; timestamps in UTC."""
     status = require_symbol(state, reader, symbol)
     frames = _chunks(state.store, kind, symbol, timeframe, *time_range, empty=status != "ok")
+    what = f"export of {symbol} {timeframe + ' bars' if kind == 'ohlc' else 'ticks'}"
     name = f"{symbol}-{timeframe if kind == 'ohlc' else 'ticks'}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Ticklens-Status": status}
     if format == "csv":
-        return StreamingResponse(_csv_stream(frames), media_type="text/csv", headers=headers)
+        # The first chunk before the status line (a store that cannot be read is a 503); a failure
+        # after it aborts the connection (api/streaming.py).
+        body = guarded(prefetched(_csv_stream(frames)), what, state.recheck)
+        return StreamingResponse(body, media_type="text/csv", headers=headers)
     # Parquet needs its footer before it can be read, so the file is built before the first byte.
-    body = _parquet_stream(frames)
-    first = next(body, b"")
-    return StreamingResponse(_prepend(first, body), media_type="application/vnd.apache.parquet", headers=headers)
-
-
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+    body = guarded(prefetched(_parquet_stream(frames)), what, state.recheck)
+    return StreamingResponse(body, media_type="application/vnd.apache.parquet", headers=headers)
 
 
 @router.post(
