@@ -149,6 +149,9 @@ class StatusResponse(BaseModel):
     trades_per_s: float = Field(description="Ingest rate of the flow at its last status write")
     trades_total: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     reconnects: int
+    connects_per_min: int = Field(
+        0, description="Connection attempts in the last minute, all feeds (capped by source.max_connects_per_minute)"
+    )
     malformed_messages: int = Field(description="Rejected messages kept in the store")
     rejects_dropped: int = Field(
         0, description="Rejects dropped, oldest first, to keep the store's `store.rejects_max_rows`"

@@ -122,6 +122,16 @@ def test_connects_per_minute_are_capped_whatever_the_backoff(tmp_path: Path, ser
         assert server.stats()["connections"] == 5
         wait_for(lambda: feed_status(db).get("connects_per_min") == 5, 5, "the count in the status row", flow)
         assert flow.alive()
+        # Exported: the API's status and /metrics carry the same count.
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from tests.api_support import api_server
+
+        with api_server(cfg, tmp_path / "api.log") as api:
+            assert api.client.get("/api/v1/status").json()["connects_per_min"] == 5
+            families = {f.name: f for f in text_string_to_metric_families(api.client.get("/metrics").text)}
+            assert [s.value for s in families["ticklens_connects_per_minute"].samples] == [5]
+        assert server.stats()["connections"] == 5
     finally:
         code = flow.stop()
     assert code == 0, flow.stderr()

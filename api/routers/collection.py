@@ -87,6 +87,7 @@ def status(store: Reader, state: State) -> StatusResponse:
         trades_per_s=flow.get("trades_per_s", 0.0) if fs.running else 0.0,
         trades_total=flow.get("trades_total", 0),
         reconnects=sum(int(f.get("reconnects", 0)) for f in feeds.values()),
+        connects_per_min=sum(int(f.get("connects_per_min", 0)) for f in feeds.values()) if fs.running else 0,
         malformed_messages=store.reject_count(),
         rejects_dropped=store.rejects_dropped(),
         gaps_open=sum(o for o, _ in gaps.values()),

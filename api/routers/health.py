@@ -135,6 +135,12 @@ def _store_metrics(m: _Exposition, store: StoreReader, state: AppState) -> None:
         [({"source": k}, v.get("reconnects", 0)) for k, v in sorted(feeds.items())],
     )
     m.metric(
+        "ticklens_connects_per_minute",
+        "gauge",
+        "Connection attempts in the last minute at the flow's last status write (capped by source.max_connects_per_minute)",
+        [({"source": k}, v.get("connects_per_min", 0)) for k, v in sorted(feeds.items())],
+    )
+    m.metric(
         "ticklens_gaps_open",
         "gauge",
         "Trade-id gaps not (yet) filled",
