@@ -125,12 +125,35 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         app.include_router(r.router, prefix=API_V1)
     app.include_router(health.root)
     app.include_router(compat.router)
-    _declare_bearer(app)
+    _finish_schema(app)
     return app
 
 
-def _declare_bearer(app: FastAPI) -> None:
-    """The OpenAPI page offers the token (Authorize); each operation takes it or nothing, as configured."""
+# OpenAPI links: the id a create answers with is the path parameter of the rule's own
+# operations (clients and schemathesis' stateful tests follow them).
+_LINKS = {
+    (f"{API_V1}/alerts", "post", "201"): ("#/id", f"{API_V1}/alerts/{{alert_id}}", ("get", "patch", "delete")),
+    ("/api/alerts", "post", "200"): ("#/alert_id", "/api/alerts/{alert_id}", ("delete",)),
+}
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    paths = schema["paths"]
+    for (path, method, code), (pointer, target, methods) in _LINKS.items():
+        links = {}
+        for m in methods:
+            op = paths[target][m]
+            links[f"{m}_{op['operationId']}"] = {
+                "operationId": op["operationId"],
+                "parameters": {"alert_id": f"$response.body{pointer}"},
+                "description": f"{m.upper()} {target} of the rule just created",
+            }
+        paths[path][method]["responses"][code]["links"] = links
+
+
+def _finish_schema(app: FastAPI) -> None:
+    """The OpenAPI page offers the token (Authorize); each operation takes it or nothing, as
+    configured; creates link to the created rule's operations."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -140,6 +163,7 @@ def _declare_bearer(app: FastAPI) -> None:
                 "bearer": {"type": "http", "scheme": "bearer", "description": "api.token or TICKLENS_API_TOKEN"}
             }
             schema["security"] = [{}, {"bearer": []}]  # {}: none needed when no token is configured
+            _add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -3,7 +3,7 @@
 A request may carry NaN or ±Infinity (Python's JSON reader takes `NaN`, `Infinity`
 and `1e400`); FastAPI's own handlers echo the input into the 422 body, which strict
 JSON cannot hold, and the answer became a 500. These handlers replace every
-non-finite number in an error body with null.
+non-finite number in an error body with null (and write integers orjson cannot hold as text).
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from storage.port import Store, StoreUnavailable
 
 
 def finite(value: Any) -> Any:
-    """`value` with every NaN and infinity inside it (dicts, lists, tuples) replaced by None."""
+    """`value` with every NaN and infinity inside it (dicts, lists, tuples) replaced by None, and
+    integers beyond 64 bits (which orjson cannot write) by their decimal text."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)
     if isinstance(value, dict):
         return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
