@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, Store, StoreBatch
+from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, Store, StoreBatch, StoreHealth, StoreUnavailable
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import rule_from_payload
 from ticklens.domain.bars import Bar, aggregate
@@ -247,6 +247,45 @@ def test_rejects_are_not_capped_without_a_cap(store: Store) -> None:
     _write(store, rejects=_rejects("a", 1_500, T0))
     with store.reader() as r:
         assert (r.reject_count(), r.rejects_dropped()) == (1_500, 0)
+
+
+def test_writers_of_several_workers_trimming_at_once_count_each_dropped_reject_once(store: Store) -> None:
+    store.rejects_max_rows = 1_000
+    writers = [store.writer(), store.writer()]  # a per-worker sink: one writer each, interleaved
+    sent = 0
+    try:
+        for b in range(8):
+            w = writers[b % 2]
+            batch = _rejects(f"w{b % 2}b{b}", 400, T0 + b * 10_000)
+            w.write(w.prepare(StoreBatch(rejects=batch)))
+            sent += len(batch)
+    finally:
+        for w in writers:
+            w.close()
+    with store.reader() as r:
+        kept, dropped = r.reject_count(), r.rejects_dropped()
+        newest = [k[1] for k in r.rejects(2)]
+    assert kept <= 1_000 and kept + dropped == sent == 3_200
+    assert newest == ["w1b7 398", "w1b7 399"]
+
+
+def test_a_check_that_found_damage_refuses_readers_rules_and_uploads_naming_it(store: Store) -> None:
+    _write(store, rejects=_rejects("a", 3, T0))
+    healthy = store.check()
+    assert healthy.ok and healthy.problem is None and healthy.checked_ms is not None
+    assert store.last_check == healthy
+    with store.reader() as r:
+        h = r.health()
+        assert h.ok and h.checked_ms == healthy.checked_ms and h.schema_version == healthy.schema_version
+    problem = f"store {healthy.location} failed its integrity check (test)"
+    store.last_check = StoreHealth(ok=False, problem=problem, location=healthy.location, schema_version=None)
+    bar = UploadedBar("btcusdt", "1m", T0, 1.0, 1.0, 1.0, 1.0, 1.0, None, None, None, None)
+    for call in (lambda: store.reader().__enter__(), store.rules, lambda: store.upload_bars([bar], False, T0)):
+        with pytest.raises(StoreUnavailable, match="failed its integrity check"):
+            call()
+    assert store.check().ok  # the store itself is intact: the next check clears it
+    with store.reader() as r:
+        assert r.reject_count() == 3
 
 
 def test_status_documents_round_trip_and_replace(store: Store) -> None:
