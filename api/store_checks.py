@@ -3,7 +3,9 @@
 `Store.check()` (SQLite: `PRAGMA quick_check`) reads the whole store, so it runs in a
 worker thread: the API answers while it runs. Its answer is kept on the store, which
 then refuses readers while it names a problem (503 naming it; /health says degraded).
-A read that fails with a driver error asks for a check at once (`soon`).
+A read that fails with a driver error asks for a check at once (`soon`); while degraded,
+checks come every minute at least, so a store repaired in place is served again. A check
+that cannot run (PostgreSQL unreachable) changes nothing: the reads' own 503s say so.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from storage.port import Store
 
 SOON_GAP_S = 5.0  # a check asked for by failing reads waits this long after the last one began
+DEGRADED_EVERY_S = 60.0  # while a check fails, the next comes this soon (a store restored from a backup)
 
 
 class StoreChecks:
@@ -58,6 +61,8 @@ class StoreChecks:
                     )
             self._wake.clear()
             timeout = self.interval_s or None
+            if self.store.last_check is not None and not self.store.last_check.ok:
+                timeout = min(timeout or DEGRADED_EVERY_S, DEGRADED_EVERY_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
                 await asyncio.sleep(max(0.0, began + SOON_GAP_S - loop.time()))  # woken: not in a storm

@@ -530,6 +530,11 @@ def test_corruption_after_start_is_found_by_the_scheduled_check(filled: Path, tm
         corrupt_pages(db, "ticks", 0.3)
         wait_until(lambda: c.get("/api/v1/health").status_code == 503, 30, "the scheduled check to find it")
         assert c.get("/api/v1/ohlc/btcusdt?limit=5").status_code == 503
+        # Restored in place from a good copy: the next check clears it, reads are served again.
+        copy_store(filled, tmp_path)
+        wait_until(lambda: c.get("/api/v1/health").status_code == 200, 30, "a check to pass again")
+        r = c.get("/api/v1/ohlc/btcusdt?limit=5")
+        assert r.status_code == 200 and len(r.json()["bars"]) == 5, r.text[:300]
 
 
 def test_an_export_that_fails_mid_stream_ends_as_an_error_the_client_sees(filled: Path, tmp_path: Path) -> None:
