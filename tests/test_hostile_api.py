@@ -23,6 +23,8 @@ import yaml
 from api_support import ApiServer, api_server, free_port, rows, wait_until
 from flow_support import BTC_2020, ROOT, run_flow, write_config
 
+from ticklens.domain.times import iso_ms, now_ms
+
 EVIL = "http://evil.example"
 RULE = {"name": "btc above", "metric": "price", "symbol": "btcusdt", "operator": ">", "threshold": 20_000}
 CSV_HEAD = "symbol,timeframe,timestamp,open,high,low,close,volume"
@@ -552,3 +554,38 @@ def test_an_export_that_fails_mid_stream_ends_as_an_error_the_client_sees(filled
         assert received > 1_000_000  # the first chunks arrived: it failed mid-stream
     log = (tmp_path / "uvicorn.log").read_text()
     assert "export of btcusdt ticks failed mid-stream" in log and "malformed" in log, log[-3000:]
+
+
+def test_a_flow_started_through_the_api_gets_the_secrets_by_environment_not_in_its_file(
+    filled: Path, tmp_path: Path
+) -> None:
+    db = copy_store(filled, tmp_path)
+    token, password = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
+    cfg = api_config(tmp_path, db, api={"token": token}, dashboard={"auth": {"user": "ops", "password": password}})
+    with api_server(cfg, tmp_path / "uvicorn.log", ready=(200, 401)) as api:
+        auth = {"Authorization": f"Bearer {token}"}
+        before = iso_ms(now_ms())
+        r = httpx.post(f"{api.url}/api/v1/start", json={"symbols": ["btcusdt"]}, headers=auth, timeout=30)
+        assert r.status_code == 200 and r.json()["changed"], r.text
+        try:
+            derived = db.with_name(db.stem + ".flow.yaml")
+            text = derived.read_text()
+            assert token not in text and password not in text and "*****" not in text
+            assert yaml.safe_load(text)["dashboard"]["auth"] == {"user": "ops"}
+            # The child loads that file (its dashboard.auth needs the password, which only its
+            # environment holds) and runs: it writes a status of its own.
+            status = wait_until(
+                lambda: (
+                    (s := httpx.get(f"{api.url}/api/v1/status", headers=auth, timeout=30).json())["running"]
+                    and (s["status_time"] or "") > before
+                    and s
+                ),
+                60,
+                "the started flow to write its status",
+            )
+            assert status["started_by"] == "api"
+        finally:
+            stop = httpx.post(f"{api.url}/api/v1/stop", headers=auth, timeout=60)
+            assert stop.status_code == 200, stop.text
+    log = (tmp_path / "uvicorn.log").read_text() + db.with_name(db.stem + ".flow.log").read_text()
+    assert token not in log and password not in log
