@@ -5,10 +5,12 @@ cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import ticklens, pytest, schemathesis, playwright" 2>/dev/null || [ pyproject.toml -nt .venv/.installed-test ]; then
+if ! .venv/bin/python -c "import ticklens, pytest, schemathesis, playwright, importlinter, mypy" 2>/dev/null || [ pyproject.toml -nt .venv/.installed-test ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
   touch .venv/.installed-test
 fi
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache   # the layers (pyproject.toml [tool.importlinter], docs/architecture.md)
+.venv/bin/mypy                      # strict types over the domain and the store interface
 exec .venv/bin/python -m pytest "$@"

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ticklens.domain.symbols import normalise_symbol
+from ticklens.domain.timeframes import Timeframe
 
 DataStatus = Literal["ok", "no_data"]
 DATA_STATUS_DOC = "`ok`, or `no_data`: the symbol is configured but nothing is stored yet (the list is empty)"
@@ -52,7 +53,7 @@ class Bar(BaseModel):
 
 class OhlcResponse(BaseModel):
     symbol: str
-    timeframe: Literal["1s", "1m", "5m"]
+    timeframe: Timeframe
     status: DataStatus = Field(description=DATA_STATUS_DOC)
     count: int
     bars: list[Bar] = Field(description="Oldest first; the newest may be in progress")
@@ -80,7 +81,7 @@ class StatsResponse(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     symbol: str
-    timeframe: Literal["1s", "1m", "5m"]
+    timeframe: Timeframe
     window: int = Field(description="Bars asked for")
     status: DataStatus = Field(description=DATA_STATUS_DOC)
     count: int = Field(description="Bars found (≤ window)")
@@ -98,6 +99,28 @@ class StatsResponse(BaseModel):
         None, description="√Σ r², r the bar-to-bar log returns of the closes (not annualised)"
     )
     in_progress_included: bool = Field(False, description="The newest bar is still open")
+
+
+class RollingStatsRow(BaseModel):
+    time: str = Field(description="Bar start, ISO-8601 UTC")
+    ts_ms: int
+    close: float
+    volume: float
+    log_return: float | None = Field(None, description="log(close / previous aligned close)")
+    mean: float | None = Field(None, description="Mean close over the window")
+    std: float | None = Field(None, description="Sample standard deviation of the closes (ddof=1)")
+    vwap: float | None = Field(None, description="Σ quote volume / Σ volume over the window")
+    roll_volume: float | None = Field(None, description="Σ volume over the window")
+    realised_vol: float | None = Field(None, description="√Σ r² of the window's log returns (not annualised)")
+
+
+class RollingStatsResponse(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    window: int = Field(description="`stats.window`: aligned bars per value")
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    rows: list[RollingStatsRow]
 
 
 class SymbolStatus(BaseModel):
@@ -185,3 +208,130 @@ class Health(BaseModel):
     store: str
     schema_version: int | None
     time: str
+
+
+# --- analytics and data quality (documented shapes; the routers build them from rows) ---------
+
+
+class CorrPoint(BaseModel):
+    start_ms: int
+    time: str
+    corr: float | None = Field(description="Pearson correlation of log returns over the window; null until full")
+
+
+class CorrMatrixOut(BaseModel):
+    symbols: list[str]
+    values: list[list[float | None]] = Field(description="values[i][j]: correlation of symbols i and j")
+
+
+class CorrelationResponse(BaseModel):
+    symbols: list[str]
+    timeframe: Timeframe
+    window: int
+    as_of: str | None = Field(description="Newest bar of the series")
+    series: dict[str, list[CorrPoint]] = Field(description="Per pair `a-b`, oldest first")
+    matrix: CorrMatrixOut
+    source: Literal["store", "computed"] = Field(description="The flow's stored rows, or computed from bars")
+
+
+class CointOut(BaseModel):
+    pair: str
+    as_of: str | None = None
+    as_of_ms: int | None = None
+    hedge_ratio: float | None = None
+    intercept: float | None = None
+    correlation: float | None = None
+    adf_stat: float | None = None
+    adf_pvalue: float | None = Field(None, description="Plain ADF p-value (MacKinnon, no constant): reference only")
+    eg_pvalue: float | None = Field(None, description="Engle-Granger cointegration p-value (MacKinnon N=2)")
+    crit: dict[str, float] | None = Field(None, description="Engle-Granger critical values at 1 %, 5 %, 10 %")
+    half_life: float | None = Field(None, description="Bars; null when the spread does not revert")
+    lags: int | None = None
+    nobs: int | None = None
+    note: str | None = None
+
+
+class ScreenResponse(BaseModel):
+    timeframe: Timeframe
+    window: int
+    pairs: list[CointOut] = Field(description="Every pair, lowest Engle-Granger p-value first")
+
+
+class AdfResponse(BaseModel):
+    pair: str
+    timeframe: Timeframe
+    window: int
+    result: CointOut | None = Field(description="null: fewer than window + 1 aligned bars")
+
+
+class BacktestTrade(BaseModel):
+    side: Literal["long_spread", "short_spread"]
+    entry: str
+    entry_ms: int
+    exit: str | None
+    exit_ms: int | None
+    entry_z: float
+    exit_z: float | None
+    hedge_ratio: float
+    entry_prices: list[float]
+    exit_prices: list[float]
+    pnl: float
+    fees: float
+    open: bool = Field(description="Still open at the last bar (marked there)")
+
+
+class EquityPoint(BaseModel):
+    start_ms: int
+    time: str
+    equity: float
+
+
+class BacktestResponse(BaseModel):
+    pair: str
+    timeframe: Timeframe
+    window: int
+    entry_z: float
+    exit_z: float
+    fee_bps: float
+    bars: int
+    total_pnl: float
+    mean_pnl: float | None
+    win_rate: float | None
+    sharpe: float | None
+    max_drawdown: float
+    trades: list[BacktestTrade]
+    curve: list[EquityPoint] = Field(description="Marked to market at each close (at most ~5,000 points)")
+    units: str
+
+
+class EmptyRunOut(BaseModel):
+    start: str
+    start_ms: int
+    end: str
+    end_ms: int
+    buckets: int
+    status: Literal["quiet", "unknown"] = Field(description="quiet: ids run on across it; unknown: a gap spans it")
+    last_id_before: int | None
+    first_id_after: int | None
+
+
+class GapOut(BaseModel):
+    from_id: int
+    to_id: int
+    after_ts_ms: int
+    detected_ms: int
+    filled_ms: int | None
+    status: Literal["open", "filled", "unfillable"]
+
+
+class ContinuityResponse(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    start: str | None = None
+    end: str | None = None
+    bars: int
+    empty: list[EmptyRunOut]
+    quiet_buckets: int = 0
+    unknown_buckets: int = 0
+    gaps: list[GapOut]

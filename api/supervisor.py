@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import yaml
 
 from storage.port import Store
 from ticklens.config import Config
+from ticklens.domain.times import now_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_MARKERS = ("flows.runner", "bytewax.run")
@@ -179,7 +179,7 @@ class FlowSupervisor:
         doc = {
             "pid": child.pid,
             "create_time": psutil.Process(child.pid).create_time(),
-            "started_ms": time.time_ns() // 1_000_000,
+            "started_ms": now_ms(),
             "symbols": symbols,
             "config": str(self.config_file),
         }

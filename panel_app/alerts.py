@@ -15,6 +15,7 @@ import param
 
 from panel_app.client import Api, ApiError
 from panel_app.page import Page
+from ticklens.domain.timeframes import TIMEFRAMES
 
 TRADE_METRICS = ["price", "trade_size"]
 BAR_METRICS = ["volume", "return", "volatility"]
@@ -60,7 +61,7 @@ class AlertsPage(Page):
     symbol = param.Selector(objects=[], label="Symbol")
     pair_a = param.Selector(objects=[], label="Pair: y")
     pair_b = param.Selector(objects=[], label="Pair: x")
-    timeframe = param.Selector(objects=["1s", "1m", "5m"], default="1m")
+    timeframe = param.Selector(objects=list(TIMEFRAMES), default="1m")
     operator = param.Selector(objects=OPERATORS, default=">")
     threshold = param.Number(default=0.0, label="Threshold")
     exit_threshold = param.String(default="", label="Exit threshold (optional)")

@@ -71,46 +71,6 @@ def to_time(ms: Any) -> Any:
     return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms")
 
 
-def downsample_minmax(df: pd.DataFrame, max_points: int, keep_last: int = 0) -> pd.DataFrame:
-    """OHLC bars merged into at most `max_points` buckets, keeping each bucket's extremes.
-
-    The fallback for a long range with no coarser stored bars (the API has no
-    `max_points` parameter): each bucket's wick still spans the true high and
-    low, its body the first open and the last close, its volume the sum.
-    The newest `keep_last` bars stay raw so live updates land on real bars.
-    `span_ms` is each row's width in time (for drawing); the bar length is taken
-    as the median spacing of the input.
-    """
-    n = len(df)
-    if max_points <= 0 or n <= max_points:
-        return df
-    head, tail = (df.iloc[: n - keep_last], df.iloc[n - keep_last :]) if keep_last else (df, df.iloc[:0])
-    budget = max(1, max_points - len(tail))
-    bucket = np.arange(len(head)) * budget // max(1, len(head))
-    out = (
-        head.assign(_b=bucket)
-        .groupby("_b", sort=True)
-        .agg(
-            start_ms=("start_ms", "first"),
-            end_ms=("start_ms", "last"),
-            open=("open", "first"),
-            high=("high", "max"),
-            low=("low", "min"),
-            close=("close", "last"),
-            volume=("volume", "sum"),
-            trades=("trades", "sum"),
-            in_progress=("in_progress", "last"),
-        )
-        .reset_index(drop=True)
-    )
-    step = int(np.median(np.diff(df["start_ms"].to_numpy()))) if n > 1 else 1
-    out["span_ms"] = (out.pop("end_ms") - out["start_ms"] + step).astype("int64")
-    tail = tail.assign(span_ms=step)
-    merged = pd.concat([out, tail[out.columns]], ignore_index=True)
-    merged["time"] = to_time(merged["start_ms"])
-    return merged
-
-
 @dataclass
 class Api:
     """One API base URL; a pooled httpx client with short timeouts."""
@@ -188,10 +148,14 @@ class Api:
         limit: int = 1000,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        max_points: int | None = None,
     ) -> pd.DataFrame:
-        """Bars oldest first, with `start_ms`, `time` (datetime64) and `in_progress`."""
-        out = self.get(f"/api/v1/ohlc/{symbol}", timeframe=timeframe, limit=limit, start=start_ms, end=end_ms)
-        return bars_frame(out)
+        """Bars oldest first, with `start_ms`, `time` (datetime64), `in_progress` and `span_ms`.
+
+        With `max_points` the API merges consecutive bars (extremes kept) so at most that many come back.
+        """
+        params = {"timeframe": timeframe, "limit": limit, "start": start_ms, "end": end_ms, "max_points": max_points}
+        return bars_frame(self.get(f"/api/v1/ohlc/{symbol}", **params))
 
     def ohlc_window(
         self, symbol: str, timeframe: str, bars: int, max_points: int, keep_raw: int
@@ -225,12 +189,15 @@ class Api:
                     raw = self.ohlc(symbol, timeframe, limit=keep_raw + c_ms // tf_ms, start_ms=boundary)
                     df = pd.concat([older.assign(span_ms=c_ms), raw.assign(span_ms=tf_ms)], ignore_index=True)
                     return df, f"{coarse} bars up to {len(raw)} {timeframe} bars (the stored {coarse} aggregates)"
-        df = self.ohlc(symbol, timeframe, limit=min(bars, 100_000))
-        shown = downsample_minmax(df.assign(span_ms=tf_ms), max_points, keep_last=keep_raw)
-        note = (
-            f"{len(df):,} {timeframe} bars drawn as {len(shown):,} (min/max per bucket)" if len(shown) < len(df) else ""
-        )
-        return shown, note
+        # The newest `keep_raw` bars stay raw (live updates land on real bars); the API thins the rest.
+        recent = self.ohlc(symbol, timeframe, limit=keep_raw)
+        end = int(recent["start_ms"].iloc[0]) if len(recent) else None
+        older_n = max(0, min(bars, 100_000) - len(recent))
+        budget = max(10, max_points - len(recent))
+        older = self.ohlc(symbol, timeframe, limit=older_n, end_ms=end, max_points=budget) if older_n else recent[:0]
+        shown = pd.concat([older, recent], ignore_index=True) if len(older) else recent
+        thinned = len(older) and int(older["span_ms"].max()) > tf_ms
+        return shown, (f"older {timeframe} bars drawn as {len(older):,} (min/max per bucket)" if thinned else "")
 
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
@@ -315,6 +282,8 @@ def bars_frame(payload: Any) -> pd.DataFrame:
         df = pd.DataFrame({c: pd.Series(dtype="float64") for c in OHLC_COLUMNS})
     if "ts_ms" in df:
         df = df.rename(columns={"ts_ms": "start_ms"})
+    if "span_ms" not in df:
+        df["span_ms"] = pd.Series(dtype="int64")
     df["start_ms"] = df["start_ms"].astype("int64")
     df["in_progress"] = df["in_progress"].astype(bool)
     df["time"] = to_time(df["start_ms"])

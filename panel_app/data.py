@@ -16,6 +16,7 @@ import param
 
 from panel_app.client import Api, ApiError
 from panel_app.page import Page, card
+from ticklens.domain.timeframes import TIMEFRAMES
 from ticklens.domain.times import iso_ms, parse_time
 
 ERROR_COLUMNS = ["row", "line", "errors"]
@@ -56,7 +57,7 @@ class DataPage(Page):
     extra = param.String(default="", label="More symbols (comma-separated)")
     symbol = param.Selector(objects=[], label="Symbol")
     kind = param.Selector(objects=["ohlc", "ticks"], default="ohlc", label="What")
-    timeframe = param.Selector(objects=["1s", "1m", "5m"], default="1m")
+    timeframe = param.Selector(objects=list(TIMEFRAMES), default="1m")
     fmt = param.Selector(objects=["csv", "parquet"], default="csv", label="Format")
     start = param.String(default="", label="From (ISO-8601 UTC, inclusive)")
     end = param.String(default="", label="To (exclusive; empty = now)")

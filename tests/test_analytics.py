@@ -328,29 +328,33 @@ def test_flow_pair_stats_equal_the_batch_computation_on_stored_bars(flow_store: 
     assert got["zscore"].drop_nulls().len() > 100
 
 
+def _rolling_ref(db: Path, s: str) -> pl.DataFrame:
+    """Per-bar rolling statistics of aligned 1s bars, in polars (no ticklens code)."""
+    rows = query(
+        db,
+        "SELECT start_ms, close, volume, quote_volume FROM bars WHERE symbol=? AND timeframe='1s' ORDER BY start_ms",
+        (s,),
+    )
+    bars = pl.DataFrame(rows, schema=["start_ms", "close", "volume", "quote_volume"], orient="row")
+    lo, hi = int(bars["start_ms"].min()), int(bars["start_ms"].max())
+    return (
+        pl.DataFrame({"start_ms": pl.int_range(lo, hi + 1000, 1000, eager=True)})
+        .join(bars, on="start_ms", how="left")
+        .with_columns(pl.col("close").forward_fill(), pl.col("volume", "quote_volume").fill_null(0.0))
+        .with_columns(r=pl.col("close").log().diff())
+        .with_columns(
+            mean=pl.col("close").rolling_mean(STATS_W),
+            std=pl.col("close").rolling_std(STATS_W),
+            vwap=pl.col("quote_volume").rolling_sum(STATS_W) / pl.col("volume").rolling_sum(STATS_W),
+            vol=pl.col("volume").rolling_sum(STATS_W),
+            rv=(pl.col("r") ** 2).rolling_sum(STATS_W).sqrt(),
+        )
+    )
+
+
 def test_flow_symbol_stats_match_polars_rolling(flow_store: Path) -> None:
-    grid, closes, vols = oracle_aligned(flow_store)
     for s in ("btcusdt", "ethusdt"):
-        rows = query(
-            flow_store,
-            "SELECT start_ms, close, volume, quote_volume FROM bars WHERE symbol=? AND timeframe='1s' ORDER BY start_ms",
-            (s,),
-        )
-        bars = pl.DataFrame(rows, schema=["start_ms", "close", "volume", "quote_volume"], orient="row")
-        lo, hi = int(bars["start_ms"].min()), int(bars["start_ms"].max())
-        ref = (
-            pl.DataFrame({"start_ms": pl.int_range(lo, hi + 1000, 1000, eager=True)})
-            .join(bars, on="start_ms", how="left")
-            .with_columns(pl.col("close").forward_fill(), pl.col("volume", "quote_volume").fill_null(0.0))
-            .with_columns(r=pl.col("close").log().diff())
-            .with_columns(
-                mean=pl.col("close").rolling_mean(STATS_W),
-                std=pl.col("close").rolling_std(STATS_W),
-                vwap=pl.col("quote_volume").rolling_sum(STATS_W) / pl.col("volume").rolling_sum(STATS_W),
-                vol=pl.col("volume").rolling_sum(STATS_W),
-                rv=(pl.col("r") ** 2).rolling_sum(STATS_W).sqrt(),
-            )
-        )
+        ref = _rolling_ref(flow_store, s)
         got = pl.DataFrame(
             query(
                 flow_store,
@@ -542,6 +546,32 @@ def test_api_correlation_series_and_matrix(api: httpx.Client, real) -> None:
     close(series[-1]["corr"], ref, scale=1.0)
     assert body["matrix"]["values"][0][0] == 1.0
     close(body["matrix"]["values"][0][1], ref, scale=1.0)
+
+
+def test_api_correlation_at_the_configured_window_is_the_flows_stored_series(api: httpx.Client, real) -> None:
+    grid, y, x = real
+    params = {"symbols": "btcusdt,ethusdt", "timeframe": "1s", "window": CORR_W, "limit": 5000}
+    stored = api.get("/api/v1/correlation", params=params).json()
+    computed = api.get("/api/v1/correlation", params={**params, "source": "computed"}).json()
+    assert stored["source"] == "store" and computed["source"] == "computed"
+    ry, rx = np.diff(np.log(y)), np.diff(np.log(x))
+    ref = {int(grid[i]): np.corrcoef(ry[i - CORR_W : i], rx[i - CORR_W : i])[0, 1] for i in range(CORR_W, len(grid))}
+    got = {r["start_ms"]: r["corr"] for r in stored["series"]["btcusdt-ethusdt"] if r["corr"] is not None}
+    assert len(got) == len(ref) > 300
+    close([got[t] for t in ref], list(ref.values()), scale=1.0)
+    again = {r["start_ms"]: r["corr"] for r in computed["series"]["btcusdt-ethusdt"] if r["corr"] is not None}
+    close([again[t] for t in ref], list(ref.values()), scale=1.0)
+    close(stored["matrix"]["values"][0][1], ref[max(ref)], scale=1.0)
+
+
+def test_api_rolling_stats_are_the_flows_per_bar_statistics(api: httpx.Client, flow_store: Path) -> None:
+    ref = _rolling_ref(flow_store, "ethusdt").filter(pl.col("std").is_not_null()).tail(100)
+    body = api.get("/api/v1/stats/ethusdt/rolling", params={"timeframe": "1s", "limit": 100}).json()
+    assert body["window"] == STATS_W and body["count"] == 100
+    assert [r["ts_ms"] for r in body["rows"]] == ref["start_ms"].to_list()
+    for col, name in (("mean", "mean"), ("vwap", "vwap"), ("vol", "roll_volume"), ("rv", "realised_vol")):
+        close([r[name] for r in body["rows"]], ref[col].to_numpy(), rtol=1e-8, scale=float(ref[col].abs().max()) * 1e-3)
+    close([r["std"] for r in body["rows"]], ref["std"].to_numpy(), rtol=1e-6, scale=1e-6)
 
 
 def test_api_backtest_reports_trades_and_risk(api: httpx.Client) -> None:

@@ -12,9 +12,11 @@ import polars as pl
 import pytest
 
 from panel_app.alerts import METRICS, OPERATORS, AlertsPage
-from panel_app.client import Api, downsample_minmax, to_time
+from panel_app.client import Api, to_time
 from panel_app.market import candle_columns
+from storage.port import BAR_OUT_COLUMNS
 from ticklens.domain.alerts.rules import AlertRule, Metric, Operator
+from ticklens.domain.stats.thinning import thin_bars
 
 
 def _bars(n: int, seed: int = 3) -> pd.DataFrame:
@@ -39,19 +41,29 @@ def _bars(n: int, seed: int = 3) -> pd.DataFrame:
     )
 
 
-def test_thinning_keeps_extremes_volume_and_the_newest_bars_raw() -> None:
-    df = _bars(20_000)
-    out = downsample_minmax(df, 1500, keep_last=300)
-    assert len(out) <= 1500
-    # The newest 300 are the input rows, unchanged.
-    pd.testing.assert_frame_equal(
-        out.tail(300)[["start_ms", "open", "high", "low", "close"]].reset_index(drop=True),
-        df.tail(300)[["start_ms", "open", "high", "low", "close"]].reset_index(drop=True),
+def _rows(df: pd.DataFrame) -> list[tuple]:
+    """The frame as store rows (BAR_OUT_COLUMNS), as the API's reader returns them."""
+    full = df.assign(
+        quote_volume=df["volume"] * df["close"],
+        taker_buy_volume=df["volume"] / 2,
+        vwap=df["close"],
+        closed=(~df["in_progress"]).astype(int),
+        revision=0,
+        origin="flow",
     )
+    return list(full[list(BAR_OUT_COLUMNS)].itertuples(index=False, name=None))
+
+
+def test_the_apis_thinning_keeps_extremes_and_volume_of_every_bucket() -> None:
+    """What `/api/v1/ohlc?max_points` serves the dashboard's long ranges (the dashboard thins nothing)."""
+    df = _bars(20_000)
+    rows, spans = thin_bars(_rows(df), BAR_OUT_COLUMNS, 1500, 1000)
+    out = pd.DataFrame(rows, columns=list(BAR_OUT_COLUMNS))
+    assert len(out) <= 1500 and len(spans) == len(out)
     # Oracle: every thinned row is the OHLCV of the input rows in [its start, next row's start).
     src = pl.from_pandas(df[["start_ms", "open", "high", "low", "close", "volume"]])
     starts = out["start_ms"].tolist() + [int(df["start_ms"].iloc[-1]) + 1]
-    for i in range(0, len(out) - 300, 97):
+    for i in range(0, len(out), 97):
         part = src.filter((pl.col("start_ms") >= starts[i]) & (pl.col("start_ms") < starts[i + 1]))
         row = out.iloc[i]
         assert row["open"] == part["open"][0] and row["close"] == part["close"][-1]
@@ -63,7 +75,8 @@ def test_thinning_keeps_extremes_volume_and_the_newest_bars_raw() -> None:
 
 def test_short_ranges_are_drawn_bar_for_bar_one_timeframe_wide() -> None:
     df = _bars(500)
-    assert downsample_minmax(df, 1500, keep_last=300) is df
+    rows = _rows(df)
+    assert thin_bars(rows, BAR_OUT_COLUMNS, 1500, 1000) == (rows, [1000] * 500)
     cols = candle_columns(df, 1000)
     assert set(cols["width"].tolist()) == {700.0}  # gaps between bars stay gaps
     assert list(cols["state"][-2:]) == ["in progress", "in progress"]

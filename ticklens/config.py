@@ -25,7 +25,7 @@ from pydantic import (
 
 from ticklens.domain.stats.pair import PairParams
 from ticklens.domain.symbols import normalise_symbol
-from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
+from ticklens.domain.timeframes import TIMEFRAME_MS, TIMEFRAMES, Timeframe
 
 BINANCE_WS_URL = "wss://fstream.binance.com/market/stream"
 BINANCE_REST_URL = "https://fapi.binance.com"
@@ -270,7 +270,7 @@ class Config(_Model):
     symbols: list[str] = Field(min_length=1)
     source: SourceConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
-    timeframes: list[Timeframe] = Field(default_factory=lambda: ["1s", "1m", "5m"])
+    timeframes: list[Timeframe] = Field(default_factory=lambda: list(TIMEFRAMES))
     bars: BarsConfig = Field(default_factory=BarsConfig)
     pairs: list[PairConfig] = Field(default_factory=list)
     correlation: CorrelationConfig | None = None

@@ -19,6 +19,7 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import Limit, Reader, State, TimeRange, param_error, require_symbol
+from api.models import AdfResponse, BacktestResponse, CorrelationResponse, ScreenResponse
 from storage.port import StoreReader
 from ticklens.config import Config
 from ticklens.domain.align import align_frames
@@ -27,7 +28,7 @@ from ticklens.domain.stats.correlation import CorrMatrix
 from ticklens.domain.stats.pair import PairParams, PairRow, coint_at, coint_stats, pair_rows
 from ticklens.domain.stats.unitroot import eg_critical_values
 from ticklens.domain.symbols import SYMBOL_RE
-from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
 from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["analytics"])
@@ -37,14 +38,13 @@ MAX_WINDOW = 20_000
 MAX_ROWS = 200_000  # aligned bars computed on demand; older history is not used beyond this
 DEFAULT_WINDOW = 300
 
-Tf = Literal["1s", "1m", "5m"]
 SymbolsQuery = Annotated[
     str, Query(max_length=400, description="Comma-separated symbols, any case: `btcusdt,ethusdt` (a is y, b is x)")
 ]
 WindowQuery = Annotated[
     int | None, Query(ge=3, le=MAX_WINDOW, description="Rolling window in bars (default: the configured one, or 300)")
 ]
-TfQuery = Annotated[Tf | None, Query(description="Bar length (default: the pair's first configured, or 1m)")]
+TfQuery = Annotated[Timeframe | None, Query(description="Bar length (default: the pair's first configured, or 1m)")]
 
 
 class SpreadRow(BaseModel):
@@ -81,7 +81,7 @@ class Adf(BaseModel):
 
 class SpreadResponse(BaseModel):
     pair: str
-    timeframe: Tf
+    timeframe: Timeframe
     window: int
     method: Literal["ols", "kalman"]
     source: Literal["store", "computed"]
@@ -268,7 +268,7 @@ def get_spread(
     return ORJSONResponse(body)
 
 
-@router.get("/correlation")
+@router.get("/correlation", response_model=CorrelationResponse)
 def get_correlation(
     reader: Reader,
     state: State,
@@ -276,6 +276,10 @@ def get_correlation(
     window: WindowQuery = None,
     timeframe: TfQuery = None,
     limit: Annotated[int, Query(ge=1, le=20_000, description="Newest rows per pair, 1 … 20,000")] = 1000,
+    source: Annotated[
+        Literal["auto", "computed"],
+        Query(description="auto: the flow's stored rows when the symbols, timeframe and window are configured"),
+    ] = "auto",
 ) -> ORJSONResponse:
     """Rolling correlation of log returns per pair (newest `limit` bars) and the latest matrix."""
     cfg = state.cfg
@@ -284,6 +288,10 @@ def get_correlation(
     cc = cfg.correlation
     tf = timeframe or (cc.timeframe if cc else "1m")
     w = window or (cc.window if cc else DEFAULT_WINDOW)
+    if source == "auto" and cc and tf == cc.timeframe and w == cc.window and set(syms) <= set(cc.symbols):
+        stored = _stored_correlation(reader, cc.symbols, syms, tf, w, limit)
+        if stored is not None:
+            return ORJSONResponse(stored)
     # A value depends on the newest window + 1 closes only, so the tail gives the same numbers.
     al = _aligned(reader, syms, tf, None).tail(limit + w + 1)
     matrix = CorrMatrix(syms, w)
@@ -304,16 +312,45 @@ def get_correlation(
         "as_of": iso_ms(starts[-1]) if starts else None,
         "series": {k: v[-limit:] for k, v in series.items()},
         "matrix": {"symbols": syms, "values": values},
+        "source": "computed",
     }
     return ORJSONResponse(body)
 
 
-@router.get("/screen")
+def _stored_correlation(
+    reader: StoreReader, configured: list[str], syms: list[str], tf: str, w: int, limit: int
+) -> dict | None:
+    """The flow's rows (pairs keyed in the configured order), or None when it stored none yet."""
+    order = {s: i for i, s in enumerate(configured)}
+    series: dict[str, list[dict]] = {}
+    latest: dict[tuple[str, str], float | None] = {}
+    newest = None
+    for x, y in combinations(syms, 2):
+        a, b = (x, y) if order[x] < order[y] else (y, x)
+        rows = reader.correlation_rows(tf, w, a, b, limit)
+        if not rows:
+            return None
+        series[f"{x}-{y}"] = [{"start_ms": t, "time": iso_ms(t), "corr": _num(c)} for t, c in rows]
+        latest[(x, y)] = _num(rows[-1][1])
+        newest = rows[-1][0] if newest is None else min(newest, rows[-1][0])
+    values = [[1.0 if x == y else latest.get((x, y), latest.get((y, x))) for y in syms] for x in syms]
+    return {
+        "symbols": syms,
+        "timeframe": tf,
+        "window": w,
+        "as_of": iso_ms(newest) if newest is not None else None,
+        "series": series,
+        "matrix": {"symbols": syms, "values": values},
+        "source": "store",
+    }
+
+
+@router.get("/screen", response_model=ScreenResponse)
 def get_screen(
     reader: Reader,
     state: State,
     symbols: Annotated[str | None, Query(max_length=400, description="Comma-separated (default: configured)")] = None,
-    timeframe: Annotated[Tf, Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
     window: WindowQuery = None,
 ) -> ORJSONResponse:
     """Every pair of the symbols, ranked by Engle-Granger p-value over the newest window (lowest first)."""
@@ -331,13 +368,13 @@ def get_screen(
     return ORJSONResponse({"timeframe": timeframe, "window": w, "pairs": ranked})
 
 
-@router.get("/adf")
+@router.get("/adf", response_model=AdfResponse)
 def get_adf(
     reader: Reader,
     state: State,
     symbols: SymbolsQuery,
     window: WindowQuery = None,
-    timeframe: Annotated[Tf, Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
     lags: Annotated[int, Query(ge=0, le=50, description="Lagged differences in the ADF regression")] = 1,
 ) -> ORJSONResponse:
     """Engle-Granger test of y on x over the newest `window` aligned bars (on demand)."""
@@ -354,7 +391,7 @@ def get_adf(
     return ORJSONResponse({"pair": f"{a}-{b}", "timeframe": timeframe, "window": w, "result": res})
 
 
-@router.get("/backtest")
+@router.get("/backtest", response_model=BacktestResponse)
 def get_backtest(
     reader: Reader,
     state: State,
@@ -363,7 +400,7 @@ def get_backtest(
     entry_z: Annotated[float, Query(gt=0, le=20, description="Enter when |z| >= entry_z")] = 2.0,
     exit_z: Annotated[float, Query(ge=0, le=20, description="Exit when |z| <= exit_z (below entry_z)")] = 0.5,
     window: WindowQuery = None,
-    timeframe: Annotated[Tf, Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
     fee_bps: Annotated[float, Query(ge=0, le=1000, description="Fee per leg, in basis points of notional")] = 4.0,
 ) -> ORJSONResponse:
     """Mean-reversion backtest on stored bars with the rolling OLS z-score (past-only), beta fixed at entry."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException
@@ -10,7 +9,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 from api.deps import Reader, State
 from api.models import ControlResponse, StartRequest, StatusResponse, SymbolStatus
 from api.supervisor import FlowSupervisor
-from ticklens.domain.times import iso_ms
+from ticklens.domain.timeframes import TIMEFRAMES
+from ticklens.domain.times import iso_ms, now_ms
 
 router = APIRouter(tags=["collection"])
 
@@ -70,11 +70,11 @@ def status(store: Reader, state: State) -> StatusResponse:
                 revisions=doc.get("revisions", 0),
                 gaps_open=g_open,
                 gaps_total=g_total,
-                missing_bars={tf: store.missing_bars(sym, tf) for tf in ("1m", "5m")},
+                missing_bars={tf: store.missing_bars(sym, tf) for tf in TIMEFRAMES if tf != "1s"},
             )
         )
     feeds = flow.get("feeds") or {}
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     return StatusResponse(
         running=fs.running,
         pid=fs.pid,

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from api.models import ContinuityResponse
 from ticklens.domain.continuity import bucket_range, empty_runs
+from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["data quality"])
 
 
-@router.get("/continuity/{symbol}")
+@router.get("/continuity/{symbol}", response_model=ContinuityResponse)
 def get_continuity(
     symbol: SymbolPath,
     reader: Reader,
     state: State,
     time_range: TimeRange,
-    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
 ) -> Response:
     """Runs of empty buckets in [start, end) (default: the symbol's stored span) and open trade-id gaps."""
     status = require_symbol(state, reader, symbol)

@@ -14,6 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from api.deps import Reader, State, SymbolPath, TimeRange, json_response, require_symbol
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
 from storage.port import Store
+from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import now_ms
 from ticklens.domain.upload import parse_bar_csv
 
@@ -122,7 +123,7 @@ def export(
     time_range: TimeRange,
     format: Annotated[Literal["csv", "parquet"], Query(description="File format")] = "csv",  # noqa: A002
     kind: Annotated[Literal["ohlc", "ticks"], Query(description="Bars or trades")] = "ohlc",
-    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length (ohlc only)")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length (ohlc only)")] = "1m",
 ) -> StreamingResponse:
     """Every bar (or trade) in [start, end), oldest first, streamed in chunks; timestamps in UTC."""
     status = require_symbol(state, reader, symbol)

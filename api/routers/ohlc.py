@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
@@ -10,12 +10,12 @@ from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response,
 from api.models import OhlcResponse
 from storage.port import BAR_OUT_COLUMNS
 from ticklens.domain.stats.thinning import thin_bars
-from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
 from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["bars"])
 
-TimeframeQuery = Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")]
+TimeframeQuery = Annotated[Timeframe, Query(description="Bar length")]
 
 
 def bar_rows(rows: list[tuple], spans: list[int]) -> list[dict]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from dataclasses import asdict
+from typing import Annotated
 
 import polars as pl
 from fastapi import APIRouter, Query
 
-from api.deps import Reader, State, SymbolPath, configured_symbols, require_symbol
-from api.models import StatsResponse, SymbolInfo, SymbolsResponse
+from api.deps import Limit, Reader, State, SymbolPath, TimeRange, configured_symbols, require_symbol
+from api.models import RollingStatsResponse, RollingStatsRow, StatsResponse, SymbolInfo, SymbolsResponse
 from storage.port import BAR_OUT_COLUMNS
 from ticklens.domain.stats.window import window_stats
+from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["symbols"])
@@ -52,7 +55,7 @@ def get_stats(
     store: Reader,
     state: State,
     window: Annotated[int, Query(ge=2, le=100_000, description="The newest this many bars")] = 60,
-    timeframe: Annotated[Literal["1s", "1m", "5m"], Query(description="Bar length")] = "1m",
+    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
 ) -> StatsResponse:
     """count, last, mean, std, min, max, volume, VWAP, return and realised volatility over the last `window` bars."""
     status = require_symbol(state, store, symbol)
@@ -69,3 +72,37 @@ def get_stats(
     return StatsResponse.model_validate(
         {"symbol": symbol, "timeframe": timeframe, "window": window, "status": status, **stats, **extra}
     )
+
+
+@router.get("/stats/{symbol}/rolling", response_model=RollingStatsResponse)
+def get_rolling_stats(
+    symbol: SymbolPath,
+    store: Reader,
+    state: State,
+    time_range: TimeRange,
+    timeframe: Annotated[Timeframe, Query(description="Bar length (one of `stats.timeframes`)")] = "1m",
+    limit: Limit = 1000,
+) -> RollingStatsResponse:
+    """The flow's per-bar rolling statistics (`stats.window` aligned bars ending at each bar), as stored.
+
+    Unlike `/stats/{symbol}` (a summary of the newest bars, in-progress one included), these are
+    computed once per closed bar in the stream, over aligned bars (a bar with no trade carries its
+    close with zero volume): the series an alert or a chart of rolling volatility uses.
+    """
+    status = require_symbol(state, store, symbol)
+    window = state.cfg.stats.window
+    rows = store.symbol_stats_rows(symbol, timeframe, window, *time_range, limit=limit) if status == "ok" else []
+    return RollingStatsResponse(
+        symbol=symbol,
+        timeframe=timeframe,
+        window=window,
+        status=status,
+        count=len(rows),
+        rows=[RollingStatsRow(time=iso_ms(r.start_ms), ts_ms=r.start_ms, **_finite(asdict(r))) for r in rows],
+    )
+
+
+def _finite(row: dict) -> dict:
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items() if k != "start_ms"
+    }

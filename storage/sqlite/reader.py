@@ -17,6 +17,7 @@ import polars as pl
 from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
+from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 FAR_PAST = -(2**62)
@@ -307,6 +308,34 @@ class SqliteReader:
             "SELECT 1 FROM pair_stats WHERE pair=? AND timeframe=? AND window=? LIMIT 1", (pair, timeframe, window)
         ).fetchone()
         return row is not None
+
+    def correlation_rows(
+        self, timeframe: str, window: int, sym_a: str, sym_b: str, limit: int
+    ) -> list[tuple[int, float | None]]:
+        rows = self.conn.execute(
+            "SELECT start_ms, corr FROM correlation WHERE timeframe=? AND window=? AND sym_a=? AND sym_b=?"
+            " ORDER BY start_ms DESC LIMIT ?",
+            (timeframe, window, sym_a, sym_b, limit),
+        ).fetchall()
+        rows.reverse()
+        return rows
+
+    def symbol_stats_rows(
+        self,
+        symbol: str,
+        timeframe: str,
+        window: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[SymbolRow]:
+        s, e = _bounds(start_ms, end_ms)
+        rows = self.conn.execute(
+            f"SELECT {','.join(SYMBOL_ROW_FIELDS)} FROM symbol_stats WHERE symbol=? AND timeframe=? AND window=?"
+            " AND start_ms >= ? AND start_ms < ? ORDER BY start_ms DESC LIMIT ?",
+            (symbol, timeframe, window, s, e, limit),
+        ).fetchall()
+        return [SymbolRow(*r) for r in reversed(rows)]
 
     # --- continuity ----------------------------------------------------------------------
 

@@ -4,7 +4,29 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+# Bump on every schema change and add the step to MIGRATIONS: an older store is migrated in place.
+SCHEMA_VERSION = 2
+
+ALERT_EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS alert_events(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule_id INTEGER NOT NULL,
+    rule_name TEXT NOT NULL,
+    symbol TEXT NOT NULL,            -- symbol, or pair as 'a-b'
+    metric TEXT NOT NULL,
+    timeframe TEXT,                  -- NULL for per-trade metrics
+    operator TEXT NOT NULL,
+    value REAL NOT NULL,
+    threshold REAL NOT NULL,
+    event_ms INTEGER NOT NULL,       -- market time: the trade's time or the bar's start
+    ref TEXT NOT NULL,               -- trade id, or '<timeframe>:<bar start>'
+    wall_ms INTEGER NOT NULL,        -- when the flow stored it
+    webhook TEXT,
+    webhook_status TEXT,             -- NULL (none) | pending | sent | failed
+    webhook_attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(event_ms, rule_id, symbol, ref)  -- also the index for time-ordered reads
+);
+"""
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -86,25 +108,6 @@ CREATE TABLE IF NOT EXISTS alert_rules(
     updated_ms INTEGER NOT NULL
 );
 -- Alert triggers; the UNIQUE key makes a replay or restart store each trigger once.
--- (Stores made before 2026-11-26 have UNIQUE(rule_id, event_ms, symbol, ref) and an event_ms index: same use.)
-CREATE TABLE IF NOT EXISTS alert_events(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    rule_id INTEGER NOT NULL,
-    rule_name TEXT NOT NULL,
-    symbol TEXT NOT NULL,            -- symbol, or pair as 'a-b'
-    metric TEXT NOT NULL,
-    timeframe TEXT,                  -- NULL for per-trade metrics
-    operator TEXT NOT NULL,
-    value REAL NOT NULL,
-    threshold REAL NOT NULL,
-    event_ms INTEGER NOT NULL,       -- market time: the trade's time or the bar's start
-    ref TEXT NOT NULL,               -- trade id, or '<timeframe>:<bar start>'
-    wall_ms INTEGER NOT NULL,        -- when the flow stored it
-    webhook TEXT,
-    webhook_status TEXT,             -- NULL (none) | pending | sent | failed
-    webhook_attempts INTEGER NOT NULL DEFAULT 0,
-    UNIQUE(event_ms, rule_id, symbol, ref)  -- also the index for time-ordered reads
-);
 """
 
 
@@ -149,12 +152,43 @@ CREATE TABLE IF NOT EXISTS correlation(
 """
 
 
+def _v2_alert_events_key(conn: sqlite3.Connection) -> None:
+    """v2: alert_events keyed by (event_ms, rule_id, symbol, ref) (appends; one index for dedup
+    and time reads) instead of (rule_id, event_ms, …) plus an event_ms index."""
+    conn.execute("DROP INDEX IF EXISTS alert_events_event")
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='alert_events'").fetchone()
+    if sql is None or "UNIQUE(rule_id,event_ms" not in sql[0].replace(" ", ""):
+        return  # no triggers table yet, or made by a later v1 build that already had the new key
+    conn.execute("ALTER TABLE alert_events RENAME TO alert_events_v1")
+    conn.execute(ALERT_EVENTS_DDL)
+    cols = ",".join(c[1] for c in conn.execute("PRAGMA table_info(alert_events_v1)"))
+    conn.execute(f"INSERT OR IGNORE INTO alert_events({cols}) SELECT {cols} FROM alert_events_v1 ORDER BY id")
+    conn.execute("DROP TABLE alert_events_v1")
+
+
+# version -> the step that brings a store from version - 1 to it (run in order, one transaction each).
+MIGRATIONS = {2: _v2_alert_events_key}
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create what is missing; refuse a store written by a newer version."""
-    conn.executescript(DDL + ANALYTICS_DDL)
-    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif int(row[0]) > SCHEMA_VERSION:
-        raise RuntimeError(f"store schema version {row[0]} is newer than this ticklens ({SCHEMA_VERSION})")
+    """Create what is missing, migrate an older store; refuse a store written by a newer version."""
+    row = None
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    version = int(row[0]) if row else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise RuntimeError(f"store schema version {version} is newer than this ticklens ({SCHEMA_VERSION})")
+    if version is not None and version < SCHEMA_VERSION:
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                MIGRATIONS[target](conn)
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(target),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    conn.executescript(DDL + ALERT_EVENTS_DDL + ANALYTICS_DDL)
+    if version is None:
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
     conn.commit()

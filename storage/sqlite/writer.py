@@ -17,49 +17,45 @@ from storage.sqlite.connection import connect
 from storage.sqlite.rules import insert_events
 from storage.sqlite.sql import insert_flat
 from ticklens.domain.alerts.engine import AlertFired
-from ticklens.domain.bars import BAR_COLUMNS, QTY_SCALE, QUOTE_SCALE
+from ticklens.domain.bars import BAR_COLUMNS, DERIVED, FIRST_KEY, LAST_KEY, MERGE_RULES
 from ticklens.domain.records import COLUMNS as TRADE_COLUMNS
 from ticklens.domain.records import Trades
 from ticklens.domain.times import now_ms
 
 _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
 _BAR_HEAD = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms)"
+
+
+def _merge_sql() -> str:
+    """The late-trade upsert, generated from the domain's merge rule (`ticklens.domain.bars.MERGE_RULES`)."""
+
+    def before(key: tuple[str, str], op: str) -> str:
+        (t, i), x = key, "excluded."
+        return f"({x}{t} {op} {t} OR ({x}{t} = {t} AND {x}{i} {op} {i}))"
+
+    def merged(name: str) -> str:
+        rule = MERGE_RULES[name]
+        if rule == "sum":
+            return f"{name} + excluded.{name}"
+        if rule in ("max", "min"):
+            return f"{rule.upper()}({name}, excluded.{name})"
+        cond = before(FIRST_KEY, "<") if rule == "first" else before(LAST_KEY, ">")
+        return f"CASE WHEN {cond} THEN excluded.{name} ELSE {name} END"
+
+    sets = [f"{name} = {merged(name)}" for name in MERGE_RULES]
+    sets += [f"{col} = ({merged(units)}) / {float(scale)}" for col, (units, scale) in DERIVED.items()]
+    vol, quote = DERIVED["volume"], DERIVED["quote_volume"]
+    sets.append(f"vwap = (({merged(quote[0])}) / {float(quote[1])}) / (({merged(vol[0])}) / {float(vol[1])})")
+    sets += ["revision = revision + 1", "closed = 1", "origin = 'flow'", "updated_ms = excluded.updated_ms"]
+    return (
+        f"INSERT INTO bars({','.join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})"
+        " ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET " + ",\n  ".join(sets)
+    )
+
+
 # A late trade for a bar no longer held in memory is folded into the stored bar.
-_Q, _P = float(QTY_SCALE), float(QUOTE_SCALE)
-_BAR_MERGE = f"""
-INSERT INTO bars({",".join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})
-ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET
-  open = CASE WHEN excluded.open_ts < open_ts OR (excluded.open_ts = open_ts AND excluded.open_id < open_id)
-              THEN excluded.open ELSE open END,
-  open_id = CASE WHEN excluded.open_ts < open_ts OR (excluded.open_ts = open_ts AND excluded.open_id < open_id)
-              THEN excluded.open_id ELSE open_id END,
-  open_ts = MIN(open_ts, excluded.open_ts),
-  close = CASE WHEN excluded.close_ts > close_ts OR (excluded.close_ts = close_ts AND excluded.close_id > close_id)
-              THEN excluded.close ELSE close END,
-  close_id = CASE WHEN excluded.close_ts > close_ts OR (excluded.close_ts = close_ts AND excluded.close_id > close_id)
-              THEN excluded.close_id ELSE close_id END,
-  close_ts = MAX(close_ts, excluded.close_ts),
-  high = MAX(high, excluded.high),
-  low = MIN(low, excluded.low),
-  volume_units = volume_units + excluded.volume_units,
-  quote_units = quote_units + excluded.quote_units,
-  taker_buy_volume_units = taker_buy_volume_units + excluded.taker_buy_volume_units,
-  taker_buy_quote_units = taker_buy_quote_units + excluded.taker_buy_quote_units,
-  volume = (volume_units + excluded.volume_units) / {_Q},
-  quote_volume = (quote_units + excluded.quote_units) / {_P},
-  taker_buy_volume = (taker_buy_volume_units + excluded.taker_buy_volume_units) / {_Q},
-  taker_buy_quote_volume = (taker_buy_quote_units + excluded.taker_buy_quote_units) / {_P},
-  trades = trades + excluded.trades,
-  vwap = ((quote_units + excluded.quote_units) / {_P}) / ((volume_units + excluded.volume_units) / {_Q}),
-  max_qty = MAX(max_qty, excluded.max_qty),
-  messages = messages + excluded.messages,
-  first_id = MIN(first_id, excluded.first_id),
-  last_id = MAX(last_id, excluded.last_id),
-  revision = revision + 1,
-  closed = 1,
-  origin = 'flow',
-  updated_ms = excluded.updated_ms
-"""
+_BAR_MERGE = _merge_sql()
+
 _GAP_UPSERT = (
     "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
     " VALUES(?,?,?,?,?,?,?) ON CONFLICT(symbol, from_id) DO UPDATE SET"

@@ -41,7 +41,7 @@ class Aligner:
 
     legs: list[str]
     tf_ms: int
-    pending: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
+    pending: dict[str, deque[tuple[int, float, float, float]]] = field(default_factory=lambda: defaultdict(deque))
     first: dict[str, int] = field(default_factory=dict)
     newest: dict[str, int] = field(default_factory=dict)
     wm: dict[str, int] = field(default_factory=dict)
@@ -103,9 +103,13 @@ def align_frames(bars: dict[str, pl.DataFrame], tf_ms: int) -> pl.DataFrame:
     """
     if not bars or any(df.height == 0 for df in bars.values()):
         return pl.DataFrame({"start_ms": []}, schema={"start_ms": pl.Int64})
-    lo = min(int(df["start_ms"].min()) for df in bars.values())
-    first = max(int(df["start_ms"].min()) for df in bars.values())
-    last = max(int(df["start_ms"].max()) for df in bars.values())
+    spans = [
+        df.select(pl.col("start_ms").min().alias("a"), pl.col("start_ms").max().alias("b")).row(0)
+        for df in bars.values()
+    ]
+    lo = min(int(a) for a, _ in spans)
+    first = max(int(a) for a, _ in spans)
+    last = max(int(b) for _, b in spans)
     grid = pl.DataFrame({"start_ms": pl.int_range(lo, last + tf_ms, tf_ms, eager=True, dtype=pl.Int64)})
     for sym, df in bars.items():
         leg = df.select(

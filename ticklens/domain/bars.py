@@ -24,6 +24,39 @@ QTY_SCALE = 100_000_000
 QUOTE_SCALE = float(2**24)
 INT64_SAFE = 2**62
 
+# How two partials of one bucket combine: associative and commutative, so arrival order never
+# matters. The one definition of the rule: `Bar.merge` applies it in memory, and each store
+# generates its late-trade upsert from it (storage/sqlite/writer.py). "first"/"last": the field
+# goes with the partial whose FIRST_KEY is smaller / LAST_KEY is larger.
+MERGE_RULES: dict[str, str] = {
+    "open": "first",
+    "open_ts": "first",
+    "open_id": "first",
+    "close": "last",
+    "close_ts": "last",
+    "close_id": "last",
+    "high": "max",
+    "low": "min",
+    "max_qty": "max",
+    "first_id": "min",
+    "last_id": "max",
+    "volume_units": "sum",
+    "quote_units": "sum",
+    "taker_buy_volume_units": "sum",
+    "taker_buy_quote_units": "sum",
+    "trades": "sum",
+    "messages": "sum",
+}
+FIRST_KEY = ("open_ts", "open_id")
+LAST_KEY = ("close_ts", "close_id")
+# Stored columns derived from the exact sums: column -> (sum column, scale); vwap = quote / volume.
+DERIVED: dict[str, tuple[str, float]] = {
+    "volume": ("volume_units", QTY_SCALE),
+    "quote_volume": ("quote_units", QUOTE_SCALE),
+    "taker_buy_volume": ("taker_buy_volume_units", QTY_SCALE),
+    "taker_buy_quote_volume": ("taker_buy_quote_units", QUOTE_SCALE),
+}
+
 
 @dataclass(slots=True)
 class Bar:
@@ -51,22 +84,19 @@ class Bar:
     closed: bool = False
 
     def merge(self, other: Bar) -> None:
-        """Fold another partial of the same bucket into this one."""
-        if (other.open_ts, other.open_id) < (self.open_ts, self.open_id):
-            self.open, self.open_ts, self.open_id = other.open, other.open_ts, other.open_id
-        if (other.close_ts, other.close_id) > (self.close_ts, self.close_id):
-            self.close, self.close_ts, self.close_id = other.close, other.close_ts, other.close_id
-        self.high = max(self.high, other.high)
-        self.low = min(self.low, other.low)
-        self.volume_units += other.volume_units
-        self.quote_units += other.quote_units
-        self.trades += other.trades
-        self.taker_buy_volume_units += other.taker_buy_volume_units
-        self.taker_buy_quote_units += other.taker_buy_quote_units
-        self.max_qty = max(self.max_qty, other.max_qty)
-        self.messages += other.messages
-        self.first_id = min(self.first_id, other.first_id)
-        self.last_id = max(self.last_id, other.last_id)
+        """Fold another partial of the same bucket into this one (by MERGE_RULES)."""
+        earlier = (other.open_ts, other.open_id) < (self.open_ts, self.open_id)
+        later = (other.close_ts, other.close_id) > (self.close_ts, self.close_id)
+        for name, rule in MERGE_RULES.items():
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if rule == "sum":
+                setattr(self, name, mine + theirs)
+            elif rule == "max":
+                setattr(self, name, max(mine, theirs))
+            elif rule == "min":
+                setattr(self, name, min(mine, theirs))
+            elif (rule == "first" and earlier) or (rule == "last" and later):
+                setattr(self, name, theirs)
 
     @property
     def volume(self) -> float:
@@ -80,7 +110,7 @@ class Bar:
     def vwap(self) -> float:
         return self.quote_units / QUOTE_SCALE / self.volume if self.volume_units else self.close
 
-    def row(self) -> tuple:
+    def row(self) -> tuple[object, ...]:
         """Row for the `bars` table, in BAR_COLUMNS order."""
         return (
             self.symbol,
@@ -149,7 +179,7 @@ def _units(scaled: np.ndarray) -> np.ndarray:
     so huge-quantity symbols and busy 5m bars never wrap around silently."""
     total = float(np.abs(scaled).sum())
     if total < INT64_SAFE:
-        return np.rint(scaled).astype(np.int64)
+        return np.asarray(np.rint(scaled), dtype=np.int64)
     return np.array([int(round(x)) for x in scaled.tolist()], dtype=object)
 
 

@@ -50,7 +50,7 @@ class Trades:
 
     @classmethod
     def from_columns(cls, symbol: str, **cols: object) -> Trades:
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for name in COLUMNS:
             src = cols.get(name)
             if src is None:

@@ -137,6 +137,7 @@ def parse_bar_csv(data: bytes, now_ms: int) -> ParsedUpload:
             if len(out.errors) < MAX_ERRORS:
                 out.errors.append((i + 1, errs))
         elif not out.bad_rows:
+            assert ts is not None  # no error means the timestamp parsed
             out.rows.append(
                 UploadedBar(
                     sym,

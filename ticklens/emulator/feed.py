@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import hashlib
 import math
 import signal
@@ -43,6 +42,7 @@ import numpy as np
 import orjson
 
 from ticklens.exchange.binance import parse_message
+from ticklens.ingest.recording import read_recording
 from ticklens.ingest.replay import FileStream, file_kind
 
 TRADE, AGG = 0, 1
@@ -132,17 +132,14 @@ def load_tape(paths: Iterable[Path]) -> Tape:
         kind, _ = file_kind(path)
         if kind == "ws":
             rows, syms, kinds, bodies = [], [], [], []
-            opener = gzip.open if path.name.endswith(".gz") else open
-            with opener(path, "rb") as fh:  # type: ignore[operator]
-                for line in fh:
-                    head, _, body = line.rstrip(b"\r\n").partition(b" ")
-                    status, what, row = parse_message(body, 0)
-                    if status != "trade" or not head.isdigit():
-                        continue
-                    rows.append(row)
-                    syms.append(idx(what))
-                    kinds.append(AGG if b'"e":"aggTrade"' in body else TRADE)
-                    bodies.append(_event_data(body))
+            for rec in read_recording(path):
+                status, what, row = parse_message(rec.body, 0)
+                if status != "trade" or rec.recv_ns is None:
+                    continue
+                rows.append(row)
+                syms.append(idx(what))
+                kinds.append(AGG if b'"e":"aggTrade"' in rec.body else TRADE)
+                bodies.append(_event_data(rec.body))
             if not rows:
                 continue
             cols = list(zip(*rows, strict=True))

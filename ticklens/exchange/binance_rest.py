@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from ticklens.domain.records import GapEvent
+from ticklens.domain.times import now_ms
 from ticklens.exchange.binance import Row, parse_event
 
 PAGE = 1_000
@@ -157,7 +158,7 @@ class Backfiller:
             except httpx.TransportError:
                 r = None
             if r is not None and r.status_code == 200:
-                recv_ms = time.time_ns() // 1_000_000
+                recv_ms = now_ms()
                 out = []
                 for ev in r.json():
                     if isinstance(ev, dict):

@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 
 from ticklens.domain.records import COLUMNS, Rejected, Trades
 from ticklens.exchange.binance import parse_message, rejected
+from ticklens.ingest.recording import read_recording
 
 AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
 TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
@@ -191,36 +192,30 @@ class RecordingStats:
 
 def _ws_blocks(path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected]) -> Iterator[tuple[Block, int]]:
     """Yield (block, lines consumed) from a `<ns> <json>` recording."""
-    opener = gzip.open if path.name.endswith(".gz") else open
     rows: list[tuple] = []
     syms: list[str] = []
     pos: list[int] = []
-    line_no = 0
-    with opener(path, "rb") as fh:  # type: ignore[operator]
-        for line in fh:
-            line_no += 1
-            if line_no <= skip:
-                continue
-            head, _, body = line.partition(b" ")
-            try:
-                recv_ms = int(head) // 1_000_000
-            except ValueError:
-                stats.rejected += 1
-                rejects.append(rejected(line.rstrip(), "recording line without a receive time", 0, str(path)))
-                continue
-            status, what, row = parse_message(body, recv_ms)
-            if status == "trade":
-                syms.append(what)
-                rows.append(row)  # type: ignore[arg-type]
-                pos.append(line_no)
-            elif status == "skip":
-                stats.skipped += 1
-            else:
-                stats.rejected += 1
-                rejects.append(rejected(body.rstrip(), what, recv_ms, str(path)))
-            if len(rows) >= BLOCK_ROWS:
-                yield _rows_block(syms, rows, pos), line_no
-                rows, syms, pos = [], [], []
+    line_no = skip
+    for rec in read_recording(path, skip):
+        line_no = rec.line_no
+        if rec.recv_ns is None:
+            stats.rejected += 1
+            rejects.append(rejected(rec.raw, "recording line without a receive time", 0, str(path)))
+            continue
+        recv_ms = rec.recv_ns // 1_000_000
+        status, what, row = parse_message(rec.body, recv_ms)
+        if status == "trade":
+            syms.append(what)
+            rows.append(row)  # type: ignore[arg-type]
+            pos.append(line_no)
+        elif status == "skip":
+            stats.skipped += 1
+        else:
+            stats.rejected += 1
+            rejects.append(rejected(rec.body, what, recv_ms, str(path)))
+        if len(rows) >= BLOCK_ROWS:
+            yield _rows_block(syms, rows, pos), line_no
+            rows, syms, pos = [], [], []
     yield _rows_block(syms, rows, pos), line_no
 
 

@@ -159,7 +159,7 @@ def scan(
         fired, state.armed = _leapfrog(state.armed, enter_idx, release_idx)
         if len(fired):
             state.last_fire_ms = int(ts[fired[-1]])
-        return fired.tolist()
+        return [int(i) for i in fired]
     clock = np.maximum.accumulate(ts)  # a cooldown from here on
     level = rule.operator in LEVEL_OPERATORS
     fires: list[int] = []

@@ -101,7 +101,10 @@ class AlertRule(BaseModel):
     @property
     def key(self) -> str:
         """The stream the rule watches: a symbol, or a pair as `a-b` (as in `PairConfig.name`)."""
-        return self.symbol if self.symbol is not None else f"{self.pair[0]}-{self.pair[1]}"  # type: ignore[index]
+        if self.symbol is not None:
+            return self.symbol
+        assert self.pair is not None  # the model validator requires one of the two
+        return f"{self.pair[0]}-{self.pair[1]}"
 
 
 # --- the original design's form: {"name", "condition": "price > 50000", "symbols": [...]} ---

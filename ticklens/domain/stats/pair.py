@@ -178,7 +178,7 @@ class PairRow:
     eg_pvalue: float | None = None
     coint_ms: int | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 

@@ -100,9 +100,9 @@ class RollingSums1:
         if self.pushes >= self.size:
             self.pushes = 0
             self.c = x
-            d = [v - x for v in self.xs]
-            self.s = math.fsum(d)
-            self.ss = math.fsum(v * v for v in d)
+            dev = [v - x for v in self.xs]
+            self.s = math.fsum(dev)
+            self.ss = math.fsum(v * v for v in dev)
             return
         d = x - self.c
         self.s += d

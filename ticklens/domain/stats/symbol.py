@@ -33,8 +33,8 @@ class SymbolStats:
 
     window: int
     closes: RollingSums1 = field(init=False)
-    vol: deque = field(init=False)
-    quote: deque = field(init=False)
+    vol: deque[float] = field(init=False)
+    quote: deque[float] = field(init=False)
     r2: RollingSums1 = field(init=False)
     prev: float | None = None
 

@@ -8,11 +8,14 @@ true high and low, the last close, the summed volume.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import polars as pl
 
 
-def thin_bars(rows: list[tuple], columns: Sequence[str], max_points: int, tf_ms: int) -> tuple[list[tuple], list[int]]:
+def thin_bars(
+    rows: list[tuple[Any, ...]], columns: Sequence[str], max_points: int, tf_ms: int
+) -> tuple[list[tuple[Any, ...]], list[int]]:
     """At most `max_points` bars (same columns, oldest first) and each one's width in ms.
 
     `rows` are bars oldest first with at least start_ms, open, high, low, close,

@@ -71,7 +71,8 @@ def mackinnon_p(stat: float, curve: _PCurve) -> float:
 def eg_critical_values(nobs: int) -> tuple[float, float, float]:
     """Engle-Granger (N=2, constant) 1 %, 5 %, 10 % critical values for `nobs` observations."""
     inv = 1.0 / nobs
-    return tuple(t0 + t1 * inv + t2 * inv * inv for t0, t1, t2 in _EG_N2_CONST_CRIT.values())  # type: ignore[return-value]
+    c1, c5, c10 = (t0 + t1 * inv + t2 * inv * inv for t0, t1, t2 in _EG_N2_CONST_CRIT.values())
+    return c1, c5, c10
 
 
 def adf_stat_noconst(x: np.ndarray, lags: int) -> float:
