@@ -31,6 +31,15 @@ class StoreRef:
         """What /health names as the store."""
         return str(self.url if self.kind == "postgres" else self.path)
 
+    @property
+    def schema_version(self) -> int:
+        """The schema version this ticklens writes for the backend."""
+        if self.kind == "postgres":
+            from storage.postgres.schema import SCHEMA_VERSION
+        else:
+            from storage.sqlite.schema import SCHEMA_VERSION
+        return SCHEMA_VERSION
+
     def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         if self.kind == "postgres":
             import psycopg

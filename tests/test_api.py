@@ -85,7 +85,7 @@ def test_health_names_the_store_and_schema(api: ApiServer, store: StoreRef) -> N
     body = api.client.get("/health").json()
     assert body["status"] == "ok"
     assert body["store"] == store.location
-    assert body["schema_version"] == 1
+    assert body["schema_version"] == store.schema_version
     assert body["time"].endswith("Z")
 
 

@@ -37,6 +37,28 @@ def _row_dtype(symbol_len: int) -> np.dtype:
     return np.dtype(fields)
 
 
+def first_copies(batches: Iterable[Trades]) -> list[Trades]:
+    """The batches less any trade whose (symbol, id) came earlier in them: the first copy is kept."""
+    out: list[Trades] = []
+    seen: dict[str, list[np.ndarray]] = {}
+    for t in batches:
+        if not len(t):
+            continue
+        ids = t.trade_id
+        earlier = seen.setdefault(t.symbol, [])
+        dup = np.zeros(len(ids), dtype=bool)
+        if earlier:
+            dup |= np.isin(ids, np.concatenate(earlier))
+        if len(ids) > 1 and not (np.all(ids[1:] > ids[:-1])):
+            _, first = np.unique(ids, return_index=True)
+            again = np.ones(len(ids), dtype=bool)
+            again[first] = False
+            dup |= again
+        out.append(t.take(np.flatnonzero(~dup)) if dup.any() else t)
+        earlier.append(ids)
+    return out
+
+
 def ticks_copy_data(batches: Iterable[Trades]) -> tuple[bytes, int]:
     """(binary COPY data for `ticks` in TICK_COLUMNS order, row count)."""
     parts = [HEADER]

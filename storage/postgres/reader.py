@@ -17,6 +17,7 @@ from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSumma
 from storage.postgres.schema import partitions
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
+from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
 from ticklens.domain.status import with_merged_flow
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
@@ -318,6 +319,34 @@ class PostgresReader:
             'SELECT 1 FROM pair_stats WHERE pair=%s AND timeframe=%s AND "window"=%s LIMIT 1', (pair, timeframe, window)
         )
         return row is not None
+
+    def correlation_rows(
+        self, timeframe: str, window: int, sym_a: str, sym_b: str, limit: int
+    ) -> list[tuple[int, float | None]]:
+        rows = self._all(
+            'SELECT start_ms, corr FROM correlation WHERE timeframe=%s AND "window"=%s AND sym_a=%s AND sym_b=%s'
+            " ORDER BY start_ms DESC LIMIT %s",
+            (timeframe, window, sym_a, sym_b, limit),
+        )
+        rows.reverse()
+        return rows  # type: ignore[return-value]
+
+    def symbol_stats_rows(
+        self,
+        symbol: str,
+        timeframe: str,
+        window: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[SymbolRow]:
+        s, e = _bounds(start_ms, end_ms)
+        rows = self._all(
+            f'SELECT {",".join(SYMBOL_ROW_FIELDS)} FROM symbol_stats WHERE symbol=%s AND timeframe=%s AND "window"=%s'
+            " AND start_ms >= %s AND start_ms < %s ORDER BY start_ms DESC LIMIT %s",
+            (symbol, timeframe, window, s, e, limit),
+        )
+        return [SymbolRow(*r) for r in reversed(rows)]
 
     # --- continuity ----------------------------------------------------------------------
 

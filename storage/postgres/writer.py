@@ -23,10 +23,10 @@ from psycopg import sql
 from storage.port import StoreBatch, StoreWriteError
 from storage.postgres import schema
 from storage.postgres.connection import Backoff, Target, is_transient
-from storage.postgres.copy import TICK_COLUMNS, ticks_copy_data
+from storage.postgres.copy import TICK_COLUMNS, first_copies, ticks_copy_data
 from ticklens.config import RetentionConfig, redact
 from ticklens.domain.alerts.engine import AlertFired
-from ticklens.domain.bars import BAR_COLUMNS, QTY_SCALE, QUOTE_SCALE, Bar
+from ticklens.domain.bars import BAR_COLUMNS, DERIVED, FIRST_KEY, LAST_KEY, MERGE_RULES, Bar
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS
 from ticklens.domain.times import now_ms
@@ -41,7 +41,6 @@ _EVENT_COLS = (
 )  # fmt: skip
 _REJECT_COLS = ("recv_ms", "reason", "source", "raw")
 _STATUS_COLS = ("key", "value", "updated_ms")
-_Q, _P = float(QTY_SCALE), float(QUOTE_SCALE)
 UPKEEP_EVERY_S = 3600.0
 
 
@@ -78,43 +77,35 @@ def _replace_all(key: tuple[str, ...], cols: tuple[str, ...], extra: str = "") -
     return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}{extra}"
 
 
-_OPEN_FIRST = "(excluded.open_ts, excluded.open_id) < (t.open_ts, t.open_id)"
-_CLOSE_LAST = "(excluded.close_ts, excluded.close_id) > (t.close_ts, t.close_id)"
+def _merge_tail() -> str:
+    """The late-trade upsert's ON CONFLICT clause, generated from the domain's merge rule
+    (`ticklens.domain.bars.MERGE_RULES`), with the SQLite backend's arithmetic: the float
+    columns from the exact sums as doubles. `excluded.revision` counts the partials folded
+    into the row (see `_fold_merges`)."""
+
+    def merged(name: str) -> str:
+        rule = MERGE_RULES[name]
+        if rule == "sum":
+            return f"(t.{name} + excluded.{name})"
+        if rule in ("max", "min"):
+            return f"{'GREATEST' if rule == 'max' else 'LEAST'}(t.{name}, excluded.{name})"
+        (ts, tid), op = (FIRST_KEY, "<") if rule == "first" else (LAST_KEY, ">")
+        return (
+            f"CASE WHEN (excluded.{ts}, excluded.{tid}) {op} (t.{ts}, t.{tid}) THEN excluded.{name} ELSE t.{name} END"
+        )
+
+    def derived(units: str, scale: float) -> str:
+        return f"({merged(units)}::float8 / {float(scale)}::float8)"
+
+    sets = [f"{name} = {merged(name)}" for name in MERGE_RULES]
+    sets += [f"{col} = {derived(units, scale)}" for col, (units, scale) in DERIVED.items()]
+    sets.append(f"vwap = {derived(*DERIVED['quote_volume'])} / {derived(*DERIVED['volume'])}")
+    sets += ["revision = t.revision + excluded.revision", "closed = true", "origin = 'flow'"]
+    sets.append("updated_ms = excluded.updated_ms")
+    return "ON CONFLICT (symbol, timeframe, start_ms) DO UPDATE SET " + ",\n  ".join(sets)
 
 
-def _sum(c: str) -> str:
-    return f"(t.{c} + excluded.{c})"
-
-
-# A late partial folded into a stored bar no longer held in memory (the SQLite merge, same arithmetic:
-# float columns from the exact sums as doubles). `excluded.revision` counts the partials folded here.
-_MERGE_TAIL = f"""ON CONFLICT (symbol, timeframe, start_ms) DO UPDATE SET
-  open = CASE WHEN {_OPEN_FIRST} THEN excluded.open ELSE t.open END,
-  open_id = CASE WHEN {_OPEN_FIRST} THEN excluded.open_id ELSE t.open_id END,
-  open_ts = LEAST(t.open_ts, excluded.open_ts),
-  close = CASE WHEN {_CLOSE_LAST} THEN excluded.close ELSE t.close END,
-  close_id = CASE WHEN {_CLOSE_LAST} THEN excluded.close_id ELSE t.close_id END,
-  close_ts = GREATEST(t.close_ts, excluded.close_ts),
-  high = GREATEST(t.high, excluded.high),
-  low = LEAST(t.low, excluded.low),
-  volume_units = {_sum("volume_units")},
-  quote_units = {_sum("quote_units")},
-  taker_buy_volume_units = {_sum("taker_buy_volume_units")},
-  taker_buy_quote_units = {_sum("taker_buy_quote_units")},
-  volume = {_sum("volume_units")}::float8 / {_Q}::float8,
-  quote_volume = {_sum("quote_units")}::float8 / {_P}::float8,
-  taker_buy_volume = {_sum("taker_buy_volume_units")}::float8 / {_Q}::float8,
-  taker_buy_quote_volume = {_sum("taker_buy_quote_units")}::float8 / {_P}::float8,
-  trades = t.trades + excluded.trades,
-  vwap = ({_sum("quote_units")}::float8 / {_P}::float8) / ({_sum("volume_units")}::float8 / {_Q}::float8),
-  max_qty = GREATEST(t.max_qty, excluded.max_qty),
-  messages = t.messages + excluded.messages,
-  first_id = LEAST(t.first_id, excluded.first_id),
-  last_id = GREATEST(t.last_id, excluded.last_id),
-  revision = t.revision + excluded.revision,
-  closed = true,
-  origin = 'flow',
-  updated_ms = excluded.updated_ms"""
+_MERGE_TAIL = _merge_tail()
 
 _GAP_UPSERT = (
     "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
@@ -127,6 +118,24 @@ _GAP_UPSERT = (
     " WHEN gaps.status='unfillable' OR excluded.status='unfillable' THEN 'unfillable'"
     " ELSE excluded.status END"
 )
+
+
+# A trade is stored once by (symbol, trade id), whatever its time: the key of `ticks` must hold the
+# partition column, so the ids a batch brings that any partition already has are looked up first,
+# one index range per symbol (the batch's lowest to highest id), not one probe per row.
+_TICKS = ", ".join(TICK_COLUMNS)
+_TICK_INSERT = f"""
+WITH span AS MATERIALIZED (
+    SELECT symbol, min(trade_id) AS lo, max(trade_id) AS hi FROM ticks_stage GROUP BY symbol
+), have AS MATERIALIZED (
+    SELECT t.symbol, t.trade_id FROM span,
+    LATERAL (SELECT symbol, trade_id FROM ticks WHERE symbol = span.symbol AND trade_id BETWEEN span.lo AND span.hi) t
+)
+INSERT INTO ticks ({_TICKS})
+SELECT {_TICKS} FROM ticks_stage s
+WHERE NOT EXISTS (SELECT 1 FROM have h WHERE h.symbol = s.symbol AND h.trade_id = s.trade_id)
+ON CONFLICT DO NOTHING
+"""
 
 
 def _nan_none(v: object) -> object:
@@ -235,8 +244,9 @@ class PostgresWriter:
         ts = now_ms()
         p = _Prepared(ts=ts)
         if batch.ticks:
-            p.copy, p.nticks = ticks_copy_data(batch.ticks)
-            for t in batch.ticks:
+            ticks = first_copies(batch.ticks)
+            p.copy, p.nticks = ticks_copy_data(ticks)
+            for t in ticks:
                 if len(t):
                     lo, hi = int(t.ts_ms.min()) // schema.DAY_MS, int(t.ts_ms.max()) // schema.DAY_MS
                     p.days.update(range(lo, hi + 1))
@@ -303,7 +313,7 @@ class PostgresWriter:
         if p.nticks:
             with c.cursor().copy(f"COPY ticks_stage ({', '.join(TICK_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(p.copy)
-            c.execute(f"INSERT INTO ticks ({', '.join(TICK_COLUMNS)}) SELECT * FROM ticks_stage ON CONFLICT DO NOTHING")
+            c.execute(_TICK_INSERT)
         if p.bars:
             c.execute(q["bars"], _columns_of(p.bars))
         if p.merges:
