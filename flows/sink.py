@@ -12,6 +12,7 @@ import threading
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
+from flows.crash import trace_methods
 from flows.items import SymbolOut
 from flows.progress import Progress
 from storage import open_store
@@ -191,7 +192,8 @@ class WorkerStoreSink(DynamicSink[object]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
         progress = Progress(self.cfg.progress_interval_s, worker=(worker_index, worker_count))
-        return _StorePartition(self.store, progress, synchronous=True, resend_pending=worker_index == 0)
+        part = _StorePartition(self.store, progress, synchronous=True, resend_pending=worker_index == 0)
+        return trace_methods(part, f"sink of worker {worker_index}", "write_batch", "close")
 
 
 def make_sink(cfg: Config) -> StoreSink | WorkerStoreSink:

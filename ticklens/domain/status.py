@@ -9,6 +9,10 @@ counters summed, feeds joined, the newest write time. Per-symbol documents
 
 from __future__ import annotations
 
+from typing import Any
+
+Docs = dict[str, tuple[dict[str, Any], int]]
+
 FLOW_KEY = "flow"
 # A worker document older than the newest worker's start by more than this belongs to an earlier run.
 STALE_MS = 60_000
@@ -18,7 +22,7 @@ def flow_key(worker_index: int, worker_count: int) -> str:
     return FLOW_KEY if worker_count <= 1 else f"{FLOW_KEY}:{worker_index}"
 
 
-def merged_flow(docs: dict[str, tuple[dict, int]]) -> tuple[dict, int] | None:
+def merged_flow(docs: Docs) -> tuple[dict[str, Any], int] | None:
     """The merged `flow` document of the newest run's workers, or None when it has none.
 
     The run is the one whose document was written last: if that is a single-process
@@ -39,7 +43,7 @@ def merged_flow(docs: dict[str, tuple[dict, int]]) -> tuple[dict, int] | None:
         for i in range(n)
         if (k := f"{FLOW_KEY}:{i}") in flows and flows[k][0].get("workers") == n and flows[k][1] >= started - STALE_MS
     ]
-    merged: dict = {
+    merged: dict[str, Any] = {
         "pid": parts[0][0].get("pid") if parts else None,
         "pids": [d.get("pid") for d, _ in parts],
         "workers": n,
@@ -53,7 +57,7 @@ def merged_flow(docs: dict[str, tuple[dict, int]]) -> tuple[dict, int] | None:
     return merged, max(u for _, u in parts)
 
 
-def with_merged_flow(docs: dict[str, tuple[dict, int]]) -> dict[str, tuple[dict, int]]:
+def with_merged_flow(docs: Docs) -> Docs:
     """`docs` with `flow` set to the merged view (the per-worker documents stay as they are)."""
     m = merged_flow(docs)
     if m is None or FLOW_KEY in docs and m is docs[FLOW_KEY]:
