@@ -42,7 +42,8 @@ def _free_port() -> int:
 class PgServer:
     """One postgres on 127.0.0.1:`port`; `url(db)` for a database, `restart()` to test reconnects."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """`durable`: PostgreSQL's default fsync settings (benchmarks); tests run without fsync."""
         bindir = _bindir()
         if bindir is None:
             msg = "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
@@ -63,7 +64,9 @@ class PgServer:
         hba = f"local all all trust\nhost all {PW_USER} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"
         self._write(self.data / "pg_hba.conf", hba)
         # Test speed: no fsync (a server restart still recovers from its WAL; only an OS crash would lose data).
-        conf = "fsync = off\nfull_page_writes = off\nmax_connections = 200\nshared_buffers = 128MB\n"
+        conf = "max_connections = 200\nshared_buffers = 128MB\n"
+        if not durable:
+            conf += "fsync = off\nfull_page_writes = off\n"
         self._write(self.data / "postgresql.auto.conf", conf)
         self.start()
         self.psql(f"CREATE ROLE {PW_USER} LOGIN SUPERUSER PASSWORD '{PW_SECRET}'")
