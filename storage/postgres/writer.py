@@ -120,10 +120,18 @@ _GAP_UPSERT = (
 )
 
 
-# A trade is stored once by (symbol, trade id), whatever its time: the key of `ticks` must hold the
-# partition column, so the ids a batch brings that any partition already has are looked up first,
-# one index range per symbol (the batch's lowest to highest id), not one probe per row.
+# A trade is stored once by (symbol, trade id), whatever its time. The key of `ticks` must hold the
+# partition column, so the ids a batch brings are first looked up in every partition: one index
+# range per symbol (the batch's lowest to highest id), not one probe per row. A batch none of whose
+# ids is stored (the usual case) goes in by a plain INSERT … SELECT; one that overlaps the store (a
+# replay, a recovery restart) by the anti-join below, with ON CONFLICT DO NOTHING. The key stays the
+# backstop: a plain insert that meets a stored row after all is redone the careful way.
 _TICKS = ", ".join(TICK_COLUMNS)
+_OVERLAP = """SELECT EXISTS (
+    SELECT 1 FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS span(symbol, lo, hi)
+    WHERE EXISTS (SELECT 1 FROM ticks t WHERE t.symbol = span.symbol AND t.trade_id BETWEEN span.lo AND span.hi)
+)"""
+_TICK_INSERT_NEW = f"INSERT INTO ticks ({_TICKS}) SELECT {_TICKS} FROM ticks_stage"
 _TICK_INSERT = f"""
 WITH span AS MATERIALIZED (
     SELECT symbol, min(trade_id) AS lo, max(trade_id) AS hi FROM ticks_stage GROUP BY symbol
@@ -179,6 +187,7 @@ class _Prepared:
     ts: int
     copy: bytes = b""
     nticks: int = 0
+    spans: list[list] = field(default_factory=list)  # [symbols, lowest ids, highest ids]
     days: set[int] = field(default_factory=set)
     bars: list[tuple] = field(default_factory=list)
     merges: list[tuple] = field(default_factory=list)
@@ -210,6 +219,8 @@ class PostgresWriter:
         while True:
             try:
                 conn = self.target.connect(app="ticklens-writer")
+                conn.execute("SET work_mem = '64MB'")  # the overlap anti-join sorts a batch in memory
+                conn.commit()
                 schema.create_schema(conn)
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS ticks_stage (LIKE ticks) ON COMMIT DELETE ROWS")
                 conn.commit()
@@ -246,10 +257,15 @@ class PostgresWriter:
         if batch.ticks:
             ticks = first_copies(batch.ticks)
             p.copy, p.nticks = ticks_copy_data(ticks)
+            span: dict[str, tuple[int, int]] = {}
             for t in ticks:
                 if len(t):
+                    lo_id, hi_id = int(t.trade_id.min()), int(t.trade_id.max())
+                    was = span.get(t.symbol, (lo_id, hi_id))
+                    span[t.symbol] = (min(was[0], lo_id), max(was[1], hi_id))
                     lo, hi = int(t.ts_ms.min()) // schema.DAY_MS, int(t.ts_ms.max()) // schema.DAY_MS
                     p.days.update(range(lo, hi + 1))
+            p.spans = [list(span), [v[0] for v in span.values()], [v[1] for v in span.values()]]
         # One row per bar: a batch may touch the same bar several times; the later value wins.
         latest = {(b.symbol, b.timeframe, b.start_ms): b for b in batch.bars}
         p.bars = [_bar_row(b, ts) for b in latest.values()]
@@ -313,7 +329,15 @@ class PostgresWriter:
         if p.nticks:
             with c.cursor().copy(f"COPY ticks_stage ({', '.join(TICK_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.write(p.copy)
-            c.execute(_TICK_INSERT)
+            overlap = c.execute(_OVERLAP, p.spans).fetchone()[0]  # type: ignore[index]
+            if overlap:
+                c.execute(_TICK_INSERT)
+            else:
+                try:
+                    with c.transaction():  # a savepoint: a stored row met after all rolls back only this
+                        c.execute(_TICK_INSERT_NEW)
+                except psycopg.errors.UniqueViolation:
+                    c.execute(_TICK_INSERT)
         if p.bars:
             c.execute(q["bars"], _columns_of(p.bars))
         if p.merges:
