@@ -304,3 +304,26 @@ def test_a_failing_step_in_a_cluster_prints_its_own_traceback(tmp_path: Path) ->
     assert "bad.gz" in cause or "gzip" in cause.lower(), cause[:2000]
     assert "giving up after 0 restarts" in r.stderr
     assert data["store"]["kind"] == "postgres"
+
+
+def test_a_cluster_killed_whole_resumes_as_one_process_and_the_state_is_resplit(tmp_path: Path, baseline) -> None:
+    store = new_store("postgres", tmp_path)
+    cfg = make_config(tmp_path, "recordings", store, speed=25)
+    total = len(baseline["recordings"]["ticks"])
+    env = dict(os.environ, TICKLENS_QUIET="1")
+    sup = subprocess.Popen(cluster_cmd(cfg), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _ticks(store) > total * 0.3, 120, "a third of the ticks stored")
+        for p in [*_children(psutil.Process(sup.pid)), psutil.Process(sup.pid)]:
+            p.kill()  # the whole cluster at once, as a power cut would
+        sup.wait(30)
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    assert len(list((tmp_path / "recovery").glob("part-*.sqlite3"))) == 2  # one per process of the first run
+    partial = _ticks(store)
+    assert 0 < partial < total
+    # One process, one worker, picks up both processes' state (keys re-split over the new worker count).
+    r = run_flow(cfg, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_store(dump(store), baseline["recordings"])
