@@ -95,23 +95,30 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
     `synchronous`: every batch is stored before `write_batch` returns. A per-worker
     (dynamic) sink has no snapshot to wait in, and bytewax commits an epoch's recovery
     snapshot without waiting for stateless outputs, so a batch still queued on the writer
-    thread could be lost to a crash after that commit. `resend_pending`: this partition
-    sends the webhooks an earlier run left pending (one per flow, not one per worker).
+    thread could be lost to a crash after that commit. `keyed`: handed (key, value) pairs (a
+    dynamic sink) rather than values. `resend_pending`: this partition sends the webhooks an
+    earlier run left pending (one per flow, not one per worker).
     """
 
     def __init__(
-        self, store: Store, progress: Progress, *, synchronous: bool = False, resend_pending: bool = True
+        self,
+        store: Store,
+        progress: Progress,
+        *,
+        synchronous: bool = False,
+        keyed: bool = False,
+        resend_pending: bool = True,
     ) -> None:
         self.progress = progress
         self.synchronous = synchronous
-        self.keyed = synchronous
+        self.keyed = keyed
         self.webhooks = WebhookDispatcher(store)
         if resend_pending:
             self.webhooks.start()
         self.writer = _WriterThread(store.writer(), self.webhooks)
 
     def write_batch(self, values: list[object]) -> None:
-        if self.keyed:  # a dynamic sink is handed the (key, value) pairs themselves
+        if self.keyed:
             values = [kv[1] for kv in values]  # type: ignore[index]
         batch = StoreBatch()
         outs: list[tuple[SymbolOut, int]] = []
@@ -192,7 +199,7 @@ class WorkerStoreSink(DynamicSink[object]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
         progress = Progress(self.cfg.progress_interval_s, worker=(worker_index, worker_count))
-        part = _StorePartition(self.store, progress, synchronous=True, resend_pending=worker_index == 0)
+        part = _StorePartition(self.store, progress, synchronous=True, keyed=True, resend_pending=worker_index == 0)
         return trace_methods(part, f"sink of worker {worker_index}", "write_batch", "close")
 
 
