@@ -12,7 +12,10 @@ import websockets
 
 from tests.feed_support import Feed
 from tests.flow_support import WINDOW_B
-from ticklens.emulator.feed import Faults, Session, Simulator, Subscription, Timeline, load_tape
+from ticklens.emulator.session import Faults, Session, Subscription
+from ticklens.emulator.simulator import Simulator
+from ticklens.emulator.tape import load_tape
+from ticklens.emulator.timeline import Timeline
 
 
 def take(tl: Timeline, streams: list[str], n: int, combined: bool = True, faults: Faults | None = None) -> list[dict]:

@@ -162,7 +162,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
-    from ticklens.emulator.feed import main as feed_main
+    from ticklens.emulator.cli import main as feed_main
 
     return feed_main(args.rest)
 
@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p_feed = sub.add_parser("feed", help="local Binance-compatible WebSocket feed", add_help=False)
     p_feed.add_argument("rest", nargs=argparse.REMAINDER)
     p_feed.set_defaults(func=cmd_feed)
+    from ticklens.history.commands import add_parser as add_history_parser
+
+    add_history_parser(sub)  # `ticklens history download|verify|rest-fill|ingest`
     raw = list(sys.argv[1:] if argv is None else argv)
     if "feed" in raw:
         # argparse's REMAINDER drops a leading "--option"; hand everything after `feed` to the feed as is.

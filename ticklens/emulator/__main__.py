@@ -2,6 +2,6 @@
 
 import sys
 
-from ticklens.emulator.feed import main
+from ticklens.emulator.cli import main
 
 sys.exit(main())

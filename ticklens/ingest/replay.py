@@ -37,7 +37,7 @@ MIN_SLICE_MS, MAX_SLICE_MS = 1, 3_600_000  # bounds of the merge's time slice
 def file_kind(path: Path) -> tuple[str, str | None]:
     """("agg"|"trades", symbol) for archive CSVs, ("ws", None) for recordings."""
     m = _NAME_RE.match(path.name)
-    if m and ".csv" in path.name.lower():
+    if m and (".csv" in path.name.lower() or path.name.lower().endswith(".zip")):  # Binance names zips X.zip
         return ("agg" if m.group(2).lower() == "aggtrades" else "trades", m.group(1).lower())
     return ("ws", None)
 
