@@ -1,25 +1,29 @@
 """Runs the dataflow with recovery on by default (`python -m flows.runner`).
 
 `python -m bytewax.run flows` works too; this adds the recovery directory next
-to the store, created on first use, and a clear message for a bad config.
+to the store (made so that a start can always go on: `flows.recovery`) and a
+clear message for a bad config or a full disk (naming the directory that is
+full). Files the flow creates are private to its user (umask 077: store,
+recovery and recording files 0600, directories 0700).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 from bytewax.errors import BytewaxRuntimeError
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from flows import crash
 from flows.dataflow import build_flow
+from flows.recovery import RecoveryError, free_space, prepare_recovery, recovery_problem
 from flows.shutdown import STOP
 from storage import open_store
 from ticklens.config import Config, ConfigError, load_config
@@ -42,36 +46,27 @@ def _root_cause(e: BaseException) -> str:
     return f"{type(pick).__name__}: {pick}"
 
 
-def _partition_files(rdir: Path) -> list[Path]:
-    return sorted(rdir.glob("part-*.sqlite3"))
-
-
 def _recovery_dir(cfg: Config, process_id: int | None, processes: int) -> Path:
     """The recovery directory, created with `recovery.partitions` (default: one per process).
 
-    In a cluster, process 0 creates it (in a temporary directory renamed into place, so no
-    process sees it half made) and the others wait for it; every process must open the same
-    directory (one machine: the same path; several machines: a shared filesystem).
+    Process 0 (or a lone process) prepares it (`flows.recovery`: made in a temporary
+    directory and renamed into place, so no process sees it half made); the others of a
+    cluster wait for it. Every process must open the same directory (one machine: the same
+    path; several machines: a shared filesystem).
     """
     rdir = cfg.recovery_dir
     want = cfg.recovery.partitions or processes
-    if not _partition_files(rdir):
-        if want < processes:
-            raise ConfigError(f"recovery.partitions: {want} is fewer than the {processes} processes of this cluster")
-        if process_id in (None, 0):
-            rdir.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{rdir.name}.init-", dir=rdir.parent))
-            init_db_dir(tmp, want)
-            if rdir.exists():
-                rdir.rmdir()  # an empty directory (non-empty without partitions: an error, named)
-            tmp.rename(rdir)
-        else:
-            deadline = time.monotonic() + 120
-            while not _partition_files(rdir):
-                if time.monotonic() > deadline:
-                    raise ConfigError(f"recovery directory {rdir} was not created by process 0 within 120 s")
-                time.sleep(0.2)
-    have = len(_partition_files(rdir))
+    if want < processes and recovery_problem(rdir) is not None:
+        raise ConfigError(f"recovery.partitions: {want} is fewer than the {processes} processes of this cluster")
+    if process_id in (None, 0):
+        prepare_recovery(rdir, want)
+    else:
+        deadline = time.monotonic() + 120
+        while recovery_problem(rdir) is not None:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"recovery directory {rdir} was not made ready by process 0 within 120 s")
+            time.sleep(0.2)
+    have = len(list(rdir.glob("part-*.sqlite3")))
     if have < processes:
         print(
             f"[ticklens] recovery directory {rdir} has {have} partition(s) for {processes} processes: it works,"
@@ -104,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if processes > 1:
             crash.install()
+        os.umask(0o077)  # store, recovery and recording files: readable by this user only
         flow = build_flow(cfg)
         recovery = None
         if cfg.recovery.enabled and not args.no_recovery:
@@ -111,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ticklens: {e}", file=sys.stderr)
         return 2
+    except RecoveryError as e:
+        print(f"ticklens: {e}", file=sys.stderr, flush=True)
+        return 1
+    rdir = cfg.recovery_dir
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
     # A second signal stops at once (the open batch is rolled back whole).
@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, BytewaxRuntimeError) and "signal received" in str(e):
             print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
             return 0
-        print(f"ticklens: the flow stopped on an error: {_root_cause(e)}", file=sys.stderr, flush=True)
+        cause = _root_cause(e)
+        if "disk is full" in cause or "No space left" in cause:
+            dirs = [cfg.store.path, *([rdir] if recovery is not None else [])]
+            cause = f"{cause} [the disk is full: {free_space(*dirs)}]"
+        print(f"ticklens: the flow stopped on an error: {cause}", file=sys.stderr, flush=True)
         return 1
     return 0
 

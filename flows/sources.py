@@ -48,11 +48,13 @@ def _clocks(ts_ms: int, shard: Shard) -> list[Clock]:
 
 
 class _ReplayPartition(StatefulSourcePartition[object, dict]):
-    def __init__(self, shard: Shard, speed: float | str, batch_rows: int, resume: dict | None) -> None:
+    def __init__(
+        self, shard: Shard, speed: float | str, batch_rows: int, resume: dict | None, window_ms: int | None = None
+    ) -> None:
         from ticklens.ingest.replay import Replay
 
         self.shard = shard
-        self.replay = Replay(list(shard.paths), positions=(resume or {}).get("positions"))
+        self.replay = Replay(list(shard.paths), positions=(resume or {}).get("positions"), window_ms=window_ms)
         self.speed = None if speed == "max" else float(speed)
         self.batch_rows = batch_rows
         self.symbols = set(shard.symbols)
@@ -128,12 +130,13 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
         self.shards = {s.name: s for s in replay_shards(cfg)}
         self.speed = cfg.source.speed
         self.batch_rows = cfg.source.batch_rows
+        self.window_ms = cfg.source.window_ms
 
     def list_parts(self) -> list[str]:
         return list(self.shards)
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _ReplayPartition:
-        part = _ReplayPartition(self.shards[for_part], self.speed, self.batch_rows, resume_state)
+        part = _ReplayPartition(self.shards[for_part], self.speed, self.batch_rows, resume_state, self.window_ms)
         return trace_methods(part, f"source {for_part}", "next_batch")
 
 
@@ -150,7 +153,14 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
         src = cfg.source
         self.shard = shard
         symbols = list(shard.symbols)
-        self.hub = Hub(symbols, shard.name, src.queue_max, _record_path(src.record, shard))
+        self.hub = Hub(
+            symbols,
+            shard.name,
+            src.queue_max,
+            _record_path(src.record, shard),
+            queue_max_bytes=src.queue_max_bytes,
+            window_ms=src.window_ms,
+        )
         last_ids = (resume or {}).get("last_ids", {})
         self.hub.emitted_last = dict(last_ids)
         enabled = cfg.backfill.enabled if cfg.backfill.enabled is not None else src.kind == "binance"
