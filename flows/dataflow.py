@@ -25,10 +25,8 @@ from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
 from ticklens.domain.dedup import Conflict, Dedup
-from ticklens.domain.records import Clock, GapEvent, Rejected, Trades
+from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
 from ticklens.domain.timeframes import TIMEFRAME_MS
-
-FEED_KEY = "_feed"
 
 
 def build_flow(cfg: Config) -> Dataflow:
@@ -55,10 +53,13 @@ def build_flow(cfg: Config) -> Dataflow:
     sym_stats = op.stateful_flat_map(
         "symbol_stats", barred, traced("symbol_stats", symbol_stats_step(cfg))
     )  # ("btcusdt", SymbolStatsOut)
-    watched = op.merge("alert_inputs", barred, pairs)
+    health = op.flat_map(
+        "feed_health", items, traced("feed_health", _health_router)
+    )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
+    watched = op.merge("alert_inputs", barred, pairs, health)
     alerts = op.stateful_flat_map(
         "alerts", watched, traced("alerts", alert_step(cfg))
-    )  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
+    )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
     stored = op.merge("to_store", barred, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, make_sink(cfg))
     return flow
@@ -73,6 +74,16 @@ def _router(symbols: list[str]):
         return [(FEED_KEY, item)]
 
     return route
+
+
+def _health_router(item: Any) -> list[tuple[str, Any]]:
+    """What feed-health alerts read besides the symbols' batches: the source's clock, reports and
+    rejects under the feed key, backfill gap events under their symbol."""
+    if isinstance(item, Trades):
+        return []
+    if isinstance(item, GapEvent):
+        return [(item.symbol, item)]
+    return [(FEED_KEY, item)]
 
 
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
@@ -98,6 +109,7 @@ def _dedup_step(lateness_ms: int):
             fresh, dups, conflicts = state.fresh(item)
             now_ts = state.max_ts
             out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
+        out.duplicates_total = state.duplicates
         out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
         return state, [out, *map(_conflict_reject, conflicts)]
 
@@ -140,6 +152,10 @@ def _bars_step(cfg: Config):
             late_trades=state.late_trades,
             revisions=state.revisions,
             watermark=state.watermark,
+            clock=fresh.clock,
+            trades_total=state.trades,
+            duplicates_total=fresh.duplicates_total,
+            last_trade_ms=state.newest_ts,
         )
         return state, out
 

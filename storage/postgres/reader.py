@@ -238,6 +238,10 @@ class PostgresReader:
     def reject_count(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM rejects")[0])  # type: ignore[index]
 
+    def alert_trigger_counts(self) -> dict[int, int]:
+        """rule id → triggers stored (one pass over the alert_events key index)."""
+        return {int(r): int(n) for r, n in self._all("SELECT rule_id, COUNT(*) FROM alert_events GROUP BY rule_id")}
+
     def schema_version(self) -> int | None:
         row = self._one("SELECT value FROM meta WHERE key='schema_version'")
         return int(row[0]) if row else None
