@@ -29,6 +29,8 @@ from storage.port import Store, StoreUnavailable
 from ticklens.config import DASHBOARD_PASSWORD_ENV, TOKEN_ENV, Config
 from ticklens.domain.times import now_ms
 
+PG_PASSWORD_ENV = "TICKLENS_PG_PASSWORD"  # read by storage/postgres/connection.py
+
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_MARKERS = ("flows.runner", "bytewax.run")
 
@@ -157,7 +159,7 @@ class FlowSupervisor:
 
     def _derived_config(self, symbols: list[str]) -> dict:
         # Secrets stay out of the file: the child gets them in its environment (`_secrets_env`).
-        secret = {"api": {"token"}, "dashboard": {"auth": {"password"}}}
+        secret = {"api": {"token"}, "dashboard": {"auth": {"password"}}, "store": {"password"}}
         raw = self.cfg.model_dump(mode="json", exclude_none=True, exclude=secret)  # type: ignore[arg-type]
         raw["symbols"] = symbols
         return raw
@@ -170,6 +172,9 @@ class FlowSupervisor:
         auth = self.cfg.dashboard.auth
         if auth and auth.secret():
             env[DASHBOARD_PASSWORD_ENV] = auth.secret() or ""
+        pg = self.cfg.store.password
+        if pg is not None and not os.environ.get(PG_PASSWORD_ENV):
+            env[PG_PASSWORD_ENV] = pg.get_secret_value()  # a model dump would write "**********"
         return env
 
     def _spawn(self, symbols: list[str]) -> int:
