@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_alerts import SYMBOLS as ALERT_SYMBOLS  # noqa: E402
 from bench.bench_alerts import hundred_rules, quiet, typical_rules  # noqa: E402
+from bench.procstat import peak_rss_mb  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
@@ -47,16 +48,6 @@ ANALYTICS = {
     "pairs": [{"legs": ["btcusdt", "ethusdt"], "window": 300, "timeframes": ["1s", "1m"], "adf_every": 10}],
     "correlation": {"symbols": ["btcusdt", "ethusdt"], "window": 300, "timeframe": "1s"},
 }
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def run_flow(
@@ -85,7 +76,7 @@ def run_flow(
     proc = subprocess.Popen([sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=ROOT, env=env)
     peak = 0.0
     while proc.poll() is None:
-        peak = max(peak, _peak_rss_mb(proc.pid))
+        peak = max(peak, peak_rss_mb(proc.pid))
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, f"flow failed ({proc.returncode})"
