@@ -16,6 +16,7 @@ from ticklens.config import Config
 from ticklens.domain.bars import BarBook
 from ticklens.domain.dedup import Dedup
 from ticklens.domain.records import Clock, GapEvent, Trades
+from ticklens.domain.stats.pair import PairOut
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 FEED_KEY = "_feed"
@@ -34,7 +35,8 @@ def build_flow(cfg: Config) -> Dataflow:
     pairs = op.stateful_flat_map("pair_analytics", legs_split.trues, pair_step(cfg))  # ("btcusdt-ethusdt@1s", PairOut)
     corr = op.stateful_flat_map("correlation", legs_split.falses, corr_step(cfg))  # ("_corr@1m", CorrOut)
     sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
-    watched = op.merge("alert_inputs", barred, pairs)
+    live_pairs = op.filter("first_computed", pairs, _is_first_computed)  # recomputed rows alert no one
+    watched = op.merge("alert_inputs", barred, live_pairs)
     alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
     stored = op.merge("to_store", barred, split.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, make_sink(cfg))
@@ -54,6 +56,10 @@ def _router(symbols: list[str]):
 
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
     return kv[0] != FEED_KEY
+
+
+def _is_first_computed(kv: tuple[str, PairOut]) -> bool:
+    return not kv[1].revised
 
 
 def _is_pair_item(kv: tuple[str, Any]) -> bool:
@@ -84,6 +90,8 @@ def _bars_step(cfg: Config):
         if state is None:
             state = BarBook(fresh.symbol, timeframes, cfg.bars.lateness_ms, cfg.bars.keep_closed_ms)
         changed, merges = state.add(trades) if trades is not None else ([], [])
+        # Closed before this step's watermark moved: changed by a late trade (analytics recompute them).
+        revised = [b for b in changed if b.closed]
         closed = state.advance(fresh.clock)
         # A bar that closed in this step is written again so its `closed` flag lands.
         changed.extend(closed)
@@ -93,6 +101,7 @@ def _bars_step(cfg: Config):
             bars=changed,
             merges=merges,
             closed=closed,
+            revised=revised,
             gaps=fresh.gaps,
             duplicates=fresh.duplicates,
             late_trades=state.late_trades,

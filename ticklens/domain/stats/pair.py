@@ -127,6 +127,12 @@ class Kalman:
         self.b = self.a = 0.0
         self.p00, self.p01, self.p10, self.p11 = init_var, 0.0, 0.0, init_var
 
+    def clone(self) -> Kalman:
+        new = Kalman.__new__(Kalman)
+        for k in self.__slots__:
+            setattr(new, k, getattr(self, k))
+        return new
+
     def update(self, x: float, y: float) -> tuple[float, float]:
         """Fold in one bar; returns (innovation, innovation variance)."""
         r00, r01, r10, r11 = self.p00 + self.vw, self.p01, self.p10, self.p11 + self.vw
@@ -214,6 +220,19 @@ class PairAnalytics:
         self.spreads = RollingSums1(p.window)
         self.rets = RollingSums2(p.window)
         self.kalman = Kalman(p.kalman_delta, p.kalman_obs_var, p.kalman_init_var)
+
+    def clone(self) -> PairAnalytics:
+        """An independent copy (a checkpoint to rewind to when a bar it used is revised)."""
+        new = PairAnalytics.__new__(PairAnalytics)
+        new.params, new.prev, new.fitted, new.kalman_bars = self.params, self.prev, self.fitted, self.kalman_bars
+        new.last_coint = self.last_coint  # immutable
+        new.ols, new.spreads, new.rets, new.kalman = (
+            self.ols.clone(),
+            self.spreads.clone(),
+            self.rets.clone(),
+            self.kalman.clone(),
+        )
+        return new
 
     def _coint(self, fit: tuple[float, float, float, float] | None) -> CointResult | None:
         if fit is None:
@@ -305,3 +324,4 @@ class PairOut:
     timeframe: str
     window: int
     rows: list[PairRow]
+    revised: bool = False  # rows computed again because a bar they used was revised
