@@ -50,6 +50,19 @@ class Aligner:
     cursor: int | None = None
     last_bar: int = -(2**62)  # newest bucket aligned so far in which any leg traded
 
+    def clone(self) -> Aligner:
+        """An independent copy (bars and closes are immutable tuples)."""
+        new = Aligner(list(self.legs), self.tf_ms)
+        new.pending = defaultdict(deque, {s: q.copy() for s, q in self.pending.items()})
+        new.first, new.newest, new.wm, new.current = (
+            dict(self.first),
+            dict(self.newest),
+            dict(self.wm),
+            dict(self.current),
+        )
+        new.cursor, new.last_bar = self.cursor, self.last_bar
+        return new
+
     def push(self, leg: LegBars) -> list[tuple[int, dict[str, Leg]]]:
         self.add(leg)
         return list(self.rows())

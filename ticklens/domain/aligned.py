@@ -80,48 +80,79 @@ class AlignedStats(Generic[S]):
         self.checkpoints: list[_Checkpoint[S]] = [self._checkpoint(None)]
         self.since_checkpoint = 0
         self.rewinds = 0
+        self.trim_at = -(2**62)  # watermark from which the next trim can drop something
+
+    def __deepcopy__(self, memo: dict[int, object]) -> AlignedStats[S]:
+        """What bytewax snapshots every epoch: checkpoints are never changed once taken, so they are shared."""
+        new = AlignedStats.__new__(AlignedStats)
+        new.__dict__.update(self.__dict__)
+        new.aligner = self.aligner.clone()
+        new.stats = self.stats.clone()
+        new.bars = {s: dict(b) for s, b in self.bars.items()}
+        new.starts = {s: list(k) for s, k in self.starts.items()}
+        new.wm = dict(self.wm)
+        new.checkpoints = list(self.checkpoints)
+        return new
 
     def push(self, leg: LegBars) -> Replayed:
         """A leg's closed or revised bars (and its watermark) in; the rows they complete or change out."""
         sym = leg.symbol
         bars, starts = self.bars[sym], self.starts[sym]
-        newest = starts[-1] if starts else None
+        newest = starts[-1] if starts else -(2**62)
         new: list[BarValues] = []
         rewind: int | None = None
-        al = self.aligner
-        for bar in sorted(leg.bars):
+        cursor = self.aligner.cursor
+        for bar in sorted(leg.bars) if len(leg.bars) > 1 else leg.bars:
             start = bar[0]
+            if start > newest and (cursor is None or start >= cursor):
+                new.append(bar)  # the common case: the leg's next bar
+                newest = start
+                starts.append(start)
+                bars[start] = bar
+                continue
             if bars.get(start) == bar:
                 continue  # sent again unchanged
-            if al.cursor is not None and start < al.cursor:
-                rewind = start if rewind is None else min(rewind, start)  # already aligned: recompute
-            elif newest is None or start > newest:
-                new.append(bar)
-                newest = start
-            elif al.cursor is not None:
+            if cursor is not None and start >= cursor:
                 self._revise_pending(sym, bar)  # not aligned yet: only its value changes
             else:
-                rewind = start if rewind is None else min(rewind, start)  # before the grid starts
+                # Already aligned (or before the grid started): recompute from it.
+                rewind = start if rewind is None else min(rewind, start)
             if start not in bars:
                 insort(starts, start)
             bars[start] = bar
-        self.wm[sym] = max(self.wm.get(sym, leg.watermark), leg.watermark)
-        out: Replayed = Replayed()
+        wm = self.wm.get(sym)
+        self.wm[sym] = leg.watermark if wm is None or leg.watermark > wm else wm
+        out = Replayed()
         if rewind is not None and self._rewind(rewind):
-            before = al.cursor
             for t, r in self._rows():
                 if t >= rewind:
-                    (out.revised if before is not None and t < before else out.fresh).append(r)
+                    (out.revised if cursor is not None and t < cursor else out.fresh).append(r)
         else:
             self.aligner.add(LegBars(sym, leg.timeframe, new, leg.watermark))
-            out.fresh = [r for _, r in self._rows()]
-        self._trim()
+            out.fresh = self._fresh_rows()
+        if len(self.wm) == len(self.legs) and min(self.wm.values()) >= self.trim_at:
+            self._trim()
+        return out
+
+    def _fresh_rows(self) -> list[object]:
+        """`_rows` for the common case, without a generator per row (the flow's hot path)."""
+        out: list[object] = []
+        on_row, every = self.stats.on_row, self.every
+        n = self.since_checkpoint
+        for t, row in self.aligner.rows():
+            out.append(on_row(t, row))
+            n += 1
+            if n >= every:
+                self.checkpoints.append(self._checkpoint(self.aligner.cursor))
+                n = 0
+        self.since_checkpoint = n
         return out
 
     def _rows(self) -> Iterator[tuple[int, object]]:
         """Aligned rows through the statistics, with a checkpoint every `every` rows."""
+        on_row = self.stats.on_row
         for t, row in self.aligner.rows():
-            yield t, self.stats.on_row(t, row)
+            yield t, on_row(t, row)
             self.since_checkpoint += 1
             if self.since_checkpoint >= self.every:
                 self.checkpoints.append(self._checkpoint(self.aligner.cursor))
@@ -173,6 +204,8 @@ class AlignedStats(Generic[S]):
         cut = min(self.wm.values()) - self.horizon_ms
         keys = [-(2**62) if c.cursor is None else c.cursor for c in self.checkpoints[1:]]
         i = bisect_right(keys, cut)  # checkpoints[i] is the newest at or before the cut
+        # Nothing more to drop before the watermark passes the next checkpoint's horizon.
+        self.trim_at = (keys[i] if i < len(keys) else cut + self.every * self.tf_ms) + self.horizon_ms
         if i == 0:
             return
         del self.checkpoints[:i]
