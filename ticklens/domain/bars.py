@@ -299,6 +299,13 @@ BAR_COLUMNS = (
 )
 
 
+def price_decimals(prices: Sequence[float] | np.ndarray) -> int | None:
+    """The most decimals any of these prices shows (what a display of the symbol's prices needs)."""
+    x = np.asarray(prices, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return decimal_units(np.abs(x))[1] if len(x) else None
+
+
 @dataclass(slots=True)
 class Units:
     """A batch sorted by (time, id) and its trades' exact integers (computed once for every timeframe).
