@@ -49,6 +49,7 @@ class PairPage(Page):
         self.kal = live_source(KALMAN_FIELDS)
         r_spread = self.spread_fig.line("time", "spread", source=self.ols, color=ACCENT, line_width=1.5)
         self.spread_hover = add_hover(self.spread_fig, [r_spread], self._spread_tooltip(None))
+        self.spread_hover.name = "pair-spread-hover"
         self.spread_axis = NumeralTickFormatter(
             format=price_format(None, SPREAD_EXTRA_DECIMALS), name="pair-spread-format"
         )
