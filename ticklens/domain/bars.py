@@ -89,7 +89,6 @@ DERIVED: dict[str, tuple[str, str]] = {
     "taker_buy_volume": ("taker_buy_volume_units", "qty_dp"),
     "taker_buy_quote_volume": ("taker_buy_quote_units", "quote_dp"),
 }
-VWAP = ("quote_volume", "volume")
 
 
 def reduce_decimals(units: list[int], dp: int) -> tuple[list[int], int]:
