@@ -42,3 +42,37 @@ def shifted_trades_csv(
             df.write_csv(path)
         paths.append(path)
     return paths
+
+
+def shifted_archive_days(site: Path, days: int, symbol: str = "BTCUSDT", hours: int = 24) -> list[Path]:
+    """A local copy of the archive's layout under `site`: `days` daily `trades` zips from 2020-12-09 on,
+    each `hours` time- and id-shifted copies of the bundled hour, with its `.CHECKSUM` beside it."""
+    import hashlib
+    import io
+    import zipfile
+    from datetime import date, timedelta
+
+    base = pl.read_csv(BTC_2020, schema_overrides={"price": pl.Utf8, "qty": pl.Utf8, "quote_qty": pl.Utf8})
+    id_span = int(base["id"].max() - base["id"].min() + 1)
+    folder = site / "data" / "futures" / "um" / "daily" / "trades" / symbol
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for d in range(days):
+        name = f"{symbol}-trades-{date(2020, 12, 9) + timedelta(days=d)}.zip"
+        path = folder / name
+        if not path.exists():
+            k = d * hours
+            day = pl.concat(
+                [
+                    base.with_columns(pl.col("id") + (k + h) * id_span, pl.col("time") + (k + h) * 3_600_000)
+                    for h in range(hours)
+                ]
+            )
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(name.removesuffix(".zip") + ".csv", day.write_csv())
+            body = buf.getvalue()
+            (folder / (name + ".CHECKSUM")).write_text(f"{hashlib.sha256(body).hexdigest()}  {name}\n")
+            path.write_bytes(body)
+        out.append(path)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow
 
 from flows.alert_step import alert_step
@@ -14,12 +15,10 @@ from flows.sink import make_sink
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
-from ticklens.domain.dedup import Dedup
-from ticklens.domain.records import Clock, GapEvent, Trades
+from ticklens.domain.dedup import Conflict, Dedup
+from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
 from ticklens.domain.stats.pair import PairOut
 from ticklens.domain.timeframes import TIMEFRAME_MS
-
-FEED_KEY = "_feed"
 
 
 def build_flow(cfg: Config) -> Dataflow:
@@ -27,8 +26,9 @@ def build_flow(cfg: Config) -> Dataflow:
     items = op.input("source", flow, make_source(cfg))  # Trades | Clock | Rejected | FeedStats
     keyed = op.flat_map("route", items, _router(cfg.symbols))  # ("btcusdt", Trades | Clock) | ("_feed", …)
     split = op.branch("split_feed", keyed, _is_symbol_item)
-    fresh = op.stateful_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # ("btcusdt", Fresh)
-    barred = op.stateful_map("bars", fresh, _bars_step(cfg))  # ("btcusdt", SymbolOut)
+    deduped = op.stateful_flat_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # (…, Fresh | Rejected)
+    fresh = op.branch("split_conflicts", deduped, _is_fresh)  # conflicting duplicates go to the store's rejects
+    barred = op.stateful_map("bars", fresh.trues, _bars_step(cfg))  # ("btcusdt", SymbolOut)
     legs = op.stateful_flat_map("pair_legs", barred, leg_router(cfg))  # ("btcusdt", LegBars)
     legs = op.key_on("by_pair", op.key_rm("unkey_legs", legs), leg_key)  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
     legs_split = op.branch("split_corr", legs, _is_pair_item)
@@ -36,9 +36,14 @@ def build_flow(cfg: Config) -> Dataflow:
     corr = op.stateful_flat_map("correlation", legs_split.falses, corr_step(cfg))  # ("_corr@1m", CorrOut)
     sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
     live_pairs = op.filter("first_computed", pairs, _is_first_computed)  # recomputed rows alert no one
-    watched = op.merge("alert_inputs", barred, live_pairs)
-    alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
-    stored = op.merge("to_store", barred, split.falses, pairs, corr, sym_stats, alerts)
+    health = op.flat_map(
+        "feed_health", items, _health_router
+    )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
+    watched = op.merge("alert_inputs", barred, live_pairs, health)
+    alerts = op.stateful_flat_map(
+        "alerts", watched, alert_step(cfg)
+    )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
+    stored = op.merge("to_store", barred, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, make_sink(cfg))
     return flow
 
@@ -54,6 +59,16 @@ def _router(symbols: list[str]):
     return route
 
 
+def _health_router(item: Any) -> list[tuple[str, Any]]:
+    """What feed-health alerts read besides the symbols' batches: the source's clock, reports and
+    rejects under the feed key, backfill gap events under their symbol."""
+    if isinstance(item, Trades):
+        return []
+    if isinstance(item, GapEvent):
+        return [(item.symbol, item)]
+    return [(FEED_KEY, item)]
+
+
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
     return kv[0] != FEED_KEY
 
@@ -66,20 +81,40 @@ def _is_pair_item(kv: tuple[str, Any]) -> bool:
     return not kv[0].startswith(CORR_KEY)
 
 
+def _is_fresh(kv: tuple[str, Any]) -> bool:
+    return isinstance(kv[1], Fresh)
+
+
 def _dedup_step(lateness_ms: int):
-    def dedup(state: Dedup | None, item: Trades | Clock) -> tuple[Dedup, Fresh]:
+    def dedup(state: Dedup | None, item: Trades | Clock) -> tuple[Dedup, list[Fresh | Rejected]]:
         state = state or Dedup(lateness_ms)
+        conflicts: list[Conflict] = []
         if isinstance(item, Clock):
             now_ts = item.ts_ms
             out = Fresh(symbol=item.symbol, clock=item.ts_ms)
         else:
-            fresh, dups = state.fresh(item)
+            fresh, dups, conflicts = state.fresh(item)
             now_ts = state.max_ts
             out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
+        out.duplicates_total = state.duplicates
         out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
-        return state, out
+        return state, [out, *map(_conflict_reject, conflicts)]
 
     return dedup
+
+
+def _conflict_reject(c: Conflict) -> Rejected:
+    """Both versions of a conflicting duplicate, kept in `rejects` (the first one stays stored)."""
+
+    def doc(v: tuple[int, float, float, bool, int]) -> dict[str, object]:
+        return dict(zip(("ts_ms", "price", "qty", "is_buyer_maker", "recv_ms"), v, strict=True))
+
+    raw = orjson.dumps({"symbol": c.symbol, "trade_id": c.trade_id, "kept": doc(c.kept), "conflicting": doc(c.other)})
+    fields = [
+        n for n, a, b in zip(("ts_ms", "price", "qty", "is_buyer_maker"), c.kept, c.other, strict=False) if a != b
+    ]
+    reason = f"conflicting duplicate: {c.symbol} trade id {c.trade_id} differs in {', '.join(fields)}"
+    return Rejected(recv_ms=c.other[4], reason=reason, raw=raw, source="dedup")
 
 
 def _bars_step(cfg: Config):
@@ -107,6 +142,10 @@ def _bars_step(cfg: Config):
             late_trades=state.late_trades,
             revisions=state.revisions,
             watermark=state.watermark,
+            clock=fresh.clock,
+            trades_total=state.trades,
+            duplicates_total=fresh.duplicates_total,
+            last_trade_ms=state.newest_ts,
         )
         return state, out
 

@@ -1,21 +1,26 @@
 """Runs the dataflow with recovery on by default (`python -m flows.runner`).
 
 `python -m bytewax.run flows` works too; this adds the recovery directory next
-to the store, created on first use, and a clear message for a bad config.
+to the store (made so that a start can always go on: `flows.recovery`) and a
+clear message for a bad config or a full disk (naming the directory that is
+full). Files the flow creates are private to its user (umask 077: store,
+recovery and recording files 0600, directories 0700).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from datetime import timedelta
 
 from bytewax.errors import BytewaxRuntimeError
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from flows.dataflow import build_flow
+from flows.recovery import RecoveryError, free_space, prepare_recovery
 from flows.shutdown import STOP
 from ticklens.config import ConfigError, load_config
 
@@ -47,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ticklens: {e}", file=sys.stderr)
         return 2
+    os.umask(0o077)  # store, recovery and recording files: readable by this user only
     flow = build_flow(cfg)
     recovery = None
+    rdir = cfg.recovery_dir
     if cfg.recovery.enabled and not args.no_recovery:
-        rdir = cfg.recovery_dir
-        if not (rdir / "part-0.sqlite3").exists():
-            rdir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(rdir, 1)
+        try:
+            prepare_recovery(rdir)
+        except RecoveryError as e:
+            print(f"ticklens: {e}", file=sys.stderr, flush=True)
+            return 1
         recovery = RecoveryConfig(str(rdir))
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
@@ -70,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, BytewaxRuntimeError) and "signal received" in str(e):
             print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
             return 0
-        print(f"ticklens: the flow stopped on an error: {_root_cause(e)}", file=sys.stderr, flush=True)
+        cause = _root_cause(e)
+        if "disk is full" in cause or "No space left" in cause:
+            dirs = [cfg.store.path, *([rdir] if recovery is not None else [])]
+            cause = f"{cause} [the disk is full: {free_space(*dirs)}]"
+        print(f"ticklens: the flow stopped on an error: {cause}", file=sys.stderr, flush=True)
         return 1
     return 0
 

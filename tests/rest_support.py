@@ -1,4 +1,5 @@
-"""A local Binance-compatible REST history server: `GET /fapi/v1/aggTrades` from recorded trades."""
+"""A local Binance-compatible REST history server: `GET /fapi/v1/aggTrades` from recorded trades,
+by `fromId` or by a `startTime`/`endTime` window (less than an hour, as Binance requires)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,18 @@ class RestHistory:
                 if url.path != "/fapi/v1/aggTrades" or q.get("symbol") not in history.trades:
                     self._send(400, {"code": -1121, "msg": "Invalid symbol."})
                     return
-                from_id, limit = int(q["fromId"]), min(int(q.get("limit", 500)), 1000)
-                rows = [r for r in history.trades[q["symbol"]] if r["a"] >= from_id][:limit]
+                limit = min(int(q.get("limit", 500)), 1000)
+                trades = history.trades[q["symbol"]]
+                if "fromId" in q:
+                    rows = [r for r in trades if r["a"] >= int(q["fromId"])][:limit]
+                elif "startTime" in q and "endTime" in q:
+                    start, end = int(q["startTime"]), int(q["endTime"])
+                    if not 0 <= end - start < 3_600_000:  # Binance's rule for a time window
+                        self._send(400, {"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
+                        return
+                    rows = [r for r in trades if start <= r["T"] <= end][:limit]
+                else:
+                    rows = trades[-limit:]  # no position: the newest trades
                 self._send(200, rows)
 
             def _send(self, code: int, body: object) -> None:

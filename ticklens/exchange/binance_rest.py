@@ -14,6 +14,7 @@ recorded as unfillable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import deque
@@ -56,6 +57,37 @@ class RequestBudget:
                 self.sent.append(now)
                 return
             await asyncio.sleep(60 - (now - self.sent[0]) + 0.01)
+
+
+async def get_within_budget(
+    client: httpx.AsyncClient,
+    url: str,
+    params: dict[str, object],
+    budget: RequestBudget,
+    rng: random.Random,
+    on_request: Callable[[], None] | None = None,
+) -> httpx.Response:
+    """A 200 answer to GET `url`, each attempt within `budget`; transport errors, 418/429 and 5xx
+    are retried with jittered exponential backoff (Retry-After honoured), other 4xx raise at once.
+    Shared by the live backfill and `ticklens history rest-fill`."""
+    for attempt in range(MAX_ATTEMPTS):
+        await budget.take()
+        if on_request is not None:
+            on_request()
+        try:
+            r = await client.get(url, params=params)
+        except httpx.TransportError:
+            r = None
+        if r is not None and r.status_code == 200:
+            return r
+        if r is not None and 400 <= r.status_code < 500 and r.status_code not in (418, 429):
+            raise RuntimeError(f"REST {r.status_code}: {r.text[:200]}")
+        retry_after = 0.0
+        if r is not None:
+            with contextlib.suppress(ValueError):  # an HTTP-date instead of seconds: use our backoff
+                retry_after = float(r.headers.get("Retry-After", 0))
+        await asyncio.sleep(max(retry_after, min(30.0, 0.2 * 2**attempt) * rng.random()))
+    raise RuntimeError(f"REST history unavailable after {MAX_ATTEMPTS} attempts")
 
 
 class Backfiller:
@@ -150,28 +182,19 @@ class Backfiller:
         assert self.client is not None
         url = f"{self.rest_url}/fapi/v1/aggTrades"
         params = {"symbol": symbol.upper(), "fromId": from_id, "limit": PAGE}
-        for attempt in range(MAX_ATTEMPTS):
-            await self.budget.take()
-            self.requests += 1
-            try:
-                r = await self.client.get(url, params=params)
-            except httpx.TransportError:
-                r = None
-            if r is not None and r.status_code == 200:
-                recv_ms = now_ms()
-                out = []
-                for ev in r.json():
-                    if isinstance(ev, dict):
-                        ev = {**ev, "e": "aggTrade", "s": symbol.upper(), "E": ev.get("T")}
-                    status, _, row = parse_event(ev, recv_ms)
-                    if status == "trade":
-                        out.append(row)
-                return out
-            if r is not None and 400 <= r.status_code < 500 and r.status_code not in (418, 429):
-                raise RuntimeError(f"REST {r.status_code}: {r.text[:200]}")
-            retry_after = float(r.headers.get("Retry-After", 0)) if r is not None else 0.0
-            await asyncio.sleep(max(retry_after, min(30.0, 0.2 * 2**attempt) * self.rng.random()))
-        raise RuntimeError(f"REST history unavailable after {MAX_ATTEMPTS} attempts")
+        r = await get_within_budget(self.client, url, params, self.budget, self.rng, self._sent)
+        recv_ms = now_ms()
+        out = []
+        for ev in r.json():
+            if isinstance(ev, dict):
+                ev = {**ev, "e": "aggTrade", "s": symbol.upper(), "E": ev.get("T")}
+            status, _, row = parse_event(ev, recv_ms, window_ms=None)  # history: any age
+            if status == "trade":
+                out.append(row)
+        return out
+
+    def _sent(self) -> None:
+        self.requests += 1
 
     async def aclose(self) -> None:
         for t in list(self.tasks):
