@@ -14,7 +14,11 @@ replayed at 4x while tabs open: one tab at a time (`--rounds` times), then `--ta
 once. Per tab: navigation → HTML received, and navigation → the Market chart holding real
 candles and painted.
 
-    .venv/bin/python -m bench.bench_dashboard --first-chart [--tabs 5] [--rounds 5]
+    .venv/bin/python -m bench.bench_dashboard --first-chart [--tabs 5] [--rounds 5] [--baseline DIR]
+
+`--baseline DIR` serves a second dashboard from another source tree (e.g. `git archive main
+panel_app ticklens | tar -x -C DIR`: the dashboard before a change) against the same API, store and
+replay, and times both in the same run, round by round in turn.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from tests.dashboard_support import (
     SAMPLE,
     TIMING_JS,
     Stack,
+    _spawn,
+    free_port,
     launch_browser,
     scaled_recording,
     start_stack,
@@ -239,10 +245,12 @@ async def _open_tabs(ctx: Any, url: str, n: int) -> list[dict[str, float]]:
     return list(out)
 
 
-async def _first_charts(url: str, rounds: int, tabs: int, server_pid: int) -> dict[str, dict]:
+async def _first_charts(servers: dict[str, tuple[str, int]], rounds: int, tabs: int) -> dict[str, dict]:
     """One browser, as a user has it: a first tab (empty cache), then fresh tabs one at a time,
-    then `tabs` at once, each round after the previous one's tabs closed. Each result carries the
-    CPU seconds the dashboard server and the browser spent per tab (what the load cannot bend)."""
+    then `tabs` at once, each round after the previous one's tabs closed; with several dashboard
+    servers (variant -> (url, pid)), each round visits every one in turn, so all see the same load.
+    Each result carries the CPU seconds the dashboard server and the browser spent per tab (what
+    the load cannot bend)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -258,14 +266,18 @@ async def _first_charts(url: str, rounds: int, tabs: int, server_pid: int) -> di
         plan = [("first tab of a fresh browser", 1, 1), ("1 tab", rounds, 1)]
         plan.append((f"{tabs} tabs together", max(1, rounds // 2), tabs))
         for label, n_rounds, n_tabs in plan:
-            s0, b0 = cpu_seconds(server_pid), cpu_seconds(chromium)
-            runs = [t for _ in range(n_rounds) for t in await _open_tabs(ctx, url, n_tabs)]
+            runs: dict[str, list[dict[str, float]]] = {v: [] for v in servers}
+            cpu = {v: {"server": 0.0, "browser": 0.0} for v in servers}
+            for _ in range(n_rounds):
+                for variant, (url, pid) in servers.items():
+                    s0, b0 = cpu_seconds(pid), cpu_seconds(chromium)
+                    runs[variant] += await _open_tabs(ctx, url, n_tabs)
+                    cpu[variant]["server"] += cpu_seconds(pid) - s0
+                    cpu[variant]["browser"] += cpu_seconds(chromium) - b0
             n = n_rounds * n_tabs
-            cpu = {
-                "server": (cpu_seconds(server_pid) - s0) / n * 1000,
-                "browser": (cpu_seconds(chromium) - b0) / n * 1000,
-            }
-            out[label] = {"runs": runs, "cpu_ms_per_tab": cpu}
+            for variant in servers:
+                c = {k: v / n * 1000 for k, v in cpu[variant].items()}
+                out[f"{variant}: {label}"] = {"runs": runs[variant], "cpu_ms_per_tab": c}
         await ctx.close()
     return out
 
@@ -274,11 +286,15 @@ def first_chart(args: argparse.Namespace) -> int:
     import asyncio
 
     root = Path(tempfile.mkdtemp(prefix="tl-bench-first-"))
-    stack = first_chart_stack(root, args.dashboard_args.split() if args.dashboard_args else [])
+    extra = args.dashboard_args.split() if args.dashboard_args else []
+    stack = first_chart_stack(root, extra)
     try:
+        servers = {"this tree": (stack.dash_url, stack.procs["dashboard"].pid)}
+        if args.baseline:
+            servers = {"baseline": _baseline_dashboard(stack, Path(args.baseline), extra), **servers}
         with stack.api() as api:
             wait_until(lambda: api.get("/api/v1/status").json()["running"], 30, "the flow running")
-        results = asyncio.run(_first_charts(stack.dash_url, args.rounds, args.tabs, stack.procs["dashboard"].pid))
+        results = asyncio.run(_first_charts(servers, args.rounds, args.tabs))
         with stack.api() as api:
             syms = [s["symbol"] for s in api.get("/api/v1/symbols").json()["symbols"]]
             span = api.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "limit": 100}).json()["count"]
@@ -295,10 +311,24 @@ def first_chart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline_dashboard(stack: Stack, tree: Path, extra: list[str]) -> tuple[str, int]:
+    """A second `panel serve` of `tree`'s panel_app (imports resolve there first) on the same API."""
+    import httpx
+
+    port = free_port()
+    cmd, env = stack.commands["dashboard"]
+    cmd = [*cmd[: cmd.index("--port") + 1], str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", *extra]
+    _spawn(stack, "dashboard_baseline", cmd, env, cwd=tree.resolve())
+    url = f"http://127.0.0.1:{port}/app"
+    wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, 60, "the baseline dashboard")
+    return url, stack.procs["dashboard_baseline"].pid
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--first-chart", action="store_true", help="time a fresh tab's first chart (1 and --tabs at once)")
     ap.add_argument("--tabs", type=int, default=5)
+    ap.add_argument("--baseline", default="", help="a source tree whose dashboard is timed beside this one")
     ap.add_argument("--dashboard-args", default="", help="extra `panel serve` arguments (e.g. '--num-procs 2')")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=2000.0)

@@ -114,13 +114,13 @@ class Stack:
             self.stop(name)
 
 
-def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> None:
+def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
     log = stack.root / f"{name}.log"
     stack.logs[name] = log
     stack.commands[name] = (cmd, env)
     with open(log, "ab") as out:
         stack.procs[name] = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ticklens.domain.bars import INT64_SAFE, decimal_of, reduce_decimals
+from ticklens.domain.bars import INT64_SAFE, float_sums
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.upload import UploadedBar
 
@@ -21,20 +21,12 @@ def bar_row(r: UploadedBar, now_ms: int) -> tuple:
         qv = v * (h + lo + c) / 3
     vwap = qv / v if v else c
     end = start + TIMEFRAME_MS[tf] - 1
-    (vu, tvu), qty_dp = _exact(v, tbv or 0.0)
-    (qu, tqu), quote_dp = _exact(qv, tbqv or 0.0)
+    vu, qu, tvu, tqu, qty_dp, quote_dp = float_sums(v, qv, tbv or 0.0, tbqv or 0.0)
     return (
         sym, tf, start, o, h, lo, c, v, qv, int(n or 0), tbv or 0.0, tbqv or 0.0, vwap,
         0.0, 0, start, -1, end, -1, -1, -1, 0, 1,
         _stored(vu), _stored(qu), _stored(tvu), _stored(tqu), qty_dp, quote_dp, now_ms, "upload",
     )  # fmt: skip
-
-
-def _exact(a: float, b: float) -> tuple[list[int], int]:
-    """Two sums as exact decimal units sharing the fewest decimals (the CSV's own digits)."""
-    (ua, da), (ub, db) = decimal_of(a), decimal_of(b)
-    dp = max(da, db)
-    return reduce_decimals([ua * 10 ** (dp - da), ub * 10 ** (dp - db)], dp)
 
 
 def _stored(units: int) -> int | str:

@@ -256,10 +256,68 @@ class Bar:
         return cls(**kw)  # type: ignore[arg-type]
 
 
+def float_sums(volume: float, quote: float, tb_volume: float, tb_quote: float) -> tuple[int, int, int, int, int, int]:
+    """Bar sums given as floats (an uploaded CSV's) as exact decimal units: (volume_units,
+    quote_units, taker_buy_volume_units, taker_buy_quote_units, qty_dp, quote_dp), each group
+    with the fewest decimals the values' shortest text needs."""
+
+    def group(a: float, b: float) -> tuple[list[int], int]:
+        (ua, da), (ub, db) = decimal_of(a), decimal_of(b)
+        dp = max(da, db)
+        return reduce_decimals([ua * _POW10[dp - da], ub * _POW10[dp - db]], dp)
+
+    (vu, tvu), qty_dp = group(volume, tb_volume)
+    (qu, tqu), quote_dp = group(quote, tb_quote)
+    return vu, qu, tvu, tqu, qty_dp, quote_dp
+
+
+def exact_sums(row: Sequence[object]) -> ExactSums:
+    """The exact decimal sums of a stored bar (`EXACT_SUM_COLUMNS` order: start_ms, then each
+    sum's units and its decimals); a v2 quote (decimals NULL, units of 2**-24) converted exactly."""
+    start, vu, tvu, qty_dp, qu, tqu, quote_dp = row
+    if quote_dp is None:
+        (qu, tqu), quote_dp = reduce_decimals(
+            [_int(qu) * _LEGACY_QUOTE_FACTOR, _int(tqu) * _LEGACY_QUOTE_FACTOR], LEGACY_QUOTE_DP
+        )
+    qd, pd = int(qty_dp), int(quote_dp)  # type: ignore[call-overload]
+    return ExactSums(int(start), *(_dec(_int(u), d) for u, d in ((vu, qd), (qu, pd), (tvu, qd), (tqu, pd))))  # type: ignore[call-overload]
+
+
+def _dec(units: int, dp: int) -> Decimal:
+    return Decimal(f"{units}e{-dp}")  # from text: exact, never rounded to the context's precision
+
+
+@dataclass(frozen=True, slots=True)
+class ExactSums:
+    """A bar's sums as exact decimals (what the REAL columns round)."""
+
+    start_ms: int
+    volume: Decimal
+    quote_volume: Decimal
+    taker_buy_volume: Decimal
+    taker_buy_quote_volume: Decimal
+
+
+# Columns `exact_sums` reads, in its order.
+EXACT_SUM_COLUMNS = (
+    "start_ms",
+    "volume_units",
+    "taker_buy_volume_units",
+    "qty_dp",
+    "quote_units",
+    "taker_buy_quote_units",
+    "quote_dp",
+)
+
+
 def _int(v: object) -> int:
     """A stored exact sum: an INTEGER, its decimal text past 64 bits (or a v2 store's lossy REAL)."""
     if isinstance(v, bytes):
         v = v.decode()
+    if isinstance(v, Decimal):  # PostgreSQL numeric
+        if v != v.to_integral_value():
+            raise ValueError(f"stored bar sum {v} is not an integer")
+        return int(v)
     if not isinstance(v, int | float | str):
         raise TypeError(f"stored bar sum {v!r} is not a number")
     return int(v)
