@@ -320,7 +320,7 @@ def _baseline_dashboard(stack: Stack, tree: Path, extra: list[str]) -> tuple[str
     cmd = [*cmd[: cmd.index("--port") + 1], str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", *extra]
     _spawn(stack, "dashboard_baseline", cmd, env, cwd=tree.resolve())
     url = f"http://127.0.0.1:{port}/app"
-    wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, 60, "the baseline dashboard")
+    wait_until(lambda: httpx.get(url, timeout=60).status_code == 200, 180, "the baseline dashboard")
     return url, stack.procs["dashboard_baseline"].pid
 
 

@@ -118,7 +118,7 @@ def test_a_version_2_store_keeps_its_bars_and_a_late_trade_merges_into_them_exac
     assert tuple(kept[n] for n in names[:29]) == old  # every v2 column as it was
     assert kept["qty_dp"] == 8 and kept["quote_dp"] is None
     with store.reader() as r:
-        assert [b[7] for b in r.bars("pepeusdt", "1m", 10)] == [2.0]  # quote_volume still read
+        assert [b[6] for b in r.bars("pepeusdt", "1m", 10)] == [2.0]  # quote_volume still read
 
     # A late trade (100 at 0.0061922, a taker sell) for that minute, merged into the stored v2 bar.
     late = Trades.from_columns(
