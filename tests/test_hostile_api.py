@@ -389,7 +389,7 @@ def test_huge_finite_upload_values_are_row_errors(open_api: ApiServer) -> None:
         f"btcusdt,1m,{t.format(2)},100,101,99,100,1,1e30,,\n"
         f"btcusdt,1m,{t.format(3)},100,101,99,100,1,,1e300,\n"
         f"btcusdt,1m,{t.format(4)},100,101,99,100,1,,,1e25\n"
-        f"btcusdt,1m,{t.format(5)},60000,60001,59999,60000,1e10,,,\n"  # volume x price beyond the exact sums
+        f"btcusdt,1m,{t.format(5)},60000,60001,59999,60000,1e11,,,\n"  # estimated quote volume 6e15
         f"btcusdt,1m,{t.format(6)},60000,60001,59999,60000,12.5,100,750000,6\n"  # fine
     ).encode()
     for path in ("/api/v1/upload/ohlc", "/api/upload/ohlc"):

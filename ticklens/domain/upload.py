@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import polars as pl
 
-from ticklens.domain.bars import QTY_SCALE, QUOTE_SCALE
 from ticklens.domain.symbols import SYMBOL_RE
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.times import iso_ms, parse_time
@@ -23,12 +22,12 @@ OPTIONAL_FLOAT = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 OPTIONAL_INT = ("trades",)
 EARLIEST_MS = 1_483_228_800_000  # 2017-01-01: Binance did not trade before; smaller values are likely seconds
 MAX_ERRORS = 100
-# Bounds that keep every value storable: prices as the exchange edge takes them, and volumes
-# whose exact integer sums (qty in 1e-8, price*qty in 2**-24 units) fit a signed 64-bit integer.
-_INT64 = 2**63 - 1
+# Sanity bounds far beyond any real bar (BTCUSDT's busiest minutes trade < 1e5 BTC and < 1e10
+# USDT): prices as the exchange edge takes them; a value past these is a typo or an attack, and
+# trade counts must fit the store's 64-bit integer.
 MAX_PRICE = 1e15
-MAX_VOLUME = float(_INT64 // QTY_SCALE)  # ~9.2e10
-MAX_QUOTE = float(_INT64 // int(QUOTE_SCALE))  # ~5.5e11
+MAX_VOLUME = 1e12
+MAX_QUOTE = 1e15
 MAX_TRADES = 10**15
 LIMITS = {
     "open": MAX_PRICE,
