@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -17,7 +18,7 @@ from bytewax.run import cli_main
 
 from flows.dataflow import build_flow
 from flows.shutdown import STOP
-from ticklens.config import ConfigError, load_config
+from ticklens.config import Config, ConfigError, load_config
 
 
 def _request_stop(signum: int, frame: object) -> None:
@@ -47,14 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ticklens: {e}", file=sys.stderr)
         return 2
+    recovery = cfg.recovery_dir if cfg.recovery.enabled and not args.no_recovery else None
+    return run(cfg, args.workers, recovery)
+
+
+def run(cfg: Config, workers: int = 1, recovery_dir: Path | None = None) -> int:
+    """Build the flow for `cfg` and run it here until its input ends (or a signal stops it).
+
+    `recovery_dir`: snapshots there (created on first use), resumed from when it holds some.
+    Exit code 0 also after a graceful stop: `STOP.is_set()` tells the caller it was one.
+    """
     flow = build_flow(cfg)
     recovery = None
-    if cfg.recovery.enabled and not args.no_recovery:
-        rdir = cfg.recovery_dir
-        if not (rdir / "part-0.sqlite3").exists():
-            rdir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(rdir, 1)
-        recovery = RecoveryConfig(str(rdir))
+    if recovery_dir is not None:
+        if not (recovery_dir / "part-0.sqlite3").exists():
+            recovery_dir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(recovery_dir, 1)
+        recovery = RecoveryConfig(str(recovery_dir))
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
     # A second signal stops at once (the open batch is rolled back whole).
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     try:
-        cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
+        cli_main(flow, workers_per_process=workers, epoch_interval=interval, recovery_config=recovery)
     except KeyboardInterrupt:
         print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
     except Exception as e:  # noqa: BLE001 (one clear line after bytewax's own traceback)

@@ -1,6 +1,6 @@
 """A local data.binance.vision: the archive layout built from the bundled real files, served on 127.0.0.1.
 
-Paths are written out here by hand (not taken from ticklens.history.layout), so the tests check
+Paths are written out here by hand (not taken from ticklens.ingest.archive), so the tests check
 the downloader's idea of the layout against this independent one. Faults are per path: a queue
 of one-shot behaviours ("503", "truncate", "stall") and a persistent trickle (a slow response).
 Range requests are answered with 206 like a real static host.

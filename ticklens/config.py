@@ -85,6 +85,18 @@ class StoreConfig(_Model):
     max_size_mb: int | None = Field(None, ge=1)
     # SQLite page cache of the flow's writer; RSS grows by up to this much as the store grows.
     cache_mb: int = Field(64, ge=1, le=4096)
+    # Tiered ticks (storage/tier.py, docs/store.md): a symbol's ticks of whole UTC days that end more
+    # than `hot_days` before its newest stored trade move to zstd Parquet under `cold_dir`; bars and
+    # analytics stay. None: every tick stays in the store.
+    hot_days: int | None = Field(7, ge=1)
+    cold_dir: Path | None = None  # default: `cold/` next to the store file
+    # How often the running flow moves ticks out (its sink's tier thread); `ticklens store tier-out` any time.
+    tier_every_s: float = Field(600.0, gt=0)
+
+
+class HistoryConfig(_Model):
+    # Where `ticklens history download` keeps Binance's archive files (and the API's audit finds the klines).
+    dir: Path = Path("data/archive")
 
 
 class BarsConfig(_Model):
@@ -203,6 +215,7 @@ class Config(_Model):
     feed: FeedConfig = Field(default_factory=FeedConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     progress_interval_s: float = Field(2.0, gt=0)
 
     @field_validator("symbols", mode="before")
@@ -256,6 +269,11 @@ class Config(_Model):
     def recovery_dir(self) -> Path:
         return self.recovery.directory or self.store.path.parent / "recovery"
 
+    @property
+    def cold_dir(self) -> Path:
+        """The Parquet tier's root (`<cold_dir>/ticks/symbol=…/date=…/`)."""
+        return self.store.cold_dir or self.store.path.parent / "cold"
+
     def with_base(self, base: Path) -> Config:
         """Resolve relative paths against the config file's folder."""
 
@@ -270,6 +288,9 @@ class Config(_Model):
         data.feed.paths = [fix(p) for p in data.feed.paths]
         if data.recovery.directory:
             data.recovery.directory = fix(data.recovery.directory)
+        if data.store.cold_dir:
+            data.store.cold_dir = fix(data.store.cold_dir)
+        data.history.dir = fix(data.history.dir)
         return data
 
 
