@@ -109,6 +109,14 @@ class Archive:
         self.files[path] = body if served is None else served
         self.files[path + ".CHECKSUM"] = f"{hashlib.sha256(body).hexdigest()}  {name}\n".encode()
 
+    def write_to(self, root: Path) -> Path:
+        """Every file where the downloader leaves it below `--dir` (the URL path without `/data/`)."""
+        for path, body in self.files.items():
+            p = root / path.removeprefix("/data/")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(body)
+        return root
+
     def add_zip(self, data: str, symbol: str, label: str, header: str | None, lines: list[str], **kw: object) -> str:
         path = daily_path(data, symbol, label, monthly=len(label) == 7)
         inner = path.rsplit("/", 1)[1].removesuffix(".zip") + ".csv"

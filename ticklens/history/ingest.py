@@ -58,7 +58,12 @@ def flow_config(base: Config, symbols: list[str], paths: list[Path], recovery_di
     raw: dict[str, Any] = base.model_dump()
     raw["symbols"] = syms
     # One replay partition: the reader merges every file in event time, across symbols.
-    raw["source"] = {"kind": "replay", "paths": [str(p) for p in paths], "speed": "max"}
+    raw["source"] = {
+        "kind": "replay",
+        "paths": [str(p) for p in paths],
+        "speed": "max",
+        "batch_rows": base.source.batch_rows,
+    }
     raw["pairs"] = [p for p in raw["pairs"] if set(p["legs"]) <= set(syms)]
     corr = raw.get("correlation")
     if corr:
