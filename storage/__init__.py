@@ -7,7 +7,10 @@ from ticklens.config import StoreConfig
 
 
 def open_store(cfg: StoreConfig) -> Store:
-    """The backend `store.kind` names, for the flow, the API and the tools alike."""
+    """The backend `store.kind` names, for the flow, the API and the tools alike; its readers also read
+    the ticks moved to Parquet (`storage.tier`)."""
     from storage.sqlite import SqliteStore
+    from storage.tier import TieredStore
 
-    return SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb)
+    backend = SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb)
+    return TieredStore(backend, cfg.cold_path)

@@ -93,6 +93,11 @@ class StoreConfig(_Model):
     # How often the running flow moves ticks out (its sink's tier thread); `ticklens store tier-out` any time.
     tier_every_s: float = Field(600.0, gt=0)
 
+    @property
+    def cold_path(self) -> Path:
+        """The Parquet tier's root (`<cold_path>/ticks/symbol=…/date=…/`)."""
+        return self.cold_dir or self.path.parent / "cold"
+
 
 class HistoryConfig(_Model):
     # Where `ticklens history download` keeps Binance's archive files (and the API's audit finds the klines).
@@ -268,11 +273,6 @@ class Config(_Model):
     @property
     def recovery_dir(self) -> Path:
         return self.recovery.directory or self.store.path.parent / "recovery"
-
-    @property
-    def cold_dir(self) -> Path:
-        """The Parquet tier's root (`<cold_dir>/ticks/symbol=…/date=…/`)."""
-        return self.store.cold_dir or self.store.path.parent / "cold"
 
     def with_base(self, base: Path) -> Config:
         """Resolve relative paths against the config file's folder."""

@@ -161,6 +161,12 @@ class SqliteReader:
         while rows := cur.fetchmany(chunk):
             yield rows
 
+    def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
+        row = self.conn.execute(
+            "SELECT trade_id, ts_ms FROM ticks WHERE symbol=? ORDER BY trade_id LIMIT 1", (symbol,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
     # --- bars ----------------------------------------------------------------------------
 
     def bars(

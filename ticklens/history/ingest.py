@@ -124,4 +124,26 @@ def run_ingest(plan: IngestPlan) -> int:
     shutil.rmtree(plan.recovery_dir, ignore_errors=True)
     size = sum(p.stat().st_size for p in plan.paths)
     print(f"ingested {len(plan.paths)} files ({size / 1e6:,.1f} MB) in {elapsed:.1f} s into {plan.cfg.store.path}")
+    if plan.cfg.store.hot_days is not None:
+        tier_rest(plan.cfg)
     return 0
+
+
+def tier_rest(cfg: Config) -> None:
+    """What the flow's own tier thread had no time for: days older than store.hot_days to Parquet now."""
+    from storage import open_store
+    from storage.tier import tier_out
+
+    assert cfg.store.hot_days is not None
+    store = open_store(cfg.store)
+    t0 = time.perf_counter()
+    try:
+        moved = tier_out(store, cfg.store.cold_path, cfg.store.hot_days, cfg.symbols)
+    finally:
+        store.close()
+    if moved:
+        rows = sum(m.rows for m in moved)
+        print(
+            f"moved {rows:,} ticks of {len(moved)} symbol-days older than {cfg.store.hot_days} days to "
+            f"{cfg.store.cold_path} in {time.perf_counter() - t0:.1f} s (store.hot_days)"
+        )
