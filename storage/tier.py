@@ -324,11 +324,7 @@ class _PartWriter:
         self.dir = cold.partition(symbol, day)
         self.dir.mkdir(parents=True, exist_ok=True)
         there = [f for f in cold.files(symbol, _day_ms(day), _day_ms(day) + DAY_MS) if f.day == day]
-        self.existing = (
-            np.sort(np.concatenate([pq.read_table(f.path, columns=["trade_id"]).column(0).to_numpy() for f in there]))
-            if there
-            else None
-        )
+        self.existing = np.sort(np.concatenate([_ids(f.path) for f in there])) if there else None
         for stale in self.dir.glob(".part-*.parquet.tmp"):  # left by a crash an hour ago or more
             if time.time() - stale.stat().st_mtime > 3600:
                 stale.unlink(missing_ok=True)
@@ -378,7 +374,7 @@ class _PartWriter:
         try:
             with open(self.tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-            ids = pq.read_table(self.tmp, columns=["trade_id"]).column(0).to_numpy()
+            ids = _ids(self.tmp)
             rows = pq.read_metadata(self.tmp).num_rows
             if rows != self.n or len(ids) != self.n or int(ids[0]) != self.lo or int(ids[-1]) != self.hi:
                 raise TierError(
@@ -399,6 +395,11 @@ class _PartWriter:
         if self.writer is not None:
             self.writer.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def _ids(path: Path) -> np.ndarray:
+    """A file's trade ids as written (ParquetFile: pq.read_table would load the dataset machinery)."""
+    return pq.ParquetFile(path).read(columns=["trade_id"]).column(0).to_numpy()
 
 
 def _backend(store: Store) -> Store:

@@ -164,13 +164,13 @@ def _ingest_cmd(config: Path) -> list[str]:
     return [
         sys.executable, "-m", "ticklens.cli", "--config", str(config), "history", "ingest",
         "--symbols", "BTCUSDT", "--data", "trades", "--from", "2020-12-09", "--to", "2020-12-09",
+        "--snapshot-every", "0.2",
     ]  # fmt: skip
 
 
 def test_an_ingest_killed_with_sigkill_resumes_and_the_store_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     archive = real_archive()
     slow = {"source": {"kind": "replay", "paths": ["unused.csv"], "batch_rows": 1500}}
-    slow["recovery"] = {"snapshot_interval_s": 0.2}
     ref, crash = tmp_path / "ref", tmp_path / "crash"
     for d in (ref, crash):
         d.mkdir()

@@ -147,3 +147,52 @@ def test_tier_out_keeps_every_tick_and_the_api_answers_the_same_before_and_after
         again = cold_frame(cold)
         assert again.height == parquet.height and again["trade_id"].is_unique().all()
         assert [r[0] for r in query(db, "SELECT trade_id FROM ticks ORDER BY trade_id")] == in_store
+
+
+POLARS_SNIPPET = """ticks = pl.scan_parquet("data/cold/ticks/**/*.parquet", hive_partitioning=True)
+day = ticks.filter(pl.col("symbol") == "btcusdt", pl.col("date") == pl.date(2020, 12, 9)).collect()"""
+DUCKDB_SNIPPET = """SELECT symbol, date, count(*) AS ticks, min(trade_id) AS first_id, max(trade_id) AS last_id
+FROM read_parquet('data/cold/ticks/*/*/*.parquet', hive_partitioning = true)
+GROUP BY ALL ORDER BY ALL;"""
+
+
+def test_the_parquet_tier_reads_directly_as_docs_store_md_shows(tmp_path: Path) -> None:
+    """docs/store.md's polars and duckdb queries, verbatim, over a tier made by `ticklens store tier-out`."""
+    import duckdb
+
+    doc = (ROOT / "docs" / "store.md").read_text()
+    assert POLARS_SNIPPET in doc and DUCKDB_SNIPPET in doc
+    archive = shifted_trade_days(3).write_to(tmp_path / "archive")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "symbols": ["btcusdt"],
+                "source": {"kind": "replay", "paths": ["unused.csv"]},
+                "store": {"path": str(tmp_path / "data" / "ticklens.db"), "hot_days": 1},
+                "history": {"dir": str(archive)},
+            }
+        )
+    )
+    ingest(config, "2020-12-09", "2020-12-11")  # moves day 0 at its end (store.hot_days)
+    raw = pl.concat(
+        [
+            pl.read_csv(zipfile.ZipFile(z).read(zipfile.ZipFile(z).namelist()[0]))
+            for z in sorted(archive.rglob("*2020-12-09.zip"))
+        ]
+    )
+    old = Path.cwd()
+    os.chdir(tmp_path)  # the snippets' relative paths
+    try:
+        scope: dict[str, object] = {"pl": pl}
+        exec(POLARS_SNIPPET, scope)  # noqa: S102 (the documentation's own code, checked verbatim above)
+        rows = duckdb.sql(DUCKDB_SNIPPET).fetchall()
+    finally:
+        os.chdir(old)
+    day = scope["day"]
+    assert isinstance(day, pl.DataFrame)
+    assert day["trade_id"].to_list() == sorted(raw["id"].to_list())
+    assert day["price"].to_list() == raw.sort("id")["price"].to_list()
+    assert [(s, str(d), n, lo, hi) for s, d, n, lo, hi in rows] == [
+        ("btcusdt", "2020-12-09", raw.height, raw["id"].min(), raw["id"].max())
+    ]

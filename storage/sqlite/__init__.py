@@ -79,7 +79,8 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             cur = conn.execute(
-                "DELETE FROM ticks WHERE symbol=? AND trade_id BETWEEN ? AND ? AND ts_ms < ?",
+                "DELETE FROM tick_rows WHERE sym=(SELECT id FROM symbols WHERE symbol=?)"
+                " AND trade_id BETWEEN ? AND ? AND ts_ms < ?",
                 (symbol, lo_id, hi_id, before_ms),
             )
             if cur.rowcount != expect:

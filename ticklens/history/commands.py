@@ -82,6 +82,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     i = hs.add_parser("ingest", help="replay downloaded trades/aggTrades into the store through the flow (resumable)")
     _range_args(i)
+    i.add_argument(
+        "--snapshot-every", type=float, default=30.0, metavar="S", help="seconds between recovery snapshots (30)"
+    )
     i.set_defaults(func=cmd_ingest)
 
     v = hs.add_parser(
@@ -336,7 +339,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     args.dir = _archive_dir(args)
     try:
-        the_plan = plan_ingest(base_config(args), args.dir, args.symbols, args.data, args.start, args.end)
+        snapshot_s = getattr(args, "snapshot_every", 30.0)  # `download --ingest` has no such flag
+        the_plan = plan_ingest(base_config(args), args.dir, args.symbols, args.data, args.start, args.end, snapshot_s)
     except ValueError as e:
         print(f"ticklens history ingest: {e}", file=sys.stderr)
         return 2

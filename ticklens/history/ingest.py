@@ -6,7 +6,8 @@ over a replay source at `speed: max`, run by `flows.runner.run`): dedup, bars, a
 alerts exactly as live, merged across symbols in event time by the replay reader. The pipeline
 file gives the store and the flow's settings; the symbols and the source are the command's.
 
-Resumable: the run keeps bytewax recovery snapshots in a directory of its own, named after
+Resumable: the run keeps bytewax recovery snapshots (every 30 s by default, `--snapshot-every`: an
+epoch's end waits for the store's writer, so bulk ingest takes long epochs) in a directory of its own, named after
 everything the run depends on (store, settings, the files with their sizes and times), beside
 the live flow's (`<recovery dir>-ingest/<job>/`). Killed (even with SIGKILL) or stopped with
 Ctrl-C, the same command resumes from the last snapshot; what was written after it is written
@@ -48,7 +49,12 @@ def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def flow_config(base: Config, symbols: list[str], paths: list[Path], recovery_dir: Path) -> Config:
+SNAPSHOT_EVERY_S = 30.0  # an epoch's end drains the store's writer: fewer, longer epochs for bulk ingest
+
+
+def flow_config(
+    base: Config, symbols: list[str], paths: list[Path], recovery_dir: Path, snapshot_s: float = SNAPSHOT_EVERY_S
+) -> Config:
     """`base` (the pipeline file) with a replay of `paths` for `symbols`, recovery in `recovery_dir`.
 
     Pairs and correlation keep only what the symbols can feed; the store, bars, statistics,
@@ -70,7 +76,7 @@ def flow_config(base: Config, symbols: list[str], paths: list[Path], recovery_di
         corr["symbols"] = [s for s in corr["symbols"] if s in syms]
         if len(corr["symbols"]) < 2:
             raw["correlation"] = None
-    raw["recovery"] = {**raw["recovery"], "enabled": True, "directory": recovery_dir}
+    raw["recovery"] = {**raw["recovery"], "enabled": True, "directory": recovery_dir, "snapshot_interval_s": snapshot_s}
     raw["backfill"] = {**raw["backfill"], "enabled": False}  # the archive is the source of truth
     return Config.model_validate(raw)
 
@@ -85,7 +91,15 @@ def _job_key(cfg: Config, paths: list[Path]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def plan_ingest(base: Config, root: Path, symbols: list[str], data: str, start: date, end: date) -> IngestPlan:
+def plan_ingest(
+    base: Config,
+    root: Path,
+    symbols: list[str],
+    data: str,
+    start: date,
+    end: date,
+    snapshot_s: float = SNAPSHOT_EVERY_S,
+) -> IngestPlan:
     if data not in TRADE_KINDS:
         raise ValueError(f"--data {data}: ingest replays trades or aggTrades (klines-1m are for `verify`)")
     files: dict[str, list[Path]] = {}
@@ -99,9 +113,9 @@ def plan_ingest(base: Config, root: Path, symbols: list[str], data: str, start: 
         missing[sym] = [d for d in _days(start, end) if d not in covered]
     paths = [p for ps in files.values() for p in ps]
     base_dir = base.recovery_dir.with_name(base.recovery_dir.name + "-ingest")
-    probe = flow_config(base, symbols, paths, base_dir)
+    probe = flow_config(base, symbols, paths, base_dir, snapshot_s)
     recovery_dir = base_dir / _job_key(probe, paths)
-    return IngestPlan(flow_config(base, symbols, paths, recovery_dir), files, missing, recovery_dir)
+    return IngestPlan(flow_config(base, symbols, paths, recovery_dir, snapshot_s), files, missing, recovery_dir)
 
 
 def run_ingest(plan: IngestPlan) -> int:
