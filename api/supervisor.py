@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -228,9 +229,16 @@ class FlowSupervisor:
                 return None, False
             self._children.pop(pid, None)
             return code, True
-        try:
-            return psutil.Process(pid).wait(timeout=timeout_s), True
-        except psutil.NoSuchProcess:
-            return None, True
-        except psutil.TimeoutExpired:
-            return None, False
+        # Not our child: it has ended once it is gone or a zombie (its parent reaps it, not us)
+        # with no thread left (a zombie leader can still have threads finishing their exit).
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                p = psutil.Process(pid)
+                if p.status() == psutil.STATUS_ZOMBIE and p.num_threads() <= 1:
+                    return None, True
+            except psutil.NoSuchProcess:
+                return None, True
+            if time.monotonic() >= deadline:
+                return None, False
+            time.sleep(0.05)

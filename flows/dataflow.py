@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow
 
 from flows.alert_step import alert_step
@@ -14,8 +15,8 @@ from flows.sink import make_sink
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
-from ticklens.domain.dedup import Dedup
-from ticklens.domain.records import Clock, GapEvent, Trades
+from ticklens.domain.dedup import Conflict, Dedup
+from ticklens.domain.records import Clock, GapEvent, Rejected, Trades
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 FEED_KEY = "_feed"
@@ -26,8 +27,9 @@ def build_flow(cfg: Config) -> Dataflow:
     items = op.input("source", flow, make_source(cfg))  # Trades | Clock | Rejected | FeedStats
     keyed = op.flat_map("route", items, _router(cfg.symbols))  # ("btcusdt", Trades | Clock) | ("_feed", …)
     split = op.branch("split_feed", keyed, _is_symbol_item)
-    fresh = op.stateful_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # ("btcusdt", Fresh)
-    barred = op.stateful_map("bars", fresh, _bars_step(cfg))  # ("btcusdt", SymbolOut)
+    deduped = op.stateful_flat_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # (…, Fresh | Rejected)
+    fresh = op.branch("split_conflicts", deduped, _is_fresh)  # conflicting duplicates go to the store's rejects
+    barred = op.stateful_map("bars", fresh.trues, _bars_step(cfg))  # ("btcusdt", SymbolOut)
     legs = op.stateful_flat_map("pair_legs", barred, leg_router(cfg))  # ("btcusdt", LegBars)
     legs = op.key_on("by_pair", op.key_rm("unkey_legs", legs), leg_key)  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
     legs_split = op.branch("split_corr", legs, _is_pair_item)
@@ -36,7 +38,7 @@ def build_flow(cfg: Config) -> Dataflow:
     sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
     watched = op.merge("alert_inputs", barred, pairs)
     alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
-    stored = op.merge("to_store", barred, split.falses, pairs, corr, sym_stats, alerts)
+    stored = op.merge("to_store", barred, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, make_sink(cfg))
     return flow
 
@@ -60,20 +62,39 @@ def _is_pair_item(kv: tuple[str, Any]) -> bool:
     return not kv[0].startswith(CORR_KEY)
 
 
+def _is_fresh(kv: tuple[str, Any]) -> bool:
+    return isinstance(kv[1], Fresh)
+
+
 def _dedup_step(lateness_ms: int):
-    def dedup(state: Dedup | None, item: Trades | Clock) -> tuple[Dedup, Fresh]:
+    def dedup(state: Dedup | None, item: Trades | Clock) -> tuple[Dedup, list[Fresh | Rejected]]:
         state = state or Dedup(lateness_ms)
+        conflicts: list[Conflict] = []
         if isinstance(item, Clock):
             now_ts = item.ts_ms
             out = Fresh(symbol=item.symbol, clock=item.ts_ms)
         else:
-            fresh, dups = state.fresh(item)
+            fresh, dups, conflicts = state.fresh(item)
             now_ts = state.max_ts
             out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
         out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
-        return state, out
+        return state, [out, *map(_conflict_reject, conflicts)]
 
     return dedup
+
+
+def _conflict_reject(c: Conflict) -> Rejected:
+    """Both versions of a conflicting duplicate, kept in `rejects` (the first one stays stored)."""
+
+    def doc(v: tuple[int, float, float, bool, int]) -> dict[str, object]:
+        return dict(zip(("ts_ms", "price", "qty", "is_buyer_maker", "recv_ms"), v, strict=True))
+
+    raw = orjson.dumps({"symbol": c.symbol, "trade_id": c.trade_id, "kept": doc(c.kept), "conflicting": doc(c.other)})
+    fields = [
+        n for n, a, b in zip(("ts_ms", "price", "qty", "is_buyer_maker"), c.kept, c.other, strict=False) if a != b
+    ]
+    reason = f"conflicting duplicate: {c.symbol} trade id {c.trade_id} differs in {', '.join(fields)}"
+    return Rejected(recv_ms=c.other[4], reason=reason, raw=raw, source="dedup")
 
 
 def _bars_step(cfg: Config):

@@ -1,22 +1,27 @@
 """Runs the dataflow with recovery on by default (`python -m flows.runner`).
 
 `python -m bytewax.run flows` works too; this adds the recovery directory next
-to the store, created on first use, and a clear message for a bad config.
+to the store (made so that a start can always go on: `flows.recovery`) and a
+clear message for a bad config or a full disk (naming the directory that is
+full). Files the flow creates are private to its user (umask 077: store,
+recovery and recording files 0600, directories 0700).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 from bytewax.errors import BytewaxRuntimeError
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from flows.dataflow import build_flow
+from flows.recovery import RecoveryError, free_space, prepare_recovery
 from flows.shutdown import STOP
 from ticklens.config import Config, ConfigError, load_config
 
@@ -58,12 +63,15 @@ def run(cfg: Config, workers: int = 1, recovery_dir: Path | None = None) -> int:
     `recovery_dir`: snapshots there (created on first use), resumed from when it holds some.
     Exit code 0 also after a graceful stop: `STOP.is_set()` tells the caller it was one.
     """
+    os.umask(0o077)  # store, recovery and recording files: readable by this user only
     flow = build_flow(cfg)
     recovery = None
     if recovery_dir is not None:
-        if not (recovery_dir / "part-0.sqlite3").exists():
-            recovery_dir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(recovery_dir, 1)
+        try:
+            prepare_recovery(recovery_dir)
+        except RecoveryError as e:
+            print(f"ticklens: {e}", file=sys.stderr, flush=True)
+            return 1
         recovery = RecoveryConfig(str(recovery_dir))
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
@@ -80,7 +88,11 @@ def run(cfg: Config, workers: int = 1, recovery_dir: Path | None = None) -> int:
         if isinstance(e, BytewaxRuntimeError) and "signal received" in str(e):
             print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
             return 0
-        print(f"ticklens: the flow stopped on an error: {_root_cause(e)}", file=sys.stderr, flush=True)
+        cause = _root_cause(e)
+        if "disk is full" in cause or "No space left" in cause:
+            dirs = [cfg.store.path, *([recovery_dir] if recovery_dir is not None else [])]
+            cause = f"{cause} [the disk is full: {free_space(*dirs)}]"
+        print(f"ticklens: the flow stopped on an error: {cause}", file=sys.stderr, flush=True)
         return 1
     return 0
 

@@ -39,11 +39,17 @@ def _utcnow() -> datetime:
 
 class _ReplayPartition(StatefulSourcePartition[object, dict]):
     def __init__(
-        self, paths: list[Path], speed: float | str, symbols: set[str], batch_rows: int, resume: dict | None
+        self,
+        paths: list[Path],
+        speed: float | str,
+        symbols: set[str],
+        batch_rows: int,
+        resume: dict | None,
+        window_ms: int | None = None,
     ) -> None:
         from ticklens.ingest.replay import Replay
 
-        self.replay = Replay(paths, positions=(resume or {}).get("positions"))
+        self.replay = Replay(paths, positions=(resume or {}).get("positions"), window_ms=window_ms)
         self.speed = None if speed == "max" else float(speed)
         self.batch_rows = batch_rows
         self.symbols = symbols
@@ -109,18 +115,26 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
         self.speed = cfg.source.speed
         self.symbols = set(cfg.symbols)
         self.batch_rows = cfg.source.batch_rows
+        self.window_ms = cfg.source.window_ms
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _ReplayPartition:
-        return _ReplayPartition(self.paths, self.speed, self.symbols, self.batch_rows, resume_state)
+        return _ReplayPartition(self.paths, self.speed, self.symbols, self.batch_rows, resume_state, self.window_ms)
 
 
 class _LivePartition(StatefulSourcePartition[object, dict]):
     def __init__(self, cfg: Config, resume: dict | None) -> None:
         src = cfg.source
-        self.hub = Hub(cfg.symbols, src.kind, src.queue_max, src.record)
+        self.hub = Hub(
+            cfg.symbols,
+            src.kind,
+            src.queue_max,
+            src.record,
+            queue_max_bytes=src.queue_max_bytes,
+            window_ms=src.window_ms,
+        )
         last_ids = (resume or {}).get("last_ids", {})
         self.hub.emitted_last = dict(last_ids)
         enabled = cfg.backfill.enabled if cfg.backfill.enabled is not None else src.kind == "binance"

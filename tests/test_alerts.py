@@ -506,7 +506,13 @@ def test_webhook_receiver_gets_each_trigger_once_after_a_5xx(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        cfg = write_config(tmp_path, source={"paths": [str(BTC_B)]}, symbols=["btcusdt"], timeframes=["1s"])
+        cfg = write_config(
+            tmp_path,
+            source={"paths": [str(BTC_B)]},
+            symbols=["btcusdt"],
+            timeframes=["1s"],
+            alerts={"webhook_allow": ["127.0.0.1"]},  # the receiver is on loopback, refused by default
+        )
         db = tmp_path / "ticklens.db"
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         (rid,) = create_rules(

@@ -165,7 +165,7 @@ def test_malformed_messages_are_kept_aside_and_the_flow_goes_on(tmp_path: Path) 
         b"not json at all",
         b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"T":1,"s":"BTCUSDT","p":"1","q":"1","m":true}}',
         b'{"result":null,"id":1}',
-        b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"T":1,"s":"BTCUSDT","t":1,"p":"-5","q":"1","m":true}}',
+        b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1721347022000,"T":1721347022000,"s":"BTCUSDT","t":1,"p":"-5","q":"1","m":true}}',
         b'{"e":"listenKeyExpired","E":1}',
     ]
     with gzip.open(WINDOW_A[0], "rb") as src, gzip.open(bad, "wb") as dst:

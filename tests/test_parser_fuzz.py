@@ -40,6 +40,7 @@ def _check(result: tuple) -> None:
         assert isinstance(what, str) and what == what.lower() and what
         assert math.isfinite(price) and price > 0 and math.isfinite(qty) and qty > 0
         assert isinstance(maker, bool) and last >= first and tid >= 0 and ts > 0
+        assert all(0 <= x < 2**63 for x in (tid, first, last, ts, ev, recv))
     else:
         assert isinstance(what, str) and what and row is None
 
@@ -69,9 +70,9 @@ def test_almost_trades_are_trades_or_rejections(event: dict, wrapped: bool) -> N
 
 def test_new_fields_are_tolerated() -> None:
     raw = (
-        b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"a":5,"s":"BTCUSDT","p":"100.5","q":"0.2",'
-        b'"nq":"0.2","f":10,"l":12,"T":1,"m":false,"st":"x","future":[1,2]}}'
+        b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1721347022001,"a":5,"s":"BTCUSDT","p":"100.5",'
+        b'"q":"0.2","nq":"0.2","f":10,"l":12,"T":1721347022000,"m":false,"st":"x","future":[1,2]}}'
     )
-    status, sym, row = parse_message(raw, 7)
+    status, sym, row = parse_message(raw, 1721347022007)
     assert (status, sym) == ("trade", "btcusdt")
-    assert row == (5, 1, 100.5, 0.2, False, 10, 12, 1, 7)
+    assert row == (5, 1721347022000, 100.5, 0.2, False, 10, 12, 1721347022001, 1721347022007)

@@ -122,7 +122,7 @@ def test_resume_position_continues_exactly_where_it_stopped(tmp_path: Path) -> N
 def test_ws_recording_lines_skip_other_streams_and_count_them(tmp_path: Path) -> None:
     lines = [
         '1721347022000000000 {"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":1,"s":"BTCUSDT"}}',
-        '1721347022000000000 {"stream":"btcusdt@trade","data":{"e":"trade","E":2,"T":1,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","X":"MARKET","m":true}}',
+        '1721347022000000000 {"stream":"btcusdt@trade","data":{"e":"trade","E":1721347021998,"T":1721347021990,"s":"BTCUSDT","t":7,"p":"1.5","q":"2","X":"MARKET","m":true}}',
         '1721347022000000000 {"lastUpdateId":5,"E":1,"T":1,"bids":[],"asks":[]}',
     ]
     path = tmp_path / "rec.gz"
@@ -130,7 +130,7 @@ def test_ws_recording_lines_skip_other_streams_and_count_them(tmp_path: Path) ->
     r = Replay([path])
     got = [t for c in iter(lambda: r.take(10), None) for t in c]
     assert [(t.symbol, t.trade_id.tolist(), t.recv_ms.tolist(), t.event_ms.tolist()) for t in got] == [
-        ("btcusdt", [7], [1721347022000], [2])
+        ("btcusdt", [7], [1721347022000], [1721347021998])
     ]
     assert r.stats().skipped == 2 and r.stats().rejected == 0
 

@@ -31,17 +31,34 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
 
 
-def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
-    for name, p in reversed(list(procs.items())):
-        if p.poll() is None:
-            print(f"[ticklens] stopping {name}", file=sys.stderr, flush=True)
+# Ctrl-C stops everything within STOP_S: our flow drains first (FLOW_STOP_S), the API is asked
+# to stop a flow it started (API_STOP_S), then the rest get SIGINT and, at the deadline, SIGKILL.
+STOP_S = 9.0
+FLOW_STOP_S = 5.0
+API_STOP_S = 3.0
+
+
+def _interrupt_child(name: str, p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        print(f"[ticklens] stopping {name}", file=sys.stderr, flush=True)
+        with contextlib.suppress(ProcessLookupError):
             p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 15
+
+
+def _stop_all(procs: dict[str, subprocess.Popen], deadline: float) -> None:
+    """SIGINT whatever still runs, wait until `deadline`, then kill the process group of each
+    child still running (they run in their own sessions) and reap them all."""
+    for name, p in reversed(list(procs.items())):
+        _interrupt_child(name, p)
     for p in procs.values():
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.05, deadline - time.monotonic()))
+    for name, p in procs.items():
+        if p.poll() is None:
+            print(f"[ticklens] {name} did not stop in time; killing it", file=sys.stderr, flush=True)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)  # the child and anything it started
+        p.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -50,6 +67,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    os.umask(0o077)  # inherited by every child: the store and its logs are private to this user
     # The children run in their own sessions: a SIGTERM or SIGHUP to us must stop them too.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
@@ -124,12 +142,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     finally:
         # The children run in their own sessions, so an aborted cleanup would leave them running:
-        # a second Ctrl-C only skips asking the API, and _stop_all always ends by killing.
+        # a second Ctrl-C only skips the graceful part, and _stop_all always ends by killing.
+        deadline = time.monotonic() + STOP_S
         with contextlib.suppress(KeyboardInterrupt):
+            # Our flow and the feed first, reaped before the API is asked anything: the API would
+            # otherwise find our flow, stop it itself and wait for a process only we can reap.
+            for name in ("flow", "feed", "dashboard"):
+                if name in procs:
+                    _interrupt_child(name, procs[name])
+            if "flow" in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    procs["flow"].wait(timeout=FLOW_STOP_S)
             _stop_api_flow(procs, cfg.api.host, cfg.api.port)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        _stop_all(procs)
+        _stop_all(procs, deadline)
 
 
 def _stop_api_flow(procs: dict[str, subprocess.Popen], host: str, port: int) -> None:
@@ -140,7 +167,7 @@ def _stop_api_flow(procs: dict[str, subprocess.Popen], host: str, port: int) -> 
     import httpx
 
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(f"http://{host}:{port}/api/v1/stop", timeout=45)
+        httpx.post(f"http://{host}:{port}/api/v1/stop", timeout=API_STOP_S)
 
 
 def cmd_flow(args: argparse.Namespace) -> int:

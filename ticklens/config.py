@@ -6,7 +6,9 @@ value fails once, at start, with the field and the value named.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +29,7 @@ from ticklens.domain.timeframes import TIMEFRAME_MS, TIMEFRAMES, Timeframe
 BINANCE_WS_URL = "wss://fstream.binance.com/market/stream"
 BINANCE_REST_URL = "https://fapi.binance.com"
 DEFAULT_CONFIG = "pipeline.yaml"
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?").fullmatch
 
 
 class ConfigError(ValueError):
@@ -57,7 +60,25 @@ class SourceConfig(_Model):
     # No data on a connection for this long counts as a stall and forces a reconnect.
     stall_s: float = Field(30.0, gt=0)
     max_streams_per_connection: int = Field(200, ge=1, le=200)
+    # The reader's hand-over queue: the sockets pause when it holds this many trades or this
+    # many bytes (trades and rejected messages alike), so no flood can grow memory.
     queue_max: int = Field(1_000_000, ge=1_000)
+    queue_max_bytes: int = Field(64 << 20, ge=1 << 20)
+    # A WebSocket frame larger than this closes the connection (Binance's are < 1 KiB).
+    max_frame_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
+    # Trade and event times must lie within this of the receive time (live and recordings), else
+    # the message is a reject. 0: only the absolute window (2010..2100). Default: one day for
+    # `kind: binance`; 0 for `feed` (the local feed replays old recordings with their own times)
+    # and `replay` (a recording of the local feed holds such times too).
+    time_window_ms: int = Field(86_400_000, ge=0)
+    # A connection whose last `reject_window` messages are more than `reject_ratio_max` rejects
+    # is closed and backed off like a stall.
+    reject_ratio_max: float = Field(0.5, gt=0, le=1)
+    reject_window: int = Field(200, ge=10)
+    # The backoff starts again from `backoff_initial_s` only after a connection delivered valid
+    # trades for this long; and no more than this many connects per minute, whatever happens.
+    healthy_after_s: float = Field(10.0, ge=0)
+    max_connects_per_minute: int = Field(30, ge=1, le=300)
 
     @field_validator("url")
     @classmethod
@@ -66,12 +87,19 @@ class SourceConfig(_Model):
             raise ValueError(f"url {v!r} must start with ws:// or wss://")
         return v
 
+    @property
+    def window_ms(self) -> int | None:
+        """The time window as the parser takes it (None: absolute bounds only)."""
+        return self.time_window_ms or None
+
     @model_validator(mode="after")
     def _paths_for_replay(self) -> SourceConfig:
         if self.kind == "replay" and not self.paths:
             raise ValueError("source.kind 'replay' needs source.paths (one or more files)")
         if self.kind == "feed" and not self.url:
             self.url = "ws://127.0.0.1:9443/market/stream"
+        if self.kind != "binance" and "time_window_ms" not in self.model_fields_set:
+            self.time_window_ms = 0
         if self.kind == "binance" and not self.url:
             self.url = BINANCE_WS_URL
         return self
@@ -85,6 +113,9 @@ class StoreConfig(_Model):
     max_size_mb: int | None = Field(None, ge=1)
     # SQLite page cache of the flow's writer; RSS grows by up to this much as the store grows.
     cache_mb: int = Field(64, ge=1, le=4096)
+    # Rows kept in `rejects` (oldest dropped first, counted). Enforced by the store's writer
+    # (issue 18 part B); None: no cap.
+    rejects_max_rows: int | None = Field(1_000_000, ge=1_000)
     # Tiered ticks (storage/tier.py, docs/store.md): a symbol's ticks of whole UTC days that end more
     # than `hot_days` before its newest stored trade move to zstd Parquet under `cold_dir`; bars and
     # analytics stay. None: every tick stays in the store.
@@ -199,6 +230,27 @@ class RecoveryConfig(_Model):
     snapshot_interval_s: float = Field(5.0, gt=0)
 
 
+class AlertsConfig(_Model):
+    # Webhook receivers on loopback, private, link-local, multicast or reserved addresses are
+    # refused unless their host name, address or network is listed here (e.g. "127.0.0.1",
+    # "10.0.0.0/8", "hooks.internal").
+    webhook_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        out = []
+        for item in v:
+            entry = item.strip().lower().strip("[]")
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _HOSTNAME(entry):
+                    raise ValueError(f"webhook_allow entry {item!r} is not a host name, address or network") from None
+            out.append(entry)
+        return out
+
+
 class BackfillConfig(_Model):
     enabled: bool | None = None  # None: on for live Binance, off otherwise
     rest_url: str = BINANCE_REST_URL
@@ -220,6 +272,7 @@ class Config(_Model):
     feed: FeedConfig = Field(default_factory=FeedConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     progress_interval_s: float = Field(2.0, gt=0)
 

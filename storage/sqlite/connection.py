@@ -18,6 +18,7 @@ def connect(path: Path | str, *, readonly: bool = False, create: bool = True) ->
         new = not p.exists() or p.stat().st_size == 0
         conn = sqlite3.connect(p, timeout=30, check_same_thread=False)
         if new:  # larger pages: fewer B-tree splits for the append-mostly tick inserts
+            p.chmod(0o600)  # private to this user; SQLite gives -wal/-shm the same mode
             conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")

@@ -3,6 +3,11 @@
 Binance ids (aggTrade `a`, trade `t`) are consecutive per symbol, so the seen
 set is a short list of intervals and the holes between them are the gaps.
 Deduplication and gap detection share this one structure (pure computation).
+
+The values of the newest trades are kept too (`Recent`: the lateness window,
+at least `RECENT_MIN_ROWS` trades), so a duplicate that differs from the trade
+kept (price, qty, time or side) is reported as a `Conflict` instead of being
+dropped without a trace. Older duplicates are dropped uncompared.
 """
 
 from __future__ import annotations
@@ -14,6 +19,65 @@ import numpy as np
 from ticklens.domain.records import Trades
 
 MAX_INTERVALS = 4_096  # older holes beyond this are settled (already reported)
+RECENT_MIN_ROWS = 4_096  # trades whose values are kept whatever their age
+RECENT_MAX_ROWS = 262_144  # and at most this many, however many fall in the lateness window
+_COMPACT_CHUNKS = 64
+_VALUES = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A duplicate id whose values differ from the trade kept; `kept`/`other` are
+    (ts_ms, price, qty, is_buyer_maker, recv_ms)."""
+
+    symbol: str
+    trade_id: int
+    kept: tuple[int, float, float, bool, int]
+    other: tuple[int, float, float, bool, int]
+
+
+def _values(cols: dict[str, np.ndarray], i: int) -> tuple[int, float, float, bool, int]:
+    return (
+        int(cols["ts_ms"][i]),
+        float(cols["price"][i]),
+        float(cols["qty"][i]),
+        bool(cols["is_buyer_maker"][i]),
+        int(cols["recv_ms"][i]),
+    )
+
+
+class Recent:
+    """The values of the newest fresh trades, as a few column chunks (no per-trade objects)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[int, dict[str, np.ndarray]]] = []  # (max ts, columns), oldest first
+        self.rows = 0
+
+    def add(self, trades: Trades, max_ts: int, lateness_ms: int) -> None:
+        if len(trades):
+            cols = {n: getattr(trades, n) for n in (*_VALUES, "recv_ms")}
+            self.chunks.append((int(trades.ts_ms.max()), cols))
+            self.rows += len(trades)
+        # Drop the oldest chunks once the rest still hold the minimum and they left the window.
+        while len(self.chunks) > 1:
+            chunk_ts, cols = self.chunks[0]
+            n = len(cols["trade_id"])
+            rest = self.rows - n
+            if rest >= RECENT_MAX_ROWS or (rest >= RECENT_MIN_ROWS and chunk_ts < max_ts - lateness_ms):
+                self.chunks.pop(0)
+                self.rows = rest
+            else:
+                break
+        if len(self.chunks) > _COMPACT_CHUNKS:  # live batches are small: keep the list short
+            merged = {n: np.concatenate([c[n] for _, c in self.chunks]) for n in self.chunks[0][1]}
+            self.chunks = [(max(t for t, _ in self.chunks), merged)]
+
+    def columns(self) -> dict[str, np.ndarray]:
+        if not self.chunks:
+            return {n: getattr(Trades.empty(""), n) for n in (*_VALUES, "recv_ms")}
+        if len(self.chunks) == 1:
+            return self.chunks[0][1]
+        return {n: np.concatenate([c[n] for _, c in self.chunks]) for n in self.chunks[0][1]}
 
 
 @dataclass(slots=True)
@@ -87,19 +151,55 @@ class Dedup:
         self.lateness_ms = lateness_ms
         self.max_ts = 0
         self.holes: dict[int, Hole] = {}
+        self.recent = Recent()
 
-    def fresh(self, trades: Trades) -> tuple[Trades, int]:
-        """(the trades not seen before, how many were dropped as repeats); marks them seen."""
+    def __setstate__(self, state: dict[str, object]) -> None:  # a snapshot from before `recent` existed
+        self.__dict__.update(state)
+        self.__dict__.setdefault("recent", Recent())
+
+    def fresh(self, trades: Trades) -> tuple[Trades, int, list[Conflict]]:
+        """(the trades not seen before, how many were dropped as repeats, the repeats whose
+        values differ from the trade kept); marks them seen."""
         mask = self.seen.fresh_mask(trades.trade_id)
         dups = int(len(mask) - mask.sum())
         new = trades if dups == 0 else trades.take(np.flatnonzero(mask))
+        conflicts = self._conflicts(trades, new, mask) if dups else []
         had_holes = len(self.seen) > 1
         self.seen.add(new.trade_id)
         if len(trades):
             self.max_ts = max(self.max_ts, int(trades.ts_ms.max()))
+        self.recent.add(new, self.max_ts, self.lateness_ms)
         if had_holes or len(self.seen) > 1:
             self._track_holes(trades)
-        return new, dups
+        return new, dups, conflicts
+
+    def _conflicts(self, trades: Trades, new: Trades, mask: np.ndarray) -> list[Conflict]:
+        """Compare each repeat with the kept trade of its id (this batch's or a recent one)."""
+        old = self.recent.columns()
+        kept = {n: np.concatenate((old[n], getattr(new, n))) for n in old}
+        order = np.argsort(kept["trade_id"], kind="stable")
+        keys = kept["trade_id"][order]
+        dup_idx = np.flatnonzero(~mask)
+        ids = trades.trade_id[dup_idx]
+        if not len(keys):
+            return []
+        pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+        found = keys[pos] == ids
+        i, j = dup_idx[found], order[pos[found]]
+        differ = np.zeros(len(i), dtype=bool)
+        for n in ("ts_ms", "price", "qty", "is_buyer_maker"):
+            differ |= getattr(trades, n)[i] != kept[n][j]
+        out: list[Conflict] = []
+        for a, b in zip(i[differ].tolist(), j[differ].tolist(), strict=True):
+            out.append(
+                Conflict(
+                    trades.symbol,
+                    int(trades.trade_id[a]),
+                    _values(kept, b),
+                    _values({n: getattr(trades, n) for n in kept}, a),
+                )
+            )
+        return out
 
     def _track_holes(self, trades: Trades) -> None:
         current = {lo: hi for lo, hi in self.seen.holes()}

@@ -102,10 +102,13 @@ class FeedStats:
     connected: bool = False
     reconnects: int = 0
     rollovers: int = 0
+    connects: int = 0  # connection attempts
+    connects_per_min: int = 0  # connection attempts in the last 60 s (capped by source.max_connects_per_minute)
     messages: int = 0
     rejected: int = 0
     skipped: int = 0
     queue_depth: int = 0
+    queue_bytes: int = 0
     clock_skew_ms: float | None = None  # local receive time minus exchange event time
     ended: bool = False
 

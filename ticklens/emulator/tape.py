@@ -93,7 +93,7 @@ def load_tape(paths: Iterable[Path]) -> Tape:
         if kind == "ws":
             rows, syms, kinds, bodies = [], [], [], []
             for rec in read_recording(path):
-                status, what, row = parse_message(rec.body, 0)
+                status, what, row = parse_message(rec.body, 0, window_ms=None)  # no receive time here
                 if status != "trade" or rec.recv_ns is None:
                     continue
                 rows.append(row)

@@ -3,14 +3,18 @@
 Handles the combined-stream envelope (`{"stream":…,"data":…}`) and raw
 events, for both `@aggTrade` and `@trade`. Unknown fields are ignored (2026
 aggTrades carry `nq`, `st`, …); anything we cannot use becomes a `Rejected`
-with a reason instead of an exception.
+with a reason instead of an exception. Values are checked strictly, here and
+nowhere else: ids are JSON integers within int64, times within an absolute
+window and (live) within `window_ms` of the receive time, prices and
+quantities finite and positive.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from typing import Literal
 
+import numpy as np
 import orjson
 
 from ticklens.domain.records import Rejected
@@ -18,6 +22,36 @@ from ticklens.domain.records import Rejected
 TRADE_EVENTS = ("aggTrade", "trade")
 # Streams that recordings carry beside trades; replay skips them on purpose.
 OTHER_EVENTS = frozenset({"bookTicker", "depthUpdate", "markPriceUpdate", "kline", "24hrTicker", "forceOrder"})
+
+# Bounds of what a trade can be; anything outside is a reject, so every later step can rely on
+# int64 ids and times and finite prices (price x qty <= 1e30 keeps every sum finite).
+INT64_MAX = 2**63 - 1
+MIN_TIME_MS = 1_262_304_000_000  # 2010-01-01: before any crypto exchange's trades
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01
+DEFAULT_WINDOW_MS = 86_400_000  # live: trade and event times within a day of the receive time
+MAX_VALUE = 1e15
+MAX_SYMBOL_LEN = 40
+MAX_MESSAGE_BYTES = 1 << 20
+REJECT_RAW_MAX = 4096  # bytes of a rejected message kept in the `rejects` table
+_REQUIRED = {"aggTrade": ("s", "a", "f", "l", "T", "p", "q", "m"), "trade": ("s", "t", "T", "p", "q", "m")}
+_LABEL = {
+    "t": "trade id t",
+    "a": "aggregate id a",
+    "f": "first id f",
+    "l": "last id l",
+    "T": "trade time T",
+    "E": "event time E",
+    "p": "price p",
+    "q": "qty q",
+    "price": "price",
+    "qty": "qty",
+}
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?").fullmatch
+
+MICROS_THRESHOLD = 10**14  # archive times: epoch ms stays below this until year 5138, µs above
+# Archive CSV layouts (short names: ids, price, qty, time, maker).
+ARCHIVE_AGG = ("id", "price", "qty", "first", "last", "time", "is_buyer_maker")
+ARCHIVE_TRADES = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker")
 
 Row = tuple[int, int, float, float, bool, int, int, int, int]
 ParseResult = (
@@ -34,15 +68,52 @@ def combined_url(base: str, symbols: list[str], stream: str) -> str:
     return f"{base}?streams={'/'.join(stream_names(symbols, stream))}"
 
 
-def _positive(value: object, name: str) -> float:
-    x = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(x) or x <= 0:
-        raise ValueError(f"{name} {value!r} is not a positive number")
+def _int(event: dict, key: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    """A JSON integer in [lo, hi]: floats, strings and booleans (an int subclass) are not ids or times."""
+    v = event[key]
+    if type(v) is not int:
+        raise ValueError(f"{_LABEL.get(key, key)} {_show(v)} is not an integer")
+    if not lo <= v <= hi:
+        raise ValueError(f"{_LABEL.get(key, key)} {_show(v)} is out of range [{lo}, {hi}]")
+    return v
+
+
+def _time(event: dict, key: str, recv_ms: int, window_ms: int | None) -> int:
+    ts = _int(event, key, MIN_TIME_MS, MAX_TIME_MS)
+    if window_ms is not None and abs(ts - recv_ms) > window_ms:
+        raise ValueError(f"{_LABEL.get(key, key)} {ts} is more than {window_ms} ms from the receive time {recv_ms}")
+    return ts
+
+
+def _positive(event: dict, key: str) -> float:
+    """A decimal string (Binance's form) or a JSON number, finite, in (0, MAX_VALUE]."""
+    v = event[key]
+    label = _LABEL.get(key, key)
+    if isinstance(v, str):
+        if len(v) > 40 or not _DECIMAL(v):
+            raise ValueError(f"{label} {_show(v)} is not a decimal number")
+        x = float(v)
+    elif type(v) is int or type(v) is float:
+        x = float(v)
+    else:
+        raise ValueError(f"{label} {_show(v)} is not a number")
+    if not (0 < x <= MAX_VALUE):  # also false for nan
+        raise ValueError(f"{label} {_show(v)} is not a positive number up to {MAX_VALUE:g}")
     return x
 
 
-def parse_event(event: object, recv_ms: int) -> ParseResult:
-    """One decoded event → ("trade", symbol, row) | ("skip", why, None) | ("reject", why, None)."""
+def _show(v: object) -> str:
+    """A value for a reject reason, bounded (a hostile value can be megabytes)."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def parse_event(event: object, recv_ms: int, window_ms: int | None = DEFAULT_WINDOW_MS) -> ParseResult:
+    """One decoded event → ("trade", symbol, row) | ("skip", why, None) | ("reject", why, None).
+
+    `window_ms`: trade and event times must lie within this of `recv_ms` (None: only the
+    absolute window [MIN_TIME_MS, MAX_TIME_MS], for archives and the REST backfill).
+    """
     if not isinstance(event, dict):
         return ("reject", f"event is {type(event).__name__}, not an object", None)
     if "stream" in event and "data" in event:
@@ -51,34 +122,35 @@ def parse_event(event: object, recv_ms: int) -> ParseResult:
             return ("reject", "stream data is not an object", None)
     kind = event.get("e")
     if not isinstance(kind, str):
-        kind = None if kind is None else repr(kind)[:40]
+        kind = None if kind is None else _show(kind)
     if kind not in TRADE_EVENTS:
         if "result" in event and "id" in event:
             return ("reject", "subscription response", None)
         if kind in OTHER_EVENTS or "lastUpdateId" in event:
             return ("skip", f"other stream: {kind or 'snapshot'}", None)
-        return ("reject", f"unexpected event type {kind!r}", None)
+        return ("reject", f"unexpected event type {kind if kind is None else _show(kind)}", None)
+    for key in _REQUIRED[kind]:  # a missing field is named first, whatever else is wrong
+        if key not in event:
+            return ("reject", f"{kind} missing field {key!r}", None)
     try:
         symbol = event["s"]
-        if not isinstance(symbol, str) or not symbol:
-            raise ValueError(f"symbol {symbol!r}")
+        if not isinstance(symbol, str) or not 0 < len(symbol) <= MAX_SYMBOL_LEN:
+            raise ValueError(f"symbol {_show(symbol)}")
         if kind == "aggTrade":
-            tid = int(event["a"])
-            first, last = int(event["f"]), int(event["l"])
+            tid = _int(event, "a")
+            first, last = _int(event, "f"), _int(event, "l")
             if last < first:
                 raise ValueError(f"last id {last} < first id {first}")
         else:
-            tid = int(event["t"])
+            tid = _int(event, "t")
             first = last = tid
-        ts = int(event["T"])
-        ev_ms = int(event.get("E", ts))
-        price = _positive(event["p"], "price")
-        qty = _positive(event["q"], "qty")
+        ts = _time(event, "T", recv_ms, window_ms)
+        ev_ms = _time(event, "E", recv_ms, window_ms) if "E" in event else ts
+        price = _positive(event, "p")
+        qty = _positive(event, "q")
         maker = event["m"]
         if not isinstance(maker, bool):
-            raise ValueError(f"m {maker!r} is not a boolean")
-        if tid < 0 or ts <= 0:
-            raise ValueError("negative id or time")
+            raise ValueError(f"maker m {_show(maker)} is not a boolean")
     except KeyError as e:
         return ("reject", f"{kind} missing field {e.args[0]!r}", None)
     except (TypeError, ValueError, OverflowError) as e:
@@ -86,14 +158,60 @@ def parse_event(event: object, recv_ms: int) -> ParseResult:
     return ("trade", symbol.lower(), (tid, ts, price, qty, maker, first, last, ev_ms, recv_ms))
 
 
-def parse_message(raw: bytes | str, recv_ms: int) -> ParseResult:
+def parse_message(raw: bytes | str, recv_ms: int, window_ms: int | None = DEFAULT_WINDOW_MS) -> ParseResult:
+    if len(raw) > MAX_MESSAGE_BYTES:  # no trade is this big: not worth parsing
+        return ("reject", f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}", None)
     try:
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        return ("reject", f"invalid JSON: {e}", None)
-    return parse_event(event, recv_ms)
+        return ("reject", f"invalid JSON: {str(e)[:200]}", None)
+    return parse_event(event, recv_ms, window_ms)
+
+
+def archive_row(kind: str, fields: list[bytes]) -> Row | str:
+    """One row of a Binance data-archive CSV (`agg` or `trades` layout, see ingest.replay): the
+    row, or why not. The row-by-row path, used only for blocks the vectorised path refused."""
+    names = ARCHIVE_AGG if kind == "agg" else ARCHIVE_TRADES
+    if len(fields) != len(names):
+        return f"{len(fields)} fields, expected {len(names)}"
+    ev: dict[str, object] = {}
+    for name, raw in zip(names, fields, strict=True):
+        text = raw.strip().decode("ascii", "replace")
+        if name in ("price", "qty"):
+            ev[name] = text
+        elif name == "is_buyer_maker":
+            ev[name] = {"true": True, "false": False}.get(text.lower(), text)
+        elif name != "quote_qty":
+            ev[name] = int(text) if text.isdigit() and len(text) <= 20 else text
+    try:
+        tid = _int(ev, "id")
+        first, last = (_int(ev, "first"), _int(ev, "last")) if kind == "agg" else (tid, tid)
+        if last < first:
+            raise ValueError(f"last id {last} < first id {first}")
+        t = ev["time"]
+        if type(t) is int and t >= MICROS_THRESHOLD:
+            ev["time"] = t // 1000
+        ts = _time(ev, "time", 0, None)
+        price, qty = _positive(ev, "price"), _positive(ev, "qty")
+        maker = ev["is_buyer_maker"]
+        if not isinstance(maker, bool):
+            raise ValueError(f"is_buyer_maker {_show(maker)} is not true/false")
+    except (TypeError, ValueError) as e:
+        return f"archive row bad field: {e}"
+    return (tid, ts, price, qty, maker, first, last, ts, ts)
+
+
+def valid_columns(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """The vectorised form of the same bounds, over columns already typed (int64/float64)."""
+    ts, price, qty = cols["ts_ms"], cols["price"], cols["qty"]
+    ok = (cols["trade_id"] >= 0) & (cols["first_id"] >= 0) & (cols["last_id"] >= cols["first_id"])
+    ok &= (ts >= MIN_TIME_MS) & (ts <= MAX_TIME_MS)
+    ok &= (price > 0) & (price <= MAX_VALUE) & (qty > 0) & (qty <= MAX_VALUE)  # false for nan
+    return ok
 
 
 def rejected(raw: bytes | str, reason: str, recv_ms: int, source: str = "") -> Rejected:
-    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw)
-    return Rejected(recv_ms=recv_ms, reason=reason, raw=data[:65_536], source=source)
+    """A dead letter; only the first REJECT_RAW_MAX bytes of the message are kept."""
+    data = raw[:REJECT_RAW_MAX]
+    data = data.encode("utf-8", "replace")[:REJECT_RAW_MAX] if isinstance(data, str) else bytes(data)
+    return Rejected(recv_ms=recv_ms, reason=reason[:500], raw=data, source=source)

@@ -188,7 +188,7 @@ class Backfiller:
         for ev in r.json():
             if isinstance(ev, dict):
                 ev = {**ev, "e": "aggTrade", "s": symbol.upper(), "E": ev.get("T")}
-            status, _, row = parse_event(ev, recv_ms)
+            status, _, row = parse_event(ev, recv_ms, window_ms=None)  # history: any age
             if status == "trade":
                 out.append(row)
         return out

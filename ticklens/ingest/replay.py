@@ -23,13 +23,20 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ticklens.domain.records import COLUMNS, Rejected, Trades
-from ticklens.exchange.binance import parse_message, rejected
+from ticklens.exchange.binance import (
+    MAX_TIME_MS,
+    MICROS_THRESHOLD,
+    MIN_TIME_MS,
+    archive_row,
+    parse_message,
+    rejected,
+    valid_columns,
+)
 from ticklens.ingest.recording import read_recording
 
 AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
 TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
 _NAME_RE = re.compile(r"^([A-Za-z0-9]+)[-_](aggTrades|trades)[-_]", re.IGNORECASE)
-MICROS_THRESHOLD = 10**14  # epoch ms stays below this until year 5138
 BLOCK_ROWS = 65_536
 MIN_SLICE_MS, MAX_SLICE_MS = 1, 3_600_000  # bounds of the merge's time slice
 
@@ -62,6 +69,7 @@ class Block:
     symbols: np.ndarray  # object array of symbol strings
     cols: dict[str, np.ndarray]
     pos: np.ndarray  # file position (rows or lines consumed) after each row
+    rejects: list[Rejected] = field(default_factory=list)  # rows of this block refused (CSV)
 
     def __len__(self) -> int:
         return len(self.cols["ts_ms"])
@@ -87,10 +95,18 @@ def _line_chunks(raw: io.BufferedIOBase, size: int = CSV_CHUNK_BYTES) -> Iterato
 
 
 def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple[Block, int]]:
-    """Yield (block, rows consumed) from an archive CSV, streaming."""
+    """Yield (block, rows consumed) from an archive CSV, streaming.
+
+    A chunk is typed strictly by pyarrow and its values checked in columns; a chunk that
+    fails either (an id beyond int64, a float id, `nan`, …) is read again row by row, so the
+    bad rows become rejects and the good ones around them are kept.
+    """
     names = AGG_COLS if kind == "agg" else TRADE_COLS
+    int_cols = [n for n in names if n.endswith("_id") or n in ("id", "time", "transact_time")]
     conv = pacsv.ConvertOptions(
-        column_types={n: pa.float64() for n in ("price", "quantity", "qty")} | {"is_buyer_maker": pa.bool_()},
+        column_types={n: pa.float64() for n in ("price", "quantity", "qty")}
+        | {"is_buyer_maker": pa.bool_()}
+        | {n: pa.int64() for n in int_cols},
         true_values=["true", "True", "TRUE"],
         false_values=["false", "False", "FALSE"],
         include_columns=[n for n in names if n != "quote_qty"],  # not parsing what we do not use
@@ -100,40 +116,78 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
         for i, chunk in enumerate(_line_chunks(raw)):
             has_header = i == 0 and not chunk[:1].isdigit()
             opts = pacsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0, use_threads=False)
-            table = pacsv.read_csv(pa.py_buffer(chunk), read_options=opts, convert_options=conv)
+            try:
+                table = pacsv.read_csv(pa.py_buffer(chunk), read_options=opts, convert_options=conv)
+                cols = _csv_columns(table, kind)
+                fast = bool(valid_columns(cols).all())
+            except pa.ArrowInvalid:
+                fast = False
+            if not fast:
+                block, seen = _csv_rows(chunk, has_header, kind, symbol, path, seen, skip)
+                if block is not None:
+                    yield block, seen
+                continue
             n = table.num_rows
             if seen + n <= skip:
                 seen += n
                 continue
             start = max(0, skip - seen)
             seen += n
-            t = table.slice(start)
+            cols = {k: v[start:] for k, v in cols.items()}
+            pos = np.arange(seen - len(cols["ts_ms"]) + 1, seen + 1, dtype=np.int64)
+            yield Block(np.full(len(pos), symbol, dtype=object), cols, pos), seen
 
-            def get(c: str, t: pa.Table = t) -> np.ndarray:
-                return t.column(c).to_numpy()
 
-            if kind == "agg":
-                tid, qty = get("agg_trade_id"), get("quantity")
-                first_id, last_id, ts = get("first_trade_id"), get("last_trade_id"), get("transact_time")
-            else:
-                tid, qty, ts = get("id"), get("qty"), get("time")
-                first_id = last_id = tid
-            ts = np.asarray(ts, dtype=np.int64)
-            if len(ts) and ts.max() >= MICROS_THRESHOLD:
-                ts = ts // 1000
-            cols = {
-                "trade_id": np.asarray(tid, dtype=np.int64),
-                "ts_ms": ts,
-                "price": np.asarray(get("price"), dtype=np.float64),
-                "qty": np.asarray(qty, dtype=np.float64),
-                "is_buyer_maker": np.asarray(get("is_buyer_maker"), dtype=np.bool_),
-                "first_id": np.asarray(first_id, dtype=np.int64),
-                "last_id": np.asarray(last_id, dtype=np.int64),
-                "event_ms": ts,
-                "recv_ms": ts,
-            }
-            pos = np.arange(seen - len(ts) + 1, seen + 1, dtype=np.int64)
-            yield Block(np.full(len(ts), symbol, dtype=object), cols, pos), seen
+def _csv_columns(table: pa.Table, kind: str) -> dict[str, np.ndarray]:
+    def get(c: str) -> np.ndarray:
+        return table.column(c).to_numpy()
+
+    if kind == "agg":
+        tid, qty = get("agg_trade_id"), get("quantity")
+        first_id, last_id, ts = get("first_trade_id"), get("last_trade_id"), get("transact_time")
+    else:
+        tid, qty, ts = get("id"), get("qty"), get("time")
+        first_id = last_id = tid
+    ts = np.asarray(ts, dtype=np.int64)
+    ts = np.where(ts >= MICROS_THRESHOLD, ts // 1000, ts)  # per row: one bad time must not rescale the rest
+    return {
+        "trade_id": np.asarray(tid, dtype=np.int64),
+        "ts_ms": ts,
+        "price": np.asarray(get("price"), dtype=np.float64),
+        "qty": np.asarray(qty, dtype=np.float64),
+        "is_buyer_maker": np.asarray(get("is_buyer_maker"), dtype=np.bool_),
+        "first_id": np.asarray(first_id, dtype=np.int64),
+        "last_id": np.asarray(last_id, dtype=np.int64),
+        "event_ms": ts,
+        "recv_ms": ts,
+    }
+
+
+def _csv_rows(
+    chunk: bytes, has_header: bool, kind: str, symbol: str, path: Path, seen: int, skip: int
+) -> tuple[Block | None, int]:
+    """The row-by-row reading of a chunk: (block of the good rows past `skip`, rows consumed)."""
+    lines = [ln for ln in chunk.split(b"\n") if ln.strip()]
+    if has_header:
+        lines = lines[1:]
+    rows: list[tuple] = []
+    pos: list[int] = []
+    rejects: list[Rejected] = []
+    for line in lines:
+        seen += 1
+        if seen <= skip:
+            continue
+        row = archive_row(kind, line.rstrip(b"\r").split(b","))
+        if isinstance(row, str):
+            rejects.append(rejected(line.rstrip(b"\r"), row, 0, str(path)))
+        else:
+            rows.append(row)
+            pos.append(seen)
+    if not rows and not rejects:
+        return None, seen
+    block = _rows_block([symbol] * len(rows), rows, pos)
+    block.rejects = rejects
+    return block, seen
 
 
 class Prefetch(Iterator[tuple[Block, int]]):
@@ -190,20 +244,23 @@ class RecordingStats:
     rejected: int = 0
 
 
-def _ws_blocks(path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected]) -> Iterator[tuple[Block, int]]:
-    """Yield (block, lines consumed) from a `<ns> <json>` recording."""
+def _ws_blocks(
+    path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected], window_ms: int | None
+) -> Iterator[tuple[Block, int]]:
+    """Yield (block, lines consumed) from a `<ns> <json>` recording; with `window_ms`, times are
+    checked against each line's own receive time, as they were live."""
     rows: list[tuple] = []
     syms: list[str] = []
     pos: list[int] = []
     line_no = skip
     for rec in read_recording(path, skip):
         line_no = rec.line_no
-        if rec.recv_ns is None:
+        recv_ms = rec.recv_ns // 1_000_000 if rec.recv_ns is not None else 0
+        if not MIN_TIME_MS <= recv_ms <= MAX_TIME_MS:  # none, or one no clock can have had
             stats.rejected += 1
-            rejects.append(rejected(rec.raw, "recording line without a receive time", 0, str(path)))
+            rejects.append(rejected(rec.raw, "recording line without a valid receive time", 0, str(path)))
             continue
-        recv_ms = rec.recv_ns // 1_000_000
-        status, what, row = parse_message(rec.body, recv_ms)
+        status, what, row = parse_message(rec.body, recv_ms, window_ms)
         if status == "trade":
             syms.append(what)
             rows.append(row)  # type: ignore[arg-type]
@@ -241,12 +298,13 @@ class FileStream:
     _buf_offset: int = 0
     _env: np.ndarray | None = None
     done: bool = False
+    window_ms: int | None = None
 
     def _fill(self) -> None:
         if self._blocks is None:
             kind, symbol = file_kind(self.path)
             if kind == "ws":
-                self._blocks = _ws_blocks(self.path, self.position, self.stats, self.rejects)
+                self._blocks = _ws_blocks(self.path, self.position, self.stats, self.rejects, self.window_ms)
             else:  # no shared state in CSV blocks, so they can be read ahead in a thread
                 self._blocks = Prefetch(_csv_blocks(self.path, kind, symbol or "", self.position))
         while self._buf is None or self._buf_offset >= len(self._buf):
@@ -256,6 +314,9 @@ class FileStream:
                 self.done = True
                 self._buf = None
                 return
+            if block.rejects:
+                self.stats.rejected += len(block.rejects)
+                self.rejects.extend(block.rejects)
             # Arrival order is kept (late trades stay late); merging uses the running max.
             self._env = np.maximum.accumulate(block.cols["ts_ms"]) if len(block) else block.cols["ts_ms"]
             self._buf, self._buf_offset, self._buf_end_pos = block, 0, end_pos
@@ -302,12 +363,14 @@ def split_by_symbol(block: Block) -> list[Trades]:
 class Replay:
     """Merge of several files by trade time, in adaptive time slices, resumable."""
 
-    def __init__(self, paths: list[Path], positions: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, paths: list[Path], positions: dict[str, int] | None = None, window_ms: int | None = None
+    ) -> None:
         missing = [str(p) for p in paths if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"replay files not found: {', '.join(missing)}")
         positions = positions or {}
-        self.files = [FileStream(Path(p), position=positions.get(str(p), 0)) for p in paths]
+        self.files = [FileStream(Path(p), position=positions.get(str(p), 0), window_ms=window_ms) for p in paths]
         self.slice_ms = 1_000
 
     def positions(self) -> dict[str, int]:

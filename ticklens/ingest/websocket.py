@@ -5,7 +5,11 @@ group of at most `max_streams_per_connection` symbols has a `_Slot` that keeps
 one connection alive: reconnect with exponential backoff and full jitter, a
 no-data watchdog, and a planned rollover before Binance's 24 h cut (the new
 connection opens first, both run for `overlap_s`, then the old one closes;
-the dedup step drops the trades both delivered). Every message is parsed once
+the dedup step drops the trades both delivered). A hostile or broken server
+cannot make it storm: the backoff starts again only after a connection proved
+healthy (valid trades for `healthy_after_s`), connects are capped per minute
+across all slots (Binance bans an IP for too many), and a connection whose
+messages are mostly rejects is closed and backed off like a stall. Every message is parsed once
 (`ticklens.exchange.binance.parse_message`) into the hub, which the flow's
 source partition drains (`flows.sources`).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import threading
 import time
 import traceback
@@ -46,18 +51,47 @@ def connection_urls(src: SourceConfig, symbols: list[str]) -> list[str]:
     return urls
 
 
+class _Health:
+    """What the slot judges a connection by: valid trades over time, and its share of rejects."""
+
+    def _init_health(self, src: SourceConfig) -> None:
+        self.last_frame = self.opened = time.monotonic()
+        self.got_data = False
+        self.first_trade = self.last_trade = 0.0
+        self.window = src.reject_window
+        self.max_rejects = src.reject_ratio_max * src.reject_window
+        self.n_window = self.n_rejects = 0
+        self.bad: str | None = None  # why the connection must go
+
+    def note(self, status: str) -> None:
+        if status == "trade":
+            now = self.last_frame
+            if not self.first_trade:
+                self.first_trade = now
+            self.last_trade = now
+        elif status == "reject":
+            self.n_rejects += 1
+        self.n_window += 1
+        if self.n_window >= self.window:
+            if self.n_rejects > self.max_rejects and self.bad is None:
+                self.bad = f"{self.n_rejects} of its last {self.n_window} messages were rejects"
+            self.n_window = self.n_rejects = 0
+
+    def healthy_for(self) -> float:
+        """Seconds over which this connection has delivered valid trades."""
+        return self.last_trade - self.first_trade if self.first_trade else -1.0
+
+
 def _listener_class():
     from picows import WSListener, WSMsgType
 
-    class _Conn(WSListener):
+    class _Conn(WSListener, _Health):
         """One WebSocket connection: frames go to the hub; the slot watches its health."""
 
-        def __init__(self, hub: Hub) -> None:
+        def __init__(self, hub: Hub, src: SourceConfig) -> None:
             self.hub = hub
             self.transport = None
-            self.last_frame = time.monotonic()
-            self.opened = time.monotonic()
-            self.got_data = False
+            self._init_health(src)
 
         def on_ws_connected(self, transport) -> None:  # type: ignore[no-untyped-def]
             self.transport = transport
@@ -72,10 +106,14 @@ def _listener_class():
             if t == WSMsgType.TEXT or t == WSMsgType.BINARY:
                 self.got_data = True
                 try:
-                    hub.on_message(frame.get_payload_as_bytes())
+                    self.note(hub.on_message(frame.get_payload_as_bytes()))
                 except Exception:  # never let one message kill the connection
                     hub.rejected += 1
                     traceback.print_exc()
+                if self.bad is not None and not transport.is_disconnected:
+                    hub.publish()
+                    transport.send_close()
+                    transport.disconnect()
             elif t == WSMsgType.CLOSE:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
                 transport.disconnect()
@@ -99,14 +137,13 @@ def _listener_class():
     return _Conn
 
 
-class _WsConn:
+class _WsConn(_Health):
     """The same connection surface on the `websockets` library (`source.client: websockets`)."""
 
-    def __init__(self, hub: Hub, ws) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, hub: Hub, ws, src: SourceConfig) -> None:  # type: ignore[no-untyped-def]
         self.hub = hub
         self.ws = ws
-        self.last_frame = self.opened = time.monotonic()
-        self.got_data = False
+        self._init_health(src)
         self.task = asyncio.get_running_loop().create_task(self._read())
         hub.ws_conns.add(self)
 
@@ -119,10 +156,12 @@ class _WsConn:
                 self.last_frame = time.monotonic()
                 self.got_data = True
                 try:
-                    hub.on_message(msg if isinstance(msg, bytes) else msg.encode())
+                    self.note(hub.on_message(msg if isinstance(msg, bytes) else msg.encode()))
                 except Exception:  # never let one message kill the connection
                     hub.rejected += 1
                     traceback.print_exc()
+                if self.bad is not None:
+                    break
                 while hub.paused:  # the queue is full: stop reading, TCP pushes back on the sender
                     await asyncio.sleep(0.005)
         except (websockets.ConnectionClosed, OSError):
@@ -158,31 +197,51 @@ class _Slot:
 
             ws = await websockets.connect(
                 self.url,
-                max_size=16 << 20,
+                max_size=self.src.max_frame_bytes,
                 max_queue=None,  # our own bounded queue applies the backpressure
                 open_timeout=10,
                 ping_interval=max(1.0, self.src.stall_s / 2),
                 ping_timeout=max(1.0, self.src.stall_s / 2),
             )
-            return _WsConn(self.hub, ws)
+            return _WsConn(self.hub, ws, self.src)
 
         from picows import ws_connect
 
-        hub = self.hub
+        hub, src = self.hub, self.src
         _, listener = await ws_connect(
-            lambda: self.conn_cls(hub),
+            lambda: self.conn_cls(hub, src),
             self.url,
             enable_auto_ping=True,
             auto_ping_idle_timeout=max(1.0, self.src.stall_s / 2),
             auto_ping_reply_timeout=max(1.0, self.src.stall_s / 2),
             websocket_handshake_timeout=10,
-            max_frame_size=16 << 20,
+            max_frame_size=self.src.max_frame_bytes,
             read_buffer_init_size=1 << 20,  # more messages per socket read (and per GIL turn)
         )
         return listener
 
     async def _backoff(self, attempt: int) -> None:
         await asyncio.sleep(backoff_delay(attempt, self.src.backoff_initial_s, self.src.backoff_max_s, self.rng))
+
+    async def _permit(self) -> None:
+        """Wait until a connect keeps the last minute within `max_connects_per_minute` (all slots)."""
+        hub, cap = self.hub, self.src.max_connects_per_minute
+        times = hub.connect_times
+        while True:
+            now = time.monotonic()
+            while times and now - times[0] > 60.0:
+                times.popleft()
+            if len(times) < cap:
+                break
+            wait = 60.0 - (now - times[0]) + 0.01
+            print(f"[ticklens] {cap} connects in the last minute; next one in {wait:.1f}s", file=sys.stderr, flush=True)
+            await asyncio.sleep(wait)
+        times.append(time.monotonic())
+        hub.connects += 1
+
+    async def _connect(self):  # type: ignore[no-untyped-def]
+        await self._permit()
+        return await self._open()
 
     async def run(self) -> None:
         hub, src = self.hub, self.src
@@ -192,13 +251,13 @@ class _Slot:
         while True:
             if current is None:
                 try:
-                    current = await self._open()
+                    current = await self._connect()
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # refused, handshake error, DNS: retry with backoff
                     hub.connected[self.index] = False
                     if attempt == 0 or attempt % 10 == 0:
-                        print(f"[ticklens] connect {self.url}: {e}; retrying", flush=True)
+                        print(f"[ticklens] connect {self.url}: {e}; retrying", file=sys.stderr, flush=True)
                     await self._backoff(attempt)
                     attempt += 1
                     continue
@@ -207,11 +266,11 @@ class _Slot:
                 first = False
                 hub.connected[self.index] = True
             reason = await self._watch(current)
-            if current.got_data:
+            if current.healthy_for() >= src.healthy_after_s:
                 attempt = 0
             if reason == "rollover":
                 try:
-                    new = await self._open()
+                    new = await self._connect()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -237,12 +296,17 @@ class _Slot:
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
             now = time.monotonic()
+            if conn.bad is not None:
+                print(f"[ticklens] {conn.bad} on {self.url}; reconnecting after backoff", file=sys.stderr, flush=True)
+                return "rejecting"
             if conn.closed:
                 return "disconnected"
             if self.hub.paused:  # we stopped reading (queue full): silence is ours, not a stall
                 conn.last_frame = now
             if now - conn.last_frame > src.stall_s:
-                print(f"[ticklens] no data for {src.stall_s:g}s on {self.url}; reconnecting", flush=True)
+                print(
+                    f"[ticklens] no data for {src.stall_s:g}s on {self.url}; reconnecting", file=sys.stderr, flush=True
+                )
                 return "stalled"
             if now - conn.opened >= src.rollover_s:
                 return "rollover"

@@ -6,6 +6,14 @@ exponential backoff; other 4xx are final. The outcome is written back to
 `alert_events.webhook_status`, so triggers still `pending` when the flow stops
 are sent by the next start. A receiver can drop repeats by the dedup key (a
 crash between its 2xx and our bookkeeping can repeat one POST).
+
+A webhook URL is someone else's input, so delivery cannot be turned against the
+machine's own network (SSRF): the host is resolved once, every address it
+resolves to must be global (or allowed by `alerts.webhook_allow`), and the
+request goes to that checked address (Host header and TLS name kept), so a DNS
+answer that changes in between (rebinding) is never used. No redirects, no
+proxies from the environment, a total deadline per request and a bounded
+response body.
 """
 
 from __future__ import annotations
@@ -13,21 +21,60 @@ from __future__ import annotations
 import heapq
 import itertools
 import queue
+import socket
+import ssl
+import sys
 import threading
 import time
+from collections.abc import Sequence
 
+import certifi
 import httpx
 import orjson
 
 from storage.port import RuleStore, Store
 from ticklens.domain.alerts.engine import AlertFired
+from ticklens.domain.alerts.rules import parse_webhook, webhook_refusal
 from ticklens.domain.times import iso_ms
 
 QUEUE_MAX = 10_000
 MAX_ATTEMPTS = 8
 BACKOFF_S = 0.25
 BACKOFF_MAX_S = 30.0
-TIMEOUT_S = 5.0
+TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+DEADLINE_S = 10.0  # a whole request, however slowly the receiver answers
+MAX_BODY = 64 << 10  # bytes of a response read (and then dropped)
+
+
+class WebhookRefused(ValueError):
+    """The URL's host is, or resolves to, an address webhooks may not reach."""
+
+
+def resolve_target(url: str, allow: Sequence[str], resolver=socket.getaddrinfo) -> tuple[httpx.URL, str, str]:  # type: ignore[no-untyped-def]
+    """(URL with the checked address as host, Host header, TLS name); WebhookRefused, or OSError
+    when the name does not resolve (retried). `resolver`: getaddrinfo's signature."""
+    _, host, port = parse_webhook(url)
+    infos = resolver(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addrs:
+        raise OSError(f"{host} resolves to no address")
+    for addr in addrs:  # one bad address is enough: a rebinding answer may mix them
+        why = webhook_refusal(addr, host, allow)
+        if why:
+            raise WebhookRefused(why)
+    target = httpx.URL(url)
+    host_header = target.netloc.decode("ascii")
+    return target.copy_with(host=addrs[0]), host_header, host
+
+
+def _configured_allow() -> list[str]:
+    """`alerts.webhook_allow` of the flow's configuration (the sink does not pass it yet)."""
+    from ticklens.config import ConfigError, load_config
+
+    try:
+        return list(load_config().alerts.webhook_allow)
+    except ConfigError:
+        return []
 
 
 def payload(e: AlertFired) -> dict:
@@ -66,8 +113,12 @@ def _from_row(r: dict) -> AlertFired:
 class WebhookDispatcher:
     """A bounded queue and one sender thread; retries wait in a timer heap, not in the queue."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, allow: Sequence[str] | None = None) -> None:
         self.store = store
+        self.allow = list(allow) if allow is not None else _configured_allow()
+        self.refused = 0
+        self.deadline_s = DEADLINE_S
+        self._tls: ssl.SSLContext | None = None  # built once: a client per request is then cheap
         self.queue: queue.Queue[AlertFired] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0  # queue full: left `pending` in the store for the next start
         self.sent = 0
@@ -107,7 +158,6 @@ class WebhookDispatcher:
 
     def _run(self) -> None:
         conn = self.store.rules()
-        client = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False)
         try:
             while not (self._stop.is_set() and not self._busy()):
                 now = time.monotonic()
@@ -120,27 +170,58 @@ class WebhookDispatcher:
                     except queue.Empty:
                         continue
                     attempt = 0
-                self._send(client, conn, e, attempt + 1)
+                self._send(conn, e, attempt + 1)
         finally:
-            client.close()
             conn.close()
 
-    def _send(self, client: httpx.Client, conn: RuleStore, e: AlertFired, attempt: int) -> None:
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST to the checked address of `url`; the status code. Raises WebhookRefused,
+        OSError (name resolution) or httpx.HTTPError (including the deadline)."""
+        target, host_header, tls_name = resolve_target(url, self.allow)
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=certifi.where())
+        client = httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=self._tls)
+        # The deadline closes the client from a timer thread: a blocked read fails at once.
+        timer = threading.Timer(self.deadline_s, client.close)
+        timer.start()
+        try:
+            with client.stream(
+                "POST",
+                target,
+                content=body,
+                headers={**headers, "Host": host_header},
+                extensions={"sni_hostname": tls_name},
+            ) as r:
+                read = 0
+                for chunk in r.iter_raw():
+                    read += len(chunk)
+                    if read >= MAX_BODY:
+                        break
+                return r.status_code
+        finally:
+            timer.cancel()
+            client.close()
+
+    def _send(self, conn: RuleStore, e: AlertFired, attempt: int) -> None:
         retry = False
         try:
-            r = client.post(
+            code = self.post(
                 e.webhook,  # type: ignore[arg-type]
-                content=orjson.dumps(payload(e)),
-                headers={"Content-Type": "application/json", "Idempotency-Key": e.dedup_key},
+                orjson.dumps(payload(e)),
+                {"Content-Type": "application/json", "Idempotency-Key": e.dedup_key},
             )
-            if r.status_code < 300:
+            if code < 300:
                 status = "sent"
                 self.sent += 1
-            elif r.status_code == 429 or r.status_code >= 500:
+            elif code == 429 or code >= 500:
                 retry = True
-            else:
+            else:  # a redirect is not followed: final, like any other 3xx/4xx
                 status = "failed"
-        except httpx.HTTPError:
+        except (WebhookRefused, ValueError) as why:
+            self.refused += 1
+            print(f"[ticklens] webhook of rule {e.rule_name!r} not sent: {why}", file=sys.stderr, flush=True)
+            status = "failed"
+        except (httpx.HTTPError, OSError):
             retry = True
         if retry:
             if attempt < MAX_ATTEMPTS:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +25,63 @@ PAIR_METRICS = frozenset({"spread", "zscore", "hedge_ratio", "correlation"})
 LEVEL_OPERATORS = frozenset({">", ">=", "<", "<="})
 DEFAULT_TIMEFRAME: Timeframe = "1m"
 MAX_WINDOW = 1_000
+
+
+def parse_webhook(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a webhook URL, or ValueError saying what is wrong with it.
+
+    Only the URL's form is checked here (no DNS: this module is pure); where it may be sent
+    is decided at delivery (`ticklens.notify.webhooks`) with `webhook_refusal`.
+    """
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ValueError("webhook URL must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"webhook {url[:200]!r} is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"webhook {url[:200]!r} must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError("webhook URL must not carry a user name or password")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise ValueError(f"webhook {url[:200]!r} has no host")
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def webhook_refusal(address: str, host: str, allow: Sequence[str]) -> str | None:
+    """Why a webhook to `host`, resolved to `address`, may not be sent (None: it may).
+
+    Loopback, private, link-local, multicast, reserved, unspecified and other non-global
+    addresses (IPv4, IPv6, IPv4 inside IPv6) are refused unless the host name, or a network
+    holding the address, is in `allow` (`alerts.webhook_allow`).
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    name = host.lower().rstrip(".").strip("[]")
+    for entry in allow:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return None
+        except ValueError:  # a host name, not a network
+            if name == entry.rstrip("."):
+                return None
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            break
+    else:
+        kind = "" if ip.is_global else "non-global"
+    if not kind:
+        return None
+    return f"{host} is {ip} ({kind.replace('_', '-')}): add it to alerts.webhook_allow to allow it"
 
 
 class AlertRule(BaseModel):
@@ -70,8 +130,8 @@ class AlertRule(BaseModel):
     @field_validator("webhook")
     @classmethod
     def _webhook(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"webhook {v!r} must be an http:// or https:// URL")
+        if v is not None:
+            parse_webhook(v)
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,958 @@
+"""Local order books: the book records, an exact price-level book, and Binance's sync procedure.
+
+Pure computation (no I/O). Prices and quantities stay the decimal strings the
+exchange sent: a level is keyed by its price string, so nothing is lost to float
+rounding; for strings of one fixed number of decimals, numeric order is
+(length, characters) order, so the best price is kept without converting a
+single string. A diff event costs one dict operation per level, plus a string
+comparison for each new level; only when the best level goes is the next one
+looked for (a few probes of the price grid, else one pass over the side).
+
+`BookSync` runs Binance's documented procedure (buffer diffs, apply a REST
+snapshot, drop what it already covers, chain every later event to the one
+before) as a state machine. It never fetches anything itself: `needs_snapshot`
+tells the caller to `GET /fapi/v1/depth` (USD-M) or `/api/v3/depth` (spot), and
+every interval in which the book is not known becomes a `BookGap`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from itertools import compress
+from typing import Any, Literal
+
+import numpy as np
+
+Level = list[str]  # [price, quantity] as the exchange's decimal strings
+Market = Literal["usdm", "spot"]
+GapReason = Literal["pu_break", "reconnect", "snapshot_failure", "crossed"]
+
+# A quantity is zero (remove the level) exactly when it is one of these strings.
+ZERO_QTY = frozenset(["0"] + ["0." + "0" * k for k in range(1, 41)])
+
+
+def decimals_of(price: str) -> int:
+    dot = price.find(".")
+    return 0 if dot < 0 else len(price) - dot - 1
+
+
+def _levels_array(levels: list[Level]) -> np.ndarray:
+    if not levels:
+        return np.empty((0, 2), dtype=np.float64)
+    return np.array(levels, dtype=np.float64).reshape(-1, 2)
+
+
+# --- records ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Quote:
+    """One best bid/ask update (`bookTicker`); prices and quantities are the exchange's strings.
+
+    Spot `bookTicker` carries no times: `event_ms` and `txn_ms` are then None.
+    """
+
+    symbol: str
+    update_id: int
+    event_ms: int | None
+    txn_ms: int | None
+    bid: str
+    bid_qty: str
+    ask: str
+    ask_qty: str
+    recv_ms: int
+
+
+QUOTE_COLUMNS = ("update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty")
+
+
+@dataclass(slots=True)
+class Quotes:
+    """A columnar batch of quotes of one symbol, as the flow passes them on.
+
+    `ts_ms` is the transaction time `T` (or `E`, or the receive time on spot, which
+    sends neither); `event_ms` is -1 where the exchange sent none.
+    """
+
+    symbol: str
+    update_id: np.ndarray
+    ts_ms: np.ndarray
+    event_ms: np.ndarray
+    recv_ms: np.ndarray
+    bid: np.ndarray
+    bid_qty: np.ndarray
+    ask: np.ndarray
+    ask_qty: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.update_id)
+
+    @classmethod
+    def from_quotes(cls, symbol: str, quotes: list[Quote]) -> Quotes:
+        def ts(q: Quote) -> int:
+            return q.txn_ms if q.txn_ms is not None else q.event_ms if q.event_ms is not None else q.recv_ms
+
+        i64 = np.int64
+        return cls(
+            symbol=symbol,
+            update_id=np.array([q.update_id for q in quotes], dtype=i64),
+            ts_ms=np.array([ts(q) for q in quotes], dtype=i64),
+            event_ms=np.array([-1 if q.event_ms is None else q.event_ms for q in quotes], dtype=i64),
+            recv_ms=np.array([q.recv_ms for q in quotes], dtype=i64),
+            bid=np.array([float(q.bid) for q in quotes]),
+            bid_qty=np.array([float(q.bid_qty) for q in quotes]),
+            ask=np.array([float(q.ask) for q in quotes]),
+            ask_qty=np.array([float(q.ask_qty) for q in quotes]),
+        )
+
+
+@dataclass(slots=True)
+class DepthUpdate:
+    """One diff-depth event: absolute quantities per price level, "0" removes the level.
+
+    Levels are columns of the exchange's decimal strings (exact, compact: four lists
+    per event, not a list per level, so holding many events costs the garbage
+    collector little). `prev_final_id` is USD-M's `pu` (None on spot); spot has no
+    transaction time, so `txn_ms` is the event time there.
+    """
+
+    symbol: str
+    first_id: int  # U
+    final_id: int  # u
+    prev_final_id: int | None  # pu
+    event_ms: int
+    txn_ms: int
+    recv_ms: int
+    bid_px: list[str]
+    bid_qty: list[str]
+    ask_px: list[str]
+    ask_qty: list[str]
+
+    @classmethod
+    def from_pairs(
+        cls,
+        symbol: str,
+        first_id: int,
+        final_id: int,
+        prev_final_id: int | None,
+        event_ms: int,
+        txn_ms: int,
+        recv_ms: int,
+        bids: list[Level],
+        asks: list[Level],
+    ) -> DepthUpdate:
+        return cls(
+            symbol,
+            first_id,
+            final_id,
+            prev_final_id,
+            event_ms,
+            txn_ms,
+            recv_ms,
+            [lv[0] for lv in bids],
+            [lv[1] for lv in bids],
+            [lv[0] for lv in asks],
+            [lv[1] for lv in asks],
+        )
+
+    @property
+    def bids(self) -> list[Level]:
+        """[price, qty] pairs, as Binance sends them."""
+        return [[p, q] for p, q in zip(self.bid_px, self.bid_qty, strict=True)]
+
+    @property
+    def asks(self) -> list[Level]:
+        return [[p, q] for p, q in zip(self.ask_px, self.ask_qty, strict=True)]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.bid_px) + len(self.ask_px)
+
+    def bid_array(self) -> np.ndarray:
+        """(n, 2) float64: price, quantity."""
+        return _levels_array(self.bids)
+
+    def ask_array(self) -> np.ndarray:
+        return _levels_array(self.asks)
+
+
+@dataclass(slots=True)
+class BookSnapshot:
+    """A full book at `last_update_id` (REST depth, or one taken from a local book), best level first.
+
+    `limit` is the number of levels per side that was asked for: a side with fewer
+    levels than that is the whole side. A snapshot taken from a local book carries
+    that book's `complete_range` instead. Spot snapshots carry no times.
+    """
+
+    symbol: str
+    last_update_id: int
+    event_ms: int | None
+    txn_ms: int | None
+    recv_ms: int
+    bids: list[Level]
+    asks: list[Level]
+    limit: int | None = None
+    complete_range: tuple[float, float] | None = None
+
+    @property
+    def ts_ms(self) -> int:
+        return self.txn_ms if self.txn_ms is not None else self.event_ms if self.event_ms is not None else self.recv_ms
+
+
+@dataclass(slots=True)
+class BookGap:
+    """An interval in which the book of `symbol` is not known.
+
+    The book was known after update `from_update_id` (time `from_ms`) and is known
+    again after `to_update_id` (`to_ms`), the first event applied after the resync;
+    both None while the gap is open. `from_update_id` is 0 if the book was never known.
+    """
+
+    symbol: str
+    from_update_id: int
+    from_ms: int
+    reason: GapReason
+    to_update_id: int | None = None
+    to_ms: int | None = None
+    status: Literal["open", "closed"] = "open"
+    detail: str = ""
+
+
+# --- the book --------------------------------------------------------------------------------------
+
+
+PROBES = 256  # grid steps probed for the next best level before one pass over the side
+
+
+def _pow10_divisor(n: int) -> int:
+    """The largest power of ten dividing n (n > 0)."""
+    p = 1
+    while n % (p * 10) == 0:
+        p *= 10
+    return p
+
+
+def _ordered(keys: list[str] | dict[str, str]) -> list[str]:
+    """Canonical price strings in ascending numeric order: by length, then by characters.
+
+    Exact for strings of one fixed number of decimals without leading zeros.
+    """
+    return sorted(sorted(keys), key=len)
+
+
+class OrderBook:
+    """The exact price levels of one symbol, both sides.
+
+    `bids`/`asks` map the canonical price string (the symbol's fixed number of decimals,
+    as Binance formats it) to the quantity string. For such strings numeric order is
+    (length, characters) order, so the best price is kept by string comparisons alone:
+    a new level is compared with the best when it is created, and when the best level
+    is removed the next one is found by probing the price grid below it (the tick size
+    is learned from the snapshot, every new level is checked to lie on it), or after a
+    few probes by one pass over the side. No per-level ordered structure is kept.
+    """
+
+    __slots__ = (
+        "symbol",
+        "bids",
+        "asks",
+        "_bb",
+        "_ba",
+        "_dec",
+        "_need",
+        "_dot",
+        "_scale",
+        "_step",
+        "_grid",
+        "_complete",
+        "_gone",
+        "last_update_id",
+        "ts_ms",
+    )
+
+    def __init__(self, symbol: str = "") -> None:
+        self.symbol = symbol
+        self.bids: dict[str, str] = {}
+        self.asks: dict[str, str] = {}
+        self._bb: str | None = None  # best bid key
+        self._ba: str | None = None  # best ask key
+        self._dec = -1  # price decimals; fixed by the first price seen
+        self._need = 1 << 30  # a price is canonical iff len(p) > _need and p[_dot] == "."
+        self._dot = -1
+        self._scale = 1
+        self._step = 1  # the price grid in ticks (a power of ten): every level lies on it
+        self._grid = ""  # suffix every on-grid canonical price ends with
+        self._complete: tuple[str | None, str | None] | None = None
+        self._gone = False  # the slow path's view of apply()'s "best level removed" flag
+        self.last_update_id = 0
+        self.ts_ms = 0
+
+    # -- number formats
+
+    def _set_decimals(self, dec: int) -> None:
+        self._dec = dec
+        self._scale = 10**dec
+        if dec > 0:
+            self._need, self._dot = dec + 1, -(dec + 1)
+        else:  # no dot at all: every new price takes the slow path, still exact
+            self._need, self._dot = 1 << 30, -1
+        self._set_step(1)
+
+    def _set_step(self, step: int) -> None:
+        self._step = step
+        zeros = len(str(step)) - 1
+        d = max(self._dec, 0)
+        self._grid = "0" * zeros if zeros <= d else "0" * (zeros - d) + ("." + "0" * d if d else "")
+
+    def _tick(self, key: str) -> int:
+        return int(key.replace(".", ""))
+
+    def _fmt(self, tick: int) -> str:
+        d = self._dec
+        if d <= 0:
+            return str(tick)
+        s = str(tick)
+        if len(s) <= d:
+            s = s.rjust(d + 1, "0")
+        return f"{s[:-d]}.{s[-d:]}"
+
+    def _canonical(self, price: str, widen: bool = True) -> tuple[str, int] | None:
+        """(canonical key, tick) of a validated decimal string.
+
+        A price finer than the book's scale widens the scale (`widen`), or is None: no
+        level of the book can have it.
+        """
+        if self._dec < 0:
+            self._set_decimals(decimals_of(price))
+        d = Decimal(price)
+        exp = -d.as_tuple().exponent  # type: ignore[operator]
+        if exp > self._dec and d != d.quantize(Decimal(1).scaleb(-self._dec)):
+            if not widen:
+                return None
+            self._rescale(exp)
+        tick = int(d.scaleb(self._dec))
+        return self._fmt(tick), tick
+
+    def _rescale(self, dec: int) -> None:
+        """Prices with more decimals than the book's: re-key every level at the finer scale (rare)."""
+        mul = 10 ** (dec - self._dec)
+        sides = [[(self._tick(k) * mul, q) for k, q in book.items()] for book in (self.bids, self.asks)]
+        bests = [None if k is None else self._tick(k) * mul for k in (self._bb, self._ba)]
+        bounds = (
+            None if self._complete is None else [None if k is None else self._tick(k) * mul for k in self._complete]
+        )
+        step = self._step * mul
+        self._set_decimals(dec)
+        self._set_step(step)
+        for book, levels in zip((self.bids, self.asks), sides, strict=True):
+            book.clear()
+            book.update((self._fmt(t), q) for t, q in levels)
+        self._bb, self._ba = (None if t is None else self._fmt(t) for t in bests)
+        if bounds is not None:
+            lo, hi = (None if t is None else self._fmt(t) for t in bounds)
+            self._complete = (lo, hi)
+
+    # -- loading and applying
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+        self._bb = self._ba = None
+        self._complete = None
+        self.last_update_id = 0
+        self.ts_ms = 0
+
+    def load_snapshot(self, snap: BookSnapshot) -> None:
+        """Replace the whole book by a snapshot; its price range becomes the complete range."""
+        self.clear()
+        prices = [lv[0] for lv in snap.bids] + [lv[0] for lv in snap.asks]
+        if prices:
+            self._set_decimals(max(map(decimals_of, prices)))
+        ticks = []
+        for levels, book in ((snap.bids, self.bids), (snap.asks, self.asks)):
+            for p, q in levels:
+                if q in ZERO_QTY:
+                    continue
+                key, tick = self._canonical(p)  # type: ignore[misc]
+                book[key] = q
+                ticks.append(tick)
+        if ticks:
+            self._set_step(_pow10_divisor(math.gcd(*ticks)) if any(ticks) else 1)
+        bids, asks = _ordered(self.bids), _ordered(self.asks)
+        self._bb = bids[-1] if bids else None
+        self._ba = asks[0] if asks else None
+        if snap.complete_range is not None:
+            low, high = snap.complete_range
+            lo = None if low <= 0 else self._canonical(repr(low))[0]  # type: ignore[index]
+            hi = None if math.isinf(high) else self._canonical(repr(high))[0]  # type: ignore[index]
+        else:
+            full = snap.limit is not None
+            lo = None if full and len(snap.bids) < snap.limit else (bids[0] if bids else None)  # type: ignore[operator]
+            hi = None if full and len(snap.asks) < snap.limit else (asks[-1] if asks else None)  # type: ignore[operator]
+        self._complete = (lo, hi)
+        self.last_update_id = snap.last_update_id
+        self.ts_ms = snap.ts_ms
+
+    def apply_pairs(self, bids: list[Level], asks: list[Level], update_id: int = 0, ts_ms: int = 0) -> None:
+        """`apply` for [price, qty] pairs."""
+        self.apply(
+            [lv[0] for lv in bids],
+            [lv[1] for lv in bids],
+            [lv[0] for lv in asks],
+            [lv[1] for lv in asks],
+            update_id,
+            ts_ms,
+        )
+
+    def apply(
+        self,
+        bid_px: list[str],
+        bid_qty: list[str],
+        ask_px: list[str],
+        ask_qty: list[str],
+        update_id: int = 0,
+        ts_ms: int = 0,
+    ) -> None:
+        """Apply one diff: each level's quantity is absolute, a zero quantity removes the level.
+
+        Levels must be validated decimal strings (the exchange parser guarantees it).
+        Removing a level the book does not hold is normal (Binance says so) and ignored.
+        """
+        zero = ZERO_QTY
+        need, dot, grid = self._need, self._dot, self._grid
+        # bids: the best is the greatest (length, string)
+        book = self.bids
+        best = self._bb
+        blen = -1 if best is None else len(best)
+        gone = False
+        for p, q in zip(bid_px, bid_qty, strict=True):
+            if q in zero:
+                if book.pop(p, None) is None:
+                    if not (len(p) > need and p[dot] == "."):
+                        self._bb, self._gone = best, gone
+                        self._odd(True, p, q)
+                        best, gone = self._bb, self._gone
+                        blen = -1 if best is None else len(best)
+                elif p == best:
+                    gone = True
+            elif p in book:
+                book[p] = q
+            elif len(p) > need and p[dot] == "." and p.endswith(grid):
+                book[p] = q
+                n = len(p)
+                if n > blen or (n == blen and p >= best):  # type: ignore[operator]  # >=: the best, re-created
+                    best, blen, gone = p, n, False
+            else:
+                self._bb, self._gone = best, gone
+                self._odd(True, p, q)
+                best, gone = self._bb, self._gone
+                blen = -1 if best is None else len(best)
+                need, dot, grid = self._need, self._dot, self._grid
+        self._bb = self._next(True, best) if gone else best
+        # asks: the best is the smallest (length, string)
+        book = self.asks
+        best = self._ba
+        blen = 1 << 30 if best is None else len(best)
+        gone = False
+        for p, q in zip(ask_px, ask_qty, strict=True):
+            if q in zero:
+                if book.pop(p, None) is None:
+                    if not (len(p) > need and p[dot] == "."):
+                        self._ba, self._gone = best, gone
+                        self._odd(False, p, q)
+                        best, gone = self._ba, self._gone
+                        blen = 1 << 30 if best is None else len(best)
+                elif p == best:
+                    gone = True
+            elif p in book:
+                book[p] = q
+            elif len(p) > need and p[dot] == "." and p.endswith(grid):
+                book[p] = q
+                n = len(p)
+                if n < blen or (n == blen and p <= best):  # type: ignore[operator]
+                    best, blen, gone = p, n, False
+            else:
+                self._ba, self._gone = best, gone
+                self._odd(False, p, q)
+                best, gone = self._ba, self._gone
+                blen = 1 << 30 if best is None else len(best)
+                need, dot, grid = self._need, self._dot, self._grid
+        self._ba = self._next(False, best) if gone else best
+        self.last_update_id = update_id
+        self.ts_ms = ts_ms
+
+    def _odd(self, is_bid: bool, p: str, q: str) -> None:
+        """One level the fast path cannot take: another number of decimals, off the grid, or the first price."""
+        removing = q in ZERO_QTY
+        canon = self._canonical(p, widen=not removing)  # may re-key the book (and the bests)
+        if canon is None:
+            return  # finer than any level of the book: nothing to remove
+        key, tick = canon
+        book = self.bids if is_bid else self.asks
+        best = self._bb if is_bid else self._ba
+        if removing:
+            if book.pop(key, None) is not None and key == best:
+                self._gone = True
+            return
+        if tick % self._step:
+            self._set_step(_pow10_divisor(math.gcd(tick, self._step)))
+        new = key not in book
+        book[key] = q
+        if new and (best is None or (not _lt(key, best) if is_bid else not _lt(best, key))):
+            if is_bid:
+                self._bb = key
+            else:
+                self._ba = key
+            self._gone = False
+
+    def _next(self, is_bid: bool, removed: str | None) -> str | None:
+        """The best level after the best one (`removed`) was taken out: probe the grid, then scan."""
+        book = self.bids if is_bid else self.asks
+        if not book or removed is None:
+            return None
+        step = -self._step if is_bid else self._step
+        t = self._tick(removed)
+        fmt = self._fmt
+        for _ in range(PROBES):
+            t += step
+            if t <= 0:
+                break
+            k = fmt(t)
+            if k in book:
+                return k
+        # one pass over the side: the longest (bids) / shortest (asks) strings, then the extreme
+        lengths = list(map(len, book))
+        n = max(lengths) if is_bid else min(lengths)
+        same = compress(book, map(n.__eq__, lengths))
+        return max(same) if is_bid else min(same)
+
+    # -- reading
+
+    def __len__(self) -> int:
+        return len(self.bids) + len(self.asks)
+
+    @property
+    def decimals(self) -> int:
+        return max(self._dec, 0)
+
+    @property
+    def tick_step(self) -> float:
+        """The price grid the book found (the tick size, or a power-of-ten divisor of it)."""
+        return self._step / self._scale
+
+    @property
+    def best_bid(self) -> tuple[str, str] | None:
+        """(price, quantity) strings of the best bid, None if the side is empty."""
+        k = self._bb
+        return None if k is None else (k, self.bids[k])
+
+    @property
+    def best_ask(self) -> tuple[str, str] | None:
+        k = self._ba
+        return None if k is None else (k, self.asks[k])
+
+    @property
+    def mid(self) -> float | None:
+        if self._bb is None or self._ba is None:
+            return None
+        return (self._tick(self._bb) + self._tick(self._ba)) / (2 * self._scale)
+
+    @property
+    def crossed(self) -> bool:
+        """Best bid at or above best ask (crossed or locked): never a valid state of Binance's book."""
+        b, a = self._bb, self._ba
+        return b is not None and a is not None and not _lt(b, a)
+
+    @property
+    def locked(self) -> bool:
+        return self._bb is not None and self._bb == self._ba
+
+    @property
+    def complete_range(self) -> tuple[float, float] | None:
+        """[low, high] prices within which the levels are known complete (the last snapshot's range).
+
+        Diffs outside it are applied too, but levels there that never changed since the
+        snapshot are unknown. A snapshot side shorter than its limit is complete to 0 / inf.
+        """
+        if self._complete is None:
+            return None
+        lo, hi = self._complete
+        return (0.0 if lo is None else float(lo), math.inf if hi is None else float(hi))
+
+    def is_complete_at(self, price: str) -> bool:
+        if self._complete is None:
+            return False
+        canon = self._canonical(price, widen=False)
+        if canon is None:
+            return False
+        key = canon[0]
+        lo, hi = self._complete
+        return (lo is None or not _lt(key, lo)) and (hi is None or not _lt(hi, key))
+
+    def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The best n levels per side as (price, qty) strings, best first."""
+        return self._top(True, n), self._top(False, n)
+
+    def _top(self, is_bid: bool, n: int) -> list[tuple[str, str]]:
+        book = self.bids if is_bid else self.asks
+        best = self._bb if is_bid else self._ba
+        if best is None or n <= 0:
+            return []
+        out = [(best, book[best])]
+        step = -self._step if is_bid else self._step
+        t = self._tick(best)
+        fmt = self._fmt
+        for _ in range(PROBES * n):
+            if len(out) >= n or len(out) >= len(book):
+                return out
+            t += step
+            if t <= 0:
+                break
+            k = fmt(t)
+            if k in book:
+                out.append((k, book[k]))
+        if len(out) >= min(n, len(book)):
+            return out
+        return self.side_levels("bid" if is_bid else "ask")[:n]
+
+    def depth_within_bps(self, bps: float) -> tuple[float, float]:
+        """Total bid and ask quantity priced within `bps` basis points of the mid."""
+        if self._bb is None or self._ba is None:
+            return (0.0, 0.0)
+        mid2 = self._tick(self._bb) + self._tick(self._ba)  # twice the mid, in ticks
+        lo = self._fmt(max(math.ceil(mid2 * (1 - bps / 1e4) / 2), 0))
+        hi = self._fmt(math.floor(mid2 * (1 + bps / 1e4) / 2))
+        bid = sum(float(q) for k, q in self.bids.items() if not _lt(k, lo))
+        ask = sum(float(q) for k, q in self.asks.items() if not _lt(hi, k))
+        return (bid, ask)
+
+    def side_levels(self, side: Literal["bid", "ask"]) -> list[tuple[str, str]]:
+        """Every level of one side as (price, qty) strings, best first."""
+        book = self.bids if side == "bid" else self.asks
+        keys = _ordered(book)
+        if side == "bid":
+            keys.reverse()
+        return [(k, book[k]) for k in keys]
+
+    def snapshot(self, limit: int | None = None, recv_ms: int | None = None) -> BookSnapshot:
+        """The book as a snapshot record (for storage): best `limit` levels per side, or all.
+
+        Its time is the transaction time of the last applied event.
+        """
+        all_bids, all_asks = self.side_levels("bid"), self.side_levels("ask")
+        bids = [[p, q] for p, q in all_bids[:limit]]
+        asks = [[p, q] for p, q in all_asks[:limit]]
+        complete = self.complete_range
+        if complete is not None and limit is not None:  # cut levels: complete only as far as kept
+            low, high = complete
+            if len(all_bids) > limit:
+                low = max(low, float(bids[-1][0]))
+            if len(all_asks) > limit:
+                high = min(high, float(asks[-1][0]))
+            complete = (low, high)
+        recv = self.ts_ms if recv_ms is None else recv_ms
+        return BookSnapshot(self.symbol, self.last_update_id, None, self.ts_ms, recv, bids, asks, None, complete)
+
+
+def _lt(a: str, b: str) -> bool:
+    """a < b for canonical price strings."""
+    return len(a) < len(b) or (len(a) == len(b) and a < b)
+
+
+# --- the sync procedure ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BookTops:
+    """The best bid/ask after applied events, columnar: one row per event that changed it.
+
+    The L1 after any applied event is the last row at or before its update id. Prices and
+    quantities are float64 (NaN for an empty side). `top_*` are (applied events, n) arrays,
+    one row per applied event (`applied` of the same BookStep), NaN-padded, present when
+    the sync was built with `top_n > 0`.
+    """
+
+    symbol: str
+    update_id: np.ndarray
+    ts_ms: np.ndarray
+    bid: np.ndarray
+    bid_qty: np.ndarray
+    ask: np.ndarray
+    ask_qty: np.ndarray
+    top_bid: np.ndarray | None = None
+    top_bid_qty: np.ndarray | None = None
+    top_ask: np.ndarray | None = None
+    top_ask_qty: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.update_id)
+
+
+@dataclass(slots=True)
+class BookStep:
+    """What a sync produced since the last `drain()`: for storage and analytics."""
+
+    applied: list[DepthUpdate]  # every applied diff, in order
+    tops: BookTops
+    gaps: list[BookGap]  # each gap when it opens and again when it closes
+    snapshots: list[BookSnapshot]  # snapshots the book was (re)built from
+
+
+_NAN = float("nan")
+
+
+@dataclass
+class SyncCounters:
+    applied: int = 0
+    dropped: int = 0  # buffered events the snapshot already covered
+    duplicates: int = 0  # events at or before the last applied one, ignored
+    overflow: int = 0  # buffered events dropped because the buffer was full
+    snapshots: int = 0  # snapshots the book was built from
+    stale_snapshots: int = 0  # snapshots older than the buffered events
+    snapshot_failures: int = 0
+    gaps: int = 0
+
+
+@dataclass
+class _Pending:
+    update: DepthUpdate
+    after_reconnect: bool
+
+
+class BookSync:
+    """Binance's local-book procedure for one symbol, as a state machine.
+
+    USD-M: buffer events until a snapshot arrives; drop events with u < lastUpdateId;
+    the first applied event has U <= lastUpdateId <= u; every later event's pu equals
+    the previous u. Spot: drop u <= lastUpdateId; the first has U <= lastUpdateId+1 <= u;
+    every later U equals the previous u + 1. A broken chain, a reconnect that lost
+    events, a failed snapshot or a crossed/locked book make the book unknown: a
+    `BookGap` opens, `needs_snapshot` turns true, and the gap closes at the first event
+    applied on top of a new snapshot. The snapshot may arrive after the events that
+    straddle it (the recordings have exactly that): buffered events are used.
+    """
+
+    def __init__(self, symbol: str, market: Market = "usdm", *, top_n: int = 0, max_buffer: int = 100_000) -> None:
+        if market not in ("usdm", "spot"):
+            raise ValueError(f"market must be 'usdm' or 'spot', not {market!r}")
+        self.symbol = symbol
+        self.market: Market = market
+        self.book = OrderBook(symbol)
+        self.top_n = top_n
+        self.live = False
+        self.counters = SyncCounters()
+        self._usdm = market == "usdm"
+        self._buffer: deque[_Pending] = deque()
+        self._max_buffer = max_buffer
+        self._snapshot: BookSnapshot | None = None  # newer than every buffered event: waiting
+        self._last_u = 0  # final id of the last applied event
+        self._good: tuple[int, int] | None = None  # (update id, ms) at which the book was last known
+        self._gap: BookGap | None = None
+        self._after_reconnect = False
+        self._out_applied: list[DepthUpdate] = []
+        self._out_tops: list[tuple[int, int, str | None, str | None, str | None, str | None]] = []
+        self._l1: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+        self._out_top_n: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
+        self._out_gaps: list[BookGap] = []
+        self._out_snaps: list[BookSnapshot] = []
+
+    @property
+    def needs_snapshot(self) -> bool:
+        """True while the book is unknown and no usable snapshot is waiting: fetch one."""
+        return not self.live and self._snapshot is None
+
+    @property
+    def open_gap(self) -> BookGap | None:
+        return self._gap
+
+    # -- inputs
+
+    def on_depth(self, update: DepthUpdate) -> bool:
+        """Feed one diff event; True if it was applied to the book now."""
+        if self.live and not self._after_reconnect:  # the common case, kept short
+            last = self._last_u
+            prev = update.prev_final_id if self._usdm else update.first_id - 1
+            if prev == last and update.final_id > last:
+                self._apply(update)
+                return True
+        after = self._after_reconnect
+        self._after_reconnect = False
+        if self.live:
+            return self._live(update, after)
+        if len(self._buffer) >= self._max_buffer:
+            self._buffer.popleft()
+            self.counters.overflow += 1
+        self._buffer.append(_Pending(update, after))
+        return self._try_sync() == "synced" and self._last_u == update.final_id
+
+    def on_snapshot(self, snapshot: BookSnapshot) -> Literal["synced", "waiting", "stale", "ignored"]:
+        """Feed a depth snapshot. "synced": the book is live; "waiting": it is newer than every
+        buffered event (kept until the event that straddles it arrives); "stale": events between
+        it and the buffer are missing, fetch another; "ignored": the book is live already."""
+        if self.live:
+            return "ignored"
+        self._snapshot = snapshot
+        return self._try_sync()
+
+    def on_snapshot_failure(self, recv_ms: int, detail: str = "") -> None:
+        """The caller's snapshot request failed; the interval stays unknown (recorded as a gap)."""
+        self.counters.snapshot_failures += 1
+        if self.live or self._gap is not None:
+            return
+        if self._good is not None:
+            start = self._good
+        elif self._buffer:
+            first = self._buffer[0].update
+            start = (first.first_id - 1, first.txn_ms)
+        else:  # nothing seen yet: the local clock is all there is
+            start = (0, recv_ms)
+        self._open(start, "snapshot_failure", detail)
+
+    def on_reconnect(self) -> None:
+        """The connection was re-established: if the next event does not continue the chain,
+        the gap is recorded with reason "reconnect"."""
+        self._after_reconnect = True
+
+    # -- the procedure
+
+    def _live(self, u: DepthUpdate, after_reconnect: bool) -> bool:
+        last = self._last_u
+        if u.final_id <= last:
+            self.counters.duplicates += 1
+            return False
+        prev = u.prev_final_id if self._usdm else u.first_id - 1
+        if prev != last:
+            why: GapReason = "reconnect" if after_reconnect else "pu_break"
+            field_name = "pu" if self._usdm else "U-1"
+            self._lose(why, f"{field_name} {prev} != previous u {last}")
+            self._buffer.append(_Pending(u, False))
+            return False
+        self._apply(u)
+        return True
+
+    def _try_sync(self) -> Literal["synced", "waiting", "stale"]:
+        snap = self._snapshot
+        if snap is None:
+            return "waiting"
+        last_id = snap.last_update_id
+        buf = self._buffer
+        if self._usdm:
+            while buf and buf[0].update.final_id < last_id:
+                buf.popleft()
+                self.counters.dropped += 1
+            target = last_id
+        else:
+            while buf and buf[0].update.final_id <= last_id:
+                buf.popleft()
+                self.counters.dropped += 1
+            target = last_id + 1
+        if not buf:
+            return "waiting"
+        if buf[0].update.first_id > target:  # the events between snapshot and buffer are lost
+            self._snapshot = None
+            self.counters.stale_snapshots += 1
+            return "stale"
+        self.book.load_snapshot(snap)
+        self._snapshot = None
+        self.counters.snapshots += 1
+        self._out_snaps.append(snap)
+        self.live = True
+        pending = list(buf)
+        buf.clear()
+        self._apply(pending[0].update)
+        for p in pending[1:]:
+            if self.live:
+                self._live(p.update, p.after_reconnect)
+            else:
+                self._buffer.append(p)
+        return "synced"
+
+    def _apply(self, u: DepthUpdate) -> None:
+        book = self.book
+        book.apply(u.bid_px, u.bid_qty, u.ask_px, u.ask_qty, u.final_id, u.txn_ms)
+        self._last_u = u.final_id
+        self.counters.applied += 1
+        self._out_applied.append(u)
+        bid, ask = book._bb, book._ba
+        l1 = (bid, None if bid is None else book.bids[bid], ask, None if ask is None else book.asks[ask])
+        if l1 != self._l1:  # a row only when the best bid/ask (price or quantity) changed
+            self._l1 = l1
+            self._out_tops.append((u.final_id, u.txn_ms, *l1))
+        if self.top_n:
+            self._out_top_n.append(book.top(self.top_n))
+        if bid is not None and ask is not None and not _lt(bid, ask):
+            self._lose("crossed", f"best bid {bid} >= best ask {ask} after u {u.final_id}")
+            return
+        self._good = (u.final_id, u.txn_ms)
+        if self._gap is not None:
+            gap = self._gap
+            gap.to_update_id, gap.to_ms, gap.status = u.final_id, u.txn_ms, "closed"
+            self._out_gaps.append(replace(gap))
+            self._gap = None
+
+    def _lose(self, reason: GapReason, detail: str) -> None:
+        """The book is unknown from here: open a gap (if none is open) and ask for a snapshot."""
+        self.live = False
+        self._snapshot = None
+        if self._gap is None:
+            self._open(self._good or (0, self.book.ts_ms), reason, detail)
+
+    def _open(self, start: tuple[int, int], reason: GapReason, detail: str) -> None:
+        self._gap = BookGap(self.symbol, start[0], start[1], reason, detail=detail)
+        self.counters.gaps += 1
+        self._out_gaps.append(replace(self._gap))
+
+    # -- outputs
+
+    def drain(self) -> BookStep:
+        """Everything produced since the last drain (applied diffs, tops, gaps, snapshots)."""
+        rows = self._out_tops
+        cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
+
+        def num(col: tuple[str | None, ...]) -> np.ndarray:
+            return np.array([_NAN if x is None else float(x) for x in col], dtype=np.float64)
+
+        tops = BookTops(
+            self.symbol,
+            np.array(cols[0], dtype=np.int64),
+            np.array(cols[1], dtype=np.int64),
+            num(cols[2]),
+            num(cols[3]),
+            num(cols[4]),
+            num(cols[5]),
+        )
+        n = len(self._out_top_n)
+        if self.top_n:
+            k = self.top_n
+            arrs = [np.full((n, k), np.nan) for _ in range(4)]
+            for i, (bids, asks) in enumerate(self._out_top_n):
+                for j, (p, q) in enumerate(bids):
+                    arrs[0][i, j], arrs[1][i, j] = float(p), float(q)
+                for j, (p, q) in enumerate(asks):
+                    arrs[2][i, j], arrs[3][i, j] = float(p), float(q)
+            tops.top_bid, tops.top_bid_qty, tops.top_ask, tops.top_ask_qty = arrs
+        step = BookStep(self._out_applied, tops, self._out_gaps, self._out_snaps)
+        self._out_applied, self._out_tops, self._out_top_n = [], [], []
+        self._out_gaps, self._out_snaps = [], []
+        return step
+
+
+__all__ = [
+    "ZERO_QTY",
+    "BookGap",
+    "BookSnapshot",
+    "BookStep",
+    "BookSync",
+    "BookTops",
+    "DepthUpdate",
+    "Level",
+    "OrderBook",
+    "Quote",
+    "Quotes",
+    "SyncCounters",
+    "decimals_of",
+]
