@@ -187,7 +187,8 @@ def cmd_tier_out(args: argparse.Namespace) -> int:
     """Move ticks older than store.hot_days to the Parquet tier now (the running flow also does, every
     store.tier_every_s): one line per day moved, then a summary."""
     from storage import open_store
-    from storage.tier import Moved, tier_out
+    from storage.port import TickCountMismatch
+    from storage.tier import Moved, TierError, tier_out
 
     cfg = load_config(args.config)
     hot = args.hot_days if args.hot_days is not None else cfg.store.hot_days
@@ -203,6 +204,9 @@ def cmd_tier_out(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         moved = tier_out(store, cfg.store.cold_path, hot, symbols, on_moved=said)
+    except (TickCountMismatch, TierError) as e:  # nothing of that day was deleted: rerun later
+        print(f"ticklens store tier-out: stopped: {e}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     dt = time.perf_counter() - t0

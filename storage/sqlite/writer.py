@@ -157,6 +157,9 @@ class SqliteWriter:
         self.path = Path(path)
         self.conn = connect(self.path)
         self.conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
+        # Another writer's transaction (a tier-out's one-transaction delete of a day, an upload) may
+        # hold the lock for seconds on a loaded machine: the flow waits for it rather than failing.
+        self.conn.execute("PRAGMA busy_timeout=120000")
         # Checkpoint the WAL every ~40 MB rather than every 4 MB: fewer stalls in bulk ingest.
         self.conn.execute("PRAGMA wal_autocheckpoint=2500")
         if max_size_mb is not None:
