@@ -1,4 +1,10 @@
-"""Running counters of the flow, printed to the terminal and stored as status rows."""
+"""Running counters of the flow, printed to the terminal and stored as status rows.
+
+Trade and duplicate totals and each symbol's last trade time come from the
+flow's own (recovered) state, carried on every `SymbolOut`: a run resumed from
+its recovery snapshot goes on from where the stopped one was, instead of
+starting again at zero while the store holds everything it wrote before.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from flows.items import SymbolOut
 from ticklens.domain.records import FeedStats
+from ticklens.domain.status import flow_key
 from ticklens.domain.times import iso_ms
 
 
@@ -29,27 +36,32 @@ class SymbolHealth:
 class Progress:
     """Counts what was stored; prints a line every `interval_s` and yields status documents."""
 
-    def __init__(self, interval_s: float, quiet: bool = False) -> None:
+    def __init__(self, interval_s: float, quiet: bool = False, worker: tuple[int, int] = (0, 1)) -> None:
         self.interval_s = interval_s
+        self.worker, self.workers = worker
         self.quiet = quiet or os.environ.get("TICKLENS_QUIET") == "1"
         self.started = time.time()
         self.symbols: dict[str, SymbolHealth] = {}
         self.feeds: dict[str, FeedStats] = {}
         self.rejects_stored = 0
-        self.trades_total = 0
+        self.trades_total = 0  # since the flow first started (resumed runs included)
+        self.run_trades = 0  # by this process: the rate
         self._last_print = time.monotonic()
         self._last_trades = 0
         self.rate = 0.0
 
     def on_symbol(self, out: SymbolOut, wrote_bars: int, now_ms: int) -> None:
         h = self.symbols.setdefault(out.symbol, SymbolHealth())
-        if out.ticks is not None and len(out.ticks):
-            n = len(out.ticks)
-            h.trades += n
-            self.trades_total += n
+        n = len(out.ticks) if out.ticks is not None else 0
+        if n:
+            self.run_trades += n
             h.last_trade_ms = max(h.last_trade_ms, int(out.ticks.ts_ms.max()))
             h.last_recv_ms = max(h.last_recv_ms, int(out.ticks.recv_ms.max()))
-        h.duplicates += out.duplicates
+        # The flow's totals (they survive a resume); this run's own counts as a floor.
+        h.trades = max(h.trades + n, out.trades_total)
+        h.last_trade_ms = max(h.last_trade_ms, out.last_trade_ms)
+        h.duplicates = max(h.duplicates + out.duplicates, out.duplicates_total)
+        self.trades_total = sum(x.trades for x in self.symbols.values())
         h.late_trades = out.late_trades
         h.revisions = out.revisions
         h.bars_written += wrote_bars
@@ -67,11 +79,13 @@ class Progress:
     def status_docs(self) -> dict[str, object]:
         now = time.monotonic()
         dt = max(now - self._last_print, 1e-6)
-        self.rate = (self.trades_total - self._last_trades) / dt
-        self._last_print, self._last_trades = now, self.trades_total
+        self.rate = (self.run_trades - self._last_trades) / dt
+        self._last_print, self._last_trades = now, self.run_trades
         docs: dict[str, object] = {
-            "flow": {
+            flow_key(self.worker, self.workers): {
                 "pid": os.getpid(),
+                "worker": self.worker,
+                "workers": self.workers,
                 "started_ms": int(self.started * 1000),
                 "trades_total": self.trades_total,
                 "trades_per_s": round(self.rate, 1),
@@ -98,4 +112,5 @@ class Progress:
         syms = " ".join(
             f"{s}@{iso_ms(h.last_trade_ms) if h.last_trade_ms else None}" for s, h in sorted(self.symbols.items())
         )
-        print(f"[ticklens] {' | '.join(parts)} | {syms}", file=sys.stderr, flush=True)
+        who = f"[ticklens w{self.worker}]" if self.workers > 1 else "[ticklens]"
+        print(f"{who} {' | '.join(parts)} | {syms}", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""The store: an interface (`storage.port`) and its backends (`storage.sqlite`)."""
+"""The store: an interface (`storage.port`) and its backends (`storage.sqlite`, `storage.postgres`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from ticklens.config import StoreConfig
 
 def open_store(cfg: StoreConfig) -> Store:
     """The backend `store.kind` names, for the flow, the API and the tools alike; its readers also read
-    the ticks moved to Parquet (`storage.tier`)."""
-    from storage.sqlite import SqliteStore
+    the ticks moved to Parquet (`storage.tier`), whichever the backend."""
     from storage.tier import TieredStore
 
-    backend = SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb)
+    backend: Store
+    if cfg.kind == "postgres":
+        from storage.postgres import PostgresStore
+
+        backend = PostgresStore(cfg)
+    else:
+        from storage.sqlite import SqliteStore
+
+        backend = SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb)
     return TieredStore(backend, cfg.cold_path)

@@ -11,12 +11,14 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -60,6 +62,9 @@ class SourceConfig(_Model):
     # No data on a connection for this long counts as a stall and forces a reconnect.
     stall_s: float = Field(30.0, gt=0)
     max_streams_per_connection: int = Field(200, ge=1, le=200)
+    # Source partitions (each symbol in exactly one; spread over the flow's workers). None: one per
+    # connection group (live), one per symbol whose files name it (replay; 1 if a file holds several).
+    partitions: int | None = Field(None, ge=1, le=1024)
     # The reader's hand-over queue: the sockets pause when it holds this many trades or this
     # many bytes (trades and rejected messages alike), so no flood can grow memory.
     queue_max: int = Field(1_000_000, ge=1_000)
@@ -105,8 +110,36 @@ class SourceConfig(_Model):
         return self
 
 
+class RetentionConfig(_Model):
+    """How long time-partitioned tables keep their rows (PostgreSQL: whole daily partitions dropped).
+
+    `days` applies to every time-partitioned table (ticks today; the order-book tables
+    register themselves the same way), `tables` overrides it per table. None: keep forever.
+    """
+
+    days: int | None = Field(None, ge=1)
+    tables: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    # Partitions created this many days ahead of the wall clock, so live writes never wait on DDL.
+    ahead_days: int = Field(2, ge=0, le=60)
+
+    def days_for(self, table: str) -> int | None:
+        return self.tables.get(table, self.days)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>postgres(?:ql)?://[^:/@\s]*):(?P<pw>[^@\s]*)@")
+
+
+def redact(text: str) -> str:
+    """`text` with any password in a postgresql:// URL (and password=… parameters) masked."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)
+    text = re.sub(r"(['\"]password['\"]:\s*)(['\"]).*?\2", r"\1'***'", text)
+    return re.sub(r"(password=)[^&\s'\"]*", r"\1***", text)
+
+
 class StoreConfig(_Model):
-    kind: Literal["sqlite"] = "sqlite"  # the embedded default; a server store is another backend
+    # sqlite: the embedded default, one writer (one machine, one flow process).
+    # postgres: a server store, one writer per flow worker (a multi-process cluster, several API replicas).
+    kind: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path("data/ticklens.db")
     # A cap on the store's size: at the cap the flow stops with a clear error
     # (as on a full disk) instead of filling the disk. None: no cap.
@@ -123,6 +156,46 @@ class StoreConfig(_Model):
     cold_dir: Path | None = None  # default: `cold/` next to the store file
     # How often the running flow moves ticks out (its sink's tier thread); `ticklens store tier-out` any time.
     tier_every_s: float = Field(600.0, gt=0)
+    # postgres: postgresql://user@host:port/db. A password in the URL is moved to `password`
+    # (never shown); TICKLENS_PG_PASSWORD, when set, is used instead.
+    url: str | None = None
+    password: SecretStr | None = Field(None, repr=False)
+    # postgres: the API's connection pool, and how long a writer retries a lost server (backoff) before failing.
+    pool_max: int = Field(8, ge=1, le=256)
+    retry_s: float = Field(120.0, ge=0)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"url {redact(v)!r} must start with postgresql://")
+        return v
+
+    @model_validator(mode="after")
+    def _split_password(self) -> StoreConfig:
+        if self.kind == "postgres" and not self.url:
+            raise ValueError("store.kind 'postgres' needs store.url (postgresql://user@host:port/db)")
+        if self.url:
+            m = _URL_PASSWORD.match(self.url)
+            if m:
+                if self.password is None and m.group("pw"):
+                    self.password = SecretStr(unquote(m.group("pw")))
+                self.url = m.group("head") + "@" + self.url[m.end() :]
+            base, sep, query = self.url.partition("?")
+            if sep:
+                params = parse_qsl(query, keep_blank_values=True)
+                for k, v in params:
+                    if k == "password" and self.password is None:
+                        self.password = SecretStr(v)
+                kept = urlencode([(k, v) for k, v in params if k != "password"])
+                self.url = f"{base}?{kept}" if kept else base
+        return self
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: the file, or the server URL without any password."""
+        return redact(self.url) if self.kind == "postgres" and self.url else str(self.path)
 
     @property
     def cold_path(self) -> Path:
@@ -226,8 +299,11 @@ class FeedConfig(_Model):
 
 class RecoveryConfig(_Model):
     enabled: bool = True
-    directory: Path | None = None  # default: next to the store
+    directory: Path | None = None  # default: next to the store (a cluster: the same path, or shared, for every process)
     snapshot_interval_s: float = Field(5.0, gt=0)
+    # Recovery partitions, created once with the directory: at least the most processes the
+    # flow will run as (every process must see every partition). None: 1, or the process count.
+    partitions: int | None = Field(None, ge=1, le=1024)
 
 
 class AlertsConfig(_Model):
@@ -352,7 +428,7 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
-        lines.append(f"  {loc}: {e['msg']} (got {value!r})")
+        lines.append(redact(f"  {loc}: {e['msg']} (got {value!r})"))
     return "invalid configuration:\n" + "\n".join(lines)
 
 
