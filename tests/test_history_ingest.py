@@ -31,6 +31,7 @@ from tests.archive_support import (
     trades_2020_lines,
 )
 from tests.flow_support import query, run_flow, store_dump, write_config
+from tests.store_support import BACKENDS, StoreRef, new_store
 
 MINUTE = 60_000
 
@@ -47,13 +48,14 @@ def history(config: Path, *args: str, timeout: float = 300) -> subprocess.Comple
     )
 
 
-def pipeline(tmp: Path, **extra: object) -> Path:
+def pipeline(tmp: Path, store: StoreRef | None = None, **extra: object) -> Path:
     """The user's pipeline file: where the store and the archive are; no tiering (the store holds every tick)."""
     cfg = {
         "symbols": ["btcusdt"],
         "source": {"kind": "replay", "paths": ["unused.csv"]},
-        "store": {"path": str(tmp / "ticklens.db"), "hot_days": None},
+        "store": {**(store.config() if store else {"path": str(tmp / "ticklens.db")}), "hot_days": None},
         "history": {"dir": str(tmp / "archive")},
+        "recovery": {"directory": str(tmp / "recovery")},  # ingest jobs in recovery-ingest/ beside it
         "timeframes": ["1s", "1m", "5m"],
         **extra,
     }
@@ -79,8 +81,10 @@ def verify_2020(config: Path, out: Path) -> tuple[subprocess.CompletedProcess, d
     return r, json.loads(rep.read_text())
 
 
-def test_download_ingest_then_verify_finds_all_60_minutes_of_the_2020_hour_equal(tmp_path: Path) -> None:
-    config = pipeline(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_download_ingest_then_verify_finds_all_60_minutes_of_the_2020_hour_equal(tmp_path: Path, backend: str) -> None:
+    ref = new_store(backend, tmp_path)
+    config = pipeline(tmp_path, ref)
     with archive_server(real_archive()) as srv:
         for data in ("trades", "klines-1m"):
             r = history(
@@ -89,8 +93,7 @@ def test_download_ingest_then_verify_finds_all_60_minutes_of_the_2020_hour_equal
             )  # fmt: skip
             assert r.returncode == 0, r.stdout + r.stderr
     raw = raw_trades()
-    db = tmp_path / "ticklens.db"
-    assert [r[0] for r in query(db, "SELECT trade_id FROM ticks ORDER BY trade_id")] == sorted(raw["id"].to_list())
+    assert [r[0] for r in ref.rows("SELECT trade_id FROM ticks ORDER BY trade_id")] == sorted(raw["id"].to_list())
     assert not list((tmp_path / "recovery-ingest").glob("*")), "a finished ingest leaves no recovery directory"
 
     r, report = verify_2020(config, tmp_path)

@@ -22,6 +22,7 @@ import yaml
 from tests.api_support import api_server
 from tests.archive_support import ROOT, shifted_trade_days
 from tests.flow_support import query
+from tests.store_support import new_store
 
 DAY = 86_400_000
 T0 = 1607472000000  # 2020-12-09T00:00:00Z
@@ -196,3 +197,55 @@ def test_the_parquet_tier_reads_directly_as_docs_store_md_shows(tmp_path: Path) 
     assert [(s, str(d), n, lo, hi) for s, d, n, lo, hi in rows] == [
         ("btcusdt", "2020-12-09", raw.height, raw["id"].min(), raw["id"].max())
     ]
+
+
+def test_tier_out_over_postgres_keeps_every_tick_column_for_column_and_the_api_answers_the_same(
+    tmp_path: Path,
+) -> None:
+    """The same tier over the PostgreSQL backend (its own `ticks` table, daily partitions): ingest, tier-out,
+    a moved day stored again and tiered again, all through the store interface."""
+    ref = new_store("postgres", tmp_path)
+    archive = shifted_trade_days(3).write_to(tmp_path / "archive")
+    want = raw_ids(archive)
+    cold = tmp_path / "cold"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "symbols": ["btcusdt"],
+                "source": {"kind": "replay", "paths": ["unused.csv"]},
+                "store": {**ref.config(), "hot_days": None, "cold_dir": str(cold)},
+                "history": {"dir": str(archive)},
+                "recovery": {"directory": str(tmp_path / "recovery")},
+            }
+        )
+    )
+    ingest(config, "2020-12-09", "2020-12-11")
+    cols = "trade_id, ts_ms, price, qty, is_buyer_maker, first_id, last_id"
+    stored = ref.rows(f"SELECT {cols} FROM ticks ORDER BY trade_id")
+    assert [r[0] for r in stored] == want and len(want) == 3 * 100_311
+    old = [r for r in stored if r[1] < T0 + DAY]
+
+    with api_server(config, tmp_path / "api.log") as api:
+        before = answers(api)
+        r = cli(config, "store", "tier-out", "--hot-days", "1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "moved 100,311 ticks of 1 symbol-days" in r.stdout  # day 0 ends a day or more before day 2's trades
+        after = answers(api)
+
+        in_store = [r[0] for r in ref.rows("SELECT trade_id FROM ticks ORDER BY trade_id")]
+        parquet = cold_frame(cold)
+        assert sorted(in_store + parquet["trade_id"].to_list()) == want
+        assert min(in_store) > parquet["trade_id"].max()
+        cold_rows = parquet.sort("trade_id").with_columns(pl.col("is_buyer_maker").cast(pl.Int64))
+        assert cold_rows.select(cols.split(", ")).rows() == old  # column for column as PostgreSQL had them
+        assert sorted({f.split("/")[2] for f in parquet["file"].to_list()}) == ["date=2020-12-09"]
+        assert same(after, before)
+
+        ingest(config, "2020-12-09", "2020-12-09")  # a moved day stored again: read once, tiered without a copy
+        assert same(answers(api), after)
+        r = cli(config, "store", "tier-out", "--hot-days", "1")
+        assert r.returncode == 0 and "moved 100,311 ticks of 1 symbol-days" in r.stdout, r.stdout + r.stderr
+        assert "(0 written)" in r.stdout
+        assert cold_frame(cold).height == parquet.height
+        assert [r[0] for r in ref.rows("SELECT trade_id FROM ticks ORDER BY trade_id")] == in_store

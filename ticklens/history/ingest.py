@@ -69,6 +69,7 @@ def flow_config(
         "paths": [str(p) for p in paths],
         "speed": "max",
         "batch_rows": base.source.batch_rows,
+        "partitions": 1,
     }
     raw["pairs"] = [p for p in raw["pairs"] if set(p["legs"]) <= set(syms)]
     corr = raw.get("correlation")
@@ -137,7 +138,7 @@ def run_ingest(plan: IngestPlan) -> int:
         return 130
     shutil.rmtree(plan.recovery_dir, ignore_errors=True)
     size = sum(p.stat().st_size for p in plan.paths)
-    print(f"ingested {len(plan.paths)} files ({size / 1e6:,.1f} MB) in {elapsed:.1f} s into {plan.cfg.store.path}")
+    print(f"ingested {len(plan.paths)} files ({size / 1e6:,.1f} MB) in {elapsed:.1f} s into {plan.cfg.store.location}")
     if plan.cfg.store.hot_days is not None:
         tier_rest(plan.cfg)
     return 0
