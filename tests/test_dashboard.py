@@ -91,7 +91,7 @@ def dash(chromium_ctx: object, stack: Stack) -> Iterator[object]:
 
 def goto(page: object, name: str) -> None:
     page.get_by_role("button", name=name, exact=True).first.click()
-    page.get_by_text(PAGES[name]).first.wait_for(timeout=15_000)
+    page.get_by_text(PAGES[name]).first.wait_for(timeout=60_000)
 
 
 def test_every_page_renders_without_console_errors(dash: object, stack: Stack) -> None:
