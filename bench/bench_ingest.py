@@ -41,6 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procstat import peak_rss_mb  # noqa: E402
 from bench.synth import shifted_archive_days  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
@@ -50,22 +51,12 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 BATCH = 50_000
 
 
-def _hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0.0
     while proc.poll() is None:
-        peak = max(peak, _hwm_mb(proc.pid))
+        peak = max(peak, peak_rss_mb(proc.pid))
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     out, err = proc.communicate()
