@@ -15,6 +15,7 @@ import orjson
 import polars as pl
 
 from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
@@ -23,7 +24,7 @@ from ticklens.domain.timeframes import TIMEFRAME_MS
 FAR_PAST = -(2**62)
 FAR_FUTURE = 2**62
 
-# TICK_COLUMNS out of the compact tick_rows (schema v3).
+# TICK_COLUMNS out of the compact tick_rows (schema v4).
 _TICK_SELECT = (
     "SELECT trade_id, ts_ms, price, qty, is_buyer_maker, trade_id - first_off,"
     " trade_id - first_off + last_span FROM tick_rows"
@@ -216,6 +217,17 @@ class SqliteReader:
         ).fetchall()
         rows.reverse()
         return rows
+
+    def exact_bar_sums(
+        self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[ExactSums]:
+        s, e = _bounds(start_ms, end_ms)
+        rows = self.conn.execute(
+            f"SELECT {','.join(EXACT_SUM_COLUMNS)} FROM bars"
+            " WHERE symbol=? AND timeframe=? AND start_ms >= ? AND start_ms < ? ORDER BY start_ms",
+            (symbol, timeframe, s, e),
+        )
+        return [exact_sums(r) for r in rows]
 
     def iter_bars(
         self,
