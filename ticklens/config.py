@@ -149,6 +149,13 @@ class StoreConfig(_Model):
     # Rows kept in `rejects` (oldest dropped first, counted). Enforced by the store's writer
     # (issue 18 part B); None: no cap.
     rejects_max_rows: int | None = Field(1_000_000, ge=1_000)
+    # Tiered ticks (storage/tier.py, docs/store.md): a symbol's ticks of whole UTC days that end more
+    # than `hot_days` before its newest stored trade move to zstd Parquet under `cold_dir`; bars and
+    # analytics stay. None: every tick stays in the store.
+    hot_days: int | None = Field(7, ge=1)
+    cold_dir: Path | None = None  # default: `cold/` next to the store file
+    # How often the running flow moves ticks out (its sink's tier thread); `ticklens store tier-out` any time.
+    tier_every_s: float = Field(600.0, gt=0)
     # postgres: postgresql://user@host:port/db. A password in the URL is moved to `password`
     # (never shown); TICKLENS_PG_PASSWORD, when set, is used instead.
     url: str | None = None
@@ -189,6 +196,16 @@ class StoreConfig(_Model):
     def location(self) -> str:
         """Where the store is, for messages: the file, or the server URL without any password."""
         return redact(self.url) if self.kind == "postgres" and self.url else str(self.path)
+
+    @property
+    def cold_path(self) -> Path:
+        """The Parquet tier's root (`<cold_path>/ticks/symbol=…/date=…/`)."""
+        return self.cold_dir or self.path.parent / "cold"
+
+
+class HistoryConfig(_Model):
+    # Where `ticklens history download` keeps Binance's archive files (and the API's audit finds the klines).
+    dir: Path = Path("data/archive")
 
 
 class BarsConfig(_Model):
@@ -335,6 +352,7 @@ class Config(_Model):
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     progress_interval_s: float = Field(2.0, gt=0)
 
     @field_validator("symbols", mode="before")
@@ -402,6 +420,9 @@ class Config(_Model):
         data.feed.paths = [fix(p) for p in data.feed.paths]
         if data.recovery.directory:
             data.recovery.directory = fix(data.recovery.directory)
+        if data.store.cold_dir:
+            data.store.cold_dir = fix(data.store.cold_dir)
+        data.history.dir = fix(data.history.dir)
         return data
 
 
