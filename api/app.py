@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import compat, errors
 from api.deps import AppState, json_response
-from api.routers import alerts, analytics, collection, continuity, data, health, ohlc, symbols, ticks
+from api.routers import alerts, analytics, audit, collection, continuity, data, health, ohlc, symbols, ticks
 from api.security import Guard
 from api.store_checks import StoreChecks
 from api.supervisor import FlowSupervisor
@@ -121,7 +121,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     errors.install(app, store, checks.soon)
 
-    for r in (health, collection, ticks, ohlc, symbols, data, analytics, alerts, continuity):
+    for r in (health, collection, ticks, ohlc, symbols, data, analytics, alerts, continuity, audit):
         app.include_router(r.router, prefix=API_V1)
     app.include_router(health.root)
     app.include_router(compat.router)

@@ -353,3 +353,55 @@ class ContinuityResponse(BaseModel):
     quiet_buckets: int = 0
     unknown_buckets: int = 0
     gaps: list[GapOut]
+
+
+class AuditMinuteValues(BaseModel):
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    taker_buy_volume: float
+
+
+class AuditFieldDiff(BaseModel):
+    field: str = Field(description="open, high, low, close, volume, quote_volume, trades or taker_buy_volume")
+    ours: float
+    binance: float
+
+
+class AuditMinute(BaseModel):
+    start: str = Field(description="Minute start, ISO-8601 UTC")
+    start_ms: int
+    outcome: Literal["differs", "missing_in_store", "missing_in_klines"] = Field(
+        description="differs: field values disagree; missing_in_store: Binance traded, no stored bar;"
+        " missing_in_klines: a stored bar in a minute the day's kline file does not list"
+    )
+    fields: list[AuditFieldDiff] = Field(description="The fields that disagree (outcome differs)")
+    ours: AuditMinuteValues | None = Field(description="The stored 1m bar, if any")
+    binance: AuditMinuteValues | None = Field(description="Binance's kline, if any")
+
+
+class AuditResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    start: str
+    start_ms: int
+    end: str
+    end_ms: int
+    ok: bool = Field(description="Every audited minute equal, none unaudited, at least one compared")
+    compared: int = Field(description="Minutes audited: in a day with downloaded klines, with a bar or a kline")
+    equal: int = Field(description="Of those, equal on every field (or quiet on both sides)")
+    quiet: int = Field(description="Of the equal: no trade on either side")
+    differing: int
+    by_outcome: dict[str, int]
+    bars: int = Field(description="Stored 1m bars in the range")
+    klines: int = Field(description="Kline rows in the range")
+    unaudited_bars: int = Field(description="Stored bars in days without downloaded klines")
+    unaudited_days: list[str]
+    klines_dir: str = Field(description="Where the klines were read (history.dir)")
+    files: list[str] = Field(description="Kline files read")
+    listed: int = Field(description="Differing minutes listed (at most `limit`)")
+    diffs: list[AuditMinute] = Field(description="Differing minutes, oldest first")

@@ -245,6 +245,17 @@ class Api:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
         return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
 
+    def audit(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000) -> dict:
+        """`/api/v1/audit`: the stored 1m bars against Binance's downloaded klines (reads whole files: long timeout)."""
+        params = {"start": start_ms, "end": end_ms, "limit": limit}
+        r = self.request(
+            "GET",
+            f"/api/v1/audit/{symbol}",
+            params={k: v for k, v in params.items() if v is not None},
+            timeout=TRANSFER_TIMEOUT_S,
+        )
+        return orjson.loads(r.content)
+
     def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
         return self.get(f"/api/v1/stats/{symbol}", window=window, timeframe=timeframe)
 

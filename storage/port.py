@@ -70,6 +70,10 @@ class StoreWriteError(RuntimeError):
     was rolled back whole, so everything acknowledged before it is stored."""
 
 
+class TickCountMismatch(RuntimeError):
+    """`Store.delete_ticks` found another number of ticks than it was told to delete: nothing was deleted."""
+
+
 class StoreUnavailable(RuntimeError):
     """A read the store cannot answer now (locked, corrupted, server down): the API answers 503."""
 
@@ -153,6 +157,10 @@ class StoreReader(Protocol):
     def iter_ticks(
         self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
     ) -> Iterator[list[Row]]: ...
+    def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
+        """(trade_id, ts_ms) of the symbol's stored tick with the lowest trade id, or None (the tier-out's start)."""
+        ...
+
     def bars(
         self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
     ) -> list[Row]: ...
@@ -278,4 +286,10 @@ class Store(Protocol):
     def rules(self) -> RuleStore: ...
     def rule_feed(self, poll_s: float = 0.25) -> RuleFeed: ...
     def upload_bars(self, bars: Sequence[UploadedBar], overwrite: bool, now_ms: int) -> UploadResult: ...
+    def delete_ticks(self, symbol: str, lo_id: int, hi_id: int, before_ms: int, expect: int) -> int:
+        """In one transaction, delete the symbol's ticks with lo_id <= trade_id <= hi_id and ts_ms < before_ms
+        if they are exactly `expect` (the ticks the caller has copied elsewhere); else delete nothing and
+        raise TickCountMismatch. Returns the number deleted."""
+        ...
+
     def close(self) -> None: ...

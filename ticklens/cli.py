@@ -205,6 +205,39 @@ def cmd_feed(args: argparse.Namespace) -> int:
     return feed_main(args.rest)
 
 
+def cmd_tier_out(args: argparse.Namespace) -> int:
+    """Move ticks older than store.hot_days to the Parquet tier now (the running flow also does, every
+    store.tier_every_s): one line per day moved, then a summary."""
+    from storage import open_store
+    from storage.port import TickCountMismatch
+    from storage.tier import Moved, TierError, tier_out
+
+    cfg = load_config(args.config)
+    hot = args.hot_days if args.hot_days is not None else cfg.store.hot_days
+    if hot is None:
+        print("ticklens store tier-out: store.hot_days is null (keep every tick); give --hot-days N", file=sys.stderr)
+        return 2
+    symbols = [s.strip().lower() for s in args.symbols.split(",")] if args.symbols else None
+    store = open_store(cfg.store)
+
+    def said(m: Moved) -> None:
+        print(f"{m.symbol} {m.day}: {m.rows:,} ticks moved ({m.written:,} written) in {m.seconds:.2f} s", flush=True)
+
+    t0 = time.perf_counter()
+    try:
+        moved = tier_out(store, cfg.store.cold_path, hot, symbols, on_moved=said)
+    except (TickCountMismatch, TierError) as e:  # nothing of that day was deleted: rerun later
+        print(f"ticklens store tier-out: stopped: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    dt = time.perf_counter() - t0
+    rows = sum(m.rows for m in moved)
+    rate = f", {rows / dt:,.0f} ticks/s" if rows else ""
+    print(f"moved {rows:,} ticks of {len(moved)} symbol-days to {cfg.store.cold_path} in {dt:.1f} s{rate}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ticklens", description=__doc__)
     parser.add_argument("--config", help="pipeline file (default: $TICKLENS_CONFIG or ./pipeline.yaml)")
@@ -222,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     p_feed = sub.add_parser("feed", help="local Binance-compatible WebSocket feed", add_help=False)
     p_feed.add_argument("rest", nargs=argparse.REMAINDER)
     p_feed.set_defaults(func=cmd_feed)
+    p_store = sub.add_parser("store", help="store maintenance")
+    store_sub = p_store.add_subparsers(dest="store_command", required=True)
+    p_tier = store_sub.add_parser("tier-out", help="move ticks older than store.hot_days to Parquet (docs/store.md)")
+    p_tier.add_argument("--symbols", help="comma-separated (default: every symbol with data)")
+    p_tier.add_argument("--hot-days", type=int, default=None, help="override store.hot_days")
+    p_tier.set_defaults(func=cmd_tier_out)
     from ticklens.history.commands import add_parser as add_history_parser
 
     add_history_parser(sub)  # `ticklens history download|verify|rest-fill|ingest`

@@ -156,6 +156,13 @@ class StoreConfig(_Model):
     # The API checks the store's integrity (SQLite: PRAGMA quick_check) at start and then every
     # this many seconds (0: at start only); a failed check makes /health degraded and reads 503.
     check_interval_s: float = Field(3600.0, ge=0)
+    # Tiered ticks (storage/tier.py, docs/store.md): a symbol's ticks of whole UTC days that end more
+    # than `hot_days` before its newest stored trade move to zstd Parquet under `cold_dir`; bars and
+    # analytics stay. None: every tick stays in the store.
+    hot_days: int | None = Field(7, ge=1)
+    cold_dir: Path | None = None  # default: `cold/` next to the store file
+    # How often the running flow moves ticks out (its sink's tier thread); `ticklens store tier-out` any time.
+    tier_every_s: float = Field(600.0, gt=0)
     # postgres: postgresql://user@host:port/db. A password in the URL is moved to `password`
     # (never shown); TICKLENS_PG_PASSWORD, when set, is used instead.
     url: str | None = None
@@ -196,6 +203,16 @@ class StoreConfig(_Model):
     def location(self) -> str:
         """Where the store is, for messages: the file, or the server URL without any password."""
         return redact(self.url) if self.kind == "postgres" and self.url else str(self.path)
+
+    @property
+    def cold_path(self) -> Path:
+        """The Parquet tier's root (`<cold_path>/ticks/symbol=…/date=…/`)."""
+        return self.cold_dir or self.path.parent / "cold"
+
+
+class HistoryConfig(_Model):
+    # Where `ticklens history download` keeps Binance's archive files (and the API's audit finds the klines).
+    dir: Path = Path("data/archive")
 
 
 class BarsConfig(_Model):
@@ -378,6 +395,7 @@ class Config(_Model):
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     progress_interval_s: float = Field(2.0, gt=0)
 
     @field_validator("symbols", mode="before")
@@ -473,6 +491,9 @@ class Config(_Model):
         data.feed.paths = [fix(p) for p in data.feed.paths]
         if data.recovery.directory:
             data.recovery.directory = fix(data.recovery.directory)
+        if data.store.cold_dir:
+            data.store.cold_dir = fix(data.store.cold_dir)
+        data.history.dir = fix(data.history.dir)
         return data
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from storage.port import StoreHealth, StoreUnavailable, UploadResult
+from storage.port import StoreHealth, StoreUnavailable, TickCountMismatch, UploadResult
 from storage.postgres.connection import Target
 from storage.postgres.reader import PostgresReader
 from storage.postgres.rules import PostgresRuleFeed, PostgresRules
@@ -150,6 +150,23 @@ class PostgresStore:
             self.ensure()
         with self.target.connect() as conn:
             return UploadResult(*write_uploaded_bars(conn, bars, overwrite, now_ms))
+
+    def delete_ticks(self, symbol: str, lo_id: int, hi_id: int, before_ms: int, expect: int) -> int:
+        """One transaction: the DELETE is rolled back unless it removed exactly `expect` ticks (the
+        partitions past `before_ms` are pruned from it; writers of newer ticks are not blocked)."""
+        if not self._ready:
+            self.ensure()
+        with self.target.connect(app="ticklens-tier-out") as conn, conn.transaction():
+            cur = conn.execute(
+                "DELETE FROM ticks WHERE symbol=%s AND trade_id BETWEEN %s AND %s AND ts_ms < %s",
+                (symbol, lo_id, hi_id, before_ms),
+            )
+            if cur.rowcount != expect:  # raised inside the transaction: rolled back
+                raise TickCountMismatch(
+                    f"{symbol} ids {lo_id}…{hi_id} before {before_ms}: {cur.rowcount} ticks stored, {expect} expected;"
+                    " nothing deleted"
+                )
+        return expect
 
     def close(self) -> None:
         if self._pool is not None:

@@ -162,6 +162,11 @@ class PostgresReader:
             while rows := cur.fetchmany(chunk):
                 yield rows
 
+    def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
+        """(trade_id, ts_ms) of the lowest stored trade id (a merge of each partition's key index)."""
+        row = self._one("SELECT trade_id, ts_ms FROM ticks WHERE symbol=%s ORDER BY trade_id LIMIT 1", (symbol,))
+        return (int(row[0]), int(row[1])) if row else None
+
     # --- bars ----------------------------------------------------------------------------
 
     def bars(

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from storage.port import StoreHealth, StoreUnavailable, UploadResult
+from storage.port import StoreHealth, StoreUnavailable, TickCountMismatch, UploadResult
 from storage.sqlite.connection import connect
 from storage.sqlite.reader import SqliteReader
 from storage.sqlite.rules import SqliteRuleFeed, SqliteRules
@@ -120,6 +120,31 @@ class SqliteStore:
         conn.isolation_level = None
         try:
             return UploadResult(*write_uploaded_bars(conn, bars, overwrite, now_ms))
+        finally:
+            conn.close()
+
+    def delete_ticks(self, symbol: str, lo_id: int, hi_id: int, before_ms: int, expect: int) -> int:
+        conn = connect(self.path)
+        conn.isolation_level = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
+                "DELETE FROM tick_rows WHERE sym=(SELECT id FROM symbols WHERE symbol=?)"
+                " AND trade_id BETWEEN ? AND ? AND ts_ms < ?",
+                (symbol, lo_id, hi_id, before_ms),
+            )
+            if cur.rowcount != expect:
+                conn.execute("ROLLBACK")
+                raise TickCountMismatch(
+                    f"{symbol} ids {lo_id}…{hi_id} before {before_ms}: {cur.rowcount} ticks stored, {expect} expected;"
+                    " nothing deleted"
+                )
+            conn.execute("COMMIT")
+            return expect
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         finally:
             conn.close()
 

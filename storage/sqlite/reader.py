@@ -24,7 +24,12 @@ from ticklens.domain.timeframes import TIMEFRAME_MS
 FAR_PAST = -(2**62)
 FAR_FUTURE = 2**62
 
-_TICK_SELECT = f"SELECT {','.join(TICK_COLUMNS)} FROM ticks"
+# TICK_COLUMNS out of the compact tick_rows (schema v4).
+_TICK_SELECT = (
+    "SELECT trade_id, ts_ms, price, qty, is_buyer_maker, trade_id - first_off,"
+    " trade_id - first_off + last_span FROM tick_rows"
+)
+assert TICK_COLUMNS == ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
 _BAR_SELECT = f"SELECT {','.join(BAR_OUT_COLUMNS)} FROM bars"
 
 
@@ -43,9 +48,22 @@ class SqliteReader:
         self.path = path
         self.last_check = last_check
 
+    def _sym(self, symbol: str) -> int | None:
+        """The symbol's id in `symbols` (None: it never had a tick)."""
+        row = self.conn.execute("SELECT id FROM symbols WHERE symbol=?", (symbol,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _tick_symbols(self) -> list[str]:
+        return [
+            s
+            for (s,) in self.conn.execute(
+                "SELECT symbol FROM symbols WHERE EXISTS (SELECT 1 FROM tick_rows WHERE sym = symbols.id)"
+            )
+        ]
+
     def _distinct_symbols(self, table: str) -> list[str]:
         """Distinct symbols by skipping along the primary key (no full scan)."""
-        assert table in ("ticks", "bars")
+        assert table == "bars"
         out: list[str] = []
         last = ""
         while True:
@@ -56,13 +74,16 @@ class SqliteReader:
             out.append(last)
 
     def symbols_with_data(self) -> list[str]:
-        return sorted(set(self._distinct_symbols("bars")) | set(self._distinct_symbols("ticks")))
+        return sorted(set(self._distinct_symbols("bars")) | set(self._tick_symbols()))
 
     def has_data(self, symbol: str) -> bool:
-        for table in ("bars", "ticks"):
-            if self.conn.execute(f"SELECT 1 FROM {table} WHERE symbol=? LIMIT 1", (symbol,)).fetchone():
-                return True
-        return False
+        if self.conn.execute("SELECT 1 FROM bars WHERE symbol=? LIMIT 1", (symbol,)).fetchone():
+            return True
+        sid = self._sym(symbol)
+        return (
+            sid is not None
+            and self.conn.execute("SELECT 1 FROM tick_rows WHERE sym=? LIMIT 1", (sid,)).fetchone() is not None
+        )
 
     def symbol_summary(self, symbol: str) -> SymbolSummary:
         tfs = [
@@ -127,17 +148,20 @@ class SqliteReader:
 
     def ticks(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[tuple]:
         """The newest `limit` ticks with start <= ts < end, oldest first (columns: TICK_COLUMNS)."""
+        sid = self._sym(symbol)
+        if sid is None:
+            return []
         if start_ms is None and end_ms is None:
             rows = self.conn.execute(
-                f"{_TICK_SELECT} WHERE symbol=? ORDER BY trade_id DESC LIMIT ?", (symbol, limit)
+                f"{_TICK_SELECT} WHERE sym=? ORDER BY trade_id DESC LIMIT ?", (sid, limit)
             ).fetchall()
         else:
             lo, hi = self.trade_id_range(symbol, start_ms, end_ms)
             s, e = _bounds(start_ms, end_ms)
             rows = self.conn.execute(
-                f"{_TICK_SELECT} WHERE symbol=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ?"
+                f"{_TICK_SELECT} WHERE sym=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ?"
                 " ORDER BY trade_id DESC LIMIT ?",
-                (symbol, lo, hi, s, e, limit),
+                (sid, lo, hi, s, e, limit),
             ).fetchall()
         rows.reverse()
         return rows
@@ -150,6 +174,9 @@ class SqliteReader:
         chunk: int = 50_000,
     ) -> Iterator[list[tuple]]:
         """All ticks in range, oldest first, in chunks (for streamed exports)."""
+        sid = self._sym(symbol)
+        if sid is None:
+            return
         lo, hi = (
             self.trade_id_range(symbol, start_ms, end_ms)
             if (start_ms, end_ms) != (None, None)
@@ -157,11 +184,20 @@ class SqliteReader:
         )
         s, e = _bounds(start_ms, end_ms)
         cur = self.conn.execute(
-            f"{_TICK_SELECT} WHERE symbol=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ? ORDER BY trade_id",
-            (symbol, lo, hi, s, e),
+            f"{_TICK_SELECT} WHERE sym=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ? ORDER BY trade_id",
+            (sid, lo, hi, s, e),
         )
         while rows := cur.fetchmany(chunk):
             yield rows
+
+    def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
+        sid = self._sym(symbol)
+        if sid is None:
+            return None
+        row = self.conn.execute(
+            "SELECT trade_id, ts_ms FROM tick_rows WHERE sym=? ORDER BY trade_id LIMIT 1", (sid,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
 
     # --- bars ----------------------------------------------------------------------------
 

@@ -14,7 +14,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, Store, StoreBatch, StoreHealth, StoreUnavailable
+from storage.port import (
+    BAR_OUT_COLUMNS,
+    TICK_COLUMNS,
+    Store,
+    StoreBatch,
+    StoreHealth,
+    StoreUnavailable,
+    TickCountMismatch,
+)
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import rule_from_payload
 from ticklens.domain.bars import Bar, aggregate
@@ -122,6 +130,38 @@ def test_ticks_in_a_time_range_are_exactly_those_with_start_le_ts_lt_end(store: 
     assert [row[0] for row in got] == want["trade_id"].to_list()
     assert streamed == got
     assert [row[0] for row in newest] == want["trade_id"].to_list()[-7:]
+
+
+def test_oldest_tick_is_the_lowest_stored_id_with_its_trade_time(store: Store) -> None:
+    late = _trades("btcusdt", 500, 100, seed=20, t0=T0 + 3_600_000)
+    early = _trades("btcusdt", 7, 50, seed=21)  # written after, lower ids
+    _write(store, ticks=[late, _trades("ethusdt", 3, 10, seed=22)])
+    _write(store, ticks=[early])
+    with store.reader() as r:
+        assert r.oldest_tick("btcusdt") == (7, int(early.ts_ms[0]))
+        assert r.oldest_tick("ethusdt") == (3, T0)
+        assert r.oldest_tick("solusdt") is None
+
+
+def test_delete_ticks_removes_exactly_the_ids_and_times_asked_or_nothing(store: Store) -> None:
+    t = _trades("btcusdt", 1, 4000, seed=23, step_ms=50)  # 200 s of ticks
+    e = _trades("ethusdt", 1, 4000, seed=24, step_ms=50)
+    bars = aggregate(t, "1s", 1000)
+    _write(store, ticks=[t, e], bars=bars)
+    before = T0 + 100_000
+    want_gone = t.trade_id[(t.ts_ms < before) & (t.trade_id >= 10) & (t.trade_id <= 3000)]
+    with pytest.raises(TickCountMismatch):
+        store.delete_ticks("btcusdt", 10, 3000, before, len(want_gone) + 1)
+    with store.reader() as r:
+        assert len(r.ticks("btcusdt", 100_000)) == 4000  # a mismatch deletes nothing
+    assert store.delete_ticks("btcusdt", 10, 3000, before, len(want_gone)) == len(want_gone)
+    kept = sorted(set(t.trade_id.tolist()) - set(want_gone.tolist()))
+    with store.reader() as r:
+        assert [row[0] for row in r.ticks("btcusdt", 100_000)] == kept
+        assert len(r.ticks("ethusdt", 100_000)) == 4000  # other symbols untouched
+        assert r.oldest_tick("btcusdt") == (1, T0)
+    _assert_bars(_stored_bars(store, "btcusdt", "1s"), _ref_bars(_frame(t), 1000))  # bars stay
+    assert store.delete_ticks("btcusdt", 10, 3000, before, 0) == 0  # nothing left there: 0 of 0
 
 
 # --- bars -------------------------------------------------------------------------------
