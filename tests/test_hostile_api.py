@@ -460,7 +460,7 @@ def test_integers_beyond_64_bits_in_a_bad_body_are_a_422_not_a_500(open_api: Api
 
 
 def corrupt_pages(db: Path, table: str, where: float, pages: int = 3, seed: int = 18) -> list[int]:
-    """Overwrite `pages` leaf pages of `table`'s B-tree, `where` along it (0..1), with random bytes."""
+    """Overwrite `pages` leaf pages of `table`'s B-tree (ticks live in `tick_rows` since schema v4), `where` along it (0..1), with random bytes."""
     conn = sqlite3.connect(db)
     try:
         size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -500,7 +500,7 @@ READS = [
 
 def test_a_corrupted_store_is_degraded_from_the_start_and_reads_are_503_naming_it(filled: Path, tmp_path: Path) -> None:
     db = copy_store(filled, tmp_path)
-    corrupt_pages(db, "ticks", 0.5)
+    corrupt_pages(db, "tick_rows", 0.5)
     corrupt_pages(db, "bars", 0.5, pages=1)
     with api_server(api_config(tmp_path, db), tmp_path / "uvicorn.log", ready=(200, 503)) as api:
         c = api.client
@@ -529,7 +529,7 @@ def test_corruption_after_start_is_found_by_the_scheduled_check(filled: Path, tm
         c = api.client
         wait_until(lambda: c.get("/api/v1/health").json().get("checked_time"), 30, "the first integrity check")
         assert c.get("/api/v1/ohlc/btcusdt?limit=5").status_code == 200
-        corrupt_pages(db, "ticks", 0.3)
+        corrupt_pages(db, "tick_rows", 0.3)
         wait_until(lambda: c.get("/api/v1/health").status_code == 503, 30, "the scheduled check to find it")
         assert c.get("/api/v1/ohlc/btcusdt?limit=5").status_code == 503
         # Restored in place from a good copy: the next check clears it, reads are served again.
@@ -545,7 +545,7 @@ def test_an_export_that_fails_mid_stream_ends_as_an_error_the_client_sees(filled
         c = api.client
         # The start-up check passed; the damage comes after it, past the first 50,000-row chunk.
         wait_until(lambda: c.get("/api/v1/health").json().get("checked_time"), 30, "the first integrity check")
-        corrupt_pages(db, "ticks", 0.8)
+        corrupt_pages(db, "tick_rows", 0.8)
         received = 0
         with pytest.raises(httpx.RemoteProtocolError), c.stream("GET", "/api/v1/export/btcusdt?kind=ticks") as r:
             assert r.status_code == 200
