@@ -37,25 +37,6 @@ def fuzz_api(request, tmp_path_factory) -> ApiServer:
         yield server
 
 
-# The schema is the app's own (static: it does not depend on the store); calls go to the real server.
-schema = schemathesis.openapi.from_dict(create_app(load_config(ROOT / "pipeline.yaml")).openapi())
-
-
-@schema.exclude(path_regex=r"^/api(/v1)?/(start|stop)$").parametrize()
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_no_generated_input_gets_a_server_error(case, fuzz_api: ApiServer) -> None:
-    case.call_and_validate(base_url=fuzz_api.url, checks=[not_a_server_error], timeout=30)
-
-
-def test_every_create_links_to_the_rules_own_operations() -> None:
-    raw = create_app(load_config(ROOT / "pipeline.yaml")).openapi()
-    v1 = raw["paths"]["/api/v1/alerts"]["post"]["responses"]["201"]["links"]
-    assert sorted(link["operationId"].split("_")[0] for link in v1.values()) == ["delete", "get", "patch"]
-    assert {link["parameters"]["alert_id"] for link in v1.values()} == {"$response.body#/id"}
-    compat = raw["paths"]["/api/alerts"]["post"]["responses"]["200"]["links"]
-    assert [link["parameters"]["alert_id"] for link in compat.values()] == ["$response.body#/alert_id"]
-
-
 def test_alert_call_sequences_following_the_links_get_no_server_error(fuzz_api: ApiServer) -> None:
     """Schemathesis' state machine: create rules, then get, patch and delete them by the id
     the create answered with (the OpenAPI links), in generated orders and bodies."""
@@ -86,3 +67,22 @@ def test_alert_call_sequences_following_the_links_get_no_server_error(fuzz_api: 
     # The links were followed: operations on a real rule answered 2xx, not just 404s/422s.
     kinds = {op for op, _ in reached}
     assert any(k.startswith("DELETE") for k in kinds) and any(k.startswith(("GET", "PATCH")) for k in kinds), kinds
+
+
+# The schema is the app's own (static: it does not depend on the store); calls go to the real server.
+schema = schemathesis.openapi.from_dict(create_app(load_config(ROOT / "pipeline.yaml")).openapi())
+
+
+@schema.exclude(path_regex=r"^/api(/v1)?/(start|stop)$").parametrize()
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_generated_input_gets_a_server_error(case, fuzz_api: ApiServer) -> None:
+    case.call_and_validate(base_url=fuzz_api.url, checks=[not_a_server_error], timeout=30)
+
+
+def test_every_create_links_to_the_rules_own_operations() -> None:
+    raw = create_app(load_config(ROOT / "pipeline.yaml")).openapi()
+    v1 = raw["paths"]["/api/v1/alerts"]["post"]["responses"]["201"]["links"]
+    assert sorted(link["operationId"].split("_")[0] for link in v1.values()) == ["delete", "get", "patch"]
+    assert {link["parameters"]["alert_id"] for link in v1.values()} == {"$response.body#/id"}
+    compat = raw["paths"]["/api/alerts"]["post"]["responses"]["200"]["links"]
+    assert [link["parameters"]["alert_id"] for link in compat.values()] == ["$response.body#/alert_id"]
