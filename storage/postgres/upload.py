@@ -8,7 +8,7 @@ import psycopg
 
 from ticklens.domain.bars import float_sums
 from ticklens.domain.timeframes import TIMEFRAME_MS
-from ticklens.domain.upload import UploadedBar
+from ticklens.domain.upload import UploadedBar, plan_upload
 
 UPLOAD_COLUMNS = (
     "symbol", "timeframe", "start_ms", "open", "high", "low", "close", "volume", "quote_volume", "trades",
@@ -41,33 +41,13 @@ def bar_row(r: UploadedBar, now_ms: int) -> tuple:
 def write_uploaded_bars(
     conn: psycopg.Connection, rows: Sequence[UploadedBar], overwrite: bool, now_ms: int
 ) -> tuple[int, int, int]:
-    """(inserted, replaced, skipped) in one transaction; an earlier upload of the same bar is
-    replaced, a bar the flow collected is kept (skipped) unless `overwrite`."""
-    inserted = replaced = skipped = 0
-    keep: list[tuple] = []
-    groups: dict[tuple[str, str], list[UploadedBar]] = {}
-    for r in rows:
-        groups.setdefault((r[0], r[1]), []).append(r)
+    """(inserted, replaced, skipped) in one transaction (which bars: `plan_upload`)."""
+
+    def stored_origins(sym: str, tf: str, lo: int, hi: int) -> dict[int, str]:
+        q = "SELECT start_ms, origin FROM bars WHERE symbol=%s AND timeframe=%s AND start_ms BETWEEN %s AND %s FOR UPDATE"
+        return dict(conn.execute(q, (sym, tf, lo, hi)).fetchall())
+
     with conn.transaction():
-        for (sym, tf), rs in groups.items():
-            lo = min(r[2] for r in rs)
-            hi = max(r[2] for r in rs)
-            existing = dict(
-                conn.execute(
-                    "SELECT start_ms, origin FROM bars WHERE symbol=%s AND timeframe=%s AND start_ms BETWEEN %s AND %s"
-                    " FOR UPDATE",
-                    (sym, tf, lo, hi),
-                ).fetchall()
-            )
-            for r in rs:
-                origin = existing.get(r[2])
-                if origin is None:
-                    inserted += 1
-                elif origin == "flow" and not overwrite:
-                    skipped += 1
-                    continue
-                else:
-                    replaced += 1
-                keep.append(bar_row(r, now_ms))
-        conn.cursor().executemany(_UPSERT, keep)
-    return inserted, replaced, skipped
+        plan = plan_upload(rows, overwrite, stored_origins)
+        conn.cursor().executemany(_UPSERT, [bar_row(r, now_ms) for r in plan.keep])
+    return plan.inserted, plan.replaced, plan.skipped

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ticklens.domain.bars import INT64_SAFE, float_sums
 from ticklens.domain.timeframes import TIMEFRAME_MS
-from ticklens.domain.upload import UploadedBar
+from ticklens.domain.upload import UploadedBar, plan_upload
 
 
 def bar_row(r: UploadedBar, now_ms: int) -> tuple:
@@ -45,40 +45,18 @@ _INSERT = f"INSERT OR REPLACE INTO bars({','.join(UPLOAD_COLUMNS)}) VALUES({','.
 def write_uploaded_bars(
     conn: sqlite3.Connection, rows: Sequence[UploadedBar], overwrite: bool, now_ms: int
 ) -> tuple[int, int, int]:
-    """(inserted, replaced, skipped) in one transaction.
+    """(inserted, replaced, skipped) in one transaction (which bars: `plan_upload`)."""
 
-    An earlier upload of the same bar is replaced; a bar the flow collected is
-    kept (skipped) unless `overwrite`.
-    """
-    inserted = replaced = skipped = 0
-    keep: list[tuple] = []
-    groups: dict[tuple[str, str], list[UploadedBar]] = {}
-    for r in rows:
-        groups.setdefault((r[0], r[1]), []).append(r)
+    def stored_origins(sym: str, tf: str, lo: int, hi: int) -> dict[int, str]:
+        q = "SELECT start_ms, origin FROM bars WHERE symbol=? AND timeframe=? AND start_ms BETWEEN ? AND ?"
+        return dict(conn.execute(q, (sym, tf, lo, hi)).fetchall())
+
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for (sym, tf), rs in groups.items():
-            lo = min(r[2] for r in rs)
-            hi = max(r[2] for r in rs)
-            existing = dict(
-                conn.execute(
-                    "SELECT start_ms, origin FROM bars WHERE symbol=? AND timeframe=? AND start_ms BETWEEN ? AND ?",
-                    (sym, tf, lo, hi),
-                ).fetchall()
-            )
-            for r in rs:
-                origin = existing.get(r[2])
-                if origin is None:
-                    inserted += 1
-                elif origin == "flow" and not overwrite:
-                    skipped += 1
-                    continue
-                else:
-                    replaced += 1
-                keep.append(bar_row(r, now_ms))
-        conn.executemany(_INSERT, keep)
+        plan = plan_upload(rows, overwrite, stored_origins)
+        conn.executemany(_INSERT, [bar_row(r, now_ms) for r in plan.keep])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return inserted, replaced, skipped
+    return plan.inserted, plan.replaced, plan.skipped

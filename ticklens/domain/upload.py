@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -196,3 +197,38 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
     if out.bad_rows:
         out.rows = []
     return out
+
+
+@dataclass(slots=True)
+class UploadPlan:
+    """Which uploaded bars get written, and how many are new, replace an upload, or are kept out."""
+
+    keep: list[UploadedBar]
+    inserted: int = 0
+    replaced: int = 0
+    skipped: int = 0
+
+
+def plan_upload(
+    rows: Sequence[UploadedBar], overwrite: bool, stored_origins: Callable[[str, str, int, int], dict[int, str]]
+) -> UploadPlan:
+    """An earlier upload of the same bar is replaced; a bar the flow collected is kept (skipped)
+    unless `overwrite`. `stored_origins(symbol, timeframe, lo, hi)`: start_ms → origin of the bars
+    stored in [lo, hi] (one query per symbol and timeframe, inside the writer's transaction)."""
+    plan = UploadPlan([])
+    groups: dict[tuple[str, str], list[UploadedBar]] = {}
+    for r in rows:
+        groups.setdefault((r.symbol, r.timeframe), []).append(r)
+    for (sym, tf), rs in groups.items():
+        existing = stored_origins(sym, tf, min(r.start_ms for r in rs), max(r.start_ms for r in rs))
+        for r in rs:
+            origin = existing.get(r.start_ms)
+            if origin is None:
+                plan.inserted += 1
+            elif origin == "flow" and not overwrite:
+                plan.skipped += 1
+                continue
+            else:
+                plan.replaced += 1
+            plan.keep.append(r)
+    return plan
