@@ -6,36 +6,13 @@ from collections.abc import Sequence
 
 import psycopg
 
-from ticklens.domain.bars import float_sums
-from ticklens.domain.timeframes import TIMEFRAME_MS
-from ticklens.domain.upload import UploadedBar, plan_upload
+from ticklens.domain.upload import UPLOAD_COLUMNS, UploadedBar, plan_upload, upload_row
 
-UPLOAD_COLUMNS = (
-    "symbol", "timeframe", "start_ms", "open", "high", "low", "close", "volume", "quote_volume", "trades",
-    "taker_buy_volume", "taker_buy_quote_volume", "vwap", "max_qty", "messages", "open_ts", "open_id",
-    "close_ts", "close_id", "first_id", "last_id", "revision", "closed", "volume_units", "quote_units",
-    "taker_buy_volume_units", "taker_buy_quote_units", "qty_dp", "quote_dp", "updated_ms", "origin",
-)  # fmt: skip
 _SETS = ", ".join(f"{c} = excluded.{c}" for c in UPLOAD_COLUMNS[3:])
 _UPSERT = (
     f"INSERT INTO bars({','.join(UPLOAD_COLUMNS)}) VALUES({','.join(['%s'] * len(UPLOAD_COLUMNS))})"
     f" ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET {_SETS}"
 )
-
-
-def bar_row(r: UploadedBar, now_ms: int) -> tuple:
-    """A `bars` row (UPLOAD_COLUMNS) for one uploaded bar: the quote volume estimated from the
-    typical price when missing, trade ids unknown (-1)."""
-    sym, tf, start, o, h, lo, c, v, qv, n, tbv, tbqv = r
-    if qv is None:
-        qv = v * (h + lo + c) / 3
-    vwap = qv / v if v else c
-    end = start + TIMEFRAME_MS[tf] - 1
-    return (
-        sym, tf, start, o, h, lo, c, v, qv, int(n or 0), tbv or 0.0, tbqv or 0.0, vwap,
-        0.0, 0, start, -1, end, -1, -1, -1, 0, True,
-        *float_sums(v, qv, tbv or 0.0, tbqv or 0.0), now_ms, "upload",
-    )  # fmt: skip
 
 
 def write_uploaded_bars(
@@ -49,5 +26,5 @@ def write_uploaded_bars(
 
     with conn.transaction():
         plan = plan_upload(rows, overwrite, stored_origins)
-        conn.cursor().executemany(_UPSERT, [bar_row(r, now_ms) for r in plan.keep])
+        conn.cursor().executemany(_UPSERT, [upload_row(r, now_ms) for r in plan.keep])
     return plan.inserted, plan.replaced, plan.skipped

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import polars as pl
 
+from ticklens.domain.bars import float_sums
 from ticklens.domain.symbols import SYMBOL_RE
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.times import iso_ms, parse_time
@@ -232,3 +233,31 @@ def plan_upload(
                 plan.replaced += 1
             plan.keep.append(r)
     return plan
+
+
+# The `bars` columns an uploaded bar fills, in `upload_row` order (both backends' insert).
+UPLOAD_COLUMNS = (
+    "symbol", "timeframe", "start_ms", "open", "high", "low", "close", "volume", "quote_volume", "trades",
+    "taker_buy_volume", "taker_buy_quote_volume", "vwap", "max_qty", "messages", "open_ts", "open_id",
+    "close_ts", "close_id", "first_id", "last_id", "revision", "closed", "volume_units", "quote_units",
+    "taker_buy_volume_units", "taker_buy_quote_units", "qty_dp", "quote_dp", "updated_ms", "origin",
+)  # fmt: skip
+UNIT_COLUMNS = slice(23, 27)  # the exact sums, as integers of 10^-dp units
+
+
+def upload_row(r: UploadedBar, now_ms: int) -> tuple:
+    """A `bars` row (UPLOAD_COLUMNS) for one uploaded bar.
+
+    Without a quote volume it is estimated from the typical price (h + l + c) / 3; trade ids are
+    unknown (-1); the exact sums are the floats' shortest decimal text (`float_sums`).
+    """
+    sym, tf, start, o, h, lo, c, v, qv, n, tbv, tbqv = r
+    if qv is None:
+        qv = v * (h + lo + c) / 3
+    vwap = qv / v if v else c
+    end = start + TIMEFRAME_MS[tf] - 1
+    return (
+        sym, tf, start, o, h, lo, c, v, qv, int(n or 0), tbv or 0.0, tbqv or 0.0, vwap,
+        0.0, 0, start, -1, end, -1, -1, -1, 0, True,
+        *float_sums(v, qv, tbv or 0.0, tbqv or 0.0), now_ms, "upload",
+    )  # fmt: skip
