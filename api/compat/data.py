@@ -7,19 +7,17 @@ from typing import Annotated, Literal
 
 import orjson
 import polars as pl
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from api.compat.common import TAG, richer
 from api.compat.market import ohlc_rows
 from api.compat.models import ExportJson, UploadAnswer
 from api.deps import Reader, State, SymbolPath, json_response, require_symbol
-from api.models import UploadRejected
-from api.routers.data import CHUNK_ROWS, UPLOAD_MAX_BYTES
+from api.routers.data import CHUNK_ROWS, read_upload
 from api.streaming import guarded, prefetched
 from storage.port import Store
 from ticklens.domain.times import now_ms
-from ticklens.domain.upload import parse_bar_csv
 
 router = APIRouter(tags=[TAG])
 
@@ -90,18 +88,10 @@ def export(
     ),
 )
 def upload(file: Annotated[UploadFile, File(description="The CSV file")], state: State) -> Response:
-    data = file.file.read(UPLOAD_MAX_BYTES + 1)
-    if len(data) > UPLOAD_MAX_BYTES:
-        raise HTTPException(413, f"file larger than {UPLOAD_MAX_BYTES} bytes")
     now = now_ms()
-    parsed = parse_bar_csv(data, now, default_timeframe="1m")
-    if parsed.message or parsed.bad_rows:
-        body = UploadRejected(
-            message=parsed.message or f"{parsed.bad_rows} bad row(s); nothing was written",
-            bad_rows=parsed.bad_rows,
-            errors=[{"row": r, "line": r + 1, "errors": errs} for r, errs in parsed.errors],
-        )
-        return json_response({"detail": body.model_dump()}, status_code=422)
+    parsed = read_upload(file, now, default_timeframe="1m")
+    if isinstance(parsed, Response):
+        return parsed
     result = state.store.upload_bars(parsed.rows, False, now)
     return json_response(
         {

@@ -17,11 +17,32 @@ from api.streaming import guarded, prefetched
 from storage.port import Store
 from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import now_ms
-from ticklens.domain.upload import parse_bar_csv
+from ticklens.domain.upload import ParsedUpload, parse_bar_csv
 
 router = APIRouter(tags=["export and upload"])
 
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+
+
+def read_upload(file: UploadFile, now: int, default_timeframe: str | None = None) -> ParsedUpload | Response:
+    """The uploaded CSV parsed whole, or the 422 naming every bad row (nothing is written then).
+
+    Read bounded: a file past UPLOAD_MAX_BYTES is refused (413) without reading the rest.
+    """
+    data = file.file.read(UPLOAD_MAX_BYTES + 1)
+    if len(data) > UPLOAD_MAX_BYTES:
+        raise HTTPException(413, f"file larger than {UPLOAD_MAX_BYTES} bytes")
+    parsed = parse_bar_csv(data, now, default_timeframe)
+    if parsed.message or parsed.bad_rows:
+        body = UploadRejected(
+            message=parsed.message or f"{parsed.bad_rows} bad row(s); nothing was written",
+            bad_rows=parsed.bad_rows,
+            errors=[{"row": r, "line": r + 1, "errors": errs} for r, errs in parsed.errors],
+        )
+        return json_response({"detail": body.model_dump()}, status_code=422)
+    return parsed
+
+
 CHUNK_ROWS = 50_000
 ISO_FMT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
@@ -160,18 +181,10 @@ def upload_ohlc(
     Timestamps are bar starts (ISO-8601 or epoch ms, aligned to the timeframe). Optional columns:
     quote_volume, trades, taker_buy_volume, taker_buy_quote_volume. Bars are stored with origin `upload`.
     """
-    data = file.file.read(UPLOAD_MAX_BYTES + 1)
-    if len(data) > UPLOAD_MAX_BYTES:
-        raise HTTPException(413, f"file larger than {UPLOAD_MAX_BYTES} bytes")
     now = now_ms()
-    parsed = parse_bar_csv(data, now)
-    if parsed.message or parsed.bad_rows:
-        body = UploadRejected(
-            message=parsed.message or f"{parsed.bad_rows} bad row(s); nothing was written",
-            bad_rows=parsed.bad_rows,
-            errors=[{"row": r, "line": r + 1, "errors": errs} for r, errs in parsed.errors],
-        )
-        return json_response({"detail": body.model_dump()}, status_code=422)
+    parsed = read_upload(file, now)
+    if isinstance(parsed, Response):
+        return parsed
     result = state.store.upload_bars(parsed.rows, overwrite, now)
     return UploadResponse(
         rows=len(parsed.rows),
