@@ -236,21 +236,24 @@ def _set(page: object, label: str, text: str) -> None:
     box.press("Enter")
 
 
+def _wait_for_a_closed_2358_bar(api: object) -> None:
+    wait_until(
+        lambda: any(
+            not b["in_progress"]
+            for b in api.get(  # type: ignore[attr-defined]
+                "/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "start": "2024-07-18T23:58:00Z"}
+            ).json()["bars"][:1]
+        ),
+        40,
+        "a closed 23:58 bar",
+    )
+
+
 def test_downloads_parse_and_match_the_api(dash: object, stack: Stack) -> None:
     page = dash
     start, end = "2024-07-18T23:57:00Z", "2024-07-18T23:59:00Z"
     with stack.api() as api:
-        # Both minutes closed (a later 1m bar exists and the lateness has passed).
-        wait_until(
-            lambda: any(
-                not b["in_progress"]
-                for b in api.get(
-                    "/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "start": "2024-07-18T23:58:00Z"}
-                ).json()["bars"][:1]
-            ),
-            40,
-            "closed 1m bars",
-        )
+        _wait_for_a_closed_2358_bar(api)  # both minutes closed: a later bar exists, the lateness has passed
         want_bars = api.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "start": start, "end": end}).json()[
             "bars"
         ]
@@ -306,16 +309,7 @@ def test_klines_audit_on_the_data_page_shows_what_the_api_finds(dash: object, st
     page = dash
     start, end = "2024-07-18T23:57:00Z", "2024-07-18T23:59:00Z"
     with stack.api() as api:
-        wait_until(
-            lambda: any(
-                not b["in_progress"]
-                for b in api.get(
-                    "/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "start": "2024-07-18T23:58:00Z"}
-                ).json()["bars"][:1]
-            ),
-            40,
-            "a closed 23:58 bar",
-        )
+        _wait_for_a_closed_2358_bar(api)
         want = api.get("/api/v1/audit/btcusdt", params={"start": start, "end": end}).json()
     assert (want["compared"], want["equal"], want["differing"]) == (2, 1, 1), want
     assert [d["start"][:16] for d in want["diffs"]] == ["2024-07-18T23:57"]
