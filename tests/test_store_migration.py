@@ -13,6 +13,7 @@ from storage.port import StoreBatch
 from storage.sqlite import SqliteStore
 from storage.sqlite.connection import connect
 from storage.sqlite.schema import SCHEMA_VERSION
+from ticklens.domain.bars import aggregate
 from ticklens.domain.records import Trades
 
 # alert_events as stores made before 2026-11-26 had it (schema version 1).
@@ -157,13 +158,31 @@ CREATE TABLE bars(
 """
 
 
-def test_a_version_2_store_keeps_its_bars_and_a_late_trade_merges_into_them_exactly(tmp_path: Path) -> None:
+def _merge_a_late_trade_exactly(store: object, t0: int, fetch: object) -> None:
+    """A late trade (100 at 0.0061922, a taker sell) for the stored old bar's minute merges into it
+    exactly: the sums equal a Fraction computation. `fetch(sql)`: one row from the backend."""
     from fractions import Fraction
 
-    from storage.port import StoreBatch
+    late = Trades.from_columns(
+        "pepeusdt", trade_id=[3], ts_ms=[t0 + 30], price=[0.0061922], qty=[100.0], is_buyer_maker=[True]
+    )
+    w = store.writer()  # type: ignore[attr-defined]
+    w.write(w.prepare(StoreBatch(bar_merges=aggregate(late, "1m", 60_000))))
+    w.close()
+    got = fetch(  # type: ignore[operator]
+        "SELECT volume, quote_volume, taker_buy_quote_volume, vwap, close, revision, volume_units, qty_dp,"
+        " quote_units, quote_dp FROM bars"
+    )
+    volume, quote, tb_quote, vwap, close, revision, vu, qd, qu, pd = got
+    exact_quote = Fraction(2) + Fraction("0.0061922") * 100
+    assert Fraction(int(vu), 10**qd) == 104 and Fraction(int(qu), 10**pd) == exact_quote
+    assert (volume, quote, tb_quote) == (104.0, float(exact_quote), 1.0)
+    assert vwap == float(exact_quote / 104) and close == 0.0061922 and revision == 1
+
+
+def test_a_version_2_store_keeps_its_bars_and_a_late_trade_merges_into_them_exactly(tmp_path: Path) -> None:
+
     from storage.sqlite import SqliteStore
-    from ticklens.domain.bars import aggregate
-    from ticklens.domain.records import Trades
 
     db = tmp_path / "v2.db"
     conn = sqlite3.connect(db)
@@ -188,40 +207,24 @@ def test_a_version_2_store_keeps_its_bars_and_a_late_trade_merges_into_them_exac
     with store.reader() as r:
         assert [b[6] for b in r.bars("pepeusdt", "1m", 10)] == [2.0]  # quote_volume still read
 
-    # A late trade (100 at 0.0061922, a taker sell) for that minute, merged into the stored v2 bar.
-    late = Trades.from_columns(
-        "pepeusdt", trade_id=[3], ts_ms=[t0 + 30], price=[0.0061922], qty=[100.0], is_buyer_maker=[True]
-    )
-    w = store.writer()
-    w.write(w.prepare(StoreBatch(bar_merges=aggregate(late, "1m", 60_000))))
-    w.close()
-    with sqlite3.connect(db) as c:
-        got = c.execute(
-            "SELECT volume, quote_volume, taker_buy_quote_volume, vwap, close, revision, volume_units, qty_dp,"
-            " quote_units, quote_dp FROM bars"
-        ).fetchone()
-    volume, quote, tb_quote, vwap, close, revision, vu, qd, qu, pd = got
-    exact_quote = Fraction(2) + Fraction("0.0061922") * 100
-    assert Fraction(int(vu), 10**qd) == 104 and Fraction(int(qu), 10**pd) == exact_quote
-    assert (volume, quote, tb_quote) == (104.0, float(exact_quote), 1.0)
-    assert vwap == float(exact_quote / 104) and close == 0.0061922 and revision == 1
+    def fetch(q: str) -> tuple:
+        with sqlite3.connect(db) as c:
+            return c.execute(q).fetchone()
+
+    _merge_a_late_trade_exactly(store, t0, fetch)
     store.close()
 
 
 def test_a_version_1_postgres_store_keeps_its_bars_and_a_late_trade_merges_into_them_exactly() -> None:
     """PostgreSQL v1 → v2: `qty_dp`/`quote_dp` added, a v1 bar's numeric sums kept as they were."""
-    from fractions import Fraction
 
     import psycopg
     from pg_support import server
 
-    from storage.port import StoreBatch
     from storage.postgres import PostgresStore
     from storage.postgres.schema import DDL
     from storage.postgres.schema import SCHEMA_VERSION as PG_VERSION
     from ticklens.config import StoreConfig
-    from ticklens.domain.bars import aggregate
-    from ticklens.domain.records import Trades
 
     pg = server()
     url = pg.url(pg.create_database("mig"))
@@ -246,20 +249,9 @@ def test_a_version_1_postgres_store_keeps_its_bars_and_a_late_trade_merges_into_
     with store.reader() as r:
         assert [b[6] for b in r.bars("pepeusdt", "1m", 10)] == [2.0]
 
-    late = Trades.from_columns(
-        "pepeusdt", trade_id=[3], ts_ms=[t0 + 30], price=[0.0061922], qty=[100.0], is_buyer_maker=[True]
-    )
-    w = store.writer()
-    w.write(w.prepare(StoreBatch(bar_merges=aggregate(late, "1m", 60_000))))
-    w.close()
-    with psycopg.connect(url) as c:
-        got = c.execute(
-            "SELECT volume, quote_volume, taker_buy_quote_volume, vwap, close, revision, volume_units, qty_dp,"
-            " quote_units, quote_dp FROM bars"
-        ).fetchone()
-    volume, quote, tb_quote, vwap, close, revision, vu, qd, qu, pd = got  # type: ignore[misc]
-    exact_quote = Fraction(2) + Fraction("0.0061922") * 100
-    assert Fraction(int(vu), 10**qd) == 104 and Fraction(int(qu), 10**pd) == exact_quote
-    assert (volume, quote, tb_quote) == (104.0, float(exact_quote), 1.0)
-    assert vwap == float(exact_quote / 104) and close == 0.0061922 and revision == 1
+    def fetch(q: str) -> tuple:
+        with psycopg.connect(url) as c:
+            return c.execute(q).fetchone()  # type: ignore[return-value]
+
+    _merge_a_late_trade_exactly(store, t0, fetch)
     store.close()
