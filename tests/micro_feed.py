@@ -51,7 +51,9 @@ def run(
         if trades:
             cols = list(zip(*trades, strict=True))
             book.add_trades(
-                Trades.from_columns(symbol, trade_id=cols[0], ts_ms=cols[1], price=cols[2], qty=cols[3], is_buyer_maker=cols[4])
+                Trades.from_columns(
+                    symbol, trade_id=cols[0], ts_ms=cols[1], price=cols[2], qty=cols[3], is_buyer_maker=cols[4]
+                )
             )
         book.add_levels(sync.drain_levels())
         out = book.advance()

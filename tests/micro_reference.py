@@ -30,8 +30,8 @@ class Recording:
     quote_qty: list[tuple[Decimal, Decimal]] = field(default_factory=list)  # B, A exact
     trades: list[tuple[int, int, float, Decimal, bool]] = field(default_factory=list)  # T, t, p, q, m
     # after each applied depth event: T, top-5 bids [(p, q)], top-5 asks, depth within 10 bps (bid, ask)
-    books: list[tuple[int, list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]], tuple[float, float]]] = (
-        field(default_factory=list)
+    books: list[tuple[int, list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]], tuple[float, float]]] = field(
+        default_factory=list
     )
     lines: list[bytes] = field(default_factory=list)  # the raw messages in arrival order
 
@@ -127,7 +127,9 @@ def load(symbol: str, paths: list[Path]) -> Recording:
         data = msg["data"]
         kind = data["e"]
         if kind == "bookTicker":
-            rec.quotes.append((data["T"], data["u"], float(data["b"]), float(data["B"]), float(data["a"]), float(data["A"])))
+            rec.quotes.append(
+                (data["T"], data["u"], float(data["b"]), float(data["B"]), float(data["a"]), float(data["A"]))
+            )
             rec.quote_qty.append((Decimal(data["B"]), Decimal(data["A"])))
         elif kind == "trade":
             rec.trades.append((data["T"], data["t"], float(data["p"]), Decimal(data["q"]), data["m"]))
@@ -253,9 +255,13 @@ def expected_bars(
                 (_, pb, pa, _), (_, cb, ca, _) = books[n - 1], books[n]
                 for m in range(LEVELS):
                     if m < len(pb) and m < len(cb):
-                        ofi5 += _e(pb[m][0], pb[m][1], Decimal(0), Decimal(0), cb[m][0], cb[m][1], Decimal(0), Decimal(0))
+                        ofi5 += _e(
+                            pb[m][0], pb[m][1], Decimal(0), Decimal(0), cb[m][0], cb[m][1], Decimal(0), Decimal(0)
+                        )
                     if m < len(pa) and m < len(ca):
-                        ofi5 += _e(Decimal(0), Decimal(0), pa[m][0], pa[m][1], Decimal(0), Decimal(0), ca[m][0], ca[m][1])
+                        ofi5 += _e(
+                            Decimal(0), Decimal(0), pa[m][0], pa[m][1], Decimal(0), Decimal(0), ca[m][0], ca[m][1]
+                        )
             row["ofi_l5"] = float(ofi5)
             db, da = books[bhi - 1][3]
             row["depth_bid_10bps"] = None if math.isnan(db) else db

@@ -42,7 +42,8 @@ def params(**kw: object) -> MicroParams:
 def quotes(rows: list[tuple[int, float, float, float, float]], symbol: str = "x", first_id: int = 1) -> Quotes:
     """(ts, bid, bid qty, ask, ask qty) rows as a bookTicker batch."""
     qs = [
-        Quote(symbol, first_id + i, t, t, repr(b), repr(bq), repr(a), repr(aq), t) for i, (t, b, bq, a, aq) in enumerate(rows)
+        Quote(symbol, first_id + i, t, t, repr(b), repr(bq), repr(a), repr(aq), t)
+        for i, (t, b, bq, a, aq) in enumerate(rows)
     ]
     return Quotes.from_quotes(symbol, qs)
 
@@ -125,7 +126,9 @@ def test_undefined_values_are_null() -> None:
 
 def test_trades_are_measured_against_the_prevailing_quote() -> None:
     book = MicroBook("x", params(timeframes={"1s": 1_000}, horizon_ms=1_000))
-    book.add_quotes(quotes([(T0, 99.0, 1.0, 101.0, 1.0), (T0 + 400, 100.0, 1.0, 102.0, 1.0), (T0 + 1_400, 103.0, 1.0, 105.0, 1.0)]))
+    book.add_quotes(
+        quotes([(T0, 99.0, 1.0, 101.0, 1.0), (T0 + 400, 100.0, 1.0, 102.0, 1.0), (T0 + 1_400, 103.0, 1.0, 105.0, 1.0)])
+    )
     # a buy at 101 at 0.4 s meets the quote of that very ms (mid 101); a sell at 99 at 0.1 s meets mid 100
     book.add_trades(trades([(T0 + 100, 99.0, 1.0, True), (T0 + 400, 101.0, 3.0, False)]))
     bar = finish(book)[("1s", T0)]
@@ -185,7 +188,9 @@ def test_book_levels_give_multi_level_ofi_and_depth_inside_the_snapshot_range() 
 def test_depth_outside_the_snapshot_range_is_null() -> None:
     sync = LevelSync("x", "usdm")
     # limit 2 with 2 levels given: the bids are complete only down to 99.99, inside the 10 bps band
-    snap = BookSnapshot("x", 10, T0, T0, T0, [["100.00", "1"], ["99.99", "2"]], [["100.01", "1"], ["100.02", "1"]], limit=2)
+    snap = BookSnapshot(
+        "x", 10, T0, T0, T0, [["100.00", "1"], ["99.99", "2"]], [["100.01", "1"], ["100.02", "1"]], limit=2
+    )
     sync.on_depth(_depth("x", 10, 9, T0 + 100, [], []))
     sync.on_snapshot(snap)
     book = MicroBook("x", params(timeframes={"1s": 1_000}))
@@ -296,7 +301,9 @@ def test_realized_spread_never_uses_a_mid_from_after_it_was_written() -> None:
             book.add_quotes(Quotes.from_quotes(rec.symbol, qs))
         if ts:
             c = list(zip(*ts, strict=True))
-            book.add_trades(Trades.from_columns(rec.symbol, trade_id=c[0], ts_ms=c[1], price=c[2], qty=c[3], is_buyer_maker=c[4]))
+            book.add_trades(
+                Trades.from_columns(rec.symbol, trade_id=c[0], ts_ms=c[1], price=c[2], qty=c[3], is_buyer_maker=c[4])
+            )
         book.add_levels(sync.drain_levels())
         out = book.advance()
         wm = book.watermark
@@ -357,7 +364,16 @@ def synthetic(draw: st.DrawFn) -> tuple[list[tuple], list[int]]:
             price += draw(st.sampled_from([-0.5, 0.0, 0.5]))
             events.append(("q", t, i, price - 0.5, draw(st.integers(1, 9)), price + 0.5, draw(st.integers(1, 9))))
         else:
-            events.append(("t", t, i, price + draw(st.sampled_from([-0.5, 0.5])), draw(st.integers(1, 5)) / 4, draw(st.booleans())))
+            events.append(
+                (
+                    "t",
+                    t,
+                    i,
+                    price + draw(st.sampled_from([-0.5, 0.5])),
+                    draw(st.integers(1, 5)) / 4,
+                    draw(st.booleans()),
+                )
+            )
     jitter = [e[1] + draw(st.integers(0, 1_500)) for e in events]
     order = sorted(range(n), key=lambda i: jitter[i])
     cuts = draw(st.lists(st.integers(0, n), max_size=10))
@@ -373,12 +389,18 @@ def _feed(events: list[tuple], cuts: list[int], p: MicroParams) -> dict:
         ts = [e for e in events[a:b] if e[0] == "t"]
         if qs:
             book.add_quotes(
-                Quotes.from_quotes("x", [Quote("x", e[2], e[1], e[1], repr(e[3]), str(e[4]), repr(e[5]), str(e[6]), 0) for e in qs])
+                Quotes.from_quotes(
+                    "x", [Quote("x", e[2], e[1], e[1], repr(e[3]), str(e[4]), repr(e[5]), str(e[6]), 0) for e in qs]
+                )
             )
         if ts:
             book.add_trades(
                 Trades.from_columns(
-                    "x", trade_id=[e[2] for e in ts], ts_ms=[e[1] for e in ts], price=[e[3] for e in ts], qty=[e[4] for e in ts],
+                    "x",
+                    trade_id=[e[2] for e in ts],
+                    ts_ms=[e[1] for e in ts],
+                    price=[e[3] for e in ts],
+                    qty=[e[4] for e in ts],
                     is_buyer_maker=[e[5] for e in ts],
                 )
             )

@@ -145,7 +145,14 @@ def level_part(cell: Cell, ts: np.ndarray, lv: dict[str, np.ndarray]) -> None:
     if hi > a:
         bq, aq = lv["bq"], lv["aq"]
         e = ofi_terms(
-            bp[a - 1 : hi - 1], bq[a - 1 : hi - 1], ap[a - 1 : hi - 1], aq[a - 1 : hi - 1], bp[a:hi], bq[a:hi], ap[a:hi], aq[a:hi]
+            bp[a - 1 : hi - 1],
+            bq[a - 1 : hi - 1],
+            ap[a - 1 : hi - 1],
+            aq[a - 1 : hi - 1],
+            bp[a:hi],
+            bq[a:hi],
+            ap[a:hi],
+            aq[a:hi],
         )
         cell.ofi5_units = float(e.sum())
     else:
@@ -220,7 +227,9 @@ def _fill_buckets(
                 if len(recent) > n:
                     del recent[0]
                 vpin = sum(recent) / n if len(recent) == n else NAN
-                out.append(VpinBucket(symbol, k, int(ts[i]), b / QTY_UNITS, s_ / QTY_UNITS, None if vpin != vpin else vpin))
+                out.append(
+                    VpinBucket(symbol, k, int(ts[i]), b / QTY_UNITS, s_ / QTY_UNITS, None if vpin != vpin else vpin)
+                )
                 k, b, s_ = k + 1, 0, 0
     return VpinState(k, b, s_, tuple(recent), vpin)
 

@@ -86,7 +86,12 @@ class LevelSync(BookSync):
     def _apply(self, u: DepthUpdate) -> None:
         rows = self._rows
         last = rows[-1] if rows else None
-        if last is not None and last[-1] != last[-1] and last[2] == last[2] and u.txn_ms // 1000 != int(last[0]) // 1000:
+        if (
+            last is not None
+            and last[-1] != last[-1]
+            and last[2] == last[2]
+            and u.txn_ms // 1000 != int(last[0]) // 1000
+        ):
             rows[-1][-2:] = depth_within(self)  # the state after the previous event ends its second
         super()._apply(u)
         if not self.live:  # the event crossed the book: its state is no valid book
