@@ -504,15 +504,21 @@ class AlertBook:
         return out
 
     def on_rows(
-        self, rules: list[StoredRule], timeframe: str, start_ms: np.ndarray, cols: dict[str, np.ndarray]
+        self,
+        rules: list[StoredRule],
+        timeframe: str,
+        start_ms: np.ndarray,
+        cols: dict[str, np.ndarray],
+        metrics: frozenset[str] = PAIR_METRICS,
     ) -> list[AlertFired]:
-        """Pair-analytics rules on rows of one timeframe (`cols`: metric -> values, NaN where undefined)."""
+        """Rules on rows of one timeframe, pair analytics or microstructure bars (`cols`: metric ->
+        values, NaN where undefined, which never fires)."""
         out: list[AlertFired] = []
         if len(start_ms) == 0:
             return out
         for sr in rules:
             r = sr.rule
-            if r.metric in PAIR_METRICS and r.timeframe == timeframe and r.metric in cols:
+            if r.metric in metrics and r.timeframe == timeframe and r.metric in cols:
                 self._fire(sr, cols[r.metric], start_ms, timeframe, out)
         for name, arr in cols.items():
             self.last[(name, timeframe)] = float(arr[-1])
