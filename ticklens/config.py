@@ -7,6 +7,7 @@ value fails once, at start, with the field and the value named.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from pathlib import Path
@@ -187,6 +188,32 @@ class StatsConfig(_Model):
     timeframes: list[Timeframe] = Field(default_factory=lambda: ["1m", "5m"])
 
 
+class MicroConfig(_Model):
+    """Microstructure bars (docs/analytics.md): computed whenever book streams reach the flow."""
+
+    enabled: bool = True
+    horizon_s: float = Field(5.0, gt=0, le=3_600)  # realized spread / price impact horizon
+    window: int = Field(300, ge=3, le=100_000)  # bars in the Kyle's lambda regression
+    # Base units per VPIN volume bucket, one number or per symbol; None (or a symbol left out):
+    # 1/50 of the symbol's volume on the previous UTC day in the store (no VPIN while there is none).
+    vpin_bucket: float | dict[str, float] | None = None
+    vpin_buckets: int = Field(50, ge=1, le=10_000)
+    keep_s: float = Field(10.0, ge=0, le=3_600)  # how late an event may still revise a micro bar
+
+    def bucket_for(self, symbol: str) -> float | None:
+        v = self.vpin_bucket
+        return v.get(symbol) if isinstance(v, dict) else v
+
+    @field_validator("vpin_bucket")
+    @classmethod
+    def _bucket(cls, v: Any) -> Any:
+        values = list(v.values()) if isinstance(v, dict) else [] if v is None else [v]
+        for x in values:
+            if not (x > 0 and math.isfinite(x)):
+                raise ValueError(f"vpin_bucket must be a positive number of base units, not {x!r}")
+        return v
+
+
 class ApiConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -250,6 +277,7 @@ class Config(_Model):
     pairs: list[PairConfig] = Field(default_factory=list)
     correlation: CorrelationConfig | None = None
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    micro: MicroConfig = Field(default_factory=MicroConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
