@@ -17,7 +17,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import compat
 from api.deps import AppState, json_response
-from api.routers import alerts, analytics, collection, continuity, data, health, ohlc, symbols, ticks
+from api.routers import (
+    alerts,
+    analytics,
+    collection,
+    continuity,
+    data,
+    health,
+    microstructure,
+    ohlc,
+    symbols,
+    ticks,
+)
 from api.supervisor import FlowSupervisor
 from storage import open_store
 from storage.port import StoreUnavailable
@@ -117,7 +128,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     for exc in (StoreUnavailable, *store.unavailable_errors):
         app.add_exception_handler(exc, _store_unavailable)
 
-    for r in (health, collection, ticks, ohlc, symbols, data, analytics, alerts, continuity):
+    for r in (health, collection, ticks, ohlc, symbols, data, analytics, alerts, continuity, microstructure):
         app.include_router(r.router, prefix=API_V1)
     app.include_router(health.root)
     app.include_router(compat.router)

@@ -335,3 +335,62 @@ class ContinuityResponse(BaseModel):
     quiet_buckets: int = 0
     unknown_buckets: int = 0
     gaps: list[GapOut]
+
+
+class MicroBar(BaseModel):
+    """One microstructure bar (docs/analytics.md "Microstructure"); null where a value is not defined."""
+
+    time: str = Field(description="Bar start, ISO-8601 UTC")
+    ts_ms: int = Field(description="Bar start, epoch ms; the bar covers [ts_ms, ts_ms + timeframe)")
+    quote_updates: int
+    depth_updates: int
+    trades: int
+    mid_open: float | None
+    mid_high: float | None
+    mid_low: float | None
+    mid_close: float | None
+    spread_bps_twa: float | None = Field(description="Time-weighted quoted spread, bps of mid")
+    spread_bps_max: float | None
+    imbalance_l1_twa: float | None = Field(description="Time-weighted (bid qty - ask qty)/(bid qty + ask qty)")
+    microprice_close: float | None
+    ofi: float | None = Field(description="Order-flow imbalance (Cont, Kukanov & Stoikov 2014), base units")
+    ofi_l5: float | None = Field(description="The same over book levels 1-5")
+    depth_bid_10bps: float | None
+    depth_ask_10bps: float | None
+    imbalance_depth_10bps: float | None
+    eff_spread_bps: float | None
+    realized_spread_bps: float | None = Field(description="At the configured horizon; null until `complete`")
+    price_impact_bps: float | None
+    signed_volume: float | None
+    trade_imbalance: float | None
+    signed_quote_volume: float | None
+    kyle_lambda: float | None
+    kyle_t: float | None
+    vpin: float | None
+    vpin_buckets: int = Field(description="Full VPIN volume buckets so far")
+    complete: bool = Field(description="Realized spread and price impact are in (the horizon has passed)")
+    revision: int = Field(description=">0: revised by late quotes, trades or depth after it was written")
+
+
+class MicroResponse(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    bars: list[MicroBar] = Field(description="Oldest first")
+
+
+class VpinBucketOut(BaseModel):
+    bucket: int = Field(description="Index of the volume bucket, 0 = the first the flow filled")
+    time: str = Field(description="Time of the trade that filled it, ISO-8601 UTC")
+    ts_ms: int
+    buy_volume: float
+    sell_volume: float
+    vpin: float | None = Field(description="Mean |buy - sell| / V over the last n buckets; null before n")
+
+
+class VpinResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    buckets: list[VpinBucketOut] = Field(description="Oldest first")

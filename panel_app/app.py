@@ -22,6 +22,7 @@ from panel_app.client import Api, ApiDown, ApiError  # noqa: E402
 from panel_app.correlation import CorrelationPage  # noqa: E402
 from panel_app.data import DataPage  # noqa: E402
 from panel_app.market import MarketPage  # noqa: E402
+from panel_app.microstructure import MicrostructurePage  # noqa: E402
 from panel_app.page import ACCENT, CSS, Page, freshness_badge  # noqa: E402
 from panel_app.pair import PairPage  # noqa: E402
 from panel_app.statistics import StatisticsPage  # noqa: E402
@@ -44,6 +45,7 @@ class Dashboard:
                 PairPage(api),
                 CorrelationPage(api),
                 StatisticsPage(api),
+                MicrostructurePage(api),
                 AlertsPage(api),
                 DataPage(api),
             )

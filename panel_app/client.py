@@ -199,6 +199,14 @@ class Api:
         thinned = len(older) and int(older["span_ms"].max()) > tf_ms
         return shown, (f"older {timeframe} bars drawn as {len(older):,} (min/max per bucket)" if thinned else "")
 
+    def microstructure(self, symbol: str, timeframe: str, limit: int = 600, start_ms: int | None = None) -> dict:
+        """The flow's micro bars, oldest first (`bars`, keyed by `ts_ms`)."""
+        return self.get(f"/api/v1/microstructure/{symbol}", timeframe=timeframe, limit=limit, start=start_ms)
+
+    def book(self, symbol: str, depth: int = 200) -> dict:
+        """The current order book: bids/asks as [price, qty] strings, best first."""
+        return self.get(f"/api/v1/book/{symbol}", depth=depth)
+
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
         return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})

@@ -21,6 +21,7 @@ from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import AlertRule, StoredRule
 from ticklens.domain.bars import Bar
 from ticklens.domain.continuity import FlowBarIds
+from ticklens.domain.micro import MICRO_COLUMNS, MicroBar, VpinBucket
 from ticklens.domain.records import GapEvent, Rejected, Trades
 from ticklens.domain.stats.correlation import CorrOut
 from ticklens.domain.stats.pair import PairOut, PairRow
@@ -45,6 +46,9 @@ BAR_OUT_COLUMNS = (
     "origin",
 )
 GAP_COLUMNS = ("from_id", "to_id", "after_ts_ms", "detected_ms", "filled_ms", "status")
+# Microstructure (docs/analytics.md): micro_bars from start_ms on, VPIN buckets.
+MICRO_OUT_COLUMNS = MICRO_COLUMNS[2:]
+VPIN_OUT_COLUMNS = ("bucket", "end_ms", "buy_volume", "sell_volume", "vpin")
 EVENT_COLUMNS = (
     "id",
     "rule_id",
@@ -91,6 +95,8 @@ class StoreBatch:
     symbol_stats: list[SymbolStatsOut] = field(default_factory=list)
     correlations: list[CorrOut] = field(default_factory=list)
     alerts: list[AlertFired] = field(default_factory=list)
+    micro_bars: list[MicroBar] = field(default_factory=list)  # a bar given twice ends as its later version
+    vpin: list[VpinBucket] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -193,6 +199,18 @@ class StoreReader(Protocol):
         limit: int = 1000,
     ) -> list[SymbolRow]:
         """The flow's stored per-bar rolling statistics, newest `limit` in [start, end), oldest first."""
+        ...
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Row]:
+        """The newest `limit` micro bars starting in [start, end), oldest first (MICRO_OUT_COLUMNS)."""
+        ...
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Row]:
+        """The newest `limit` VPIN buckets filled in [start, end), oldest first (VPIN_OUT_COLUMNS)."""
         ...
 
     def status_docs(self) -> dict[str, tuple[StatusDoc, int]]: ...

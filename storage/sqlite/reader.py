@@ -15,6 +15,7 @@ import orjson
 import polars as pl
 
 from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from storage.sqlite.micro import read_micro_bars, read_vpin
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
@@ -162,6 +163,16 @@ class SqliteReader:
             yield rows
 
     # --- bars ----------------------------------------------------------------------------
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        return read_micro_bars(self.conn, symbol, timeframe, limit, *_bounds(start_ms, end_ms))
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        return read_vpin(self.conn, symbol, limit, *_bounds(start_ms, end_ms))
 
     def bars(
         self,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from storage.sqlite.micro import MICRO_DDL
+
 # Bump on every schema change and add the step to MIGRATIONS: an older store is migrated in place.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ALERT_EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS alert_events(
@@ -167,7 +169,14 @@ def _v2_alert_events_key(conn: sqlite3.Connection) -> None:
 
 
 # version -> the step that brings a store from version - 1 to it (run in order, one transaction each).
-MIGRATIONS = {2: _v2_alert_events_key}
+def _v3_micro_tables(conn: sqlite3.Connection) -> None:
+    """v3: microstructure bars and VPIN buckets (new tables only)."""
+    for statement in MICRO_DDL.split(";"):  # executescript would commit the migration's transaction
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS = {2: _v2_alert_events_key, 3: _v3_micro_tables}
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -188,7 +197,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-    conn.executescript(DDL + ALERT_EVENTS_DDL + ANALYTICS_DDL)
+    conn.executescript(DDL + ALERT_EVENTS_DDL + ANALYTICS_DDL + MICRO_DDL)
     if version is None:
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
     conn.commit()

@@ -14,6 +14,7 @@ import orjson
 from storage.port import StoreBatch, StoreWriteError
 from storage.sqlite.analytics import analytics_rows
 from storage.sqlite.connection import connect
+from storage.sqlite.micro import micro_params, write_micro
 from storage.sqlite.rules import insert_events
 from storage.sqlite.sql import insert_flat
 from ticklens.domain.alerts.engine import AlertFired
@@ -114,6 +115,7 @@ class _Prepared:
     analytics: list[tuple[str, list[tuple]]]  # (INSERT head, rows)
     alerts: list[AlertFired]
     status: list[tuple]
+    micro: tuple[list[object], list[object]]  # flat micro_bars and vpin parameters
 
 
 def insert_ticks(conn: sqlite3.Connection, ticks: TickParams) -> None:
@@ -154,6 +156,7 @@ class SqliteWriter:
             analytics=analytics_rows(batch, ts),
             alerts=list(batch.alerts),
             status=[(k, orjson.dumps(v).decode(), ts) for k, v in batch.status.items()] if batch.status else [],
+            micro=micro_params(batch.micro_bars, batch.vpin, ts),
         )
 
     def write(self, prepared: _Prepared) -> list[AlertFired]:
@@ -174,6 +177,7 @@ class SqliteWriter:
             for head, rows in p.analytics:
                 if rows:
                     insert_flat(c, head, len(rows[0]), [v for r in rows for v in r])
+            write_micro(c, *p.micro)
             c.executemany("INSERT OR REPLACE INTO status(key, value, updated_ms) VALUES(?,?,?)", p.status)
             c.execute("COMMIT")
         except BaseException as e:
