@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import AppState, json_response
-from api.routers import alerts, analytics, collection, continuity, data, health, ohlc, symbols, ticks
+from api.routers import alerts, analytics, book, collection, continuity, data, health, ohlc, symbols, ticks
 from api.supervisor import FlowSupervisor
 from storage import open_store
 from storage.port import StoreUnavailable
@@ -106,7 +106,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         app.add_exception_handler(exc, _store_unavailable)
 
     app.include_router(health.router)
-    for r in (collection, ticks, ohlc, symbols, data, analytics, alerts, continuity):
+    for r in (collection, ticks, ohlc, book, symbols, data, analytics, alerts, continuity):
         app.include_router(r.router, prefix=API_V1)
     return app
 

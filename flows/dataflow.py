@@ -1,4 +1,4 @@
-"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, analysed, stored."""
+"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, analysed, stored; books kept."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import orjson
 from bytewax.dataflow import Dataflow
 
 from flows.alert_step import alert_step
+from flows.book_step import book_step
 from flows.items import Fresh, SymbolOut
 from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
 from flows.sink import make_sink
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
+from ticklens.domain.book import BookBatch
 from ticklens.domain.dedup import Conflict, Dedup
 from ticklens.domain.records import Clock, GapEvent, Rejected, Trades
 from ticklens.domain.timeframes import TIMEFRAME_MS
@@ -24,10 +26,12 @@ FEED_KEY = "_feed"
 
 def build_flow(cfg: Config) -> Dataflow:
     flow = Dataflow("ticklens")
-    items = op.input("source", flow, make_source(cfg))  # Trades | Clock | Rejected | FeedStats
-    keyed = op.flat_map("route", items, _router(cfg.symbols))  # ("btcusdt", Trades | Clock) | ("_feed", …)
+    items = op.input("source", flow, make_source(cfg))  # Trades | BookBatch | Clock | Rejected | FeedStats
+    keyed = op.flat_map("route", items, _router(cfg.symbols))  # ("btcusdt", Trades | BookBatch | Clock) | ("_feed", …)
     split = op.branch("split_feed", keyed, _is_symbol_item)
-    deduped = op.stateful_flat_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # (…, Fresh | Rejected)
+    kinds = op.branch("split_books", split.trues, _is_trade_item)  # trades and clocks | book batches
+    books = op.stateful_map("book", kinds.falses, book_step(cfg))  # ("btcusdt", BookOut)
+    deduped = op.stateful_flat_map("dedup", kinds.trues, _dedup_step(cfg.bars.lateness_ms))  # (…, Fresh | Rejected)
     fresh = op.branch("split_conflicts", deduped, _is_fresh)  # conflicting duplicates go to the store's rejects
     barred = op.stateful_map("bars", fresh.trues, _bars_step(cfg))  # ("btcusdt", SymbolOut)
     legs = op.stateful_flat_map("pair_legs", barred, leg_router(cfg))  # ("btcusdt", LegBars)
@@ -38,14 +42,14 @@ def build_flow(cfg: Config) -> Dataflow:
     sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
     watched = op.merge("alert_inputs", barred, pairs)
     alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
-    stored = op.merge("to_store", barred, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
+    stored = op.merge("to_store", barred, books, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, make_sink(cfg))
     return flow
 
 
 def _router(symbols: list[str]):
     def route(item: Any) -> list[tuple[str, Any]]:
-        if isinstance(item, Trades):
+        if isinstance(item, (Trades, BookBatch)):
             return [(item.symbol, item)]
         if isinstance(item, Clock):
             return [(s, Clock(item.ts_ms, s)) for s in symbols]
@@ -56,6 +60,10 @@ def _router(symbols: list[str]):
 
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
     return kv[0] != FEED_KEY
+
+
+def _is_trade_item(kv: tuple[str, Any]) -> bool:
+    return not isinstance(kv[1], BookBatch)
 
 
 def _is_pair_item(kv: tuple[str, Any]) -> bool:

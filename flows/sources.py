@@ -17,7 +17,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.shutdown import STOP
 from ticklens.config import Config
-from ticklens.domain.records import Clock, FeedStats
+from ticklens.domain.records import Clock, FeedStats, Trades
+from ticklens.exchange.binance import TRADE_KINDS, record_kinds
 from ticklens.exchange.binance_rest import Backfiller
 from ticklens.ingest.hub import Hub
 from ticklens.ingest.websocket import Reader, connection_urls
@@ -46,10 +47,11 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
         batch_rows: int,
         resume: dict | None,
         window_ms: int | None = None,
+        kinds: frozenset[str] = TRADE_KINDS,
     ) -> None:
         from ticklens.ingest.replay import Replay
 
-        self.replay = Replay(paths, positions=(resume or {}).get("positions"), window_ms=window_ms)
+        self.replay = Replay(paths, positions=(resume or {}).get("positions"), window_ms=window_ms, kinds=kinds)
         self.speed = None if speed == "max" else float(speed)
         self.batch_rows = batch_rows
         self.symbols = symbols
@@ -84,12 +86,14 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
             out.append(Clock(self.last_ts + EOF_CLOCK_MS))
             out.append(FeedStats("replay", connected=False, rejected=stats.rejected, skipped=stats.skipped, ended=True))
             return out
-        for trades in chunk:
-            if trades.symbol in self.symbols:
-                out.append(trades)
-                self.last_ts = max(self.last_ts, int(trades.ts_ms[-1]))
-            else:
-                self.ignored += len(trades)
+        for item in chunk:
+            if item.symbol not in self.symbols:
+                self.ignored += len(item)
+            elif isinstance(item, Trades):
+                out.append(item)
+                self.last_ts = max(self.last_ts, int(item.ts_ms[-1]))
+            else:  # a symbol's book records
+                out.append(item)
         if chunk:
             out.append(Clock(self.last_ts))
             self.next_wake = None
@@ -116,12 +120,15 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
         self.symbols = set(cfg.symbols)
         self.batch_rows = cfg.source.batch_rows
         self.window_ms = cfg.source.window_ms
+        self.kinds = record_kinds(cfg.source.streams)
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _ReplayPartition:
-        return _ReplayPartition(self.paths, self.speed, self.symbols, self.batch_rows, resume_state, self.window_ms)
+        return _ReplayPartition(
+            self.paths, self.speed, self.symbols, self.batch_rows, resume_state, self.window_ms, self.kinds
+        )
 
 
 class _LivePartition(StatefulSourcePartition[object, dict]):

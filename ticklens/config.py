@@ -40,12 +40,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+StreamKind = Literal["aggTrade", "trade", "bookTicker", "depth"]
+TRADE_STREAMS = ("aggTrade", "trade")
+BOOK_STREAMS = ("bookTicker", "depth")
+
+
 class SourceConfig(_Model):
     kind: Literal["binance", "feed", "replay"] = "replay"
     paths: list[Path] = Field(default_factory=list)
     speed: Literal["max"] | Annotated[float, Field(gt=0)] = "max"
     url: str | None = None
     stream: Literal["aggTrade", "trade"] = "aggTrade"
+    # The stream kinds read per symbol: at most one trade stream (aggTrade or trade), `bookTicker`
+    # (every best bid/ask update) and `depth` (the diff-depth stream a local order book is kept
+    # from, with REST snapshots). Default: the trade stream `stream` alone. A replay uses the kinds
+    # listed here of what its files hold and skips the rest.
+    streams: list[StreamKind] | None = None
+    # The diff-depth stream's update speed: <symbol>@depth@0ms | @100ms | @depth (250 ms) | @500ms.
+    depth_speed_ms: Literal[0, 100, 250, 500] = 0
     # WebSocket client library: picows reads ~3x faster than websockets on this machine.
     client: Literal["picows", "websockets"] = "picows"
     record: Path | None = None
@@ -93,6 +105,33 @@ class SourceConfig(_Model):
         return self.time_window_ms or None
 
     @model_validator(mode="after")
+    def _streams(self) -> SourceConfig:
+        if self.streams is None:
+            self.streams = [self.stream]
+            return self
+        if not self.streams:
+            raise ValueError("source.streams must name at least one stream kind")
+        if len(set(self.streams)) != len(self.streams):
+            raise ValueError(f"source.streams {self.streams} lists a stream twice")
+        trades = [s for s in self.streams if s in TRADE_STREAMS]
+        if len(trades) > 1:
+            raise ValueError(f"source.streams {self.streams}: one trade stream (aggTrade or trade), not both")
+        if trades and "stream" in self.model_fields_set and trades[0] != self.stream:
+            raise ValueError(f"source.stream {self.stream!r} contradicts source.streams {self.streams}")
+        if trades:
+            self.stream = trades[0]  # type: ignore[assignment]
+        return self
+
+    @property
+    def trade_stream(self) -> str | None:
+        """The trade stream read (aggTrade or trade), None when only book streams are."""
+        return next((s for s in self.streams or [] if s in TRADE_STREAMS), None)
+
+    @property
+    def book_streams(self) -> list[str]:
+        return [s for s in self.streams or [] if s in BOOK_STREAMS]
+
+    @model_validator(mode="after")
     def _paths_for_replay(self) -> SourceConfig:
         if self.kind == "replay" and not self.paths:
             raise ValueError("source.kind 'replay' needs source.paths (one or more files)")
@@ -103,6 +142,34 @@ class SourceConfig(_Model):
         if self.kind == "binance" and not self.url:
             self.url = BINANCE_WS_URL
         return self
+
+
+# The tables `store.retention` applies to (rows older than the newest stored time minus the days).
+RETENTION_TABLES = ("ticks", "quotes", "depth_updates", "book_snapshots", "book_gaps")
+
+
+class RetentionConfig(_Model):
+    """How long tables keep their rows: `days` for every table it applies to, `tables` per table.
+
+    Book data is 10-100x the trade volume: e.g. `{tables: {depth_updates: 3, quotes: 7}}`.
+    None: keep forever. The cut is relative to the newest row stored (exchange time), so a
+    replay of old recordings keeps what a live run would. SQLite enforces it for the book
+    tables (ticks stay: the history tiers move them out); see docs/store.md.
+    """
+
+    days: float | None = Field(None, gt=0)
+    tables: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    @field_validator("tables")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name not in RETENTION_TABLES:
+                raise ValueError(f"store.retention.tables: {name!r} is not one of {', '.join(RETENTION_TABLES)}")
+        return v
+
+    def days_for(self, table: str) -> float | None:
+        return self.tables.get(table, self.days)
 
 
 class StoreConfig(_Model):
@@ -116,6 +183,7 @@ class StoreConfig(_Model):
     # Rows kept in `rejects` (oldest dropped first, counted). Enforced by the store's writer
     # (issue 18 part B); None: no cap.
     rejects_max_rows: int | None = Field(1_000_000, ge=1_000)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
 
 class BarsConfig(_Model):
@@ -207,6 +275,18 @@ class FeedConfig(_Model):
     simulate: bool = False
 
 
+class BookConfig(_Model):
+    # A full book snapshot is stored at the first applied depth event of every interval of exchange
+    # time (and at every resync): `GET /api/v1/book?at=` rebuilds from the nearest one.
+    snapshot_interval_s: float = Field(10.0, gt=0, le=86_400)
+    # REST depth snapshot: levels per side asked for (USD-M limits) and the REST base URL
+    # (None: backfill.rest_url for Binance; the local feed's own address for `kind: feed`).
+    snapshot_limit: Literal[5, 10, 20, 50, 100, 500, 1000] = 1000
+    rest_url: str | None = None
+    # Depth events buffered while the book waits for a snapshot (oldest dropped beyond).
+    max_buffer: int = Field(100_000, ge=100, le=10_000_000)
+
+
 class RecoveryConfig(_Model):
     enabled: bool = True
     directory: Path | None = None  # default: next to the store
@@ -255,6 +335,7 @@ class Config(_Model):
     feed: FeedConfig = Field(default_factory=FeedConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    book: BookConfig = Field(default_factory=BookConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     progress_interval_s: float = Field(2.0, gt=0)
 
@@ -304,6 +385,18 @@ class Config(_Model):
     def pair_timeframes(self, pair: PairConfig) -> list[str]:
         """A pair's timeframes that the flow bars (others have no bars to align)."""
         return [tf for tf in pair.timeframes if tf in self.timeframes]
+
+    @property
+    def book_rest_url(self) -> str:
+        """Where depth snapshots are fetched: book.rest_url, else the local feed's own address
+        (`kind: feed`), else backfill.rest_url."""
+        if self.book.rest_url:
+            return self.book.rest_url.rstrip("/")
+        if self.source.kind == "feed" and self.source.url:
+            scheme, _, rest = self.source.url.partition("://")
+            host = rest.split("/", 1)[0].split("?", 1)[0]
+            return f"{'https' if scheme == 'wss' else 'http'}://{host}"
+        return self.backfill.rest_url.rstrip("/")
 
     @property
     def recovery_dir(self) -> Path:

@@ -74,7 +74,9 @@ class Quotes:
     """A columnar batch of quotes of one symbol, as the flow passes them on.
 
     `ts_ms` is the transaction time `T` (or `E`, or the receive time on spot, which
-    sends neither); `event_ms` is -1 where the exchange sent none.
+    sends neither); `event_ms` is -1 where the exchange sent none. `source` says where the
+    rows come from: "bookTicker" (the exchange's L1 stream) or "book" (the local book's best
+    after each applied depth event that changed it; NaN for an empty side).
     """
 
     symbol: str
@@ -86,6 +88,7 @@ class Quotes:
     bid_qty: np.ndarray
     ask: np.ndarray
     ask_qty: np.ndarray
+    source: str = "bookTicker"
 
     def __len__(self) -> int:
         return len(self.update_id)
@@ -106,6 +109,23 @@ class Quotes:
             bid_qty=np.array([float(q.bid_qty) for q in quotes]),
             ask=np.array([float(q.ask) for q in quotes]),
             ask_qty=np.array([float(q.ask_qty) for q in quotes]),
+        )
+
+    @classmethod
+    def from_tops(cls, tops: BookTops, recv_ms: np.ndarray) -> Quotes:
+        """The local book's L1 rows as quotes (`recv_ms`: each row's event's receive time)."""
+        n = len(tops)
+        return cls(
+            tops.symbol,
+            tops.update_id,
+            tops.ts_ms,
+            np.full(n, -1, dtype=np.int64),
+            np.asarray(recv_ms, dtype=np.int64),
+            tops.bid,
+            tops.bid_qty,
+            tops.ask,
+            tops.ask_qty,
+            "book",
         )
 
 
@@ -220,6 +240,37 @@ class BookGap:
     to_ms: int | None = None
     status: Literal["open", "closed"] = "open"
     detail: str = ""
+
+
+@dataclass(slots=True)
+class SnapshotFailure:
+    """A depth snapshot request that failed (after its retries): the interval stays unknown."""
+
+    symbol: str
+    recv_ms: int
+    detail: str
+
+
+@dataclass(slots=True)
+class Reconnected:
+    """The connection carrying this symbol's depth stream was (re)opened: events may be missing."""
+
+    symbol: str
+    recv_ms: int
+
+
+BookRecord = Quote | DepthUpdate | BookSnapshot | SnapshotFailure | Reconnected
+
+
+@dataclass(slots=True)
+class BookBatch:
+    """What a source hands the flow for one symbol's book: its records in arrival order."""
+
+    symbol: str
+    records: list[BookRecord]
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 # --- the book --------------------------------------------------------------------------------------
@@ -856,10 +907,9 @@ class BookSync:
             self._snapshot = None
             self.counters.stale_snapshots += 1
             return "stale"
-        self.book.load_snapshot(snap)
+        self._load(snap)
         self._snapshot = None
         self.counters.snapshots += 1
-        self._out_snaps.append(snap)
         self.live = True
         pending = list(buf)
         buf.clear()
@@ -870,6 +920,10 @@ class BookSync:
             else:
                 self._buffer.append(p)
         return "synced"
+
+    def _load(self, snap: BookSnapshot) -> None:
+        self.book.load_snapshot(snap)
+        self._out_snaps.append(snap)
 
     def _apply(self, u: DepthUpdate) -> None:
         book = self.book
@@ -906,6 +960,11 @@ class BookSync:
         self.counters.gaps += 1
         self._out_gaps.append(replace(self._gap))
 
+    @property
+    def last_update_id(self) -> int:
+        """Final id of the last applied event (0 before the first)."""
+        return self._last_u
+
     # -- outputs
 
     def drain(self) -> BookStep:
@@ -941,8 +1000,37 @@ class BookSync:
         return step
 
 
+class SyncTracker(BookSync):
+    """`BookSync`'s decisions on update ids alone, without a book: the live source keeps one per
+    symbol to know when to fetch a REST snapshot (`needs_snapshot`) and which events repeat ones
+    already handed on (`last_update_id`).
+
+    It runs the very same procedure (buffer, drop, straddle, chain) over the same events and
+    snapshots in the same order as the flow's `BookSync`, so the two agree on when a snapshot is
+    needed; only a crossed book, which takes the levels to see, is the flow's alone. Nothing is
+    kept for output, and the buffer holds the events themselves (no copies).
+    """
+
+    def _load(self, snap: BookSnapshot) -> None:
+        pass
+
+    def _apply(self, u: DepthUpdate) -> None:
+        self._last_u = u.final_id
+        self.counters.applied += 1
+        self._good = (u.final_id, u.txn_ms)
+        self._gap = None
+
+    def _open(self, start: tuple[int, int], reason: GapReason, detail: str) -> None:
+        self._gap = BookGap(self.symbol, start[0], start[1], reason, detail=detail)
+        self.counters.gaps += 1
+
+
 __all__ = [
     "ZERO_QTY",
+    "BookBatch",
+    "BookRecord",
+    "Reconnected",
+    "SnapshotFailure",
     "BookGap",
     "BookSnapshot",
     "BookStep",
@@ -954,5 +1042,6 @@ __all__ = [
     "Quote",
     "Quotes",
     "SyncCounters",
+    "SyncTracker",
     "decimals_of",
 ]
