@@ -54,14 +54,13 @@ def book_step(cfg: Config):
                 if sync is None:
                     sync = state.sync = new_sync(batch.symbol, rec.prev_final_id is None)  # type: ignore[union-attr]
                 sync.on_depth(rec)  # type: ignore[arg-type]
-                if sync.live and sync.book.ts_ms >= state.next_snapshot_ms:
-                    snaps.append(sync.book.snapshot())
-                    state.next_snapshot_ms = (sync.book.ts_ms // interval_ms + 1) * interval_ms
             elif kind is Quote:
                 quotes.append(rec)  # type: ignore[arg-type]
+                continue
             elif kind is BookSnapshot:
                 if sync is None:  # spot's REST body carries no times
-                    sync = state.sync = new_sync(batch.symbol, rec.txn_ms is None and rec.event_ms is None)  # type: ignore[union-attr]
+                    spot = rec.txn_ms is None and rec.event_ms is None  # type: ignore[union-attr]
+                    sync = state.sync = new_sync(batch.symbol, spot)
                 sync.on_snapshot(rec)  # type: ignore[arg-type]
             elif kind is SnapshotFailure:
                 if sync is None:
@@ -69,6 +68,10 @@ def book_step(cfg: Config):
                 sync.on_snapshot_failure(rec.recv_ms, rec.detail)  # type: ignore[union-attr]
             elif kind is Reconnected and sync is not None:
                 sync.on_reconnect()
+            # After any record that may have applied events (a snapshot applies the buffered ones).
+            if sync is not None and sync.live and sync.book.ts_ms >= state.next_snapshot_ms:
+                snaps.append(sync.book.snapshot())
+                state.next_snapshot_ms = (sync.book.ts_ms // interval_ms + 1) * interval_ms
         out = BookOut(batch.symbol)
         if quotes:
             out.quotes = Quotes.from_quotes(batch.symbol, quotes)

@@ -19,9 +19,10 @@ from flows.shutdown import STOP
 from ticklens.config import Config
 from ticklens.domain.records import Clock, FeedStats, Trades
 from ticklens.exchange.binance import TRADE_KINDS, record_kinds
-from ticklens.exchange.binance_rest import Backfiller
+from ticklens.exchange.binance_rest import Backfiller, RequestBudget
+from ticklens.exchange.depth_snapshots import SnapshotFetcher
 from ticklens.ingest.hub import Hub
-from ticklens.ingest.websocket import Reader, connection_urls
+from ticklens.ingest.websocket import Reader, connections
 
 CLOCK_EVERY_S = 0.1  # a Clock at least this often while data flows (and every 0.25 s when idle)
 IDLE_CLOCK_S = 0.25
@@ -141,11 +142,15 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
             src.record,
             queue_max_bytes=src.queue_max_bytes,
             window_ms=src.window_ms,
+            kinds=record_kinds(src.streams),
+            max_book_buffer=cfg.book.max_buffer,
         )
         last_ids = (resume or {}).get("last_ids", {})
         self.hub.emitted_last = dict(last_ids)
+        # Binance's REST weight is per IP: the trade backfill and the books' snapshots share one budget.
+        budget = RequestBudget(cfg.backfill.max_requests_per_minute)
         enabled = cfg.backfill.enabled if cfg.backfill.enabled is not None else src.kind == "binance"
-        if enabled:
+        if enabled and src.trade_stream is not None:
             self.hub.backfill = Backfiller(
                 cfg.backfill.rest_url,
                 cfg.backfill.max_requests_per_minute,
@@ -153,8 +158,20 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
                 on_rows=self.hub.on_backfill_rows,
                 on_gap=self.hub.on_gap,
                 last_ids=last_ids,
+                budget=budget,
             )
-        self.reader = Reader(self.hub, connection_urls(src, cfg.symbols), src)
+        if self.hub.trackers:
+            self.hub.snapshots = SnapshotFetcher(
+                cfg.book_rest_url,
+                cfg.book.snapshot_limit,
+                budget,
+                self.hub.needs_snapshot,
+                self.hub.on_snapshot,
+                self.hub.on_snapshot_failure,
+                backoff_initial_s=src.backoff_initial_s,
+                backoff_max_s=src.backoff_max_s,
+            )
+        self.reader = Reader(self.hub, connections(src, cfg.symbols), src)
         # GIL convoy: the reader thread gives up the GIL at every socket read and then
         # waits a whole switch interval (5 ms by default) for the busy flow thread to
         # hand it back. Measured at 100k trades/s offered: 0.5 ms stores 2-4x more.
@@ -180,7 +197,7 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
             traceback.print_exc()
             raise
         out: list[object] = [t for t in trades if len(t)]
-        out.extend(rejects)
+        out.extend(rejects)  # book batches per symbol, rejects, backfill gaps
         now = time.monotonic()
         if now - self.last_clock >= (CLOCK_EVERY_S if out else IDLE_CLOCK_S):
             ts = self.hub.clock_ms()
@@ -192,7 +209,7 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
             self.last_stats = now
         # While trades flow, drain every BUSY_WAKE_S rather than continuously: fewer, larger
         # batches mean fewer store transactions, for a few ms of latency.
-        self.wake = _utcnow() + timedelta(seconds=BUSY_WAKE_S if trades else IDLE_WAKE_S)
+        self.wake = _utcnow() + timedelta(seconds=BUSY_WAKE_S if trades or len(out) > len(trades) else IDLE_WAKE_S)
         return out
 
     def next_awake(self) -> datetime | None:

@@ -219,8 +219,9 @@ class StoreReader(Protocol):
         greatest id), or None."""
         ...
 
-    def book_snapshot_before(self, symbol: str, update_id: int) -> BookSnapshot | None:
-        """The newest stored snapshot with update id <= `update_id`."""
+    def book_snapshot_before(self, symbol: str, update_id: int, levels: bool = True) -> BookSnapshot | None:
+        """The newest stored snapshot with update id <= `update_id` (`levels=False`: its header only,
+        bids and asks left empty)."""
         ...
 
     def depth_updates(self, symbol: str, from_id: int, to_id: int) -> list[DepthUpdate]:

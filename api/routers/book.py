@@ -10,10 +10,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
+from api.book_cache import BookCache
 from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
 from api.models import BookGapsResponse, BookResponse, QuotesResponse
 from storage.port import StoreReader
-from ticklens.domain.book_history import BookView, HistoryError, rebuild, view
+from ticklens.domain.book import OrderBook
+from ticklens.domain.book_history import BookView, HistoryError, advance, view
 from ticklens.domain.times import iso_ms, now_ms, parse_time
 
 router = APIRouter(tags=["order book"])
@@ -22,7 +24,9 @@ MAX_DEPTH = 1000
 _AT_DOC = "ISO-8601 (`2024-08-08T23:57:00.250Z`) or epoch ms; default: now (the newest stored book)"
 
 
-def book_at(reader: StoreReader, symbol: str, at_ms: int | None, update_id: int | None, depth: int) -> BookView:
+def book_at(
+    reader: StoreReader, cache: BookCache, symbol: str, at_ms: int | None, update_id: int | None, depth: int
+) -> BookView:
     """The stored book after the last applied event with T <= at (or after update `update_id`)."""
     if update_id is not None:
         hit = reader.depth_updates(symbol, update_id, update_id)
@@ -38,13 +42,21 @@ def book_at(reader: StoreReader, symbol: str, at_ms: int | None, update_id: int 
                 404, f"{symbol}: no book stored at or before {iso_ms(at_ms)} (the first depth event is later)"
             )
         last = found
-    snap = reader.book_snapshot_before(symbol, last[0])
-    if snap is None:
+    head = reader.book_snapshot_before(symbol, last[0], levels=False)
+    if head is None:
         raise HTTPException(404, f"{symbol}: no stored snapshot at or before update {last[0]} (not retained)")
+    book = cache.get(symbol, head.last_update_id, last[0])
+    fresh = book is None
+    if book is None:
+        snap = reader.book_snapshot_before(symbol, last[0])
+        assert snap is not None
+        book = OrderBook(symbol)
+        book.load_snapshot(snap)
     try:
-        book = rebuild(snap, reader.depth_updates(symbol, snap.last_update_id, last[0]), last[0])
+        advance(book, reader.depth_updates(symbol, book.last_update_id, last[0]), last[0], after_snapshot=fresh)
     except HistoryError as e:
         raise HTTPException(404, f"{e} (not retained, or never stored)") from None
+    cache.put(symbol, head.last_update_id, book)
     return view(book, at_ms, depth, reader.book_gaps(symbol, at_ms, at_ms + 1))
 
 
@@ -90,7 +102,7 @@ def get_book(
         raise param_error("query", "update_id", "give either at or update_id, not both", update_id)
     at_ms = parse_at(at)
     require_symbol(state, reader, symbol)
-    return json_response(view_body(book_at(reader, symbol, at_ms, update_id, depth)))
+    return json_response(view_body(book_at(reader, state.books, symbol, at_ms, update_id, depth)))
 
 
 @router.get("/book/{symbol}/gaps", response_model=BookGapsResponse)

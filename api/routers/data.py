@@ -17,7 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
-from api.routers.book import MAX_DEPTH, book_at, parse_at
+from api.routers.book import book_at, parse_at
 from storage.port import Store, StoreReader
 from ticklens.domain.book import DepthUpdate
 from ticklens.domain.timeframes import Timeframe
@@ -28,6 +28,7 @@ router = APIRouter(tags=["export and upload"])
 
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 CHUNK_ROWS = 50_000
+EXPORT_MAX_DEPTH = 100_000  # levels per side of a kind=book export: every level of any real book
 ISO_FMT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 _BAR_SCHEMA = {
@@ -190,7 +191,9 @@ def export(
     ] = "ohlc",
     timeframe: Annotated[Timeframe, Query(description="Bar length (ohlc only)")] = "1m",
     at: Annotated[str | None, Query(description="kind=book: the moment (ISO-8601 or epoch ms)", max_length=40)] = None,
-    depth: Annotated[int, Query(ge=1, le=MAX_DEPTH, description="kind=book: levels per side")] = MAX_DEPTH,
+    depth: Annotated[
+        int, Query(ge=1, le=EXPORT_MAX_DEPTH, description="kind=book: levels per side (the whole book by default)")
+    ] = EXPORT_MAX_DEPTH,
 ) -> StreamingResponse:
     """Every bar (trade, quote, depth diff) in [start, end), oldest first, streamed in chunks; or,
     for `kind=book`, the book at `at` (one row per level, best first); timestamps in UTC."""
@@ -198,7 +201,7 @@ def export(
         raise param_error("query", "at", "kind=book needs at (ISO-8601 or epoch ms)", None)
     status = require_symbol(state, reader, symbol)
     if kind == "book":
-        v = book_at(reader, symbol, parse_at(at), None, depth)
+        v = book_at(reader, state.books, symbol, parse_at(at), None, depth)
         levels = [(v.update_id, v.ts_ms, "bid", i, p, q) for i, (p, q) in enumerate(v.bids)]
         levels += [(v.update_id, v.ts_ms, "ask", i, p, q) for i, (p, q) in enumerate(v.asks)]
         frames: Iterator[pl.DataFrame] = iter([_frame(levels, kind, symbol, timeframe)])

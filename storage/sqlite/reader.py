@@ -196,16 +196,17 @@ class SqliteReader:
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def book_snapshot_before(self, symbol: str, update_id: int) -> BookSnapshot | None:
+    def book_snapshot_before(self, symbol: str, update_id: int, levels: bool = True) -> BookSnapshot | None:
         row = self.conn.execute(
-            "SELECT update_id, ts_ms, recv_ms, kind, depth_limit, complete_low, complete_high, levels"
+            "SELECT update_id, ts_ms, recv_ms, kind, depth_limit, complete_low, complete_high"
+            f"{', levels' if levels else ''}"
             " FROM book_snapshots WHERE symbol=? AND update_id <= ? ORDER BY update_id DESC LIMIT 1",
             (symbol, update_id),
         ).fetchone()
         if row is None:
             return None
-        uid, ts, recv, kind, limit, low, high, blob = row
-        bids, asks = decode_snapshot(blob)
+        uid, ts, recv, kind, limit, low, high = row[:7]
+        bids, asks = decode_snapshot(row[7]) if levels else ([], [])
         complete = None
         if kind == "interval":
             complete = (0.0 if low is None else low, float("inf") if high is None else high)

@@ -409,6 +409,15 @@ class OrderBook:
 
     # -- loading and applying
 
+    def copy(self) -> OrderBook:
+        """An independent copy (the level dicts copied; strings are immutable and shared)."""
+        other = OrderBook.__new__(OrderBook)
+        for name in OrderBook.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.bids = dict(self.bids)
+        other.asks = dict(self.asks)
+        return other
+
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
@@ -423,27 +432,31 @@ class OrderBook:
         prices = [lv[0] for lv in snap.bids] + [lv[0] for lv in snap.asks]
         if prices:
             self._set_decimals(max(map(decimals_of, prices)))
-        ticks = []
+        ticks: list[int] = []
+        need, dot, zero = self._need, self._dot, ZERO_QTY
         for levels, book in ((snap.bids, self.bids), (snap.asks, self.asks)):
             for p, q in levels:
-                if q in ZERO_QTY:
+                if q in zero:
                     continue
-                key, tick = self._canonical(p)  # type: ignore[misc]
-                book[key] = q
-                ticks.append(tick)
+                if len(p) > need and p[dot] == ".":  # canonical already (the exchange's own form)
+                    book[p] = q
+                    ticks.append(int(p.replace(".", "")))
+                else:
+                    key, tick = self._canonical(p)  # type: ignore[misc]
+                    book[key] = q
+                    ticks.append(tick)
         if ticks:
             self._set_step(_pow10_divisor(math.gcd(*ticks)) if any(ticks) else 1)
-        bids, asks = _ordered(self.bids), _ordered(self.asks)
-        self._bb = bids[-1] if bids else None
-        self._ba = asks[0] if asks else None
+        self._bb = _extreme(self.bids, True)
+        self._ba = _extreme(self.asks, False)
         if snap.complete_range is not None:
             low, high = snap.complete_range
             lo = None if low <= 0 else self._canonical(repr(low))[0]  # type: ignore[index]
             hi = None if math.isinf(high) else self._canonical(repr(high))[0]  # type: ignore[index]
         else:
             full = snap.limit is not None
-            lo = None if full and len(snap.bids) < snap.limit else (bids[0] if bids else None)  # type: ignore[operator]
-            hi = None if full and len(snap.asks) < snap.limit else (asks[-1] if asks else None)  # type: ignore[operator]
+            lo = None if full and len(snap.bids) < snap.limit else _extreme(self.bids, False)  # type: ignore[operator]
+            hi = None if full and len(snap.asks) < snap.limit else _extreme(self.asks, True)  # type: ignore[operator]
         self._complete = (lo, hi)
         self.last_update_id = snap.last_update_id
         self.ts_ms = snap.ts_ms
@@ -709,6 +722,16 @@ class OrderBook:
         return BookSnapshot(self.symbol, self.last_update_id, None, self.ts_ms, recv, bids, asks, None, complete)
 
 
+def _extreme(keys: dict[str, str], highest: bool) -> str | None:
+    """The highest (or lowest) canonical price among the keys, in one pass of C-level scans."""
+    if not keys:
+        return None
+    lengths = list(map(len, keys))
+    n = max(lengths) if highest else min(lengths)
+    same = compress(keys, map(n.__eq__, lengths))
+    return max(same) if highest else min(same)
+
+
 def _lt(a: str, b: str) -> bool:
     """a < b for canonical price strings."""
     return len(a) < len(b) or (len(a) == len(b) and a < b)
@@ -964,6 +987,11 @@ class BookSync:
     def last_update_id(self) -> int:
         """Final id of the last applied event (0 before the first)."""
         return self._last_u
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting for a snapshot."""
+        return len(self._buffer)
 
     # -- outputs
 

@@ -39,6 +39,33 @@ def _continues(d: DepthUpdate, book_id: int) -> bool:
     return d.prev_final_id == book_id or d.first_id <= book_id <= d.final_id
 
 
+def advance(book: OrderBook, diffs: Iterable[DepthUpdate], until_id: int, *, after_snapshot: bool = False) -> None:
+    """Apply the stored diffs after the book's own update id, up to `until_id`, checking the chain.
+
+    `after_snapshot`: the book was just loaded from a snapshot, so the first diff may straddle
+    it (or be the event it was taken at). Raises HistoryError if the diffs do not reach
+    `until_id` in an unbroken chain.
+    """
+    at = book.last_update_id
+    first = after_snapshot
+    for d in diffs:
+        if d.final_id > until_id:
+            break
+        if d.final_id < at or (d.final_id == at and not first):
+            continue
+        ok = _continues(d, at) if first else (d.first_id - 1 if d.prev_final_id is None else d.prev_final_id) == at
+        if not ok:
+            raise HistoryError(
+                f"{book.symbol}: stored depth updates do not chain at u {d.final_id}"
+                f" (book known at {at}): history missing there"
+            )
+        book.apply(d.bid_px, d.bid_qty, d.ask_px, d.ask_qty, d.final_id, d.txn_ms)
+        at = d.final_id
+        first = False
+    if at != until_id:
+        raise HistoryError(f"{book.symbol}: depth update {until_id} is not stored after {at}")
+
+
 def rebuild(snapshot: BookSnapshot, diffs: Iterable[DepthUpdate], until_id: int) -> OrderBook:
     """The book after update `until_id`: `snapshot` plus the stored diffs up to it, in id order.
 
@@ -47,24 +74,7 @@ def rebuild(snapshot: BookSnapshot, diffs: Iterable[DepthUpdate], until_id: int)
     """
     book = OrderBook(snapshot.symbol)
     book.load_snapshot(snapshot)
-    at = snapshot.last_update_id
-    first = True
-    for d in diffs:
-        if d.final_id > until_id:
-            break
-        if d.final_id < snapshot.last_update_id:
-            continue
-        ok = _continues(d, at) if first else (d.first_id - 1 if d.prev_final_id is None else d.prev_final_id) == at
-        if not ok:
-            raise HistoryError(
-                f"{snapshot.symbol}: stored depth updates do not chain at u {d.final_id}"
-                f" (book known at {at}): history missing there"
-            )
-        book.apply(d.bid_px, d.bid_qty, d.ask_px, d.ask_qty, d.final_id, d.txn_ms)
-        at = d.final_id
-        first = False
-    if at != until_id:
-        raise HistoryError(f"{snapshot.symbol}: depth update {until_id} is not stored after snapshot {at}")
+    advance(book, diffs, until_id, after_snapshot=True)
     return book
 
 

@@ -45,13 +45,18 @@ def malformed_message(kind: str, symbol: str, n: int) -> bytes:
     if kind == "bad_json":
         return b'{"stream":"' + stream + b'","data":{"e":"trade","E":' + str(n).encode()
     if kind == "missing_field":
-        return wrap(stream, b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"q":"1.0","m":true}' % (_BAD_MS, _BAD_MS, s, n))
+        return wrap(
+            stream, b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"q":"1.0","m":true}' % (_BAD_MS, _BAD_MS, s, n)
+        )
     if kind == "ack":
         return b'{"result":null,"id":%d}' % n
     if kind == "unknown_event":
         return wrap(stream, b'{"e":"tradeLite","E":1,"s":"%s","n":%d}' % (s, n))
     if kind == "bad_value":
-        return wrap(stream, b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"-1","q":"1.0","m":true}' % (_BAD_MS, _BAD_MS, s, n))
+        return wrap(
+            stream,
+            b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"-1","q":"1.0","m":true}' % (_BAD_MS, _BAD_MS, s, n),
+        )
     if kind == "other_stream":
         bt = symbol.encode() + b"@bookTicker"
         return wrap(bt, b'{"e":"bookTicker","u":%d,"s":"%s","b":"1.0","B":"1","a":"1.1","A":"1"}' % (n, s))
