@@ -115,13 +115,14 @@ class TrueBook:
 
 @dataclass
 class BookFeed:
-    """The server: start() in a thread of its own; the market runs from the first connection on."""
+    """The server: start() in a thread of its own; the market runs once `open_with` paths are connected."""
 
-    speed: float = 20.0  # exchange time x speed
+    speed: float = 4.0  # exchange time x speed
     drop: set[int] = field(default_factory=set)  # depth event indices never sent
     fail_snapshots: int = 0
     depth_events: int = 1200
     keep_history: bool = True
+    open_with: frozenset[str] = frozenset({"public", "market"})  # the market opens once these paths are connected
     port: int = 0
     snapshot_requests: int = 0
     snapshot_failures_sent: int = 0
@@ -184,7 +185,7 @@ class BookFeed:
         sub = (route, queue)
         self._subs.append(sub)
         self.connections += 1
-        if self._market_task is None:
+        if self._market_task is None and {r for r, _ in self._subs} >= self.open_with:
             self._market_task = asyncio.get_running_loop().create_task(self._market())
         try:
             while True:
