@@ -2,6 +2,8 @@
 
 Reads the store named by the same pipeline file as the flow (TICKLENS_CONFIG or
 ./pipeline.yaml), read-only; supervises the flow process for /api/v1/start|stop.
+Two surfaces over the same store: ticklens' typed API under /api/v1, and the
+original design's wire format on its original paths (/health, /api/...; `api.compat`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import compat
 from api.deps import AppState, json_response
 from api.routers import alerts, analytics, book, collection, continuity, data, health, ohlc, symbols, ticks
 from api.supervisor import FlowSupervisor
@@ -21,7 +24,7 @@ from storage.port import StoreUnavailable
 from ticklens.config import Config, load_config
 
 API_V1 = "/api/v1"
-UPLOAD_PREFIX = f"{API_V1}/upload/"
+UPLOAD_PREFIXES = (f"{API_V1}/upload/", "/api/upload/")
 UPLOAD_MAX_BODY = 21 * 1024 * 1024  # the 20 MB file plus multipart framing
 MAX_BODY = 64 * 1024
 
@@ -36,7 +39,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = UPLOAD_MAX_BODY if scope["path"].startswith(UPLOAD_PREFIX) else MAX_BODY
+        limit = UPLOAD_MAX_BODY if scope["path"].startswith(UPLOAD_PREFIXES) else MAX_BODY
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None:
@@ -86,14 +89,23 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     app = FastAPI(
         title="ticklens",
         summary="Real-time Binance USD-M trade analytics: ticks, exact bars, statistics, collection control",
+        description="`/api/v1/...`: ticklens' typed API. `/health` and `/api/...`: the original design's "
+        f"API, wire-compatible (tag *{compat.TAG}*; each endpoint names its richer v1 counterpart).",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_tags=[
+            {
+                "name": compat.TAG,
+                "description": "The original system's endpoints and JSON shapes, "
+                "so its dashboard and scripts work unchanged; see docs/api.md for the v1 counterparts.",
+            }
+        ],
     )
     origins = [f"http://127.0.0.1:{cfg.dashboard.port}", f"http://localhost:{cfg.dashboard.port}"]
     app.add_middleware(
         CORSMiddleware,
         allow_origins=origins + list(cfg.api.cors_origins),
-        allow_methods=["GET", "POST", "DELETE"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
         allow_headers=["Content-Type"],
         expose_headers=["X-Ticklens-Status"],
     )
@@ -105,9 +117,10 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     for exc in (StoreUnavailable, *store.unavailable_errors):
         app.add_exception_handler(exc, _store_unavailable)
 
-    app.include_router(health.router)
-    for r in (collection, ticks, ohlc, book, symbols, data, analytics, alerts, continuity):
+    for r in (health, collection, ticks, ohlc, book, symbols, data, analytics, alerts, continuity):
         app.include_router(r.router, prefix=API_V1)
+    app.include_router(health.root)
+    app.include_router(compat.router)
     return app
 
 

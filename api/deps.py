@@ -114,15 +114,26 @@ TimeRange = Annotated[tuple[int | None, int | None], Depends(time_range)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many rows, 1 … 100,000 (the newest ones)")]
 
 
-def configured_symbols(state: AppState) -> set[str]:
-    """Symbols of the active config plus those of a flow the API started."""
-    return set(state.cfg.symbols) | set(state.supervisor.flow_symbols())
+def status_symbols(reader: StoreReader) -> set[str]:
+    """Symbols the flow reported on (its per-symbol status rows), running or finished."""
+    return {k.split(":", 1)[1] for k in reader.status_docs() if k.startswith("symbol:")}
+
+
+def configured_symbols(state: AppState, reader: StoreReader) -> set[str]:
+    """Symbols of the active config, of a flow the API started, and of the flow's status rows:
+    a symbol added through POST /api/v1/start stays known after that flow has finished."""
+    return set(state.cfg.symbols) | set(state.supervisor.flow_symbols()) | status_symbols(reader)
+
+
+def known_symbols(state: AppState, reader: StoreReader) -> set[str]:
+    """Configured (as above) or with stored data."""
+    return configured_symbols(state, reader) | set(reader.symbols_with_data())
 
 
 def require_symbol(state: AppState, reader: StoreReader, symbol: str) -> str:
     """'ok' if the store has data; 'no_data' if configured but empty; else 404."""
     if reader.has_data(symbol):
         return "ok"
-    if symbol in configured_symbols(state):
+    if symbol in configured_symbols(state, reader):
         return "no_data"
     raise HTTPException(404, f"unknown symbol {symbol!r}: not configured and no data stored")

@@ -128,7 +128,7 @@ class SymbolStatus(BaseModel):
     last_trade_time: str | None
     last_trade_ms: int | None
     trades_per_s: float = Field(description="Over the last 10 s of exchange time (1s bars)")
-    trades: int = Field(description="Trades stored by the current flow run")
+    trades: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     late_trades: int
     duplicates: int
     revisions: int
@@ -146,7 +146,7 @@ class StatusResponse(BaseModel):
     started_time: str | None
     uptime_s: float | None
     trades_per_s: float = Field(description="Ingest rate of the flow at its last status write")
-    trades_total: int
+    trades_total: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     reconnects: int
     malformed_messages: int = Field(description="Rejected messages kept in the store")
     gaps_open: int

@@ -18,10 +18,8 @@ from ticklens.config import Config
 from ticklens.domain.bars import BarBook
 from ticklens.domain.book import BookBatch
 from ticklens.domain.dedup import Conflict, Dedup
-from ticklens.domain.records import Clock, GapEvent, Rejected, Trades
+from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
 from ticklens.domain.timeframes import TIMEFRAME_MS
-
-FEED_KEY = "_feed"
 
 
 def build_flow(cfg: Config) -> Dataflow:
@@ -40,8 +38,13 @@ def build_flow(cfg: Config) -> Dataflow:
     pairs = op.stateful_flat_map("pair_analytics", legs_split.trues, pair_step(cfg))  # ("btcusdt-ethusdt@1s", PairOut)
     corr = op.stateful_flat_map("correlation", legs_split.falses, corr_step(cfg))  # ("_corr@1m", CorrOut)
     sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
-    watched = op.merge("alert_inputs", barred, pairs)
-    alerts = op.stateful_flat_map("alerts", watched, alert_step(cfg))  # ("btcusdt" | "btcusdt-ethusdt", AlertFired)
+    health = op.flat_map(
+        "feed_health", items, _health_router
+    )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
+    watched = op.merge("alert_inputs", barred, pairs, health)
+    alerts = op.stateful_flat_map(
+        "alerts", watched, alert_step(cfg)
+    )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
     stored = op.merge("to_store", barred, books, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, make_sink(cfg))
     return flow
@@ -56,6 +59,16 @@ def _router(symbols: list[str]):
         return [(FEED_KEY, item)]
 
     return route
+
+
+def _health_router(item: Any) -> list[tuple[str, Any]]:
+    """What feed-health alerts read besides the symbols' batches: the source's clock, reports and
+    rejects under the feed key, backfill gap events under their symbol."""
+    if isinstance(item, (Trades, BookBatch)):
+        return []
+    if isinstance(item, GapEvent):
+        return [(item.symbol, item)]
+    return [(FEED_KEY, item)]
 
 
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
@@ -85,6 +98,7 @@ def _dedup_step(lateness_ms: int):
             fresh, dups, conflicts = state.fresh(item)
             now_ts = state.max_ts
             out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
+        out.duplicates_total = state.duplicates
         out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
         return state, [out, *map(_conflict_reject, conflicts)]
 
@@ -127,6 +141,10 @@ def _bars_step(cfg: Config):
             late_trades=state.late_trades,
             revisions=state.revisions,
             watermark=state.watermark,
+            clock=fresh.clock,
+            trades_total=state.trades,
+            duplicates_total=fresh.duplicates_total,
+            last_trade_ms=state.newest_ts,
         )
         return state, out
 

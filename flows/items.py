@@ -18,6 +18,7 @@ class Fresh:
     clock: int | None = None
     gaps: list[GapEvent] = field(default_factory=list)
     duplicates: int = 0
+    duplicates_total: int = 0  # since the flow first started (recovered state)
 
 
 @dataclass(slots=True)
@@ -34,6 +35,11 @@ class SymbolOut:
     late_trades: int = 0
     revisions: int = 0
     watermark: int = 0
+    clock: int | None = None  # the source clock this batch carried (exchange time now)
+    # Running totals of the flow's recovered state: they go on across a resumed run.
+    trades_total: int = 0
+    duplicates_total: int = 0
+    last_trade_ms: int = 0
 
 
 @dataclass(slots=True)

@@ -1,4 +1,10 @@
-"""Running counters of the flow, printed to the terminal and stored as status rows."""
+"""Running counters of the flow, printed to the terminal and stored as status rows.
+
+Trade and duplicate totals and each symbol's last trade time come from the
+flow's own (recovered) state, carried on every `SymbolOut`: a run resumed from
+its recovery snapshot goes on from where the stopped one was, instead of
+starting again at zero while the store holds everything it wrote before.
+"""
 
 from __future__ import annotations
 
@@ -50,20 +56,24 @@ class Progress:
         self.books: dict[str, BookHealth] = {}
         self.feeds: dict[str, FeedStats] = {}
         self.rejects_stored = 0
-        self.trades_total = 0
+        self.trades_total = 0  # since the flow first started (resumed runs included)
+        self.run_trades = 0  # by this process: the rate
         self._last_print = time.monotonic()
         self._last_trades = 0
         self.rate = 0.0
 
     def on_symbol(self, out: SymbolOut, wrote_bars: int, now_ms: int) -> None:
         h = self.symbols.setdefault(out.symbol, SymbolHealth())
-        if out.ticks is not None and len(out.ticks):
-            n = len(out.ticks)
-            h.trades += n
-            self.trades_total += n
+        n = len(out.ticks) if out.ticks is not None else 0
+        if n:
+            self.run_trades += n
             h.last_trade_ms = max(h.last_trade_ms, int(out.ticks.ts_ms.max()))
             h.last_recv_ms = max(h.last_recv_ms, int(out.ticks.recv_ms.max()))
-        h.duplicates += out.duplicates
+        # The flow's totals (they survive a resume); this run's own counts as a floor.
+        h.trades = max(h.trades + n, out.trades_total)
+        h.last_trade_ms = max(h.last_trade_ms, out.last_trade_ms)
+        h.duplicates = max(h.duplicates + out.duplicates, out.duplicates_total)
+        self.trades_total = sum(x.trades for x in self.symbols.values())
         h.late_trades = out.late_trades
         h.revisions = out.revisions
         h.bars_written += wrote_bars
@@ -90,8 +100,8 @@ class Progress:
     def status_docs(self) -> dict[str, object]:
         now = time.monotonic()
         dt = max(now - self._last_print, 1e-6)
-        self.rate = (self.trades_total - self._last_trades) / dt
-        self._last_print, self._last_trades = now, self.trades_total
+        self.rate = (self.run_trades - self._last_trades) / dt
+        self._last_print, self._last_trades = now, self.run_trades
         docs: dict[str, object] = {
             "flow": {
                 "pid": os.getpid(),

@@ -1,8 +1,10 @@
 """Alerts page: create rules, switch them on and off, delete them, and watch triggers arrive.
 
 Rules live in the API (`/api/v1/alerts`); the flow evaluates them. The form offers
-every metric and operator the rule model accepts and lets the API validate the
-rest, showing its message when it refuses.
+every metric and operator the rule model accepts (feed health included), when a
+metric is checked (`on`: every trade or each bar close), how long the condition
+must hold (`min_duration_s`) and more symbols for one rule, and lets the API
+validate the rest, showing its message when it refuses.
 """
 
 from __future__ import annotations
@@ -20,9 +22,27 @@ from ticklens.domain.timeframes import TIMEFRAMES
 TRADE_METRICS = ["price", "trade_size"]
 BAR_METRICS = ["volume", "return", "volatility"]
 PAIR_METRICS = ["spread", "zscore", "hedge_ratio", "correlation"]
-METRICS = TRADE_METRICS + BAR_METRICS + PAIR_METRICS
-OPERATORS = [">", ">=", "<", "<=", "crosses_above", "crosses_below"]
-RULE_COLUMNS = ["id", "name", "metric", "target", "timeframe", "operator", "threshold", "exit", "cooldown_s", "enabled"]
+SYMBOL_HEALTH_METRICS = ["stale_s", "gaps_open"]  # feed health per symbol
+FEED_METRICS = ["reconnects_per_min", "rejected_per_min"]  # feed health, the whole feed
+METRICS = TRADE_METRICS + BAR_METRICS + PAIR_METRICS + SYMBOL_HEALTH_METRICS + FEED_METRICS
+OPERATORS = [">", ">=", "<", "<=", "==", "crosses_above", "crosses_below"]
+ON_CHOICES = ["default", "tick", "bar_close"]  # default: every trade for trade metrics, bar close otherwise
+TICK_BAR_METRICS = ["volume", "return"]  # bar metrics that can be watched on the bar in progress
+RULE_COLUMNS = [
+    "id", "name", "metric", "target", "timeframe", "on", "operator", "threshold", "exit", "hold_s", "cooldown_s",
+    "enabled",
+]  # fmt: skip
+
+
+def rule_target(r: dict) -> str:
+    """What a rule watches, as the table shows it: its symbol(s), its pair, or the feed."""
+    if r.get("pair"):
+        return "-".join(r["pair"])
+    if r.get("symbols"):
+        return ", ".join(r["symbols"])
+    return r.get("symbol") or "feed"
+
+
 EVENT_COLUMNS = ["time", "rule_name", "symbol", "metric", "operator", "value", "threshold", "ref", "webhook_status"]
 
 
@@ -32,11 +52,13 @@ def rules_frame(rules: list[dict]) -> pd.DataFrame:
             "id": r["id"],
             "name": r["name"],
             "metric": r["metric"],
-            "target": r["symbol"] or "-".join(r["pair"] or []),
+            "target": rule_target(r),
             "timeframe": r.get("timeframe") or "tick",
+            "on": r.get("on") or "",
             "operator": r["operator"],
             "threshold": r["threshold"],
             "exit": r.get("exit_threshold"),
+            "hold_s": r.get("min_duration_s", 0.0),
             "cooldown_s": r.get("cooldown_s", 0.0),
             "enabled": bool(r["enabled"]),
         }
@@ -59,12 +81,15 @@ class AlertsPage(Page):
     rule_name = param.String(default="", label="Name")
     metric = param.Selector(objects=METRICS, default="price")
     symbol = param.Selector(objects=[], label="Symbol")
+    more_symbols = param.ListSelector(default=[], objects=[], label="More symbols (one rule, optional)")
     pair_a = param.Selector(objects=[], label="Pair: y")
     pair_b = param.Selector(objects=[], label="Pair: x")
     timeframe = param.Selector(objects=list(TIMEFRAMES), default="1m")
     operator = param.Selector(objects=OPERATORS, default=">")
     threshold = param.Number(default=0.0, label="Threshold")
     exit_threshold = param.String(default="", label="Exit threshold (optional)")
+    on = param.Selector(objects=ON_CHOICES, default="default", label="Checked on")
+    min_duration_s = param.Number(default=0.0, bounds=(0, 86_400), label="Must hold for (s)")
     cooldown_s = param.Number(default=0.0, bounds=(0, 30 * 86_400), label="Cooldown (s)")
     window = param.Integer(default=20, bounds=(2, 1000), label="Window (bars, volatility)")
     webhook = param.String(default="", label="Webhook URL (optional)")
@@ -77,12 +102,15 @@ class AlertsPage(Page):
             "name": w.TextInput.from_param(self.param.rule_name, placeholder="e.g. btc breakout", width=220),
             "metric": w.Select.from_param(self.param.metric, width=140),
             "symbol": w.Select.from_param(self.param.symbol, width=130),
+            "more_symbols": w.MultiChoice.from_param(self.param.more_symbols, width=260),
             "pair_a": w.Select.from_param(self.param.pair_a, width=120),
             "pair_b": w.Select.from_param(self.param.pair_b, width=120),
             "timeframe": w.Select.from_param(self.param.timeframe, width=80),
             "operator": w.Select.from_param(self.param.operator, width=140),
             "threshold": w.FloatInput.from_param(self.param.threshold, width=130),
             "exit_threshold": w.TextInput.from_param(self.param.exit_threshold, width=170),
+            "on": w.Select.from_param(self.param.on, width=110),
+            "min_duration_s": w.FloatInput.from_param(self.param.min_duration_s, width=130),
             "cooldown_s": w.FloatInput.from_param(self.param.cooldown_s, width=110),
             "window": w.IntInput.from_param(self.param.window, width=170),
             "webhook": w.TextInput.from_param(self.param.webhook, placeholder="http://…", width=260),
@@ -120,14 +148,16 @@ class AlertsPage(Page):
         self._newest_event: int | None = None
         self._ticks = 0
         self._rules_raw: list[dict] = []
-        pn.bind(self._fields_for_metric, self.param.metric, watch=True)
-        self._fields_for_metric(self.metric)
+        pn.bind(self._fields_for_metric, self.param.metric, self.param.on, watch=True)
+        self._fields_for_metric(self.metric, self.on)
+        pn.bind(self._fields_for_operator, self.param.operator, watch=True)
 
     def view(self) -> pn.viewable.Viewable:
         f = self.w
         form = pn.Card(
-            pn.Row(f["name"], f["metric"], f["symbol"], f["pair_a"], f["pair_b"], f["timeframe"]),
-            pn.Row(f["operator"], f["threshold"], f["exit_threshold"], f["cooldown_s"], f["window"]),
+            pn.Row(f["name"], f["metric"], f["symbol"], f["more_symbols"], f["pair_a"], f["pair_b"]),
+            pn.Row(f["on"], f["timeframe"], f["operator"], f["threshold"], f["exit_threshold"]),
+            pn.Row(f["min_duration_s"], f["cooldown_s"], f["window"]),
             pn.Row(f["webhook"], f["enabled"], self.create),
             self.form_msg,
             title="New rule",
@@ -146,12 +176,19 @@ class AlertsPage(Page):
             sizing_mode="stretch_width",
         )
 
-    def _fields_for_metric(self, metric: str) -> None:
+    def _fields_for_metric(self, metric: str, on: str = "default") -> None:
         pair = metric in PAIR_METRICS
-        self.w["symbol"].visible = not pair
+        feed = metric in FEED_METRICS
+        health = feed or metric in SYMBOL_HEALTH_METRICS
+        self.w["symbol"].visible = self.w["more_symbols"].visible = not pair and not feed
         self.w["pair_a"].visible = self.w["pair_b"].visible = pair
-        self.w["timeframe"].visible = metric not in TRADE_METRICS
+        # `on` matters where both are possible: trade metrics (bar_close) and volume/return (tick).
+        self.w["on"].visible = metric in TRADE_METRICS or metric in TICK_BAR_METRICS
+        self.w["timeframe"].visible = not health and (metric not in TRADE_METRICS or on == "bar_close")
         self.w["window"].visible = metric == "volatility"
+
+    def _fields_for_operator(self, operator: str) -> None:
+        self.w["exit_threshold"].visible = operator != "=="
 
     def _ensure_symbols(self) -> None:
         if self.param.symbol.objects:
@@ -159,29 +196,40 @@ class AlertsPage(Page):
         syms = self.api.symbols()
         if not syms:
             return
-        for p in ("symbol", "pair_a", "pair_b"):
+        for p in ("symbol", "pair_a", "pair_b", "more_symbols"):
             self.param[p].objects = syms
         self.param.update(symbol=syms[0], pair_a=syms[0], pair_b=syms[min(1, len(syms) - 1)])
 
     def rule_payload(self) -> dict:
         """The form as the API's rule object (only the fields the metric takes)."""
+        m = self.metric
         body: dict[str, Any] = {
-            "name": self.rule_name.strip() or f"{self.metric} {self.operator} {self.threshold:g}",
-            "metric": self.metric,
+            "name": self.rule_name.strip() or f"{m} {self.operator} {self.threshold:g}",
+            "metric": m,
             "operator": self.operator,
             "threshold": self.threshold,
             "cooldown_s": self.cooldown_s,
             "enabled": self.enabled,
         }
-        if self.metric in PAIR_METRICS:
+        if self.min_duration_s:
+            body["min_duration_s"] = self.min_duration_s
+        if m in PAIR_METRICS:
             body["pair"] = [self.pair_a, self.pair_b]
-        else:
-            body["symbol"] = self.symbol
-        if self.metric not in TRADE_METRICS:
+        elif m not in FEED_METRICS:
+            more = [s for s in self.more_symbols if s != self.symbol]
+            if more:
+                body["symbols"] = [self.symbol, *more]  # one rule watching each
+            else:
+                body["symbol"] = self.symbol
+        on = self.on if self.on != "default" and (m in TRADE_METRICS or m in TICK_BAR_METRICS) else None
+        if on:
+            body["on"] = on
+        health = m in FEED_METRICS or m in SYMBOL_HEALTH_METRICS
+        if not health and (m not in TRADE_METRICS or on == "bar_close"):
             body["timeframe"] = self.timeframe
-        if self.metric == "volatility":
+        if m == "volatility":
             body["window"] = self.window
-        if self.exit_threshold.strip():
+        if self.exit_threshold.strip() and self.operator != "==":  # '==' re-arms when the value differs
             body["exit_threshold"] = float(self.exit_threshold)
         if self.webhook.strip():
             body["webhook"] = self.webhook.strip()

@@ -80,18 +80,27 @@ def reference_bars(store: Path, symbol: str, every: str) -> pl.DataFrame:
 
 
 def test_health_names_the_store_and_schema(api: ApiServer, store: Path) -> None:
-    body = api.client.get("/health").json()
+    body = api.client.get("/api/v1/health").json()
     assert body["status"] == "ok"
     assert body["store"] == str(store)
     assert body["schema_version"] == SCHEMA_VERSION
     assert body["time"].endswith("Z")
+    # /health answers in the original design's shape, ticklens' own fields beside it.
+    compat = api.client.get("/health").json()
+    assert compat["status"] == "healthy" and compat["collecting"] is False
+    assert (
+        compat["store"] == str(store)
+        and compat["schema_version"] == SCHEMA_VERSION
+        and compat["timestamp"].endswith("Z")
+    )
 
 
 def test_openapi_documents_every_endpoint(api: ApiServer) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     for p in [
         "/api/v1/start", "/api/v1/stop", "/api/v1/status", "/api/v1/ticks/{symbol}", "/api/v1/ohlc/{symbol}", "/api/v1/symbols",
-        "/api/v1/stats/{symbol}", "/api/v1/export/{symbol}", "/api/v1/upload/ohlc", "/health", "/metrics",
+        "/api/v1/stats/{symbol}", "/api/v1/export/{symbol}", "/api/v1/upload/ohlc", "/api/v1/health", "/health",
+        "/metrics",
     ]:  # fmt: skip
         assert p in paths, p
     assert api.client.get("/docs").status_code == 200

@@ -93,7 +93,30 @@ def test_alert_form_builds_a_rule_the_rule_model_accepts(metric: str, operator: 
     page.threshold = 2.0
     page.exit_threshold = "0.5" if operator in (">", ">=", "crosses_above") else "3.5"
     rule = AlertRule.model_validate(page.rule_payload())
-    assert (rule.metric, rule.operator, rule.exit_threshold) == (metric, operator, float(page.exit_threshold))
+    exit_level = None if operator == "==" else float(page.exit_threshold)  # '==' takes no exit level (hidden)
+    assert (rule.metric, rule.operator, rule.exit_threshold) == (metric, operator, exit_level)
+    page.api.close()
+
+
+@pytest.mark.parametrize(
+    ("metric", "on", "more", "expect"),
+    [
+        ("price", "bar_close", ["ethusdt"], {"on": "bar_close", "timeframe": "5m", "symbols": ["btcusdt", "ethusdt"]}),
+        ("price", "default", [], {"on": "tick", "timeframe": None, "symbol": "btcusdt"}),
+        ("volume", "tick", [], {"on": "tick", "timeframe": "5m", "symbol": "btcusdt"}),
+        ("stale_s", "bar_close", ["ethusdt"], {"on": "tick", "timeframe": None, "symbols": ["btcusdt", "ethusdt"]}),
+        ("reconnects_per_min", "default", ["ethusdt"], {"keys": ["_feed"], "timeframe": None}),
+    ],
+)
+def test_alert_form_offers_on_hold_and_more_symbols(metric: str, on: str, more: list[str], expect: dict) -> None:
+    page = AlertsPage(Api("http://127.0.0.1:9"))  # never called
+    for p in ("symbol", "pair_a", "pair_b", "more_symbols"):
+        page.param[p].objects = ["btcusdt", "ethusdt"]
+    page.param.update(symbol="btcusdt", metric=metric, on=on, more_symbols=more, timeframe="5m", min_duration_s=30)
+    rule = AlertRule.model_validate(page.rule_payload())
+    assert rule.min_duration_s == 30
+    for key, value in expect.items():
+        assert getattr(rule, key) == value, key
     page.api.close()
 
 

@@ -99,7 +99,9 @@ def test_the_api_stops_a_flow_it_did_not_start_without_waiting_on_a_zombie(tmp_p
     try:
         with api_server(cfg, tmp_path / "api.log") as api:
             state = wait_until(
-                lambda: (r := api.client.get("/api/v1/status").json()).get("running") and r, 30, "the API to see the flow"
+                lambda: (r := api.client.get("/api/v1/status").json()).get("running") and r,
+                30,
+                "the API to see the flow",
             )
             assert state["pid"] == flow.pid
             t0 = time.monotonic()

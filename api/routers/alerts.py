@@ -13,9 +13,9 @@ import orjson
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import Rules, param_error
-from storage.port import RuleStore
-from ticklens.domain.alerts.rules import AlertRule, ConditionError, rule_from_payload
+from api.deps import Reader, Rules, State, known_symbols, param_error
+from storage.port import RuleStore, StoreReader
+from ticklens.domain.alerts.rules import AlertRule, ConditionError, merge_patch, rule_from_payload
 from ticklens.domain.times import iso_ms, parse_time
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -48,8 +48,25 @@ _EXAMPLES = {
         },
     },
     "condition": {
-        "summary": "The original design's form",
-        "value": {"name": "btc above 50k", "condition": "price > 50000", "symbols": ["btcusdt"]},
+        "summary": "The original design's form (one rule watching each symbol)",
+        "value": {"name": "above 50k", "condition": "price > 50000", "symbols": ["btcusdt", "ethusdt"]},
+    },
+    "held": {
+        "summary": "A condition that must hold for a minute, checked at 1m bar closes",
+        "value": {
+            "name": "btc held above 98k",
+            "metric": "price",
+            "symbol": "btcusdt",
+            "on": "bar_close",
+            "timeframe": "1m",
+            "operator": ">",
+            "threshold": 98000,
+            "min_duration_s": 60,
+        },
+    },
+    "health": {
+        "summary": "Feed health: a symbol without trades for 30 s of exchange time",
+        "value": {"name": "btc stalled", "metric": "stale_s", "symbol": "btcusdt", "operator": ">", "threshold": 30},
     },
 }
 
@@ -93,11 +110,13 @@ class EventList(BaseModel):
 
 
 class AlertPatch(BaseModel):
-    """Fields to change; anything left out keeps its value."""
+    """Fields to change; anything left out keeps its value. `condition` (the original design's
+    form, e.g. `"price > 50000"`, optionally with `symbols`) replaces metric, operator and threshold."""
 
     model_config = {"extra": "allow"}
 
     enabled: bool | None = None
+    condition: str | None = Field(None, max_length=400)
 
 
 MAX_ID = 2**63 - 1  # a 64-bit integer key
@@ -134,13 +153,40 @@ def _invalid(e: ValidationError | ConditionError) -> HTTPException:
     return HTTPException(422, detail)
 
 
-def _parse(body: Any) -> AlertRule:
+def parse_rule(body: Any) -> AlertRule:
     if not isinstance(body, dict):
         raise HTTPException(422, [{"type": "type_error", "loc": ["body"], "msg": "the body must be a JSON object"}])
     try:
         return rule_from_payload(body)
     except (ValidationError, ConditionError) as e:
         raise _invalid(e) from None
+
+
+def check_symbols(rule: AlertRule, state: State, reader: StoreReader, had: list[str] | None = None) -> None:
+    """A rule on a symbol that is neither configured nor stored could never fire: a 422 naming the known ones.
+
+    `had`: the symbols an edited rule watched already (an edit that keeps them is not refused).
+    """
+    wanted = [s for s in rule.watched_symbols if s not in (had or [])]
+    if not wanted:
+        return
+    known = known_symbols(state, reader)
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        where = "pair" if rule.pair is not None else ("symbols" if rule.symbols else "symbol")
+        listed = ", ".join(sorted(known)) or "none yet"
+        raise HTTPException(
+            422,
+            [
+                {
+                    "type": "value_error",
+                    "loc": ["body", where],
+                    "msg": f"{where}: {', '.join(repr(s) for s in unknown)} is neither configured nor stored, so the "
+                    f"rule could never fire; known symbols: {listed} (collect it first: POST /api/v1/start)",
+                    "input": unknown,
+                }
+            ],
+        )
 
 
 def _get(rules: RuleStore, alert_id: int) -> tuple:
@@ -153,15 +199,23 @@ def _get(rules: RuleStore, alert_id: int) -> tuple:
 @router.post("", status_code=201, response_model=AlertOut)
 def create_alert(
     rules: Rules,
+    reader: Reader,
+    state: State,
     body: Annotated[dict[str, Any], Body(openapi_examples=_EXAMPLES)],
 ) -> AlertOut:
     """Create a rule, as a rule object or as `{"name", "condition": "price > 50000", "symbols": [...]}`.
 
-    Metrics: `price`, `trade_size` (every trade); `volume`, `return`, `volatility`
-    (every closed bar of `timeframe`, default 1m); `spread`, `zscore`, `hedge_ratio`,
-    `correlation` (every pair-analytics row; `pair` instead of `symbol`).
+    Metrics: `price`, `trade_size` (every trade, or with `on: bar_close` the bar's close / largest
+    trade); `volume`, `return`, `volatility` (every closed bar of `timeframe`, default 1m; `volume`
+    and `return` also `on: tick`, on the bar in progress); `spread`, `zscore`, `hedge_ratio`,
+    `correlation` (every pair-analytics row; `pair` instead of `symbol`); feed health: `stale_s`,
+    `gaps_open` (per symbol), `reconnects_per_min`, `rejected_per_min` (the whole feed).
+    `symbols` (several) makes one rule that watches each of them. `min_duration_s`: the condition
+    must hold that long (event time) before the rule fires. A symbol that is neither configured
+    nor stored is refused (422, naming the known ones).
     """
-    rule = _parse(body)
+    rule = parse_rule(body)
+    check_symbols(rule, state, reader)
     rid = rules.create_rule(rule)
     return _out(_get(rules, rid))
 
@@ -209,11 +263,19 @@ def get_alert(rules: Rules, alert_id: AlertId) -> AlertOut:
 
 
 @router.patch("/{alert_id}", response_model=AlertOut)
-def patch_alert(rules: Rules, alert_id: AlertId, body: Annotated[AlertPatch, Body()]) -> AlertOut:
-    """Change some fields (e.g. `{"enabled": false}`); the rule is validated again as a whole."""
-    current = _out(_get(rules, alert_id)).model_dump(exclude={"id", "version", "created", "updated"})
+def patch_alert(
+    rules: Rules, reader: Reader, state: State, alert_id: AlertId, body: Annotated[AlertPatch, Body()]
+) -> AlertOut:
+    """Change some fields (e.g. `{"enabled": false}`, or `{"condition": "price > 60000"}`); the rule is
+    validated again as a whole. A changed rule starts afresh (new `version`)."""
+    stored = _out(_get(rules, alert_id))
+    current = stored.model_dump(exclude={"id", "version", "created", "updated"})
     changes = body.model_dump(exclude_unset=True)
-    rule = _parse({**current, **changes})
+    try:
+        rule = merge_patch(current, changes)
+    except (ValidationError, ConditionError) as e:
+        raise _invalid(e) from None
+    check_symbols(rule, state, reader, had=AlertRule.model_validate(current).watched_symbols)
     rules.update_rule(alert_id, rule)
     return _out(_get(rules, alert_id))
 

@@ -93,7 +93,7 @@ class SpreadResponse(BaseModel):
 # --- parameters ------------------------------------------------------------------------
 
 
-def _symbols(text: str, lo: int, hi: int) -> list[str]:
+def parse_symbols(text: str, lo: int, hi: int) -> list[str]:
     syms = [s.strip().lower() for s in text.split(",") if s.strip()]
     bad = [s for s in syms if not SYMBOL_RE.match(s)]
     if bad:
@@ -235,7 +235,7 @@ def get_spread(
 ) -> ORJSONResponse:
     """Hedge ratio, spread, z-score and correlation per aligned bar, plus the latest half-life and ADF."""
     cfg = state.cfg
-    a, b = _symbols(symbols, 2, 2)
+    a, b = parse_symbols(symbols, 2, 2)
     _known(state, reader, [a, b])
     pc = _pair_cfg(cfg, a, b)
     tfs = cfg.pair_timeframes(pc) if pc else []
@@ -283,7 +283,7 @@ def get_correlation(
 ) -> ORJSONResponse:
     """Rolling correlation of log returns per pair (newest `limit` bars) and the latest matrix."""
     cfg = state.cfg
-    syms = _symbols(symbols, 2, MAX_SYMBOLS)
+    syms = parse_symbols(symbols, 2, MAX_SYMBOLS)
     _known(state, reader, syms)
     cc = cfg.correlation
     tf = timeframe or (cc.timeframe if cc else "1m")
@@ -355,7 +355,7 @@ def get_screen(
 ) -> ORJSONResponse:
     """Every pair of the symbols, ranked by Engle-Granger p-value over the newest window (lowest first)."""
     cfg = state.cfg
-    syms = _symbols(symbols, 2, MAX_SYMBOLS) if symbols else list(cfg.symbols)[:MAX_SYMBOLS]
+    syms = parse_symbols(symbols, 2, MAX_SYMBOLS) if symbols else list(cfg.symbols)[:MAX_SYMBOLS]
     _known(state, reader, syms)
     w = window or DEFAULT_WINDOW
     frames = {s: reader.closed_bars(s, timeframe) for s in syms}
@@ -378,7 +378,7 @@ def get_adf(
     lags: Annotated[int, Query(ge=0, le=50, description="Lagged differences in the ADF regression")] = 1,
 ) -> ORJSONResponse:
     """Engle-Granger test of y on x over the newest `window` aligned bars (on demand)."""
-    a, b = _symbols(symbols, 2, 2)
+    a, b = parse_symbols(symbols, 2, 2)
     _known(state, reader, [a, b])
     w = window or DEFAULT_WINDOW
     al = _aligned(reader, [a, b], timeframe, None)
@@ -406,7 +406,7 @@ def get_backtest(
     """Mean-reversion backtest on stored bars with the rolling OLS z-score (past-only), beta fixed at entry."""
     if exit_z >= entry_z:
         raise param_error("query", "exit_z", f"must be below entry_z ({entry_z})", exit_z)
-    a, b = _symbols(symbols, 2, 2)
+    a, b = parse_symbols(symbols, 2, 2)
     _known(state, reader, [a, b])
     w = window or DEFAULT_WINDOW
     start_ms, end_ms = time_range

@@ -1,4 +1,7 @@
-"""GET /health (liveness + store readable) and GET /metrics (Prometheus text)."""
+"""GET /api/v1/health (liveness + store readable) and GET /metrics (Prometheus text).
+
+`GET /health` itself answers in the original design's shape (`api/compat`), with these fields added.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from api.deps import Reader, State
 from api.models import Health
 from ticklens.domain.times import iso_ms, now_ms
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"])  # under /api/v1
+root = APIRouter(tags=["health"])  # unprefixed: /metrics, where scrapers look
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -42,7 +46,7 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {PROM_CONTENT_TYPE: {}}}})
+@root.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {PROM_CONTENT_TYPE: {}}}})
 def metrics(store: Reader, state: State) -> PlainTextResponse:
     """Ingest rate, lag, reconnects, gaps, malformed messages, DB size (Prometheus text format)."""
     now = now_ms()
@@ -63,7 +67,7 @@ def metrics(store: Reader, state: State) -> PlainTextResponse:
     m.metric(
         "ticklens_trades_stored_total",
         "counter",
-        "Trades stored by the current flow run",
+        "Trades the flow stored since it first started (resumed runs go on counting)",
         [({}, flow.get("trades_total", 0))],
     )
     m.metric(

@@ -26,7 +26,7 @@ def _iso(ms: int | None) -> str | None:
 @router.get("/symbols", response_model=SymbolsResponse)
 def get_symbols(store: Reader, state: State) -> SymbolsResponse:
     """Every configured symbol and every symbol with stored data."""
-    configured = configured_symbols(state)
+    configured = configured_symbols(state, store)
     stored = set(store.symbols_with_data())
     out = []
     for sym in sorted(configured | stored):

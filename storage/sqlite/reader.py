@@ -322,6 +322,12 @@ class SqliteReader:
     def reject_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM rejects").fetchone()[0])
 
+    def alert_trigger_counts(self) -> dict[int, int]:
+        """rule id → triggers stored (one pass over the alert_events key index)."""
+        return {
+            int(r): int(n) for r, n in self.conn.execute("SELECT rule_id, COUNT(*) FROM alert_events GROUP BY rule_id")
+        }
+
     def schema_version(self) -> int | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         return int(row[0]) if row else None

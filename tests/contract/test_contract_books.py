@@ -93,7 +93,10 @@ def test_quote_rows_keep_missing_times_and_empty_sides_as_null(store: Store) -> 
     _write(store, quotes=[q])
     with store.reader() as r:
         rows = r.quotes("btcusdt", 10)
-    assert rows == [(5, T0, None, T0, None, None, 3.5, 1.0, "book"), (6, T0 + 1, T0, T0 + 2, 1.5, 2.0, None, None, "book")]
+    assert rows == [
+        (5, T0, None, T0, None, None, 3.5, 1.0, "book"),
+        (6, T0 + 1, T0, T0 + 2, 1.5, 2.0, None, None, "book"),
+    ]
 
 
 @pytest.mark.parametrize("spot", [False, True])
@@ -148,7 +151,12 @@ def test_book_snapshots_round_trip_and_the_newest_at_or_before_an_id_is_found(st
         got_later = r.book_snapshot_before("ethusdt", 10**12)
         assert r.book_snapshot_before("btcusdt", 10**12) is None
     assert got_rest is not None and got_interval is not None and got_later is not None
-    assert (got_rest.last_update_id, got_rest.ts_ms, got_rest.limit, got_rest.complete_range) == (1000, T0 - 5, 1000, None)
+    assert (got_rest.last_update_id, got_rest.ts_ms, got_rest.limit, got_rest.complete_range) == (
+        1000,
+        T0 - 5,
+        1000,
+        None,
+    )
     assert got_rest.bids == rest.bids and got_rest.asks == rest.asks
     assert (got_interval.last_update_id, got_interval.ts_ms, got_interval.complete_range) == (
         2000,

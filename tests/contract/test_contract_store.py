@@ -289,6 +289,15 @@ def test_triggers_are_stored_once_and_only_new_webhook_triggers_are_returned(sto
         rules.close()
 
 
+def test_trigger_counts_are_per_rule_over_every_symbol_it_watches(store: Store) -> None:
+    eth = [AlertFired(1, "r", "ethusdt", "price", None, ">", 3.0, 2.0, T0 + i, str(i)) for i in (7, 8)]
+    batch = [_fired(1, "1"), _fired(1, "2"), _fired(2, "3"), *eth]
+    _write(store, alerts=batch)
+    _write(store, alerts=batch)  # stored once: counted once
+    with store.reader() as r:
+        assert r.alert_trigger_counts() == {1: 4, 2: 1}
+
+
 def test_rule_crud_and_the_flows_feed_sees_every_change(store: Store) -> None:
     rules = store.rules()
     feed = store.rule_feed(poll_s=0.0)

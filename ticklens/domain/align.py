@@ -7,6 +7,7 @@ at the newest bar of any leg: a quiet tail is filled in when the next bar
 arrives, never invented. In the flow a bucket is emitted once every leg's
 watermark has passed its end, so a bar that closes later can no longer change it.
 `Aligner` does this bar by bar, `align_frames` over stored bars, side by side.
+`align_ticks` aligns two symbols' trades instead (the original design's tick windows).
 """
 
 from __future__ import annotations
@@ -130,3 +131,23 @@ def align_frames(bars: dict[str, pl.DataFrame], tf_ms: int) -> pl.DataFrame:
     return grid.filter((pl.col("start_ms") >= first) & (pl.col("start_ms") - last_bar < idle_ms)).drop(
         [c for c in grid.columns if c.endswith("_traded")]
     )
+
+
+def align_ticks(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """Two symbols' trades (columns ts_ms, price; oldest first) on their merged trade times.
+
+    At every millisecond in which either traded, each leg's last price at or
+    before it (by trade time, then id order as given): columns ts_ms, a, b. Rows
+    start once both have traded.
+    """
+    legs = []
+    for name, df in (("a", a), ("b", b)):
+        legs.append(
+            df.select(pl.col("ts_ms").cast(pl.Int64), pl.col("price").cast(pl.Float64).alias(name))
+            .group_by("ts_ms", maintain_order=True)
+            .last()
+            .sort("ts_ms")
+        )
+    times = pl.concat([legs[0].select("ts_ms"), legs[1].select("ts_ms")]).unique().sort("ts_ms")
+    out = times.join_asof(legs[0], on="ts_ms", strategy="backward").join_asof(legs[1], on="ts_ms", strategy="backward")
+    return out.drop_nulls()

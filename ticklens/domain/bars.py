@@ -235,8 +235,11 @@ class BarBook:
     The watermark is the newest trade time (or source clock) minus the allowed
     lateness. A bar closes once the watermark passes its end; a later trade
     revises it (revision + 1). Bars older than `keep_closed_ms` leave memory;
-    a trade that late becomes a merge into the stored bar.
+    a trade that late becomes a merge into the stored bar. `trades` counts every
+    trade folded in (kept in the flow's recovery state, so a resumed run goes on counting).
     """
+
+    trades = 0  # class default: a book pickled before the counter existed starts from zero
 
     def __init__(self, symbol: str, timeframes: dict[str, int], lateness_ms: int, keep_closed_ms: int) -> None:
         self.symbol = symbol
@@ -259,6 +262,7 @@ class BarBook:
         if len(trades) == 0:
             return changed, merges
         self.late_trades += int(np.count_nonzero(trades.ts_ms < self.watermark))
+        self.trades += len(trades)
         for tf, tf_ms in self.timeframes.items():
             book = self.book[tf]
             for part in aggregate(trades, tf, tf_ms):

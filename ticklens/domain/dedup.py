@@ -146,6 +146,8 @@ class SeenIds:
 class Dedup:
     """Per-symbol dedup step state: drops repeated ids, reports gaps once they settle."""
 
+    duplicates = 0  # all repeats dropped (recovery state; class default for older pickles)
+
     def __init__(self, lateness_ms: int) -> None:
         self.seen = SeenIds()
         self.lateness_ms = lateness_ms
@@ -162,6 +164,7 @@ class Dedup:
         values differ from the trade kept); marks them seen."""
         mask = self.seen.fresh_mask(trades.trade_id)
         dups = int(len(mask) - mask.sum())
+        self.duplicates += dups
         new = trades if dups == 0 else trades.take(np.flatnonzero(mask))
         conflicts = self._conflicts(trades, new, mask) if dups else []
         had_holes = len(self.seen) > 1

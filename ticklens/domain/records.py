@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The key of the feed-wide stream (not a symbol: symbols match [a-z0-9]{2,30}).
+FEED_KEY = "_feed"
+
 COLUMNS = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id", "event_ms", "recv_ms")
 DTYPES = {
     "trade_id": np.int64,

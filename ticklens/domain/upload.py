@@ -56,8 +56,12 @@ def _num(text: str | None) -> float | None:
         return None
 
 
-def parse_bar_csv(data: bytes, now_ms: int) -> ParsedUpload:
-    """Check every row; any error anywhere means nothing may be written."""
+def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None) -> ParsedUpload:
+    """Check every row; any error anywhere means nothing may be written.
+
+    `default_timeframe`: a file without a `timeframe` column holds bars of this
+    timeframe (the original design's upload: 1m bars, no timeframe column).
+    """
     out = ParsedUpload()
     try:
         text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is fine
@@ -70,9 +74,13 @@ def parse_bar_csv(data: bytes, now_ms: int) -> ParsedUpload:
         out.message = f"not a readable CSV file: {str(e).splitlines()[0][:200]}"
         return out
     df = df.rename({c: c.strip().lower() for c in df.columns})
-    missing = [c for c in REQUIRED if c not in df.columns]
+    required = list(REQUIRED)
+    if default_timeframe is not None and "timeframe" not in df.columns:
+        df = df.with_columns(timeframe=pl.lit(default_timeframe))
+        required.remove("timeframe")
+    missing = [c for c in required if c not in df.columns]
     if missing:
-        out.message = f"missing column(s) {missing}; the header must name {list(REQUIRED)}"
+        out.message = f"missing column(s) {missing}; the header must name {required}"
         return out
     if df.height == 0:
         out.message = "the file has a header but no rows"

@@ -12,19 +12,42 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ticklens.domain.records import FEED_KEY
 from ticklens.domain.symbols import normalise_symbol
 from ticklens.domain.timeframes import Timeframe
 
 Metric = Literal[
-    "price", "trade_size", "volume", "return", "volatility", "spread", "zscore", "hedge_ratio", "correlation"
+    "price",
+    "trade_size",
+    "volume",
+    "return",
+    "volatility",
+    "spread",
+    "zscore",
+    "hedge_ratio",
+    "correlation",
+    "stale_s",
+    "gaps_open",
+    "reconnects_per_min",
+    "rejected_per_min",
 ]
-Operator = Literal[">", ">=", "<", "<=", "crosses_above", "crosses_below"]
+Operator = Literal[">", ">=", "<", "<=", "==", "crosses_above", "crosses_below"]
+On = Literal["tick", "bar_close"]
 TRADE_METRICS = frozenset({"price", "trade_size"})
 BAR_METRICS = frozenset({"volume", "return", "volatility"})
 PAIR_METRICS = frozenset({"spread", "zscore", "hedge_ratio", "correlation"})
-LEVEL_OPERATORS = frozenset({">", ">=", "<", "<="})
+# Feed health: per symbol (seconds since its last trade, open trade-id gaps) and feed-wide.
+SYMBOL_HEALTH_METRICS = frozenset({"stale_s", "gaps_open"})
+FEED_METRICS = frozenset({"reconnects_per_min", "rejected_per_min"})
+HEALTH_METRICS = SYMBOL_HEALTH_METRICS | FEED_METRICS
+SYMBOL_METRICS = TRADE_METRICS | BAR_METRICS | SYMBOL_HEALTH_METRICS
+ALL_METRICS = SYMBOL_METRICS | PAIR_METRICS | FEED_METRICS
+# Bar metrics that can also be watched on the bar in progress, trade by trade.
+TICK_BAR_METRICS = frozenset({"volume", "return"})
+LEVEL_OPERATORS = frozenset({">", ">=", "<", "<=", "=="})
 DEFAULT_TIMEFRAME: Timeframe = "1m"
 MAX_WINDOW = 1_000
+MAX_SYMBOLS = 200
 
 
 def parse_webhook(url: str) -> tuple[str, str, int]:
@@ -92,13 +115,19 @@ class AlertRule(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     metric: Metric
     symbol: str | None = None
+    # Several symbols: the rule watches each of them (one state per symbol, one rule to list).
+    symbols: list[str] | None = Field(None, max_length=MAX_SYMBOLS)
     pair: tuple[str, str] | None = None
     timeframe: Timeframe | None = None
+    # When the metric is checked: on every trade (`tick`) or when a bar of `timeframe` closes.
+    on: On | None = None
     operator: Operator
     threshold: float
     # Hysteresis: where a fired rule re-arms (default: the threshold). Also accepted as "exit".
     exit_threshold: float | None = Field(None, validation_alias=AliasChoices("exit_threshold", "exit"))
     cooldown_s: float = Field(0.0, ge=0, le=30 * 86_400)
+    # The condition must hold this long (event time) before the rule fires.
+    min_duration_s: float = Field(0.0, ge=0, le=86_400)
     window: int = Field(20, ge=2, le=MAX_WINDOW)  # bars, for `volatility`
     enabled: bool = True
     webhook: str | None = Field(None, max_length=2_000)
@@ -107,6 +136,22 @@ class AlertRule(BaseModel):
     @classmethod
     def _symbol(cls, v: str | None) -> str | None:
         return None if v is None else normalise_symbol(v)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, str):
+            v = [s for s in re.split(r"[,\s]+", v) if s]
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"symbols must be a list of symbols, got {v!r}")
+        out: list[str] = []
+        for s in v:
+            sym = normalise_symbol(s)
+            if sym not in out:
+                out.append(sym)
+        return out
 
     @field_validator("pair", mode="before")
     @classmethod
@@ -137,34 +182,106 @@ class AlertRule(BaseModel):
     @model_validator(mode="after")
     def _shape(self) -> AlertRule:
         m = self.metric
-        if m in PAIR_METRICS:
-            if self.pair is None or self.symbol is not None:
-                raise ValueError(f"metric {m!r} is a pair metric: give 'pair': [a, b] and no 'symbol'")
-        else:
-            if self.symbol is None or self.pair is not None:
-                raise ValueError(f"metric {m!r} is per symbol: give 'symbol' and no 'pair'")
-        if m in TRADE_METRICS:
-            if self.timeframe is not None:
-                raise ValueError(f"metric {m!r} is checked on every trade and takes no 'timeframe'")
-        elif self.timeframe is None:
-            self.timeframe = DEFAULT_TIMEFRAME
+        self._targets()
+        self._timing()
         e = self.exit_threshold
         if e is not None:
+            if self.operator == "==":
+                raise ValueError("'==' re-arms when the value differs: it takes no exit_threshold")
             up = self.operator in (">", ">=", "crosses_above")
             if (up and e > self.threshold) or (not up and e < self.threshold):
                 side = "at or below" if up else "at or above"
                 raise ValueError(
                     f"exit_threshold {e} must be {side} the threshold {self.threshold} for {self.operator!r}"
                 )
+        if m == "volatility" and self.on == "tick":
+            raise ValueError("metric 'volatility' is a statistic of closed bars: it takes on 'bar_close' only")
         return self
+
+    def _targets(self) -> None:
+        """Which stream(s): a symbol (or several), a pair, or the whole feed."""
+        m = self.metric
+        if m in PAIR_METRICS:
+            if self.pair is None or self.symbol is not None or self.symbols is not None:
+                raise ValueError(f"metric {m!r} is a pair metric: give 'pair': [a, b] and no 'symbol'")
+        elif m in FEED_METRICS:
+            if self.pair is not None or self.symbol is not None or self.symbols:
+                raise ValueError(f"metric {m!r} watches the whole feed: give no 'symbol', 'symbols' or 'pair'")
+            self.symbols = None
+        else:
+            if self.pair is not None:
+                raise ValueError(f"metric {m!r} is per symbol: give 'symbol' (or 'symbols') and no 'pair'")
+            if self.symbol is not None and self.symbols is not None:
+                if self.symbols != [self.symbol]:
+                    raise ValueError("give either 'symbol' or 'symbols', not both")
+                self.symbols = None
+            if self.symbols is not None:
+                if not self.symbols:
+                    raise ValueError(f"metric {m!r} is per symbol: 'symbols' must name at least one")
+                if len(self.symbols) == 1:  # one symbol is stored in the one-symbol shape
+                    self.symbol, self.symbols = self.symbols[0], None
+            if self.symbol is None and self.symbols is None:
+                raise ValueError(f"metric {m!r} is per symbol: give 'symbol' (or 'symbols')")
+
+    def _timing(self) -> None:
+        """`on` and `timeframe` defaults per metric; combinations that cannot be evaluated are refused."""
+        m = self.metric
+        if m in HEALTH_METRICS:
+            if self.on == "bar_close":
+                raise ValueError(f"metric {m!r} is checked as the feed reports: it takes no on 'bar_close'")
+            if self.timeframe is not None:
+                raise ValueError(f"metric {m!r} is checked as the feed reports and takes no 'timeframe'")
+            self.on = "tick"
+            return
+        if m in PAIR_METRICS and self.on == "tick":
+            raise ValueError(f"metric {m!r} is computed when bars close: it takes on 'bar_close' only")
+        if self.on is None:
+            self.on = "tick" if m in TRADE_METRICS else "bar_close"
+        if m in TRADE_METRICS and self.on == "tick":
+            if self.timeframe is not None:
+                raise ValueError(
+                    f"metric {m!r} is checked on every trade and takes no 'timeframe' (or set on: 'bar_close')"
+                )
+        elif self.timeframe is None:
+            self.timeframe = DEFAULT_TIMEFRAME
+
+    @property
+    def keys(self) -> list[str]:
+        """The streams the rule watches: symbols, a pair as `a-b` (as in `PairConfig.name`), or the feed."""
+        if self.metric in FEED_METRICS:
+            return [FEED_KEY]
+        if self.pair is not None:
+            return [f"{self.pair[0]}-{self.pair[1]}"]
+        return list(self.symbols) if self.symbols is not None else [self.symbol]  # type: ignore[list-item]
 
     @property
     def key(self) -> str:
-        """The stream the rule watches: a symbol, or a pair as `a-b` (as in `PairConfig.name`)."""
-        if self.symbol is not None:
-            return self.symbol
-        assert self.pair is not None  # the model validator requires one of the two
-        return f"{self.pair[0]}-{self.pair[1]}"
+        """One text for the streams watched (several symbols joined with ',')."""
+        return ",".join(self.keys)
+
+    @property
+    def watched_symbols(self) -> list[str]:
+        """Every symbol the rule needs data of (a pair's two legs; none for the whole feed)."""
+        if self.pair is not None:
+            return list(self.pair)
+        return [] if self.metric in FEED_METRICS else self.keys
+
+    def condition_text(self) -> str:
+        """The rule as the original design's condition string, e.g. `price > 50000`."""
+        return condition_text(self.metric, self.operator, self.threshold)
+
+
+CONDITION_NAMES = {"trade_size": "size", "zscore": "z_score"}  # the original's names, where they differ
+
+
+def condition_text(metric: str, operator: str, threshold: float) -> str:
+    """`price > 50000`: a condition string `parse_condition` reads back to the same rule."""
+    return f"{CONDITION_NAMES.get(metric, metric)} {operator} {number_text(threshold)}"
+
+
+def number_text(v: float) -> str:
+    """50000.0 → '50000', 61700.05 → '61700.05' (shortest text that reads back the same)."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e16 else repr(float(v))
 
 
 # --- the original design's form: {"name", "condition": "price > 50000", "symbols": [...]} ---
@@ -179,6 +296,8 @@ _OPERATOR_WORDS = {
     ">=": ">=",
     "<": "<",
     "<=": "<=",
+    "==": "==",
+    "=": "==",
     "crosses_above": "crosses_above",
     "crosses_below": "crosses_below",
     "crosses above": "crosses_above",
@@ -193,6 +312,12 @@ _METRIC_ALIASES = {
     "qty": "trade_size",
     "vol": "volatility",
     "ret": "return",
+    "stale": "stale_s",
+    "feed_lag": "stale_s",
+    "gap_open": "gaps_open",
+    "gaps": "gaps_open",
+    "reconnects": "reconnects_per_min",
+    "rejected": "rejected_per_min",
 }
 _TOKEN_RE = re.compile(
     r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -224,8 +349,8 @@ def parse_condition(text: str) -> tuple[str, str, float]:
         raise ConditionError(f"{where}: must start with a metric name, e.g. 'price > 50000'")
     metric = toks[0][1].lower()
     metric = _METRIC_ALIASES.get(metric, metric)
-    if metric not in TRADE_METRICS | BAR_METRICS | PAIR_METRICS:
-        known = ", ".join(sorted(TRADE_METRICS | BAR_METRICS | PAIR_METRICS))
+    if metric not in ALL_METRICS:
+        known = ", ".join(sorted(ALL_METRICS))
         raise ConditionError(f"{where}: unknown metric {toks[0][1]!r} (known: {known})")
     rest = toks[1:]
     op: str | None = None
@@ -233,7 +358,7 @@ def parse_condition(text: str) -> tuple[str, str, float]:
         op = _OPERATOR_WORDS.get(rest[0][1])
         if op is None:
             raise ConditionError(
-                f"{where}: operator {rest[0][1]!r} is not supported (use >, >=, <, <=, crosses_above, crosses_below)"
+                f"{where}: operator {rest[0][1]!r} is not supported (use >, >=, <, <=, ==, crosses_above, crosses_below)"
             )
         rest = rest[1:]
     elif rest and rest[0][0] == "word":
@@ -246,7 +371,7 @@ def parse_condition(text: str) -> tuple[str, str, float]:
         rest = rest[1:]
     else:
         raise ConditionError(
-            f"{where}: expected an operator (>, >=, <, <=, crosses_above, crosses_below) after {toks[0][1]!r}"
+            f"{where}: expected an operator (>, >=, <, <=, ==, crosses_above, crosses_below) after {toks[0][1]!r}"
         )
     if not rest or rest[0][0] != "num":
         got = repr(rest[0][1]) if rest else "nothing"
@@ -260,7 +385,11 @@ def parse_condition(text: str) -> tuple[str, str, float]:
 
 
 def rule_from_payload(body: dict[str, Any]) -> AlertRule:
-    """Accept the rule form or the original design's `condition` + `symbols` form."""
+    """Accept the rule form or the original design's `condition` + `symbols` form.
+
+    In the condition form, a per-symbol metric with several symbols is one rule
+    watching each of them; a pair metric takes exactly two (the pair).
+    """
     if "condition" not in body:
         return AlertRule.model_validate(body)
     body = dict(body)
@@ -270,22 +399,63 @@ def rule_from_payload(body: dict[str, Any]) -> AlertRule:
         symbols = [body.pop("symbol")]
     if isinstance(symbols, str):
         symbols = [s for s in re.split(r"[,\s]+", symbols) if s]
+    rule: dict[str, Any] = {**body, "metric": metric, "operator": operator, "threshold": threshold}
+    if metric in FEED_METRICS:
+        if symbols:
+            raise ConditionError(f"metric {metric!r} watches the whole feed: give no 'symbols'")
+        return AlertRule.model_validate(rule)
     if not isinstance(symbols, list) or not symbols:
         raise ConditionError(
-            "'symbols' must list the symbol (or the two legs of a pair metric) the condition applies to"
+            "'symbols' must list the symbol(s) (or the two legs of a pair metric) the condition applies to"
         )
-    rule: dict[str, Any] = {**body, "metric": metric, "operator": operator, "threshold": threshold}
     if metric in PAIR_METRICS:
         if len(symbols) != 2:
             raise ConditionError(f"metric {metric!r} needs exactly two symbols (the pair), got {symbols!r}")
         rule["pair"] = symbols
     else:
-        if len(symbols) != 1:
-            raise ConditionError(
-                f"metric {metric!r} is per symbol; got {len(symbols)} symbols {symbols!r}: post one rule per symbol"
-            )
-        rule["symbol"] = symbols[0]
+        rule["symbols"] = symbols
     return AlertRule.model_validate(rule)
+
+
+def merge_patch(current: dict[str, Any], changes: dict[str, Any]) -> AlertRule:
+    """A stored rule with some fields changed, validated again as a whole.
+
+    `changes` may carry the original design's `condition` (with or without
+    `symbols`): it replaces metric, operator and threshold; without `symbols` the
+    rule keeps the streams it watched. A metric change drops `on`, `timeframe` and
+    `window` unless they are given, so the new metric gets its own defaults.
+    """
+    changes = dict(changes)
+    if "exit" in changes:  # the alias, so that it replaces the stored exit_threshold
+        changes["exit_threshold"] = changes.pop("exit")
+    base = dict(current)
+    if "condition" in changes:
+        metric, operator, threshold = parse_condition(changes.pop("condition"))
+        changes.update(metric=metric, operator=operator, threshold=threshold)
+        if not {"symbol", "symbols", "pair"} & set(changes):
+            streams = (
+                list(base.get("pair") or [])
+                or list(base.get("symbols") or [])
+                or ([base["symbol"]] if base.get("symbol") else [])
+            )
+            if metric in PAIR_METRICS:
+                if len(streams) != 2:
+                    raise ConditionError(f"metric {metric!r} needs a pair: give 'symbols': [a, b] with the condition")
+                changes["pair"] = streams
+            elif metric not in FEED_METRICS:
+                if not streams:
+                    raise ConditionError(f"metric {metric!r} is per symbol: give 'symbols' with the condition")
+                changes["symbols"] = streams
+        elif metric in PAIR_METRICS and "symbols" in changes:
+            changes["pair"] = changes.pop("symbols")
+    if {"symbol", "symbols", "pair"} & set(changes):
+        for k in ("symbol", "symbols", "pair"):
+            base.pop(k, None)
+    if changes.get("metric", base.get("metric")) != base.get("metric"):
+        for k in ("on", "timeframe", "window"):
+            if k not in changes:
+                base.pop(k, None)
+    return AlertRule.model_validate({**base, **changes})
 
 
 @dataclass(frozen=True, slots=True)

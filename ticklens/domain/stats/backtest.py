@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -27,6 +28,12 @@ class Trade:
     open: bool = False
 
 
+def _exits(z: float, sign: float, exit_z: float, rule: str) -> bool:
+    if rule == "band":
+        return abs(z) <= exit_z
+    return z <= exit_z if sign < 0 else z >= -exit_z  # sign -1: short the spread (entered high)
+
+
 @dataclass(slots=True)
 class Backtest:
     trades: list[Trade]
@@ -38,13 +45,23 @@ class Backtest:
     max_drawdown: float
 
 
-def backtest(rows: list[PairRow], entry_z: float, exit_z: float, fee_bps: float, bars_per_year: float) -> Backtest:
+def backtest(
+    rows: list[PairRow],
+    entry_z: float,
+    exit_z: float,
+    fee_bps: float,
+    bars_per_year: float,
+    exit_rule: Literal["band", "cross"] = "band",
+) -> Backtest:
     """Mean reversion on price-space rows: enter at |z| >= entry_z, exit at |z| <= exit_z.
 
     A decision at bar t uses only z_t (past-only spread statistics) and trades
     at close t; the hedge ratio is fixed at entry (beta_t of the entry bar).
     Fees are fee_bps of each leg's traded notional, on entry and on exit. A
     position still open at the last bar is marked there and flagged `open`.
+    `exit_rule="cross"` exits once z is back past the exit level on its way over,
+    overshoot included: a short (entered at z >= entry_z) at z <= exit_z, a long
+    at z >= -exit_z (so exit_z = 0 means "z crossed zero").
     """
     fee = fee_bps / 1e4
     trades: list[Trade] = []
@@ -54,7 +71,7 @@ def backtest(rows: list[PairRow], entry_z: float, exit_z: float, fee_bps: float,
     sign = 0.0
     for r in rows:
         z = r.zscore
-        if pos is not None and z is not None and abs(z) <= exit_z:
+        if pos is not None and z is not None and _exits(z, sign, exit_z, exit_rule):
             gross = sign * ((r.close_a - pos.entry_a) - pos.beta * (r.close_b - pos.entry_b))
             exit_fee = fee * (r.close_a + abs(pos.beta) * r.close_b)
             pos.fees += exit_fee

@@ -1,4 +1,4 @@
-"""Summary statistics over a window of bars (pure polars; used by /api/v1/stats)."""
+"""Summary statistics over a window of bars or of ticks (pure polars; /api/v1/stats, /api/stats)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,19 @@ def window_stats(bars: pl.DataFrame) -> dict[str, float | int | None]:
         "realised_volatility": row["rv"] if n > 1 else None,
     }
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+def tick_window_stats(price: pl.Series, qty: pl.Series) -> dict[str, float | int | None]:
+    """`window_stats` over trades: each trade counts as a bar with open = high = low = close = its price,
+    volume its quantity and quote volume price × quantity (so mean and std are of trade prices)."""
+    ticks = pl.DataFrame({"close": price.cast(pl.Float64), "volume": qty.cast(pl.Float64)})
+    return window_stats(
+        ticks.select(
+            open=pl.col("close"),
+            high=pl.col("close"),
+            low=pl.col("close"),
+            close=pl.col("close"),
+            volume=pl.col("volume"),
+            quote_volume=pl.col("close") * pl.col("volume"),
+        )
+    )

@@ -1,0 +1,25 @@
+"""What the original-API routers share: their OpenAPI tag, the pointer to the richer v1 answer, number hygiene."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from api.deps import json_response
+
+TAG = "original API (compatible)"
+
+
+def richer(v1: str, what: str) -> str:
+    """The OpenAPI description line that names the ticklens endpoint with the richer answer."""
+    return f"{what}\n\n**Richer answer:** `{v1}`."
+
+
+def num(v: float | None) -> float | None:
+    """A finite float, else None (NaN and infinities are not JSON numbers)."""
+    return v if v is not None and math.isfinite(v) else None
+
+
+def error_answer(text: str, **context: Any) -> Any:
+    """HTTP 200 with an `error` key: the original's "not enough data" answer that clients test for."""
+    return json_response({"error": text, **context})
