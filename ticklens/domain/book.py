@@ -411,11 +411,14 @@ class OrderBook:
 
     def copy(self) -> OrderBook:
         """An independent copy (the level dicts copied; strings are immutable and shared)."""
-        other = OrderBook.__new__(OrderBook)
-        for name in OrderBook.__slots__:
-            setattr(other, name, getattr(self, name))
+        other = OrderBook(self.symbol)
         other.bids = dict(self.bids)
         other.asks = dict(self.asks)
+        other._bb, other._ba = self._bb, self._ba
+        other._dec, other._need, other._dot, other._scale = self._dec, self._need, self._dot, self._scale
+        other._step, other._grid = self._step, self._grid
+        other._complete, other._gone = self._complete, self._gone
+        other.last_update_id, other.ts_ms = self.last_update_id, self.ts_ms
         return other
 
     def clear(self) -> None:
