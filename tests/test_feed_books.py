@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -661,3 +662,41 @@ def test_market_trades_are_the_recorded_json_unchanged_with_books_in_the_input()
     finally:
         feed.stop()
     assert got == recorded_trades
+
+
+def test_start_now_as_ticklens_up_runs_it_serves_current_times_and_consistent_snapshots(btc_recorded) -> None:
+    """`ticklens up` runs the feed on the bundled files with --loop --start-now: a pass far from the first."""
+    snap, depth, _, _ = btc_recorded
+    feed = Feed(*FILES, "--loop", "--start-now", "--speed", "1")
+    got: dict = {}
+    try:
+        port = feed.port
+        id_span = feed.stats()["books"]["btcusdt"]["id_span"]
+
+        async def run() -> list[dict]:
+            async def ask(msg: dict) -> None:
+                if not got and msg["data"]["e"] == "depthUpdate":
+                    got.update(http(port, "/fapi/v1/depth?symbol=BTCUSDT&limit=1000")[1])
+
+            def done(m: list[dict]) -> bool:
+                return bool(got) and m[-1]["data"]["u"] >= got["lastUpdateId"]
+
+            return await collect(f"ws://127.0.0.1:{port}/public/stream?streams=btcusdt@depth@0ms", done, 120, ask)
+
+        msgs = [m["data"] for m in asyncio.run(run())]
+        trades = asyncio.run(collect(f"ws://127.0.0.1:{port}/market/ws/btcusdt@trade", lambda m: len(m) >= 3, 60))
+    finally:
+        feed.stop()
+    now = time.time() * 1000
+    assert abs(msgs[0]["E"] - now) < 60_000 and abs(trades[-1]["T"] - now) < 60_000
+    k = (msgs[0]["u"] - depth[0]["u"]) // id_span + 1
+    assert k > 1_000, "joined a pass far from the first, ids moved on"
+    for prev, ev in zip(msgs, msgs[1:], strict=False):
+        assert ev["pu"] == prev["u"] or ev["pu"] > prev["u"]
+    # The snapshot is straddled by an event the client receives, and is the recording's book there.
+    last = got["lastUpdateId"]
+    straddle = next(e for e in msgs if e["u"] >= last)
+    assert straddle["U"] <= last <= straddle["u"]
+    pass_k = next(j for j in (k - 1, k) if snap["lastUpdateId"] <= last - j * id_span <= depth[-1]["u"])
+    bids, asks = sides(reference_through(BTC, last - pass_k * id_span), 1000)
+    assert got["bids"] == bids and got["asks"] == asks
