@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from flows.items import BookOut, SymbolOut
 from ticklens.domain.records import FeedStats
+from ticklens.domain.status import flow_key
 from ticklens.domain.times import iso_ms
 
 
@@ -48,8 +49,9 @@ class BookHealth:
 class Progress:
     """Counts what was stored; prints a line every `interval_s` and yields status documents."""
 
-    def __init__(self, interval_s: float, quiet: bool = False) -> None:
+    def __init__(self, interval_s: float, quiet: bool = False, worker: tuple[int, int] = (0, 1)) -> None:
         self.interval_s = interval_s
+        self.worker, self.workers = worker
         self.quiet = quiet or os.environ.get("TICKLENS_QUIET") == "1"
         self.started = time.time()
         self.symbols: dict[str, SymbolHealth] = {}
@@ -103,8 +105,10 @@ class Progress:
         self.rate = (self.run_trades - self._last_trades) / dt
         self._last_print, self._last_trades = now, self.run_trades
         docs: dict[str, object] = {
-            "flow": {
+            flow_key(self.worker, self.workers): {
                 "pid": os.getpid(),
+                "worker": self.worker,
+                "workers": self.workers,
                 "started_ms": int(self.started * 1000),
                 "trades_total": self.trades_total,
                 "trades_per_s": round(self.rate, 1),
@@ -133,4 +137,5 @@ class Progress:
         syms = " ".join(
             f"{s}@{iso_ms(h.last_trade_ms) if h.last_trade_ms else None}" for s, h in sorted(self.symbols.items())
         )
-        print(f"[ticklens] {' | '.join(parts)} | {syms}", file=sys.stderr, flush=True)
+        who = f"[ticklens w{self.worker}]" if self.workers > 1 else "[ticklens]"
+        print(f"{who} {' | '.join(parts)} | {syms}", file=sys.stderr, flush=True)

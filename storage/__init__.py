@@ -1,4 +1,4 @@
-"""The store: an interface (`storage.port`) and its backends (`storage.sqlite`)."""
+"""The store: an interface (`storage.port`) and its backends (`storage.sqlite`, `storage.postgres`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def retention_days(cfg: StoreConfig) -> dict[str, float]:
 
 def open_store(cfg: StoreConfig) -> Store:
     """The backend `store.kind` names, for the flow, the API and the tools alike."""
+    if cfg.kind == "postgres":
+        from storage.postgres import PostgresStore
+
+        return PostgresStore(cfg)
     from storage.sqlite import SqliteStore
 
     return SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb, retention_days=retention_days(cfg))

@@ -11,12 +11,14 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -72,6 +74,9 @@ class SourceConfig(_Model):
     # No data on a connection for this long counts as a stall and forces a reconnect.
     stall_s: float = Field(30.0, gt=0)
     max_streams_per_connection: int = Field(200, ge=1, le=200)
+    # Source partitions (each symbol in exactly one; spread over the flow's workers). None: one per
+    # connection group (live), one per symbol whose files name it (replay; 1 if a file holds several).
+    partitions: int | None = Field(None, ge=1, le=1024)
     # The reader's hand-over queue: the sockets pause when it holds this many trades or this
     # many bytes (trades and rejected messages alike), so no flood can grow memory.
     queue_max: int = Field(1_000_000, ge=1_000)
@@ -152,13 +157,16 @@ class RetentionConfig(_Model):
     """How long tables keep their rows: `days` for every table it applies to, `tables` per table.
 
     Book data is 10-100x the trade volume: e.g. `{tables: {depth_updates: 3, quotes: 7}}`.
-    None: keep forever. The cut is relative to the newest row stored (exchange time), so a
-    replay of old recordings keeps what a live run would. SQLite enforces it for the book
-    tables (ticks stay: the history tiers move them out); see docs/store.md.
+    None: keep forever. PostgreSQL drops whole daily partitions of its time-partitioned tables
+    (ticks and the book tables) once every row is older; SQLite deletes the book tables' rows
+    older than the newest stored time of the symbol minus the days (ticks stay there: the
+    history tiers move them out). See docs/store.md.
     """
 
     days: float | None = Field(None, gt=0)
     tables: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    # Partitions created this many days ahead of the wall clock, so live writes never wait on DDL.
+    ahead_days: int = Field(2, ge=0, le=60)
 
     @field_validator("tables")
     @classmethod
@@ -172,8 +180,20 @@ class RetentionConfig(_Model):
         return self.tables.get(table, self.days)
 
 
+_URL_PASSWORD = re.compile(r"(?P<head>postgres(?:ql)?://[^:/@\s]*):(?P<pw>[^@\s]*)@")
+
+
+def redact(text: str) -> str:
+    """`text` with any password in a postgresql:// URL (and password=… parameters) masked."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)
+    text = re.sub(r"(['\"]password['\"]:\s*)(['\"]).*?\2", r"\1'***'", text)
+    return re.sub(r"(password=)[^&\s'\"]*", r"\1***", text)
+
+
 class StoreConfig(_Model):
-    kind: Literal["sqlite"] = "sqlite"  # the embedded default; a server store is another backend
+    # sqlite: the embedded default, one writer (one machine, one flow process).
+    # postgres: a server store, one writer per flow worker (a multi-process cluster, several API replicas).
+    kind: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path("data/ticklens.db")
     # A cap on the store's size: at the cap the flow stops with a clear error
     # (as on a full disk) instead of filling the disk. None: no cap.
@@ -183,7 +203,46 @@ class StoreConfig(_Model):
     # Rows kept in `rejects` (oldest dropped first, counted). Enforced by the store's writer
     # (issue 18 part B); None: no cap.
     rejects_max_rows: int | None = Field(1_000_000, ge=1_000)
+    # postgres: postgresql://user@host:port/db. A password in the URL is moved to `password`
+    # (never shown); TICKLENS_PG_PASSWORD, when set, is used instead.
+    url: str | None = None
+    password: SecretStr | None = Field(None, repr=False)
+    # postgres: the API's connection pool, and how long a writer retries a lost server (backoff) before failing.
+    pool_max: int = Field(8, ge=1, le=256)
+    retry_s: float = Field(120.0, ge=0)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"url {redact(v)!r} must start with postgresql://")
+        return v
+
+    @model_validator(mode="after")
+    def _split_password(self) -> StoreConfig:
+        if self.kind == "postgres" and not self.url:
+            raise ValueError("store.kind 'postgres' needs store.url (postgresql://user@host:port/db)")
+        if self.url:
+            m = _URL_PASSWORD.match(self.url)
+            if m:
+                if self.password is None and m.group("pw"):
+                    self.password = SecretStr(unquote(m.group("pw")))
+                self.url = m.group("head") + "@" + self.url[m.end() :]
+            base, sep, query = self.url.partition("?")
+            if sep:
+                params = parse_qsl(query, keep_blank_values=True)
+                for k, v in params:
+                    if k == "password" and self.password is None:
+                        self.password = SecretStr(v)
+                kept = urlencode([(k, v) for k, v in params if k != "password"])
+                self.url = f"{base}?{kept}" if kept else base
+        return self
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: the file, or the server URL without any password."""
+        return redact(self.url) if self.kind == "postgres" and self.url else str(self.path)
 
 
 class BarsConfig(_Model):
@@ -289,8 +348,11 @@ class BookConfig(_Model):
 
 class RecoveryConfig(_Model):
     enabled: bool = True
-    directory: Path | None = None  # default: next to the store
+    directory: Path | None = None  # default: next to the store (a cluster: the same path, or shared, for every process)
     snapshot_interval_s: float = Field(5.0, gt=0)
+    # Recovery partitions, created once with the directory: at least the most processes the
+    # flow will run as (every process must see every partition). None: 1, or the process count.
+    partitions: int | None = Field(None, ge=1, le=1024)
 
 
 class AlertsConfig(_Model):
@@ -424,7 +486,7 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
-        lines.append(f"  {loc}: {e['msg']} (got {value!r})")
+        lines.append(redact(f"  {loc}: {e['msg']} (got {value!r})"))
     return "invalid configuration:\n" + "\n".join(lines)
 
 

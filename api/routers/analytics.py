@@ -160,27 +160,31 @@ def _adf(c: PairRow | None, window: int, tf: str) -> dict:
     }
 
 
+# Output field -> PairRow attribute, per hedge-ratio method.
+_SPREAD_FIELDS = {
+    "ols": {
+        "hedge_ratio": "beta",
+        "intercept": "alpha",
+        "spread": "spread",
+        "zscore": "zscore",
+        "spread_mean": "spread_mean",
+        "spread_std": "spread_std",
+    },
+    "kalman": {
+        "hedge_ratio": "k_beta",
+        "intercept": "k_alpha",
+        "spread": "k_spread",
+        "zscore": "k_zscore",
+        "beta_var": "k_beta_var",
+        "innovation": "k_innovation",
+        "innovation_var": "k_innovation_var",
+    },
+}
+
+
 def _spread_row(r: PairRow, method: str) -> dict:
     out = {"start_ms": r.start_ms, "time": iso_ms(r.start_ms), "correlation": _num(r.corr)}
-    if method == "ols":
-        out.update(
-            hedge_ratio=_num(r.beta),
-            intercept=_num(r.alpha),
-            spread=_num(r.spread),
-            zscore=_num(r.zscore),
-            spread_mean=_num(r.spread_mean),
-            spread_std=_num(r.spread_std),
-        )
-    else:
-        out.update(
-            hedge_ratio=_num(r.k_beta),
-            intercept=_num(r.k_alpha),
-            spread=_num(r.k_spread),
-            zscore=_num(r.k_zscore),
-            beta_var=_num(r.k_beta_var),
-            innovation=_num(r.k_innovation),
-            innovation_var=_num(r.k_innovation_var),
-        )
+    out.update({name: _num(getattr(r, attr)) for name, attr in _SPREAD_FIELDS[method].items()})
     return out
 
 
