@@ -20,6 +20,7 @@ from api.deps import AppState, json_response
 from api.routers import (
     alerts,
     analytics,
+    book,
     collection,
     continuity,
     data,
@@ -128,7 +129,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     for exc in (StoreUnavailable, *store.unavailable_errors):
         app.add_exception_handler(exc, _store_unavailable)
 
-    for r in (health, collection, ticks, ohlc, symbols, data, analytics, alerts, continuity, microstructure):
+    for r in (health, collection, ticks, ohlc, book, symbols, data, analytics, alerts, continuity, microstructure):
         app.include_router(r.router, prefix=API_V1)
     app.include_router(health.root)
     app.include_router(compat.router)

@@ -394,3 +394,57 @@ class VpinResponse(BaseModel):
     status: DataStatus = Field(description=DATA_STATUS_DOC)
     count: int
     buckets: list[VpinBucketOut] = Field(description="Oldest first")
+
+
+class Quote(BaseModel):
+    update_id: int = Field(description="Binance order-book update id `u`")
+    time: str = Field(description="Transaction time (else event time; spot: receive time), ISO-8601 UTC")
+    ts_ms: int = Field(description="The same, epoch ms")
+    bid: float | None = Field(description="Best bid price; null when the side is empty")
+    bid_qty: float | None
+    ask: float | None
+    ask_qty: float | None
+    source: Literal["bookTicker", "book"] = Field(
+        description="`bookTicker`: the exchange's stream; `book`: the local book's best after a depth event"
+    )
+
+
+class QuotesResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    quotes: list[Quote] = Field(description="Oldest first")
+
+
+class BookResponse(BaseModel):
+    symbol: str
+    at_ms: int = Field(description="The moment asked for (epoch ms)")
+    at: str = Field(description="The same, ISO-8601 UTC")
+    update_id: int = Field(description="The last applied depth event at or before `at` (final update id `u`)")
+    ts_ms: int = Field(description="Its transaction time `T`, epoch ms")
+    time: str = Field(description="The same, ISO-8601 UTC")
+    bids: list[tuple[str, str]] = Field(description="[price, quantity] as the exchange's decimal strings, best first")
+    asks: list[tuple[str, str]] = Field(description="[price, quantity], best first")
+    complete_range: tuple[float | None, float | None] = Field(
+        description="[low, high]: levels within are known complete (the last snapshot's range); null: unbounded."
+        " Levels outside were seen in diffs but may be missing others."
+    )
+    stale: bool = Field(
+        description="`at` falls inside a book gap: the book was not known then (this is the last known)"
+    )
+
+
+class BookGapOut(BaseModel):
+    from_update_id: int = Field(description="The book was known after this update (0: never before)")
+    from_ms: int
+    to_update_id: int | None = Field(description="Known again after this one; null while open")
+    to_ms: int | None
+    reason: Literal["pu_break", "reconnect", "snapshot_failure", "crossed"]
+    status: Literal["open", "closed"]
+    detail: str
+
+
+class BookGapsResponse(BaseModel):
+    symbol: str
+    count: int
+    gaps: list[BookGapOut] = Field(description="Oldest first")

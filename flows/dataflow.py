@@ -1,4 +1,12 @@
-"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, analysed, stored."""
+"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, analysed, stored; books kept.
+
+In a cluster each keyed step's state lives on one worker per key: a symbol's dedup, bars,
+book, statistics and alert state together; a pair's analytics on the worker its "a-b@tf" key
+hashes to; the correlation matrix ("_corr@tf") likewise on one worker. Feed items ("_feed":
+feed counters, rejects, backfill gaps) pass no keyed step, so they stay on the worker of
+the source partition that made them. Every worker's sink writes what reached it (each
+key's rows from one worker; `traced` steps print their own traceback in a cluster).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,15 @@ import orjson
 from bytewax.dataflow import Dataflow
 
 from flows.alert_step import alert_step
+from flows.book_step import book_step
+from flows.crash import traced
 from flows.items import Fresh, SymbolOut
 from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
 from flows.sink import make_sink
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
+from ticklens.domain.book import BookBatch
 from ticklens.domain.dedup import Conflict, Dedup
 from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
 from ticklens.domain.timeframes import TIMEFRAME_MS
@@ -22,36 +33,48 @@ from ticklens.domain.timeframes import TIMEFRAME_MS
 
 def build_flow(cfg: Config) -> Dataflow:
     flow = Dataflow("ticklens")
-    items = op.input("source", flow, make_source(cfg))  # Trades | Clock | Rejected | FeedStats
-    keyed = op.flat_map("route", items, _router(cfg.symbols))  # ("btcusdt", Trades | Clock) | ("_feed", …)
+    items = op.input("source", flow, make_source(cfg))  # Trades | BookBatch | Clock | Rejected | FeedStats
+    keyed = op.flat_map(
+        "route", items, traced("route", _router(cfg.symbols))
+    )  # ("btcusdt", Trades | BookBatch | Clock) | ("_feed", …)
     split = op.branch("split_feed", keyed, _is_symbol_item)
-    deduped = op.stateful_flat_map("dedup", split.trues, _dedup_step(cfg.bars.lateness_ms))  # (…, Fresh | Rejected)
+    kinds = op.branch("split_books", split.trues, _is_trade_item)  # trades and clocks | book batches
+    books = op.stateful_map("book", kinds.falses, traced("book", book_step(cfg)))  # ("btcusdt", BookOut)
+    deduped = op.stateful_flat_map(
+        "dedup", kinds.trues, traced("dedup", _dedup_step(cfg.bars.lateness_ms))
+    )  # (…, Fresh | Rejected)
     fresh = op.branch("split_conflicts", deduped, _is_fresh)  # conflicting duplicates go to the store's rejects
-    barred = op.stateful_map("bars", fresh.trues, _bars_step(cfg))  # ("btcusdt", SymbolOut)
-    legs = op.stateful_flat_map("pair_legs", barred, leg_router(cfg))  # ("btcusdt", LegBars)
+    barred = op.stateful_map("bars", fresh.trues, traced("bars", _bars_step(cfg)))  # ("btcusdt", SymbolOut)
+    legs = op.stateful_flat_map("pair_legs", barred, traced("pair_legs", leg_router(cfg)))  # ("btcusdt", LegBars)
     legs = op.key_on("by_pair", op.key_rm("unkey_legs", legs), leg_key)  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
     legs_split = op.branch("split_corr", legs, _is_pair_item)
-    pairs = op.stateful_flat_map("pair_analytics", legs_split.trues, pair_step(cfg))  # ("btcusdt-ethusdt@1s", PairOut)
-    corr = op.stateful_flat_map("correlation", legs_split.falses, corr_step(cfg))  # ("_corr@1m", CorrOut)
-    sym_stats = op.stateful_flat_map("symbol_stats", barred, symbol_stats_step(cfg))  # ("btcusdt", SymbolStatsOut)
+    pairs = op.stateful_flat_map(
+        "pair_analytics", legs_split.trues, traced("pair_analytics", pair_step(cfg))
+    )  # ("btcusdt-ethusdt@1s", PairOut)
+    corr = op.stateful_flat_map(
+        "correlation", legs_split.falses, traced("correlation", corr_step(cfg))
+    )  # ("_corr@1m", CorrOut)
+    sym_stats = op.stateful_flat_map(
+        "symbol_stats", barred, traced("symbol_stats", symbol_stats_step(cfg))
+    )  # ("btcusdt", SymbolStatsOut)
     health = op.flat_map(
-        "feed_health", items, _health_router
+        "feed_health", items, traced("feed_health", _health_router)
     )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
     watched = op.merge("alert_inputs", barred, pairs, health)
     alerts = op.stateful_flat_map(
-        "alerts", watched, alert_step(cfg)
+        "alerts", watched, traced("alerts", alert_step(cfg))
     )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
-    stored = op.merge("to_store", barred, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
+    stored = op.merge("to_store", barred, books, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
     op.output("store", stored, make_sink(cfg))
     return flow
 
 
 def _router(symbols: list[str]):
     def route(item: Any) -> list[tuple[str, Any]]:
-        if isinstance(item, Trades):
+        if isinstance(item, (Trades, BookBatch)):
             return [(item.symbol, item)]
-        if isinstance(item, Clock):
-            return [(s, Clock(item.ts_ms, s)) for s in symbols]
+        if isinstance(item, Clock):  # a partition's clock names its symbols; a lone partition's, none
+            return [(item.symbol, item)] if item.symbol else [(s, Clock(item.ts_ms, s)) for s in symbols]
         return [(FEED_KEY, item)]
 
     return route
@@ -60,7 +83,7 @@ def _router(symbols: list[str]):
 def _health_router(item: Any) -> list[tuple[str, Any]]:
     """What feed-health alerts read besides the symbols' batches: the source's clock, reports and
     rejects under the feed key, backfill gap events under their symbol."""
-    if isinstance(item, Trades):
+    if isinstance(item, (Trades, BookBatch)):
         return []
     if isinstance(item, GapEvent):
         return [(item.symbol, item)]
@@ -69,6 +92,10 @@ def _health_router(item: Any) -> list[tuple[str, Any]]:
 
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
     return kv[0] != FEED_KEY
+
+
+def _is_trade_item(kv: tuple[str, Any]) -> bool:
+    return not isinstance(kv[1], BookBatch)
 
 
 def _is_pair_item(kv: tuple[str, Any]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ticklens.domain.bars import Bar
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes, SyncCounters
 from ticklens.domain.records import GapEvent, Trades
 
 
@@ -39,3 +40,17 @@ class SymbolOut:
     trades_total: int = 0
     duplicates_total: int = 0
     last_trade_ms: int = 0
+
+
+@dataclass(slots=True)
+class BookOut:
+    """What one symbol's book step produced for the store: L1 rows, applied diffs, snapshots, gaps."""
+
+    symbol: str
+    quotes: Quotes | None = None  # bookTicker rows, or the local book's L1 when no bookTicker stream is read
+    applied: list[DepthUpdate] = field(default_factory=list)
+    snapshots: list[BookSnapshot] = field(default_factory=list)
+    gaps: list[BookGap] = field(default_factory=list)
+    live: bool = False
+    last_update_id: int = 0
+    counters: SyncCounters | None = None

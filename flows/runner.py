@@ -13,16 +13,20 @@ import argparse
 import os
 import signal
 import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
+from flows import crash
 from flows.dataflow import build_flow
-from flows.recovery import RecoveryError, free_space, prepare_recovery
+from flows.recovery import RecoveryError, free_space, prepare_recovery, recovery_problem
 from flows.shutdown import STOP
-from ticklens.config import ConfigError, load_config
+from storage import open_store
+from ticklens.config import Config, ConfigError, load_config
 
 
 def _request_stop(signum: int, frame: object) -> None:
@@ -42,27 +46,71 @@ def _root_cause(e: BaseException) -> str:
     return f"{type(pick).__name__}: {pick}"
 
 
+def _recovery_dir(cfg: Config, process_id: int | None, processes: int) -> Path:
+    """The recovery directory, created with `recovery.partitions` (default: one per process).
+
+    Process 0 (or a lone process) prepares it (`flows.recovery`: made in a temporary
+    directory and renamed into place, so no process sees it half made); the others of a
+    cluster wait for it. Every process must open the same directory (one machine: the same
+    path; several machines: a shared filesystem).
+    """
+    rdir = cfg.recovery_dir
+    want = cfg.recovery.partitions or processes
+    if want < processes and recovery_problem(rdir) is not None:
+        raise ConfigError(f"recovery.partitions: {want} is fewer than the {processes} processes of this cluster")
+    if process_id in (None, 0):
+        prepare_recovery(rdir, want)
+    else:
+        deadline = time.monotonic() + 120
+        while recovery_problem(rdir) is not None:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"recovery directory {rdir} was not made ready by process 0 within 120 s")
+            time.sleep(0.2)
+    have = len(list(rdir.glob("part-*.sqlite3")))
+    if have < processes:
+        print(
+            f"[ticklens] recovery directory {rdir} has {have} partition(s) for {processes} processes: it works,"
+            " but one process writes every snapshot (a new directory takes recovery.partitions)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rdir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flows.runner")
-    parser.add_argument("-w", "--workers", type=int, default=1)
+    parser.add_argument("-w", "--workers", type=int, default=1, help="workers per process")
+    parser.add_argument("-i", "--process-id", type=int, default=None, help="this process's index in the cluster")
+    parser.add_argument(
+        "-a", "--addresses", default=None, help='every process\'s host:port, as ONE ";"-separated string'
+    )
     parser.add_argument("--no-recovery", action="store_true")
     args = parser.parse_args(argv)
+    addresses = args.addresses.split(";") if args.addresses else None
+    processes = len(addresses) if addresses else 1
     try:
         cfg = load_config()
+        if addresses and (args.process_id is None or not 0 <= args.process_id < processes):
+            raise ConfigError(f"-i/--process-id must be 0 … {processes - 1} with {processes} addresses")
+        if processes > 1 and open_store(cfg.store).sink_partitions == "one":
+            raise ConfigError(
+                f"store.kind {cfg.store.kind!r} has a single writer and cannot take a {processes}-process cluster:"
+                " use store: {kind: postgres, url: postgresql://…} (docs/deploy.md), or run one process"
+            )
+        if processes > 1:
+            crash.install()
+        os.umask(0o077)  # store, recovery and recording files: readable by this user only
+        flow = build_flow(cfg)
+        recovery = None
+        if cfg.recovery.enabled and not args.no_recovery:
+            recovery = RecoveryConfig(str(_recovery_dir(cfg, args.process_id, processes)))
     except ConfigError as e:
         print(f"ticklens: {e}", file=sys.stderr)
         return 2
-    os.umask(0o077)  # store, recovery and recording files: readable by this user only
-    flow = build_flow(cfg)
-    recovery = None
+    except RecoveryError as e:
+        print(f"ticklens: {e}", file=sys.stderr, flush=True)
+        return 1
     rdir = cfg.recovery_dir
-    if cfg.recovery.enabled and not args.no_recovery:
-        try:
-            prepare_recovery(rdir)
-        except RecoveryError as e:
-            print(f"ticklens: {e}", file=sys.stderr, flush=True)
-            return 1
-        recovery = RecoveryConfig(str(rdir))
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
     # A second signal stops at once (the open batch is rolled back whole).
@@ -70,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     try:
-        cli_main(flow, workers_per_process=args.workers, epoch_interval=interval, recovery_config=recovery)
+        cli_main(
+            flow,
+            workers_per_process=args.workers,
+            process_id=args.process_id if addresses else None,
+            addresses=addresses,
+            epoch_interval=interval,
+            recovery_config=recovery,
+        )
     except KeyboardInterrupt:
         print("[ticklens] flow stopped by signal", file=sys.stderr, flush=True)
     except Exception as e:  # noqa: BLE001 (one clear line after bytewax's own traceback)

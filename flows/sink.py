@@ -12,7 +12,8 @@ import threading
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
-from flows.items import SymbolOut
+from flows.crash import trace_methods
+from flows.items import BookOut, SymbolOut
 from flows.progress import Progress
 from storage import open_store
 from storage.port import Store, StoreBatch, StoreWriter
@@ -89,15 +90,36 @@ class _WriterThread:
 
 
 class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartition[object]):
-    """One writer over the store; `snapshot` (fixed partitions) waits until the epoch is stored."""
+    """One writer over the store; `snapshot` (fixed partitions) waits until the epoch is stored.
 
-    def __init__(self, store: Store, progress: Progress) -> None:
+    `synchronous`: every batch is stored before `write_batch` returns. A per-worker
+    (dynamic) sink has no snapshot to wait in, and bytewax commits an epoch's recovery
+    snapshot without waiting for stateless outputs, so a batch still queued on the writer
+    thread could be lost to a crash after that commit. `keyed`: handed (key, value) pairs (a
+    dynamic sink) rather than values. `resend_pending`: this partition sends the webhooks an
+    earlier run left pending (one per flow, not one per worker).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        progress: Progress,
+        *,
+        synchronous: bool = False,
+        keyed: bool = False,
+        resend_pending: bool = True,
+    ) -> None:
         self.progress = progress
+        self.synchronous = synchronous
+        self.keyed = keyed
         self.webhooks = WebhookDispatcher(store)
-        self.webhooks.start()
+        if resend_pending:
+            self.webhooks.start()
         self.writer = _WriterThread(store.writer(), self.webhooks)
 
     def write_batch(self, values: list[object]) -> None:
+        if self.keyed:
+            values = [kv[1] for kv in values]  # type: ignore[index]
         batch = StoreBatch()
         outs: list[tuple[SymbolOut, int]] = []
         ended = False
@@ -110,6 +132,13 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
                 batch.bar_merges.extend(item.merges)
                 batch.gaps.extend(item.gaps)
                 outs.append((item, len({(b.timeframe, b.start_ms) for b in item.bars}) + len(item.merges)))
+            elif isinstance(item, BookOut):
+                if item.quotes is not None and len(item.quotes):
+                    batch.quotes.append(item.quotes)
+                batch.depth_updates.extend(item.applied)
+                batch.book_snapshots.extend(item.snapshots)
+                batch.book_gaps.extend(item.gaps)
+                self.progress.on_book(item)
             elif isinstance(item, PairOut):
                 batch.pairs.append(item)
             elif isinstance(item, SymbolStatsOut):
@@ -132,6 +161,8 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
             batch.status = self.progress.status_docs()
             self.progress.print_line()
         self.writer.submit(batch)
+        if self.synchronous:
+            self.writer.flush()
 
     def snapshot(self) -> None:
         # The epoch's recovery snapshot is committed after this: everything before it is stored.
@@ -162,14 +193,21 @@ class StoreSink(FixedPartitionedSink[object, None]):
 
 
 class WorkerStoreSink(DynamicSink[object]):
-    """A server store: each worker writes what it produced, on its own connection (no exchange)."""
+    """A server store: each worker writes what it produced, on its own connection (no exchange).
+
+    Each worker's status document has its own key (`flow:<worker>`, readers merge them);
+    the rows themselves never collide: a symbol's, a pair's and the correlation matrix's
+    state each live on one worker, and every write is idempotent by its natural key.
+    """
 
     def __init__(self, cfg: Config, store: Store) -> None:
         self.cfg = cfg
         self.store = store
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s))
+        progress = Progress(self.cfg.progress_interval_s, worker=(worker_index, worker_count))
+        part = _StorePartition(self.store, progress, synchronous=True, keyed=True, resend_pending=worker_index == 0)
+        return trace_methods(part, f"sink of worker {worker_index}", "write_batch", "close")
 
 
 def make_sink(cfg: Config) -> StoreSink | WorkerStoreSink:

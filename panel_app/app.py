@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:  # `panel serve panel_app/app.py` runs this file a
     sys.path.insert(0, str(ROOT))
 
 from panel_app.alerts import AlertsPage  # noqa: E402
+from panel_app.book import BookPage  # noqa: E402
 from panel_app.client import Api, ApiDown, ApiError  # noqa: E402
 from panel_app.correlation import CorrelationPage  # noqa: E402
 from panel_app.data import DataPage  # noqa: E402
@@ -42,6 +43,7 @@ class Dashboard:
             p.title: p
             for p in (
                 MarketPage(api),
+                BookPage(api),
                 PairPage(api),
                 CorrelationPage(api),
                 StatisticsPage(api),

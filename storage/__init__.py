@@ -1,13 +1,23 @@
-"""The store: an interface (`storage.port`) and its backends (`storage.sqlite`)."""
+"""The store: an interface (`storage.port`) and its backends (`storage.sqlite`, `storage.postgres`)."""
 
 from __future__ import annotations
 
 from storage.port import Store
-from ticklens.config import StoreConfig
+from ticklens.config import RETENTION_TABLES, StoreConfig
+
+
+def retention_days(cfg: StoreConfig) -> dict[str, float]:
+    """Table -> days kept, for the tables `store.retention` limits."""
+    out = {t: cfg.retention.days_for(t) for t in RETENTION_TABLES}
+    return {t: d for t, d in out.items() if d is not None}
 
 
 def open_store(cfg: StoreConfig) -> Store:
     """The backend `store.kind` names, for the flow, the API and the tools alike."""
+    if cfg.kind == "postgres":
+        from storage.postgres import PostgresStore
+
+        return PostgresStore(cfg)
     from storage.sqlite import SqliteStore
 
-    return SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb)
+    return SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb, retention_days=retention_days(cfg))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from store_support import StoreRef
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +84,9 @@ def api_server(config: Path, log: Path) -> Iterator[ApiServer]:
         server.stop()
 
 
-def rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+def rows(db: Path | StoreRef, sql: str, params: tuple = ()) -> list[tuple]:
+    if isinstance(db, StoreRef):
+        return db.rows(sql, params)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return conn.execute(sql, params).fetchall()

@@ -14,6 +14,7 @@ from api_support import ApiServer, api_server
 from flow_support import ROOT, SAMPLE, run_flow, write_config
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from store_support import BACKENDS, new_store
 
 from api.app import create_app
 from ticklens.config import load_config
@@ -21,10 +22,14 @@ from ticklens.config import load_config
 SMALL = [SAMPLE / "um_btcusdt_20240718_trades.gz", SAMPLE / "um_ethusdt_20240718_trades.gz"]
 
 
-@pytest.fixture(scope="module")
-def fuzz_api(tmp_path_factory) -> ApiServer:
-    tmp: Path = tmp_path_factory.mktemp("fuzz")
-    config = write_config(tmp, source={"kind": "replay", "paths": [str(p) for p in SMALL], "speed": "max"})
+@pytest.fixture(scope="module", params=BACKENDS)
+def fuzz_api(request, tmp_path_factory) -> ApiServer:
+    """The API over a small store, on each backend in turn."""
+    tmp: Path = tmp_path_factory.mktemp(f"fuzz_{request.param}")
+    store = new_store(request.param, tmp)
+    config = write_config(
+        tmp, source={"kind": "replay", "paths": [str(p) for p in SMALL], "speed": "max"}, store=store.config()
+    )
     done = run_flow(config, "--no-recovery")
     assert done.returncode == 0, done.stderr[-3000:]
     with api_server(config, tmp / "uvicorn.log") as server:

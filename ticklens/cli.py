@@ -84,7 +84,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 feed_cmd += [str(p) for p in cfg.feed.paths] + ["--loop", "--start-now"]
             feed_cmd += ["--speed", str(cfg.feed.speed)]
             procs["feed"] = _spawn("feed", feed_cmd, env)
-            print(f"[ticklens] feed      ws://127.0.0.1:{url.port or cfg.feed.port}/market/stream", file=sys.stderr)
+            base = f"127.0.0.1:{url.port or cfg.feed.port}"
+            print(f"[ticklens] feed      ws://{base}/market/stream (trades)", file=sys.stderr)
+            if not cfg.feed.simulate and cfg.feed.paths:
+                print(f"[ticklens] books     ws://{base}/public/stream, http://{base}/fapi/v1/depth", file=sys.stderr)
         procs["flow"] = _spawn("flow", flow_command(), env)
         if (ROOT / "api" / "app.py").exists():
             procs["api"] = _spawn(
@@ -174,7 +177,18 @@ def cmd_flow(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.config:
         env["TICKLENS_CONFIG"] = str(Path(args.config).resolve())
-    return subprocess.call(flow_command(args.workers), env=env, cwd=ROOT)
+    if args.processes <= 1:
+        return subprocess.call(flow_command(args.workers), env=env, cwd=ROOT)
+    cfg = load_config(args.config)
+    if cfg.store.kind == "sqlite":
+        raise ConfigError(
+            f"store.kind 'sqlite' has a single writer: --processes {args.processes} needs"
+            " store: {kind: postgres, url: postgresql://user@host:port/db} (docs/deploy.md)"
+        )
+    from ticklens.cluster import run_cluster
+
+    log_dir = cfg.recovery_dir.parent / "flow-logs"
+    return run_cluster(args.processes, env, log_dir, workers=args.workers, max_restarts=args.max_restarts)
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
@@ -191,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         func=cmd_up
     )
     p_flow = sub.add_parser("flow", help="run the dataflow only")
-    p_flow.add_argument("-w", "--workers", type=int, default=1)
+    p_flow.add_argument("-w", "--workers", type=int, default=1, help="workers per process (they share its GIL)")
+    p_flow.add_argument(
+        "-p", "--processes", type=int, default=1, help="a local cluster of N processes (a server store: postgres)"
+    )
+    p_flow.add_argument("--max-restarts", type=int, default=10, help="cluster: restarts after a process dies")
     p_flow.set_defaults(func=cmd_flow)
     p_feed = sub.add_parser("feed", help="local Binance-compatible WebSocket feed", add_help=False)
     p_feed.add_argument("rest", nargs=argparse.REMAINDER)

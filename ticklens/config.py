@@ -12,12 +12,14 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -41,12 +43,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+StreamKind = Literal["aggTrade", "trade", "bookTicker", "depth"]
+TRADE_STREAMS = ("aggTrade", "trade")
+BOOK_STREAMS = ("bookTicker", "depth")
+
+
 class SourceConfig(_Model):
     kind: Literal["binance", "feed", "replay"] = "replay"
     paths: list[Path] = Field(default_factory=list)
     speed: Literal["max"] | Annotated[float, Field(gt=0)] = "max"
     url: str | None = None
     stream: Literal["aggTrade", "trade"] = "aggTrade"
+    # The stream kinds read per symbol: at most one trade stream (aggTrade or trade), `bookTicker`
+    # (every best bid/ask update) and `depth` (the diff-depth stream a local order book is kept
+    # from, with REST snapshots). Default: the trade stream `stream` alone. A replay uses the kinds
+    # listed here of what its files hold and skips the rest.
+    streams: list[StreamKind] | None = None
+    # The diff-depth stream's update speed: <symbol>@depth@0ms | @100ms | @depth (250 ms) | @500ms.
+    depth_speed_ms: Literal[0, 100, 250, 500] = 0
     # WebSocket client library: picows reads ~3x faster than websockets on this machine.
     client: Literal["picows", "websockets"] = "picows"
     record: Path | None = None
@@ -61,6 +75,9 @@ class SourceConfig(_Model):
     # No data on a connection for this long counts as a stall and forces a reconnect.
     stall_s: float = Field(30.0, gt=0)
     max_streams_per_connection: int = Field(200, ge=1, le=200)
+    # Source partitions (each symbol in exactly one; spread over the flow's workers). None: one per
+    # connection group (live), one per symbol whose files name it (replay; 1 if a file holds several).
+    partitions: int | None = Field(None, ge=1, le=1024)
     # The reader's hand-over queue: the sockets pause when it holds this many trades or this
     # many bytes (trades and rejected messages alike), so no flood can grow memory.
     queue_max: int = Field(1_000_000, ge=1_000)
@@ -94,6 +111,33 @@ class SourceConfig(_Model):
         return self.time_window_ms or None
 
     @model_validator(mode="after")
+    def _streams(self) -> SourceConfig:
+        if self.streams is None:
+            self.streams = [self.stream]
+            return self
+        if not self.streams:
+            raise ValueError("source.streams must name at least one stream kind")
+        if len(set(self.streams)) != len(self.streams):
+            raise ValueError(f"source.streams {self.streams} lists a stream twice")
+        trades = [s for s in self.streams if s in TRADE_STREAMS]
+        if len(trades) > 1:
+            raise ValueError(f"source.streams {self.streams}: one trade stream (aggTrade or trade), not both")
+        if trades and "stream" in self.model_fields_set and trades[0] != self.stream:
+            raise ValueError(f"source.stream {self.stream!r} contradicts source.streams {self.streams}")
+        if trades:
+            self.stream = trades[0]  # type: ignore[assignment]
+        return self
+
+    @property
+    def trade_stream(self) -> str | None:
+        """The trade stream read (aggTrade or trade), None when only book streams are."""
+        return next((s for s in self.streams or [] if s in TRADE_STREAMS), None)
+
+    @property
+    def book_streams(self) -> list[str]:
+        return [s for s in self.streams or [] if s in BOOK_STREAMS]
+
+    @model_validator(mode="after")
     def _paths_for_replay(self) -> SourceConfig:
         if self.kind == "replay" and not self.paths:
             raise ValueError("source.kind 'replay' needs source.paths (one or more files)")
@@ -106,8 +150,51 @@ class SourceConfig(_Model):
         return self
 
 
+# The tables `store.retention` applies to (rows older than the newest stored time minus the days).
+RETENTION_TABLES = ("ticks", "quotes", "depth_updates", "book_snapshots", "book_gaps")
+
+
+class RetentionConfig(_Model):
+    """How long tables keep their rows: `days` for every table it applies to, `tables` per table.
+
+    Book data is 10-100x the trade volume: e.g. `{tables: {depth_updates: 3, quotes: 7}}`.
+    None: keep forever. PostgreSQL drops whole daily partitions of its time-partitioned tables
+    (ticks and the book tables) once every row is older; SQLite deletes the book tables' rows
+    older than the newest stored time of the symbol minus the days (ticks stay there: the
+    history tiers move them out). See docs/store.md.
+    """
+
+    days: float | None = Field(None, gt=0)
+    tables: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    # Partitions created this many days ahead of the wall clock, so live writes never wait on DDL.
+    ahead_days: int = Field(2, ge=0, le=60)
+
+    @field_validator("tables")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name not in RETENTION_TABLES:
+                raise ValueError(f"store.retention.tables: {name!r} is not one of {', '.join(RETENTION_TABLES)}")
+        return v
+
+    def days_for(self, table: str) -> float | None:
+        return self.tables.get(table, self.days)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>postgres(?:ql)?://[^:/@\s]*):(?P<pw>[^@\s]*)@")
+
+
+def redact(text: str) -> str:
+    """`text` with any password in a postgresql:// URL (and password=… parameters) masked."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)
+    text = re.sub(r"(['\"]password['\"]:\s*)(['\"]).*?\2", r"\1'***'", text)
+    return re.sub(r"(password=)[^&\s'\"]*", r"\1***", text)
+
+
 class StoreConfig(_Model):
-    kind: Literal["sqlite"] = "sqlite"  # the embedded default; a server store is another backend
+    # sqlite: the embedded default, one writer (one machine, one flow process).
+    # postgres: a server store, one writer per flow worker (a multi-process cluster, several API replicas).
+    kind: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Path("data/ticklens.db")
     # A cap on the store's size: at the cap the flow stops with a clear error
     # (as on a full disk) instead of filling the disk. None: no cap.
@@ -117,6 +204,46 @@ class StoreConfig(_Model):
     # Rows kept in `rejects` (oldest dropped first, counted). Enforced by the store's writer
     # (issue 18 part B); None: no cap.
     rejects_max_rows: int | None = Field(1_000_000, ge=1_000)
+    # postgres: postgresql://user@host:port/db. A password in the URL is moved to `password`
+    # (never shown); TICKLENS_PG_PASSWORD, when set, is used instead.
+    url: str | None = None
+    password: SecretStr | None = Field(None, repr=False)
+    # postgres: the API's connection pool, and how long a writer retries a lost server (backoff) before failing.
+    pool_max: int = Field(8, ge=1, le=256)
+    retry_s: float = Field(120.0, ge=0)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"url {redact(v)!r} must start with postgresql://")
+        return v
+
+    @model_validator(mode="after")
+    def _split_password(self) -> StoreConfig:
+        if self.kind == "postgres" and not self.url:
+            raise ValueError("store.kind 'postgres' needs store.url (postgresql://user@host:port/db)")
+        if self.url:
+            m = _URL_PASSWORD.match(self.url)
+            if m:
+                if self.password is None and m.group("pw"):
+                    self.password = SecretStr(unquote(m.group("pw")))
+                self.url = m.group("head") + "@" + self.url[m.end() :]
+            base, sep, query = self.url.partition("?")
+            if sep:
+                params = parse_qsl(query, keep_blank_values=True)
+                for k, v in params:
+                    if k == "password" and self.password is None:
+                        self.password = SecretStr(v)
+                kept = urlencode([(k, v) for k, v in params if k != "password"])
+                self.url = f"{base}?{kept}" if kept else base
+        return self
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: the file, or the server URL without any password."""
+        return redact(self.url) if self.kind == "postgres" and self.url else str(self.path)
 
 
 class BarsConfig(_Model):
@@ -234,10 +361,25 @@ class FeedConfig(_Model):
     simulate: bool = False
 
 
+class BookConfig(_Model):
+    # A full book snapshot is stored at the first applied depth event of every interval of exchange
+    # time (and at every resync): `GET /api/v1/book?at=` rebuilds from the nearest one.
+    snapshot_interval_s: float = Field(10.0, gt=0, le=86_400)
+    # REST depth snapshot: levels per side asked for (USD-M limits) and the REST base URL
+    # (None: backfill.rest_url for Binance; the local feed's own address for `kind: feed`).
+    snapshot_limit: Literal[5, 10, 20, 50, 100, 500, 1000] = 1000
+    rest_url: str | None = None
+    # Depth events buffered while the book waits for a snapshot (oldest dropped beyond).
+    max_buffer: int = Field(100_000, ge=100, le=10_000_000)
+
+
 class RecoveryConfig(_Model):
     enabled: bool = True
-    directory: Path | None = None  # default: next to the store
+    directory: Path | None = None  # default: next to the store (a cluster: the same path, or shared, for every process)
     snapshot_interval_s: float = Field(5.0, gt=0)
+    # Recovery partitions, created once with the directory: at least the most processes the
+    # flow will run as (every process must see every partition). None: 1, or the process count.
+    partitions: int | None = Field(None, ge=1, le=1024)
 
 
 class AlertsConfig(_Model):
@@ -283,6 +425,7 @@ class Config(_Model):
     feed: FeedConfig = Field(default_factory=FeedConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    book: BookConfig = Field(default_factory=BookConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     progress_interval_s: float = Field(2.0, gt=0)
 
@@ -334,6 +477,18 @@ class Config(_Model):
         return [tf for tf in pair.timeframes if tf in self.timeframes]
 
     @property
+    def book_rest_url(self) -> str:
+        """Where depth snapshots are fetched: book.rest_url, else the local feed's own address
+        (`kind: feed`), else backfill.rest_url."""
+        if self.book.rest_url:
+            return self.book.rest_url.rstrip("/")
+        if self.source.kind == "feed" and self.source.url:
+            scheme, _, rest = self.source.url.partition("://")
+            host = rest.split("/", 1)[0].split("?", 1)[0]
+            return f"{'https' if scheme == 'wss' else 'http'}://{host}"
+        return self.backfill.rest_url.rstrip("/")
+
+    @property
     def recovery_dir(self) -> Path:
         return self.recovery.directory or self.store.path.parent / "recovery"
 
@@ -359,7 +514,7 @@ def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
-        lines.append(f"  {loc}: {e['msg']} (got {value!r})")
+        lines.append(redact(f"  {loc}: {e['msg']} (got {value!r})"))
     return "invalid configuration:\n" + "\n".join(lines)
 
 

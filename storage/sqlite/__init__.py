@@ -29,10 +29,18 @@ class SqliteStore:
     sink_partitions: Literal["one", "per_worker"] = "one"
     unavailable_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError, sqlite3.DatabaseError)
 
-    def __init__(self, path: Path | str, *, max_size_mb: int | None = None, cache_mb: int = 64) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_size_mb: int | None = None,
+        cache_mb: int = 64,
+        retention_days: dict[str, float] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.max_size_mb = max_size_mb
         self.cache_mb = cache_mb
+        self.retention_days = dict(retention_days or {})
         self._free: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
 
     def ensure(self) -> None:
@@ -40,7 +48,7 @@ class SqliteStore:
         connect(self.path).close()
 
     def writer(self) -> SqliteWriter:
-        return SqliteWriter(self.path, self.max_size_mb, self.cache_mb)
+        return SqliteWriter(self.path, self.max_size_mb, self.cache_mb, self.retention_days)
 
     @contextmanager
     def reader(self) -> Iterator[SqliteReader]:

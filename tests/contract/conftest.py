@@ -26,7 +26,26 @@ def _sqlite(tmp: Path) -> Iterator[Store]:
         store.close()
 
 
-BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {"sqlite": _sqlite}
+@contextmanager
+def _postgres(tmp: Path) -> Iterator[Store]:
+    """A new database on the session's private PostgreSQL server (tests/pg_support.py)."""
+    from pg_support import server
+
+    from storage.postgres import PostgresStore
+    from ticklens.config import StoreConfig
+
+    pg = server()
+    db = pg.create_database("contract")
+    store = PostgresStore(StoreConfig(kind="postgres", url=pg.url(db)))
+    store.ensure()
+    try:
+        yield store
+    finally:
+        store.close()
+        pg.drop_database(db)
+
+
+BACKENDS: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {"sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -484,7 +484,7 @@ class MicroBook:
 
     def _merge(self, tf: str, start: int, cells: list[Cell], complete: bool) -> MicroBar:
         def total(name: str) -> float:
-            return sum(getattr(c, name) for c in cells)
+            return float(sum(getattr(c, name) for c in cells))
 
         opens = [c.mid_open for c in cells if c.mid_open == c.mid_open]
         highs = [c.mid_high for c in cells if c.mid_high == c.mid_high]

@@ -1,0 +1,426 @@
+"""Flow throughput into PostgreSQL, 1 and 2 processes, beside SQLite and the backend's own limit;
+API latency on PostgreSQL with 10 million ticks while the cluster writes.
+
+    .venv/bin/python bench/bench_cluster.py --trades 1000000 --repeats 3 [--api-ticks 10000000]
+
+Input: two archive-layout `trades` CSVs (btcusdt, ethusdt: bench/synth.py, the bundled real
+BTCUSDT hour shifted in time and ids), so a 2-process cluster has one replay partition per
+process. Server: a private PostgreSQL 15 (tests/pg_support.py) with its default durability
+(fsync on, synchronous commit), 127.0.0.1, started by this script on the same 2 cores as
+the flow (the server's CPU is the flow's CPU). Each run: a fresh store (SQLite file or
+PostgreSQL database) and fresh processes at `speed: max`, recovery off, timed from start to
+exit (imports, connections, schema included); peak RSS summed over the flow processes.
+
+- `sqlite 1 process`: `python -m flows.runner` into SQLite (the single-machine default);
+- `postgres 1 process`: the same into PostgreSQL;
+- `postgres 2 processes`: `ticklens flow --processes 2` (the supervised local cluster);
+- `COPY+upsert limit`: the same ticks written by the backend's own writer alone
+  (`PostgresWriter.prepare` + `write`: binary COPY into staging + INSERT … SELECT … ON
+  CONFLICT DO NOTHING, 50,000 ticks a transaction; only `write` timed), on 1 and on 2
+  connections (2 processes, one symbol each).
+
+Then the API: 10 M btcusdt ticks and their bars are put in a PostgreSQL store (the flow
+stores one real hour, SQL copies it shifted by whole hours), a 2-process cluster writes the
+following hours (both symbols) at speed 50 (about 3,000 trades/s) meanwhile, and a real uvicorn serves
+`GET /api/v1/ohlc/btcusdt?timeframe=1m&limit=500` and `GET /api/v1/ticks/btcusdt?limit=1000`
+to a keep-alive client, sequentially.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pyarrow.csv as pacsv
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from pg_support import PgServer  # noqa: E402
+
+from bench.synth import shifted_trades_csv  # noqa: E402
+from storage.port import StoreBatch  # noqa: E402
+from storage.postgres import PostgresStore  # noqa: E402
+from ticklens.config import StoreConfig  # noqa: E402
+from ticklens.domain.records import Trades  # noqa: E402
+
+SYMBOLS = ["btcusdt", "ethusdt"]
+HOUR_MS = 3_600_000
+TX_TICKS = 50_000
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+def _config(work: Path, paths: list[Path], store: dict, speed: float | str = "max", **extra: object) -> Path:
+    cfg = {
+        "symbols": SYMBOLS,
+        "source": {"kind": "replay", "paths": [str(p) for p in paths], "speed": speed},
+        "store": {"path": str(work / "bench.db"), **store},
+        "timeframes": ["1s", "1m", "5m"],
+        "recovery": {"enabled": False},
+        "progress_interval_s": 2.0,
+        **extra,
+    }
+    path = work / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _timed(cmd: list[str], config: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MB of the flow processes) of one run to its exit."""
+    env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_QUIET="1")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0.0
+    me = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            pids = [proc.pid] + [c.pid for c in me.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pids = []
+        kids = [p for p in pids if p != proc.pid] or pids
+        peak = max(peak, _rss_mb(kids))
+        time.sleep(0.2)
+    dt = time.perf_counter() - t0
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err[-2000:]}")
+    return dt, peak
+
+
+def _read_ticks(paths: list[Path]) -> list[Trades]:
+    out = []
+    for p in paths:
+        t = pacsv.read_csv(p)
+        sym = p.name.split("-")[0].lower()
+        out.append(
+            Trades.from_columns(
+                sym,
+                trade_id=t["id"].to_numpy(),
+                ts_ms=t["time"].to_numpy(),
+                price=t["price"].to_numpy(),
+                qty=t["qty"].to_numpy(),
+                is_buyer_maker=t["is_buyer_maker"].to_numpy(zero_copy_only=False),
+            )
+        )
+    return out
+
+
+def _limit_worker(url: str, ticks: list[Trades], out: mp.Queue) -> None:
+    """The writer alone: prepare outside the clock, write timed, 50,000 ticks a transaction."""
+    store = PostgresStore(StoreConfig(kind="postgres", url=url))
+    w = store.writer()
+    spent = 0.0
+    n = 0
+    for t in ticks:
+        for i in range(0, len(t), TX_TICKS):
+            part = t.take(np.arange(i, min(i + TX_TICKS, len(t))))
+            prepared = w.prepare(StoreBatch(ticks=[part]))
+            t0 = time.perf_counter()
+            w.write(prepared)
+            spent += time.perf_counter() - t0
+            n += len(part)
+    w.close()
+    out.put((n, spent))
+
+
+def copy_upsert_limit(pg: PgServer, ticks: list[Trades], connections: int) -> float:
+    """Ticks/s of the bare writer on `connections` connections at once (one symbol each)."""
+    db = pg.create_database("limit")
+    PostgresStore(StoreConfig(kind="postgres", url=pg.url(db))).ensure()
+    q: mp.Queue = mp.get_context("spawn").Queue()
+    groups = [ticks[i::connections] for i in range(connections)]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_limit_worker, args=(pg.url(db), g, q)) for g in groups]
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    pg.drop_database(db)
+    # All connections wrote at once: the ticks over the slowest one's write time.
+    return sum(r[0] for r in results) / max(r[1] for r in results)
+
+
+def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[dict]:
+    paths = shifted_trades_csv(work / "input", n_trades, symbols=("BTCUSDT", "ETHUSDT"))
+    total = sum(int(pacsv.read_csv(p).num_rows) for p in paths)
+    ticks = _read_ticks(paths)
+    py = sys.executable
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for r in range(repeats):
+        for name in ("sqlite 1 process", "postgres 1 process", "postgres 2 processes"):
+            if name.startswith("sqlite"):
+                for f in work.glob("bench.db*"):
+                    f.unlink()
+                cfg = _config(work, paths, {})
+                cmd = [py, "-m", "flows.runner", "--no-recovery"]
+            else:
+                db = pg.create_database("flow")
+                cfg = _config(work, paths, {"kind": "postgres", "url": pg.url(db)})
+                cmd = [py, "-m", "flows.runner", "--no-recovery"]
+                if "2" in name:
+                    cmd = [py, "-m", "ticklens.cli", "flow", "--processes", "2"]
+            dt, rss = _timed(cmd, cfg)
+            rows.setdefault(name, []).append((total / dt, rss))
+            if not name.startswith("sqlite"):
+                pg.drop_database(db)
+            print(f"  run {r + 1} {name}: {total / dt:,.0f} ticks/s, {rss:.0f} MB", flush=True)
+        for conns in (1, 2):
+            rate = copy_upsert_limit(pg, ticks, conns)
+            rows.setdefault(f"COPY+upsert limit, {conns} connection{'s' if conns > 1 else ''}", []).append((rate, 0))
+            print(f"  run {r + 1} limit {conns}: {rate:,.0f} ticks/s", flush=True)
+    return [
+        {
+            "name": k,
+            "rate": statistics.median(v[0] for v in vs),
+            "runs": [v[0] for v in vs],
+            "rss": max(v[1] for v in vs),
+        }
+        for k, vs in rows.items()
+    ]
+
+
+# --- API latency --------------------------------------------------------------------------
+
+
+def build_api_store(work: Path, pg: PgServer, target: int) -> tuple[str, int, int]:
+    """(url, ticks stored, id span): the real hour through the flow, then copied hour by hour in SQL."""
+    import psycopg
+
+    db = pg.create_database("api")
+    url = pg.url(db)
+    src = shifted_trades_csv(work / "api_input", 100_000, symbols=("BTCUSDT",))
+    cfg = _config(work, src, {"kind": "postgres", "url": url})
+    cfg_data = yaml.safe_load(cfg.read_text())
+    cfg_data["symbols"] = ["btcusdt"]
+    cfg.write_text(yaml.safe_dump(cfg_data))
+    _timed([sys.executable, "-m", "flows.runner", "--no-recovery"], cfg)
+    with psycopg.connect(url, autocommit=True) as c:
+        lo_id, hi_id, lo_ts, n = c.execute(
+            "SELECT MIN(trade_id), MAX(trade_id), MIN(ts_ms), COUNT(*) FROM ticks WHERE symbol='btcusdt'"
+        ).fetchone()  # type: ignore[misc]
+        span = hi_id - lo_id + 1
+        hour0 = lo_ts - lo_ts % HOUR_MS
+        copies = -(-target // n) - 1
+        store = PostgresStore(StoreConfig(kind="postgres", url=url))
+        w = store.writer()  # creates the daily partitions the copies need
+        from storage.postgres import schema
+
+        schema.ensure_partitions(
+            w.conn, "ticks", range(hour0 // 86_400_000, (hour0 + (copies + 1) * HOUR_MS) // 86_400_000 + 1)
+        )
+        w.close()
+        cols = "symbol, trade_id, ts_ms, price, qty, is_buyer_maker, first_id, last_id, event_ms, recv_ms"
+        bcols = [
+            r[0]
+            for r in c.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name='bars' ORDER BY ordinal_position"
+            )
+        ]
+        for k in range(1, copies + 1):
+            d, s = k * HOUR_MS, k * span
+            c.execute(
+                f"INSERT INTO ticks ({cols}) SELECT symbol, trade_id + {s}, ts_ms + {d}, price, qty, is_buyer_maker,"
+                f" first_id + {s}, last_id + {s}, event_ms + {d}, recv_ms + {d} FROM ticks"
+                f" WHERE symbol='btcusdt' AND ts_ms < {hour0 + HOUR_MS}"
+            )
+            shifted = {
+                "start_ms": d,
+                "open_ts": d,
+                "close_ts": d,
+                "open_id": s,
+                "close_id": s,
+                "first_id": s,
+                "last_id": s,
+            }
+            sel = ", ".join(f"{b} + {shifted[b]}" if b in shifted else b for b in bcols)
+            c.execute(
+                f"INSERT INTO bars ({', '.join(bcols)}) SELECT {sel} FROM bars WHERE start_ms < {hour0 + HOUR_MS}"
+            )
+        c.execute("ANALYZE")
+        total = c.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]  # type: ignore[index]
+        newest = c.execute("SELECT MAX(ts_ms) FROM ticks").fetchone()[0]  # type: ignore[index]
+    return url, int(total), int(newest)
+
+
+def _percentiles(xs: list[float]) -> tuple[float, float, float]:
+    a = np.array(xs) * 1000
+    return float(np.percentile(a, 50)), float(np.percentile(a, 90)), float(np.percentile(a, 99))
+
+
+def api_latency(work: Path, pg: PgServer, target: int, requests: int) -> dict:
+    import psycopg
+
+    url, total, newest = build_api_store(work, pg, target)
+    # The cluster writes the hours after the stored ones (both symbols) meanwhile, paced.
+    live = shifted_trades_csv(work / "api_live", 400_000, symbols=("BTCUSDT", "ETHUSDT"))
+    import polars as pl
+
+    moved = []
+    for p in live:
+        df = pl.read_csv(p)
+        shift = newest + 1000 - int(df["time"].min())
+        df = df.with_columns(pl.col("time") + shift, pl.col("id") + 10**12)
+        out = work / "api_live" / f"{p.stem}-later.csv"
+        df.write_csv(out)
+        moved.append(out)
+    live_dir = work / "api_live_run"
+    live_dir.mkdir()
+    live_cfg = _config(live_dir, moved, {"kind": "postgres", "url": url}, speed=50.0)
+    env = dict(os.environ, TICKLENS_CONFIG=str(live_cfg), TICKLENS_QUIET="1")
+    cluster_log = open(work / "api_cluster.log", "w")  # noqa: SIM115
+    cluster = subprocess.Popen(
+        [sys.executable, "-m", "ticklens.cli", "flow", "--processes", "2"],
+        cwd=ROOT, env=env, stdout=cluster_log, stderr=cluster_log, start_new_session=True,
+    )  # fmt: skip
+    api_cfg = _config(work / "api_live", moved, {"kind": "postgres", "url": url})
+    port = _free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        cwd=ROOT, env=dict(os.environ, TICKLENS_CONFIG=str(api_cfg)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("API did not start")
+            time.sleep(0.2)
+        with psycopg.connect(url, autocommit=True) as c:
+            deadline = time.monotonic() + 60
+            while c.execute("SELECT COUNT(*) FROM ticks WHERE symbol='ethusdt'").fetchone()[0] == 0:  # type: ignore[index]
+                if cluster.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the cluster did not start writing: {(work / 'api_cluster.log').read_text()[-3000:]}"
+                    )
+                time.sleep(0.5)
+            before = c.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]  # type: ignore[index]
+        t0 = time.monotonic()
+        calls = {
+            "GET /api/v1/ohlc/btcusdt?timeframe=1m&limit=500": (
+                "/api/v1/ohlc/btcusdt",
+                {"timeframe": "1m", "limit": 500},
+            ),
+            "GET /api/v1/ticks/btcusdt?limit=1000": ("/api/v1/ticks/btcusdt", {"limit": 1000}),
+        }
+        lat: dict[str, list[float]] = {k: [] for k in calls}
+        load = [os.getloadavg()[0]]
+        for i in range(requests):
+            for name, (path, params) in calls.items():
+                s = time.perf_counter()
+                r = client.get(path, params=params)
+                lat[name].append(time.perf_counter() - s)
+                assert r.status_code == 200, r.text[:300]
+            if i % 100 == 0:
+                load.append(os.getloadavg()[0])
+        dt = time.monotonic() - t0
+        with psycopg.connect(url, autocommit=True) as c:
+            after = c.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]  # type: ignore[index]
+        writing = cluster.poll() is None
+    finally:
+        client.close()
+        api.terminate()
+        if cluster.poll() is None:
+            cluster.send_signal(signal.SIGINT)  # the supervisor drains its processes
+            try:
+                cluster.wait(60)
+            except subprocess.TimeoutExpired:
+                cluster.kill()
+        cluster_log.close()
+        api.wait(10)
+    return {
+        "ticks": total,
+        "rate": (after - before) / dt,
+        "still_writing": writing,
+        "load": (min(load), max(load)),
+        "latency": {k: _percentiles(v) for k, v in lat.items()},
+        "requests": requests,
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trades", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--api-ticks", type=int, default=10_000_000)
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--skip-api", action="store_true")
+    ap.add_argument("--api-only", action="store_true")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ticklens-bench-cluster-"))
+    pg = PgServer(durable=True)
+    try:
+        print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
+        results = [] if args.api_only else throughput(work, pg, args.trades, args.repeats)
+        by = {r["name"]: r for r in results}
+        print("\n| run | ticks/s (median) | runs | peak RSS MB |\n|---|---:|---|---:|")
+        for r in results:
+            runs = ", ".join(f"{x:,.0f}" for x in r["runs"])
+            print(f"| {r['name']} | {r['rate']:,.0f} | {runs} | {r['rss']:.0f} |")
+        if results:
+            one, two = by["postgres 1 process"]["rate"], by["postgres 2 processes"]["rate"]
+            lim1 = by["COPY+upsert limit, 1 connection"]["rate"]
+            lim2 = by["COPY+upsert limit, 2 connections"]["rate"]
+            print(
+                f"\n1 process / limit (1 connection): {one / lim1:.2f}; 2 processes / limit (2 connections): {two / lim2:.2f}"
+            )
+            print(
+                f"2 processes / 1 process: {two / one:.2f}x; postgres 1 process / sqlite: {one / by['sqlite 1 process']['rate']:.2f}"
+            )
+        if not args.skip_api:
+            api = api_latency(work, pg, args.api_ticks, args.requests)
+            print(
+                f"\nAPI: {api['ticks']:,} ticks stored; cluster writing {api['rate']:,.0f} ticks/s during the run"
+                f" (still writing at the end: {api['still_writing']}); load {api['load'][0]:.1f}-{api['load'][1]:.1f}"
+            )
+            print("| request | p50 ms | p90 ms | p99 ms |\n|---|---:|---:|---:|")
+            for k, (p50, p90, p99) in api["latency"].items():
+                print(f"| `{k}` | {p50:.2f} | {p90:.2f} | {p99:.2f} |")
+    finally:
+        pg.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
