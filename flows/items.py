@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ticklens.domain.bars import Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes, SyncCounters
+from ticklens.domain.micro import BookLevels, MicroBar, VpinBucket
 from ticklens.domain.records import GapEvent, Trades
 
 
@@ -43,6 +44,15 @@ class SymbolOut:
 
 
 @dataclass(slots=True)
+class BookClock:
+    """The source's clock on a symbol's book path (microstructure): every book record of the
+    symbol up to `ts_ms` has been handed on before it, as a `Clock` says for its trades."""
+
+    symbol: str
+    ts_ms: int
+
+
+@dataclass(slots=True)
 class BookOut:
     """What one symbol's book step produced for the store: L1 rows, applied diffs, snapshots, gaps."""
 
@@ -54,3 +64,15 @@ class BookOut:
     live: bool = False
     last_update_id: int = 0
     counters: SyncCounters | None = None
+    levels: BookLevels | None = None  # the book's top levels and 10 bps depth (microstructure)
+    clock: int | None = None  # a BookClock passed through
+
+
+@dataclass(slots=True)
+class MicroItem:
+    """One symbol's microstructure step output: bars to store (new or rewritten) and VPIN buckets."""
+
+    symbol: str
+    bars: list[MicroBar] = field(default_factory=list)
+    vpin: list[VpinBucket] = field(default_factory=list)
+    too_late: int = 0  # events dropped this step (older than micro.keep_s behind the watermark)

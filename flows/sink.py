@@ -13,7 +13,7 @@ import threading
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.crash import trace_methods
-from flows.items import BookOut, SymbolOut
+from flows.items import BookOut, MicroItem, SymbolOut
 from flows.progress import Progress
 from storage import open_store
 from storage.port import Store, StoreBatch, StoreWriter
@@ -139,6 +139,9 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
                 batch.book_snapshots.extend(item.snapshots)
                 batch.book_gaps.extend(item.gaps)
                 self.progress.on_book(item)
+            elif isinstance(item, MicroItem):
+                batch.micro_bars.extend(item.bars)
+                batch.vpin.extend(item.vpin)
             elif isinstance(item, PairOut):
                 batch.pairs.append(item)
             elif isinstance(item, SymbolStatsOut):

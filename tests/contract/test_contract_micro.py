@@ -29,7 +29,9 @@ def _micro(n: int = 400, seed: int = 3) -> tuple[list[MicroBar], list]:
     ts = T0 + np.sort(rng.integers(0, 90_000, n))
     mid = 60_000 + np.round(rng.standard_normal(n).cumsum(), 1)
     quotes = [
-        Quote("btcusdt", i + 1, int(t), int(t), f"{m - 0.05:.2f}", "1.5", f"{m + 0.05:.2f}", f"{rng.random() * 3:.3f}", 0)
+        Quote(
+            "btcusdt", i + 1, int(t), int(t), f"{m - 0.05:.2f}", "1.5", f"{m + 0.05:.2f}", f"{rng.random() * 3:.3f}", 0
+        )
         for i, (t, m) in enumerate(zip(ts[::2], mid[::2], strict=False))
     ]
     trade_ts = ts[1::2]
@@ -56,7 +58,8 @@ def _micro(n: int = 400, seed: int = 3) -> tuple[list[MicroBar], list]:
 
 def _same(got: tuple, want: tuple) -> bool:
     return all(
-        (g is None and w is None) or (g is not None and w is not None and math.isclose(float(g), float(w), rel_tol=1e-15))
+        (g is None and w is None)
+        or (g is not None and w is not None and math.isclose(float(g), float(w), rel_tol=1e-15))
         for g, w in zip(got, want, strict=True)
     )
 

@@ -72,6 +72,10 @@ class MicroParams:
     vpin_bucket: float | None = None  # base units per volume bucket (None: no VPIN)
     vpin_buckets: int = 50
     keep_ms: int = 10_000  # how far behind the watermark a late event still revises bars
+    # Inputs that arrive on separate paths ("trades", "book"): the watermark is the least of their
+    # progress (each one's newest event or clock), so one path running ahead of the other never
+    # makes the other's events late. Empty: the newest event of any kind (one ordered input).
+    inputs: tuple[str, ...] = ()
 
 
 # The micro_bars columns, in storage order (docs/store.md).
@@ -265,6 +269,7 @@ class MicroBook:
         self.cells: dict[int, Cell] = {}
         self.cell_keys: list[int] = []  # sorted
         self.newest_ts: int | None = None
+        self.progress: dict[str, int] = {}  # input -> newest event time or clock
         self.watermark = -(2**62)
         self.base_to: int | None = None  # cells before this have their base part
         self.real_to: int | None = None  # cells before this have their horizon part
@@ -297,7 +302,7 @@ class MicroBook:
             "imb": imb,
             "micro": micro,
         }
-        self._insert(self.quotes, cols, quote=True)
+        self._insert(self.quotes, cols, quote=True, path="book")
 
     def add_trades(self, t: Trades) -> None:
         if len(t) == 0:
@@ -311,7 +316,7 @@ class MicroBook:
             "sign": sign,
             "units": np.rint(t.qty * QTY_UNITS).astype(np.int64),
         }
-        self._insert(self.trades, cols, quote=False)
+        self._insert(self.trades, cols, quote=False, path="trades")
 
     def add_levels(self, lv: BookLevels) -> None:
         if len(lv) == 0:
@@ -333,9 +338,9 @@ class MicroBook:
             "db": np.asarray(lv.depth_bid, dtype=np.float64),
             "da": np.asarray(lv.depth_ask, dtype=np.float64),
         }
-        self._insert(self.levels, cols, quote=False)
+        self._insert(self.levels, cols, quote=False, path="book")
 
-    def _insert(self, buf: _Sorted, cols: dict[str, np.ndarray], quote: bool) -> None:
+    def _insert(self, buf: _Sorted, cols: dict[str, np.ndarray], quote: bool, path: str) -> None:
         ts = cols["ts"]
         if self.base_to is not None:
             floor = self.base_to - self.p.keep_ms
@@ -350,6 +355,7 @@ class MicroBook:
         lo = int(ts.min())
         hi = int(ts.max())
         self.newest_ts = hi if self.newest_ts is None else max(self.newest_ts, hi)
+        self.progress[path] = max(self.progress.get(path, hi), hi)
         if self.base_to is not None:
             # A quote also moves the mid `horizon` later of the trades before it.
             touch = lo - self.p.horizon_ms if quote else lo
@@ -361,12 +367,19 @@ class MicroBook:
 
     # -- output
 
-    def advance(self, clock_ms: int | None = None) -> MicroOut:
-        """Move the watermark; (re)compute closed seconds and return the bars to write."""
+    def advance(self, clock_ms: int | None = None, path: str | None = None) -> MicroOut:
+        """Move the watermark (`clock_ms`: the source's clock, on input `path` if the inputs are
+        separate); (re)compute closed seconds and return the bars to write."""
         out = MicroOut(too_late=self._pending_late)
         self.too_late += self._pending_late
         self._pending_late = 0
-        newest = max(self.newest_ts if self.newest_ts is not None else -(2**62), clock_ms or -(2**62))
+        far = -(2**62)
+        if self.p.inputs:
+            if clock_ms is not None and path is not None:
+                self.progress[path] = max(self.progress.get(path, far), clock_ms)
+            newest = min(self.progress.get(name, far) for name in self.p.inputs)
+        else:
+            newest = max(self.newest_ts if self.newest_ts is not None else far, clock_ms or far)
         self.watermark = max(self.watermark, newest - self.p.lateness_ms)
         wm = self.watermark
         if self.base_to is None:
