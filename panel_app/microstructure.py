@@ -216,7 +216,10 @@ class MicrostructurePage(Page):
         self._ofi.extra_y_ranges["mid"].update(start=-1.1 * span, end=1.1 * span)
 
     def _update_cards(self) -> None:
-        r = self._last or {}
+        if self._last is None:
+            self.cards.object = ""
+            return
+        r = self._last
         vb = r.get("vpin_buckets")
         self.cards.object = (
             '<div class="tl-cards">'

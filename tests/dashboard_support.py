@@ -127,6 +127,8 @@ def start_stack(
     speed: float = REPLAY_SPEED,
     simulate: list[str] | None = None,
     rate: float = 2000.0,
+    files: list[str] | None = None,
+    streams: list[str] | None = None,
 ) -> Stack:
     """Flow, API and dashboard on free ports, sharing one store; returns once all three answer.
 
@@ -137,7 +139,13 @@ def start_stack(
     store = root / "store" / "ticklens.db"
     store.parent.mkdir(parents=True)
     symbols = simulate or ["btcusdt", "ethusdt"]
-    source: dict[str, Any] = {"kind": "replay", "speed": speed, "paths": [str(SAMPLE / f) for f in REPLAY_FILES]}
+    source: dict[str, Any] = {
+        "kind": "replay",
+        "speed": speed,
+        "paths": [str(SAMPLE / f) for f in files or REPLAY_FILES],
+    }
+    if streams:
+        source["streams"] = streams
     if simulate:
         source = {"kind": "feed", "url": f"ws://127.0.0.1:{feed_port}/market/stream"}
     cfg = {

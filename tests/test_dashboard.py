@@ -46,6 +46,7 @@ PAGES = {
     "Pair": "Engle-Granger p",
     "Correlation": "matrix as of",
     "Statistics": "rvol %",
+    "Microstructure": "Definitions and sources",  # bars need book streams: tests/test_dashboard_micro.py
     "Alerts": "Create rule",
     "Data": "Start collection",
 }
