@@ -28,7 +28,9 @@ def _bars() -> list:
     qs = []
     for i in range(6):
         half = (1 if i % 2 == 0 else 3) * 1e-4 * 10_000 / 2
-        qs.append(Quote("x", i + 1, T0 + i * 1_000, T0 + i * 1_000, repr(10_000 - half), "1", repr(10_000 + half), "2", 0))
+        qs.append(
+            Quote("x", i + 1, T0 + i * 1_000, T0 + i * 1_000, repr(10_000 - half), "1", repr(10_000 + half), "2", 0)
+        )
     book.add_quotes(Quotes.from_quotes("x", qs))
     out = book.advance(clock_ms=T0 + 6_000 + 2_000)  # the first write: realized spread still open
     return out.bars + book.advance(clock_ms=T0 + 60_000).bars  # and the rewrite, complete
