@@ -46,7 +46,12 @@ def build_flow(cfg: Config) -> Dataflow:
     )  # (…, Fresh | Rejected)
     fresh = op.branch("split_conflicts", deduped, _is_fresh)  # conflicting duplicates go to the store's rejects
     barred = op.stateful_map("bars", fresh.trues, traced("bars", _bars_step(cfg)))  # ("btcusdt", SymbolOut)
-    legs = op.stateful_flat_map("pair_legs", barred, traced("pair_legs", leg_router(cfg)))  # ("btcusdt", LegBars)
+    if micro_enabled(cfg):
+        micro_in = op.merge("micro_inputs", books, barred)  # a symbol's quotes and levels, its trades and clock
+        micro = op.stateful_map("micro", micro_in, traced("micro", micro_step(cfg)))  # ("btcusdt", MicroItem)
+    mids = micro_enabled(cfg) and any(p.price == "mid" for p in cfg.pairs)
+    leg_in = op.merge("leg_inputs", barred, micro) if mids else barred  # pairs on mids read micro bars
+    legs = op.stateful_flat_map("pair_legs", leg_in, traced("pair_legs", leg_router(cfg)))  # ("btcusdt", LegBars)
     legs = op.key_on("by_pair", op.key_rm("unkey_legs", legs), leg_key)  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
     legs_split = op.branch("split_corr", legs, _is_pair_item)
     pairs = op.stateful_flat_map(
@@ -64,8 +69,6 @@ def build_flow(cfg: Config) -> Dataflow:
     outs = [barred, books, split.falses, fresh.falses, pairs, corr, sym_stats]
     watched_in = [barred, pairs, health]
     if micro_enabled(cfg):
-        micro_in = op.merge("micro_inputs", books, barred)  # a symbol's quotes and levels, its trades and clock
-        micro = op.stateful_map("micro", micro_in, traced("micro", micro_step(cfg)))  # ("btcusdt", MicroItem)
         outs.append(micro)
         watched_in.append(micro)
     watched = op.merge("alert_inputs", *watched_in)

@@ -76,3 +76,4 @@ class MicroItem:
     bars: list[MicroBar] = field(default_factory=list)
     vpin: list[VpinBucket] = field(default_factory=list)
     too_late: int = 0  # events dropped this step (older than micro.keep_s behind the watermark)
+    watermark: int = -(2**62)  # bars before it are written (pair legs on mids read it)

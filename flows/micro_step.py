@@ -72,7 +72,7 @@ def micro_step(cfg: Config, day_volume=previous_day_volume):
                 state.add_trades(item.ticks)
             clock, path = item.clock, "trades"
         out = state.advance(clock, path)
-        return state, MicroItem(state.symbol, out.bars, out.vpin, out.too_late)
+        return state, MicroItem(state.symbol, out.bars, out.vpin, out.too_late, state.watermark)
 
     return step
 

@@ -35,6 +35,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         timeframes=["1s", "1m"],
         recovery={"enabled": False},
         micro={"window": WINDOW, "horizon_s": HORIZON_S, "vpin_bucket": BUCKET, "vpin_buckets": N_BUCKETS},
+        pairs=[{"legs": ["btcusdt", "ethusdt"], "price": "mid", "timeframes": ["1s"], "window": 30}],
     )
     res = run_flow(cfg, "--no-recovery", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -83,3 +84,31 @@ def test_microstructure_parameters_are_checked(served) -> None:
     assert api.client.get("/api/v1/microstructure/nosuchusdt").status_code == 404
     r = api.client.get("/api/v1/microstructure/btcusdt", params={"timeframe": "1s", "limit": 3}).json()
     assert r["count"] == 3
+
+
+def test_a_pair_on_mids_aligns_the_micro_bars_closing_mids(served) -> None:
+    db, _ = served
+    rows = query(db, "SELECT start_ms, close_a, close_b FROM pair_stats WHERE pair='btcusdt-ethusdt' AND timeframe='1s'"
+                     " ORDER BY start_ms")  # fmt: skip
+    mids = {
+        sym: dict(query(db, "SELECT start_ms, mid_close FROM micro_bars WHERE symbol=? AND timeframe='1s'", (sym,)))
+        for sym in ("btcusdt", "ethusdt")
+    }
+    both = [(s, a, b) for s, a, b in rows if s in mids["btcusdt"] and s in mids["ethusdt"]]
+    assert len(both) > 300 and len(both) >= len(rows) - 5  # every second has quotes on both legs
+    assert all(a == mids["btcusdt"][s] and b == mids["ethusdt"][s] for s, a, b in both)
+    trades = dict(query(db, "SELECT start_ms, close FROM bars WHERE symbol='btcusdt' AND timeframe='1s'"))
+    assert sum(a != trades.get(s) for s, a, _ in both) > len(both) // 2  # mids, not last trades
+
+
+def test_a_pair_on_mids_without_book_streams_is_refused() -> None:
+    from ticklens.config import Config
+
+    with pytest.raises(ValueError, match="price: mid"):
+        Config.model_validate(
+            {
+                "symbols": ["btcusdt", "ethusdt"],
+                "source": {"kind": "replay", "paths": ["x.gz"]},
+                "pairs": [{"legs": ["btcusdt", "ethusdt"], "price": "mid"}],
+            }
+        )

@@ -267,6 +267,9 @@ class PairConfig(_Model):
     kalman_obs_var: float = Field(1e-3, gt=0)
     # Prior variance of beta and alpha (0: certain of the start, beta = alpha = 0, as in Chan 2013).
     kalman_init_var: float = Field(0.0, ge=0)
+    # The series aligned: bar closes (last trade) or, with `mid`, the micro bars' closing mid
+    # (no bid-ask bounce at 1s; needs the book streams).
+    price: Literal["close", "mid"] = "close"
 
     @field_validator("legs", mode="before")
     @classmethod
@@ -466,6 +469,12 @@ class Config(_Model):
         names = [p.name for p in self.pairs]
         if len(set(names)) != len(names):
             raise ValueError(f"pairs {names} lists a pair twice")
+        for pair in self.pairs:
+            if pair.price == "mid" and not (self.micro.enabled and self.source.book_streams):
+                raise ValueError(
+                    f"pair {pair.name!r} has price: mid, which needs the microstructure bars: add bookTicker"
+                    " (or depth) to source.streams and keep micro.enabled"
+                )
         if self.correlation:
             for s in self.correlation.symbols:
                 if s not in known:
