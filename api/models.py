@@ -448,3 +448,12 @@ class BookGapsResponse(BaseModel):
     symbol: str
     count: int
     gaps: list[BookGapOut] = Field(description="Oldest first")
+
+
+class HeatmapResponse(BaseModel):
+    symbol: str
+    times_ms: list[int] = Field(description="The moments (columns), epoch ms, oldest first")
+    price_edges: list[float] = Field(description="rows + 1 bin edges, ascending")
+    bid: list[list[float]] = Field(description="Per column, resting bid size per price bin (base units)")
+    ask: list[list[float]] = Field(description="Per column, resting ask size per price bin")
+    stale: list[bool] = Field(description="Per column: the book was not known then (empty, or the last known)")

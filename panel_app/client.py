@@ -203,6 +203,10 @@ class Api:
         """The flow's micro bars, oldest first (`bars`, keyed by `ts_ms`)."""
         return self.get(f"/api/v1/microstructure/{symbol}", timeframe=timeframe, limit=limit, start=start_ms)
 
+    def heatmap(self, symbol: str, columns: int = 120, rows: int = 60, band_bps: float = 20.0) -> dict:
+        """Resting size by price bin and moment over the last 5 minutes of stored books (server-binned)."""
+        return self.get(f"/api/v1/microstructure/{symbol}/heatmap", columns=columns, rows=rows, band_bps=band_bps)
+
     def book(self, symbol: str, depth: int = 200) -> dict:
         """The current order book: bids/asks as [price, qty] strings, best first."""
         return self.get(f"/api/v1/book/{symbol}", depth=depth)

@@ -8,12 +8,13 @@ into them (`charts.append_rows`). Every number is computed by the flow
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, LinearAxis, Range1d
+from bokeh.models import ColumnDataSource, LinearAxis, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 
 from panel_app.charts import add_hover, append_rows, live_source, replace_rows, time_figure
@@ -90,6 +91,22 @@ def book_curve(body: dict) -> dict[str, list[float]]:
     return {"price": price, "bid": bid, "ask": ask}
 
 
+def heat_image(body: dict) -> dict[str, list]:
+    """The heatmap response as one Bokeh image: rows = price bins (low first), columns = moments."""
+    times, edges = body.get("times_ms", []), body.get("price_edges", [])
+    if len(times) < 2 or len(edges) < 2:
+        return {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+    size = np.array(body["bid"], dtype=float) + np.array(body["ask"], dtype=float)  # (columns, rows)
+    x0 = to_time([times[0]])[0]
+    return {
+        "image": [size.T],
+        "x": [x0],
+        "y": [edges[0]],
+        "dw": [times[-1] - times[0]],
+        "dh": [edges[-1] - edges[0]],
+    }
+
+
 class MicrostructurePage(Page):
     title = "Microstructure"
 
@@ -100,6 +117,8 @@ class MicrostructurePage(Page):
         super().__init__(api, **params)
         self.source = live_source(FIELDS)
         self.depth = ColumnDataSource({"price": [], "bid": [], "ask": []})
+        self.heat = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+        self._ticks = 0
         self.cards = pn.pane.HTML("", sizing_mode="stretch_width")
         self.note = pn.pane.Markdown(
             "Definitions and sources: docs/analytics.md (Microstructure). Band: mid ± half the time-weighted "
@@ -147,7 +166,12 @@ class MicrostructurePage(Page):
         book.step("price", "ask", source=self.depth, color=DOWN, mode="before", legend_label="asks")
         book.xaxis.axis_label = "price"
         book.legend.location = "top_center"
-        self.figures = [mid, spread, book, ofi, imb, eff, vpin, depth]
+        heat = time_figure("Order-book liquidity: resting size by price and time (last 5 min)", height=260)
+        mapper = LinearColorMapper(palette="Viridis256", low=0)
+        heat.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.heat, color_mapper=mapper)
+        heat.yaxis.axis_label = "price"
+        self._heat_mapper = mapper
+        self.figures = [mid, spread, heat, book, ofi, imb, eff, vpin, depth]
 
     def view(self) -> pn.viewable.Viewable:
         controls = pn.Row(
@@ -203,12 +227,16 @@ class MicrostructurePage(Page):
             self._show_book()
 
     def _show_book(self) -> None:
+        self._ticks += 1
         try:
             body = self.api.book(self.symbol)
-        except ApiError:  # no book stored (no depth stream): the chart stays empty
+        except ApiError:  # no book stored (no depth stream): the charts stay empty
             self.depth.data = {"price": [], "bid": [], "ask": []}
             return
         self.depth.data = book_curve(body)
+        if self._ticks % 5 == 1:  # the heatmap every 5th update: it rebuilds 120 books on the server
+            with contextlib.suppress(ApiError):  # no book in the last 5 minutes: the picture stays
+                self.heat.data = heat_image(self.api.heatmap(self.symbol))
 
     def _rescale(self, rows: list[dict]) -> None:
         moves = [r["mid_change"] for r in rows if r["mid_change"] is not None]

@@ -112,3 +112,40 @@ def test_a_pair_on_mids_without_book_streams_is_refused() -> None:
                 "pairs": [{"legs": ["btcusdt", "ethusdt"], "price": "mid"}],
             }
         )
+
+
+def test_heatmap_bins_the_stored_book_at_each_moment_like_a_plain_dict_book(served) -> None:
+    import numpy as np
+
+    from tests.test_book_flow import _applied, _lines
+
+    _, api = served
+    lines = _lines("btcusdt")
+    events = [(ev["T"], ev["u"]) for ev, _ in _applied(lines)]
+    start, end = events[10][0], events[-1][0]
+    body = api.client.get(
+        "/api/v1/microstructure/btcusdt/heatmap",
+        params={"start": iso_ms(start), "end": iso_ms(end), "columns": 12, "rows": 30, "band_bps": 15},
+    ).json()
+    times = body["times_ms"]
+    assert len(times) == 12 and times[0] == start and times[-1] == end
+    edges = np.array(body["price_edges"])
+    todo, books = list(times), {}
+    prev = None
+    for ev, book in _applied(lines):  # the book at t: after the last applied event with T <= t
+        while todo and todo[0] < ev["T"]:
+            books[todo.pop(0)] = prev
+        prev = (dict(book.bids), dict(book.asks))
+    for t in todo:
+        books[t] = prev
+    last_bids, last_asks = books[times[-1]]
+    mid = (float(max(last_bids)) + float(min(last_asks))) / 2
+    assert math.isclose(edges[0], mid * (1 - 15e-4), rel_tol=1e-12) and len(edges) == 31
+    for j, t in enumerate(times):
+        bids, asks = books[t]
+        for side, levels in (("bid", bids), ("ask", asks)):
+            prices = np.array([float(p) for p in levels])
+            sizes = np.array([float(q) for q in levels.values()])
+            want, _ = np.histogram(prices, bins=edges, weights=sizes)
+            np.testing.assert_allclose(body[side][j], want, rtol=1e-9, atol=1e-9, err_msg=f"{side} column {j}")
+    assert sum(map(sum, body["bid"])) > 0 and not any(body["stale"])
