@@ -158,6 +158,8 @@ def start_stack(
         "dashboard": {"host": "127.0.0.1", "port": dash_port},
         "progress_interval_s": 1.0,
     }
+    if streams:  # books: microstructure too, with VPIN buckets sized for the bundled minutes
+        cfg["micro"] = {"vpin_bucket": {"btcusdt": 2.0, "ethusdt": 40.0}, "vpin_buckets": 10}
     config = root / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))
     stack = Stack(root, config, store, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dash_port}/app")

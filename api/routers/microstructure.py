@@ -78,7 +78,7 @@ def get_heatmap(
     band_bps: Annotated[float, Query(gt=0, le=500, description="Price range: the last mid ± this many bps")] = 20.0,
 ) -> Response:
     """Resting size per price bin at `columns` moments in [start, end] (default: the 5 minutes up to the
-    newest stored depth update), each the stored book then (snapshot plus diffs, as /book), summed
+    newest stored depth update, or from the first), each the stored book then (snapshot plus diffs, as /book), summed
     into `rows` equal price bins around the last column's mid. Sized for a screen: at most 400 × 200."""
     require_symbol(state, store, symbol)
     start, end = time_range
@@ -87,7 +87,9 @@ def get_heatmap(
         if newest is None:
             raise HTTPException(404, f"{symbol}: no depth updates stored")
         end = newest[1]
-    start = end - 300_000 if start is None else start
+    if start is None:  # the last 5 minutes, from the first stored depth update if that is later
+        first = next(store.iter_depth_updates(symbol, None, None, chunk=1), [])
+        start = max(end - 300_000, first[0].txn_ms if first else end)
     times = column_times(start, end, columns)
     views = []
     for t in times:
