@@ -84,15 +84,15 @@ def chromium_ctx(stack: Stack) -> Iterator[object]:
 def dash(chromium_ctx: object, stack: Stack) -> Iterator[object]:
     pg = chromium_ctx.new_page()
     pg.console = ConsoleLog(pg)
-    pg.goto(stack.dash_url)
-    pg.get_by_text("last price").first.wait_for(timeout=20_000)
+    pg.goto(stack.dash_url, timeout=120_000)  # a loaded machine builds the first session slowly
+    pg.get_by_text("last price").first.wait_for(timeout=60_000)
     yield pg
     pg.close()
 
 
 def goto(page: object, name: str) -> None:
     page.get_by_role("button", name=name, exact=True).first.click()
-    page.get_by_text(PAGES[name]).first.wait_for(timeout=15_000)
+    page.get_by_text(PAGES[name]).first.wait_for(timeout=60_000)
 
 
 def test_every_page_renders_without_console_errors(dash: object, stack: Stack) -> None:

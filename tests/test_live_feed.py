@@ -51,9 +51,9 @@ def run_until_stored(tmp: Path, feed: Feed, trades: pl.DataFrame, timeout: float
     db = tmp / "ticklens.db"
     try:
         wait_for(lambda: tick_count(db) >= trades.height, timeout, f"{trades.height} ticks", flow)
-        wait_for(lambda: bars_match(db, trades) == "", 15, "bars equal to the reference", flow)
+        wait_for(lambda: bars_match(db, trades) == "", 45, "bars equal to the reference", flow)
         sent = feed.stats()["messages"]
-        wait_for(lambda: feed_status(db).get("messages", 0) >= sent, 10, "feed counters in the status row", flow)
+        wait_for(lambda: feed_status(db).get("messages", 0) >= sent, 45, "feed counters in the status row", flow)
         assert flow.alive()
     finally:
         code = flow.stop()
