@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from pg_support import PgServer  # noqa: E402
 
+from bench.procstat import peak_rss_mb  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.postgres import PostgresStore  # noqa: E402
@@ -65,15 +66,7 @@ TX_TICKS = 50_000
 
 
 def _rss_mb(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return total
+    return sum(peak_rss_mb(pid) for pid in pids)
 
 
 def _config(work: Path, paths: list[Path], store: dict, speed: float | str = "max", **extra: object) -> Path:

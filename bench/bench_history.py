@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procstat import peak_rss_mb  # noqa: E402
 from bench.synth import shifted_archive_days  # noqa: E402
 
 BASELINE = r"""
@@ -51,16 +52,6 @@ print(time.perf_counter() - t0)
 """
 
 
-def _hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def timed(cmd: list[str]) -> tuple[float, float, int, str]:
     """(seconds, peak RSS MB, exit code, stdout) of one process. VmHWM is read until the process is
     a zombie, so the last figure is the peak (rusage's maxrss would also count this parent's
@@ -69,7 +60,7 @@ def timed(cmd: list[str]) -> tuple[float, float, int, str]:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = 0.0
     while True:
-        peak = max(peak, _hwm_mb(proc.pid))
+        peak = max(peak, peak_rss_mb(proc.pid))
         if _state(proc.pid) in ("Z", ""):
             break
         time.sleep(0.01)

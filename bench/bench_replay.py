@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_alerts import SYMBOLS as ALERT_SYMBOLS  # noqa: E402
 from bench.bench_alerts import hundred_rules, quiet, typical_rules  # noqa: E402
+from bench.procstat import peak_rss_mb  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
@@ -49,19 +50,15 @@ ANALYTICS = {
 }
 
 
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run_flow(
-    work: Path, paths: list[Path], symbols: list[str], extra: dict | None = None, rules: list | None = None
+    work: Path,
+    paths: list[Path],
+    symbols: list[str],
+    extra: dict | None = None,
+    rules: list | None = None,
+    tree: Path = ROOT,
 ) -> dict:
+    """One timed flow process; `tree` is the checkout whose code runs (cwd decides which packages load)."""
     db = work / "bench.db"
     for f in work.glob("bench.db*"):
         f.unlink()
@@ -82,10 +79,10 @@ def run_flow(
     conf.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, TICKLENS_CONFIG=str(conf), TICKLENS_QUIET="1")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=ROOT, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=tree, env=env)
     peak = 0.0
     while proc.poll() is None:
-        peak = max(peak, _peak_rss_mb(proc.pid))
+        peak = max(peak, peak_rss_mb(proc.pid))
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, f"flow failed ({proc.returncode})"
@@ -151,6 +148,13 @@ def main() -> None:
         " (bench_alerts.typical_rules); alerts-busy: bench_alerts.hundred_rules, a trigger every ~10 trades;"
         " alerts-quiet: those with thresholds no value reaches",
     )
+    ap.add_argument(
+        "--compare-tree",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. the commit before a refactor): its flow runs interleaved with this one's"
+        " on the same input, and the after/before ratio of the medians is reported",
+    )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="ticklens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -166,7 +170,11 @@ def main() -> None:
     legs = tuple(s.upper() for s in symbols)
     coint = args.variant == "analytics"
     paths = shifted_trades_csv(work / "input", args.trades, legs, cointegrated=coint)
-    runs = [run_flow(work, paths, symbols, extra, rules) for _ in range(args.repeats)]
+    runs, before = [], []
+    for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both alike
+        if args.compare_tree:
+            before.append(run_flow(work, paths, symbols, extra, rules, tree=args.compare_tree.resolve()))
+        runs.append(run_flow(work, paths, symbols, extra, rules))
     limits = [insert_limit(work, paths, symbols) for _ in range(args.repeats)]
     small_paths = shifted_trades_csv(work / "input_small", args.rss_at, legs, cointegrated=coint)
     small = run_flow(work, small_paths, symbols, extra, rules)
@@ -186,6 +194,15 @@ def main() -> None:
         "alert_triggers": runs[0]["alert_triggers"],
         "load_avg": os.getloadavg(),
     }
+    if before:
+        med_before = statistics.median(r["trades_per_s"] for r in before)
+        out |= {
+            "before_tree": str(args.compare_tree),
+            "before_trades_per_s_median": round(med_before),
+            "before_runs": [round(r["trades_per_s"]) for r in before],
+            "before_trades": before[0]["trades"],
+            "after_over_before": round(med / med_before, 3),
+        }
     print(json.dumps(out, indent=2))
 
 

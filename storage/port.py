@@ -253,7 +253,6 @@ class RuleFeed(Protocol):
     """The flow's live view of the rules, re-read when they change."""
 
     rules: list[StoredRule]
-    by_key: dict[str, list[StoredRule]]
     ids: set[int]
     generation: int
 

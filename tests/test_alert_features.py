@@ -21,7 +21,7 @@ from feed_support import write_config as feed_config
 from flow_support import WINDOW_B, run_flow, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_alerts import LEVEL, recorded_trades
+from test_alerts import LEVEL, _cmp, _rearmed, recorded_trades
 
 from ticklens.domain.alerts.engine import AlertBook, RuleState, scan
 from ticklens.domain.alerts.health import FeedHealth, StreamHealth
@@ -34,30 +34,6 @@ LEVEL_OPS = (">", ">=", "<", "<=", "==")
 OPS = (*LEVEL_OPS, "crosses_above", "crosses_below")
 
 # --- the documented semantics, one value at a time -------------------------------------------------
-
-
-def _true(op: str, v: float, thr: float) -> bool:
-    return {
-        ">": v > thr,
-        "crosses_above": v > thr,
-        ">=": v >= thr,
-        "<": v < thr,
-        "crosses_below": v < thr,
-        "<=": v <= thr,
-        "==": v == thr,
-    }[op]
-
-
-def _rearms(op: str, v: float, exit_level: float) -> bool:
-    return {
-        ">": v <= exit_level,
-        "crosses_above": v <= exit_level,
-        ">=": v < exit_level,
-        "<": v >= exit_level,
-        "crosses_below": v >= exit_level,
-        "<=": v > exit_level,
-        "==": v != exit_level,
-    }[op]
 
 
 def reference_hold(values, ts, op, thr, exit_level=None, cooldown_ms=0, hold_ms=0) -> list[int]:
@@ -73,9 +49,9 @@ def reference_hold(values, ts, op, thr, exit_level=None, cooldown_ms=0, hold_ms=
         if math.isnan(v):
             continue
         if not armed:
-            armed = _rearms(op, v, exit_level)
+            armed = _rearmed(op, v, exit_level)
             continue
-        if not _true(op, v, thr):
+        if not _cmp(op, v, thr):
             start = None
             continue
         if start is None:

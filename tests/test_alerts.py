@@ -45,6 +45,7 @@ def _cmp(op: str, v: float, thr: float) -> bool:
         "<": v < thr,
         "crosses_below": v < thr,
         "<=": v <= thr,
+        "==": v == thr,
     }[op]
 
 
@@ -56,6 +57,7 @@ def _rearmed(op: str, v: float, exit_level: float) -> bool:
         "<": v >= exit_level,
         "crosses_below": v >= exit_level,
         "<=": v > exit_level,
+        "==": v != exit_level,
     }[op]
 
 

@@ -115,7 +115,6 @@ class PostgresRuleFeed:
         self.target = target
         self.retry_s = retry_s
         self.rules: list[StoredRule] = []
-        self.by_key: dict[str, list[StoredRule]] = {}
         self.ids: set[int] = set()
         self.generation = 0  # bumps on every reload
         self._stale = threading.Event()
@@ -172,11 +171,6 @@ class PostgresRuleFeed:
             rules = [_to_stored(r) for r in rows]
             self.rules = rules
             self.ids = {r.id for r in rules}
-            by_key: dict[str, list[StoredRule]] = {}
-            for r in rules:
-                if r.rule.enabled:
-                    by_key.setdefault(r.rule.key, []).append(r)
-            self.by_key = by_key
             self.generation += 1
 
     def close(self) -> None:

@@ -170,7 +170,6 @@ class SqliteRuleFeed:
         self._print: tuple | None = None
         self._lock = threading.Lock()
         self.rules: list[StoredRule] = []
-        self.by_key: dict[str, list[StoredRule]] = {}
         self.ids: set[int] = set()
         self.generation = 0  # bumps on every reload
 
@@ -198,11 +197,6 @@ class SqliteRuleFeed:
             self._print = fp
             self.rules = rules
             self.ids = {r.id for r in rules}
-            by_key: dict[str, list[StoredRule]] = {}
-            for r in rules:
-                if r.rule.enabled:
-                    by_key.setdefault(r.rule.key, []).append(r)
-            self.by_key = by_key
             self.generation += 1
 
     def close(self) -> None:

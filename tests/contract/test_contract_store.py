@@ -306,7 +306,7 @@ def test_rule_crud_and_the_flows_feed_sees_every_change(store: Store) -> None:
         assert feed.rules == []
         rid = rules.create_rule(rule_from_payload({"name": "up", "condition": "price > 50000", "symbols": ["btcusdt"]}))
         _wait(lambda: (feed.refresh(), feed.ids == {rid})[1])
-        assert [r.id for r in feed.by_key["btcusdt"]] == [rid]
+        assert [(r.id, r.rule.enabled, r.rule.keys) for r in feed.rules] == [(rid, True, ["btcusdt"])]
         gen = feed.generation
         row = rules.rule_row(rid)
         assert row is not None and row[0] == rid and row[3] == 1
@@ -314,7 +314,7 @@ def test_rule_crud_and_the_flows_feed_sees_every_change(store: Store) -> None:
         disabled.enabled = False
         assert rules.update_rule(rid, disabled)
         _wait(lambda: (feed.refresh(), feed.generation > gen)[1])
-        assert feed.by_key.get("btcusdt", []) == [] and feed.ids == {rid}
+        assert [r.rule.enabled for r in feed.rules] == [False] and feed.ids == {rid}
         assert rules.rule_row(rid)[3] == 2  # type: ignore[index]
         assert [r.id for r in rules.load_rules()] == [rid]
         assert rules.delete_rule(rid) and not rules.delete_rule(rid)
