@@ -71,6 +71,12 @@ class SymbolInfo(BaseModel):
     last_price: float | None
     ticks: int = Field(description="Trade messages stored (counted from the bars)")
     uploaded_bars: bool
+    price_decimals: int | None = Field(
+        None,
+        description="Decimals of the symbol's prices: the most that the open, high, low and close of its"
+        " newest 100 bars show (its tick precision as traded; 7 for 0.0061922). The dashboard formats"
+        " prices with it. null without bars.",
+    )
 
 
 class SymbolsResponse(BaseModel):

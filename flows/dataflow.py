@@ -28,6 +28,7 @@ from ticklens.domain.bars import BarBook
 from ticklens.domain.book import BookBatch
 from ticklens.domain.dedup import Conflict, Dedup
 from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
+from ticklens.domain.stats.pair import PairOut
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 
@@ -57,10 +58,11 @@ def build_flow(cfg: Config) -> Dataflow:
     sym_stats = op.stateful_flat_map(
         "symbol_stats", barred, traced("symbol_stats", symbol_stats_step(cfg))
     )  # ("btcusdt", SymbolStatsOut)
+    live_pairs = op.filter("first_computed", pairs, _is_first_computed)  # recomputed rows alert no one
     health = op.flat_map(
         "feed_health", items, traced("feed_health", _health_router)
     )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
-    watched = op.merge("alert_inputs", barred, pairs, health)
+    watched = op.merge("alert_inputs", barred, live_pairs, health)
     alerts = op.stateful_flat_map(
         "alerts", watched, traced("alerts", alert_step(cfg))
     )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
@@ -96,6 +98,10 @@ def _is_symbol_item(kv: tuple[str, Any]) -> bool:
 
 def _is_trade_item(kv: tuple[str, Any]) -> bool:
     return not isinstance(kv[1], BookBatch)
+
+
+def _is_first_computed(kv: tuple[str, PairOut]) -> bool:
+    return not kv[1].revised
 
 
 def _is_pair_item(kv: tuple[str, Any]) -> bool:
@@ -146,6 +152,8 @@ def _bars_step(cfg: Config):
         if state is None:
             state = BarBook(fresh.symbol, timeframes, cfg.bars.lateness_ms, cfg.bars.keep_closed_ms)
         changed, merges = state.add(trades) if trades is not None else ([], [])
+        # Closed before this step's watermark moved: changed by a late trade (analytics recompute them).
+        revised = [b for b in changed if b.closed]
         closed = state.advance(fresh.clock)
         # A bar that closed in this step is written again so its `closed` flag lands.
         changed.extend(closed)
@@ -155,6 +163,7 @@ def _bars_step(cfg: Config):
             bars=changed,
             merges=merges,
             closed=closed,
+            revised=revised,
             gaps=fresh.gaps,
             duplicates=fresh.duplicates,
             late_trades=state.late_trades,

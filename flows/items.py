@@ -30,6 +30,7 @@ class SymbolOut:
     bars: list[Bar] = field(default_factory=list)  # changed bars, full values
     merges: list[Bar] = field(default_factory=list)  # late partials for bars no longer in memory
     closed: list[Bar] = field(default_factory=list)  # bars that just became final
+    revised: list[Bar] = field(default_factory=list)  # closed bars a late trade changed (or created)
     gaps: list[GapEvent] = field(default_factory=list)
     duplicates: int = 0
     late_trades: int = 0

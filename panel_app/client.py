@@ -4,11 +4,18 @@ Pages never open the store. Every response shape the dashboard relies on is
 read here, so an API change touches this module and nothing else. A refused
 connection or a timeout becomes `ApiDown` (pages show a banner instead of a
 blank chart); an HTTP error becomes `ApiError` carrying the API's own message.
+
+GET answers are shared by the browser sessions of one dashboard process for
+under a second (`SHARED_TTL_S`; the symbol list for a few seconds): tabs
+opening together, or pages asking the same thing in the same second, cost the
+API one request. A session's own once-a-second refresh is never served its
+previous answer.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +30,11 @@ from ticklens.domain.timeframes import TIMEFRAME_MS
 DEFAULT_TIMEOUT_S = 5.0
 TRANSFER_TIMEOUT_S = 120.0  # exports and uploads move whole files
 OHLC_COLUMNS = ["start_ms", "open", "high", "low", "close", "volume", "trades", "in_progress"]
+SHARED_TTL_S = 0.75  # below the pages' 1 s refresh
+SYMBOLS_TTL_S = 5.0
+SHARED_MAX = 512
+# (base URL, path, params) -> (monotonic time, response body): one per dashboard process.
+_shared: dict[tuple[str, str, tuple], tuple[float, bytes]] = {}
 
 
 class ApiDown(RuntimeError):
@@ -86,6 +98,8 @@ class Api:
     # --- plumbing ---------------------------------------------------------------
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if method != "GET":
+            _shared.clear()  # a change: no session reads an answer from before it
         for attempt in (1, 2):
             try:
                 r = self._http.request(method, path, **kw)
@@ -111,7 +125,18 @@ class Api:
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
-        return orjson.loads(self.request("GET", path, params=clean).content)
+        key = (self.base_url, path, tuple(sorted(clean.items())))
+        now = time.monotonic()
+        hit = _shared.get(key)
+        ttl = SYMBOLS_TTL_S if path == "/api/v1/symbols" else SHARED_TTL_S
+        if hit is not None and now - hit[0] < ttl:
+            return orjson.loads(hit[1])  # parsed afresh: no session sees another's objects
+        body = self.request("GET", path, params=clean).content
+        if len(_shared) >= SHARED_MAX:
+            for k in [k for k, (t, _) in _shared.items() if now - t >= SYMBOLS_TTL_S] or list(_shared)[:64]:
+                _shared.pop(k, None)
+        _shared[key] = (now, body)
+        return orjson.loads(body)
 
     def post(self, path: str, json: Any = None, **kw: Any) -> Any:
         r = self.request("POST", path, json=json, **kw)
@@ -136,8 +161,12 @@ class Api:
         return [s["symbol"] for s in self.get("/api/v1/symbols")["symbols"]]
 
     def symbol_infos(self) -> list[dict]:
-        """Per symbol: configured, has_data, last_trade_ms, last_price, …"""
+        """Per symbol: configured, has_data, last_trade_ms, last_price, price_decimals, …"""
         return self.get("/api/v1/symbols")["symbols"]
+
+    def price_decimals(self, symbol: str) -> int | None:
+        """The decimals the symbol's prices are shown with (None: not known yet, a generic format)."""
+        return next((s.get("price_decimals") for s in self.symbol_infos() if s["symbol"] == symbol), None)
 
     # --- market data ------------------------------------------------------------
 

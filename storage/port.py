@@ -19,7 +19,7 @@ import polars as pl
 
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import AlertRule, StoredRule
-from ticklens.domain.bars import Bar
+from ticklens.domain.bars import Bar, ExactSums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.records import GapEvent, Rejected, Trades
@@ -174,6 +174,12 @@ class StoreReader(Protocol):
         end_ms: int | None = None,
         chunk: int = 50_000,
     ) -> Iterator[list[Row]]: ...
+    def exact_bar_sums(
+        self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[ExactSums]:
+        """The exact decimal sums behind bars starting in [start, end), oldest first."""
+        ...
+
     def bar_span(self, symbol: str, timeframe: str) -> tuple[int | None, int | None]: ...
     def closed_bars(self, symbol: str, timeframe: str, end_ms: int | None = None) -> pl.DataFrame: ...
     def flow_bar_ids(self, symbol: str, timeframe: str, lo_ms: int, hi_ms: int) -> FlowBarIds: ...

@@ -6,6 +6,8 @@ the browser is Debian's chromium driven by Playwright.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import socket
@@ -112,13 +114,13 @@ class Stack:
             self.stop(name)
 
 
-def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> None:
+def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
     log = stack.root / f"{name}.log"
     stack.logs[name] = log
     stack.commands[name] = (cmd, env)
     with open(log, "ab") as out:
         stack.procs[name] = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
@@ -127,17 +129,21 @@ def start_stack(
     speed: float = REPLAY_SPEED,
     simulate: list[str] | None = None,
     rate: float = 2000.0,
+    replay: tuple[list[str], list[Path]] | None = None,
+    dashboard_args: list[str] | None = None,
 ) -> Stack:
     """Flow, API and dashboard on free ports, sharing one store; returns once all three answer.
 
-    By default the flow replays the bundled recordings at `speed`; with `simulate`
-    (symbols) it reads the local feed generating `rate` trades/s instead (benchmarks).
+    By default the flow replays the bundled recordings at `speed`; `replay` = (symbols, recordings)
+    replays others; with `simulate` (symbols) it reads the local feed generating `rate` trades/s
+    instead (benchmarks). A store already at `root/store/ticklens.db` is kept and added to.
     """
     api_port, dash_port, feed_port = free_port(), free_port(), free_port()
     store = root / "store" / "ticklens.db"
-    store.parent.mkdir(parents=True)
-    symbols = simulate or ["btcusdt", "ethusdt"]
-    source: dict[str, Any] = {"kind": "replay", "speed": speed, "paths": [str(SAMPLE / f) for f in REPLAY_FILES]}
+    store.parent.mkdir(parents=True, exist_ok=True)
+    symbols = simulate or (replay[0] if replay else ["btcusdt", "ethusdt"])
+    paths = replay[1] if replay else [SAMPLE / f for f in REPLAY_FILES]
+    source: dict[str, Any] = {"kind": "replay", "speed": speed, "paths": [str(p) for p in paths]}
     if simulate:
         source = {"kind": "feed", "url": f"ws://127.0.0.1:{feed_port}/market/stream"}
     cfg = {
@@ -167,7 +173,7 @@ def start_stack(
             [
                 py, "-m", "panel", "serve", "panel_app/app.py",
                 "--address", "127.0.0.1", "--port", str(dash_port),
-                "--allow-websocket-origin", f"127.0.0.1:{dash_port}",
+                "--allow-websocket-origin", f"127.0.0.1:{dash_port}", *(dashboard_args or []),
             ],
             env,
         )  # fmt: skip
@@ -178,6 +184,30 @@ def start_stack(
         stack.stop_all()
         raise
     return stack
+
+
+def scaled_recording(
+    src: list[Path], dst: Path, symbol: str, price_factor: str, decimals: int, qty_factor: int
+) -> Path:
+    """A recording of another symbol made from real ones: prices times `price_factor` rounded to
+    `decimals`, quantities times `qty_factor` (e.g. a sub-cent 1000PEPEUSDT-like symbol from BTCUSDT)."""
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    tick, factor = Decimal(1).scaleb(-decimals), Decimal(price_factor)
+    with gzip.open(dst, "wt") as out:
+        for path in src:
+            with gzip.open(path, "rt") as fh:
+                for line in fh:
+                    recv, _, body = line.partition(" ")
+                    msg = json.loads(body)
+                    d = msg.get("data", msg)
+                    if d.get("e") != "trade":
+                        continue
+                    d["s"] = symbol.upper()
+                    d["p"] = f"{(Decimal(d['p']) * factor).quantize(tick, rounding=ROUND_HALF_EVEN):f}"
+                    d["q"] = f"{(Decimal(d['q']) * qty_factor).normalize():f}"
+                    out.write(f"{recv} {json.dumps({'stream': f'{symbol}@trade', 'data': d})}\n")
+    return dst
 
 
 def launch_browser(playwright: Any, viewport: tuple[int, int] = (1400, 950)) -> Any:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -55,3 +58,21 @@ def run_flow(config: Path, *args: str, timeout: float = 120) -> subprocess.Compl
 def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def shuffled_recording(src: list[Path], dst: Path, max_shift_ms: int, seed: int) -> None:
+    """Rewrite recordings so trades arrive out of order by up to max_shift_ms, across bar boundaries."""
+    lines = []
+    for p in src:
+        with gzip.open(p, "rt") as fh:
+            for line in fh:
+                body = line.partition(" ")[2]
+                t = json.loads(body)["data"]["T"]
+                lines.append((t, body))
+    rng = random.Random(seed)
+    keyed = sorted(lines, key=lambda x: x[0] + rng.uniform(0, max_shift_ms))
+    inversions = sum(1 for a, b in zip(keyed, keyed[1:], strict=False) if b[0] < a[0])
+    assert inversions > 1000
+    with gzip.open(dst, "wt") as fh:
+        for t, body in keyed:
+            fh.write(f"{t * 1_000_000} {body}")

@@ -1,4 +1,4 @@
-"""The SQLite book tables: a v2 store gains them in place (v3), and `store.retention` trims each table.
+"""The SQLite book tables: a v3 store (the version before them) gains them in place (v4), and `store.retention` trims each table.
 
 Real SQLite files; expected rows computed here from what was written.
 """
@@ -24,13 +24,13 @@ T0 = 1_723_000_000_000
 BOOK_TABLES = {"quotes", "depth_updates", "book_snapshots", "book_gaps"}
 
 
-def test_a_version_2_store_gains_the_book_tables_keeping_its_rows(tmp_path: Path) -> None:
-    db = tmp_path / "v2.db"
+def test_a_version_3_store_gains_the_book_tables_keeping_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "v3.db"
     connect(db).close()
-    with sqlite3.connect(db) as conn:  # make it a v2 store: no book tables, version 2
+    with sqlite3.connect(db) as conn:  # make it a v3 store: no book tables, version 3
         for t in BOOK_TABLES:
             conn.execute(f"DROP TABLE {t}")
-        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
         conn.execute("INSERT INTO ticks VALUES('btcusdt', 1, 5, 1.0, 2.0, 0, 1, 1, 5, 6)")
     connect(db).close()
     with sqlite3.connect(db) as conn:
@@ -38,7 +38,7 @@ def test_a_version_2_store_gains_the_book_tables_keeping_its_rows(tmp_path: Path
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         ticks = conn.execute("SELECT * FROM ticks").fetchall()
-    assert int(version) == SCHEMA_VERSION == 3
+    assert int(version) == SCHEMA_VERSION == 4
     assert tables >= BOOK_TABLES
     assert {"quotes_time", "depth_updates_key", "depth_updates_time", "book_snapshots_key"} <= indexes
     assert ticks == [("btcusdt", 1, 5, 1.0, 2.0, 0, 1, 1, 5, 6)]

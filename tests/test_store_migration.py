@@ -66,3 +66,132 @@ def test_a_store_from_a_newer_ticklens_is_refused(tmp_path: Path) -> None:
         conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(RuntimeError, match="newer than this ticklens"):
         connect(db)
+
+
+# bars as version 2 stores had them: INTEGER sums, qty in 1e-8 and price * qty in 2^-24, no decimals.
+V2_BARS = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES('schema_version', '2');
+CREATE TABLE bars(
+    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, start_ms INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL, quote_volume REAL NOT NULL, trades INTEGER NOT NULL,
+    taker_buy_volume REAL NOT NULL, taker_buy_quote_volume REAL NOT NULL, vwap REAL NOT NULL,
+    max_qty REAL NOT NULL, messages INTEGER NOT NULL,
+    open_ts INTEGER NOT NULL, open_id INTEGER NOT NULL, close_ts INTEGER NOT NULL, close_id INTEGER NOT NULL,
+    first_id INTEGER NOT NULL, last_id INTEGER NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0, closed INTEGER NOT NULL DEFAULT 0,
+    volume_units INTEGER NOT NULL DEFAULT 0, quote_units INTEGER NOT NULL DEFAULT 0,
+    taker_buy_volume_units INTEGER NOT NULL DEFAULT 0, taker_buy_quote_units INTEGER NOT NULL DEFAULT 0,
+    origin TEXT NOT NULL DEFAULT 'flow', updated_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(symbol, timeframe, start_ms)
+) WITHOUT ROWID;
+"""
+
+
+def test_a_version_2_store_keeps_its_bars_and_a_late_trade_merges_into_them_exactly(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from storage.port import StoreBatch
+    from storage.sqlite import SqliteStore
+    from ticklens.domain.bars import aggregate
+    from ticklens.domain.records import Trades
+
+    db = tmp_path / "v2.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(V2_BARS)
+    # Two trades of 2 at 0.5 (one taker buy) in the minute at T0: quote 2.0, 2^25 units of 2^-24.
+    t0 = 1_722_000_000_000
+    old = ("pepeusdt", "1m", t0, 0.5, 0.5, 0.5, 0.5, 4.0, 2.0, 2, 2.0, 1.0, 0.5, 2.0, 2, t0 + 10, 1, t0 + 20, 2, 1, 2)
+    old += (0, 1, 4 * 10**8, 2 * 2**24, 2 * 10**8, 2**24, "flow", 5)
+    conn.execute(f"INSERT INTO bars VALUES({','.join('?' * len(old))})", old)
+    conn.commit()
+    conn.close()
+
+    store = SqliteStore(db)
+    store.ensure()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        row = c.execute("SELECT * FROM bars").fetchone()
+        names = [d[1] for d in c.execute("PRAGMA table_info(bars)")]
+    kept = dict(zip(names, row, strict=True))
+    assert tuple(kept[n] for n in names[:29]) == old  # every v2 column as it was
+    assert kept["qty_dp"] == 8 and kept["quote_dp"] is None
+    with store.reader() as r:
+        assert [b[6] for b in r.bars("pepeusdt", "1m", 10)] == [2.0]  # quote_volume still read
+
+    # A late trade (100 at 0.0061922, a taker sell) for that minute, merged into the stored v2 bar.
+    late = Trades.from_columns(
+        "pepeusdt", trade_id=[3], ts_ms=[t0 + 30], price=[0.0061922], qty=[100.0], is_buyer_maker=[True]
+    )
+    w = store.writer()
+    w.write(w.prepare(StoreBatch(bar_merges=aggregate(late, "1m", 60_000))))
+    w.close()
+    with sqlite3.connect(db) as c:
+        got = c.execute(
+            "SELECT volume, quote_volume, taker_buy_quote_volume, vwap, close, revision, volume_units, qty_dp,"
+            " quote_units, quote_dp FROM bars"
+        ).fetchone()
+    volume, quote, tb_quote, vwap, close, revision, vu, qd, qu, pd = got
+    exact_quote = Fraction(2) + Fraction("0.0061922") * 100
+    assert Fraction(int(vu), 10**qd) == 104 and Fraction(int(qu), 10**pd) == exact_quote
+    assert (volume, quote, tb_quote) == (104.0, float(exact_quote), 1.0)
+    assert vwap == float(exact_quote / 104) and close == 0.0061922 and revision == 1
+    store.close()
+
+
+def test_a_version_1_postgres_store_keeps_its_bars_and_a_late_trade_merges_into_them_exactly() -> None:
+    """PostgreSQL v1 → v2: `qty_dp`/`quote_dp` added, a v1 bar's numeric sums kept as they were."""
+    from fractions import Fraction
+
+    import psycopg
+    from pg_support import server
+
+    from storage.port import StoreBatch
+    from storage.postgres import PostgresStore
+    from storage.postgres.schema import DDL
+    from storage.postgres.schema import SCHEMA_VERSION as PG_VERSION
+    from ticklens.config import StoreConfig
+    from ticklens.domain.bars import aggregate
+    from ticklens.domain.records import Trades
+
+    pg = server()
+    url = pg.url(pg.create_database("mig"))
+    # A v1 store: the tables as they are, bars without the two decimals columns (as v1 made them).
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(DDL)
+        c.execute("ALTER TABLE bars DROP COLUMN qty_dp, DROP COLUMN quote_dp")
+        c.execute("INSERT INTO meta VALUES('schema_version', '1')")
+        t0 = 1_722_000_000_000
+        old = ("pepeusdt", "1m", t0, 0.5, 0.5, 0.5, 0.5, 4.0, 2.0, 2, 2.0, 1.0, 0.5, 2.0, 2, t0 + 10, 1, t0 + 20, 2)
+        old += (1, 2, 0, True, 4 * 10**8, 2 * 2**24, 2 * 10**8, 2**24, "flow", 5)
+        c.execute(f"INSERT INTO bars VALUES({','.join(['%s'] * len(old))})", old)
+
+    store = PostgresStore(StoreConfig(kind="postgres", url=url))
+    store.ensure()
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(PG_VERSION),)
+        cur = c.execute("SELECT * FROM bars")
+        kept = dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))  # type: ignore[arg-type]
+    assert tuple(kept.values())[: len(old)] == old  # every v1 column as it was (numeric equal to the ints)
+    assert kept["qty_dp"] == 8 and kept["quote_dp"] is None
+    with store.reader() as r:
+        assert [b[6] for b in r.bars("pepeusdt", "1m", 10)] == [2.0]
+
+    late = Trades.from_columns(
+        "pepeusdt", trade_id=[3], ts_ms=[t0 + 30], price=[0.0061922], qty=[100.0], is_buyer_maker=[True]
+    )
+    w = store.writer()
+    w.write(w.prepare(StoreBatch(bar_merges=aggregate(late, "1m", 60_000))))
+    w.close()
+    with psycopg.connect(url) as c:
+        got = c.execute(
+            "SELECT volume, quote_volume, taker_buy_quote_volume, vwap, close, revision, volume_units, qty_dp,"
+            " quote_units, quote_dp FROM bars"
+        ).fetchone()
+    volume, quote, tb_quote, vwap, close, revision, vu, qd, qu, pd = got  # type: ignore[misc]
+    exact_quote = Fraction(2) + Fraction("0.0061922") * 100
+    assert Fraction(int(vu), 10**qd) == 104 and Fraction(int(qu), 10**pd) == exact_quote
+    assert (volume, quote, tb_quote) == (104.0, float(exact_quote), 1.0)
+    assert vwap == float(exact_quote / 104) and close == 0.0061922 and revision == 1
+    store.close()

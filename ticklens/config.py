@@ -266,6 +266,8 @@ class PairConfig(_Model):
     kalman_obs_var: float = Field(1e-3, gt=0)
     # Prior variance of beta and alpha (0: certain of the start, beta = alpha = 0, as in Chan 2013).
     kalman_init_var: float = Field(0.0, ge=0)
+    # Aligned bars the Kalman filter sees before its values are published (None: `window`).
+    kalman_warmup: int | None = Field(None, ge=1, le=100_000)
 
     @field_validator("legs", mode="before")
     @classmethod
@@ -291,6 +293,7 @@ class PairConfig(_Model):
             kalman_delta=self.kalman_delta,
             kalman_obs_var=self.kalman_obs_var,
             kalman_init_var=self.kalman_init_var,
+            kalman_warmup=self.kalman_warmup,
         )
 
 

@@ -16,6 +16,7 @@ import psycopg
 from storage.codec import decode_levels, decode_snapshot
 from storage.port import BAR_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
 from storage.postgres.schema import partitions
+from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
@@ -268,6 +269,17 @@ class PostgresReader:
         )
         rows.reverse()
         return rows
+
+    def exact_bar_sums(
+        self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[ExactSums]:
+        s, e = _bounds(start_ms, end_ms)
+        rows = self._all(
+            f"SELECT {','.join(EXACT_SUM_COLUMNS)} FROM bars"
+            " WHERE symbol=%s AND timeframe=%s AND start_ms >= %s AND start_ms < %s ORDER BY start_ms",
+            (symbol, timeframe, s, e),
+        )
+        return [exact_sums(r) for r in rows]
 
     def iter_bars(
         self,

@@ -16,6 +16,7 @@ import polars as pl
 
 from storage.codec import decode_levels, decode_snapshot
 from storage.port import BAR_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
@@ -260,6 +261,17 @@ class SqliteReader:
         ).fetchall()
         rows.reverse()
         return rows
+
+    def exact_bar_sums(
+        self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[ExactSums]:
+        s, e = _bounds(start_ms, end_ms)
+        rows = self.conn.execute(
+            f"SELECT {','.join(EXACT_SUM_COLUMNS)} FROM bars"
+            " WHERE symbol=? AND timeframe=? AND start_ms >= ? AND start_ms < ? ORDER BY start_ms",
+            (symbol, timeframe, s, e),
+        )
+        return [exact_sums(r) for r in rows]
 
     def iter_bars(
         self,

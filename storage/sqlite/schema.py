@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 # Bump on every schema change and add the step to MIGRATIONS: an older store is migrated in place.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 ALERT_EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS alert_events(
@@ -65,12 +65,17 @@ CREATE TABLE IF NOT EXISTS bars(
     first_id INTEGER NOT NULL, last_id INTEGER NOT NULL,
     revision INTEGER NOT NULL DEFAULT 0,   -- >0: revised by late trades after it closed
     closed INTEGER NOT NULL DEFAULT 0,     -- 0: in progress
-    volume_units INTEGER NOT NULL DEFAULT 0,            -- exact sums behind the REAL columns:
-    quote_units INTEGER NOT NULL DEFAULT 0,             -- qty in 1e-8, price*qty in 2^-24
-    taker_buy_volume_units INTEGER NOT NULL DEFAULT 0,
-    taker_buy_quote_units INTEGER NOT NULL DEFAULT 0,
+    -- The exact decimal sums behind the REAL columns: value = units / 10^dp. No declared type on
+    -- purpose: an integer past 64 bits is stored as its decimal text, which an INTEGER column
+    -- would turn into a rounded REAL.
+    volume_units NOT NULL DEFAULT 0,            -- / 10^qty_dp
+    quote_units NOT NULL DEFAULT 0,             -- / 10^quote_dp
+    taker_buy_volume_units NOT NULL DEFAULT 0,
+    taker_buy_quote_units NOT NULL DEFAULT 0,
     origin TEXT NOT NULL DEFAULT 'flow',   -- flow | upload
     updated_ms INTEGER NOT NULL DEFAULT 0,
+    qty_dp INTEGER NOT NULL DEFAULT 8,     -- decimals of the volume sums
+    quote_dp INTEGER,                      -- decimals of the quote sums; NULL: units of 2^-24 (a v2 bar)
     PRIMARY KEY(symbol, timeframe, start_ms)
 ) WITHOUT ROWID;
 -- Messages we could not use, kept aside with the reason (dead letters).
@@ -210,8 +215,8 @@ BOOK_DDL = [
 ]
 
 
-def _v3_book_tables(conn: sqlite3.Connection) -> None:
-    """v3: the order-book tables quotes, depth_updates, book_snapshots, book_gaps."""
+def _v4_book_tables(conn: sqlite3.Connection) -> None:
+    """v4: the order-book tables quotes, depth_updates, book_snapshots, book_gaps."""
     for stmt in BOOK_DDL:
         conn.execute(stmt)
 
@@ -230,8 +235,28 @@ def _v2_alert_events_key(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE alert_events_v1")
 
 
+def _v3_exact_decimal_bars(conn: sqlite3.Connection) -> None:
+    """v3: bar sums in exact decimal units with per-bar decimals (`qty_dp`, `quote_dp`), the sum
+    columns without a declared type (text past 64 bits stays text). `bars` is rebuilt; a v2 bar
+    keeps its sums: volume in 1e-8 (qty_dp 8), quote in 2^-24 (quote_dp NULL, converted exactly
+    when a late trade merges into it)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='bars'").fetchone():
+        return
+    conn.execute("ALTER TABLE bars RENAME TO bars_v2")
+    conn.execute(_table_ddl("bars"))
+    cols = ",".join(c[1] for c in conn.execute("PRAGMA table_info(bars_v2)"))
+    conn.execute(f"INSERT INTO bars({cols}, qty_dp, quote_dp) SELECT {cols}, 8, NULL FROM bars_v2")
+    conn.execute("DROP TABLE bars_v2")
+
+
+def _table_ddl(name: str) -> str:
+    """The CREATE statement of one table of DDL."""
+    start = DDL.index(f"CREATE TABLE IF NOT EXISTS {name}(")
+    return DDL[start : DDL.index(";", DDL.index(") WITHOUT ROWID", start)) + 1]
+
+
 # version -> the step that brings a store from version - 1 to it (run in order, one transaction each).
-MIGRATIONS = {2: _v2_alert_events_key, 3: _v3_book_tables}
+MIGRATIONS = {2: _v2_alert_events_key, 3: _v3_exact_decimal_bars, 4: _v4_book_tables}
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

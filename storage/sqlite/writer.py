@@ -20,7 +20,7 @@ from storage.sqlite.connection import connect
 from storage.sqlite.rules import insert_events
 from storage.sqlite.sql import insert_flat
 from ticklens.domain.alerts.engine import AlertFired
-from ticklens.domain.bars import BAR_COLUMNS, DERIVED, FIRST_KEY, LAST_KEY, MERGE_RULES
+from ticklens.domain.bars import BAR_COLUMNS, Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.records import COLUMNS as TRADE_COLUMNS
 from ticklens.domain.records import Trades
@@ -30,35 +30,32 @@ _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
 _BAR_HEAD = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms)"
 
 
-def _merge_sql() -> str:
-    """The late-trade upsert, generated from the domain's merge rule (`ticklens.domain.bars.MERGE_RULES`)."""
-
-    def before(key: tuple[str, str], op: str) -> str:
-        (t, i), x = key, "excluded."
-        return f"({x}{t} {op} {t} OR ({x}{t} = {t} AND {x}{i} {op} {i}))"
-
-    def merged(name: str) -> str:
-        rule = MERGE_RULES[name]
-        if rule == "sum":
-            return f"{name} + excluded.{name}"
-        if rule in ("max", "min"):
-            return f"{rule.upper()}({name}, excluded.{name})"
-        cond = before(FIRST_KEY, "<") if rule == "first" else before(LAST_KEY, ">")
-        return f"CASE WHEN {cond} THEN excluded.{name} ELSE {name} END"
-
-    sets = [f"{name} = {merged(name)}" for name in MERGE_RULES]
-    sets += [f"{col} = ({merged(units)}) / {float(scale)}" for col, (units, scale) in DERIVED.items()]
-    vol, quote = DERIVED["volume"], DERIVED["quote_volume"]
-    sets.append(f"vwap = (({merged(quote[0])}) / {float(quote[1])}) / (({merged(vol[0])}) / {float(vol[1])})")
-    sets += ["revision = revision + 1", "closed = 1", "origin = 'flow'", "updated_ms = excluded.updated_ms"]
-    return (
-        f"INSERT INTO bars({','.join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})"
-        " ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET " + ",\n  ".join(sets)
-    )
+_BAR_KEY = "symbol=? AND timeframe=? AND start_ms=?"
+_BAR_SELECT = f"SELECT {','.join(BAR_COLUMNS)}, origin FROM bars WHERE {_BAR_KEY}"
+_BAR_MERGED = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms,origin) VALUES({_BAR_PLACEHOLDERS},?)"
 
 
-# A late trade for a bar no longer held in memory is folded into the stored bar.
-_BAR_MERGE = _merge_sql()
+def merge_bars(conn: sqlite3.Connection, partials: Iterable[tuple], ts: int) -> None:
+    """Late partials (BAR_COLUMNS rows) for bars no longer held in memory, folded into the stored bars.
+
+    The stored bar is read back and merged by the domain's rule (`Bar.merge`, from
+    `ticklens.domain.bars.MERGE_RULES`): exact at any size, which SQL arithmetic on
+    64-bit integers is not. Rare (trades later than `bars.keep_closed_ms`), so one
+    read per partial costs nothing that matters. The merged bar counts a revision, is
+    closed and belongs to the flow; a partial with no stored bar is stored as it is.
+    """
+    for row in partials:
+        part = Bar.from_row(row)
+        stored = conn.execute(_BAR_SELECT, (part.symbol, part.timeframe, part.start_ms)).fetchone()
+        if stored is None:
+            conn.execute(_BAR_MERGED, (*row, ts, "flow"))
+            continue
+        bar = Bar.from_row(stored[:-1])
+        bar.merge(part)
+        bar.revision += 1
+        bar.closed = True
+        conn.execute(_BAR_MERGED, (*bar.row(), ts, "flow"))
+
 
 _GAP_UPSERT = (
     "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
@@ -267,7 +264,7 @@ class SqliteWriter:
             ts=ts,
             ticks=TickParams.of(batch.ticks),
             bars=[v for b in latest.values() for v in (*b.row(), ts)],
-            merges=[(*b.row(), ts) for b in batch.bar_merges],
+            merges=[b.row() for b in batch.bar_merges],
             rejects=[(r.recv_ms, r.reason, r.source, r.raw) for r in batch.rejects],
             gaps=[
                 (g.symbol, g.from_id, g.to_id, g.after_ts, ts, ts if g.status == "filled" else None, g.status)
@@ -293,7 +290,7 @@ class SqliteWriter:
         try:
             insert_ticks(c, p.ticks)
             insert_flat(c, _BAR_HEAD, len(BAR_COLUMNS) + 1, p.bars)
-            c.executemany(_BAR_MERGE, p.merges)
+            merge_bars(c, p.merges, p.ts)
             c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", p.rejects)
             c.executemany(_GAP_UPSERT, p.gaps)
             fresh = insert_events(c, p.alerts, p.ts) if p.alerts else []
