@@ -122,8 +122,9 @@ def _dedup_step(lateness_ms: int):
         else:
             fresh, dups, conflicts = state.fresh(item)
             now_ts = state.max_ts
-            out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
+            out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups, conflicts=len(conflicts))
         out.duplicates_total = state.duplicates
+        out.conflicts_total = state.conflicts
         out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
         return state, [out, *map(_conflict_reject, conflicts)]
 
@@ -166,12 +167,14 @@ def _bars_step(cfg: Config):
             revised=revised,
             gaps=fresh.gaps,
             duplicates=fresh.duplicates,
+            conflicts=fresh.conflicts,
             late_trades=state.late_trades,
             revisions=state.revisions,
             watermark=state.watermark,
             clock=fresh.clock,
             trades_total=state.trades,
             duplicates_total=fresh.duplicates_total,
+            conflicts_total=fresh.conflicts_total,
             last_trade_ms=state.newest_ts,
         )
         return state, out

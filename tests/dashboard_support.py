@@ -124,6 +124,17 @@ def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str], cwd: Pa
         )
 
 
+def _klines_archive(root: Path) -> Path:
+    """Binance's real BTCUSDT 1m klines of the bundled windows as archive zips (the Data page's audit reads them)."""
+    from tests.archive_support import daily_path, klines_by_day, zip_bytes
+
+    for day, (header, lines) in klines_by_day().items():
+        path = root / daily_path("klines-1m", "BTCUSDT", day).removeprefix("/data/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(zip_bytes(path.name.replace(".zip", ".csv"), header, lines))
+    return root
+
+
 def start_stack(
     root: Path,
     speed: float = REPLAY_SPEED,
@@ -156,6 +167,7 @@ def start_stack(
         "dashboard": {"host": "127.0.0.1", "port": dash_port},
         "progress_interval_s": 1.0,
     }
+    cfg["history"] = {"dir": str(_klines_archive(root / "archive"))}
     config = root / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))
     stack = Stack(root, config, store, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dash_port}/app")

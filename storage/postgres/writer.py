@@ -42,6 +42,17 @@ _EVENT_COLS = (
     "event_ms", "ref", "wall_ms", "webhook", "webhook_status",
 )  # fmt: skip
 _REJECT_COLS = ("recv_ms", "reason", "source", "raw")
+# The oldest rejects beyond the cap (store.rejects_max_rows). Ids come from one identity
+# sequence and only this trim deletes, oldest first: the cut is one range delete on the key.
+# Ids of a rolled-back batch leave holes, so the table keeps at most the cap (the count is
+# exact: COUNT(*)). Writers of several workers trim one at a time (an advisory lock held to
+# commit), so each dropped row is counted once.
+_REJECTS_LOCK = 0x72656A65  # "reje"
+_REJECTS_TRIM = "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - %s"
+_REJECTS_DROPPED = (
+    "INSERT INTO meta(key, value) VALUES('rejects_dropped', %s) ON CONFLICT(key) DO UPDATE SET"
+    " value = (meta.value::bigint + excluded.value::bigint)::text"
+)
 _STATUS_COLS = ("key", "value", "updated_ms")
 _QUOTE_COLS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
 _DEPTH_COLS = (
@@ -278,9 +289,12 @@ class _Prepared:
 class PostgresWriter:
     """Batched, transactional writes of the dataflow's outputs (`StoreWriter` of the port)."""
 
-    def __init__(self, target: Target, retry_s: float, retention: RetentionConfig) -> None:
+    def __init__(
+        self, target: Target, retry_s: float, retention: RetentionConfig, rejects_max_rows: int | None = None
+    ) -> None:
         self.target = target
         self.retry_s = retry_s
+        self.rejects_max_rows = rejects_max_rows
         self.conn: psycopg.Connection | None = None
         self._days: set[int] = set()
         self._book_days: dict[str, set[int]] = {}  # the book tables' partitions known to exist
@@ -436,6 +450,11 @@ class PostgresWriter:
             c.execute(q["bars"], _columns_of(_merge_bars(c, p.merges, p.ts)))
         if p.rejects:
             c.execute(q["rejects"], _columns_of(p.rejects))
+            if self.rejects_max_rows is not None:
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (_REJECTS_LOCK,))
+                dropped = c.execute(_REJECTS_TRIM, (self.rejects_max_rows,)).rowcount
+                if dropped > 0:
+                    c.execute(_REJECTS_DROPPED, (str(dropped),))
         if p.gaps:
             c.cursor().executemany(_GAP_UPSERT, p.gaps)
         fresh = self._events(c, p.alerts, p.ts) if p.alerts else []
