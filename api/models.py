@@ -71,6 +71,12 @@ class SymbolInfo(BaseModel):
     last_price: float | None
     ticks: int = Field(description="Trade messages stored (counted from the bars)")
     uploaded_bars: bool
+    price_decimals: int | None = Field(
+        None,
+        description="Decimals of the symbol's prices: the most that the open, high, low and close of its"
+        " newest 100 bars show (its tick precision as traded; 7 for 0.0061922). The dashboard formats"
+        " prices with it. null without bars.",
+    )
 
 
 class SymbolsResponse(BaseModel):
@@ -131,6 +137,7 @@ class SymbolStatus(BaseModel):
     trades: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     late_trades: int
     duplicates: int
+    conflicts: int = Field(0, description="Duplicates whose values differed from the trade kept (both kept in rejects)")
     revisions: int
     gaps_open: int
     gaps_total: int
@@ -148,7 +155,13 @@ class StatusResponse(BaseModel):
     trades_per_s: float = Field(description="Ingest rate of the flow at its last status write")
     trades_total: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     reconnects: int
+    connects_per_min: int = Field(
+        0, description="Connection attempts in the last minute, all feeds (capped by source.max_connects_per_minute)"
+    )
     malformed_messages: int = Field(description="Rejected messages kept in the store")
+    rejects_dropped: int = Field(
+        0, description="Rejects dropped, oldest first, to keep the store's `store.rejects_max_rows`"
+    )
     gaps_open: int
     gaps_total: int
     status_time: str | None = Field(description="When the flow last wrote its status")
@@ -204,9 +217,14 @@ class UploadRejectedResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="`degraded` (HTTP 503): the store failed its check")
+    problem: str | None = Field(None, description="What is wrong with the store, naming it")
     store: str
     schema_version: int | None
+    checked_time: str | None = Field(None, description="When the store's integrity was last checked")
+    rejects_dropped: int | None = Field(
+        None, description="Rejects dropped, oldest first, to keep `store.rejects_max_rows`"
+    )
     time: str
 
 
@@ -335,6 +353,58 @@ class ContinuityResponse(BaseModel):
     quiet_buckets: int = 0
     unknown_buckets: int = 0
     gaps: list[GapOut]
+
+
+class AuditMinuteValues(BaseModel):
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    taker_buy_volume: float
+
+
+class AuditFieldDiff(BaseModel):
+    field: str = Field(description="open, high, low, close, volume, quote_volume, trades or taker_buy_volume")
+    ours: float
+    binance: float
+
+
+class AuditMinute(BaseModel):
+    start: str = Field(description="Minute start, ISO-8601 UTC")
+    start_ms: int
+    outcome: Literal["differs", "missing_in_store", "missing_in_klines"] = Field(
+        description="differs: field values disagree; missing_in_store: Binance traded, no stored bar;"
+        " missing_in_klines: a stored bar in a minute the day's kline file does not list"
+    )
+    fields: list[AuditFieldDiff] = Field(description="The fields that disagree (outcome differs)")
+    ours: AuditMinuteValues | None = Field(description="The stored 1m bar, if any")
+    binance: AuditMinuteValues | None = Field(description="Binance's kline, if any")
+
+
+class AuditResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    start: str
+    start_ms: int
+    end: str
+    end_ms: int
+    ok: bool = Field(description="Every audited minute equal, none unaudited, at least one compared")
+    compared: int = Field(description="Minutes audited: in a day with downloaded klines, with a bar or a kline")
+    equal: int = Field(description="Of those, equal on every field (or quiet on both sides)")
+    quiet: int = Field(description="Of the equal: no trade on either side")
+    differing: int
+    by_outcome: dict[str, int]
+    bars: int = Field(description="Stored 1m bars in the range")
+    klines: int = Field(description="Kline rows in the range")
+    unaudited_bars: int = Field(description="Stored bars in days without downloaded klines")
+    unaudited_days: list[str]
+    klines_dir: str = Field(description="Where the klines were read (history.dir)")
+    files: list[str] = Field(description="Kline files read")
+    listed: int = Field(description="Differing minutes listed (at most `limit`)")
+    diffs: list[AuditMinute] = Field(description="Differing minutes, oldest first")
 
 
 class MicroBar(BaseModel):

@@ -6,11 +6,25 @@ after it (Market page, 1s candles), and how long each page takes from a click in
 sidebar to its data being on screen.
 
     .venv/bin/python -m bench.bench_dashboard [--seconds 30] [--rate 2000] [--day]
+
+`--first-chart` measures instead how long a freshly opened tab takes to show its first chart:
+a 14-minute, 3-symbol store (the bundled BTC/ETH recordings of 2024-08-08 replayed at full speed,
+with a sub-cent 1000PEPEUSDT-like symbol made from BTCUSDT), then the 2024-07-18/19 recordings
+replayed at 4x while tabs open: one tab at a time (`--rounds` times), then `--tabs` tabs at
+once. Per tab: navigation → HTML received, and navigation → the Market chart holding real
+candles and painted.
+
+    .venv/bin/python -m bench.bench_dashboard --first-chart [--tabs 5] [--rounds 5] [--baseline DIR]
+
+`--baseline DIR` serves a second dashboard from another source tree (e.g. `git archive main
+panel_app ticklens | tar -x -C DIR`: the dashboard before a change) against the same API, store and
+replay, and times both in the same run, round by round in turn.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +34,21 @@ import numpy as np
 import polars as pl
 from playwright.sync_api import sync_playwright
 
-from tests.dashboard_support import CANDLES_JS, TIMING_JS, Stack, launch_browser, start_stack, wait_until
+from tests.dashboard_support import (
+    CANDLES_JS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SAMPLE,
+    TIMING_JS,
+    Stack,
+    _spawn,
+    free_port,
+    launch_browser,
+    scaled_recording,
+    start_stack,
+    wait_until,
+)
+from tests.flow_support import run_flow, write_config
 
 SYMBOLS = ["btcusdt", "ethusdt", "solusdt", "bnbusdt"]
 PAGES = {
@@ -99,13 +127,216 @@ def day_of_bars(stack: Stack, page: Any, with_1m: bool, rounds: int = 3) -> list
     return out
 
 
+FIRST_SYMBOLS = ["btcusdt", "ethusdt", "1000pepeusdt"]
+WINDOW_A = ["um_btcusdt_20240718_trades.gz", "um_btcusdt_20240719_trades.gz"]
+WINDOW_A_ETH = ["um_ethusdt_20240718_trades.gz", "um_ethusdt_20240719_trades.gz"]
+
+
+def first_chart_stack(root: Path, dashboard_args: list[str]) -> Stack:
+    """The 14-minute 3-symbol store, then the stack replaying another 8 minutes into it at 4x."""
+    rec = root / "recordings"
+    rec.mkdir(parents=True)
+    btc_b, eth_b = SAMPLE / "um_btcusdt_20240808_trades.gz", SAMPLE / "um_ethusdt_20240808_trades.gz"
+    pepe_b = scaled_recording([btc_b], rec / "pepe_b.gz", "1000pepeusdt", "0.000000338", 7, 10_000)
+    pepe_a = scaled_recording(
+        [SAMPLE / f for f in WINDOW_A], rec / "pepe_a.gz", "1000pepeusdt", "0.000000338", 7, 10_000
+    )
+    prefill = root / "prefill"
+    prefill.mkdir()
+    cfg = write_config(
+        prefill,
+        symbols=FIRST_SYMBOLS,
+        source={"paths": [str(btc_b), str(eth_b), str(pepe_b)]},
+        store={"path": str(root / "store" / "ticklens.db")},
+    )
+    (root / "store").mkdir()
+    res = run_flow(cfg, "--no-recovery", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    live = [SAMPLE / f for f in WINDOW_A + WINDOW_A_ETH] + [pepe_a]
+    return start_stack(root, speed=4, replay=(FIRST_SYMBOLS, live), dashboard_args=dashboard_args)
+
+
+def _proc_table() -> dict[int, tuple[int, float, float]]:
+    """pid → (parent pid, own CPU s, reaped children's CPU s), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick, (int(f[13]) + int(f[14])) / tick)
+    return out
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time of a process and all its descendants, live or reaped (a browser and its tabs)."""
+    table = _proc_table()
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            total += table[pid][1] + table[pid][2]
+            todo.extend(kids.get(pid, []))
+    return total
+
+
+def browser_pid() -> int:
+    """The Chromium launched by this process (its top process, under the Playwright driver)."""
+    table = _proc_table()
+    for pid, (ppid, _, _) in table.items():
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        try:
+            parent_exe = os.readlink(f"/proc/{ppid}/exe")
+        except OSError:
+            parent_exe = ""
+        if "chrom" in exe and "chrom" not in parent_exe and _descends(pid, os.getpid(), table):
+            return pid
+    raise RuntimeError("no chromium under this process")
+
+
+def _descends(pid: int, ancestor: int, table: dict[int, tuple[int, float, float]]) -> bool:
+    while pid in table and pid > 1:
+        if pid == ancestor:
+            return True
+        pid = table[pid][0]
+    return False
+
+
+async def _open_tabs(ctx: Any, url: str, n: int) -> list[dict[str, float]]:
+    """n new tabs of one browser opened together; per tab, ms from navigation to: the HTML received
+    (`html`), the DOM parsed (`dom`, after the scripts), the document rendered (`doc`), and the
+    first chart holding real candles painted (`chart`)."""
+    import asyncio
+
+    pages = [await ctx.new_page() for _ in range(n)]
+
+    async def one(page: Any) -> dict[str, float]:
+        marks: dict[str, float] = {}
+        t0 = time.perf_counter()
+        page.on("domcontentloaded", lambda _p: marks.setdefault("dom", time.perf_counter() - t0))
+        await page.goto(url, wait_until="commit", timeout=120_000)
+        marks["html"] = time.perf_counter() - t0
+        while True:
+            c = await page.evaluate(CANDLES_JS)
+            if c is not None:
+                marks.setdefault("doc", time.perf_counter() - t0)  # the document is rendered (placeholder)
+            if c and len(c["volume"]) and max(c["volume"]) > 0:  # real candles, not the placeholder
+                break
+            if time.perf_counter() - t0 > 120:
+                raise AssertionError("no chart after 120 s")
+            await asyncio.sleep(0.02)
+        await page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        marks["chart"] = time.perf_counter() - t0
+        return {k: v * 1000 for k, v in marks.items()}
+
+    out = await asyncio.gather(*(one(p) for p in pages))
+    await asyncio.sleep(0.5)  # the tabs' last messages, before the CPU is read
+    for p in pages:
+        await p.close()
+    return list(out)
+
+
+async def _first_charts(servers: dict[str, tuple[str, int]], rounds: int, tabs: int) -> dict[str, dict]:
+    """One browser, as a user has it: a first tab (empty cache), then fresh tabs one at a time,
+    then `tabs` at once, each round after the previous one's tabs closed; with several dashboard
+    servers (variant -> (url, pid)), each round visits every one in turn, so all see the same load.
+    Each result carries the CPU seconds the dashboard server and the browser spent per tab (what
+    the load cannot bend)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        ctx = await pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="tl-chromium-"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 950},
+        )
+        chromium = browser_pid()
+        out: dict[str, dict] = {}
+        plan = [("first tab of a fresh browser", 1, 1), ("1 tab", rounds, 1)]
+        plan.append((f"{tabs} tabs together", max(1, rounds // 2), tabs))
+        for label, n_rounds, n_tabs in plan:
+            runs: dict[str, list[dict[str, float]]] = {v: [] for v in servers}
+            cpu = {v: {"server": 0.0, "browser": 0.0} for v in servers}
+            for _ in range(n_rounds):
+                for variant, (url, pid) in servers.items():
+                    s0, b0 = cpu_seconds(pid), cpu_seconds(chromium)
+                    runs[variant] += await _open_tabs(ctx, url, n_tabs)
+                    cpu[variant]["server"] += cpu_seconds(pid) - s0
+                    cpu[variant]["browser"] += cpu_seconds(chromium) - b0
+            n = n_rounds * n_tabs
+            for variant in servers:
+                c = {k: v / n * 1000 for k, v in cpu[variant].items()}
+                out[f"{variant}: {label}"] = {"runs": runs[variant], "cpu_ms_per_tab": c}
+        await ctx.close()
+    return out
+
+
+def first_chart(args: argparse.Namespace) -> int:
+    import asyncio
+
+    root = Path(tempfile.mkdtemp(prefix="tl-bench-first-"))
+    extra = args.dashboard_args.split() if args.dashboard_args else []
+    stack = first_chart_stack(root, extra)
+    try:
+        servers = {"this tree": (stack.dash_url, stack.procs["dashboard"].pid)}
+        if args.baseline:
+            servers = {"baseline": _baseline_dashboard(stack, Path(args.baseline), extra), **servers}
+        with stack.api() as api:
+            wait_until(lambda: api.get("/api/v1/status").json()["running"], 30, "the flow running")
+        results = asyncio.run(_first_charts(servers, args.rounds, args.tabs))
+        with stack.api() as api:
+            syms = [s["symbol"] for s in api.get("/api/v1/symbols").json()["symbols"]]
+            span = api.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "limit": 100}).json()["count"]
+        print(f"store: {syms}, {span} minutes of btcusdt 1m bars; flow replaying at 4x; load {os.getloadavg()}")
+        for label, res in results.items():
+            cpu = res["cpu_ms_per_tab"]
+            print(f"{label}: CPU per tab: dashboard server {cpu['server']:.0f} ms, browser {cpu['browser']:.0f} ms")
+            for k in ("html", "dom", "doc", "chart"):
+                xs = [r[k] for r in res["runs"] if k in r]
+                if xs:
+                    print(f"  navigation → {k:<5} {pct(xs)}")
+    finally:
+        stack.stop_all()
+    return 0
+
+
+def _baseline_dashboard(stack: Stack, tree: Path, extra: list[str]) -> tuple[str, int]:
+    """A second `panel serve` of `tree`'s panel_app (imports resolve there first) on the same API."""
+    import httpx
+
+    port = free_port()
+    cmd, env = stack.commands["dashboard"]
+    cmd = [*cmd[: cmd.index("--port") + 1], str(port), "--allow-websocket-origin", f"127.0.0.1:{port}", *extra]
+    _spawn(stack, "dashboard_baseline", cmd, env, cwd=tree.resolve())
+    url = f"http://127.0.0.1:{port}/app"
+    wait_until(lambda: httpx.get(url, timeout=60).status_code == 200, 180, "the baseline dashboard")
+    return url, stack.procs["dashboard_baseline"].pid
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--first-chart", action="store_true", help="time a fresh tab's first chart (1 and --tabs at once)")
+    ap.add_argument("--tabs", type=int, default=5)
+    ap.add_argument("--baseline", default="", help="a source tree whose dashboard is timed beside this one")
+    ap.add_argument("--dashboard-args", default="", help="extra `panel serve` arguments (e.g. '--num-procs 2')")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=2000.0)
     ap.add_argument("--rounds", type=int, default=3, help="page-switch rounds")
     ap.add_argument("--day", action="store_true", help="also: a day of 1s bars (uploaded) in the Market chart")
     args = ap.parse_args()
+    if args.first_chart:
+        return first_chart(args)
     stack = start_stack(Path(tempfile.mkdtemp(prefix="tl-bench-dash-")), simulate=SYMBOLS, rate=args.rate)
     try:
         with stack.api() as api:

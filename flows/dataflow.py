@@ -29,6 +29,7 @@ from ticklens.domain.bars import BarBook
 from ticklens.domain.book import BookBatch
 from ticklens.domain.dedup import Conflict, Dedup
 from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
+from ticklens.domain.stats.pair import PairOut
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 
@@ -63,11 +64,12 @@ def build_flow(cfg: Config) -> Dataflow:
     sym_stats = op.stateful_flat_map(
         "symbol_stats", barred, traced("symbol_stats", symbol_stats_step(cfg))
     )  # ("btcusdt", SymbolStatsOut)
+    live_pairs = op.filter("first_computed", pairs, _is_first_computed)  # recomputed rows alert no one
     health = op.flat_map(
         "feed_health", items, traced("feed_health", _health_router)
     )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
     outs = [barred, books, split.falses, fresh.falses, pairs, corr, sym_stats]
-    watched_in = [barred, pairs, health]
+    watched_in = [barred, live_pairs, health]
     if micro_enabled(cfg):
         outs.append(micro)
         watched_in.append(micro)
@@ -115,6 +117,10 @@ def _is_trade_item(kv: tuple[str, Any]) -> bool:
     return not isinstance(kv[1], (BookBatch, BookClock))
 
 
+def _is_first_computed(kv: tuple[str, PairOut]) -> bool:
+    return not kv[1].revised
+
+
 def _is_pair_item(kv: tuple[str, Any]) -> bool:
     return not kv[0].startswith(CORR_KEY)
 
@@ -133,8 +139,9 @@ def _dedup_step(lateness_ms: int):
         else:
             fresh, dups, conflicts = state.fresh(item)
             now_ts = state.max_ts
-            out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
+            out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups, conflicts=len(conflicts))
         out.duplicates_total = state.duplicates
+        out.conflicts_total = state.conflicts
         out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
         return state, [out, *map(_conflict_reject, conflicts)]
 
@@ -163,6 +170,8 @@ def _bars_step(cfg: Config):
         if state is None:
             state = BarBook(fresh.symbol, timeframes, cfg.bars.lateness_ms, cfg.bars.keep_closed_ms)
         changed, merges = state.add(trades) if trades is not None else ([], [])
+        # Closed before this step's watermark moved: changed by a late trade (analytics recompute them).
+        revised = [b for b in changed if b.closed]
         closed = state.advance(fresh.clock)
         # A bar that closed in this step is written again so its `closed` flag lands.
         changed.extend(closed)
@@ -172,14 +181,17 @@ def _bars_step(cfg: Config):
             bars=changed,
             merges=merges,
             closed=closed,
+            revised=revised,
             gaps=fresh.gaps,
             duplicates=fresh.duplicates,
+            conflicts=fresh.conflicts,
             late_trades=state.late_trades,
             revisions=state.revisions,
             watermark=state.watermark,
             clock=fresh.clock,
             trades_total=state.trades,
             duplicates_total=fresh.duplicates_total,
+            conflicts_total=fresh.conflicts_total,
             last_trade_ms=state.newest_ts,
         )
         return state, out

@@ -19,7 +19,9 @@ class Fresh:
     clock: int | None = None
     gaps: list[GapEvent] = field(default_factory=list)
     duplicates: int = 0
+    conflicts: int = 0  # of the duplicates, those whose values differ from the trade kept
     duplicates_total: int = 0  # since the flow first started (recovered state)
+    conflicts_total: int = 0
 
 
 @dataclass(slots=True)
@@ -31,8 +33,10 @@ class SymbolOut:
     bars: list[Bar] = field(default_factory=list)  # changed bars, full values
     merges: list[Bar] = field(default_factory=list)  # late partials for bars no longer in memory
     closed: list[Bar] = field(default_factory=list)  # bars that just became final
+    revised: list[Bar] = field(default_factory=list)  # closed bars a late trade changed (or created)
     gaps: list[GapEvent] = field(default_factory=list)
     duplicates: int = 0
+    conflicts: int = 0  # conflicting duplicates (kept in `rejects` with both versions)
     late_trades: int = 0
     revisions: int = 0
     watermark: int = 0
@@ -40,6 +44,7 @@ class SymbolOut:
     # Running totals of the flow's recovered state: they go on across a resumed run.
     trades_total: int = 0
     duplicates_total: int = 0
+    conflicts_total: int = 0
     last_trade_ms: int = 0
 
 

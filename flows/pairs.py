@@ -1,7 +1,9 @@
 """The dataflow steps of pair, correlation and symbol analytics (thin adapters over ticklens.domain).
 
-Analytics see each bar as it first closed; a late-trade revision of a closed
-bar updates `bars` only.
+Analytics see each bar as it closes, and again when a late trade revises it
+(while `BarBook` still holds it, `bars.keep_closed_ms`): the rows from the
+revised bar on are recomputed (`ticklens.domain.aligned.AlignedStats`), so the
+stored analytics, like the bars, do not depend on arrival order.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import dataclass
 
 from flows.items import MicroItem, SymbolOut
 from ticklens.config import Config
-from ticklens.domain.align import Aligner, LegBars
+from ticklens.domain.align import Leg, LegBars
+from ticklens.domain.aligned import AlignedStats
 from ticklens.domain.stats.correlation import CorrMatrix, CorrOut
-from ticklens.domain.stats.pair import PairAnalytics, PairOut
-from ticklens.domain.stats.symbol import SymbolStats, SymbolStatsOut
+from ticklens.domain.stats.pair import PairAnalytics, PairOut, PairRow
+from ticklens.domain.stats.symbol import SymbolRow, SymbolStats, SymbolStatsOut
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 CORR_KEY = "_corr"
@@ -27,8 +30,11 @@ def corr_timeframe(cfg: Config) -> str | None:
 
 
 def _closed_by_tf(out: SymbolOut) -> dict[str, list[tuple[int, float, float, float]]]:
+    """Bars that closed or were revised in this step, per timeframe, oldest first."""
     by: dict[str, list[tuple[int, float, float, float]]] = defaultdict(list)
     for b in out.closed:
+        by[b.timeframe].append((b.start_ms, b.close, b.volume, b.quote_volume))
+    for b in out.revised:
         by[b.timeframe].append((b.start_ms, b.close, b.volume, b.quote_volume))
     for lst in by.values():
         lst.sort()
@@ -88,23 +94,63 @@ def leg_key(leg: LegBars) -> str:
     return leg.key
 
 
+# What each statistic makes of an aligned row (a `RowStats` for AlignedStats): module-level
+# classes, so the flow's state pickles for recovery.
+
+
 @dataclass(slots=True)
-class _PairState:
-    aligner: Aligner
+class _Pair:
+    legs: tuple[str, str]
     stats: PairAnalytics
 
+    def clone(self) -> _Pair:
+        return _Pair(self.legs, self.stats.clone())
 
-def pair_step(cfg: Config) -> Callable[[_PairState | None, LegBars], tuple[_PairState, list[PairOut]]]:
-    """Stateful step keyed by "a-b@tf": aligned rows in, pair statistics out."""
+    def on_row(self, start_ms: int, row: dict[str, Leg]) -> PairRow:
+        return self.stats.update(start_ms, row[self.legs[0]][0], row[self.legs[1]][0])
+
+
+@dataclass(slots=True)
+class _Symbol:
+    symbol: str
+    stats: SymbolStats
+
+    def clone(self) -> _Symbol:
+        return _Symbol(self.symbol, self.stats.clone())
+
+    def on_row(self, start_ms: int, row: dict[str, Leg]) -> SymbolRow:
+        return self.stats.update(start_ms, *row[self.symbol])
+
+
+@dataclass(slots=True)
+class _Corr:
+    matrix: CorrMatrix
+
+    def clone(self) -> _Corr:
+        return _Corr(self.matrix.clone())
+
+    def on_row(self, start_ms: int, row: dict[str, Leg]) -> list[tuple[int, str, str, float | None]]:
+        closes = {s: row[s][0] for s in self.matrix.symbols}
+        return [(start_ms, a, b, c) for (a, b), c in self.matrix.update(closes).items()]
+
+
+def pair_step(cfg: Config) -> Callable[[AlignedStats | None, LegBars], tuple[AlignedStats, list[PairOut]]]:
+    """Stateful step keyed by "a-b@tf": aligned rows in, pair statistics out (recomputed ones apart)."""
     pairs = {f"{p.name}@{tf}": (p, tf) for p in cfg.pairs for tf in cfg.pair_timeframes(p)}
+    keep = cfg.bars.keep_closed_ms
 
-    def step(state: _PairState | None, leg: LegBars) -> tuple[_PairState, list[PairOut]]:
+    def step(state: AlignedStats | None, leg: LegBars) -> tuple[AlignedStats, list[PairOut]]:
         pair, tf = pairs[leg.key]
         if state is None:
-            state = _PairState(Aligner(list(pair.legs), TIMEFRAME_MS[tf]), PairAnalytics(pair.params()))
-        a, b = pair.legs
-        rows = [state.stats.update(t, r[a][0], r[b][0]) for t, r in state.aligner.push(leg)]
-        return state, ([PairOut(pair.name, pair.legs, tf, pair.window, rows)] if rows else [])
+            stats = _Pair(pair.legs, PairAnalytics(pair.params()))
+            state = AlignedStats(list(pair.legs), TIMEFRAME_MS[tf], keep, stats)
+        out = state.push(leg)
+        items = []
+        if out.revised:
+            items.append(PairOut(pair.name, pair.legs, tf, pair.window, out.revised, revised=True))  # type: ignore[arg-type]
+        if out.fresh:
+            items.append(PairOut(pair.name, pair.legs, tf, pair.window, out.fresh))  # type: ignore[arg-type]
+        return state, items
 
     return step
 
@@ -112,6 +158,7 @@ def pair_step(cfg: Config) -> Callable[[_PairState | None, LegBars], tuple[_Pair
 def symbol_stats_step(cfg: Config) -> Callable[[dict | None, SymbolOut], tuple[dict, list[SymbolStatsOut]]]:
     """Stateful step keyed by symbol: per-timeframe rolling statistics of aligned bars."""
     window = cfg.stats.window
+    keep = cfg.bars.keep_closed_ms
 
     def step(state: dict | None, out: SymbolOut) -> tuple[dict, list[SymbolStatsOut]]:
         state = state if state is not None else {}
@@ -123,32 +170,27 @@ def symbol_stats_step(cfg: Config) -> Callable[[dict | None, SymbolOut], tuple[d
             if tf not in cfg.stats.timeframes:
                 continue
             if tf not in state:
-                state[tf] = (Aligner([out.symbol], TIMEFRAME_MS[tf]), SymbolStats(window))
-            aligner, stats = state[tf]
-            rows = [
-                stats.update(t, *r[out.symbol])
-                for t, r in aligner.push(LegBars(out.symbol, tf, by.get(tf, []), out.watermark))
-            ]
+                state[tf] = AlignedStats([out.symbol], TIMEFRAME_MS[tf], keep, _Symbol(out.symbol, SymbolStats(window)))
+            res = state[tf].push(LegBars(out.symbol, tf, by.get(tf, []), out.watermark))
+            rows = res.revised + res.fresh
             if rows:
-                results.append(SymbolStatsOut(out.symbol, tf, window, rows))
+                results.append(SymbolStatsOut(out.symbol, tf, window, rows))  # type: ignore[arg-type]
         return state, results
 
     return step
 
 
-def corr_step(cfg: Config) -> Callable[[tuple | None, LegBars], tuple[tuple, list[CorrOut]]]:
+def corr_step(cfg: Config) -> Callable[[AlignedStats | None, LegBars], tuple[AlignedStats, list[CorrOut]]]:
     """Stateful step keyed by "_corr@tf": the rolling correlation matrix of `cfg.correlation`."""
     corr = cfg.correlation
     syms, window, tf = (corr.symbols, corr.window, corr.timeframe) if corr else ([], 2, "1m")
+    keep = cfg.bars.keep_closed_ms
 
-    def step(state: tuple | None, leg: LegBars) -> tuple[tuple, list[CorrOut]]:
+    def step(state: AlignedStats | None, leg: LegBars) -> tuple[AlignedStats, list[CorrOut]]:
         if state is None:
-            state = (Aligner(list(syms), TIMEFRAME_MS[tf]), CorrMatrix(list(syms), window))
-        aligner, matrix = state
-        rows = []
-        for t, r in aligner.push(leg):
-            for (a, b), c in matrix.update({s: r[s][0] for s in syms}).items():
-                rows.append((t, a, b, c))
+            state = AlignedStats(list(syms), TIMEFRAME_MS[tf], keep, _Corr(CorrMatrix(list(syms), window)))
+        out = state.push(leg)
+        rows = [r for rs in (*out.revised, *out.fresh) for r in rs]  # type: ignore[attr-defined]
         return state, ([CorrOut(tf, window, rows)] if rows else [])
 
     return step

@@ -34,27 +34,30 @@ STATUS_EVERY = 2  # status (freshness badge) every 2nd tick
 pn.extension("tabulator", raw_css=[CSS], notifications=True)
 
 
+PAGES: tuple[type[Page], ...] = (
+    MarketPage,
+    BookPage,
+    PairPage,
+    CorrelationPage,
+    StatisticsPage,
+    MicrostructurePage,
+    AlertsPage,
+    DataPage,
+)
+
+
 class Dashboard:
     """The pages, the navigation, and the clock."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
-        self.pages: dict[str, Page] = {
-            p.title: p
-            for p in (
-                MarketPage(api),
-                BookPage(api),
-                PairPage(api),
-                CorrelationPage(api),
-                StatisticsPage(api),
-                MicrostructurePage(api),
-                AlertsPage(api),
-                DataPage(api),
-            )
-        }
-        self.views = {name: page.view() for name, page in self.pages.items()}
+        # A page is built when first shown: a new browser session builds the Market page only
+        # (its document is ready in a fraction of the time all six took; docs/performance.md).
+        self.kinds = {p.title: p for p in PAGES}
+        self.pages: dict[str, Page] = {}
+        self.views: dict[str, pn.viewable.Viewable] = {}
         self.nav = pn.widgets.RadioButtonGroup(
-            options=list(self.pages),
+            options=list(self.kinds),
             value="Market",
             orientation="vertical",
             button_type="primary",
@@ -66,7 +69,7 @@ class Dashboard:
         # Only the visible page is in the document: the browser lays out and updates one
         # page's figures, not six (measured: keeping all six and toggling visibility made
         # the first visit to a page 3x slower under load).
-        self.main = pn.Column(self.views["Market"], sizing_mode="stretch_width")
+        self.main = pn.Column(self._view("Market"), sizing_mode="stretch_width")
         self.status: dict | None = None
         self._tick = 0
         self._needs_show = True
@@ -74,10 +77,18 @@ class Dashboard:
 
     @property
     def page(self) -> Page:
+        self._view(self.nav.value)
         return self.pages[self.nav.value]
 
+    def _view(self, name: str) -> pn.viewable.Viewable:
+        if name not in self.views:
+            page = self.kinds[name](self.api)
+            self.pages[name] = page
+            self.views[name] = page.view()
+        return self.views[name]
+
     def _navigate(self, name: str) -> None:
-        self.main.objects = [self.views[name]]
+        self.main.objects = [self._view(name)]
         self._needs_show = True
         self.tick()
 
@@ -127,13 +138,19 @@ class Dashboard:
             ],
             main=[pn.Column(self.banner, self.main, sizing_mode="stretch_width")],
             header=[pn.Row(pn.layout.HSpacer(), self.badge, sizing_mode="stretch_width")],
+            # Panel's busy spinner follows one flag for the whole process: every session's
+            # once-a-second refresh would repaint it in every open tab (O(tabs²) messages).
+            busy_indicator=None,
         )
         return tpl
 
 
 def build() -> pn.template.BaseTemplate:
     dash = Dashboard(Api())
-    pn.state.onload(dash.tick)
+    # The first data goes into the document itself, not into a patch after the page loaded: the
+    # browser draws the chart with real candles in its first render (one round trip and one
+    # layout pass fewer; docs/performance.md). A down API shows its banner at once instead.
+    dash.tick()
     pn.state.add_periodic_callback(dash.tick, period=REFRESH_MS)
     pn.state.on_session_destroyed(lambda _ctx: dash.api.close())
     return dash.template()

@@ -84,13 +84,7 @@ class BookPage(Page):
             y_range=DataRange1d(start=0, range_padding=0.05),
             output_backend="canvas",
         )
-        self.depth.varea_step(
-            x="price", y1=0, y2="cum", source=self.bid_source, step_mode="after", color=UP, alpha=0.35
-        )
         self.depth.step(x="price", y="cum", source=self.bid_source, mode="after", color=UP, line_width=2)
-        self.depth.varea_step(
-            x="price", y1=0, y2="cum", source=self.ask_source, step_mode="before", color=DOWN, alpha=0.35
-        )
         self.depth.step(x="price", y="cum", source=self.ask_source, mode="before", color=DOWN, line_width=2)
         self.depth.xaxis.axis_label = "price"
         self.depth.yaxis.axis_label = "cumulative quantity"
@@ -100,7 +94,7 @@ class BookPage(Page):
         self.l1.line("time", "ask", source=self.quote_source, color=DOWN, line_width=1.5, legend_label="best ask")
         self.l1.legend.location = "top_left"
         self.gap_boxes = [
-            BoxAnnotation(left=None, right=None, fill_color="#8b949e", fill_alpha=0.3, visible=False)
+            BoxAnnotation(left=0, right=0, fill_color="#8b949e", fill_alpha=0.3, visible=False)
             for _ in range(MAX_GAP_BOXES)
         ]
         for box in self.gap_boxes:

@@ -69,12 +69,14 @@ def append_rows(
     return len(new)
 
 
-def add_hover(fig: Any, renderers: list, fields: list[tuple[str, str]]) -> None:
-    fig.add_tools(
-        HoverTool(
-            renderers=renderers,
-            tooltips=[("time", "@time{%F %T}"), *fields],
-            formatters={"@time": "datetime"},
-            mode="vline",
-        )
+def add_hover(
+    fig: Any, renderers: list, fields: list[tuple[str, str]], formatters: dict[str, str] | None = None
+) -> HoverTool:
+    tool = HoverTool(
+        renderers=renderers,
+        tooltips=[("time", "@time{%F %T}"), *fields],
+        formatters={"@time": "datetime", **(formatters or {})},
+        mode="vline",
     )
+    fig.add_tools(tool)
+    return tool

@@ -4,11 +4,18 @@ Pages never open the store. Every response shape the dashboard relies on is
 read here, so an API change touches this module and nothing else. A refused
 connection or a timeout becomes `ApiDown` (pages show a banner instead of a
 blank chart); an HTTP error becomes `ApiError` carrying the API's own message.
+
+GET answers are shared by the browser sessions of one dashboard process for
+under a second (`SHARED_TTL_S`; the symbol list for a few seconds): tabs
+opening together, or pages asking the same thing in the same second, cost the
+API one request. A session's own once-a-second refresh is never served its
+previous answer.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +24,17 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ticklens.config import load_config
+from ticklens.config import TOKEN_ENV, load_config
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 DEFAULT_TIMEOUT_S = 5.0
 TRANSFER_TIMEOUT_S = 120.0  # exports and uploads move whole files
 OHLC_COLUMNS = ["start_ms", "open", "high", "low", "close", "volume", "trades", "in_progress"]
+SHARED_TTL_S = 0.75  # below the pages' 1 s refresh
+SYMBOLS_TTL_S = 5.0
+SHARED_MAX = 512
+# (base URL, path, params) -> (monotonic time, response body): one per dashboard process.
+_shared: dict[tuple[str, str, tuple], tuple[float, bytes]] = {}
 
 
 class ApiDown(RuntimeError):
@@ -66,6 +78,17 @@ def api_url() -> str:
         return "http://127.0.0.1:8000"
 
 
+def api_token() -> str | None:
+    """The API's token: TICKLENS_API_TOKEN if set, else api.token of the active config (None: none)."""
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return env
+    try:
+        return load_config().api.bearer_token()
+    except Exception:  # no config file: no token
+        return None
+
+
 def to_time(ms: Any) -> Any:
     """Epoch ms → naive UTC datetime64 (what Bokeh's datetime axis expects)."""
     return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms")
@@ -77,15 +100,19 @@ class Api:
 
     base_url: str = field(default_factory=api_url)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    token: str | None = field(default_factory=api_token, repr=False)  # sent as a bearer token
     _http: httpx.Client = field(init=False, repr=False)
     last_error: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s, headers=headers)
 
     # --- plumbing ---------------------------------------------------------------
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        if method != "GET":
+            _shared.clear()  # a change: no session reads an answer from before it
         for attempt in (1, 2):
             try:
                 r = self._http.request(method, path, **kw)
@@ -111,7 +138,18 @@ class Api:
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
-        return orjson.loads(self.request("GET", path, params=clean).content)
+        key = (self.base_url, path, tuple(sorted(clean.items())))
+        now = time.monotonic()
+        hit = _shared.get(key)
+        ttl = SYMBOLS_TTL_S if path == "/api/v1/symbols" else SHARED_TTL_S
+        if hit is not None and now - hit[0] < ttl:
+            return orjson.loads(hit[1])  # parsed afresh: no session sees another's objects
+        body = self.request("GET", path, params=clean).content
+        if len(_shared) >= SHARED_MAX:
+            for k in [k for k, (t, _) in _shared.items() if now - t >= SYMBOLS_TTL_S] or list(_shared)[:64]:
+                _shared.pop(k, None)
+        _shared[key] = (now, body)
+        return orjson.loads(body)
 
     def post(self, path: str, json: Any = None, **kw: Any) -> Any:
         r = self.request("POST", path, json=json, **kw)
@@ -136,8 +174,12 @@ class Api:
         return [s["symbol"] for s in self.get("/api/v1/symbols")["symbols"]]
 
     def symbol_infos(self) -> list[dict]:
-        """Per symbol: configured, has_data, last_trade_ms, last_price, …"""
+        """Per symbol: configured, has_data, last_trade_ms, last_price, price_decimals, …"""
         return self.get("/api/v1/symbols")["symbols"]
+
+    def price_decimals(self, symbol: str) -> int | None:
+        """The decimals the symbol's prices are shown with (None: not known yet, a generic format)."""
+        return next((s.get("price_decimals") for s in self.symbol_infos() if s["symbol"] == symbol), None)
 
     # --- market data ------------------------------------------------------------
 
@@ -214,6 +256,17 @@ class Api:
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
         return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
+
+    def audit(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000) -> dict:
+        """`/api/v1/audit`: the stored 1m bars against Binance's downloaded klines (reads whole files: long timeout)."""
+        params = {"start": start_ms, "end": end_ms, "limit": limit}
+        r = self.request(
+            "GET",
+            f"/api/v1/audit/{symbol}",
+            params={k: v for k, v in params.items() if v is not None},
+            timeout=TRANSFER_TIMEOUT_S,
+        )
+        return orjson.loads(r.content)
 
     def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
         return self.get(f"/api/v1/stats/{symbol}", window=window, timeframe=timeframe)

@@ -1,8 +1,10 @@
 """Market page: live candles (or a price line) with volume beneath, and a window summary.
 
-The chart is drawn once (hvplot `ohlc`, rendered to a Bokeh figure) and then fed
-through one ColumnDataSource: a new bar is `stream`ed, the in-progress bar is
-`patch`ed in place, so the browser only receives the changed rows.
+The chart is drawn once (Bokeh glyphs: a segment per wick, a quad per body) and
+then fed through one ColumnDataSource: a new bar is `stream`ed, the in-progress
+bar is `patch`ed in place, so the browser only receives the changed rows. Prices
+(tiles, axis, hover) are shown with the symbol's own decimals (`price_decimals`
+of /api/v1/symbols), so 0.0061922 is not "0.0062".
 """
 
 from __future__ import annotations
@@ -10,18 +12,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import holoviews as hv
-import hvplot.pandas  # noqa: F401  (registers .hvplot on pandas frames)
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.core.properties import field
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, Quad, Span
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Span
 from bokeh.plotting import figure
 
 from panel_app.client import Api, ApiError, to_time
-from panel_app.page import DOWN, UP, Page, card, fmt_num
+from panel_app.page import DOWN, UP, Page, card, fmt_num, fmt_price, price_format
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 RANGES_MS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
@@ -85,48 +84,41 @@ class CandleChart:
     def __init__(self) -> None:
         seed = candle_columns(_placeholder(), 1000)
         self.source = ColumnDataSource(seed, name="market-candles")
-        frame = pd.DataFrame({k: seed[k] for k in ("time", "open", "high", "low", "close")})
-        plot = frame.hvplot.ohlc(
-            x="time",
-            y=["open", "high", "low", "close"],
-            pos_color=UP,
-            neg_color=DOWN,
-            line_color="#8b949e",
-            responsive=True,
+        # Plain Bokeh glyphs (no hvplot render): a session's document builds in tens of ms.
+        self.price = figure(
+            x_axis_type="datetime",
             height=430,
-            xlabel="",
-            ylabel="price",
-            grid=True,
+            sizing_mode="stretch_width",
+            tools="xpan,xwheel_zoom,box_zoom,reset,save",
+            active_scroll="xwheel_zoom",
+            toolbar_location="right",
+            output_backend="canvas",
         )
-        self.price = hv.render(plot, backend="bokeh")
-        # Repoint hvplot's glyphs at our live source; the column names match what it drew with.
-        self.candle_renderers = list(self.price.renderers)
-        for r in self.candle_renderers:
-            r.data_source = self.source
-            if isinstance(r.glyph, Quad):  # hvplot fixes one colour when its seed has one direction
-                for g in (r.glyph, r.nonselection_glyph, r.selection_glyph, r.hover_glyph, r.muted_glyph):
-                    if g is not None and g != "auto":
-                        g.fill_color = field("color")
-                        g.line_color = field("color")
-                        g.fill_alpha = field("alpha")
+        wicks = self.price.segment(x0="time", y0="low", x1="time", y1="high", source=self.source, color="#8b949e")
+        bodies = self.price.quad(
+            left="left",
+            right="right",
+            bottom="bottom",
+            top="top",
+            source=self.source,
+            fill_color="color",
+            line_color="color",
+            fill_alpha="alpha",
+        )
+        self.candle_renderers = [wicks, bodies]
+        self.price.yaxis.axis_label = "price"
+        self.price.grid.grid_line_alpha = 0.4
         self.price.x_range = DataRange1d(range_padding=0.02, follow="end")
         self.price.y_range = DataRange1d(range_padding=0.08)
-        self.price.sizing_mode = "stretch_width"
-        self.price.output_backend = "canvas"
-        self.price.tools = [t for t in self.price.tools if not isinstance(t, HoverTool)]
-        self.price.add_tools(
-            HoverTool(
-                renderers=self.candle_renderers[-1:],
-                tooltips=[
-                    ("time", "@time{%F %T}"),
-                    ("O H L C", "@open{0.00} @high{0.00} @low{0.00} @close{0.00}"),
-                    ("volume", "@volume{0.000}"),
-                    ("trades", "@trades"),
-                    ("", "@state"),
-                ],
-                formatters={"@time": "datetime"},
-            )
+        self.price_axis = NumeralTickFormatter(format=price_format(None), name="market-price-format")
+        self.price.yaxis.formatter = self.price_axis
+        self.hover = HoverTool(
+            renderers=[bodies],
+            tooltips=self._tooltips(None),
+            formatters={"@time": "datetime"},
+            name="market-hover",
         )
+        self.price.add_tools(self.hover)
         self.line = self.price.line("time", "close", source=self.source, line_width=2, color="#1f6feb", visible=False)
         self.last_span = Span(dimension="width", location=1.0, line_dash="dashed", line_color="#57606a", line_width=1)
         self.price.add_layout(self.last_span)
@@ -144,6 +136,22 @@ class CandleChart:
         self.price.xaxis.visible = False
         self.price.min_border_left = self.volume.min_border_left = 70
         self.tf_ms = 1000
+
+    @staticmethod
+    def _tooltips(decimals: int | None) -> list[tuple[str, str]]:
+        f = "{" + price_format(decimals) + "}"
+        return [
+            ("time", "@time{%F %T}"),
+            ("O H L C", f"@open{f} @high{f} @low{f} @close{f}"),
+            ("volume", "@volume{0,0.000}"),
+            ("trades", "@trades"),
+            ("", "@state"),
+        ]
+
+    def set_decimals(self, decimals: int | None) -> None:
+        """Axis and hover show prices with the symbol's decimals."""
+        self.price_axis.format = price_format(decimals)
+        self.hover.tooltips = self._tooltips(decimals)
 
     def set_style(self, style: str) -> None:
         candles = style == "Candles"
@@ -221,6 +229,7 @@ class MarketPage(Page):
         self.caption = pn.pane.HTML("", margin=(0, 10), styles={"color": "#57606a", "font-size": "12px"})
         self._ticks = 0
         self._loading = False
+        self.decimals: int | None = None  # of the shown symbol's prices
         self.update_ms: list[float] = []  # server-side time per refresh, for the performance note
         pn.bind(self.safely(self.show), self.param.symbol, self.param.timeframe, self.param.window, watch=True)
         pn.bind(self.chart.set_style, self.param.style, watch=True)
@@ -262,6 +271,8 @@ class MarketPage(Page):
         if not self.symbol:
             return
         tf_ms = TIMEFRAME_MS[self.timeframe]
+        self.decimals = self.api.price_decimals(self.symbol)
+        self.chart.set_decimals(self.decimals)
         df, thinned = self.api.ohlc_window(
             self.symbol, self.timeframe, RANGES_MS[self.window] // tf_ms, MAX_POINTS, KEEP_RAW
         )
@@ -295,13 +306,14 @@ class MarketPage(Page):
         rate = next((s["trades_per_s"] for s in per_symbol if s["symbol"] == self.symbol), None)
         ret = st.get("return")
         color = UP if (ret or 0) >= 0 else DOWN
+        d = self.decimals
         tiles = [
-            card("last price", fmt_num(st.get("last")), self.symbol.upper()),
+            card("last price", fmt_price(st.get("last"), d), self.symbol.upper()),
             card("change", "–" if ret is None else f"{ret * 100:+.3f}%", f"over {self.window}", color),
-            card("high", fmt_num(st.get("max"))),
-            card("low", fmt_num(st.get("min"))),
+            card("high", fmt_price(st.get("max"), d)),
+            card("low", fmt_price(st.get("min"), d)),
             card("volume", fmt_num(st.get("volume"), 3), "base asset"),
-            card("VWAP", fmt_num(st.get("vwap"))),
+            card("VWAP", fmt_price(st.get("vwap"), d)),
             card("trades/s", "–" if rate is None else f"{rate:,.1f}", "last 10 s"),
         ]
         self.summary.object = f'<div class="tl-cards">{"".join(tiles)}</div>'

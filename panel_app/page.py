@@ -120,6 +120,21 @@ def fmt_num(x: float | None, digits: int = 2) -> str:
     return f"{x:.{max(digits, 4 if ax < 10 else digits)}f}"
 
 
+def fmt_price(x: float | None, decimals: int | None) -> str:
+    """A price with the symbol's own decimals (`price_decimals` of /api/v1/symbols): 0.0061922, 64,123.50."""
+    if x is None:
+        return "–"
+    if decimals is None:
+        return fmt_num(x)
+    return f"{x:,.{decimals}f}"
+
+
+def price_format(decimals: int | None, extra: int = 0) -> str:
+    """The numbro format (Bokeh axes and hovers) for prices with `decimals` (+ `extra`) decimals."""
+    d = (2 if decimals is None else decimals) + extra
+    return "0,0." + "0" * d if d > 0 else "0,0"
+
+
 CSS = """
 .tl-cards { display: flex; gap: 10px; flex-wrap: wrap; }
 .tl-card { background: #f6f8fa; border: 1px solid #e1e4e8; border-radius: 8px; padding: 8px 14px; min-width: 120px; }

@@ -11,16 +11,18 @@ from typing import Any
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d, Span
+from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d, NumeralTickFormatter, Span
 
 from panel_app.charts import add_hover, append_rows, live_source, replace_rows, time_figure
 from panel_app.client import Api
-from panel_app.page import ACCENT, DOWN, UP, Page, card
+from panel_app.page import ACCENT, DOWN, UP, Page, card, price_format
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 OLS_FIELDS = ["spread", "zscore", "hedge_ratio", "correlation"]
 KALMAN_FIELDS = ["hedge_ratio", "zscore"]
 HISTORY = 3000  # rows drawn at most (the API caps history too)
+SPREAD_EXTRA_DECIMALS = 2  # the spread is in leg a's price units, finer than its tick
+BETA_HOVER = "@hedge_ratio{%.6g}"  # a ratio of prices: significant digits (3.38e-07 for PEPE/BTC)
 
 
 class PairPage(Page):
@@ -46,7 +48,12 @@ class PairPage(Page):
         self.ols = live_source(OLS_FIELDS)
         self.kal = live_source(KALMAN_FIELDS)
         r_spread = self.spread_fig.line("time", "spread", source=self.ols, color=ACCENT, line_width=1.5)
-        add_hover(self.spread_fig, [r_spread], [("spread", "@spread{0.000}")])
+        self.spread_hover = add_hover(self.spread_fig, [r_spread], self._spread_tooltip(None))
+        self.spread_hover.name = "pair-spread-hover"
+        self.spread_axis = NumeralTickFormatter(
+            format=price_format(None, SPREAD_EXTRA_DECIMALS), name="pair-spread-format"
+        )
+        self.spread_fig.yaxis.formatter = self.spread_axis
         r_z = self.z_fig.line("time", "zscore", source=self.ols, color="#24292f", line_width=1.5)
         # Invisible points at ±(entry + margin) keep both bands inside the z chart's y range.
         self.band_src = ColumnDataSource({"time": [], "y": []})
@@ -68,7 +75,7 @@ class PairPage(Page):
             "time", "hedge_ratio", source=self.kal, color="#bf8700", line_width=2, legend_label="Kalman filter"
         )
         r_kb = self.beta_fig.renderers[-1]
-        add_hover(self.beta_fig, [r_b], [("β OLS", "@hedge_ratio{0.0000}")])
+        add_hover(self.beta_fig, [r_b], [("β OLS", BETA_HOVER)], {"@hedge_ratio": "printf"})
         x.renderers = [r_spread, r_z, r_b, r_kb]  # the band points never widen the time axis
         self.beta_fig.legend.location = "top_left"
         self.beta_fig.legend.background_fill_alpha = 0.6
@@ -136,6 +143,10 @@ class PairPage(Page):
             sizing_mode="stretch_width",
         )
 
+    @staticmethod
+    def _spread_tooltip(decimals: int | None) -> list[tuple[str, str]]:
+        return [("spread", "@spread{" + price_format(decimals, SPREAD_EXTRA_DECIMALS) + "}")]
+
     def _bands(self, *_: Any) -> None:
         self.bands["upper"].location = self.entry_z
         self.bands["lower"].location = -self.entry_z
@@ -192,6 +203,9 @@ class PairPage(Page):
         ols = self._spread("ols")
         self._adopt_defaults(ols)
         kal = self._spread("kalman")
+        d = self.api.price_decimals(self.leg_a)  # the spread is in leg a's price units
+        self.spread_hover.tooltips = self._spread_tooltip(d)
+        self.spread_axis.format = price_format(d, SPREAD_EXTRA_DECIMALS)
         replace_rows(self.ols, ols["rows"], OLS_FIELDS)
         replace_rows(self.kal, kal["rows"], KALMAN_FIELDS)
         self._bands()
@@ -230,8 +244,8 @@ class PairPage(Page):
         z_color = DOWN if z is not None and abs(z) >= self.entry_z else "inherit"
         tiles = [
             card("z-score", "–" if z is None else f"{z:+.2f}", f"entry ±{self.entry_z:g}", z_color),
-            card("β OLS", "–" if not last else f"{last['hedge_ratio']:.4f}", f"window {ols['window']}"),
-            card("β Kalman", "–" if not klast else f"{klast['hedge_ratio']:.4f}"),
+            card("β OLS", "–" if not last else f"{last['hedge_ratio']:.6g}", f"window {ols['window']}"),
+            card("β Kalman", "–" if not klast else f"{klast['hedge_ratio']:.6g}"),
             card(
                 "half-life",
                 "–" if hl is None else f"{hl:.1f} bars",

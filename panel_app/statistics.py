@@ -1,7 +1,9 @@
 """Statistics page: one row per symbol of rolling window statistics, plus feed health, in a Tabulator.
 
 Rows come from `/api/v1/stats/{symbol}` (window summary) and `/api/v1/status` (rate,
-late trades, gaps); the table is patched in place every other second.
+late trades, gaps); the table is patched in place every other second. Prices are shown
+with each symbol's own decimals (`price_decimals` of /api/v1/symbols), as text, since
+one table column holds symbols of very different precision.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import panel as pn
 import param
 
 from panel_app.client import Api
-from panel_app.page import Page
+from panel_app.page import Page, fmt_price
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 WINDOWS = [30, 60, 300, 1000, 5000]
@@ -32,18 +34,24 @@ COLUMNS = {
     "gaps_open": "gaps",
     "last_time": "newest bar (UTC)",
 }
+PRICE_COLUMNS = ("last", "min", "max", "vwap")
+STD_EXTRA_DECIMALS = 2  # a standard deviation of prices is finer than their tick
 
 
-def stats_rows(stats: list[dict], status: dict | None) -> pd.DataFrame:
-    """API answers → the table (one row per symbol), columns as shown."""
+def stats_rows(stats: list[dict], status: dict | None, decimals: dict[str, int | None] | None = None) -> pd.DataFrame:
+    """API answers → the table (one row per symbol), columns as shown; prices as text in their decimals."""
     per = {s["symbol"]: s for s in (status or {}).get("per_symbol", [])}
     rows = []
     for st in stats:
         health = per.get(st["symbol"], {})
         ret, rv = st.get("return"), st.get("realised_volatility")
+        d = (decimals or {}).get(st["symbol"])
         rows.append(
             {
-                **{k: st.get(k) for k in ("symbol", "last", "std", "min", "max", "volume", "vwap")},
+                "symbol": st["symbol"],
+                **{k: fmt_price(st.get(k), d) for k in PRICE_COLUMNS},
+                "std": fmt_price(st.get("std"), None if d is None else d + STD_EXTRA_DECIMALS),
+                "volume": st.get("volume"),
                 "return_pct": None if ret is None else ret * 100,
                 "realised_vol_pct": None if rv is None else rv * 100,
                 "trades_per_s": health.get("trades_per_s"),
@@ -65,7 +73,6 @@ class StatisticsPage(Page):
 
     def __init__(self, api: Api, **params: object) -> None:
         super().__init__(api, **params)
-        fmt = {"type": "money", "precision": 4}
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(COLUMNS)),
             titles=COLUMNS,
@@ -75,9 +82,8 @@ class StatisticsPage(Page):
             layout="fit_data_stretch",
             configuration={"columnDefaults": {"headerSort": False}},
             widths={"symbol": 90, "return_pct": 100, "std": 80, "realised_vol_pct": 75, "trades_per_s": 95},
+            text_align={c: "right" for c in (*PRICE_COLUMNS, "std")},
             formatters={
-                **{c: {"type": "money", "precision": 2} for c in ("last", "min", "max", "vwap")},
-                "std": fmt,
                 "volume": {"type": "money", "precision": 3},
                 "return_pct": {"type": "money", "precision": 3},
                 "realised_vol_pct": {"type": "money", "precision": 4},
@@ -97,13 +103,13 @@ class StatisticsPage(Page):
         return pn.Column(self.message, controls, self.table, self.note, sizing_mode="stretch_width")
 
     def _frame(self) -> pd.DataFrame:
-        syms = self.api.symbols()
-        stats = [self.api.stats(s, window=self.window, timeframe=self.timeframe) for s in syms]
+        infos = self.api.symbol_infos()
+        stats = [self.api.stats(s["symbol"], window=self.window, timeframe=self.timeframe) for s in infos]
         try:
             status = self.api.status()
         except Exception:  # health columns stay empty; the statistics still show
             status = None
-        return stats_rows(stats, status)
+        return stats_rows(stats, status, {s["symbol"]: s.get("price_decimals") for s in infos})
 
     def show(self, *_: Any) -> None:
         self.table.value = self._frame()

@@ -6,6 +6,8 @@ the browser is Debian's chromium driven by Playwright.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import socket
@@ -112,14 +114,25 @@ class Stack:
             self.stop(name)
 
 
-def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> None:
+def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
     log = stack.root / f"{name}.log"
     stack.logs[name] = log
     stack.commands[name] = (cmd, env)
     with open(log, "ab") as out:
         stack.procs[name] = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def _klines_archive(root: Path) -> Path:
+    """Binance's real BTCUSDT 1m klines of the bundled windows as archive zips (the Data page's audit reads them)."""
+    from tests.archive_support import daily_path, klines_by_day, zip_bytes
+
+    for day, (header, lines) in klines_by_day().items():
+        path = root / daily_path("klines-1m", "BTCUSDT", day).removeprefix("/data/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(zip_bytes(path.name.replace(".zip", ".csv"), header, lines))
+    return root
 
 
 def start_stack(
@@ -129,21 +142,21 @@ def start_stack(
     rate: float = 2000.0,
     files: list[str] | None = None,
     streams: list[str] | None = None,
+    replay: tuple[list[str], list[Path]] | None = None,
+    dashboard_args: list[str] | None = None,
 ) -> Stack:
     """Flow, API and dashboard on free ports, sharing one store; returns once all three answer.
 
-    By default the flow replays the bundled recordings at `speed`; with `simulate`
-    (symbols) it reads the local feed generating `rate` trades/s instead (benchmarks).
+    By default the flow replays the bundled recordings at `speed`; `replay` = (symbols, recordings)
+    replays others; with `simulate` (symbols) it reads the local feed generating `rate` trades/s
+    instead (benchmarks). A store already at `root/store/ticklens.db` is kept and added to.
     """
     api_port, dash_port, feed_port = free_port(), free_port(), free_port()
     store = root / "store" / "ticklens.db"
-    store.parent.mkdir(parents=True)
-    symbols = simulate or ["btcusdt", "ethusdt"]
-    source: dict[str, Any] = {
-        "kind": "replay",
-        "speed": speed,
-        "paths": [str(SAMPLE / f) for f in files or REPLAY_FILES],
-    }
+    store.parent.mkdir(parents=True, exist_ok=True)
+    symbols = simulate or (replay[0] if replay else ["btcusdt", "ethusdt"])
+    paths = replay[1] if replay else [SAMPLE / f for f in files or REPLAY_FILES]
+    source: dict[str, Any] = {"kind": "replay", "speed": speed, "paths": [str(p) for p in paths]}
     if streams:
         source["streams"] = streams
     if simulate:
@@ -160,6 +173,7 @@ def start_stack(
     }
     if streams:  # books: microstructure too, with VPIN buckets sized for the bundled minutes
         cfg["micro"] = {"vpin_bucket": {"btcusdt": 2.0, "ethusdt": 40.0}, "vpin_buckets": 10}
+    cfg["history"] = {"dir": str(_klines_archive(root / "archive"))}
     config = root / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))
     stack = Stack(root, config, store, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dash_port}/app")
@@ -177,7 +191,7 @@ def start_stack(
             [
                 py, "-m", "panel", "serve", "panel_app/app.py",
                 "--address", "127.0.0.1", "--port", str(dash_port),
-                "--allow-websocket-origin", f"127.0.0.1:{dash_port}",
+                "--allow-websocket-origin", f"127.0.0.1:{dash_port}", *(dashboard_args or []),
             ],
             env,
         )  # fmt: skip
@@ -188,6 +202,30 @@ def start_stack(
         stack.stop_all()
         raise
     return stack
+
+
+def scaled_recording(
+    src: list[Path], dst: Path, symbol: str, price_factor: str, decimals: int, qty_factor: int
+) -> Path:
+    """A recording of another symbol made from real ones: prices times `price_factor` rounded to
+    `decimals`, quantities times `qty_factor` (e.g. a sub-cent 1000PEPEUSDT-like symbol from BTCUSDT)."""
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    tick, factor = Decimal(1).scaleb(-decimals), Decimal(price_factor)
+    with gzip.open(dst, "wt") as out:
+        for path in src:
+            with gzip.open(path, "rt") as fh:
+                for line in fh:
+                    recv, _, body = line.partition(" ")
+                    msg = json.loads(body)
+                    d = msg.get("data", msg)
+                    if d.get("e") != "trade":
+                        continue
+                    d["s"] = symbol.upper()
+                    d["p"] = f"{(Decimal(d['p']) * factor).quantize(tick, rounding=ROUND_HALF_EVEN):f}"
+                    d["q"] = f"{(Decimal(d['q']) * qty_factor).normalize():f}"
+                    out.write(f"{recv} {json.dumps({'stream': f'{symbol}@trade', 'data': d})}\n")
+    return dst
 
 
 def launch_browser(playwright: Any, viewport: tuple[int, int] = (1400, 950)) -> Any:

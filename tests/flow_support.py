@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -55,3 +58,44 @@ def run_flow(config: Path, *args: str, timeout: float = 120) -> subprocess.Compl
 def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+TABLE_QUERIES = {
+    "ticks": "SELECT symbol, trade_id, ts_ms, price, qty, is_buyer_maker, first_id, last_id FROM ticks ORDER BY 1, 2",
+    "bars": "SELECT symbol, timeframe, start_ms, open, high, low, close, volume, quote_volume, trades,"
+    " taker_buy_volume, vwap, first_id, last_id, closed FROM bars ORDER BY 1, 2, 3",
+    "gaps": "SELECT symbol, from_id, to_id, status FROM gaps ORDER BY 1, 2",
+}
+
+
+def store_dump(db: Path) -> dict[str, list[tuple]]:
+    """Every table a flow writes, without wall-clock columns: equal dumps mean equal stores."""
+    out = {name: query(db, sql) for name, sql in TABLE_QUERIES.items()}
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in ("pair_stats", "symbol_stats", "correlation", "alert_events"):
+            if table not in tables:
+                continue
+            cols = [
+                r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] not in ("updated_ms", "wall_ms", "id")
+            ]
+            out[table] = sorted(conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall())
+    return out
+
+
+def shuffled_recording(src: list[Path], dst: Path, max_shift_ms: int, seed: int) -> None:
+    """Rewrite recordings so trades arrive out of order by up to max_shift_ms, across bar boundaries."""
+    lines = []
+    for p in src:
+        with gzip.open(p, "rt") as fh:
+            for line in fh:
+                body = line.partition(" ")[2]
+                t = json.loads(body)["data"]["T"]
+                lines.append((t, body))
+    rng = random.Random(seed)
+    keyed = sorted(lines, key=lambda x: x[0] + rng.uniform(0, max_shift_ms))
+    inversions = sum(1 for a, b in zip(keyed, keyed[1:], strict=False) if b[0] < a[0])
+    assert inversions > 1000
+    with gzip.open(dst, "wt") as fh:
+        for t, body in keyed:
+            fh.write(f"{t * 1_000_000} {body}")

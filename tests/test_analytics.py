@@ -213,13 +213,25 @@ def numpy_kalman(x: np.ndarray, y: np.ndarray, delta: float, ve: float, p0: floa
 
 def test_kalman_hedge_ratio_matches_a_numpy_filter(real) -> None:
     for name, starts, y, x in datasets(real):
-        for log_prices, p0 in ((False, 0.0), (True, 0.0), (True, 10.0)):
-            p = PairParams(window=W, log_prices=log_prices, kalman_delta=1e-4, kalman_obs_var=1e-3, kalman_init_var=p0)
+        for log_prices, p0, warmup in ((False, 0.0, None), (True, 0.0, 1), (True, 10.0, 17)):
+            p = PairParams(
+                window=W,
+                log_prices=log_prices,
+                kalman_delta=1e-4,
+                kalman_obs_var=1e-3,
+                kalman_init_var=p0,
+                kalman_warmup=warmup,
+            )
             rows = pair_rows(starts, y, x, p, coint="none")
             yy, xx = (np.log(y), np.log(x)) if log_prices else (y, x)
             ref = numpy_kalman(xx, yy, 1e-4, 1e-3, p0)
+            # Published from the documented bar on: the filter's `kalman_warmup`-th bar (default: window).
+            first = (warmup or W) - 1
+            fields = ("k_beta", "k_alpha", "k_beta_var", "k_spread", "k_innovation", "k_innovation_var", "k_zscore")
+            assert all(getattr(r, f) is None for r in rows[:first] for f in fields), name
+            assert all(getattr(r, f) is not None for r in rows[first:] for f in fields), name
             got = {
-                k: np.array([getattr(r, f) for r in rows])
+                k: np.array([getattr(r, f) for r in rows[first:]])
                 for k, f in (
                     ("beta", "k_beta"),
                     ("alpha", "k_alpha"),
@@ -229,9 +241,21 @@ def test_kalman_hedge_ratio_matches_a_numpy_filter(real) -> None:
                 )
             }
             for k in ref:
-                close(got[k], ref[k], rtol=1e-6, scale=float(np.max(np.abs(ref[k]))) * 1e-3)
-            close([r.k_zscore for r in rows], ref["e"] / np.sqrt(ref["q"]), rtol=1e-6, scale=1e-3)
-            assert name
+                want = ref[k][first:]
+                close(got[k], want, rtol=1e-6, scale=float(np.max(np.abs(want))) * 1e-3)
+            close([r.k_zscore for r in rows[first:]], (ref["e"] / np.sqrt(ref["q"]))[first:], rtol=1e-6, scale=1e-3)
+            close(rows[first].k_zscore, ref["e"][first] / math.sqrt(ref["q"][first]), rtol=1e-9)
+
+
+def test_kalman_zscore_is_null_through_the_warm_up_where_the_prior_gives_thousands(real) -> None:
+    _, starts, y, x = datasets(real)[0]
+    ref = numpy_kalman(x, y, 1e-4, 1e-3)
+    assert abs(ref["e"][0] / math.sqrt(ref["q"][0])) > 1000  # the first bar against beta = alpha = 0
+    rows = pair_rows(starts, y, x, PairParams(window=W), coint="none")
+    published = [i for i, r in enumerate(rows) if r.k_zscore is not None]
+    assert published[0] == W - 1 and published == list(range(W - 1, len(rows)))
+    assert rows[W - 1].beta is not None and rows[W - 2].beta is None  # the bar the OLS beta starts at, too
+    assert max(abs(r.k_zscore) for r in rows[W - 1 :]) < 50
 
 
 def test_synthetic_beta_is_recovered_within_its_confidence_interval() -> None:
@@ -326,6 +350,11 @@ def test_flow_pair_stats_equal_the_batch_computation_on_stored_bars(flow_store: 
         ref = [getattr(r, col) for r in batch]
         assert got[col].to_list() == ref, col  # exactly: same code, same inputs
     assert got["zscore"].drop_nulls().len() > 100
+    # The Kalman warm-up in the flow: nothing before the window's first full bar, then the reference.
+    kz = got["k_zscore"].to_list()
+    assert all(v is None for v in kz[: W - 1]) and all(v is not None for v in kz[W - 1 :])
+    ref = numpy_kalman(x, y, 1e-4, 1e-3)
+    close(kz[W - 1], ref["e"][W - 1] / math.sqrt(ref["q"][W - 1]), rtol=1e-9)
 
 
 def _rolling_ref(db: Path, s: str) -> pl.DataFrame:
@@ -513,6 +542,12 @@ def test_api_spread_is_the_same_stored_or_computed(api: httpx.Client, real) -> N
     assert a["rows"] == b["rows"] == stored["rows"][-50:] and a["adf"] == b["adf"]
     kal = api.get("/api/v1/spread", params={**q, "method": "kalman", "limit": 5}).json()
     assert len(kal["rows"]) == 5 and kal["rows"][-1]["beta_var"] > 0
+    # Kalman on demand warms up as in the flow: the same rows, null through the first window - 1 bars.
+    kq = {**q, "method": "kalman"}
+    ks, kc = (api.get("/api/v1/spread", params={**kq, "source": src}).json() for src in ("auto", "computed"))
+    assert ks["source"] == "store" and kc["source"] == "computed" and ks["rows"] == kc["rows"]
+    z = [r["zscore"] for r in kc["rows"]]
+    assert all(v is None for v in z[: W - 1]) and all(v is not None for v in z[W - 1 :])
 
 
 def test_api_spread_on_demand_window_matches_statsmodels(api: httpx.Client, real) -> None:

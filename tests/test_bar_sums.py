@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,19 +28,24 @@ def _trades(n: int, price: float, qty: float, start_id: int = 1) -> Trades:
 
 def test_sums_beyond_64_bits_are_exact_in_memory_and_stored_without_error(tmp_path: Path) -> None:
     book = BarBook("pepeusdt", {"5m": 300_000}, lateness_ms=0, keep_closed_ms=0)
-    # 200,000 trades of 90 million units each: 1.8e13 base units, 1.8e21 in 1e-8 units (> 2^63).
-    t = _trades(200_000, 0.0123, 90_000_000.0)
+    # 199,999 trades of 90,000,000.5 at 0.0123457: Σ price × qty is 2.2e19 units of 1e-8 (> 2^63).
+    t = _trades(199_999, 0.0123457, 90_000_000.5)
     changed, _ = book.add(t)
     bar = changed[0]
-    assert bar.volume_units == 200_000 * 90_000_000 * 10**8
-    assert bar.volume == 1.8e13
-    exact_quote = Fraction(0.0123) * Fraction(90_000_000.0) * 200_000
-    assert abs(Fraction(bar.quote_volume) - exact_quote) / exact_quote < 1e-12
+    exact_volume = Decimal("90000000.5") * 199_999
+    exact_quote = Decimal("0.0123457") * Decimal("90000000.5") * 199_999
+    assert Fraction(bar.volume_units, 10**bar.qty_dp) == Fraction(exact_volume)
+    assert Fraction(bar.quote_units, 10**bar.quote_dp) == Fraction(exact_quote)
+    assert bar.quote_units > 2**63
+    assert bar.volume == float(exact_volume) and bar.quote_volume == float(exact_quote)
 
     w = SqliteStore(tmp_path / "s.db").writer()
     w.write(w.prepare(StoreBatch(bars=[bar])))
-    vol, units = w.conn.execute("SELECT volume, volume_units FROM bars").fetchone()
-    assert vol == 1.8e13 and int(units) == bar.volume_units
+    vol, quote, units, kind, dp = w.conn.execute(
+        "SELECT volume, quote_volume, quote_units, typeof(quote_units), quote_dp FROM bars"
+    ).fetchone()
+    assert vol == float(exact_volume) and quote == float(exact_quote)
+    assert kind == "text" and Fraction(int(units), 10**dp) == Fraction(exact_quote)  # not rounded to REAL
     w.close()
 
 

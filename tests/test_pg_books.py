@@ -147,13 +147,13 @@ def _pg_store() -> PostgresStore:
     return store
 
 
-def test_a_version_1_postgresql_store_gains_the_book_tables_keeping_its_rows() -> None:
+def test_a_version_2_postgresql_store_gains_the_book_tables_keeping_its_rows() -> None:
     store = _pg_store()
     url = store.target.url
     with psycopg.connect(url, autocommit=True) as c:  # make it what the previous version wrote
         for t in ("quotes", "depth_updates", "book_snapshots", "book_gaps"):
             c.execute(f"DROP TABLE {t}")
-        c.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        c.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
     w = store.writer()
     w.write(w.prepare(StoreBatch(ticks=[Trades.from_columns("btcusdt", trade_id=np.array([7]), ts_ms=np.array([D0]),
                                                              price=np.array([1.0]), qty=np.array([2.0]),
@@ -166,7 +166,7 @@ def test_a_version_1_postgresql_store_gains_the_book_tables_keeping_its_rows() -
         version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]  # type: ignore[index]
         tables = {r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
         ticks = c.execute("SELECT trade_id, ts_ms FROM ticks").fetchall()
-    assert int(version) == SCHEMA_VERSION  # every step from v1 on
+    assert int(version) == SCHEMA_VERSION  # v3 (the book tables) and every step after it
     assert {"quotes", "depth_updates", "book_snapshots", "book_gaps"} <= tables
     assert ticks == [(7, D0)]
     w = again.writer()  # and it takes book rows

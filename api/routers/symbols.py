@@ -11,7 +11,8 @@ from fastapi import APIRouter, Query
 
 from api.deps import Limit, Reader, State, SymbolPath, TimeRange, configured_symbols, require_symbol
 from api.models import RollingStatsResponse, RollingStatsRow, StatsResponse, SymbolInfo, SymbolsResponse
-from storage.port import BAR_OUT_COLUMNS
+from storage.port import BAR_OUT_COLUMNS, StoreReader
+from ticklens.domain.bars import price_decimals
 from ticklens.domain.stats.window import window_stats
 from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import iso_ms
@@ -44,9 +45,22 @@ def get_symbols(store: Reader, state: State) -> SymbolsResponse:
                 last_price=s.last_price,
                 ticks=s.ticks,
                 uploaded_bars=s.uploaded_bars,
+                price_decimals=_price_decimals(store, sym, s.timeframes),
             )
         )
     return SymbolsResponse(symbols=out)
+
+
+# Columns of a bar row (BAR_OUT_COLUMNS) that are trade prices.
+_PRICE_COLUMNS = [BAR_OUT_COLUMNS.index(c) for c in ("open", "high", "low", "close")]
+
+
+def _price_decimals(store: StoreReader, symbol: str, timeframes: list[str]) -> int | None:
+    """Decimals the symbol's newest bars' prices show (of its finest stored timeframe)."""
+    if not timeframes:
+        return None
+    rows = store.bars(symbol, timeframes[0], 100)
+    return price_decimals([r[i] for r in rows for i in _PRICE_COLUMNS])
 
 
 @router.get("/stats/{symbol}", response_model=StatsResponse)

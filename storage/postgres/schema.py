@@ -18,7 +18,7 @@ from psycopg import sql
 
 from storage.postgres.micro import MICRO_STATEMENTS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DAY_MS = 86_400_000
 # Creators of the schema and of partitions take this advisory lock (one at a time, any process).
 _DDL_LOCK = 0x7469636B  # "tick"
@@ -126,12 +126,15 @@ CREATE TABLE IF NOT EXISTS bars(
     first_id bigint NOT NULL, last_id bigint NOT NULL,
     revision integer NOT NULL DEFAULT 0,        -- >0: revised by late trades after it closed
     closed boolean NOT NULL DEFAULT false,      -- false: in progress
-    volume_units numeric NOT NULL DEFAULT 0,             -- exact sums behind the float columns:
-    quote_units numeric NOT NULL DEFAULT 0,              -- qty in 1e-8, price*qty in 2^-24
+    -- The exact decimal sums behind the float columns: value = units / 10^dp (docs/store.md).
+    volume_units numeric NOT NULL DEFAULT 0,             -- / 10^qty_dp
+    quote_units numeric NOT NULL DEFAULT 0,              -- / 10^quote_dp
     taker_buy_volume_units numeric NOT NULL DEFAULT 0,
     taker_buy_quote_units numeric NOT NULL DEFAULT 0,
     origin text NOT NULL DEFAULT 'flow',        -- flow | upload
     updated_ms bigint NOT NULL DEFAULT 0,
+    qty_dp integer NOT NULL DEFAULT 8,          -- decimals of the volume sums
+    quote_dp integer,                           -- decimals of the quote sums; NULL: units of 2^-24 (a v1 bar)
     PRIMARY KEY(symbol, timeframe, start_ms)
 );
 -- Messages we could not use, kept aside with the reason (dead letters).
@@ -239,9 +242,17 @@ CREATE TRIGGER alert_rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE 
     FOR EACH STATEMENT EXECUTE FUNCTION ticklens_rules_changed();
 """
 
-# version -> statements that bring a store of version - 1 up to it.
-# v2: the order-book tables; v3: microstructure bars and VPIN buckets
-MIGRATIONS: dict[int, list[str]] = {2: BOOK_DDL, 3: MICRO_STATEMENTS}
+# version -> statements that bring a store of version - 1 up to it, run in order before DDL.
+MIGRATIONS: dict[int, list[str]] = {
+    # v2: bar sums in exact decimal units with per-bar decimals. A v1 bar keeps its sums: volume in
+    # 1e-8 (qty_dp 8), quote in 2^-24 (quote_dp NULL, converted exactly when a late trade merges in).
+    2: [
+        "ALTER TABLE bars ADD COLUMN IF NOT EXISTS qty_dp integer NOT NULL DEFAULT 8",
+        "ALTER TABLE bars ADD COLUMN IF NOT EXISTS quote_dp integer",
+    ],
+    3: BOOK_DDL,  # v3: the order-book tables
+    4: MICRO_STATEMENTS,  # v4: microstructure bars and VPIN buckets
+}
 
 
 class SchemaTooNew(RuntimeError):

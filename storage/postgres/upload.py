@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from ticklens.domain.bars import QTY_SCALE, QUOTE_SCALE
+from ticklens.domain.bars import float_sums
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.upload import UploadedBar
 
@@ -14,7 +14,7 @@ UPLOAD_COLUMNS = (
     "symbol", "timeframe", "start_ms", "open", "high", "low", "close", "volume", "quote_volume", "trades",
     "taker_buy_volume", "taker_buy_quote_volume", "vwap", "max_qty", "messages", "open_ts", "open_id",
     "close_ts", "close_id", "first_id", "last_id", "revision", "closed", "volume_units", "quote_units",
-    "taker_buy_volume_units", "taker_buy_quote_units", "updated_ms", "origin",
+    "taker_buy_volume_units", "taker_buy_quote_units", "qty_dp", "quote_dp", "updated_ms", "origin",
 )  # fmt: skip
 _SETS = ", ".join(f"{c} = excluded.{c}" for c in UPLOAD_COLUMNS[3:])
 _UPSERT = (
@@ -34,8 +34,7 @@ def bar_row(r: UploadedBar, now_ms: int) -> tuple:
     return (
         sym, tf, start, o, h, lo, c, v, qv, int(n or 0), tbv or 0.0, tbqv or 0.0, vwap,
         0.0, 0, start, -1, end, -1, -1, -1, 0, True,
-        round(v * QTY_SCALE), round(qv * int(QUOTE_SCALE)), round((tbv or 0.0) * QTY_SCALE),
-        round((tbqv or 0.0) * int(QUOTE_SCALE)), now_ms, "upload",
+        *float_sums(v, qv, tbv or 0.0, tbqv or 0.0), now_ms, "upload",
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from storage.postgres.copy import TICK_COLUMNS, first_copies, ticks_copy_data
 from storage.postgres.micro import MICRO_COLS, VPIN_COLS, micro_rows
 from ticklens.config import RetentionConfig, redact
 from ticklens.domain.alerts.engine import AlertFired
-from ticklens.domain.bars import BAR_COLUMNS, DERIVED, FIRST_KEY, LAST_KEY, MERGE_RULES, Bar
+from ticklens.domain.bars import BAR_COLUMNS, DECIMAL_GROUPS, Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS
@@ -43,6 +43,17 @@ _EVENT_COLS = (
     "event_ms", "ref", "wall_ms", "webhook", "webhook_status",
 )  # fmt: skip
 _REJECT_COLS = ("recv_ms", "reason", "source", "raw")
+# The oldest rejects beyond the cap (store.rejects_max_rows). Ids come from one identity
+# sequence and only this trim deletes, oldest first: the cut is one range delete on the key.
+# Ids of a rolled-back batch leave holes, so the table keeps at most the cap (the count is
+# exact: COUNT(*)). Writers of several workers trim one at a time (an advisory lock held to
+# commit), so each dropped row is counted once.
+_REJECTS_LOCK = 0x72656A65  # "reje"
+_REJECTS_TRIM = "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - %s"
+_REJECTS_DROPPED = (
+    "INSERT INTO meta(key, value) VALUES('rejects_dropped', %s) ON CONFLICT(key) DO UPDATE SET"
+    " value = (meta.value::bigint + excluded.value::bigint)::text"
+)
 _STATUS_COLS = ("key", "value", "updated_ms")
 _QUOTE_COLS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
 _DEPTH_COLS = (
@@ -106,35 +117,12 @@ def _replace_all(key: tuple[str, ...], cols: tuple[str, ...], extra: str = "") -
     return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}{extra}"
 
 
-def _merge_tail() -> str:
-    """The late-trade upsert's ON CONFLICT clause, generated from the domain's merge rule
-    (`ticklens.domain.bars.MERGE_RULES`), with the SQLite backend's arithmetic: the float
-    columns from the exact sums as doubles. `excluded.revision` counts the partials folded
-    into the row (see `_fold_merges`)."""
-
-    def merged(name: str) -> str:
-        rule = MERGE_RULES[name]
-        if rule == "sum":
-            return f"(t.{name} + excluded.{name})"
-        if rule in ("max", "min"):
-            return f"{'GREATEST' if rule == 'max' else 'LEAST'}(t.{name}, excluded.{name})"
-        (ts, tid), op = (FIRST_KEY, "<") if rule == "first" else (LAST_KEY, ">")
-        return (
-            f"CASE WHEN (excluded.{ts}, excluded.{tid}) {op} (t.{ts}, t.{tid}) THEN excluded.{name} ELSE t.{name} END"
-        )
-
-    def derived(units: str, scale: float) -> str:
-        return f"({merged(units)}::float8 / {float(scale)}::float8)"
-
-    sets = [f"{name} = {merged(name)}" for name in MERGE_RULES]
-    sets += [f"{col} = {derived(units, scale)}" for col, (units, scale) in DERIVED.items()]
-    sets.append(f"vwap = {derived(*DERIVED['quote_volume'])} / {derived(*DERIVED['volume'])}")
-    sets += ["revision = t.revision + excluded.revision", "closed = true", "origin = 'flow'"]
-    sets.append("updated_ms = excluded.updated_ms")
-    return "ON CONFLICT (symbol, timeframe, start_ms) DO UPDATE SET " + ",\n  ".join(sets)
-
-
-_MERGE_TAIL = _merge_tail()
+# Late partials are merged into the stored bars in Python (`_merge_bars`): the stored rows are
+# read back, locked, and folded in by the domain's rule (`Bar.merge`), exact at any size and
+# bit-identical to the SQLite backend, then written back by the plain upsert.
+_BAR_KEYS = "(symbol, timeframe, start_ms) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]))"
+_BAR_LOCK = f"SELECT {', '.join(BAR_COLUMNS)} FROM bars WHERE {_BAR_KEYS} FOR UPDATE"
+_UNITS = {n for g in DECIMAL_GROUPS.values() for n in g}
 
 _GAP_UPSERT = (
     "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
@@ -182,9 +170,34 @@ def _nan_none(v: object) -> object:
 
 def _bar_row(b: Bar, ts: int) -> tuple:
     """A `bars` row in _BAR_COLS order with the exact sums as Python ints (numeric) and a boolean flag."""
-    r = b.row()
-    return (*r[:22], bool(b.closed), b.volume_units, b.quote_units, b.taker_buy_volume_units,
-            b.taker_buy_quote_units, ts)  # fmt: skip
+    return (*(_pg_value(c, v, b) for c, v in zip(BAR_COLUMNS, b.row(), strict=True)), ts)
+
+
+def _pg_value(col: str, v: object, b: Bar) -> object:
+    if col == "closed":
+        return bool(b.closed)
+    if col in _UNITS:
+        return getattr(b, col)  # Bar.row gives text past 64 bits (for SQLite); numeric takes the int
+    return v
+
+
+def _merge_bars(c: psycopg.Connection, partials: list[Bar], ts: int) -> list[tuple]:
+    """Rows of the stored bars with the late partials folded in (one partial per bar, its
+    `revision` the count of partials folded into it); a partial with no stored bar stays as it is."""
+    keys = [[b.symbol for b in partials], [b.timeframe for b in partials], [b.start_ms for b in partials]]
+    stored = {(r[0], r[1], r[2]): r for r in c.execute(_BAR_LOCK, keys).fetchall()}
+    out = []
+    for part in partials:
+        row = stored.get((part.symbol, part.timeframe, part.start_ms))
+        if row is None:
+            bar = replace(part, closed=True)
+        else:
+            bar = Bar.from_row(row)
+            bar.merge(part)
+            bar.revision += part.revision
+            bar.closed = True
+        out.append(_bar_row(bar, ts))
+    return out
 
 
 def _fold_merges(merges: list[Bar]) -> list[Bar]:
@@ -259,7 +272,7 @@ class _Prepared:
     spans: list[list] = field(default_factory=list)  # [symbols, lowest ids, highest ids]
     days: set[int] = field(default_factory=set)
     bars: list[tuple] = field(default_factory=list)
-    merges: list[tuple] = field(default_factory=list)
+    merges: list[Bar] = field(default_factory=list)
     rejects: list[tuple] = field(default_factory=list)
     gaps: list[tuple] = field(default_factory=list)
     pairs: list[tuple] = field(default_factory=list)
@@ -279,9 +292,12 @@ class _Prepared:
 class PostgresWriter:
     """Batched, transactional writes of the dataflow's outputs (`StoreWriter` of the port)."""
 
-    def __init__(self, target: Target, retry_s: float, retention: RetentionConfig) -> None:
+    def __init__(
+        self, target: Target, retry_s: float, retention: RetentionConfig, rejects_max_rows: int | None = None
+    ) -> None:
         self.target = target
         self.retry_s = retry_s
+        self.rejects_max_rows = rejects_max_rows
         self.conn: psycopg.Connection | None = None
         self._days: set[int] = set()
         self._book_days: dict[str, set[int]] = {}  # the book tables' partitions known to exist
@@ -317,7 +333,6 @@ class PostgresWriter:
     def _build_sql(self, types: dict[str, dict[str, str]]) -> None:
         self._sql = {
             "bars": _insert("bars", _BAR_COLS, types["bars"], _replace_all(("symbol", "timeframe", "start_ms"), _BAR_COLS, ", origin = 'flow'")),
-            "merges": _insert("bars", _BAR_COLS, types["bars"], _MERGE_TAIL),
             "rejects": _insert("rejects", _REJECT_COLS, types["rejects"]),
             "pairs": _insert("pair_stats", _PAIR_COLS, types["pair_stats"], _replace_all(("pair", "timeframe", "start_ms"), _PAIR_COLS)),
             "symbols": _insert("symbol_stats", _SYM_COLS, types["symbol_stats"], _replace_all(("symbol", "timeframe", "start_ms"), _SYM_COLS)),
@@ -354,7 +369,7 @@ class PostgresWriter:
         # One row per bar: a batch may touch the same bar several times; the later value wins.
         latest = {(b.symbol, b.timeframe, b.start_ms): b for b in batch.bars}
         p.bars = [_bar_row(b, ts) for b in latest.values()]
-        p.merges = [_bar_row(b, ts) for b in _fold_merges(batch.bar_merges)]
+        p.merges = _fold_merges(batch.bar_merges)  # merged with the stored bars in `write`
         p.rejects = [(r.recv_ms, r.reason, r.source, r.raw) for r in batch.rejects]
         p.gaps = [
             (g.symbol, g.from_id, g.to_id, g.after_ts, ts, ts if g.status == "filled" else None, g.status)
@@ -439,9 +454,14 @@ class PostgresWriter:
         if p.bars:
             c.execute(q["bars"], _columns_of(p.bars))
         if p.merges:
-            c.execute(q["merges"], _columns_of(p.merges))
+            c.execute(q["bars"], _columns_of(_merge_bars(c, p.merges, p.ts)))
         if p.rejects:
             c.execute(q["rejects"], _columns_of(p.rejects))
+            if self.rejects_max_rows is not None:
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (_REJECTS_LOCK,))
+                dropped = c.execute(_REJECTS_TRIM, (self.rejects_max_rows,)).rowcount
+                if dropped > 0:
+                    c.execute(_REJECTS_DROPPED, (str(dropped),))
         if p.gaps:
             c.cursor().executemany(_GAP_UPSERT, p.gaps)
         fresh = self._events(c, p.alerts, p.ts) if p.alerts else []

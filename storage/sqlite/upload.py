@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ticklens.domain.bars import QTY_SCALE, QUOTE_SCALE
+from ticklens.domain.bars import INT64_SAFE, float_sums
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.upload import UploadedBar
 
@@ -21,19 +21,23 @@ def bar_row(r: UploadedBar, now_ms: int) -> tuple:
         qv = v * (h + lo + c) / 3
     vwap = qv / v if v else c
     end = start + TIMEFRAME_MS[tf] - 1
+    vu, qu, tvu, tqu, qty_dp, quote_dp = float_sums(v, qv, tbv or 0.0, tbqv or 0.0)
     return (
         sym, tf, start, o, h, lo, c, v, qv, int(n or 0), tbv or 0.0, tbqv or 0.0, vwap,
         0.0, 0, start, -1, end, -1, -1, -1, 0, 1,
-        round(v * QTY_SCALE), round(qv * int(QUOTE_SCALE)), round((tbv or 0.0) * QTY_SCALE),
-        round((tbqv or 0.0) * int(QUOTE_SCALE)), now_ms, "upload",
+        _stored(vu), _stored(qu), _stored(tvu), _stored(tqu), qty_dp, quote_dp, now_ms, "upload",
     )  # fmt: skip
+
+
+def _stored(units: int) -> int | str:
+    return units if -INT64_SAFE < units < INT64_SAFE else str(units)
 
 
 UPLOAD_COLUMNS = (
     "symbol", "timeframe", "start_ms", "open", "high", "low", "close", "volume", "quote_volume", "trades",
     "taker_buy_volume", "taker_buy_quote_volume", "vwap", "max_qty", "messages", "open_ts", "open_id",
     "close_ts", "close_id", "first_id", "last_id", "revision", "closed", "volume_units", "quote_units",
-    "taker_buy_volume_units", "taker_buy_quote_units", "updated_ms", "origin",
+    "taker_buy_volume_units", "taker_buy_quote_units", "qty_dp", "quote_dp", "updated_ms", "origin",
 )  # fmt: skip
 _INSERT = f"INSERT OR REPLACE INTO bars({','.join(UPLOAD_COLUMNS)}) VALUES({','.join('?' * len(UPLOAD_COLUMNS))})"
 

@@ -21,9 +21,8 @@ from storage.sqlite.micro import micro_params, write_micro
 from storage.sqlite.rules import insert_events
 from storage.sqlite.sql import insert_flat
 from ticklens.domain.alerts.engine import AlertFired
-from ticklens.domain.bars import BAR_COLUMNS, DERIVED, FIRST_KEY, LAST_KEY, MERGE_RULES
+from ticklens.domain.bars import BAR_COLUMNS, Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
-from ticklens.domain.records import COLUMNS as TRADE_COLUMNS
 from ticklens.domain.records import Trades
 from ticklens.domain.times import now_ms
 
@@ -31,35 +30,32 @@ _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
 _BAR_HEAD = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms)"
 
 
-def _merge_sql() -> str:
-    """The late-trade upsert, generated from the domain's merge rule (`ticklens.domain.bars.MERGE_RULES`)."""
-
-    def before(key: tuple[str, str], op: str) -> str:
-        (t, i), x = key, "excluded."
-        return f"({x}{t} {op} {t} OR ({x}{t} = {t} AND {x}{i} {op} {i}))"
-
-    def merged(name: str) -> str:
-        rule = MERGE_RULES[name]
-        if rule == "sum":
-            return f"{name} + excluded.{name}"
-        if rule in ("max", "min"):
-            return f"{rule.upper()}({name}, excluded.{name})"
-        cond = before(FIRST_KEY, "<") if rule == "first" else before(LAST_KEY, ">")
-        return f"CASE WHEN {cond} THEN excluded.{name} ELSE {name} END"
-
-    sets = [f"{name} = {merged(name)}" for name in MERGE_RULES]
-    sets += [f"{col} = ({merged(units)}) / {float(scale)}" for col, (units, scale) in DERIVED.items()]
-    vol, quote = DERIVED["volume"], DERIVED["quote_volume"]
-    sets.append(f"vwap = (({merged(quote[0])}) / {float(quote[1])}) / (({merged(vol[0])}) / {float(vol[1])})")
-    sets += ["revision = revision + 1", "closed = 1", "origin = 'flow'", "updated_ms = excluded.updated_ms"]
-    return (
-        f"INSERT INTO bars({','.join(BAR_COLUMNS)},updated_ms) VALUES({_BAR_PLACEHOLDERS})"
-        " ON CONFLICT(symbol, timeframe, start_ms) DO UPDATE SET " + ",\n  ".join(sets)
-    )
+_BAR_KEY = "symbol=? AND timeframe=? AND start_ms=?"
+_BAR_SELECT = f"SELECT {','.join(BAR_COLUMNS)}, origin FROM bars WHERE {_BAR_KEY}"
+_BAR_MERGED = f"INSERT OR REPLACE INTO bars({','.join(BAR_COLUMNS)},updated_ms,origin) VALUES({_BAR_PLACEHOLDERS},?)"
 
 
-# A late trade for a bar no longer held in memory is folded into the stored bar.
-_BAR_MERGE = _merge_sql()
+def merge_bars(conn: sqlite3.Connection, partials: Iterable[tuple], ts: int) -> None:
+    """Late partials (BAR_COLUMNS rows) for bars no longer held in memory, folded into the stored bars.
+
+    The stored bar is read back and merged by the domain's rule (`Bar.merge`, from
+    `ticklens.domain.bars.MERGE_RULES`): exact at any size, which SQL arithmetic on
+    64-bit integers is not. Rare (trades later than `bars.keep_closed_ms`), so one
+    read per partial costs nothing that matters. The merged bar counts a revision, is
+    closed and belongs to the flow; a partial with no stored bar is stored as it is.
+    """
+    for row in partials:
+        part = Bar.from_row(row)
+        stored = conn.execute(_BAR_SELECT, (part.symbol, part.timeframe, part.start_ms)).fetchone()
+        if stored is None:
+            conn.execute(_BAR_MERGED, (*row, ts, "flow"))
+            continue
+        bar = Bar.from_row(stored[:-1])
+        bar.merge(part)
+        bar.revision += 1
+        bar.closed = True
+        conn.execute(_BAR_MERGED, (*bar.row(), ts, "flow"))
+
 
 _GAP_UPSERT = (
     "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
@@ -72,8 +68,26 @@ _GAP_UPSERT = (
     " WHEN gaps.status='unfillable' OR excluded.status='unfillable' THEN 'unfillable'"
     " ELSE excluded.status END"
 )
-_TICK_COLUMNS = ("symbol", *TRADE_COLUMNS)
-_TICK_HEAD = f"INSERT OR IGNORE INTO ticks({','.join(_TICK_COLUMNS)})"
+# The oldest rejects beyond the cap. Ids are AUTOINCREMENT and only this trim deletes, oldest
+# first, so the ids held are one contiguous run and the cut is one range delete on the key.
+_REJECTS_TRIM = "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?"
+_REJECTS_DROPPED = (
+    "INSERT INTO meta(key, value) VALUES('rejects_dropped', ?) ON CONFLICT(key) DO UPDATE SET"
+    " value = CAST(CAST(meta.value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)"
+)
+# tick_rows columns (schema v4): the four that are 0 for most trades are left out of a batch where they all are.
+_TICK_BASE = ("sym", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
+_TICK_OPTIONAL = ("first_off", "last_span", "event_lag", "recv_lag")
+
+
+def _derived(t: Trades) -> dict[str, np.ndarray]:
+    return {
+        "first_off": t.trade_id - t.first_id,
+        "last_span": t.last_id - t.first_id,
+        "event_lag": t.event_ms - t.ts_ms,
+        "recv_lag": t.recv_ms - t.ts_ms,
+    }
+
 
 # Books: every write is idempotent by its natural key (a replay or a restart stores nothing twice).
 _QUOTE_COLUMNS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
@@ -184,34 +198,43 @@ def _book_gap_row(g: BookGap, ts: int) -> tuple:
 
 @dataclass(slots=True)
 class TickParams:
-    """Ticks as one flat parameter list in `ticks` column order (no row tuples).
+    """Ticks as one flat parameter list in `columns` order (no row tuples).
 
-    The sink builds it on the flow's thread, so the writer thread only binds and inserts.
+    The sink builds it on the flow's thread, so the writer thread only binds and inserts. A symbol
+    without an id yet has its name in its `sym` slots (listed in `unknown`): the writer gives it an
+    id and fills them in before the insert.
     """
 
+    columns: tuple[str, ...]
     flat: list[object]
+    unknown: list[tuple[str, slice]]
 
     @classmethod
-    def of(cls, batches: Iterable[Trades]) -> TickParams:
-        width = len(_TICK_COLUMNS)
+    def of(cls, batches: Iterable[Trades], ids: dict[str, int] | None = None) -> TickParams:
+        ids = ids or {}
+        parts = [(t, _derived(t)) for t in batches if len(t)]
+        optional = tuple(c for c in _TICK_OPTIONAL if any(d[c].any() for _, d in parts))
+        columns = (*_TICK_BASE, *optional)
+        width = len(columns)
         flat: list[object] = []
-        for t in batches:
+        unknown: list[tuple[str, slice]] = []
+        for t, derived in parts:
             n = len(t)
-            if not n:
-                continue
             part: list[object] = [None] * (n * width)
-            part[0::width] = [t.symbol] * n
-            done: list[tuple[np.ndarray, list]] = []
-            for j, name in enumerate(TRADE_COLUMNS, start=1):
-                col = getattr(t, name)
-                # A trade's first/last id and event/receive times often repeat its id and time:
-                # one Python list for equal columns (tolist is most of the cost here).
-                same = next((v for a, v in done if a.dtype == col.dtype and np.array_equal(a, col)), None)
-                values = same if same is not None else col.tolist()  # bools bind as 0/1
-                done.append((col, values))
-                part[j::width] = values
+            sid = ids.get(t.symbol)
+            part[0::width] = [t.symbol if sid is None else sid] * n
+            if sid is None:
+                unknown.append((t.symbol, slice(len(flat), len(flat) + n * width, width)))
+            ts = t.ts_ms.tolist()
+            part[1::width] = t.trade_id.tolist()
+            part[2::width] = ts
+            part[3::width] = t.price.tolist()
+            part[4::width] = t.qty.tolist()
+            part[5::width] = t.is_buyer_maker.tolist()  # bools bind as 0/1
+            for j, name in enumerate(optional, start=len(_TICK_BASE)):
+                part[j::width] = derived[name].tolist()
             flat += part
-        return cls(flat)
+        return cls(columns, flat, unknown)
 
 
 @dataclass(slots=True)
@@ -233,8 +256,19 @@ class _Prepared:
 
 
 def insert_ticks(conn: sqlite3.Connection, ticks: TickParams) -> None:
-    """A tick already stored (same symbol and id) is skipped."""
-    insert_flat(conn, _TICK_HEAD, len(_TICK_COLUMNS), ticks.flat)
+    """A tick already stored (same symbol and id) is skipped. Every `sym` slot must hold an id."""
+    if ticks.flat:
+        insert_flat(conn, f"INSERT OR IGNORE INTO tick_rows({','.join(ticks.columns)})", len(ticks.columns), ticks.flat)
+
+
+def symbol_ids(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT symbol, id FROM symbols"))
+
+
+def add_symbol(conn: sqlite3.Connection, symbol: str) -> int:
+    """The symbol's id, made in a transaction of its own (an id once given is never taken back)."""
+    conn.execute("INSERT OR IGNORE INTO symbols(symbol) VALUES(?)", (symbol,))
+    return int(conn.execute("SELECT id FROM symbols WHERE symbol=?", (symbol,)).fetchone()[0])
 
 
 class SqliteWriter:
@@ -245,19 +279,25 @@ class SqliteWriter:
         path: Path | str,
         max_size_mb: int | None = None,
         cache_mb: int = 64,
+        rejects_max_rows: int | None = None,
         retention_days: Mapping[str, float] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.rejects_max_rows = rejects_max_rows
         self.retention_days = {t: d for t, d in (retention_days or {}).items() if t in RETENTION_COLUMNS}
         self._retained_at = 0.0
         self.conn = connect(self.path)
         self.conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
+        # Another writer's transaction (a tier-out's one-transaction delete of a day, an upload) may
+        # hold the lock for seconds on a loaded machine: the flow waits for it rather than failing.
+        self.conn.execute("PRAGMA busy_timeout=120000")
         # Checkpoint the WAL every ~40 MB rather than every 4 MB: fewer stalls in bulk ingest.
         self.conn.execute("PRAGMA wal_autocheckpoint=2500")
         if max_size_mb is not None:
             page = self.conn.execute("PRAGMA page_size").fetchone()[0]
             self.conn.execute(f"PRAGMA max_page_count={int(max_size_mb * 1024 * 1024 // page)}")
         self.conn.isolation_level = None  # explicit BEGIN/COMMIT
+        self.symbol_ids = symbol_ids(self.conn)  # read by prepare (flow thread), grown by write
 
     def prepare(self, batch: StoreBatch) -> _Prepared:
         """Rows and flat parameter lists, built on the flow's thread (bars are copied by value here,
@@ -267,9 +307,9 @@ class SqliteWriter:
         latest = {(b.symbol, b.timeframe, b.start_ms): b for b in batch.bars}
         return _Prepared(
             ts=ts,
-            ticks=TickParams.of(batch.ticks),
+            ticks=TickParams.of(batch.ticks, self.symbol_ids),
             bars=[v for b in latest.values() for v in (*b.row(), ts)],
-            merges=[(*b.row(), ts) for b in batch.bar_merges],
+            merges=[b.row() for b in batch.bar_merges],
             rejects=[(r.recv_ms, r.reason, r.source, r.raw) for r in batch.rejects],
             gaps=[
                 (g.symbol, g.from_id, g.to_id, g.after_ts, ts, ts if g.status == "filled" else None, g.status)
@@ -292,12 +332,23 @@ class SqliteWriter:
         """
         p = prepared
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
         try:
+            for sym, slots in p.ticks.unknown:  # before the batch's transaction: ids outlive a rolled-back batch
+                sid = self.symbol_ids.get(sym)
+                if sid is None:
+                    sid = self.symbol_ids[sym] = add_symbol(c, sym)
+                p.ticks.flat[slots] = [sid] * len(range(*slots.indices(len(p.ticks.flat))))
+            p.ticks.unknown.clear()
+            c.execute("BEGIN IMMEDIATE")
             insert_ticks(c, p.ticks)
             insert_flat(c, _BAR_HEAD, len(BAR_COLUMNS) + 1, p.bars)
-            c.executemany(_BAR_MERGE, p.merges)
-            c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", p.rejects)
+            merge_bars(c, p.merges, p.ts)
+            if p.rejects:
+                c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", p.rejects)
+                if self.rejects_max_rows is not None:
+                    dropped = c.execute(_REJECTS_TRIM, (self.rejects_max_rows,)).rowcount
+                    if dropped > 0:
+                        c.execute(_REJECTS_DROPPED, (str(dropped),))
             c.executemany(_GAP_UPSERT, p.gaps)
             fresh = insert_events(c, p.alerts, p.ts) if p.alerts else []
             for head, rows in p.analytics:

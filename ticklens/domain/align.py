@@ -13,6 +13,7 @@ watermark has passed its end, so a bar that closes later can no longer change it
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -50,7 +51,25 @@ class Aligner:
     cursor: int | None = None
     last_bar: int = -(2**62)  # newest bucket aligned so far in which any leg traded
 
+    def clone(self) -> Aligner:
+        """An independent copy (bars and closes are immutable tuples)."""
+        new = Aligner(list(self.legs), self.tf_ms)
+        new.pending = defaultdict(deque, {s: q.copy() for s, q in self.pending.items()})
+        new.first, new.newest, new.wm, new.current = (
+            dict(self.first),
+            dict(self.newest),
+            dict(self.wm),
+            dict(self.current),
+        )
+        new.cursor, new.last_bar = self.cursor, self.last_bar
+        return new
+
     def push(self, leg: LegBars) -> list[tuple[int, dict[str, Leg]]]:
+        self.add(leg)
+        return list(self.rows())
+
+    def add(self, leg: LegBars) -> None:
+        """Take a leg's new closed bars (oldest first) and watermark; `rows` then aligns what it can."""
         q = self.pending[leg.symbol]
         for bar in leg.bars:
             start = bar[0]
@@ -60,19 +79,18 @@ class Aligner:
             self.first.setdefault(leg.symbol, start)
             self.newest[leg.symbol] = start
         self.wm[leg.symbol] = max(self.wm.get(leg.symbol, leg.watermark), leg.watermark)
-        return self._drain()
 
-    def _drain(self) -> list[tuple[int, dict[str, Leg]]]:
+    def rows(self) -> Iterator[tuple[int, dict[str, Leg]]]:
+        """The aligned rows now complete, oldest first; between two rows `cursor` is the next bucket."""
         if len(self.first) < len(self.legs) or len(self.wm) < len(self.legs):
-            return []
+            return
         if self.cursor is not None and not any(self.pending.values()):
-            return []  # the common case: everything aligned, waiting for the next bar
+            return  # the common case: everything aligned, waiting for the next bar
         if self.cursor is None:
             self.cursor = max(self.first.values())
         last = max(self.newest.values())
         safe = min(self.wm.values())
         idle_ms = max_idle_bars(self.tf_ms) * self.tf_ms
-        out = []
         t = self.cursor
         while t <= last and t + self.tf_ms <= safe:
             row: dict[str, Leg] = {}
@@ -89,12 +107,12 @@ class Aligner:
                     row[s] = (self.current[s][0], 0.0, 0.0)
             if t - self.last_bar >= idle_ms:
                 # A long silence on every leg (an outage, a gap between recordings): resume at the next bar.
-                t = min(q[0][0] for q in self.pending.values() if q)
+                t = self.cursor = min(q[0][0] for q in self.pending.values() if q)
                 continue
-            out.append((t, row))
+            self.cursor = t + self.tf_ms
+            yield t, row
             t += self.tf_ms
         self.cursor = t
-        return out
 
 
 def align_frames(bars: dict[str, pl.DataFrame], tf_ms: int) -> pl.DataFrame:

@@ -21,6 +21,13 @@ class CorrMatrix:
         s = self.symbols
         self.sums = {(a, b): RollingSums2(self.window) for i, a in enumerate(s) for b in s[i + 1 :]}
 
+    def clone(self) -> CorrMatrix:
+        """An independent copy (a checkpoint to rewind to when a bar it used is revised)."""
+        new = CorrMatrix.__new__(CorrMatrix)
+        new.symbols, new.window, new.prev = self.symbols, self.window, dict(self.prev)
+        new.sums = {k: rs.clone() for k, rs in self.sums.items()}
+        return new
+
     def update(self, closes: dict[str, float]) -> dict[tuple[str, str], float | None]:
         out: dict[tuple[str, str], float | None] = {}
         if self.prev:

@@ -14,7 +14,10 @@ What each value at bar t uses (no look-ahead: nothing after t, ever):
   returns ending at t (window + 1 bars).
 - Kalman (state beta, alpha; random walk): see `Kalman`. `k_zscore` is the
   innovation over its predicted standard deviation, so it uses the state
-  before t and bar t's prices only.
+  before t and bar t's prices only. Every `k_*` value stays None until the
+  filter has seen `kalman_warmup` aligned bars (default: `window`, the bar the
+  OLS beta starts at): the first innovations are measured against the prior
+  (beta = alpha = 0), not against anything the data said (z-scores like 1867).
 - `half_life`, `adf_stat`, `adf_pvalue`, `eg_pvalue`: from the residuals of
   t's OLS fit over its window, computed every `adf_every` aligned bars with a
   full window (carried forward between refreshes; `coint_ms` says which bar).
@@ -124,6 +127,12 @@ class Kalman:
         self.b = self.a = 0.0
         self.p00, self.p01, self.p10, self.p11 = init_var, 0.0, 0.0, init_var
 
+    def clone(self) -> Kalman:
+        new = Kalman.__new__(Kalman)
+        for k in self.__slots__:
+            setattr(new, k, getattr(self, k))
+        return new
+
     def update(self, x: float, y: float) -> tuple[float, float]:
         """Fold in one bar; returns (innovation, innovation variance)."""
         r00, r01, r10, r11 = self.p00 + self.vw, self.p01, self.p10, self.p11 + self.vw
@@ -149,6 +158,12 @@ class PairParams:
     kalman_delta: float = 1e-4
     kalman_obs_var: float = 1e-3
     kalman_init_var: float = 0.0
+    kalman_warmup: int | None = None  # aligned bars before the Kalman values are published; None: window
+
+    @property
+    def kalman_first(self) -> int:
+        """Bars the Kalman filter sees before its values are published (at least 1)."""
+        return max(1, self.kalman_warmup if self.kalman_warmup is not None else self.window)
 
 
 @dataclass(slots=True)
@@ -196,6 +211,7 @@ class PairAnalytics:
     kalman: Kalman = field(init=False)
     prev: tuple[float, float] | None = None
     fitted: int = 0  # rows with a full OLS window so far
+    kalman_bars: int = 0  # bars the Kalman filter has seen
     last_coint: tuple[int, CointResult | None] | None = None
 
     def __post_init__(self) -> None:
@@ -204,6 +220,19 @@ class PairAnalytics:
         self.spreads = RollingSums1(p.window)
         self.rets = RollingSums2(p.window)
         self.kalman = Kalman(p.kalman_delta, p.kalman_obs_var, p.kalman_init_var)
+
+    def clone(self) -> PairAnalytics:
+        """An independent copy (a checkpoint to rewind to when a bar it used is revised)."""
+        new = PairAnalytics.__new__(PairAnalytics)
+        new.params, new.prev, new.fitted, new.kalman_bars = self.params, self.prev, self.fitted, self.kalman_bars
+        new.last_coint = self.last_coint  # immutable
+        new.ols, new.spreads, new.rets, new.kalman = (
+            self.ols.clone(),
+            self.spreads.clone(),
+            self.rets.clone(),
+            self.kalman.clone(),
+        )
+        return new
 
     def _coint(self, fit: tuple[float, float, float, float] | None) -> CointResult | None:
         if fit is None:
@@ -239,11 +268,13 @@ class PairAnalytics:
                 row.corr = pearson(self.rets)
         self.prev = (close_a, close_b)
         e, q = self.kalman.update(x, y)
-        k = self.kalman
-        row.k_beta, row.k_alpha, row.k_beta_var = k.b, k.a, k.p00
-        row.k_spread = y - k.b * x - k.a
-        row.k_innovation, row.k_innovation_var = e, q
-        row.k_zscore = e / math.sqrt(q)
+        self.kalman_bars += 1
+        if self.kalman_bars >= p.kalman_first:  # warmed up (see the module docstring)
+            k = self.kalman
+            row.k_beta, row.k_alpha, row.k_beta_var = k.b, k.a, k.p00
+            row.k_spread = y - k.b * x - k.a
+            row.k_innovation, row.k_innovation_var = e, q
+            row.k_zscore = e / math.sqrt(q)
         if self.last_coint is not None:
             row.coint_ms = self.last_coint[0]
             c = self.last_coint[1]
@@ -293,3 +324,4 @@ class PairOut:
     timeframe: str
     window: int
     rows: list[PairRow]
+    revised: bool = False  # rows computed again because a bar they used was revised

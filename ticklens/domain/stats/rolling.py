@@ -28,6 +28,14 @@ class RollingSums2:
     def __len__(self) -> int:
         return len(self.xs)
 
+    def clone(self) -> RollingSums2:
+        """An independent copy (a checkpoint to rewind to)."""
+        new = RollingSums2.__new__(RollingSums2)
+        for k in self.__slots__:
+            setattr(new, k, getattr(self, k))
+        new.xs, new.ys = self.xs.copy(), self.ys.copy()
+        return new
+
     def push(self, x: float, y: float) -> None:
         self.runx = self.runx + 1 if self.xs and x == self.xs[-1] else 1
         self.runy = self.runy + 1 if self.ys and y == self.ys[-1] else 1
@@ -88,6 +96,14 @@ class RollingSums1:
 
     def __len__(self) -> int:
         return len(self.xs)
+
+    def clone(self) -> RollingSums1:
+        """An independent copy (a checkpoint to rewind to)."""
+        new = RollingSums1.__new__(RollingSums1)
+        for k in self.__slots__:
+            setattr(new, k, getattr(self, k))
+        new.xs = self.xs.copy()
+        return new
 
     def push(self, x: float) -> None:
         self.run = self.run + 1 if self.xs and x == self.xs[-1] else 1

@@ -44,6 +44,14 @@ class SymbolStats:
         self.quote = deque(maxlen=self.window)
         self.r2 = RollingSums1(self.window)
 
+    def clone(self) -> SymbolStats:
+        """An independent copy (a checkpoint to rewind to when a bar it used is revised)."""
+        new = SymbolStats.__new__(SymbolStats)
+        new.window, new.prev = self.window, self.prev
+        new.closes, new.r2 = self.closes.clone(), self.r2.clone()
+        new.vol, new.quote = self.vol.copy(), self.quote.copy()
+        return new
+
     def update(self, start_ms: int, close: float, volume: float, quote_volume: float) -> SymbolRow:
         row = SymbolRow(start_ms, close, volume)
         self.closes.push(close)
