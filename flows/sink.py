@@ -14,7 +14,7 @@ import threading
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.crash import trace_methods
-from flows.items import SymbolOut
+from flows.items import BookOut, MicroItem, SymbolOut
 from flows.progress import Progress
 from storage import open_store
 from storage.port import Store, StoreBatch, StoreWriter
@@ -148,6 +148,16 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
                 batch.bar_merges.extend(item.merges)
                 batch.gaps.extend(item.gaps)
                 outs.append((item, len({(b.timeframe, b.start_ms) for b in item.bars}) + len(item.merges)))
+            elif isinstance(item, BookOut):
+                if item.quotes is not None and len(item.quotes):
+                    batch.quotes.append(item.quotes)
+                batch.depth_updates.extend(item.applied)
+                batch.book_snapshots.extend(item.snapshots)
+                batch.book_gaps.extend(item.gaps)
+                self.progress.on_book(item)
+            elif isinstance(item, MicroItem):
+                batch.micro_bars.extend(item.bars)
+                batch.vpin.extend(item.vpin)
             elif isinstance(item, PairOut):
                 batch.pairs.append(item)
             elif isinstance(item, SymbolStatsOut):

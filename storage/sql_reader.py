@@ -16,12 +16,19 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from storage.port import SymbolSummary
+from storage.codec import decode_levels, decode_snapshot
+from storage.port import QUOTE_OUT_COLUMNS, VPIN_OUT_COLUMNS, SymbolSummary
 from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
 from ticklens.domain.timeframes import TIMEFRAME_MS
+
+_QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
+_DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
+# Tables whose primary key starts with the symbol's name (the backend's ticks: `_tick_symbols`).
+_KEYED_TABLES = ("bars", "quotes", "depth_updates")
 
 FAR_PAST = -(2**62)
 FAR_FUTURE = 2**62
@@ -39,6 +46,7 @@ class SqlReader:
     TICK_SELECT: str  # SELECT TICK_COLUMNS (flags as 0/1) FROM the tick table
     TICK_TABLE: str  # the tick table, keyed by (TICK_KEY, trade_id)
     TICK_KEY: str  # its symbol column
+    MICRO_SELECT: str  # SELECT MICRO_OUT_COLUMNS (flags as 0/1) FROM micro_bars
 
     # --- hooks -----------------------------------------------------------------------------
 
@@ -63,7 +71,7 @@ class SqlReader:
 
     def _distinct_symbols(self, table: str) -> list[str]:
         """Distinct symbols by skipping along the primary key (no full scan)."""
-        assert table in ("ticks", "bars")
+        assert table in ("ticks", *_KEYED_TABLES)
         out: list[str] = []
         last = ""
         while True:
@@ -74,10 +82,11 @@ class SqlReader:
             out.append(last)
 
     def symbols_with_data(self) -> list[str]:
-        return sorted(set(self._distinct_symbols("bars")) | set(self._tick_symbols()))
+        keyed = set().union(*(self._distinct_symbols(t) for t in _KEYED_TABLES))
+        return sorted(keyed | set(self._tick_symbols()))
 
     def has_data(self, symbol: str) -> bool:
-        if self._one("SELECT 1 FROM bars WHERE symbol=? LIMIT 1", (symbol,)):
+        if any(self._one(f"SELECT 1 FROM {t} WHERE symbol=? LIMIT 1", (symbol,)) for t in _KEYED_TABLES):
             return True
         key = self._tick_key(symbol)
         return (
@@ -186,6 +195,103 @@ class SqlReader:
             f"SELECT trade_id, ts_ms FROM {self.TICK_TABLE} WHERE {self.TICK_KEY}=? ORDER BY trade_id LIMIT 1", (key,)
         )
         return (int(row[0]), int(row[1])) if row else None
+
+    # --- books -----------------------------------------------------------------------------
+
+    def quotes(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[tuple]:
+        """The newest `limit` L1 rows with start <= ts < end, oldest first (QUOTE_OUT_COLUMNS)."""
+        s, e = bounds(start_ms, end_ms)
+        rows = self._all(
+            f"{_QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms DESC, update_id DESC LIMIT ?",
+            (symbol, s, e, limit),
+        )
+        rows.reverse()
+        return rows
+
+    def iter_quotes(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
+    ) -> Iterator[list[tuple]]:
+        s, e = bounds(start_ms, end_ms)
+        q = f"{_QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms, update_id"
+        yield from self._chunks(q, (symbol, s, e), chunk)
+
+    def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:
+        row = self._one(
+            "SELECT final_id, ts_ms FROM depth_updates WHERE symbol=? AND ts_ms <= ?"
+            " ORDER BY ts_ms DESC, final_id DESC LIMIT 1",
+            (symbol, at_ms),
+        )
+        return None if row is None else (row[0], row[1])
+
+    def book_snapshot_before(self, symbol: str, update_id: int, levels: bool = True) -> BookSnapshot | None:
+        row = self._one(
+            "SELECT update_id, ts_ms, recv_ms, kind, depth_limit, complete_low, complete_high"
+            f"{', levels' if levels else ''}"
+            " FROM book_snapshots WHERE symbol=? AND update_id <= ? ORDER BY update_id DESC LIMIT 1",
+            (symbol, update_id),
+        )
+        if row is None:
+            return None
+        uid, ts, recv, kind, limit, low, high = row[:7]
+        bids, asks = decode_snapshot(bytes(row[7])) if levels else ([], [])
+        complete = None
+        if kind == "interval":
+            complete = (0.0 if low is None else low, float("inf") if high is None else high)
+        return BookSnapshot(symbol, uid, None, ts, recv, bids, asks, limit, complete)
+
+    def _depth(self, symbol: str, rows: list[tuple]) -> list[DepthUpdate]:
+        return [
+            DepthUpdate(symbol, u0, u, pu, ev, ts, recv, *decode_levels(bytes(b)))
+            for u0, u, pu, ev, ts, recv, b in rows
+        ]
+
+    def depth_updates(self, symbol: str, from_id: int, to_id: int) -> list[DepthUpdate]:
+        rows = self._all(
+            f"{_DEPTH_SELECT} WHERE symbol=? AND final_id >= ? AND final_id <= ? ORDER BY final_id",
+            (symbol, from_id, to_id),
+        )
+        return self._depth(symbol, rows)
+
+    def iter_depth_updates(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 2_000
+    ) -> Iterator[list[DepthUpdate]]:
+        s, e = bounds(start_ms, end_ms)
+        q = f"{_DEPTH_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY final_id"
+        for rows in self._chunks(q, (symbol, s, e), chunk):
+            yield self._depth(symbol, rows)
+
+    def book_gaps(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[BookGap]:
+        s, e = bounds(start_ms, end_ms)
+        rows = self._all(
+            "SELECT from_update_id, from_ms, reason, to_update_id, to_ms, status, detail FROM book_gaps"
+            " WHERE symbol=? AND from_ms < ? AND (to_ms IS NULL OR to_ms > ?) ORDER BY from_ms, from_update_id",
+            (symbol, e, s),
+        )
+        return [BookGap(symbol, f, fm, r, t, tm, st, d) for f, fm, r, t, tm, st, d in rows]
+
+    # --- microstructure --------------------------------------------------------------------
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        rows = self._all(
+            f"{self.MICRO_SELECT} WHERE symbol=? AND timeframe=? AND start_ms >= ? AND start_ms < ?"
+            " ORDER BY start_ms DESC LIMIT ?",
+            (symbol, timeframe, *bounds(start_ms, end_ms), limit),
+        )
+        rows.reverse()
+        return rows
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        rows = self._all(
+            f"SELECT {','.join(VPIN_OUT_COLUMNS)} FROM vpin WHERE symbol=? AND end_ms >= ? AND end_ms < ?"
+            " ORDER BY bucket DESC LIMIT ?",
+            (symbol, *bounds(start_ms, end_ms), limit),
+        )
+        rows.reverse()
+        return rows
 
     # --- bars ------------------------------------------------------------------------------
 

@@ -13,12 +13,12 @@ from functools import lru_cache
 
 import psycopg
 
-from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
+from storage.port import BAR_OUT_COLUMNS, MICRO_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
 from storage.postgres.schema import partitions
 from storage.sql_reader import SqlReader
 from ticklens.domain.status import with_merged_flow
 
-_FLAGS = {"is_buyer_maker": "is_buyer_maker::int", "closed": "closed::int"}
+_FLAGS = {"is_buyer_maker": "is_buyer_maker::int", "closed": "closed::int", "complete": "complete::int"}
 
 
 @lru_cache(maxsize=256)
@@ -34,6 +34,7 @@ class PostgresReader(SqlReader):
     TICK_SELECT = f"SELECT {','.join(_FLAGS.get(c, c) for c in TICK_COLUMNS)} FROM ticks"
     TICK_TABLE = "ticks"
     TICK_KEY = "symbol"
+    MICRO_SELECT = f"SELECT {','.join(_FLAGS.get(c, c) for c in MICRO_OUT_COLUMNS)} FROM micro_bars"
 
     def __init__(self, conn: psycopg.Connection, location: str = "", last_check: StoreHealth | None = None) -> None:
         self.conn = conn

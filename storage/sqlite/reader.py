@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
+from storage.port import BAR_OUT_COLUMNS, MICRO_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
 from storage.sql_reader import SqlReader
 
 assert TICK_COLUMNS == ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
@@ -28,6 +28,7 @@ class SqliteReader(SqlReader):
     )
     TICK_TABLE = "tick_rows"
     TICK_KEY = "sym"
+    MICRO_SELECT = f"SELECT {','.join(MICRO_OUT_COLUMNS)} FROM micro_bars"
 
     def __init__(self, conn: sqlite3.Connection, path: str = "", last_check: StoreHealth | None = None) -> None:
         self.conn = conn
