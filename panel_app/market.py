@@ -249,25 +249,10 @@ class MarketPage(Page):
         )
         return pn.Column(self.message, controls, self.summary, chart, self.caption, sizing_mode="stretch_width")
 
-    def _ensure_symbols(self) -> None:
-        if self.param.symbol.objects:
-            return
-        syms = self.api.symbols()
-        if not syms:
-            self.say("No symbols yet: the store is empty and none are configured.")
-            return
-        self._loading = True
-        try:
-            self.param.symbol.objects = syms
-            if self.symbol not in syms:
-                self.symbol = syms[0]
-        finally:
-            self._loading = False
-
     def show(self, *_: Any) -> None:
         if self._loading:
             return
-        self._ensure_symbols()
+        self.fill_symbols()
         if not self.symbol:
             return
         tf_ms = TIMEFRAME_MS[self.timeframe]

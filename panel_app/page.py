@@ -57,6 +57,23 @@ class Page(param.Parameterized):
     def view(self) -> pn.viewable.Viewable:
         raise NotImplementedError
 
+    def fill_symbols(self) -> None:
+        """Give the page's `symbol` selector the API's symbols, once, without the selection's own
+        callback running while it is filled (`_loading`); with none yet, say so."""
+        if self.param.symbol.objects:  # type: ignore[attr-defined]
+            return
+        syms = self.api.symbols()
+        if not syms:
+            self.say("No symbols yet: the store is empty and none are configured.")
+            return
+        self._loading = True
+        try:
+            self.param.symbol.objects = syms  # type: ignore[attr-defined]
+            if self.symbol not in syms:  # type: ignore[attr-defined]
+                self.symbol = syms[0]
+        finally:
+            self._loading = False
+
     def show(self) -> None:
         """Load from scratch (page opened, selection changed)."""
 

@@ -11,6 +11,16 @@ from __future__ import annotations
 
 import zlib
 
+# The book tables' stored columns, in the order every backend's writer fills them.
+QUOTE_COLUMNS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
+DEPTH_COLUMNS = (
+    "symbol", "final_id", "first_id", "prev_id", "ts_ms", "event_ms", "recv_ms", "n_bids", "n_asks", "levels",
+)  # fmt: skip
+SNAPSHOT_COLUMNS = (
+    "symbol", "update_id", "ts_ms", "recv_ms", "kind", "depth_limit", "complete_low", "complete_high",
+    "n_bids", "n_asks", "levels",
+)  # fmt: skip
+
 SNAPSHOT_LEVEL = 1  # zlib level: fast; the text compresses ~3x at any level
 
 

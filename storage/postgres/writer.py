@@ -20,7 +20,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from storage.codec import encode_levels, encode_snapshot
+from storage.codec import DEPTH_COLUMNS, QUOTE_COLUMNS, SNAPSHOT_COLUMNS, encode_levels, encode_snapshot
 from storage.port import StoreBatch, StoreWriteError
 from storage.postgres import schema
 from storage.postgres.connection import Backoff, Target, is_transient
@@ -55,23 +55,6 @@ _REJECTS_DROPPED = (
     " value = (meta.value::bigint + excluded.value::bigint)::text"
 )
 _STATUS_COLS = ("key", "value", "updated_ms")
-_QUOTE_COLS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
-_DEPTH_COLS = (
-    "symbol",
-    "final_id",
-    "first_id",
-    "prev_id",
-    "ts_ms",
-    "event_ms",
-    "recv_ms",
-    "n_bids",
-    "n_asks",
-    "levels",
-)
-_SNAPSHOT_COLS = (
-    "symbol", "update_id", "ts_ms", "recv_ms", "kind", "depth_limit", "complete_low", "complete_high",
-    "n_bids", "n_asks", "levels",
-)  # fmt: skip
 # A book gap is told when it opens and again when it closes, maybe in different batches: closed wins.
 _BOOK_GAP_UPSERT = (
     "INSERT INTO book_gaps(symbol, from_update_id, from_ms, to_update_id, to_ms, reason, status, detail, detected_ms)"
@@ -340,9 +323,9 @@ class PostgresWriter:
             "status": _insert("status", _STATUS_COLS, types["status"], _replace_all(("key",), _STATUS_COLS)),
             "events": _insert("alert_events", _EVENT_COLS, types["alert_events"], "ON CONFLICT DO NOTHING RETURNING rule_id, event_ms, symbol, ref"),
             # Books: stored once by natural key, whatever a replay or a restart repeats.
-            "quotes": _insert("quotes", _QUOTE_COLS, types["quotes"], "ON CONFLICT DO NOTHING"),
-            "depth": _insert("depth_updates", _DEPTH_COLS, types["depth_updates"], "ON CONFLICT DO NOTHING"),
-            "snapshots": _insert("book_snapshots", _SNAPSHOT_COLS, types["book_snapshots"], "ON CONFLICT DO NOTHING"),
+            "quotes": _insert("quotes", QUOTE_COLUMNS, types["quotes"], "ON CONFLICT DO NOTHING"),
+            "depth": _insert("depth_updates", DEPTH_COLUMNS, types["depth_updates"], "ON CONFLICT DO NOTHING"),
+            "snapshots": _insert("book_snapshots", SNAPSHOT_COLUMNS, types["book_snapshots"], "ON CONFLICT DO NOTHING"),
             # Microstructure: a bar written again (complete, revised) replaces its earlier version.
             "micro": _insert("micro_bars", MICRO_COLS, types["micro_bars"], _replace_all(("symbol", "timeframe", "start_ms"), MICRO_COLS)),
             "vpin": _insert("vpin", VPIN_COLS, types["vpin"], _replace_all(("symbol", "bucket"), VPIN_COLS)),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from storage.codec import encode_levels, encode_snapshot
+from storage.codec import DEPTH_COLUMNS, QUOTE_COLUMNS, SNAPSHOT_COLUMNS, encode_levels, encode_snapshot
 from storage.port import StoreBatch, StoreWriteError
 from storage.sqlite.analytics import analytics_rows
 from storage.sqlite.connection import connect
@@ -90,25 +90,9 @@ def _derived(t: Trades) -> dict[str, np.ndarray]:
 
 
 # Books: every write is idempotent by its natural key (a replay or a restart stores nothing twice).
-_QUOTE_COLUMNS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
-_QUOTE_HEAD = f"INSERT OR IGNORE INTO quotes({','.join(_QUOTE_COLUMNS)})"
-_DEPTH_COLUMNS = (
-    "symbol",
-    "final_id",
-    "first_id",
-    "prev_id",
-    "ts_ms",
-    "event_ms",
-    "recv_ms",
-    "n_bids",
-    "n_asks",
-    "levels",
-)
-_DEPTH_HEAD = f"INSERT OR IGNORE INTO depth_updates({','.join(_DEPTH_COLUMNS)})"
-_SNAPSHOT_INSERT = (
-    "INSERT OR IGNORE INTO book_snapshots(symbol, update_id, ts_ms, recv_ms, kind, depth_limit, complete_low,"
-    " complete_high, n_bids, n_asks, levels) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
-)
+_QUOTE_HEAD = f"INSERT OR IGNORE INTO quotes({','.join(QUOTE_COLUMNS)})"
+_DEPTH_HEAD = f"INSERT OR IGNORE INTO depth_updates({','.join(DEPTH_COLUMNS)})"
+_SNAPSHOT_INSERT = f"INSERT OR IGNORE INTO book_snapshots({','.join(SNAPSHOT_COLUMNS)}) VALUES({','.join('?' * len(SNAPSHOT_COLUMNS))})"
 # A gap is told when it opens and again when it closes, maybe in different batches: closed wins.
 _BOOK_GAP_UPSERT = (
     "INSERT INTO book_gaps(symbol, from_update_id, from_ms, to_update_id, to_ms, reason, status, detail, detected_ms)"
@@ -134,7 +118,7 @@ def _symbols(conn: sqlite3.Connection, table: str) -> list[str]:
 
 
 def _quote_params(batches: Iterable[Quotes]) -> list[object]:
-    width = len(_QUOTE_COLUMNS)
+    width = len(QUOTE_COLUMNS)
     flat: list[object] = []
     for q in batches:
         n = len(q)
@@ -248,8 +232,8 @@ class _Prepared:
     analytics: list[tuple[str, list[tuple]]]  # (INSERT head, rows)
     alerts: list[AlertFired]
     status: list[tuple]
-    quotes: list[object]  # flat, _QUOTE_COLUMNS per row
-    depth: list[object]  # flat, _DEPTH_COLUMNS per row
+    quotes: list[object]  # flat, QUOTE_COLUMNS per row
+    depth: list[object]  # flat, DEPTH_COLUMNS per row
     snapshots: list[tuple]
     book_gaps: list[tuple]
     micro: tuple[list[object], list[object]]  # flat micro_bars and vpin parameters
@@ -356,8 +340,8 @@ class SqliteWriter:
                     insert_flat(c, head, len(rows[0]), [v for r in rows for v in r])
             write_micro(c, *p.micro)
             c.executemany("INSERT OR REPLACE INTO status(key, value, updated_ms) VALUES(?,?,?)", p.status)
-            insert_flat(c, _QUOTE_HEAD, len(_QUOTE_COLUMNS), p.quotes)
-            insert_flat(c, _DEPTH_HEAD, len(_DEPTH_COLUMNS), p.depth)
+            insert_flat(c, _QUOTE_HEAD, len(QUOTE_COLUMNS), p.quotes)
+            insert_flat(c, _DEPTH_HEAD, len(DEPTH_COLUMNS), p.depth)
             c.executemany(_SNAPSHOT_INSERT, p.snapshots)
             c.executemany(_BOOK_GAP_UPSERT, p.book_gaps)
             c.execute("COMMIT")
