@@ -245,7 +245,7 @@ UPLOAD_COLUMNS = (
 UNIT_COLUMNS = slice(23, 27)  # the exact sums, as integers of 10^-dp units
 
 
-def upload_row(r: UploadedBar, now_ms: int) -> tuple:
+def upload_row(r: UploadedBar, now_ms: int) -> tuple[object, ...]:
     """A `bars` row (UPLOAD_COLUMNS) for one uploaded bar.
 
     Without a quote volume it is estimated from the typical price (h + l + c) / 3; trade ids are
