@@ -79,8 +79,8 @@ def test_microstructure_page_draws_the_api_bars_and_streams_new_ones(stack: Stac
             page.get_by_text("last price").first.wait_for(timeout=30_000)
             page.get_by_role("button", name="Microstructure", exact=True).first.click()
             page.get_by_text("bps, time-weighted").first.wait_for(timeout=20_000)
-            first = wait_until(lambda: page.evaluate(SOURCE_JS), 20, "the figures' data")
-            assert first["n"] >= 20
+            # Pages are built when first shown: the figures exist a moment before their first data.
+            first = wait_until(lambda: (d := page.evaluate(SOURCE_JS)) and d["n"] >= 20 and d, 30, "the figures' data")
             with stack.api() as api:
                 body = api.get("/api/v1/microstructure/btcusdt", params={"timeframe": "1s", "limit": 600}).json()
             starts = [b["ts_ms"] for b in body["bars"]]
