@@ -25,7 +25,7 @@ from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
-_QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
+QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
 _DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
 # Tables whose primary key starts with the symbol's name (the backend's ticks: `_tick_symbols`).
 _KEYED_TABLES = ("bars", "quotes", "depth_updates")
@@ -202,7 +202,7 @@ class SqlReader:
         """The newest `limit` L1 rows with start <= ts < end, oldest first (QUOTE_OUT_COLUMNS)."""
         s, e = bounds(start_ms, end_ms)
         rows = self._all(
-            f"{_QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms DESC, update_id DESC LIMIT ?",
+            f"{QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms DESC, update_id DESC LIMIT ?",
             (symbol, s, e, limit),
         )
         rows.reverse()
@@ -212,7 +212,7 @@ class SqlReader:
         self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
     ) -> Iterator[list[tuple]]:
         s, e = bounds(start_ms, end_ms)
-        q = f"{_QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms, update_id"
+        q = f"{QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms, update_id"
         yield from self._chunks(q, (symbol, s, e), chunk)
 
     def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:

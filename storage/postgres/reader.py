@@ -8,14 +8,14 @@ figures.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import psycopg
 
-from storage.port import BAR_OUT_COLUMNS, MICRO_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
+from storage.port import BAR_OUT_COLUMNS, MICRO_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
 from storage.postgres.schema import partitions
-from storage.sql_reader import SqlReader
+from storage.sql_reader import QUOTE_SELECT, SqlReader
 from ticklens.domain.status import with_merged_flow
 
 _FLAGS = {"is_buyer_maker": "is_buyer_maker::int", "closed": "closed::int", "complete": "complete::int"}
@@ -59,6 +59,21 @@ class PostgresReader(SqlReader):
 
     def _tick_symbols(self) -> list[str]:
         return self._distinct_symbols("ticks")
+
+    def quotes_before(self, symbol: str, times_ms: Sequence[int]) -> list[tuple | None]:
+        if not times_ms:
+            return []
+        cols = ",".join(f"q.{c}" for c in QUOTE_OUT_COLUMNS)
+        rows = self._all(  # one round trip: a backward index probe per moment
+            f"SELECT t.i, {cols} FROM unnest(?::bigint[]) WITH ORDINALITY AS t(at, i)"
+            f" CROSS JOIN LATERAL ({QUOTE_SELECT} WHERE symbol=? AND ts_ms < t.at"
+            " ORDER BY ts_ms DESC, update_id DESC LIMIT 1) AS q",
+            (list(times_ms), symbol),
+        )
+        out: list[tuple | None] = [None] * len(times_ms)
+        for r in rows:
+            out[r[0] - 1] = tuple(r[1:])
+        return out
 
     def status_docs(self) -> dict[str, tuple[dict, int]]:
         """The flow's status documents: key → (document, updated_ms); `flow` merged over a cluster's workers."""

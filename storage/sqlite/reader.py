@@ -7,13 +7,13 @@ first/last ids as offsets), the `-wal` file's size, status documents as JSON tex
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
 
 from storage.port import BAR_OUT_COLUMNS, MICRO_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
-from storage.sql_reader import SqlReader
+from storage.sql_reader import QUOTE_SELECT, SqlReader
 
 assert TICK_COLUMNS == ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
 
@@ -54,6 +54,11 @@ class SqliteReader(SqlReader):
     def _tick_symbols(self) -> list[str]:
         q = "SELECT symbol FROM symbols WHERE EXISTS (SELECT 1 FROM tick_rows WHERE sym = symbols.id)"
         return [s for (s,) in self._all(q)]
+
+    def quotes_before(self, symbol: str, times_ms: Sequence[int]) -> list[tuple | None]:
+        # The time index holds the key too (WITHOUT ROWID), so each probe is one descent of it.
+        sql = f"{QUOTE_SELECT} WHERE symbol=? AND ts_ms < ? ORDER BY ts_ms DESC, update_id DESC LIMIT 1"
+        return [self._one(sql, (symbol, t)) for t in times_ms]
 
     def status_docs(self) -> dict[str, tuple[dict, int]]:
         """The flow's status documents: key → (document, updated_ms)."""
