@@ -153,7 +153,7 @@ class SqlReader:
             break
         return lo, hi
 
-    def _tick_range(self, symbol: str, start_ms: int | None, end_ms: int | None) -> tuple[str, list]:
+    def _tick_range(self, symbol: str, key: object, start_ms: int | None, end_ms: int | None) -> tuple[str, list]:
         """The WHERE clause and arguments of a symbol's ticks in [start, end)."""
         lo, hi = (
             (FAR_PAST, FAR_FUTURE)
@@ -162,7 +162,7 @@ class SqlReader:
         )
         s, e = bounds(start_ms, end_ms)
         where = f"WHERE {self.TICK_KEY}=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ?"
-        return where, [self._tick_key(symbol), lo, hi, s, e]
+        return where, [key, lo, hi, s, e]
 
     def ticks(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[tuple]:
         """The newest `limit` ticks with start <= ts < end, oldest first (columns: TICK_COLUMNS)."""
@@ -172,7 +172,7 @@ class SqlReader:
         if start_ms is None and end_ms is None:
             rows = self._all(f"{self.TICK_SELECT} WHERE {self.TICK_KEY}=? ORDER BY trade_id DESC LIMIT ?", (key, limit))
         else:
-            where, args = self._tick_range(symbol, start_ms, end_ms)
+            where, args = self._tick_range(symbol, key, start_ms, end_ms)
             rows = self._all(f"{self.TICK_SELECT} {where} ORDER BY trade_id DESC LIMIT ?", [*args, limit])
         rows.reverse()
         return rows
@@ -181,9 +181,10 @@ class SqlReader:
         self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
     ) -> Iterator[list[tuple]]:
         """All ticks in range, oldest first, in chunks (for streamed exports)."""
-        if self._tick_key(symbol) is None:
+        key = self._tick_key(symbol)
+        if key is None:
             return
-        where, args = self._tick_range(symbol, start_ms, end_ms)
+        where, args = self._tick_range(symbol, key, start_ms, end_ms)
         yield from self._chunks(f"{self.TICK_SELECT} {where} ORDER BY trade_id", args, chunk)
 
     def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
