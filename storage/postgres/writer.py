@@ -23,7 +23,7 @@ from psycopg import sql
 from storage.port import StoreBatch, StoreWriteError
 from storage.postgres import schema
 from storage.postgres.connection import Backoff, Target, is_transient
-from storage.postgres.copy import TICK_COLUMNS, first_copies, ticks_copy_data
+from storage.postgres.copy import HEADER, TICK_COLUMNS, TRAILER, first_copies, ticks_copy_data
 from ticklens.config import RetentionConfig, redact
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.bars import BAR_COLUMNS, DECIMAL_GROUPS, Bar
@@ -305,6 +305,41 @@ class PostgresWriter:
         if batch.status:
             p.status = [(k, orjson.dumps(v).decode(), ts) for k, v in batch.status.items()]
         return p
+
+    def combine(self, parts: list[_Prepared]) -> _Prepared:
+        """Batches prepared apart, as one (written in one transaction): later rows win, as they would
+        written one after the other; late partials of the same bar fold together (their revisions add)."""
+        out = _Prepared(ts=max(p.ts for p in parts))
+        copies = [p.copy for p in parts if p.nticks]
+        if copies:
+            out.copy = HEADER + b"".join(c[len(HEADER) : -len(TRAILER)] for c in copies) + TRAILER
+        span: dict[str, tuple[int, int]] = {}
+        for p in parts:
+            out.nticks += p.nticks
+            out.days |= p.days
+            if p.spans:
+                for sym, lo, hi in zip(*p.spans, strict=True):
+                    was = span.get(sym, (lo, hi))
+                    span[sym] = (min(was[0], lo), max(was[1], hi))
+            for name in ("bars", "rejects", "gaps", "pairs", "symbols", "corr", "alerts", "status"):
+                getattr(out, name).extend(getattr(p, name))
+        if span:
+            out.spans = [list(span), [v[0] for v in span.values()], [v[1] for v in span.values()]]
+        folded: dict[tuple[str, str, int], Bar] = {}
+        for m in (m for p in parts for m in p.merges):
+            key = (m.symbol, m.timeframe, m.start_ms)
+            if (have := folded.get(key)) is None:
+                folded[key] = m
+            else:
+                have.merge(m)
+                have.revision += m.revision
+        out.merges = list(folded.values())
+        out.bars = _last_by(out.bars, (0, 1, 2))
+        out.pairs = _last_by(out.pairs, (0, 1, 5))
+        out.symbols = _last_by(out.symbols, (0, 1, 3))
+        out.corr = _last_by(out.corr, (0, 1, 2, 3))
+        out.status = _last_by(out.status, (0,))
+        return out
 
     def write(self, prepared: _Prepared) -> list[AlertFired]:
         """All of one dataflow batch in one transaction: a crash leaves none of it.
