@@ -1,9 +1,10 @@
 """The writes the dataflow makes into PostgreSQL: one transaction per epoch's `StoreBatch`.
 
 Ticks go by binary COPY into a temporary staging table, then one `INSERT … SELECT … ON
-CONFLICT DO NOTHING` into the partitioned `ticks`; every other table takes one
-statement per batch over `unnest` arrays (bars, late-trade merges, analytics, triggers,
-status), gaps one upsert per gap in a pipeline. Every write is idempotent by its natural
+CONFLICT DO NOTHING` into the partitioned `ticks`; bars likewise (binary COPY, then one
+upsert from staging); every other table takes one statement per batch over `unnest`
+arrays (late-trade merges, analytics, triggers, status), gaps one upsert per gap in a
+pipeline. Batches that waited for the writer together go as one (`combine`). Every write is idempotent by its natural
 key, so a replayed epoch (recovery, reconnect) changes nothing. A lost server (restart,
 network) is retried with backoff on a new connection for `store.retry_s`, the batch
 whole again; any other error is a `StoreWriteError`.
@@ -94,6 +95,7 @@ def _replace_all(key: tuple[str, ...], cols: tuple[str, ...], extra: str = "") -
 _BAR_KEYS = "(symbol, timeframe, start_ms) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]))"
 _BAR_LOCK = f"SELECT {', '.join(BAR_COLUMNS)} FROM bars WHERE {_BAR_KEYS} FOR UPDATE"
 _UNITS = {n for g in DECIMAL_GROUPS.values() for n in g}
+_BAR_COPY = f"COPY bars_stage ({', '.join(_BAR_COLS)}) FROM STDIN (FORMAT BINARY)"
 
 _GAP_UPSERT = (
     "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
@@ -225,6 +227,7 @@ class PostgresWriter:
         self.conn: psycopg.Connection | None = None
         self._days: set[int] = set()
         self._sql: dict[str, sql.Composed] = {}
+        self._bar_types: list[str] = []
         self.upkeep = PartitionUpkeep(target, retention)
         self._connect(Backoff(retry_s))
         self.upkeep.start()
@@ -239,6 +242,9 @@ class PostgresWriter:
                 conn.commit()
                 schema.create_schema(conn)
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS ticks_stage (LIKE ticks) ON COMMIT DELETE ROWS")
+                conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
                 conn.commit()
                 self._days = set(schema.partitions(conn, "ticks"))
                 conn.commit()
@@ -253,7 +259,12 @@ class PostgresWriter:
                 backoff.wait(f"store {self.target.location} unreachable", e)
 
     def _build_sql(self, types: dict[str, dict[str, str]]) -> None:
+        self._bar_types = [types["bars"][c] for c in _BAR_COLS]
         self._sql = {
+            "bars_staged": sql.SQL("INSERT INTO bars AS t ({cols}) SELECT {cols} FROM bars_stage {tail}").format(
+                cols=sql.SQL(", ").join(map(sql.Identifier, _BAR_COLS)),
+                tail=sql.SQL(_replace_all(("symbol", "timeframe", "start_ms"), _BAR_COLS, ", origin = 'flow'")),  # type: ignore[arg-type]
+            ),
             "bars": _insert("bars", _BAR_COLS, types["bars"], _replace_all(("symbol", "timeframe", "start_ms"), _BAR_COLS, ", origin = 'flow'")),
             "rejects": _insert("rejects", _REJECT_COLS, types["rejects"]),
             "pairs": _insert("pair_stats", _PAIR_COLS, types["pair_stats"], _replace_all(("pair", "timeframe", "start_ms"), _PAIR_COLS)),
@@ -388,8 +399,12 @@ class PostgresWriter:
                         c.execute(_TICK_INSERT_NEW)
                 except psycopg.errors.UniqueViolation:
                     c.execute(_TICK_INSERT)
-        if p.bars:
-            c.execute(q["bars"], _columns_of(p.bars))
+        if p.bars:  # binary COPY into staging, then one upsert: no per-value dumping into arrays
+            with c.cursor().copy(_BAR_COPY) as cp:
+                cp.set_types(self._bar_types)
+                for row in p.bars:
+                    cp.write_row(row)
+            c.execute(q["bars_staged"])
         if p.merges:
             c.execute(q["bars"], _columns_of(_merge_bars(c, p.merges, p.ts)))
         if p.rejects:
