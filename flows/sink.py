@@ -15,7 +15,7 @@ from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
-from flows.crash import trace_methods
+from flows.crash import trace_methods, traced
 from flows.items import SymbolOut
 from flows.progress import Progress
 from storage import open_store
@@ -231,8 +231,10 @@ class StoreSink(FixedPartitionedSink[object, None]):
         )
 
 
-# Each bytewax worker is one thread: its writer, made when its sink is built, for its `store_write` step.
-_LOCAL = threading.local()
+# Each bytewax worker is one OS thread: its writer, made when its sink is built, for its `store_write`
+# step. By thread id, not threading.local: a worker thread is bytewax's own, and each of its calls
+# into Python may come with a fresh Python thread state (and a fresh threading.local).
+_PARTS: dict[int, _StorePartition] = {}
 AHEAD_ROWS = 200_000  # ticks a worker's writer may have waiting (about 4 replay batches)
 
 
@@ -284,11 +286,11 @@ class WorkerStoreSink(DynamicSink[object]):
             tier=tier,
         )
         part = trace_methods(part, f"sink of worker {worker_index}", "write_batch", "snapshot", "close")
-        _LOCAL.part = part
+        _PARTS[threading.get_ident()] = part
         return _Closer(part)
 
     def logic(self, resume_state: None) -> _WorkerWrite:
-        part = getattr(_LOCAL, "part", None)
+        part = _PARTS.get(threading.get_ident())
         if part is None:  # bytewax builds sinks with the dataflow, before any item moves
             raise RuntimeError("store_write ran on a worker whose store sink was not built")
         return _WorkerWrite(part)
@@ -304,14 +306,14 @@ class _Closer(StatelessSinkPartition[object]):
         return None
 
     def close(self) -> None:
-        _LOCAL.part = None
+        _PARTS.pop(threading.get_ident(), None)
         self.part.close()
 
 
 def store_step(stored: Stream[tuple[str, object]], sink: StoreSink | WorkerStoreSink) -> None:
     """The dataflow's end: the store (a per-worker store writes in a keyed step, then closes in its sink)."""
     if isinstance(sink, WorkerStoreSink):
-        done = op.stateful_batch("store_write", stored, sink.logic)
+        done = op.stateful_batch("store_write", stored, traced("store_write", sink.logic))
         op.output("store", done, sink)
     else:
         op.output("store", stored, sink)
