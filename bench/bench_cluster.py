@@ -192,35 +192,46 @@ def copy_upsert_limit(pg: PgServer, ticks: list[Trades], connections: int, with_
 
 def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[dict]:
     paths = shifted_trades_csv(work / "input", n_trades, symbols=("BTCUSDT", "ETHUSDT"))
+    # The same runs on 2,000 trades: what a run costs besides its trades (interpreter start,
+    # imports, connections, schema, cluster set-up, shutdown), which the limit rows never pay.
+    tiny = shifted_trades_csv(work / "tiny", 2_000, symbols=("BTCUSDT", "ETHUSDT"))
     total = sum(int(pacsv.read_csv(p).num_rows) for p in paths)
     ticks = _read_ticks(paths)
     py = sys.executable
     rows: dict[str, list[tuple[float, float]]] = {}
     cpu: dict[str, list[tuple[float, float]]] = {}  # name -> (flow CPU s, server CPU s) per run
     walls: dict[str, list[float]] = {}
+    fixed: dict[str, list[float]] = {}  # name -> seconds of the run on 2,000 trades
     loads: list[float] = [os.getloadavg()[0]]
     for r in range(repeats):
         for name in ("sqlite 1 process", "postgres 1 process", "postgres 2 processes"):
-            if name.startswith("sqlite"):
-                for f in work.glob("bench.db*"):
-                    f.unlink()
-                cfg = _config(work, paths, {})
-                cmd = [py, "-m", "flows.runner", "--no-recovery"]
-            else:
-                db = pg.create_database("flow")
-                cfg = _config(work, paths, {"kind": "postgres", "url": pg.url(db)})
-                cmd = [py, "-m", "flows.runner", "--no-recovery"]
-                if "2" in name:
-                    cmd = [py, "-m", "ticklens.cli", "flow", "--processes", "2"]
-            flow0, server0 = _children_cpu(), _server_cpu(pg)
-            dt, rss = _timed(cmd, cfg)
-            cpu.setdefault(name, []).append((_children_cpu() - flow0, _server_cpu(pg) - server0))
-            walls.setdefault(name, []).append(dt)
-            rows.setdefault(name, []).append((total / dt, rss))
-            if not name.startswith("sqlite"):
-                pg.drop_database(db)
-            loads.append(os.getloadavg()[0])
-            print(f"  run {r + 1} {name}: {total / dt:,.0f} ticks/s, {rss:.0f} MB, load {loads[-1]:.1f}", flush=True)
+            for inp in (paths, tiny):
+                if name.startswith("sqlite"):
+                    for f in work.glob("bench.db*"):
+                        f.unlink()
+                    cfg = _config(work, inp, {})
+                    cmd = [py, "-m", "flows.runner", "--no-recovery"]
+                else:
+                    db = pg.create_database("flow")
+                    cfg = _config(work, inp, {"kind": "postgres", "url": pg.url(db)})
+                    cmd = [py, "-m", "flows.runner", "--no-recovery"]
+                    if "2" in name:
+                        cmd = [py, "-m", "ticklens.cli", "flow", "--processes", "2"]
+                flow0, server0 = _children_cpu(), _server_cpu(pg)
+                dt, rss = _timed(cmd, cfg)
+                if not name.startswith("sqlite"):
+                    pg.drop_database(db)
+                if inp is tiny:
+                    fixed.setdefault(name, []).append(dt)
+                    continue
+                cpu.setdefault(name, []).append((_children_cpu() - flow0, _server_cpu(pg) - server0))
+                walls.setdefault(name, []).append(dt)
+                rows.setdefault(name, []).append((total / dt, rss))
+                loads.append(os.getloadavg()[0])
+                print(
+                    f"  run {r + 1} {name}: {total / dt:,.0f} ticks/s, {rss:.0f} MB, load {loads[-1]:.1f}", flush=True
+                )
+            print(f"  run {r + 1} {name} on 2,000 trades: {fixed[name][-1]:.2f} s", flush=True)
         for conns, bars in ((1, False), (2, False), (1, True), (2, True)):
             rate = copy_upsert_limit(pg, ticks, conns, with_bars=bars)
             what = " + bars" if bars else ""
@@ -243,6 +254,8 @@ def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[di
             server_s = statistics.median(c[1] for c in cpu[o["name"]])
             wall = statistics.median(walls[o["name"]])
             o["cpu"] = (flow_s, server_s, (flow_s + server_s) / (wall * (os.cpu_count() or 1)))
+            o["fixed"] = statistics.median(fixed[o["name"]])
+            o["net"] = total / max(1e-9, wall - o["fixed"])
     out.append({"name": "_load", "load": (min(loads), max(loads))})
     return out
 
