@@ -106,11 +106,11 @@ def _server_cpu(pg: PgServer) -> float:
     return total
 
 
-def _timed(cmd: list[str], config: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MB of the flow processes) of one run to its exit."""
+def _timed(cmd: list[str], config: Path, root: Path = ROOT) -> tuple[float, float]:
+    """(seconds, peak RSS MB of the flow processes) of one run to its exit (the flow of the tree `root`)."""
     env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_QUIET="1")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
     me = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -190,7 +190,7 @@ def copy_upsert_limit(pg: PgServer, ticks: list[Trades], connections: int, with_
     return sum(r[0] for r in results) / max(r[1] for r in results)
 
 
-def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[dict]:
+def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int, baseline: Path | None = None) -> list[dict]:
     paths = shifted_trades_csv(work / "input", n_trades, symbols=("BTCUSDT", "ETHUSDT"))
     # The same runs on 2,000 trades: what a run costs besides its trades (interpreter start,
     # imports, connections, schema, cluster set-up, shutdown), which the limit rows never pay.
@@ -202,9 +202,15 @@ def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[di
     cpu: dict[str, list[tuple[float, float]]] = {}  # name -> (flow CPU s, server CPU s) per run
     walls: dict[str, list[float]] = {}
     fixed: dict[str, list[float]] = {}  # name -> seconds of the run on 2,000 trades
+    fixed_cpu: dict[str, list[tuple[float, float]]] = {}
     loads: list[float] = [os.getloadavg()[0]]
     for r in range(repeats):
-        for name in ("sqlite 1 process", "postgres 1 process", "postgres 2 processes"):
+        names = ["sqlite 1 process", "postgres 1 process", "postgres 2 processes"]
+        if baseline is not None:  # another checkout's flow (its own .venv), interleaved: before/after in one run
+            names += ["postgres 1 process (baseline)", "postgres 2 processes (baseline)"]
+        for name in names:
+            root = baseline if baseline is not None and name.endswith("(baseline)") else ROOT
+            py = str(root / ".venv" / "bin" / "python") if root != ROOT else sys.executable
             for inp in (paths, tiny):
                 if name.startswith("sqlite"):
                     for f in work.glob("bench.db*"):
@@ -218,11 +224,12 @@ def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[di
                     if "2" in name:
                         cmd = [py, "-m", "ticklens.cli", "flow", "--processes", "2"]
                 flow0, server0 = _children_cpu(), _server_cpu(pg)
-                dt, rss = _timed(cmd, cfg)
+                dt, rss = _timed(cmd, cfg, root)
                 if not name.startswith("sqlite"):
                     pg.drop_database(db)
                 if inp is tiny:
                     fixed.setdefault(name, []).append(dt)
+                    fixed_cpu.setdefault(name, []).append((_children_cpu() - flow0, _server_cpu(pg) - server0))
                     continue
                 cpu.setdefault(name, []).append((_children_cpu() - flow0, _server_cpu(pg) - server0))
                 walls.setdefault(name, []).append(dt)
@@ -255,7 +262,9 @@ def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[di
             wall = statistics.median(walls[o["name"]])
             o["cpu"] = (flow_s, server_s, (flow_s + server_s) / (wall * (os.cpu_count() or 1)))
             o["fixed"] = statistics.median(fixed[o["name"]])
-            o["net"] = total / max(1e-9, wall - o["fixed"])
+            o["fixed_cpu"] = tuple(statistics.median(c[i] for c in fixed_cpu[o["name"]]) for i in (0, 1))
+            # (only where the run is well above its fixed cost: else the difference is noise)
+            o["net"] = total / (wall - o["fixed"]) if wall > 1.5 * o["fixed"] else float("nan")
     out.append({"name": "_load", "load": (min(loads), max(loads))})
     return out
 
@@ -440,12 +449,15 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--skip-api", action="store_true")
     ap.add_argument("--api-only", action="store_true")
+    ap.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout (with its .venv) whose flow runs interleaved"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ticklens-bench-cluster-"))
     pg = PgServer(durable=True)
     try:
         print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
-        results = [] if args.api_only else throughput(work, pg, args.trades, args.repeats)
+        results = [] if args.api_only else throughput(work, pg, args.trades, args.repeats, args.baseline)
         by = {r["name"]: r for r in results}
         load = by.pop("_load", {}).get("load")
         results = [r for r in results if r["name"] != "_load"]
@@ -474,6 +486,25 @@ def main() -> int:
             lb2 = by["COPY+upsert limit + bars, 2 connections"]["rate"]
             print(
                 f"with the bars in the limit too: 1 process / limit {one / lb1:.2f}; 2 processes / limit {two / lb2:.2f}"
+            )
+            print("\nless each run's fixed cost (the same run on 2,000 trades):")
+            for r in results:
+                if "net" in r:
+                    print(
+                        f"  {r['name']}: fixed {r['fixed']:.2f} s and {r['fixed_cpu'][0]:.1f} + {r['fixed_cpu'][1]:.1f}"
+                        f" CPU s, {r['net']:,.0f} ticks/s"
+                    )
+            if "postgres 1 process (baseline)" in by:
+                for k in ("postgres 1 process", "postgres 2 processes"):
+                    b = by[f"{k} (baseline)"]
+                    print(
+                        f"{k}: this tree / baseline {by[k]['rate'] / b['rate']:.2f}x"
+                        f" (less the fixed costs {by[k]['net'] / b['net']:.2f}x)"
+                    )
+            n1, n2 = by["postgres 1 process"]["net"], by["postgres 2 processes"]["net"]
+            print(
+                f"  1 process / limit {n1 / lim1:.2f} (with bars {n1 / lb1:.2f}); 2 processes / limit {n2 / lim2:.2f}"
+                f" (with bars {n2 / lb2:.2f}); 2 processes / 1 process {n2 / n1:.2f}x"
             )
         if not args.skip_api:
             api = api_latency(work, pg, args.api_ticks, args.requests)
