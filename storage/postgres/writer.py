@@ -239,6 +239,9 @@ class PostgresWriter:
             try:
                 conn = self.target.connect(app="ticklens-writer")
                 conn.execute("SET work_mem = '64MB'")  # the overlap anti-join sorts a batch in memory
+                # The staging tables hold a whole (combined) batch: in memory, not spilled to temp files
+                # (the default 8 MB is ~80,000 ticks). Settable only before the session's first temp table.
+                conn.execute("SET temp_buffers = '64MB'")
                 conn.commit()
                 schema.create_schema(conn)
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS ticks_stage (LIKE ticks) ON COMMIT DELETE ROWS")
