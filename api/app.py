@@ -19,7 +19,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import compat, errors
 from api.deps import AppState, json_response
-from api.routers import alerts, analytics, audit, collection, continuity, data, health, ohlc, symbols, ticks
+from api.routers import (
+    alerts,
+    analytics,
+    audit,
+    book,
+    collection,
+    continuity,
+    data,
+    health,
+    microstructure,
+    ohlc,
+    symbols,
+    ticks,
+)
 from api.security import Guard
 from api.store_checks import StoreChecks
 from api.supervisor import FlowSupervisor
@@ -86,7 +99,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ticklens = AppState(cfg, store, FlowSupervisor(cfg, store), checks.soon)
+        app.state.ticklens = AppState(cfg, store, FlowSupervisor(cfg, store), recheck=checks.soon)
         checks.start()  # at start, then every store.check_interval_s, in a worker thread
         yield
         await checks.stop()
@@ -121,7 +134,21 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     errors.install(app, store, checks.soon)
 
-    for r in (health, collection, ticks, ohlc, symbols, data, analytics, alerts, continuity, audit):
+    routers = (
+        health,
+        collection,
+        ticks,
+        ohlc,
+        book,
+        symbols,
+        data,
+        analytics,
+        alerts,
+        continuity,
+        audit,
+        microstructure,
+    )
+    for r in routers:
         app.include_router(r.router, prefix=API_V1)
     app.include_router(health.root)
     app.include_router(compat.router)

@@ -7,12 +7,13 @@ answers is the store's business.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, HTTPException, Path, Query, Request, Response
 
+from api.book_cache import BookCache
 from api.supervisor import FlowSupervisor
 from storage.port import RuleStore, Store, StoreReader
 from ticklens.config import Config
@@ -29,6 +30,7 @@ class AppState:
     cfg: Config
     store: Store
     supervisor: FlowSupervisor
+    books: BookCache = field(default_factory=BookCache)
     recheck: Callable[[], None] = lambda: None  # ask for a store integrity check soon
 
 

@@ -405,3 +405,125 @@ class AuditResponse(BaseModel):
     files: list[str] = Field(description="Kline files read")
     listed: int = Field(description="Differing minutes listed (at most `limit`)")
     diffs: list[AuditMinute] = Field(description="Differing minutes, oldest first")
+
+
+class MicroBar(BaseModel):
+    """One microstructure bar (docs/analytics.md "Microstructure"); null where a value is not defined."""
+
+    time: str = Field(description="Bar start, ISO-8601 UTC")
+    ts_ms: int = Field(description="Bar start, epoch ms; the bar covers [ts_ms, ts_ms + timeframe)")
+    quote_updates: int
+    depth_updates: int
+    trades: int
+    mid_open: float | None
+    mid_high: float | None
+    mid_low: float | None
+    mid_close: float | None
+    spread_bps_twa: float | None = Field(description="Time-weighted quoted spread, bps of mid")
+    spread_bps_max: float | None
+    imbalance_l1_twa: float | None = Field(description="Time-weighted (bid qty - ask qty)/(bid qty + ask qty)")
+    microprice_close: float | None
+    ofi: float | None = Field(description="Order-flow imbalance (Cont, Kukanov & Stoikov 2014), base units")
+    ofi_l5: float | None = Field(description="The same over book levels 1-5")
+    depth_bid_10bps: float | None
+    depth_ask_10bps: float | None
+    imbalance_depth_10bps: float | None
+    eff_spread_bps: float | None
+    realized_spread_bps: float | None = Field(description="At the configured horizon; null until `complete`")
+    price_impact_bps: float | None
+    signed_volume: float | None
+    trade_imbalance: float | None
+    signed_quote_volume: float | None
+    kyle_lambda: float | None
+    kyle_t: float | None
+    vpin: float | None
+    vpin_buckets: int = Field(description="Full VPIN volume buckets so far")
+    complete: bool = Field(description="Realized spread and price impact are in (the horizon has passed)")
+    revision: int = Field(description=">0: revised by late quotes, trades or depth after it was written")
+
+
+class MicroResponse(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    bars: list[MicroBar] = Field(description="Oldest first")
+
+
+class VpinBucketOut(BaseModel):
+    bucket: int = Field(description="Index of the volume bucket, 0 = the first the flow filled")
+    time: str = Field(description="Time of the trade that filled it, ISO-8601 UTC")
+    ts_ms: int
+    buy_volume: float
+    sell_volume: float
+    vpin: float | None = Field(description="Mean |buy - sell| / V over the last n buckets; null before n")
+
+
+class VpinResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    buckets: list[VpinBucketOut] = Field(description="Oldest first")
+
+
+class Quote(BaseModel):
+    update_id: int = Field(description="Binance order-book update id `u`")
+    time: str = Field(description="Transaction time (else event time; spot: receive time), ISO-8601 UTC")
+    ts_ms: int = Field(description="The same, epoch ms")
+    bid: float | None = Field(description="Best bid price; null when the side is empty")
+    bid_qty: float | None
+    ask: float | None
+    ask_qty: float | None
+    source: Literal["bookTicker", "book"] = Field(
+        description="`bookTicker`: the exchange's stream; `book`: the local book's best after a depth event"
+    )
+
+
+class QuotesResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    quotes: list[Quote] = Field(description="Oldest first")
+
+
+class BookResponse(BaseModel):
+    symbol: str
+    at_ms: int = Field(description="The moment asked for (epoch ms)")
+    at: str = Field(description="The same, ISO-8601 UTC")
+    update_id: int = Field(description="The last applied depth event at or before `at` (final update id `u`)")
+    ts_ms: int = Field(description="Its transaction time `T`, epoch ms")
+    time: str = Field(description="The same, ISO-8601 UTC")
+    bids: list[tuple[str, str]] = Field(description="[price, quantity] as the exchange's decimal strings, best first")
+    asks: list[tuple[str, str]] = Field(description="[price, quantity], best first")
+    complete_range: tuple[float | None, float | None] = Field(
+        description="[low, high]: levels within are known complete (the last snapshot's range); null: unbounded."
+        " Levels outside were seen in diffs but may be missing others."
+    )
+    stale: bool = Field(
+        description="`at` falls inside a book gap: the book was not known then (this is the last known)"
+    )
+
+
+class BookGapOut(BaseModel):
+    from_update_id: int = Field(description="The book was known after this update (0: never before)")
+    from_ms: int
+    to_update_id: int | None = Field(description="Known again after this one; null while open")
+    to_ms: int | None
+    reason: Literal["pu_break", "reconnect", "snapshot_failure", "crossed"]
+    status: Literal["open", "closed"]
+    detail: str
+
+
+class BookGapsResponse(BaseModel):
+    symbol: str
+    count: int
+    gaps: list[BookGapOut] = Field(description="Oldest first")
+
+
+class HeatmapResponse(BaseModel):
+    symbol: str
+    times_ms: list[int] = Field(description="The moments (columns), epoch ms, oldest first")
+    price_edges: list[float] = Field(description="rows + 1 bin edges, ascending")
+    bid: list[list[float]] = Field(description="Per column, resting bid size per price bin (base units)")
+    ask: list[list[float]] = Field(description="Per column, resting ask size per price bin")
+    stale: list[bool] = Field(description="Per column: the book was not known then (empty, or the last known)")

@@ -1,7 +1,7 @@
-"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, analysed, stored.
+"""The ticklens dataflow, top to bottom: trades in, deduplicated, barred, analysed, stored; books kept.
 
 In a cluster each keyed step's state lives on one worker per key: a symbol's dedup, bars,
-statistics and alert state together; a pair's analytics on the worker its "a-b@tf" key
+book, statistics and alert state together; a pair's analytics on the worker its "a-b@tf" key
 hashes to; the correlation matrix ("_corr@tf") likewise on one worker. Feed items ("_feed":
 feed counters, rejects, backfill gaps) pass no keyed step, so they stay on the worker of
 the source partition that made them. Every worker's sink writes what reached it (each
@@ -17,13 +17,16 @@ import orjson
 from bytewax.dataflow import Dataflow
 
 from flows.alert_step import alert_step
+from flows.book_step import book_step, micro_enabled
 from flows.crash import traced
-from flows.items import Fresh, SymbolOut
+from flows.items import BookClock, Fresh, SymbolOut
+from flows.micro_step import micro_step
 from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
 from flows.sink import make_sink, store_step
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
+from ticklens.domain.book import BookBatch
 from ticklens.domain.dedup import Conflict, Dedup
 from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
 from ticklens.domain.stats.pair import PairOut
@@ -32,17 +35,24 @@ from ticklens.domain.timeframes import TIMEFRAME_MS
 
 def build_flow(cfg: Config) -> Dataflow:
     flow = Dataflow("ticklens")
-    items = op.input("source", flow, make_source(cfg))  # Trades | Clock | Rejected | FeedStats
+    items = op.input("source", flow, make_source(cfg))  # Trades | BookBatch | Clock | Rejected | FeedStats
     keyed = op.flat_map(
-        "route", items, traced("route", _router(cfg.symbols))
-    )  # ("btcusdt", Trades | Clock) | ("_feed", …)
+        "route", items, traced("route", _router(cfg.symbols, book_clocks=micro_enabled(cfg)))
+    )  # ("btcusdt", Trades | BookBatch | Clock) | ("_feed", …)
     split = op.branch("split_feed", keyed, _is_symbol_item)
+    kinds = op.branch("split_books", split.trues, _is_trade_item)  # trades and clocks | book batches
+    books = op.stateful_map("book", kinds.falses, traced("book", book_step(cfg)))  # ("btcusdt", BookOut)
     deduped = op.stateful_flat_map(
-        "dedup", split.trues, traced("dedup", _dedup_step(cfg.bars.lateness_ms))
+        "dedup", kinds.trues, traced("dedup", _dedup_step(cfg.bars.lateness_ms))
     )  # (…, Fresh | Rejected)
     fresh = op.branch("split_conflicts", deduped, _is_fresh)  # conflicting duplicates go to the store's rejects
     barred = op.stateful_map("bars", fresh.trues, traced("bars", _bars_step(cfg)))  # ("btcusdt", SymbolOut)
-    legs = op.stateful_flat_map("pair_legs", barred, traced("pair_legs", leg_router(cfg)))  # ("btcusdt", LegBars)
+    if micro_enabled(cfg):
+        micro_in = op.merge("micro_inputs", books, barred)  # a symbol's quotes and levels, its trades and clock
+        micro = op.stateful_map("micro", micro_in, traced("micro", micro_step(cfg)))  # ("btcusdt", MicroItem)
+    mids = micro_enabled(cfg) and any(p.price == "mid" for p in cfg.pairs)
+    leg_in = op.merge("leg_inputs", barred, micro) if mids else barred  # pairs on mids read micro bars
+    legs = op.stateful_flat_map("pair_legs", leg_in, traced("pair_legs", leg_router(cfg)))  # ("btcusdt", LegBars)
     legs = op.key_on("by_pair", op.key_rm("unkey_legs", legs), leg_key)  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
     legs_split = op.branch("split_corr", legs, _is_pair_item)
     pairs = op.stateful_flat_map(
@@ -58,21 +68,32 @@ def build_flow(cfg: Config) -> Dataflow:
     health = op.flat_map(
         "feed_health", items, traced("feed_health", _health_router)
     )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
-    watched = op.merge("alert_inputs", barred, live_pairs, health)
+    outs = [barred, books, split.falses, fresh.falses, pairs, corr, sym_stats]
+    watched_in = [barred, live_pairs, health]
+    if micro_enabled(cfg):
+        outs.append(micro)
+        watched_in.append(micro)
+    watched = op.merge("alert_inputs", *watched_in)
     alerts = op.stateful_flat_map(
         "alerts", watched, traced("alerts", alert_step(cfg))
     )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
-    stored = op.merge("to_store", barred, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
+    stored = op.merge("to_store", *outs, alerts)
     store_step(stored, make_sink(cfg))
     return flow
 
 
-def _router(symbols: list[str]):
+def _router(symbols: list[str], book_clocks: bool = False):
+    """`book_clocks`: a clock also goes down each symbol's book path (microstructure closes bars
+    when both its inputs, trades and book, have passed them)."""
+
     def route(item: Any) -> list[tuple[str, Any]]:
-        if isinstance(item, Trades):
+        if isinstance(item, (Trades, BookBatch)):
             return [(item.symbol, item)]
         if isinstance(item, Clock):  # a partition's clock names its symbols; a lone partition's, none
-            return [(item.symbol, item)] if item.symbol else [(s, Clock(item.ts_ms, s)) for s in symbols]
+            out = [(item.symbol, item)] if item.symbol else [(s, Clock(item.ts_ms, s)) for s in symbols]
+            if book_clocks:
+                out += [(k, BookClock(k, c.ts_ms)) for k, c in list(out)]
+            return out
         return [(FEED_KEY, item)]
 
     return route
@@ -81,7 +102,7 @@ def _router(symbols: list[str]):
 def _health_router(item: Any) -> list[tuple[str, Any]]:
     """What feed-health alerts read besides the symbols' batches: the source's clock, reports and
     rejects under the feed key, backfill gap events under their symbol."""
-    if isinstance(item, Trades):
+    if isinstance(item, (Trades, BookBatch)):
         return []
     if isinstance(item, GapEvent):
         return [(item.symbol, item)]
@@ -90,6 +111,10 @@ def _health_router(item: Any) -> list[tuple[str, Any]]:
 
 def _is_symbol_item(kv: tuple[str, Any]) -> bool:
     return kv[0] != FEED_KEY
+
+
+def _is_trade_item(kv: tuple[str, Any]) -> bool:
+    return not isinstance(kv[1], (BookBatch, BookClock))
 
 
 def _is_first_computed(kv: tuple[str, PairOut]) -> bool:

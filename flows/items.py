@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ticklens.domain.bars import Bar
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes, SyncCounters
+from ticklens.domain.micro import BookLevels, MicroBar, VpinBucket
 from ticklens.domain.records import GapEvent, Trades
 
 
@@ -44,3 +46,39 @@ class SymbolOut:
     duplicates_total: int = 0
     conflicts_total: int = 0
     last_trade_ms: int = 0
+
+
+@dataclass(slots=True)
+class BookClock:
+    """The source's clock on a symbol's book path (microstructure): every book record of the
+    symbol up to `ts_ms` has been handed on before it, as a `Clock` says for its trades."""
+
+    symbol: str
+    ts_ms: int
+
+
+@dataclass(slots=True)
+class BookOut:
+    """What one symbol's book step produced for the store: L1 rows, applied diffs, snapshots, gaps."""
+
+    symbol: str
+    quotes: Quotes | None = None  # bookTicker rows, or the local book's L1 when no bookTicker stream is read
+    applied: list[DepthUpdate] = field(default_factory=list)
+    snapshots: list[BookSnapshot] = field(default_factory=list)
+    gaps: list[BookGap] = field(default_factory=list)
+    live: bool = False
+    last_update_id: int = 0
+    counters: SyncCounters | None = None
+    levels: BookLevels | None = None  # the book's top levels and 10 bps depth (microstructure)
+    clock: int | None = None  # a BookClock passed through
+
+
+@dataclass(slots=True)
+class MicroItem:
+    """One symbol's microstructure step output: bars to store (new or rewritten) and VPIN buckets."""
+
+    symbol: str
+    bars: list[MicroBar] = field(default_factory=list)
+    vpin: list[VpinBucket] = field(default_factory=list)
+    too_late: int = 0  # events dropped this step (older than micro.keep_s behind the watermark)
+    watermark: int = -(2**62)  # bars before it are written (pair legs on mids read it)

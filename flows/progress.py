@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from flows.items import SymbolOut
+from flows.items import BookOut, SymbolOut
 from ticklens.domain.records import FeedStats
 from ticklens.domain.status import flow_key
 from ticklens.domain.times import iso_ms
@@ -34,6 +34,19 @@ class SymbolHealth:
     watermark_ms: int = 0
 
 
+@dataclass
+class BookHealth:
+    live: bool = False  # the local book is known (synced, chain unbroken)
+    last_update_id: int = 0
+    applied: int = 0  # depth events applied (cumulative, from the book's state)
+    quotes: int = 0  # L1 rows handed to the store
+    snapshots: int = 0  # snapshots the book was (re)built from
+    gaps: int = 0  # intervals the book was unknown
+    dropped: int = 0
+    duplicates: int = 0
+    overflow: int = 0
+
+
 class Progress:
     """Counts what was stored; prints a line every `interval_s` and yields status documents."""
 
@@ -43,6 +56,7 @@ class Progress:
         self.quiet = quiet or os.environ.get("TICKLENS_QUIET") == "1"
         self.started = time.time()
         self.symbols: dict[str, SymbolHealth] = {}
+        self.books: dict[str, BookHealth] = {}
         self.feeds: dict[str, FeedStats] = {}
         self.rejects_stored = 0
         self.trades_total = 0  # since the flow first started (resumed runs included)
@@ -75,6 +89,15 @@ class Progress:
             elif g.status == "filled":
                 h.gaps_open = max(0, h.gaps_open - 1)
 
+    def on_book(self, out: BookOut) -> None:
+        h = self.books.setdefault(out.symbol, BookHealth())
+        h.quotes += 0 if out.quotes is None else len(out.quotes)
+        h.live, h.last_update_id = out.live, out.last_update_id
+        c = out.counters
+        if c is not None:
+            h.applied, h.snapshots, h.gaps = c.applied, c.snapshots, c.gaps
+            h.dropped, h.duplicates, h.overflow = c.dropped, c.duplicates, c.overflow
+
     def due(self) -> bool:
         return time.monotonic() - self._last_print >= self.interval_s
 
@@ -97,6 +120,8 @@ class Progress:
         }
         for sym, h in self.symbols.items():
             docs[f"symbol:{sym}"] = asdict(h)
+        for sym, b in self.books.items():
+            docs[f"book:{sym}"] = asdict(b)
         return docs
 
     def print_line(self) -> None:

@@ -16,7 +16,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.crash import trace_methods, traced
-from flows.items import SymbolOut
+from flows.items import BookOut, MicroItem, SymbolOut
 from flows.progress import Progress
 from storage import open_store
 from storage.port import Store, StoreBatch, StoreWriter
@@ -38,7 +38,8 @@ class _WriterThread:
     while it inserts, psycopg while it waits for the server). `ahead_rows` bounds what
     waits (backpressure): 0 is one batch, else about that many ticks; batches that waited
     together are written as one transaction when the writer can `combine` them (one commit
-    and one round of statements instead of one per batch). `flush` returns once everything
+    and one round of statements instead of one per batch). Rows: ticks, quotes and depth
+    updates. `flush` returns once everything
     handed over is committed. The first failed batch is rolled back whole (StoreWriter),
     nothing after it is written, and its error is raised to the flow at its next call. Not
     a daemon: if the flow dies, what was handed over is still written before the process exits.
@@ -61,7 +62,7 @@ class _WriterThread:
 
     def submit(self, batch: StoreBatch) -> None:
         self._raise()
-        rows = sum(len(t) for t in batch.ticks)
+        rows = sum(len(t) for t in batch.ticks) + sum(len(q) for q in batch.quotes) + len(batch.depth_updates)
         prepared = self.writer.prepare(batch)  # on the flow's thread: see StoreWriter.prepare
         with self._cv:
             while self._pending and self._rows + rows > self.ahead_rows and self.error is None:
@@ -173,6 +174,16 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
                 batch.bar_merges.extend(item.merges)
                 batch.gaps.extend(item.gaps)
                 outs.append((item, len({(b.timeframe, b.start_ms) for b in item.bars}) + len(item.merges)))
+            elif isinstance(item, BookOut):
+                if item.quotes is not None and len(item.quotes):
+                    batch.quotes.append(item.quotes)
+                batch.depth_updates.extend(item.applied)
+                batch.book_snapshots.extend(item.snapshots)
+                batch.book_gaps.extend(item.gaps)
+                self.progress.on_book(item)
+            elif isinstance(item, MicroItem):
+                batch.micro_bars.extend(item.bars)
+                batch.vpin.extend(item.vpin)
             elif isinstance(item, PairOut):
                 batch.pairs.append(item)
             elif isinstance(item, SymbolStatsOut):

@@ -18,11 +18,13 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.crash import trace_methods
 from flows.shutdown import STOP
 from ticklens.config import Config
-from ticklens.domain.records import Clock, FeedStats
-from ticklens.exchange.binance_rest import Backfiller
+from ticklens.domain.records import Clock, FeedStats, Trades
+from ticklens.exchange.binance import TRADE_KINDS, record_kinds
+from ticklens.exchange.binance_rest import Backfiller, RequestBudget
+from ticklens.exchange.depth_snapshots import SnapshotFetcher
 from ticklens.ingest.hub import Hub
 from ticklens.ingest.shards import Shard, live_shards, replay_shards
-from ticklens.ingest.websocket import Reader, connection_urls
+from ticklens.ingest.websocket import Reader, connections
 
 CLOCK_EVERY_S = 0.1  # a Clock at least this often while data flows (and every 0.25 s when idle)
 IDLE_CLOCK_S = 0.25
@@ -49,12 +51,20 @@ def _clocks(ts_ms: int, shard: Shard) -> list[Clock]:
 
 class _ReplayPartition(StatefulSourcePartition[object, dict]):
     def __init__(
-        self, shard: Shard, speed: float | str, batch_rows: int, resume: dict | None, window_ms: int | None = None
+        self,
+        shard: Shard,
+        speed: float | str,
+        batch_rows: int,
+        resume: dict | None,
+        window_ms: int | None = None,
+        kinds: frozenset[str] = TRADE_KINDS,
     ) -> None:
         from ticklens.ingest.replay import Replay
 
         self.shard = shard
-        self.replay = Replay(list(shard.paths), positions=(resume or {}).get("positions"), window_ms=window_ms)
+        self.replay = Replay(
+            list(shard.paths), positions=(resume or {}).get("positions"), window_ms=window_ms, kinds=kinds
+        )
         self.speed = None if speed == "max" else float(speed)
         self.batch_rows = batch_rows
         self.symbols = set(shard.symbols)
@@ -91,17 +101,18 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
                 FeedStats(self.shard.name, connected=False, rejected=stats.rejected, skipped=stats.skipped, ended=True)
             )
             return out
-        for trades in chunk:
-            if trades.symbol in self.symbols:
-                out.append(trades)
-                self.last_ts = max(self.last_ts, int(trades.ts_ms[-1]))
-            elif trades.symbol not in self.shard.foreign:
-                self.ignored += len(trades)
+        for item in chunk:
+            if item.symbol in self.symbols:
+                out.append(item)  # trades, or a symbol's book records
+                if isinstance(item, Trades):
+                    self.last_ts = max(self.last_ts, int(item.ts_ms[-1]))
+            elif item.symbol not in self.shard.foreign:
+                self.ignored += len(item)
             elif not self.shard.shared:
                 raise ValueError(
                     f"replay partition {self.shard.name} reads {', '.join(map(str, self.shard.paths))}, named for"
-                    f" {', '.join(self.shard.symbols)}, and found {trades.symbol} trades in it: name each file for its"
-                    " one symbol, or set source.partitions: 1"
+                    f" {', '.join(self.shard.symbols)}, and found {item.symbol} records in it: name each file for"
+                    " its one symbol, or set source.partitions: 1"
                 )
         if chunk:
             out.extend(_clocks(self.last_ts, self.shard))
@@ -131,12 +142,15 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
         self.speed = cfg.source.speed
         self.batch_rows = cfg.source.batch_rows
         self.window_ms = cfg.source.window_ms
+        self.kinds = record_kinds(cfg.source.streams)
 
     def list_parts(self) -> list[str]:
         return list(self.shards)
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _ReplayPartition:
-        part = _ReplayPartition(self.shards[for_part], self.speed, self.batch_rows, resume_state, self.window_ms)
+        part = _ReplayPartition(
+            self.shards[for_part], self.speed, self.batch_rows, resume_state, self.window_ms, self.kinds
+        )
         return trace_methods(part, f"source {for_part}", "next_batch")
 
 
@@ -160,21 +174,38 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
             _record_path(src.record, shard),
             queue_max_bytes=src.queue_max_bytes,
             window_ms=src.window_ms,
+            kinds=record_kinds(src.streams),
+            max_book_buffer=cfg.book.max_buffer,
         )
         last_ids = (resume or {}).get("last_ids", {})
         self.hub.emitted_last = dict(last_ids)
+        # Binance's REST weight is per IP: the partitions share it, and within one the trade
+        # backfill and the books' snapshots share one budget.
+        per_minute = max(1, cfg.backfill.max_requests_per_minute // shard.count)
+        budget = RequestBudget(per_minute)
         enabled = cfg.backfill.enabled if cfg.backfill.enabled is not None else src.kind == "binance"
-        if enabled:
+        if enabled and src.trade_stream is not None:
             self.hub.backfill = Backfiller(
                 cfg.backfill.rest_url,
-                # Binance's request weight is per IP: the partitions share the budget.
-                max(1, cfg.backfill.max_requests_per_minute // shard.count),
+                per_minute,
                 fillable=src.stream == "aggTrade",
                 on_rows=self.hub.on_backfill_rows,
                 on_gap=self.hub.on_gap,
                 last_ids=last_ids,
+                budget=budget,
             )
-        self.reader = Reader(self.hub, connection_urls(src, symbols), src)
+        if self.hub.trackers:
+            self.hub.snapshots = SnapshotFetcher(
+                cfg.book_rest_url,
+                cfg.book.snapshot_limit,
+                budget,
+                self.hub.needs_snapshot,
+                self.hub.on_snapshot,
+                self.hub.on_snapshot_failure,
+                backoff_initial_s=src.backoff_initial_s,
+                backoff_max_s=src.backoff_max_s,
+            )
+        self.reader = Reader(self.hub, connections(src, symbols), src)
         # GIL convoy: the reader thread gives up the GIL at every socket read and then
         # waits a whole switch interval (5 ms by default) for the busy flow thread to
         # hand it back. Measured at 100k trades/s offered: 0.5 ms stores 2-4x more.
@@ -200,7 +231,7 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
             traceback.print_exc()
             raise
         out: list[object] = [t for t in trades if len(t)]
-        out.extend(rejects)
+        out.extend(rejects)  # book batches per symbol, rejects, backfill gaps
         now = time.monotonic()
         if now - self.last_clock >= (CLOCK_EVERY_S if out else IDLE_CLOCK_S):
             ts = self.hub.clock_ms()
@@ -212,7 +243,7 @@ class _LivePartition(StatefulSourcePartition[object, dict]):
             self.last_stats = now
         # While trades flow, drain every BUSY_WAKE_S rather than continuously: fewer, larger
         # batches mean fewer store transactions, for a few ms of latency.
-        self.wake = _utcnow() + timedelta(seconds=BUSY_WAKE_S if trades else IDLE_WAKE_S)
+        self.wake = _utcnow() + timedelta(seconds=BUSY_WAKE_S if trades or len(out) > len(trades) else IDLE_WAKE_S)
         return out
 
     def next_awake(self) -> datetime | None:

@@ -241,6 +241,18 @@ class Api:
         thinned = len(older) and int(older["span_ms"].max()) > tf_ms
         return shown, (f"older {timeframe} bars drawn as {len(older):,} (min/max per bucket)" if thinned else "")
 
+    def microstructure(self, symbol: str, timeframe: str, limit: int = 600, start_ms: int | None = None) -> dict:
+        """The flow's micro bars, oldest first (`bars`, keyed by `ts_ms`)."""
+        return self.get(f"/api/v1/microstructure/{symbol}", timeframe=timeframe, limit=limit, start=start_ms)
+
+    def heatmap(self, symbol: str, columns: int = 120, rows: int = 60, band_bps: float = 20.0) -> dict:
+        """Resting size by price bin and moment over the last 5 minutes of stored books (server-binned)."""
+        return self.get(f"/api/v1/microstructure/{symbol}/heatmap", columns=columns, rows=rows, band_bps=band_bps)
+
+    def book(self, symbol: str, depth: int = 200) -> dict:
+        """The current order book: bids/asks as [price, qty] strings, best first."""
+        return self.get(f"/api/v1/book/{symbol}", depth=depth)
+
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
         return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from storage.port import Store
-from ticklens.config import StoreConfig
+from ticklens.config import RETENTION_TABLES, StoreConfig
+
+
+def retention_days(cfg: StoreConfig) -> dict[str, float]:
+    """Table -> days kept, for the tables `store.retention` limits."""
+    out = {t: cfg.retention.days_for(t) for t in RETENTION_TABLES}
+    return {t: d for t, d in out.items() if d is not None}
 
 
 def open_store(cfg: StoreConfig) -> Store:
@@ -20,6 +26,10 @@ def open_store(cfg: StoreConfig) -> Store:
         from storage.sqlite import SqliteStore
 
         backend = SqliteStore(
-            cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb, rejects_max_rows=cfg.rejects_max_rows
+            cfg.path,
+            max_size_mb=cfg.max_size_mb,
+            cache_mb=cfg.cache_mb,
+            rejects_max_rows=cfg.rejects_max_rows,
+            retention_days=retention_days(cfg),
         )
     return TieredStore(backend, cfg.cold_path)

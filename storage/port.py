@@ -20,7 +20,9 @@ import polars as pl
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import AlertRule, StoredRule
 from ticklens.domain.bars import Bar, ExactSums
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.continuity import FlowBarIds
+from ticklens.domain.micro import MICRO_COLUMNS, MicroBar, VpinBucket
 from ticklens.domain.records import GapEvent, Rejected, Trades
 from ticklens.domain.stats.correlation import CorrOut
 from ticklens.domain.stats.pair import PairOut, PairRow
@@ -46,6 +48,12 @@ BAR_OUT_COLUMNS = (
 )
 REJECT_COLUMNS = ("recv_ms", "reason", "source", "raw")
 GAP_COLUMNS = ("from_id", "to_id", "after_ts_ms", "detected_ms", "filled_ms", "status")
+# Microstructure (docs/analytics.md): micro_bars from start_ms on, VPIN buckets.
+MICRO_OUT_COLUMNS = MICRO_COLUMNS[2:]
+VPIN_OUT_COLUMNS = ("bucket", "end_ms", "buy_volume", "sell_volume", "vpin")
+# `source`: "bookTicker" (the exchange's L1 stream) or "book" (the local book's best, when no
+# bookTicker stream is read); bid/ask are None for an empty side.
+QUOTE_OUT_COLUMNS = ("update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
 EVENT_COLUMNS = (
     "id",
     "rule_id",
@@ -84,6 +92,10 @@ class StoreBatch:
 
     `bars` carry full values (a bar given twice ends as its later version);
     `bar_merges` are late partials folded into bars no longer held in memory.
+    Books: `quotes` (L1 rows), `depth_updates` (every applied diff), `book_snapshots`
+    (full books: REST snapshots the book was built from, carrying `limit`, and the flow's
+    periodic ones, carrying `complete_range`), `book_gaps` (each gap when it opens and when
+    it closes). All idempotent by natural key, like ticks.
     """
 
     ticks: list[Trades] = field(default_factory=list)
@@ -96,6 +108,12 @@ class StoreBatch:
     symbol_stats: list[SymbolStatsOut] = field(default_factory=list)
     correlations: list[CorrOut] = field(default_factory=list)
     alerts: list[AlertFired] = field(default_factory=list)
+    micro_bars: list[MicroBar] = field(default_factory=list)  # a bar given twice ends as its later version
+    vpin: list[VpinBucket] = field(default_factory=list)
+    quotes: list[Quotes] = field(default_factory=list)
+    depth_updates: list[DepthUpdate] = field(default_factory=list)
+    book_snapshots: list[BookSnapshot] = field(default_factory=list)
+    book_gaps: list[BookGap] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -209,6 +227,48 @@ class StoreReader(Protocol):
         limit: int = 1000,
     ) -> list[SymbolRow]:
         """The flow's stored per-bar rolling statistics, newest `limit` in [start, end), oldest first."""
+        ...
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Row]:
+        """The newest `limit` micro bars starting in [start, end), oldest first (MICRO_OUT_COLUMNS)."""
+        ...
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Row]:
+        """The newest `limit` VPIN buckets filled in [start, end), oldest first (VPIN_OUT_COLUMNS)."""
+
+    def quotes(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[Row]:
+        """The newest `limit` L1 rows with start <= ts < end, oldest first (QUOTE_OUT_COLUMNS)."""
+        ...
+
+    def iter_quotes(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
+    ) -> Iterator[list[Row]]: ...
+    def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:
+        """(final update id, transaction time) of the last stored diff with T <= at_ms (ties: the
+        greatest id), or None."""
+        ...
+
+    def book_snapshot_before(self, symbol: str, update_id: int, levels: bool = True) -> BookSnapshot | None:
+        """The newest stored snapshot with update id <= `update_id` (`levels=False`: its header only,
+        bids and asks left empty)."""
+        ...
+
+    def depth_updates(self, symbol: str, from_id: int, to_id: int) -> list[DepthUpdate]:
+        """Stored diffs with from_id <= final id <= to_id, in id order."""
+        ...
+
+    def iter_depth_updates(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 2_000
+    ) -> Iterator[list[DepthUpdate]]:
+        """Stored diffs with start <= T < end, in id order, in chunks (exports)."""
+        ...
+
+    def book_gaps(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[BookGap]:
+        """Book gaps of a symbol overlapping [start, end) (open ones reach to the end), oldest first."""
         ...
 
     def status_docs(self) -> dict[str, tuple[StatusDoc, int]]: ...

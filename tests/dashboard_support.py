@@ -140,6 +140,8 @@ def start_stack(
     speed: float = REPLAY_SPEED,
     simulate: list[str] | None = None,
     rate: float = 2000.0,
+    files: list[str] | None = None,
+    streams: list[str] | None = None,
     replay: tuple[list[str], list[Path]] | None = None,
     dashboard_args: list[str] | None = None,
 ) -> Stack:
@@ -153,8 +155,10 @@ def start_stack(
     store = root / "store" / "ticklens.db"
     store.parent.mkdir(parents=True, exist_ok=True)
     symbols = simulate or (replay[0] if replay else ["btcusdt", "ethusdt"])
-    paths = replay[1] if replay else [SAMPLE / f for f in REPLAY_FILES]
+    paths = replay[1] if replay else [SAMPLE / f for f in files or REPLAY_FILES]
     source: dict[str, Any] = {"kind": "replay", "speed": speed, "paths": [str(p) for p in paths]}
+    if streams:
+        source["streams"] = streams
     if simulate:
         source = {"kind": "feed", "url": f"ws://127.0.0.1:{feed_port}/market/stream"}
     cfg = {
@@ -167,6 +171,8 @@ def start_stack(
         "dashboard": {"host": "127.0.0.1", "port": dash_port},
         "progress_interval_s": 1.0,
     }
+    if streams:  # books: microstructure too, with VPIN buckets sized for the bundled minutes
+        cfg["micro"] = {"vpin_bucket": {"btcusdt": 2.0, "ethusdt": 40.0}, "vpin_buckets": 10}
     cfg["history"] = {"dir": str(_klines_archive(root / "archive"))}
     config = root / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))

@@ -245,7 +245,7 @@ def test_stats_match_numpy_over_the_window(api: ApiServer, store: StoreRef) -> N
         ("/api/v1/ohlc/btcusdt", {"timeframe": "2m"}, "timeframe"),
         ("/api/v1/stats/btcusdt", {"window": 1}, "window"),
         ("/api/v1/export/btcusdt", {"format": "xlsx"}, "format"),
-        ("/api/v1/export/btcusdt", {"kind": "quotes"}, "kind"),
+        ("/api/v1/export/btcusdt", {"kind": "orderbook"}, "kind"),
         ("/api/v1/ticks/b", {}, "symbol"),
         ("/api/v1/ohlc/btc-usdt", {}, "symbol"),
     ],

@@ -69,7 +69,9 @@ def test_alert_call_sequences_following_the_links_get_no_server_error(fuzz_api: 
 
     Alerts.run(
         settings=settings(
-            max_examples=25,
+            # Derandomized: the draws follow the schema, and with the book and microstructure
+            # endpoints in it 25 scenarios created and deleted rules but never got or patched one.
+            max_examples=60,
             stateful_step_count=6,
             deadline=None,
             suppress_health_check=list(HealthCheck),

@@ -42,9 +42,11 @@ sync_api = pytest.importorskip("playwright.sync_api")
 PAGES = {
     # page → text that only shows once the page has loaded data from the API
     "Market": "last price",
+    "Book": "Order book depth",
     "Pair": "Engle-Granger p",
     "Correlation": "matrix as of",
     "Statistics": "rvol %",
+    "Microstructure": "Definitions and sources",  # bars need book streams: tests/test_dashboard_micro.py
     "Alerts": "Create rule",
     "Data": "Start collection",
 }

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from panel_app.alerts import METRICS, OPERATORS, AlertsPage
+from panel_app.book import depth_curves, gap_spans, quote_columns
 from panel_app.client import Api, to_time
 from panel_app.market import candle_columns
 from storage.port import BAR_OUT_COLUMNS
@@ -145,3 +146,32 @@ def test_freshness_badge_says_live_stale_stopped_or_down() -> None:
     assert "stale · 20 s ago" in freshness_badge(status(20_000, now - 20_000), None)
     assert "flow stopped" in freshness_badge(status(1000, now, running=False), None)
     assert "API down" in freshness_badge(None, "API at http://127.0.0.1:1 is down")
+
+
+def test_book_depth_curves_are_the_running_totals_best_level_first() -> None:
+    from decimal import Decimal
+
+    bids = [["61800.20", "2.909"], ["61800.10", "0.004"], ["61799.00", "10"]]
+    asks = [["61800.30", "1.5"], ["61801.00", "0.250"]]
+    got = depth_curves(bids, asks)
+    want_b = [sum(Decimal(q) for _, q in bids[: i + 1]) for i in range(len(bids))]
+    want_a = [sum(Decimal(q) for _, q in asks[: i + 1]) for i in range(len(asks))]
+    assert got["bid_price"].tolist() == [61800.2, 61800.1, 61799.0]
+    assert got["ask_price"].tolist() == [61800.3, 61801.0]
+    assert np.allclose(got["bid_cum"], [float(x) for x in want_b], rtol=0, atol=1e-12)
+    assert np.allclose(got["ask_cum"], [float(x) for x in want_a], rtol=0, atol=1e-12)
+    empty = depth_curves([], [])
+    assert all(len(v) == 0 for v in empty.values())
+
+
+def test_book_quote_lines_break_at_an_empty_side_and_open_gaps_reach_now() -> None:
+    rows = [
+        {"ts_ms": 1_723_161_256_000, "bid": 1.5, "ask": 2.5},
+        {"ts_ms": 1_723_161_256_100, "bid": None, "ask": 2.6},
+    ]
+    cols = quote_columns(rows)
+    assert cols["ts_ms"].tolist() == [r["ts_ms"] for r in rows]
+    assert cols["bid"][0] == 1.5 and np.isnan(cols["bid"][1]) and cols["ask"].tolist() == [2.5, 2.6]
+    assert list(cols["time"]) == list(to_time(cols["ts_ms"]))
+    gaps = [{"from_ms": 10, "to_ms": 20}, {"from_ms": 30, "to_ms": None}]
+    assert gap_spans(gaps, 99) == [(10, 20), (30, 99)]

@@ -109,7 +109,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 feed_cmd += [str(p) for p in cfg.feed.paths] + ["--loop", "--start-now"]
             feed_cmd += ["--speed", str(cfg.feed.speed)]
             procs["feed"] = _spawn("feed", feed_cmd, env)
-            print(f"[ticklens] feed      ws://127.0.0.1:{url.port or cfg.feed.port}/market/stream", file=sys.stderr)
+            base = f"127.0.0.1:{url.port or cfg.feed.port}"
+            print(f"[ticklens] feed      ws://{base}/market/stream (trades)", file=sys.stderr)
+            if not cfg.feed.simulate and cfg.feed.paths:
+                print(f"[ticklens] books     ws://{base}/public/stream, http://{base}/fapi/v1/depth", file=sys.stderr)
         procs["flow"] = _spawn("flow", flow_command(), env)
         if (ROOT / "api" / "app.py").exists():
             procs["api"] = _spawn(

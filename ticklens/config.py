@@ -7,6 +7,7 @@ value fails once, at start, with the field and the value named.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from pathlib import Path
@@ -46,12 +47,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+StreamKind = Literal["aggTrade", "trade", "bookTicker", "depth"]
+TRADE_STREAMS = ("aggTrade", "trade")
+BOOK_STREAMS = ("bookTicker", "depth")
+
+
 class SourceConfig(_Model):
     kind: Literal["binance", "feed", "replay"] = "replay"
     paths: list[Path] = Field(default_factory=list)
     speed: Literal["max"] | Annotated[float, Field(gt=0)] = "max"
     url: str | None = None
     stream: Literal["aggTrade", "trade"] = "aggTrade"
+    # The stream kinds read per symbol: at most one trade stream (aggTrade or trade), `bookTicker`
+    # (every best bid/ask update) and `depth` (the diff-depth stream a local order book is kept
+    # from, with REST snapshots). Default: the trade stream `stream` alone. A replay uses the kinds
+    # listed here of what its files hold and skips the rest.
+    streams: list[StreamKind] | None = None
+    # The diff-depth stream's update speed: <symbol>@depth@0ms | @100ms | @depth (250 ms) | @500ms.
+    depth_speed_ms: Literal[0, 100, 250, 500] = 0
     # WebSocket client library: picows reads ~3x faster than websockets on this machine.
     client: Literal["picows", "websockets"] = "picows"
     record: Path | None = None
@@ -102,6 +115,33 @@ class SourceConfig(_Model):
         return self.time_window_ms or None
 
     @model_validator(mode="after")
+    def _streams(self) -> SourceConfig:
+        if self.streams is None:
+            self.streams = [self.stream]
+            return self
+        if not self.streams:
+            raise ValueError("source.streams must name at least one stream kind")
+        if len(set(self.streams)) != len(self.streams):
+            raise ValueError(f"source.streams {self.streams} lists a stream twice")
+        trades = [s for s in self.streams if s in TRADE_STREAMS]
+        if len(trades) > 1:
+            raise ValueError(f"source.streams {self.streams}: one trade stream (aggTrade or trade), not both")
+        if trades and "stream" in self.model_fields_set and trades[0] != self.stream:
+            raise ValueError(f"source.stream {self.stream!r} contradicts source.streams {self.streams}")
+        if trades:
+            self.stream = trades[0]  # type: ignore[assignment]
+        return self
+
+    @property
+    def trade_stream(self) -> str | None:
+        """The trade stream read (aggTrade or trade), None when only book streams are."""
+        return next((s for s in self.streams or [] if s in TRADE_STREAMS), None)
+
+    @property
+    def book_streams(self) -> list[str]:
+        return [s for s in self.streams or [] if s in BOOK_STREAMS]
+
+    @model_validator(mode="after")
     def _paths_for_replay(self) -> SourceConfig:
         if self.kind == "replay" and not self.paths:
             raise ValueError("source.kind 'replay' needs source.paths (one or more files)")
@@ -114,19 +154,34 @@ class SourceConfig(_Model):
         return self
 
 
-class RetentionConfig(_Model):
-    """How long time-partitioned tables keep their rows (PostgreSQL: whole daily partitions dropped).
+# The tables `store.retention` applies to (rows older than the newest stored time minus the days).
+RETENTION_TABLES = ("ticks", "quotes", "depth_updates", "book_snapshots", "book_gaps")
 
-    `days` applies to every time-partitioned table (ticks today; the order-book tables
-    register themselves the same way), `tables` overrides it per table. None: keep forever.
+
+class RetentionConfig(_Model):
+    """How long tables keep their rows: `days` for every table it applies to, `tables` per table.
+
+    Book data is 10-100x the trade volume: e.g. `{tables: {depth_updates: 3, quotes: 7}}`.
+    None: keep forever. PostgreSQL drops whole daily partitions of its time-partitioned tables
+    (ticks and the book tables) once every row is older; SQLite deletes the book tables' rows
+    older than the newest stored time of the symbol minus the days (ticks stay there: the
+    history tiers move them out). See docs/store.md.
     """
 
-    days: int | None = Field(None, ge=1)
-    tables: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    days: float | None = Field(None, gt=0)
+    tables: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     # Partitions created this many days ahead of the wall clock, so live writes never wait on DDL.
     ahead_days: int = Field(2, ge=0, le=60)
 
-    def days_for(self, table: str) -> int | None:
+    @field_validator("tables")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name not in RETENTION_TABLES:
+                raise ValueError(f"store.retention.tables: {name!r} is not one of {', '.join(RETENTION_TABLES)}")
+        return v
+
+    def days_for(self, table: str) -> float | None:
         return self.tables.get(table, self.days)
 
 
@@ -238,6 +293,9 @@ class PairConfig(_Model):
     kalman_init_var: float = Field(0.0, ge=0)
     # Aligned bars the Kalman filter sees before its values are published (None: `window`).
     kalman_warmup: int | None = Field(None, ge=1, le=100_000)
+    # The series aligned: bar closes (last trade) or, with `mid`, the micro bars' closing mid
+    # (no bid-ask bounce at 1s; needs the book streams).
+    price: Literal["close", "mid"] = "close"
 
     @field_validator("legs", mode="before")
     @classmethod
@@ -298,6 +356,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class MicroConfig(_Model):
+    """Microstructure bars (docs/analytics.md): computed whenever book streams reach the flow."""
+
+    enabled: bool = True
+    horizon_s: float = Field(5.0, gt=0, le=3_600)  # realized spread / price impact horizon
+    window: int = Field(300, ge=3, le=100_000)  # bars in the Kyle's lambda regression
+    # Base units per VPIN volume bucket, one number or per symbol; None (or a symbol left out):
+    # 1/50 of the symbol's volume on the previous UTC day in the store (no VPIN while there is none).
+    vpin_bucket: float | dict[str, float] | None = None
+    vpin_buckets: int = Field(50, ge=1, le=10_000)
+    keep_s: float = Field(10.0, ge=0, le=3_600)  # how late an event may still revise a micro bar
+
+    def bucket_for(self, symbol: str) -> float | None:
+        v = self.vpin_bucket
+        return v.get(symbol) if isinstance(v, dict) else v
+
+    @field_validator("vpin_bucket")
+    @classmethod
+    def _bucket(cls, v: Any) -> Any:
+        values = list(v.values()) if isinstance(v, dict) else [] if v is None else [v]
+        for x in values:
+            if not (x > 0 and math.isfinite(x)):
+                raise ValueError(f"vpin_bucket must be a positive number of base units, not {x!r}")
+        return v
+
+
 class ApiConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -341,6 +425,18 @@ class FeedConfig(_Model):
     paths: list[Path] = Field(default_factory=list)
     speed: float = Field(1.0, gt=0)
     simulate: bool = False
+
+
+class BookConfig(_Model):
+    # A full book snapshot is stored at the first applied depth event of every interval of exchange
+    # time (and at every resync): `GET /api/v1/book?at=` rebuilds from the nearest one.
+    snapshot_interval_s: float = Field(10.0, gt=0, le=86_400)
+    # REST depth snapshot: levels per side asked for (USD-M limits) and the REST base URL
+    # (None: backfill.rest_url for Binance; the local feed's own address for `kind: feed`).
+    snapshot_limit: Literal[5, 10, 20, 50, 100, 500, 1000] = 1000
+    rest_url: str | None = None
+    # Depth events buffered while the book waits for a snapshot (oldest dropped beyond).
+    max_buffer: int = Field(100_000, ge=100, le=10_000_000)
 
 
 class RecoveryConfig(_Model):
@@ -389,11 +485,13 @@ class Config(_Model):
     pairs: list[PairConfig] = Field(default_factory=list)
     correlation: CorrelationConfig | None = None
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    micro: MicroConfig = Field(default_factory=MicroConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    book: BookConfig = Field(default_factory=BookConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     progress_interval_s: float = Field(2.0, gt=0)
@@ -435,6 +533,12 @@ class Config(_Model):
         names = [p.name for p in self.pairs]
         if len(set(names)) != len(names):
             raise ValueError(f"pairs {names} lists a pair twice")
+        for pair in self.pairs:
+            if pair.price == "mid" and not (self.micro.enabled and self.source.book_streams):
+                raise ValueError(
+                    f"pair {pair.name!r} has price: mid, which needs the microstructure bars: add bookTicker"
+                    " (or depth) to source.streams and keep micro.enabled"
+                )
         if self.correlation:
             for s in self.correlation.symbols:
                 if s not in known:
@@ -472,6 +576,18 @@ class Config(_Model):
     def pair_timeframes(self, pair: PairConfig) -> list[str]:
         """A pair's timeframes that the flow bars (others have no bars to align)."""
         return [tf for tf in pair.timeframes if tf in self.timeframes]
+
+    @property
+    def book_rest_url(self) -> str:
+        """Where depth snapshots are fetched: book.rest_url, else the local feed's own address
+        (`kind: feed`), else backfill.rest_url."""
+        if self.book.rest_url:
+            return self.book.rest_url.rstrip("/")
+        if self.source.kind == "feed" and self.source.url:
+            scheme, _, rest = self.source.url.partition("://")
+            host = rest.split("/", 1)[0].split("?", 1)[0]
+            return f"{'https' if scheme == 'wss' else 'http'}://{host}"
+        return self.backfill.rest_url.rstrip("/")
 
     @property
     def recovery_dir(self) -> Path:

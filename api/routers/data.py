@@ -1,4 +1,8 @@
-"""GET /api/v1/export/{symbol} (streamed CSV or Parquet) and POST /api/v1/upload/ohlc (validated bars)."""
+"""GET /api/v1/export/{symbol} (streamed CSV or Parquet) and POST /api/v1/upload/ohlc (validated bars).
+
+Export kinds: bars (`ohlc`), trades (`ticks`), L1 (`quotes`), every applied diff one row per
+level (`depth`), and the book at one moment (`book`, one row per level).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import Reader, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
+from api.routers.book import book_at, parse_at
 from api.streaming import guarded, prefetched
-from storage.port import Store
+from storage.port import Store, StoreReader
+from ticklens.domain.book import DepthUpdate
 from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import now_ms
 from ticklens.domain.upload import parse_bar_csv
@@ -23,6 +29,7 @@ router = APIRouter(tags=["export and upload"])
 
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 CHUNK_ROWS = 50_000
+EXPORT_MAX_DEPTH = 100_000  # levels per side of a kind=book export: every level of any real book
 ISO_FMT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 _BAR_SCHEMA = {
@@ -51,9 +58,57 @@ _TICK_SCHEMA = {
 }
 
 
+_QUOTE_SCHEMA = {
+    "update_id": pl.Int64,
+    "ts_ms": pl.Int64,
+    "event_ms": pl.Int64,
+    "recv_ms": pl.Int64,
+    "bid": pl.Float64,
+    "bid_qty": pl.Float64,
+    "ask": pl.Float64,
+    "ask_qty": pl.Float64,
+    "source": pl.String,
+}
+# Levels stay the exchange's decimal strings (exact); cast them as needed.
+_DEPTH_SCHEMA = {
+    "update_id": pl.Int64,
+    "first_id": pl.Int64,
+    "prev_id": pl.Int64,
+    "ts_ms": pl.Int64,
+    "side": pl.String,
+    "price": pl.String,
+    "qty": pl.String,
+}
+_BOOK_SCHEMA = {
+    "update_id": pl.Int64,
+    "ts_ms": pl.Int64,
+    "side": pl.String,
+    "level": pl.Int64,
+    "price": pl.String,
+    "qty": pl.String,
+}
+_SCHEMAS = {
+    "ohlc": _BAR_SCHEMA,
+    "ticks": _TICK_SCHEMA,
+    "quotes": _QUOTE_SCHEMA,
+    "depth": _DEPTH_SCHEMA,
+    "book": _BOOK_SCHEMA,
+}
+ExportKind = Literal["ohlc", "ticks", "quotes", "depth", "book"]
+
+
+def _depth_rows(updates: list[DepthUpdate]) -> list[tuple]:
+    rows: list[tuple] = []
+    for u in updates:
+        head = (u.final_id, u.first_id, u.prev_final_id, u.txn_ms)
+        rows += [(*head, "bid", p, q) for p, q in zip(u.bid_px, u.bid_qty, strict=True)]
+        rows += [(*head, "ask", p, q) for p, q in zip(u.ask_px, u.ask_qty, strict=True)]
+    return rows
+
+
 def _frame(rows: list[tuple], kind: str, symbol: str, timeframe: str) -> pl.DataFrame:
     """One chunk as the export's columns: symbol, [timeframe], timestamp (UTC), ts_ms, values."""
-    schema = _BAR_SCHEMA if kind == "ohlc" else _TICK_SCHEMA
+    schema = _SCHEMAS[kind]
     df = pl.DataFrame(rows, schema=schema, orient="row")
     lead = [pl.lit(symbol).alias("symbol")]
     if kind == "ohlc":
@@ -62,7 +117,19 @@ def _frame(rows: list[tuple], kind: str, symbol: str, timeframe: str) -> pl.Data
     df = df.select(*lead, pl.all())
     if kind == "ohlc":
         return df.with_columns(in_progress=pl.col("closed") == 0).drop("closed")
-    return df.with_columns(pl.col("is_buyer_maker").cast(pl.Boolean))
+    if kind == "ticks":
+        return df.with_columns(pl.col("is_buyer_maker").cast(pl.Boolean))
+    return df
+
+
+def _rows(reader: StoreReader, kind: str, symbol: str, timeframe: str, s: int | None, e: int | None):
+    if kind == "ohlc":
+        return reader.iter_bars(symbol, timeframe, s, e, CHUNK_ROWS)
+    if kind == "ticks":
+        return reader.iter_ticks(symbol, s, e, CHUNK_ROWS)
+    if kind == "quotes":
+        return reader.iter_quotes(symbol, s, e, CHUNK_ROWS)
+    return map(_depth_rows, reader.iter_depth_updates(symbol, s, e, CHUNK_ROWS // 100))
 
 
 def _chunks(
@@ -73,11 +140,7 @@ def _chunks(
         yield _frame([], kind, symbol, timeframe)
         return
     with store.reader() as reader:
-        it = (
-            reader.iter_bars(symbol, timeframe, s, e, CHUNK_ROWS)
-            if kind == "ohlc"
-            else reader.iter_ticks(symbol, s, e, CHUNK_ROWS)
-        )
+        it = _rows(reader, kind, symbol, timeframe, s, e)
         first = True
         for rows in it:
             first = False
@@ -123,14 +186,30 @@ def export(
     state: State,
     time_range: TimeRange,
     format: Annotated[Literal["csv", "parquet"], Query(description="File format")] = "csv",  # noqa: A002
-    kind: Annotated[Literal["ohlc", "ticks"], Query(description="Bars or trades")] = "ohlc",
+    kind: Annotated[
+        ExportKind,
+        Query(description="Bars, trades, L1 quotes, every applied depth diff (a row per level), or the book at `at`"),
+    ] = "ohlc",
     timeframe: Annotated[Timeframe, Query(description="Bar length (ohlc only)")] = "1m",
+    at: Annotated[str | None, Query(description="kind=book: the moment (ISO-8601 or epoch ms)", max_length=40)] = None,
+    depth: Annotated[
+        int, Query(ge=1, le=EXPORT_MAX_DEPTH, description="kind=book: levels per side (the whole book by default)")
+    ] = EXPORT_MAX_DEPTH,
 ) -> StreamingResponse:
-    """Every bar (or trade) in [start, end), oldest first, streamed in chunks; timestamps in UTC."""
+    """Every bar (trade, quote, depth diff) in [start, end), oldest first, streamed in chunks; or,
+    for `kind=book`, the book at `at` (one row per level, best first); timestamps in UTC."""
+    if kind == "book" and at is None:
+        raise param_error("query", "at", "kind=book needs at (ISO-8601 or epoch ms)", None)
     status = require_symbol(state, reader, symbol)
-    frames = _chunks(state.store, kind, symbol, timeframe, *time_range, empty=status != "ok")
-    what = f"export of {symbol} {timeframe + ' bars' if kind == 'ohlc' else 'ticks'}"
-    name = f"{symbol}-{timeframe if kind == 'ohlc' else 'ticks'}.{format}"
+    if kind == "book":
+        v = book_at(reader, state.books, symbol, parse_at(at), None, depth)
+        levels = [(v.update_id, v.ts_ms, "bid", i, p, q) for i, (p, q) in enumerate(v.bids)]
+        levels += [(v.update_id, v.ts_ms, "ask", i, p, q) for i, (p, q) in enumerate(v.asks)]
+        frames: Iterator[pl.DataFrame] = iter([_frame(levels, kind, symbol, timeframe)])
+    else:
+        frames = _chunks(state.store, kind, symbol, timeframe, *time_range, empty=status != "ok")
+    what = f"export of {symbol} {timeframe + ' bars' if kind == 'ohlc' else kind}"
+    name = f"{symbol}-{timeframe if kind == 'ohlc' else kind}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Ticklens-Status": status}
     if format == "csv":
         # The first chunk before the status line (a store that cannot be read is a 503); a failure

@@ -13,9 +13,12 @@ from collections.abc import Iterator
 import polars as pl
 import psycopg
 
-from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from storage.codec import decode_levels, decode_snapshot
+from storage.port import BAR_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from storage.postgres.micro import MICRO_QUERY, VPIN_QUERY
 from storage.postgres.schema import partitions
 from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
@@ -28,6 +31,9 @@ FAR_FUTURE = 2**62
 _FLAGS = {"is_buyer_maker": "is_buyer_maker::int", "closed": "closed::int"}
 _TICK_SELECT = f"SELECT {','.join(_FLAGS.get(c, c) for c in TICK_COLUMNS)} FROM ticks"
 _BAR_SELECT = f"SELECT {','.join(_FLAGS.get(c, c) for c in BAR_OUT_COLUMNS)} FROM bars"
+_QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
+_DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
+_DATA_TABLES = ("bars", "ticks", "quotes", "depth_updates")
 
 
 def _bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
@@ -52,7 +58,7 @@ class PostgresReader:
 
     def _distinct_symbols(self, table: str) -> list[str]:
         """Distinct symbols by skipping along the primary key (no full scan)."""
-        assert table in ("ticks", "bars")
+        assert table in _DATA_TABLES
         out: list[str] = []
         last = ""
         while True:
@@ -63,10 +69,10 @@ class PostgresReader:
             out.append(last)
 
     def symbols_with_data(self) -> list[str]:
-        return sorted(set(self._distinct_symbols("bars")) | set(self._distinct_symbols("ticks")))
+        return sorted(set().union(*(self._distinct_symbols(t) for t in _DATA_TABLES)))
 
     def has_data(self, symbol: str) -> bool:
-        return any(self._one(f"SELECT 1 FROM {t} WHERE symbol=%s LIMIT 1", (symbol,)) for t in ("bars", "ticks"))
+        return any(self._one(f"SELECT 1 FROM {t} WHERE symbol=%s LIMIT 1", (symbol,)) for t in _DATA_TABLES)
 
     def symbol_summary(self, symbol: str) -> SymbolSummary:
         tfs = [
@@ -167,7 +173,105 @@ class PostgresReader:
         row = self._one("SELECT trade_id, ts_ms FROM ticks WHERE symbol=%s ORDER BY trade_id LIMIT 1", (symbol,))
         return (int(row[0]), int(row[1])) if row else None
 
+    # --- books ---------------------------------------------------------------------------
+
+    def quotes(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[tuple]:
+        """The newest `limit` L1 rows with start <= ts < end, oldest first (QUOTE_OUT_COLUMNS)."""
+        s, e = _bounds(start_ms, end_ms)
+        rows = self._all(
+            f"{_QUOTE_SELECT} WHERE symbol=%s AND ts_ms >= %s AND ts_ms < %s"
+            " ORDER BY ts_ms DESC, update_id DESC LIMIT %s",
+            (symbol, s, e, limit),
+        )
+        rows.reverse()
+        return rows
+
+    def iter_quotes(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
+    ) -> Iterator[list[tuple]]:
+        s, e = _bounds(start_ms, end_ms)
+        with self.conn.cursor(name="ticklens_export_quotes") as cur:
+            cur.itersize = chunk
+            cur.execute(
+                f"{_QUOTE_SELECT} WHERE symbol=%s AND ts_ms >= %s AND ts_ms < %s ORDER BY ts_ms, update_id",
+                (symbol, s, e),
+            )
+            while rows := cur.fetchmany(chunk):
+                yield rows
+
+    def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:
+        row = self._one(
+            "SELECT final_id, ts_ms FROM depth_updates WHERE symbol=%s AND ts_ms <= %s"
+            " ORDER BY ts_ms DESC, final_id DESC LIMIT 1",
+            (symbol, at_ms),
+        )
+        return None if row is None else (row[0], row[1])
+
+    def book_snapshot_before(self, symbol: str, update_id: int, levels: bool = True) -> BookSnapshot | None:
+        row = self._one(
+            "SELECT update_id, ts_ms, recv_ms, kind, depth_limit, complete_low, complete_high"
+            f"{', levels' if levels else ''}"
+            " FROM book_snapshots WHERE symbol=%s AND update_id <= %s ORDER BY update_id DESC LIMIT 1",
+            (symbol, update_id),
+        )
+        if row is None:
+            return None
+        uid, ts, recv, kind, limit, low, high = row[:7]
+        bids, asks = decode_snapshot(bytes(row[7])) if levels else ([], [])
+        complete = None
+        if kind == "interval":
+            complete = (0.0 if low is None else low, float("inf") if high is None else high)
+        return BookSnapshot(symbol, uid, None, ts, recv, bids, asks, limit, complete)
+
+    def _depth(self, symbol: str, rows: list[tuple]) -> list[DepthUpdate]:
+        return [
+            DepthUpdate(symbol, u0, u, pu, ev, ts, recv, *decode_levels(bytes(b)))
+            for u0, u, pu, ev, ts, recv, b in rows
+        ]
+
+    def depth_updates(self, symbol: str, from_id: int, to_id: int) -> list[DepthUpdate]:
+        rows = self._all(
+            f"{_DEPTH_SELECT} WHERE symbol=%s AND final_id >= %s AND final_id <= %s ORDER BY final_id",
+            (symbol, from_id, to_id),
+        )
+        return self._depth(symbol, rows)
+
+    def iter_depth_updates(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 2_000
+    ) -> Iterator[list[DepthUpdate]]:
+        s, e = _bounds(start_ms, end_ms)
+        with self.conn.cursor(name="ticklens_export_depth") as cur:
+            cur.itersize = chunk
+            cur.execute(
+                f"{_DEPTH_SELECT} WHERE symbol=%s AND ts_ms >= %s AND ts_ms < %s ORDER BY final_id", (symbol, s, e)
+            )
+            while rows := cur.fetchmany(chunk):
+                yield self._depth(symbol, rows)
+
+    def book_gaps(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[BookGap]:
+        s, e = _bounds(start_ms, end_ms)
+        rows = self._all(
+            "SELECT from_update_id, from_ms, reason, to_update_id, to_ms, status, detail FROM book_gaps"
+            " WHERE symbol=%s AND from_ms < %s AND (to_ms IS NULL OR to_ms > %s) ORDER BY from_ms, from_update_id",
+            (symbol, e, s),
+        )
+        return [BookGap(symbol, f, fm, r, t, tm, st, d) for f, fm, r, t, tm, st, d in rows]
+
     # --- bars ----------------------------------------------------------------------------
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        rows = self._all(MICRO_QUERY, (symbol, timeframe, *_bounds(start_ms, end_ms), limit))
+        rows.reverse()
+        return rows
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        rows = self._all(VPIN_QUERY, (symbol, *_bounds(start_ms, end_ms), limit))
+        rows.reverse()
+        return rows
 
     def bars(
         self,

@@ -3,7 +3,8 @@
 The same tables, keys and meaning as the SQLite schema (storage/sqlite/schema.py), in
 PostgreSQL types: exact bar sums in `numeric` (they pass 64 bits), flags in `boolean`,
 status documents in `jsonb`. `ticks` is partitioned by trade time into daily ranges
-(`ticks_d20240718` holds [2024-07-18, 2024-07-19) UTC); `TIME_PARTITIONED` lists every such
+(`ticks_d20240718` holds [2024-07-18, 2024-07-19) UTC), and so are the order-book tables
+`quotes`, `depth_updates` and `book_snapshots` by transaction time; `TIME_PARTITIONED` lists every such
 table so the retention setting and the partition upkeep treat each the same way.
 """
 
@@ -15,15 +16,76 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-SCHEMA_VERSION = 2
+from storage.postgres.micro import MICRO_STATEMENTS
+
+SCHEMA_VERSION = 4
 DAY_MS = 86_400_000
 # Creators of the schema and of partitions take this advisory lock (one at a time, any process).
 _DDL_LOCK = 0x7469636B  # "tick"
 RULES_CHANNEL = "ticklens_rules"
 
 # Time-partitioned tables: name -> the epoch-ms column its daily ranges are on.
-# (The order-book tables join here; retention and upkeep need nothing else.)
-TIME_PARTITIONED: dict[str, str] = {"ticks": "ts_ms"}
+TIME_PARTITIONED: dict[str, str] = {
+    "ticks": "ts_ms",
+    "quotes": "ts_ms",
+    "depth_updates": "ts_ms",
+    "book_snapshots": "ts_ms",
+}
+
+# Order books (docs/store.md, docs/book.md): the same tables as SQLite's. Levels stay the exchange's
+# strings (storage/codec.py) in bytea. The three large tables are partitioned by day like ticks; their
+# keys hold the partition column, as PostgreSQL requires (an update id comes with its one time).
+BOOK_DDL = [
+    """CREATE TABLE IF NOT EXISTS quotes(
+    symbol text NOT NULL,
+    update_id bigint NOT NULL,         -- order book update id u (bookTicker), or the depth event's u
+    ts_ms bigint NOT NULL,             -- transaction time T (else E; spot bookTicker: receive time)
+    event_ms bigint,                   -- event time E, NULL when the exchange sent none
+    recv_ms bigint NOT NULL,           -- local receive time
+    bid double precision, bid_qty double precision,   -- NULL: that side is empty
+    ask double precision, ask_qty double precision,
+    source text NOT NULL DEFAULT 'bookTicker',         -- bookTicker | book (the local book's best)
+    PRIMARY KEY(symbol, update_id, ts_ms)
+) PARTITION BY RANGE (ts_ms)""",
+    "CREATE INDEX IF NOT EXISTS quotes_time ON quotes(symbol, ts_ms)",
+    """CREATE TABLE IF NOT EXISTS depth_updates(
+    symbol text NOT NULL,
+    final_id bigint NOT NULL,          -- u
+    first_id bigint NOT NULL,          -- U
+    prev_id bigint,                    -- pu (USD-M); NULL on spot, where U = previous u + 1
+    ts_ms bigint NOT NULL,             -- transaction time T (spot: event time E)
+    event_ms bigint NOT NULL,
+    recv_ms bigint NOT NULL,
+    n_bids integer NOT NULL, n_asks integer NOT NULL,
+    levels bytea NOT NULL,             -- storage/codec.py: four string columns, absolute quantities
+    PRIMARY KEY(symbol, final_id, ts_ms)
+) PARTITION BY RANGE (ts_ms)""",
+    "CREATE INDEX IF NOT EXISTS depth_updates_time ON depth_updates(symbol, ts_ms, final_id)",
+    """CREATE TABLE IF NOT EXISTS book_snapshots(
+    symbol text NOT NULL,
+    update_id bigint NOT NULL,         -- the book after this update (REST: lastUpdateId)
+    ts_ms bigint NOT NULL,             -- its transaction time (REST: T, else E, else receive time)
+    recv_ms bigint NOT NULL,
+    kind text NOT NULL,                -- rest: the snapshot a (re)sync started from; interval: the flow's own
+    depth_limit integer,               -- rest: levels per side asked for
+    complete_low double precision, complete_high double precision,  -- interval: known complete (NULL: unbounded)
+    n_bids integer NOT NULL, n_asks integer NOT NULL,
+    levels bytea NOT NULL,             -- storage/codec.py, zlib
+    PRIMARY KEY(symbol, update_id, ts_ms)
+) PARTITION BY RANGE (ts_ms)""",
+    """CREATE TABLE IF NOT EXISTS book_gaps(
+    symbol text NOT NULL,
+    from_update_id bigint NOT NULL,    -- the book was known after this update (0: never before)
+    from_ms bigint NOT NULL,
+    to_update_id bigint,               -- known again after this one (the first applied after the resync)
+    to_ms bigint,
+    reason text NOT NULL,              -- pu_break | reconnect | snapshot_failure | crossed
+    status text NOT NULL DEFAULT 'open',   -- open | closed
+    detail text NOT NULL DEFAULT '',
+    detected_ms bigint NOT NULL,       -- wall time it was first stored
+    PRIMARY KEY(symbol, from_update_id, from_ms)
+)""",
+]
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS meta(
@@ -188,6 +250,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE bars ADD COLUMN IF NOT EXISTS qty_dp integer NOT NULL DEFAULT 8",
         "ALTER TABLE bars ADD COLUMN IF NOT EXISTS quote_dp integer",
     ],
+    3: BOOK_DDL,  # v3: the order-book tables
+    4: MICRO_STATEMENTS,  # v4: microstructure bars and VPIN buckets
 }
 
 
@@ -216,6 +280,8 @@ def create_schema(conn: psycopg.Connection) -> int:
                 for stmt in MIGRATIONS[v]:  # an older store: its migrations, in order
                     conn.execute(stmt)
             conn.execute(DDL)  # idempotent: creates what a fresh (or migrated) store lacks
+            for stmt in BOOK_DDL + MICRO_STATEMENTS:
+                conn.execute(stmt)
             conn.execute(
                 "INSERT INTO meta(key, value) VALUES('schema_version', %s)"
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -323,3 +389,14 @@ def drop_expired(conn: psycopg.Connection, table: str, keep_days: int, now_ms: i
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
         dropped.append(name)
     return dropped
+
+
+def delete_old_book_gaps(conn: psycopg.Connection, keep_days: float) -> int:
+    """Delete closed book gaps that ended more than `keep_days` before the newest gap end of the
+    same symbol (as SQLite's retention does; open gaps stay). Returns the rows deleted."""
+    cur = conn.execute(
+        "DELETE FROM book_gaps g USING (SELECT symbol, max(to_ms) AS newest FROM book_gaps GROUP BY symbol) n"
+        " WHERE g.symbol = n.symbol AND g.status = 'closed' AND g.to_ms < n.newest - %s",
+        (int(keep_days * DAY_MS),),
+    )
+    return cur.rowcount

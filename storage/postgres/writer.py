@@ -21,13 +21,16 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from storage.codec import encode_levels, encode_snapshot
 from storage.port import StoreBatch, StoreWriteError
 from storage.postgres import schema
 from storage.postgres.connection import Backoff, Target, is_transient
 from storage.postgres.copy import HEADER, TICK_COLUMNS, TRAILER, first_copies, ticks_copy_data
+from storage.postgres.micro import MICRO_COLS, VPIN_COLS, micro_rows
 from ticklens.config import RetentionConfig, redact
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.bars import BAR_COLUMNS, DECIMAL_GROUPS, Bar
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS
 from ticklens.domain.times import now_ms
@@ -53,7 +56,33 @@ _REJECTS_DROPPED = (
     " value = (meta.value::bigint + excluded.value::bigint)::text"
 )
 _STATUS_COLS = ("key", "value", "updated_ms")
+_QUOTE_COLS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
+_DEPTH_COLS = (
+    "symbol",
+    "final_id",
+    "first_id",
+    "prev_id",
+    "ts_ms",
+    "event_ms",
+    "recv_ms",
+    "n_bids",
+    "n_asks",
+    "levels",
+)
+_SNAPSHOT_COLS = (
+    "symbol", "update_id", "ts_ms", "recv_ms", "kind", "depth_limit", "complete_low", "complete_high",
+    "n_bids", "n_asks", "levels",
+)  # fmt: skip
+# A book gap is told when it opens and again when it closes, maybe in different batches: closed wins.
+_BOOK_GAP_UPSERT = (
+    "INSERT INTO book_gaps(symbol, from_update_id, from_ms, to_update_id, to_ms, reason, status, detail, detected_ms)"
+    " VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT(symbol, from_update_id, from_ms) DO UPDATE SET"
+    " to_update_id=COALESCE(excluded.to_update_id, book_gaps.to_update_id),"
+    " to_ms=COALESCE(excluded.to_ms, book_gaps.to_ms),"
+    " status=CASE WHEN book_gaps.status='closed' OR excluded.status='closed' THEN 'closed' ELSE excluded.status END"
+)
 UPKEEP_EVERY_S = 3600.0
+_BOOK_PARTITIONED = ("quotes", "depth_updates", "book_snapshots")
 
 
 def _columns(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
@@ -197,6 +226,46 @@ def _columns_of(rows: list[tuple]) -> list[list]:
     return [list(c) for c in zip(*rows, strict=True)] if rows else []
 
 
+def _quote_rows(batches: list[Quotes]) -> list[tuple]:
+    rows: list[tuple] = []
+    for q in batches:
+        if not len(q):
+            continue
+        cols = [
+            q.update_id.tolist(),
+            q.ts_ms.tolist(),
+            [None if e < 0 else e for e in q.event_ms.tolist()],
+            q.recv_ms.tolist(),
+            *([_nan_none(x) for x in c.tolist()] for c in (q.bid, q.bid_qty, q.ask, q.ask_qty)),
+        ]
+        rows += [(q.symbol, *r, q.source) for r in zip(*cols, strict=True)]
+    return rows
+
+
+def _depth_row(u: DepthUpdate) -> tuple:
+    levels = encode_levels(u.bid_px, u.bid_qty, u.ask_px, u.ask_qty)
+    return (u.symbol, u.final_id, u.first_id, u.prev_final_id, u.txn_ms, u.event_ms, u.recv_ms,
+            len(u.bid_px), len(u.ask_px), levels)  # fmt: skip
+
+
+def _snapshot_row(s: BookSnapshot) -> tuple:
+    kind, low, high = "rest", None, None
+    if s.complete_range is not None:
+        kind = "interval"
+        lo, hi = s.complete_range
+        low, high = (lo if lo > 0 else None), (None if math.isinf(hi) else hi)
+    return (s.symbol, s.last_update_id, s.ts_ms, s.recv_ms, kind, s.limit, low, high, len(s.bids), len(s.asks),
+            encode_snapshot(s.bids, s.asks))  # fmt: skip
+
+
+def _book_gap_row(g: BookGap, ts: int) -> tuple:
+    return (g.symbol, g.from_update_id, g.from_ms, g.to_update_id, g.to_ms, g.reason, g.status, g.detail, ts)
+
+
+def _days_of(times: list[int]) -> set[int]:
+    return {t // schema.DAY_MS for t in times}
+
+
 @dataclass(slots=True)
 class _Prepared:
     ts: int
@@ -213,6 +282,13 @@ class _Prepared:
     corr: list[tuple] = field(default_factory=list)
     alerts: list[AlertFired] = field(default_factory=list)
     status: list[tuple] = field(default_factory=list)
+    quotes: list[tuple] = field(default_factory=list)
+    depth: list[tuple] = field(default_factory=list)
+    snapshots: list[tuple] = field(default_factory=list)
+    book_gaps: list[tuple] = field(default_factory=list)
+    book_days: dict[str, set[int]] = field(default_factory=dict)  # partitioned book table -> days written
+    micro: list[tuple] = field(default_factory=list)
+    vpin: list[tuple] = field(default_factory=list)
 
 
 class PostgresWriter:
@@ -226,6 +302,7 @@ class PostgresWriter:
         self.rejects_max_rows = rejects_max_rows
         self.conn: psycopg.Connection | None = None
         self._days: set[int] = set()
+        self._book_days: dict[str, set[int]] = {}  # the book tables' partitions known to exist
         self._sql: dict[str, sql.Composed] = {}
         self._bar_types: list[str] = []
         self.upkeep = PartitionUpkeep(target, retention)
@@ -250,6 +327,7 @@ class PostgresWriter:
                 )
                 conn.commit()
                 self._days = set(schema.partitions(conn, "ticks"))
+                self._book_days = {t: set(schema.partitions(conn, t)) for t in _BOOK_PARTITIONED}
                 conn.commit()
                 if not self._sql:
                     self._build_sql(_columns(conn))
@@ -275,6 +353,13 @@ class PostgresWriter:
             "corr": _insert("correlation", _CORR_COLS, types["correlation"], _replace_all(("timeframe", "sym_a", "sym_b", "start_ms"), _CORR_COLS)),
             "status": _insert("status", _STATUS_COLS, types["status"], _replace_all(("key",), _STATUS_COLS)),
             "events": _insert("alert_events", _EVENT_COLS, types["alert_events"], "ON CONFLICT DO NOTHING RETURNING rule_id, event_ms, symbol, ref"),
+            # Books: stored once by natural key, whatever a replay or a restart repeats.
+            "quotes": _insert("quotes", _QUOTE_COLS, types["quotes"], "ON CONFLICT DO NOTHING"),
+            "depth": _insert("depth_updates", _DEPTH_COLS, types["depth_updates"], "ON CONFLICT DO NOTHING"),
+            "snapshots": _insert("book_snapshots", _SNAPSHOT_COLS, types["book_snapshots"], "ON CONFLICT DO NOTHING"),
+            # Microstructure: a bar written again (complete, revised) replaces its earlier version.
+            "micro": _insert("micro_bars", MICRO_COLS, types["micro_bars"], _replace_all(("symbol", "timeframe", "start_ms"), MICRO_COLS)),
+            "vpin": _insert("vpin", VPIN_COLS, types["vpin"], _replace_all(("symbol", "bucket"), VPIN_COLS)),
         }  # fmt: skip
 
     # --- the port --------------------------------------------------------------------------
@@ -318,6 +403,14 @@ class PostgresWriter:
         p.alerts = list(batch.alerts)
         if batch.status:
             p.status = [(k, orjson.dumps(v).decode(), ts) for k, v in batch.status.items()]
+        p.quotes = _quote_rows(batch.quotes)
+        p.depth = [_depth_row(u) for u in batch.depth_updates]
+        p.snapshots = [_snapshot_row(s) for s in batch.book_snapshots]
+        p.book_gaps = [_book_gap_row(g, ts) for g in batch.book_gaps]
+        p.micro, p.vpin = micro_rows(batch.micro_bars, batch.vpin, ts)
+        for table, rows in (("quotes", p.quotes), ("depth_updates", p.depth), ("book_snapshots", p.snapshots)):
+            if rows:
+                p.book_days[table] = _days_of([r[2] if table != "depth_updates" else r[4] for r in rows])
         return p
 
     def combine(self, parts: list[_Prepared]) -> _Prepared:
@@ -335,8 +428,13 @@ class PostgresWriter:
                 for sym, lo, hi in zip(*p.spans, strict=True):
                     was = span.get(sym, (lo, hi))
                     span[sym] = (min(was[0], lo), max(was[1], hi))
-            for name in ("bars", "rejects", "gaps", "pairs", "symbols", "corr", "alerts", "status"):
+            for name in (
+                "bars", "rejects", "gaps", "pairs", "symbols", "corr", "alerts", "status",
+                "quotes", "depth", "snapshots", "book_gaps", "micro", "vpin",
+            ):  # fmt: skip
                 getattr(out, name).extend(getattr(p, name))
+            for table, days in p.book_days.items():
+                out.book_days.setdefault(table, set()).update(days)
         if span:
             out.spans = [list(span), [v[0] for v in span.values()], [v[1] for v in span.values()]]
         folded: dict[tuple[str, str, int], Bar] = {}
@@ -353,6 +451,8 @@ class PostgresWriter:
         out.symbols = _last_by(out.symbols, (0, 1, 3))
         out.corr = _last_by(out.corr, (0, 1, 2, 3))
         out.status = _last_by(out.status, (0,))
+        out.micro = _last_by(out.micro, (0, 1, 2))  # quotes, depth, snapshots: DO NOTHING keeps the first
+        out.vpin = _last_by(out.vpin, (0, 1))
         return out
 
     def write(self, prepared: _Prepared) -> list[AlertFired]:
@@ -368,6 +468,11 @@ class PostgresWriter:
                 if missing:
                     schema.ensure_partitions(conn, "ticks", missing)
                     self._days |= missing
+                for table, days in prepared.book_days.items():
+                    have = self._book_days.setdefault(table, set())
+                    if days - have:
+                        schema.ensure_partitions(conn, table, days - have)
+                        have |= days
                 with conn.transaction():
                     fresh = self._write(conn, prepared)
                 return fresh
@@ -420,10 +525,12 @@ class PostgresWriter:
         if p.gaps:
             c.cursor().executemany(_GAP_UPSERT, p.gaps)
         fresh = self._events(c, p.alerts, p.ts) if p.alerts else []
-        for name in ("pairs", "symbols", "corr", "status"):
+        for name in ("pairs", "symbols", "corr", "status", "quotes", "depth", "snapshots", "micro", "vpin"):
             rows = getattr(p, name)
             if rows:
                 c.execute(q[name], _columns_of(rows))
+        if p.book_gaps:
+            c.cursor().executemany(_BOOK_GAP_UPSERT, p.book_gaps)
         return fresh
 
     def _events(self, c: psycopg.Connection, events: list[AlertFired], wall_ms: int) -> list[AlertFired]:
@@ -466,6 +573,7 @@ class PartitionUpkeep:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pg-partition-upkeep", daemon=True)
         self.dropped: list[str] = []
+        self.gaps_deleted = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -490,6 +598,9 @@ class PartitionUpkeep:
                     keep = self.retention.days_for(table)
                     if keep is not None:
                         dropped += schema.drop_expired(conn, table, keep, now)
+                keep = self.retention.days_for("book_gaps")
+                if keep is not None:  # small, not partitioned: closed gaps older than the days are deleted
+                    self.gaps_deleted += schema.delete_old_book_gaps(conn, keep)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (self.LOCK,))
         self.dropped += dropped

@@ -41,11 +41,13 @@ class SqliteStore:
         max_size_mb: int | None = None,
         cache_mb: int = 64,
         rejects_max_rows: int | None = None,
+        retention_days: dict[str, float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_size_mb = max_size_mb
         self.cache_mb = cache_mb
         self.rejects_max_rows = rejects_max_rows
+        self.retention_days = dict(retention_days or {})
         self.last_check: StoreHealth | None = None
         self._free: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
 
@@ -87,7 +89,7 @@ class SqliteStore:
         connect(self.path).close()
 
     def writer(self) -> SqliteWriter:
-        return SqliteWriter(self.path, self.max_size_mb, self.cache_mb, self.rejects_max_rows)
+        return SqliteWriter(self.path, self.max_size_mb, self.cache_mb, self.rejects_max_rows, self.retention_days)
 
     @contextmanager
     def reader(self) -> Iterator[SqliteReader]:

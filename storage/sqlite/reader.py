@@ -14,8 +14,11 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from storage.codec import decode_levels, decode_snapshot
+from storage.port import BAR_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from storage.sqlite.micro import read_micro_bars, read_vpin
 from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
@@ -31,6 +34,10 @@ _TICK_SELECT = (
 )
 assert TICK_COLUMNS == ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
 _BAR_SELECT = f"SELECT {','.join(BAR_OUT_COLUMNS)} FROM bars"
+_QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
+_DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
+# Tables whose primary key starts with the symbol text (ticks are keyed by symbol id since v4).
+_KEYED_TABLES = ("bars", "quotes", "depth_updates")
 
 
 def _bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
@@ -63,7 +70,7 @@ class SqliteReader:
 
     def _distinct_symbols(self, table: str) -> list[str]:
         """Distinct symbols by skipping along the primary key (no full scan)."""
-        assert table == "bars"
+        assert table in _KEYED_TABLES
         out: list[str] = []
         last = ""
         while True:
@@ -74,11 +81,13 @@ class SqliteReader:
             out.append(last)
 
     def symbols_with_data(self) -> list[str]:
-        return sorted(set(self._distinct_symbols("bars")) | set(self._tick_symbols()))
+        keyed = set().union(*(self._distinct_symbols(t) for t in _KEYED_TABLES))
+        return sorted(keyed | set(self._tick_symbols()))
 
     def has_data(self, symbol: str) -> bool:
-        if self.conn.execute("SELECT 1 FROM bars WHERE symbol=? LIMIT 1", (symbol,)).fetchone():
-            return True
+        for table in _KEYED_TABLES:
+            if self.conn.execute(f"SELECT 1 FROM {table} WHERE symbol=? LIMIT 1", (symbol,)).fetchone():
+                return True
         sid = self._sym(symbol)
         return (
             sid is not None
@@ -199,7 +208,92 @@ class SqliteReader:
         ).fetchone()
         return (int(row[0]), int(row[1])) if row else None
 
+    # --- books ---------------------------------------------------------------------------
+
+    def quotes(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[tuple]:
+        """The newest `limit` L1 rows with start <= ts < end, oldest first (QUOTE_OUT_COLUMNS)."""
+        s, e = _bounds(start_ms, end_ms)
+        rows = self.conn.execute(
+            f"{_QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms DESC, update_id DESC LIMIT ?",
+            (symbol, s, e, limit),
+        ).fetchall()
+        rows.reverse()
+        return rows
+
+    def iter_quotes(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
+    ) -> Iterator[list[tuple]]:
+        s, e = _bounds(start_ms, end_ms)
+        cur = self.conn.execute(
+            f"{_QUOTE_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms, update_id", (symbol, s, e)
+        )
+        while rows := cur.fetchmany(chunk):
+            yield rows
+
+    def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:
+        row = self.conn.execute(
+            "SELECT final_id, ts_ms FROM depth_updates WHERE symbol=? AND ts_ms <= ?"
+            " ORDER BY ts_ms DESC, final_id DESC LIMIT 1",
+            (symbol, at_ms),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def book_snapshot_before(self, symbol: str, update_id: int, levels: bool = True) -> BookSnapshot | None:
+        row = self.conn.execute(
+            "SELECT update_id, ts_ms, recv_ms, kind, depth_limit, complete_low, complete_high"
+            f"{', levels' if levels else ''}"
+            " FROM book_snapshots WHERE symbol=? AND update_id <= ? ORDER BY update_id DESC LIMIT 1",
+            (symbol, update_id),
+        ).fetchone()
+        if row is None:
+            return None
+        uid, ts, recv, kind, limit, low, high = row[:7]
+        bids, asks = decode_snapshot(row[7]) if levels else ([], [])
+        complete = None
+        if kind == "interval":
+            complete = (0.0 if low is None else low, float("inf") if high is None else high)
+        return BookSnapshot(symbol, uid, None, ts, recv, bids, asks, limit, complete)
+
+    def _depth(self, symbol: str, rows: list[tuple]) -> list[DepthUpdate]:
+        return [DepthUpdate(symbol, u0, u, pu, ev, ts, recv, *decode_levels(b)) for u0, u, pu, ev, ts, recv, b in rows]
+
+    def depth_updates(self, symbol: str, from_id: int, to_id: int) -> list[DepthUpdate]:
+        rows = self.conn.execute(
+            f"{_DEPTH_SELECT} WHERE symbol=? AND final_id >= ? AND final_id <= ? ORDER BY final_id",
+            (symbol, from_id, to_id),
+        ).fetchall()
+        return self._depth(symbol, rows)
+
+    def iter_depth_updates(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 2_000
+    ) -> Iterator[list[DepthUpdate]]:
+        s, e = _bounds(start_ms, end_ms)
+        cur = self.conn.execute(
+            f"{_DEPTH_SELECT} WHERE symbol=? AND ts_ms >= ? AND ts_ms < ? ORDER BY final_id", (symbol, s, e)
+        )
+        while rows := cur.fetchmany(chunk):
+            yield self._depth(symbol, rows)
+
+    def book_gaps(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None) -> list[BookGap]:
+        s, e = _bounds(start_ms, end_ms)
+        rows = self.conn.execute(
+            "SELECT from_update_id, from_ms, reason, to_update_id, to_ms, status, detail FROM book_gaps"
+            " WHERE symbol=? AND from_ms < ? AND (to_ms IS NULL OR to_ms > ?) ORDER BY from_ms, from_update_id",
+            (symbol, e, s),
+        ).fetchall()
+        return [BookGap(symbol, f, fm, r, t, tm, st, d) for f, fm, r, t, tm, st, d in rows]
+
     # --- bars ----------------------------------------------------------------------------
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        return read_micro_bars(self.conn, symbol, timeframe, limit, *_bounds(start_ms, end_ms))
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        return read_vpin(self.conn, symbol, limit, *_bounds(start_ms, end_ms))
 
     def bars(
         self,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from storage.sqlite.micro import MICRO_DDL
+
 # Bump on every schema change and add the step to MIGRATIONS: an older store is migrated in place.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 ALERT_EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS alert_events(
@@ -173,6 +175,70 @@ CREATE TABLE IF NOT EXISTS correlation(
 """
 
 
+# Order books (docs/store.md, docs/book.md). Prices and quantities of levels stay the exchange's
+# strings (storage/codec.py); L1 rows are REAL like ticks. Large blobs live in rowid tables
+# (appends), keyed by a UNIQUE index on the natural key.
+BOOK_DDL = [
+    """CREATE TABLE IF NOT EXISTS quotes(
+    symbol TEXT NOT NULL,
+    update_id INTEGER NOT NULL,      -- order book update id u (bookTicker), or the depth event's u
+    ts_ms INTEGER NOT NULL,          -- transaction time T (else E; spot bookTicker: receive time)
+    event_ms INTEGER,                -- event time E, NULL when the exchange sent none
+    recv_ms INTEGER NOT NULL,        -- local receive time
+    bid REAL, bid_qty REAL, ask REAL, ask_qty REAL,   -- NULL: that side is empty
+    source TEXT NOT NULL DEFAULT 'bookTicker',         -- bookTicker | book (the local book's best)
+    PRIMARY KEY(symbol, update_id)
+) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS quotes_time ON quotes(symbol, ts_ms)",
+    """CREATE TABLE IF NOT EXISTS depth_updates(
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    final_id INTEGER NOT NULL,       -- u
+    first_id INTEGER NOT NULL,       -- U
+    prev_id INTEGER,                 -- pu (USD-M); NULL on spot, where U = previous u + 1
+    ts_ms INTEGER NOT NULL,          -- transaction time T (spot: event time E)
+    event_ms INTEGER NOT NULL,
+    recv_ms INTEGER NOT NULL,
+    n_bids INTEGER NOT NULL, n_asks INTEGER NOT NULL,
+    levels BLOB NOT NULL             -- storage/codec.py: four string columns, absolute quantities
+)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS depth_updates_key ON depth_updates(symbol, final_id)",
+    "CREATE INDEX IF NOT EXISTS depth_updates_time ON depth_updates(symbol, ts_ms, final_id)",
+    """CREATE TABLE IF NOT EXISTS book_snapshots(
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    update_id INTEGER NOT NULL,      -- the book after this update (REST: lastUpdateId)
+    ts_ms INTEGER NOT NULL,          -- its transaction time (REST: T, else E, else receive time)
+    recv_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,              -- rest: the snapshot a (re)sync started from; interval: the flow's own
+    depth_limit INTEGER,             -- rest: levels per side asked for
+    complete_low REAL, complete_high REAL,   -- interval: the price range known complete (NULL: unbounded)
+    n_bids INTEGER NOT NULL, n_asks INTEGER NOT NULL,
+    levels BLOB NOT NULL             -- storage/codec.py, zlib
+)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS book_snapshots_key ON book_snapshots(symbol, update_id)",
+    "CREATE INDEX IF NOT EXISTS book_snapshots_time ON book_snapshots(symbol, ts_ms)",
+    """CREATE TABLE IF NOT EXISTS book_gaps(
+    symbol TEXT NOT NULL,
+    from_update_id INTEGER NOT NULL, -- the book was known after this update (0: never before)
+    from_ms INTEGER NOT NULL,
+    to_update_id INTEGER,            -- known again after this one (the first applied after the resync)
+    to_ms INTEGER,
+    reason TEXT NOT NULL,            -- pu_break | reconnect | snapshot_failure | crossed
+    status TEXT NOT NULL DEFAULT 'open',   -- open | closed
+    detail TEXT NOT NULL DEFAULT '',
+    detected_ms INTEGER NOT NULL,    -- wall time it was first stored
+    PRIMARY KEY(symbol, from_update_id, from_ms)
+)""",
+]
+
+
+def _v5_book_tables(conn: sqlite3.Connection) -> None:
+    """v5: the order-book tables quotes, depth_updates, book_snapshots, book_gaps."""
+    for stmt in BOOK_DDL:
+        conn.execute(stmt)
+
+
 def _v2_alert_events_key(conn: sqlite3.Connection) -> None:
     """v2: alert_events keyed by (event_ms, rule_id, symbol, ref) (appends; one index for dedup
     and time reads) instead of (rule_id, event_ms, …) plus an event_ms index."""
@@ -225,7 +291,20 @@ def _v4_compact_ticks(conn: sqlite3.Connection) -> None:
 
 
 # version -> the step that brings a store from version - 1 to it (run in order, one transaction each).
-MIGRATIONS = {2: _v2_alert_events_key, 3: _v3_exact_decimal_bars, 4: _v4_compact_ticks}
+def _v6_micro_tables(conn: sqlite3.Connection) -> None:
+    """v6: microstructure bars and VPIN buckets (new tables only)."""
+    for statement in MICRO_DDL.split(";"):  # executescript would commit the migration's transaction
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS = {
+    2: _v2_alert_events_key,
+    3: _v3_exact_decimal_bars,
+    4: _v4_compact_ticks,
+    5: _v5_book_tables,
+    6: _v6_micro_tables,
+}
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -246,7 +325,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-    conn.executescript(DDL + TICK_ROWS_DDL + ALERT_EVENTS_DDL + ANALYTICS_DDL)
+    conn.executescript(
+        DDL + TICK_ROWS_DDL + ALERT_EVENTS_DDL + ANALYTICS_DDL + ";\n".join(BOOK_DDL) + ";\n" + MICRO_DDL
+    )
     if version is None:
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
     conn.commit()

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from storage.codec import encode_levels, encode_snapshot
 from storage.port import StoreBatch, StoreWriteError
 from storage.sqlite.analytics import analytics_rows
 from storage.sqlite.connection import connect
+from storage.sqlite.micro import micro_params, write_micro
 from storage.sqlite.rules import insert_events
 from storage.sqlite.sql import insert_flat
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.bars import BAR_COLUMNS, Bar
+from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.records import Trades
 from ticklens.domain.times import now_ms
 
@@ -84,6 +89,113 @@ def _derived(t: Trades) -> dict[str, np.ndarray]:
     }
 
 
+# Books: every write is idempotent by its natural key (a replay or a restart stores nothing twice).
+_QUOTE_COLUMNS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
+_QUOTE_HEAD = f"INSERT OR IGNORE INTO quotes({','.join(_QUOTE_COLUMNS)})"
+_DEPTH_COLUMNS = (
+    "symbol",
+    "final_id",
+    "first_id",
+    "prev_id",
+    "ts_ms",
+    "event_ms",
+    "recv_ms",
+    "n_bids",
+    "n_asks",
+    "levels",
+)
+_DEPTH_HEAD = f"INSERT OR IGNORE INTO depth_updates({','.join(_DEPTH_COLUMNS)})"
+_SNAPSHOT_INSERT = (
+    "INSERT OR IGNORE INTO book_snapshots(symbol, update_id, ts_ms, recv_ms, kind, depth_limit, complete_low,"
+    " complete_high, n_bids, n_asks, levels) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
+)
+# A gap is told when it opens and again when it closes, maybe in different batches: closed wins.
+_BOOK_GAP_UPSERT = (
+    "INSERT INTO book_gaps(symbol, from_update_id, from_ms, to_update_id, to_ms, reason, status, detail, detected_ms)"
+    " VALUES(?,?,?,?,?,?,?,?,?) ON CONFLICT(symbol, from_update_id, from_ms) DO UPDATE SET"
+    " to_update_id=COALESCE(excluded.to_update_id, book_gaps.to_update_id),"
+    " to_ms=COALESCE(excluded.to_ms, book_gaps.to_ms),"
+    " status=CASE WHEN book_gaps.status='closed' OR excluded.status='closed' THEN 'closed' ELSE excluded.status END"
+)
+# Table -> the time column its retention cuts on (closed gaps by their end; open ones stay).
+RETENTION_COLUMNS = {"quotes": "ts_ms", "depth_updates": "ts_ms", "book_snapshots": "ts_ms", "book_gaps": "to_ms"}
+RETENTION_EVERY_S = 60.0
+DAY_MS = 86_400_000
+
+
+def _symbols(conn: sqlite3.Connection, table: str) -> list[str]:
+    """Distinct symbols by skipping along an index that starts with the symbol (no full scan)."""
+    out: list[str] = []
+    while True:
+        row = conn.execute(f"SELECT MIN(symbol) FROM {table} WHERE symbol > ?", (out[-1] if out else "",)).fetchone()
+        if row[0] is None:
+            return out
+        out.append(row[0])
+
+
+def _quote_params(batches: Iterable[Quotes]) -> list[object]:
+    width = len(_QUOTE_COLUMNS)
+    flat: list[object] = []
+    for q in batches:
+        n = len(q)
+        if not n:
+            continue
+        part: list[object] = [None] * (n * width)
+        part[0::width] = [q.symbol] * n
+        part[1::width] = q.update_id.tolist()
+        part[2::width] = q.ts_ms.tolist()
+        part[3::width] = [None if e < 0 else e for e in q.event_ms.tolist()]
+        part[4::width] = q.recv_ms.tolist()
+        for j, col in enumerate((q.bid, q.bid_qty, q.ask, q.ask_qty), start=5):
+            part[j::width] = [None if math.isnan(x) else x for x in col.tolist()]
+        part[9::width] = [q.source] * n
+        flat += part
+    return flat
+
+
+def _depth_params(updates: Iterable[DepthUpdate]) -> list[object]:
+    flat: list[object] = []
+    for u in updates:
+        flat += (
+            u.symbol,
+            u.final_id,
+            u.first_id,
+            u.prev_final_id,
+            u.txn_ms,
+            u.event_ms,
+            u.recv_ms,
+            len(u.bid_px),
+            len(u.ask_px),
+            encode_levels(u.bid_px, u.bid_qty, u.ask_px, u.ask_qty),
+        )
+    return flat
+
+
+def _snapshot_row(s: BookSnapshot) -> tuple:
+    kind = "rest" if s.complete_range is None else "interval"
+    low = high = None
+    if s.complete_range is not None:
+        lo, hi = s.complete_range
+        low, high = (lo if lo > 0 else None), (None if math.isinf(hi) else hi)
+    return (
+        s.symbol,
+        s.last_update_id,
+        s.ts_ms,
+        s.recv_ms,
+        kind,
+        s.limit,
+        low,
+        high,
+        len(s.bids),
+        len(s.asks),
+        encode_snapshot(s.bids, s.asks),
+    )
+
+
+def _book_gap_row(g: BookGap, ts: int) -> tuple:
+    return (g.symbol, g.from_update_id, g.from_ms, g.to_update_id, g.to_ms, g.reason, g.status, g.detail, ts)
+
+
 @dataclass(slots=True)
 class TickParams:
     """Ticks as one flat parameter list in `columns` order (no row tuples).
@@ -136,6 +248,11 @@ class _Prepared:
     analytics: list[tuple[str, list[tuple]]]  # (INSERT head, rows)
     alerts: list[AlertFired]
     status: list[tuple]
+    quotes: list[object]  # flat, _QUOTE_COLUMNS per row
+    depth: list[object]  # flat, _DEPTH_COLUMNS per row
+    snapshots: list[tuple]
+    book_gaps: list[tuple]
+    micro: tuple[list[object], list[object]]  # flat micro_bars and vpin parameters
 
 
 def insert_ticks(conn: sqlite3.Connection, ticks: TickParams) -> None:
@@ -163,9 +280,12 @@ class SqliteWriter:
         max_size_mb: int | None = None,
         cache_mb: int = 64,
         rejects_max_rows: int | None = None,
+        retention_days: Mapping[str, float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.rejects_max_rows = rejects_max_rows
+        self.retention_days = {t: d for t, d in (retention_days or {}).items() if t in RETENTION_COLUMNS}
+        self._retained_at = 0.0
         self.conn = connect(self.path)
         self.conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
         # Another writer's transaction (a tier-out's one-transaction delete of a day, an upload) may
@@ -198,6 +318,11 @@ class SqliteWriter:
             analytics=analytics_rows(batch, ts),
             alerts=list(batch.alerts),
             status=[(k, orjson.dumps(v).decode(), ts) for k, v in batch.status.items()] if batch.status else [],
+            quotes=_quote_params(batch.quotes),
+            depth=_depth_params(batch.depth_updates),
+            snapshots=[_snapshot_row(s) for s in batch.book_snapshots],
+            book_gaps=[_book_gap_row(g, ts) for g in batch.book_gaps],
+            micro=micro_params(batch.micro_bars, batch.vpin, ts),
         )
 
     def write(self, prepared: _Prepared) -> list[AlertFired]:
@@ -229,7 +354,12 @@ class SqliteWriter:
             for head, rows in p.analytics:
                 if rows:
                     insert_flat(c, head, len(rows[0]), [v for r in rows for v in r])
+            write_micro(c, *p.micro)
             c.executemany("INSERT OR REPLACE INTO status(key, value, updated_ms) VALUES(?,?,?)", p.status)
+            insert_flat(c, _QUOTE_HEAD, len(_QUOTE_COLUMNS), p.quotes)
+            insert_flat(c, _DEPTH_HEAD, len(_DEPTH_COLUMNS), p.depth)
+            c.executemany(_SNAPSHOT_INSERT, p.snapshots)
+            c.executemany(_BOOK_GAP_UPSERT, p.book_gaps)
             c.execute("COMMIT")
         except BaseException as e:
             if c.in_transaction:
@@ -241,7 +371,35 @@ class SqliteWriter:
                     " everything before it is stored"
                 ) from e
             raise
+        if self.retention_days and time.monotonic() - self._retained_at >= RETENTION_EVERY_S:
+            self.apply_retention()
         return fresh
+
+    def apply_retention(self) -> dict[str, int]:
+        """Delete rows older than each table's retention, relative to the newest row of the same
+        symbol (exchange time: a replay of old data keeps what a live run would). Rows deleted per table."""
+        self._retained_at = time.monotonic()
+        c = self.conn
+        out: dict[str, int] = {}
+        for table, days in self.retention_days.items():
+            col = RETENTION_COLUMNS[table]
+            n = 0
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for sym in _symbols(c, table):
+                    newest = c.execute(f"SELECT MAX({col}) FROM {table} WHERE symbol=?", (sym,)).fetchone()[0]
+                    if newest is None:
+                        continue
+                    cut = newest - int(days * DAY_MS)
+                    n += c.execute(f"DELETE FROM {table} WHERE symbol=? AND {col} < ?", (sym, cut)).rowcount
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        c.execute("ROLLBACK")
+                raise
+            out[table] = n
+        return out
 
     def close(self) -> None:
         self.conn.close()

@@ -74,7 +74,9 @@ class Quotes:
     """A columnar batch of quotes of one symbol, as the flow passes them on.
 
     `ts_ms` is the transaction time `T` (or `E`, or the receive time on spot, which
-    sends neither); `event_ms` is -1 where the exchange sent none.
+    sends neither); `event_ms` is -1 where the exchange sent none. `source` says where the
+    rows come from: "bookTicker" (the exchange's L1 stream) or "book" (the local book's best
+    after each applied depth event that changed it; NaN for an empty side).
     """
 
     symbol: str
@@ -86,6 +88,7 @@ class Quotes:
     bid_qty: np.ndarray
     ask: np.ndarray
     ask_qty: np.ndarray
+    source: str = "bookTicker"
 
     def __len__(self) -> int:
         return len(self.update_id)
@@ -106,6 +109,23 @@ class Quotes:
             bid_qty=np.array([float(q.bid_qty) for q in quotes]),
             ask=np.array([float(q.ask) for q in quotes]),
             ask_qty=np.array([float(q.ask_qty) for q in quotes]),
+        )
+
+    @classmethod
+    def from_tops(cls, tops: BookTops, recv_ms: np.ndarray) -> Quotes:
+        """The local book's L1 rows as quotes (`recv_ms`: each row's event's receive time)."""
+        n = len(tops)
+        return cls(
+            tops.symbol,
+            tops.update_id,
+            tops.ts_ms,
+            np.full(n, -1, dtype=np.int64),
+            np.asarray(recv_ms, dtype=np.int64),
+            tops.bid,
+            tops.bid_qty,
+            tops.ask,
+            tops.ask_qty,
+            "book",
         )
 
 
@@ -220,6 +240,37 @@ class BookGap:
     to_ms: int | None = None
     status: Literal["open", "closed"] = "open"
     detail: str = ""
+
+
+@dataclass(slots=True)
+class SnapshotFailure:
+    """A depth snapshot request that failed (after its retries): the interval stays unknown."""
+
+    symbol: str
+    recv_ms: int
+    detail: str
+
+
+@dataclass(slots=True)
+class Reconnected:
+    """The connection carrying this symbol's depth stream was (re)opened: events may be missing."""
+
+    symbol: str
+    recv_ms: int
+
+
+BookRecord = Quote | DepthUpdate | BookSnapshot | SnapshotFailure | Reconnected
+
+
+@dataclass(slots=True)
+class BookBatch:
+    """What a source hands the flow for one symbol's book: its records in arrival order."""
+
+    symbol: str
+    records: list[BookRecord]
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 # --- the book --------------------------------------------------------------------------------------
@@ -358,6 +409,18 @@ class OrderBook:
 
     # -- loading and applying
 
+    def copy(self) -> OrderBook:
+        """An independent copy (the level dicts copied; strings are immutable and shared)."""
+        other = OrderBook(self.symbol)
+        other.bids = dict(self.bids)
+        other.asks = dict(self.asks)
+        other._bb, other._ba = self._bb, self._ba
+        other._dec, other._need, other._dot, other._scale = self._dec, self._need, self._dot, self._scale
+        other._step, other._grid = self._step, self._grid
+        other._complete, other._gone = self._complete, self._gone
+        other.last_update_id, other.ts_ms = self.last_update_id, self.ts_ms
+        return other
+
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
@@ -372,27 +435,31 @@ class OrderBook:
         prices = [lv[0] for lv in snap.bids] + [lv[0] for lv in snap.asks]
         if prices:
             self._set_decimals(max(map(decimals_of, prices)))
-        ticks = []
+        ticks: list[int] = []
+        need, dot, zero = self._need, self._dot, ZERO_QTY
         for levels, book in ((snap.bids, self.bids), (snap.asks, self.asks)):
             for p, q in levels:
-                if q in ZERO_QTY:
+                if q in zero:
                     continue
-                key, tick = self._canonical(p)  # type: ignore[misc]
-                book[key] = q
-                ticks.append(tick)
+                if len(p) > need and p[dot] == ".":  # canonical already (the exchange's own form)
+                    book[p] = q
+                    ticks.append(int(p.replace(".", "")))
+                else:
+                    key, tick = self._canonical(p)  # type: ignore[misc]
+                    book[key] = q
+                    ticks.append(tick)
         if ticks:
             self._set_step(_pow10_divisor(math.gcd(*ticks)) if any(ticks) else 1)
-        bids, asks = _ordered(self.bids), _ordered(self.asks)
-        self._bb = bids[-1] if bids else None
-        self._ba = asks[0] if asks else None
+        self._bb = _extreme(self.bids, True)
+        self._ba = _extreme(self.asks, False)
         if snap.complete_range is not None:
             low, high = snap.complete_range
             lo = None if low <= 0 else self._canonical(repr(low))[0]  # type: ignore[index]
             hi = None if math.isinf(high) else self._canonical(repr(high))[0]  # type: ignore[index]
         else:
             full = snap.limit is not None
-            lo = None if full and len(snap.bids) < snap.limit else (bids[0] if bids else None)  # type: ignore[operator]
-            hi = None if full and len(snap.asks) < snap.limit else (asks[-1] if asks else None)  # type: ignore[operator]
+            lo = None if full and len(snap.bids) < snap.limit else _extreme(self.bids, False)  # type: ignore[operator]
+            hi = None if full and len(snap.asks) < snap.limit else _extreme(self.asks, True)  # type: ignore[operator]
         self._complete = (lo, hi)
         self.last_update_id = snap.last_update_id
         self.ts_ms = snap.ts_ms
@@ -658,6 +725,16 @@ class OrderBook:
         return BookSnapshot(self.symbol, self.last_update_id, None, self.ts_ms, recv, bids, asks, None, complete)
 
 
+def _extreme(keys: dict[str, str], highest: bool) -> str | None:
+    """The highest (or lowest) canonical price among the keys, in one pass of C-level scans."""
+    if not keys:
+        return None
+    lengths = list(map(len, keys))
+    n = max(lengths) if highest else min(lengths)
+    same = compress(keys, map(n.__eq__, lengths))
+    return max(same) if highest else min(same)
+
+
 def _lt(a: str, b: str) -> bool:
     """a < b for canonical price strings."""
     return len(a) < len(b) or (len(a) == len(b) and a < b)
@@ -856,10 +933,9 @@ class BookSync:
             self._snapshot = None
             self.counters.stale_snapshots += 1
             return "stale"
-        self.book.load_snapshot(snap)
+        self._load(snap)
         self._snapshot = None
         self.counters.snapshots += 1
-        self._out_snaps.append(snap)
         self.live = True
         pending = list(buf)
         buf.clear()
@@ -870,6 +946,10 @@ class BookSync:
             else:
                 self._buffer.append(p)
         return "synced"
+
+    def _load(self, snap: BookSnapshot) -> None:
+        self.book.load_snapshot(snap)
+        self._out_snaps.append(snap)
 
     def _apply(self, u: DepthUpdate) -> None:
         book = self.book
@@ -906,6 +986,16 @@ class BookSync:
         self.counters.gaps += 1
         self._out_gaps.append(replace(self._gap))
 
+    @property
+    def last_update_id(self) -> int:
+        """Final id of the last applied event (0 before the first)."""
+        return self._last_u
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting for a snapshot."""
+        return len(self._buffer)
+
     # -- outputs
 
     def drain(self) -> BookStep:
@@ -941,8 +1031,37 @@ class BookSync:
         return step
 
 
+class SyncTracker(BookSync):
+    """`BookSync`'s decisions on update ids alone, without a book: the live source keeps one per
+    symbol to know when to fetch a REST snapshot (`needs_snapshot`) and which events repeat ones
+    already handed on (`last_update_id`).
+
+    It runs the very same procedure (buffer, drop, straddle, chain) over the same events and
+    snapshots in the same order as the flow's `BookSync`, so the two agree on when a snapshot is
+    needed; only a crossed book, which takes the levels to see, is the flow's alone. Nothing is
+    kept for output, and the buffer holds the events themselves (no copies).
+    """
+
+    def _load(self, snap: BookSnapshot) -> None:
+        pass
+
+    def _apply(self, u: DepthUpdate) -> None:
+        self._last_u = u.final_id
+        self.counters.applied += 1
+        self._good = (u.final_id, u.txn_ms)
+        self._gap = None
+
+    def _open(self, start: tuple[int, int], reason: GapReason, detail: str) -> None:
+        self._gap = BookGap(self.symbol, start[0], start[1], reason, detail=detail)
+        self.counters.gaps += 1
+
+
 __all__ = [
     "ZERO_QTY",
+    "BookBatch",
+    "BookRecord",
+    "Reconnected",
+    "SnapshotFailure",
     "BookGap",
     "BookSnapshot",
     "BookStep",
@@ -954,5 +1073,6 @@ __all__ = [
     "Quote",
     "Quotes",
     "SyncCounters",
+    "SyncTracker",
     "decimals_of",
 ]

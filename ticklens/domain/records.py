@@ -114,6 +114,9 @@ class FeedStats:
     queue_bytes: int = 0
     clock_skew_ms: float | None = None  # local receive time minus exchange event time
     ended: bool = False
+    snapshots: int = 0  # REST depth snapshots received (books)
+    snapshot_failures: int = 0  # failed snapshot attempts
+    book_duplicates: int = 0  # depth events delivered twice (a rollover's overlap), dropped
 
 
 @dataclass(slots=True)

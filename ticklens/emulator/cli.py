@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ticklens.emulator.rest import BookFaults
 from ticklens.emulator.server import FeedState, serve
 from ticklens.emulator.session import MALFORMED_KINDS, Faults
 from ticklens.emulator.simulator import Simulator
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-ids", type=_parse_skip, action="append", default=[], help="SYMBOL:FROM-TO never sent")
     p.add_argument("--malformed-every", type=int, default=0, help="a malformed message after every N trades")
     p.add_argument("--malformed", default=",".join(MALFORMED_KINDS), help="kinds to inject, comma-separated")
+    b = p.add_argument_group("book faults (recordings with depth streams)")
+    b.add_argument("--depth-drop-every", type=int, default=0, help="per symbol: one depth event not sent after every N")
+    b.add_argument("--depth-drop-count", type=int, default=0, help="at most this many dropped per connection (0: all)")
+    b.add_argument("--depth-fail", type=int, default=0, help="the first N snapshot requests answer HTTP 503")
+    b.add_argument("--depth-stale", type=int, default=0, help="the first N snapshots served are stale")
+    b.add_argument("--stale-by", type=int, default=200, help="depth events a stale snapshot is behind")
     return p
 
 
@@ -66,6 +73,8 @@ def build_state(args: argparse.Namespace) -> FeedState:
         if not args.files:
             raise SystemExit("ticklens feed: give files to replay, or --simulate --symbols …")
         tape = load_tape(args.files)
+        for note in tape.notes:
+            print(f"ticklens feed: {note}", file=sys.stderr)
         offset = 0
         if args.loop and args.start_now and len(tape) and tape.span_ms > 0:
             offset = max(0, int(time.time() * 1000) - int(tape.cols["ts_ms"][0]))
@@ -76,8 +85,20 @@ def build_state(args: argparse.Namespace) -> FeedState:
     bad = [k for k in kinds if k not in MALFORMED_KINDS]
     if bad:
         raise SystemExit(f"ticklens feed: unknown --malformed kinds {bad}; known: {', '.join(MALFORMED_KINDS)}")
-    faults = Faults(args.drop_after, args.malformed_every, kinds or MALFORMED_KINDS, args.resend)
-    return FeedState(tl, faults, drop_count=args.drop_count)
+    faults = Faults(
+        args.drop_after,
+        args.malformed_every,
+        kinds or MALFORMED_KINDS,
+        args.resend,
+        depth_drop_every=args.depth_drop_every,
+        depth_drop_count=args.depth_drop_count,
+    )
+    book_faults = BookFaults(stale_by=args.stale_by)
+    if args.depth_fail:
+        book_faults.fail["*"] = args.depth_fail
+    if args.depth_stale:
+        book_faults.stale["*"] = args.depth_stale
+    return FeedState(tl, faults, drop_count=args.drop_count, book_faults=book_faults)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,15 +1,24 @@
-"""The picows WebSocket server that only moves bytes, plus HTTP control (`/control/stats`, `/control/drop`)."""
+"""The picows WebSocket server that only moves bytes, plus HTTP: the REST depth snapshot and the control paths.
+
+HTTP on the same port: `GET /fapi/v1/depth` (`/api/v3/depth` for spot recordings,
+see `rest`), `/control/stats` (JSON counters), `/control/drop` (drop every connection
+now), `/control/book` (the feed's book: ground truth for tests), `/control/faults`
+(arm snapshot failures, stale snapshots, dropped depth events).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from ticklens.emulator import rest
+from ticklens.emulator.rest import BookFaults
 from ticklens.emulator.session import REJECTED_KINDS, Faults, Session, Subscription, parse_path
 from ticklens.emulator.timeline import Timeline
 
@@ -25,6 +34,22 @@ class FeedState:
     messages: int = 0
     closed: list[Session] = field(default_factory=list)  # finished sessions, for the counters
     stop: Callable[[], None] | None = None  # set by serve(): ends the server
+    book_faults: BookFaults = field(default_factory=BookFaults)
+    misrouted: dict[str, int] = field(default_factory=dict)  # stream names asked on the wrong routed path
+
+    @property
+    def books(self) -> dict:
+        tape = self.timeline.tape
+        return tape.books if tape is not None else {}
+
+    def note_misrouted(self, sub: Subscription, path: str) -> None:
+        for name in sub.misrouted:
+            self.misrouted[name] = self.misrouted.get(name, 0) + 1
+            print(
+                f"ticklens feed: {name!r} is not served on {path} (as on Binance: accepted, never sent)",
+                file=sys.stderr,
+            )
+        sub.misrouted.clear()
 
     def add_closed(self, s: Session) -> None:
         # Fold into one summary session so the list stays short.
@@ -33,6 +58,10 @@ class FeedState:
         acc = self.closed[0]
         acc.trades_sent += s.trades_sent
         acc.lost += s.lost
+        acc.quotes_sent += s.quotes_sent
+        acc.depth_sent += s.depth_sent
+        acc.depth_dropped += s.depth_dropped
+        acc.dropped_ids = (acc.dropped_ids + s.dropped_ids)[-1_000:]
         for k, v in s.malformed_sent.items():
             acc.malformed_sent[k] = acc.malformed_sent.get(k, 0) + v
         for k, v in s.by_symbol.items():
@@ -71,6 +100,13 @@ class FeedState:
             "due": tl.due_position(time.monotonic()) if tl.wall0 is not None and tl.speed is not None else None,
             "lost": sum(s.lost for s in sessions),
             "symbols": tl.symbols,
+            "quotes": sum(s.quotes_sent for s in sessions),
+            "depth_events": sum(s.depth_sent for s in sessions),
+            "depth_dropped": sum(s.depth_dropped for s in sessions),
+            "depth_dropped_ids": [[tl.symbols[sym], u] for s in sessions for sym, u in s.dropped_ids][-1_000:],
+            "misrouted": dict(self.misrouted),
+            "snapshots": self.book_faults.stats(),
+            "books": rest.books_info(tl),
         }
 
 
@@ -112,17 +148,15 @@ def _listener_class():
             sub = self.session.sub
             if method == "SUBSCRIBE":
                 for name in req.get("params") or []:
-                    sub.add(str(name), self.state.timeline.symbols)
+                    sub.add(str(name), self.state.timeline.symbols, self.state.books)
+                self.state.note_misrouted(sub, f"/{sub.route}")
                 transport.send(WSMsgType.TEXT, orjson.dumps({"result": None, "id": rid}))
             elif method == "UNSUBSCRIBE":
                 for name in req.get("params") or []:
-                    sym, _, _ = str(name).partition("@")
-                    if sym in self.state.timeline.symbols:
-                        sub.streams.pop(self.state.timeline.symbols.index(sym), None)
+                    sub.remove(str(name), self.state.timeline.symbols)
                 transport.send(WSMsgType.TEXT, orjson.dumps({"result": None, "id": rid}))
             elif method == "LIST_SUBSCRIPTIONS":
-                names = [n.decode() for lst in sub.streams.values() for n, _ in lst]
-                transport.send(WSMsgType.TEXT, orjson.dumps({"result": names, "id": rid}))
+                transport.send(WSMsgType.TEXT, orjson.dumps({"result": sub.names(), "id": rid}))
 
         def on_ws_disconnected(self, transport) -> None:  # type: ignore[no-untyped-def]
             if self in self.state.connections:
@@ -178,9 +212,17 @@ async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | N
         path = request.path.decode("latin-1")
         if path.startswith("/control/"):
             return WSUpgradeResponseWithListener(_control(state, path), None)
-        sub, query, err = parse_path(path, state.timeline.symbols)
+        route = urlsplit(path).path
+        if route in rest.PATHS:
+            query = {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
+            now = time.monotonic()
+            pos = state.timeline.current_position(now, bool(state.connections))
+            status, body, headers = rest.depth(state.timeline, state.book_faults, route, query, now, pos)
+            return WSUpgradeResponseWithListener(_http(status, body, headers), None)
+        sub, query, err = parse_path(path, state.timeline.symbols, state.books)
         if sub is None:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(400, err.encode()), None)
+        state.note_misrouted(sub, route)
         f = state.faults
         try:
             faults = Faults(
@@ -188,6 +230,8 @@ async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | N
                 malformed_every=int(query.get("malformed_every", f.malformed_every)),
                 malformed_kinds=f.malformed_kinds,
                 resend=int(query.get("resend", f.resend)),
+                depth_drop_every=int(query.get("depth_drop_every", f.depth_drop_every)),
+                depth_drop_count=int(query.get("depth_drop_count", f.depth_drop_count)),
             )
         except ValueError as e:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(400, str(e).encode()), None)
@@ -215,10 +259,40 @@ async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | N
                 c.task.cancel()
 
 
-def _control(state: FeedState, path: str):  # type: ignore[no-untyped-def]
+def _http(status: int, body: bytes, headers: dict[str, str]):  # type: ignore[no-untyped-def]
     from picows import WSUpgradeResponse
 
-    route = urlsplit(path).path
+    if status == 200:
+        return WSUpgradeResponse.create_ok_response(body, headers)
+    return WSUpgradeResponse.create_error_response(status, body, headers)
+
+
+def _arm(state: FeedState, query: dict[str, str]) -> dict[str, object]:
+    """`/control/faults?…`: add snapshot failures / stale answers / dropped depth events, for a symbol or all."""
+    bf = state.book_faults
+    symbol = query.get("symbol", "*").lower()
+    for key, table in (("depth_fail", bf.fail), ("depth_stale", bf.stale)):
+        if key in query:
+            table[symbol] = table.get(symbol, 0) + int(query[key])
+    if "stale_by" in query:
+        bf.stale_by = int(query["stale_by"])
+    armed = 0
+    if "depth_drop" in query:
+        n = int(query["depth_drop"])
+        syms = state.timeline.symbols
+        want = None if symbol == "*" else syms.index(symbol) if symbol in syms else -1
+        for c in state.connections:
+            subs = c.session.sub.books
+            for s in subs if want is None else [want] if want in subs else []:
+                c.session.faults.depth_drop_now[s] = c.session.faults.depth_drop_now.get(s, 0) + n
+                armed += 1
+    return {"armed_streams": armed, **bf.stats()}
+
+
+def _control(state: FeedState, path: str):  # type: ignore[no-untyped-def]
+    parts = urlsplit(path)
+    route = parts.path
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if route == "/control/stats":
         body = orjson.dumps(state.stats())
     elif route == "/control/drop":
@@ -226,6 +300,17 @@ def _control(state: FeedState, path: str):  # type: ignore[no-untyped-def]
         for c in conns:
             c.drop()
         body = orjson.dumps({"dropped": len(conns)})
+    elif route == "/control/book":
+        return _http(
+            *rest.truth(
+                state.timeline, query, state.timeline.current_position(time.monotonic(), bool(state.connections))
+            )
+        )
+    elif route == "/control/faults":
+        try:
+            body = orjson.dumps(_arm(state, query))
+        except ValueError as e:
+            return _http(400, orjson.dumps({"error": str(e)}), {"Content-Type": "application/json"})
     else:
-        return WSUpgradeResponse.create_error_response(404, b"unknown control path")
-    return WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
+        return _http(404, b"unknown control path", {})
+    return _http(200, body, {"Content-Type": "application/json"})

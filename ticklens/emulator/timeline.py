@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ticklens.emulator.simulator import Simulator
-from ticklens.emulator.tape import Rows, Tape
+from ticklens.emulator.tape import AGG, Rows, Tape
 
 
 class Timeline:
@@ -41,8 +41,11 @@ class Timeline:
             self.n = len(tape)
             self.span = tape.span_ms
             self.msg_span, self.under_span = tape.id_spans()
+            self.book_span = tape.book_spans()
+            self.has_books = tape.has_books
         else:
             self.n = 0
+            self.has_books = False
             self.sim_chunks: list[dict[str, np.ndarray]] = []
             self.sim_bases: list[int] = []
             self.sim_until = 0  # ms generated so far (exclusive)
@@ -139,17 +142,41 @@ class Timeline:
             sym = c["sym"]
             c["ts_ms"] = c["ts_ms"] + k * self.span
             c["event_ms"] = c["event_ms"] + k * self.span
-            c["trade_id"] = c["trade_id"] + k * self.msg_span[sym]
-            c["first_id"] = c["first_id"] + k * self.under_span[sym]
-            c["last_id"] = c["last_id"] + k * self.under_span[sym]
+            if self.has_books:
+                # Book rows carry update ids (u, U, pu) in the id columns: shifted by the book's span.
+                trade = c["kind"] <= AGG
+                book = k * self.book_span[sym]
+                c["trade_id"] = c["trade_id"] + np.where(trade, k * self.msg_span[sym], book)
+                c["first_id"] = c["first_id"] + np.where(trade, k * self.under_span[sym], book)
+                last = c["last_id"]
+                c["last_id"] = last + np.where(trade, k * self.under_span[sym], np.where(last >= 0, book, 0))
+            else:
+                c["trade_id"] = c["trade_id"] + k * self.msg_span[sym]
+                c["first_id"] = c["first_id"] + k * self.under_span[sym]
+                c["last_id"] = c["last_id"] + k * self.under_span[sym]
             raw = None
-        return Rows(start, k * self.n + j, raw=raw, **c)
+        return Rows(start, k * self.n + j, raw=raw, loop=k, tape_start=i, **c)
 
     def keep_mask(self, rows: Rows) -> np.ndarray | None:
         """False for rows inside a requested skip range (None: keep all)."""
         if not self.skip:
             return None
         keep = np.ones(len(rows.ts_ms), dtype=bool)
+        trade = rows.kind <= AGG  # the ranges are trade ids; book rows carry update ids
         for s, a, b in self.skip:
-            keep &= ~((rows.sym == s) & (rows.trade_id >= a) & (rows.trade_id <= b))
+            keep &= ~((rows.sym == s) & (rows.trade_id >= a) & (rows.trade_id <= b) & trade)
         return keep
+
+    def split(self, pos: int) -> tuple[int, int]:
+        """(loop pass, tape index) of a position of a replayed tape."""
+        k, i = divmod(pos, self.n)
+        if not self.loop and k >= 1:
+            return 0, self.n
+        return k, i
+
+    def current_position(self, now: float, connected: bool) -> int:
+        """The replay position the market is at: the furthest any connection has been sent (what the
+        feed has published), or with none connected what is due (paced; max speed: where the last one got to)."""
+        if self.speed is None or connected:
+            return self.high_water
+        return self.due_position(now)

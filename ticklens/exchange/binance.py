@@ -1,9 +1,11 @@
-"""Binance wire format, parsed once, here, into trade rows.
+"""Binance wire format, parsed once, here, into records: trade rows, quotes, depth updates, snapshots.
 
 Handles the combined-stream envelope (`{"stream":…,"data":…}`) and raw
-events, for both `@aggTrade` and `@trade`. Unknown fields are ignored (2026
-aggTrades carry `nq`, `st`, …); anything we cannot use becomes a `Rejected`
-with a reason instead of an exception. Values are checked strictly, here and
+events: `@aggTrade` and `@trade` here, `@bookTicker`, `@depth` and REST depth
+bodies through the book parsers (`binance_book`), one table entry per event
+type. Unknown fields are ignored (2026 aggTrades carry `nq`, `st`, …);
+anything we cannot use becomes a `Rejected` with a reason instead of an
+exception. Values are checked strictly, here and
 nowhere else: ids are JSON integers within int64, times within an absolute
 window and (live) within `window_ms` of the receive time, prices and
 quantities finite and positive.
@@ -12,15 +14,16 @@ quantities finite and positive.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import orjson
 
 from ticklens.domain.records import Rejected
+from ticklens.exchange.binance_book import BookError, depth_record, quote_record, snapshot_record
 
 TRADE_EVENTS = ("aggTrade", "trade")
-# Streams that recordings carry beside trades; replay skips them on purpose.
+# Streams that recordings carry beside trades and books: skipped on purpose.
 OTHER_EVENTS = frozenset({"bookTicker", "depthUpdate", "markPriceUpdate", "kline", "24hrTicker", "forceOrder"})
 
 # Bounds of what a trade can be; anything outside is a reject, so every later step can rely on
@@ -54,9 +57,7 @@ ARCHIVE_AGG = ("id", "price", "qty", "first", "last", "time", "is_buyer_maker")
 ARCHIVE_TRADES = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker")
 
 Row = tuple[int, int, float, float, bool, int, int, int, int]
-ParseResult = (
-    tuple[Literal["trade"], str, Row] | tuple[Literal["skip"], str, None] | tuple[Literal["reject"], str, None]
-)
+ParseResult = tuple[str, str, Any]  # (status, symbol or reason, payload): see parse_event
 
 
 def stream_names(symbols: list[str], stream: str) -> list[str]:
@@ -108,27 +109,7 @@ def _show(v: object) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
-def parse_event(event: object, recv_ms: int, window_ms: int | None = DEFAULT_WINDOW_MS) -> ParseResult:
-    """One decoded event → ("trade", symbol, row) | ("skip", why, None) | ("reject", why, None).
-
-    `window_ms`: trade and event times must lie within this of `recv_ms` (None: only the
-    absolute window [MIN_TIME_MS, MAX_TIME_MS], for archives and the REST backfill).
-    """
-    if not isinstance(event, dict):
-        return ("reject", f"event is {type(event).__name__}, not an object", None)
-    if "stream" in event and "data" in event:
-        event = event["data"]
-        if not isinstance(event, dict):
-            return ("reject", "stream data is not an object", None)
-    kind = event.get("e")
-    if not isinstance(kind, str):
-        kind = None if kind is None else _show(kind)
-    if kind not in TRADE_EVENTS:
-        if "result" in event and "id" in event:
-            return ("reject", "subscription response", None)
-        if kind in OTHER_EVENTS or "lastUpdateId" in event:
-            return ("skip", f"other stream: {kind or 'snapshot'}", None)
-        return ("reject", f"unexpected event type {kind if kind is None else _show(kind)}", None)
+def _trade(kind: str, event: dict, recv_ms: int, window_ms: int | None) -> ParseResult:
     for key in _REQUIRED[kind]:  # a missing field is named first, whatever else is wrong
         if key not in event:
             return ("reject", f"{kind} missing field {key!r}", None)
@@ -158,14 +139,123 @@ def parse_event(event: object, recv_ms: int, window_ms: int | None = DEFAULT_WIN
     return ("trade", symbol.lower(), (tid, ts, price, qty, maker, first, last, ev_ms, recv_ms))
 
 
-def parse_message(raw: bytes | str, recv_ms: int, window_ms: int | None = DEFAULT_WINDOW_MS) -> ParseResult:
-    if len(raw) > MAX_MESSAGE_BYTES:  # no trade is this big: not worth parsing
+def _book_times(kind: str, times: tuple[int | None, ...], recv_ms: int, window_ms: int | None) -> str | None:
+    """Why a book record's exchange times are out of bounds (as for trades), or None."""
+    for t in times:
+        if t is None:
+            continue
+        if not MIN_TIME_MS <= t <= MAX_TIME_MS:
+            return f"{kind} time {t} is out of range [{MIN_TIME_MS}, {MAX_TIME_MS}]"
+        if window_ms is not None and abs(t - recv_ms) > window_ms:
+            return f"{kind} time {t} is more than {window_ms} ms from the receive time {recv_ms}"
+    return None
+
+
+def _quote(kind: str, event: dict, recv_ms: int, window_ms: int | None, raw: bytes | None, env: bool) -> ParseResult:
+    q = quote_record(event, recv_ms)
+    bad = _book_times("bookTicker", (q.event_ms, q.txn_ms), recv_ms, window_ms)
+    return ("reject", bad, None) if bad else ("quote", q.symbol, q)
+
+
+def _depth(kind: str, event: dict, recv_ms: int, window_ms: int | None, raw: bytes | None, env: bool) -> ParseResult:
+    d = depth_record(event, recv_ms, raw, env)
+    bad = _book_times("depthUpdate", (d.event_ms, d.txn_ms), recv_ms, window_ms)
+    return ("reject", bad, None) if bad else ("depth", d.symbol, d)
+
+
+# event type `e` -> (record kind, parser); the kinds a caller asks for select among them.
+_BOOK_PARSERS = {"bookTicker": ("quote", _quote), "depthUpdate": ("depth", _depth)}
+TRADE_KINDS = frozenset({"trade"})
+# Config stream kind -> record kinds it delivers (a depth stream needs REST snapshots too).
+STREAM_KINDS = {"aggTrade": {"trade"}, "trade": {"trade"}, "bookTicker": {"quote"}, "depth": {"depth", "snapshot"}}
+SNAPSHOT_STREAM = "@depthSnapshot"  # how ticklens names a REST depth body in its own recordings
+
+
+def record_kinds(streams: list[str] | None) -> frozenset[str]:
+    """The record kinds `parse_message` should return for these configured stream kinds."""
+    return frozenset(k for s in streams or ["aggTrade"] for k in STREAM_KINDS[s])
+
+
+def _snapshot_line(event: dict, stream: str | None, recv_ms: int) -> ParseResult:
+    """A REST depth body: bare (a recording's own line, no symbol: "") or in our envelope
+    `{"stream":"btcusdt@depthSnapshot","data":…}`, where an error body is a failed request."""
+    symbol = stream[: -len(SNAPSHOT_STREAM)] if stream and stream.endswith(SNAPSHOT_STREAM) else None
+    if symbol is not None and "lastUpdateId" not in event:
+        detail = f"depth snapshot failed: {_show(event.get('code'))} {str(event.get('msg'))[:200]}"
+        return ("snapshot_failure", symbol.lower(), detail)
+    snap = snapshot_record(event, symbol, recv_ms)
+    return ("snapshot", snap.symbol, snap)
+
+
+def parse_event(
+    event: object,
+    recv_ms: int,
+    window_ms: int | None = DEFAULT_WINDOW_MS,
+    kinds: frozenset[str] = TRADE_KINDS,
+    raw: bytes | None = None,
+) -> ParseResult:
+    """One decoded event → its record, or why not. Results: ("trade", symbol, row),
+    ("quote", symbol, Quote), ("depth", symbol, DepthUpdate), ("snapshot", symbol, BookSnapshot),
+    ("snapshot_failure", symbol, detail), ("skip", why, None), ("reject", why, None).
+
+    `kinds`: the record kinds wanted (`record_kinds(source.streams)`); the others are skipped.
+    `window_ms`: exchange times must lie within this of `recv_ms` (None: only the absolute
+    window [MIN_TIME_MS, MAX_TIME_MS], for archives and the REST backfill). `raw`: the message
+    the event was decoded from (the bulk check of a depth event's levels uses it).
+    """
+    if not isinstance(event, dict):
+        return ("reject", f"event is {type(event).__name__}, not an object", None)
+    stream = None
+    enveloped = "stream" in event and "data" in event
+    if enveloped:
+        stream = event["stream"]
+        event = event["data"]
+        if not isinstance(event, dict):
+            return ("reject", "stream data is not an object", None)
+    kind = event.get("e")
+    if not isinstance(kind, str):
+        kind = None if kind is None else _show(kind)
+    if kind in TRADE_EVENTS:
+        return _trade(kind, event, recv_ms, window_ms) if "trade" in kinds else ("skip", f"other stream: {kind}", None)
+    book = _BOOK_PARSERS.get(kind) if kind is not None else None
+    if book is None and kind is None:  # shapes without an event type: spot bookTicker, REST depth
+        if "lastUpdateId" in event or (isinstance(stream, str) and stream.endswith(SNAPSHOT_STREAM)):
+            if "snapshot" not in kinds:
+                return ("skip", "other stream: snapshot", None)
+            try:
+                return _snapshot_line(event, stream if isinstance(stream, str) else None, recv_ms)
+            except BookError as e:
+                return ("reject", str(e), None)
+        if "u" in event and "A" in event and "B" in event:
+            book = _BOOK_PARSERS["bookTicker"]
+    if book is not None:
+        record_kind, parser = book
+        if record_kind not in kinds:
+            return ("skip", f"other stream: {kind or 'bookTicker'}", None)
+        try:
+            return parser(record_kind, event, recv_ms, window_ms, raw, enveloped)
+        except BookError as e:
+            return ("reject", str(e), None)
+    if "result" in event and "id" in event:
+        return ("reject", "subscription response", None)
+    if kind in OTHER_EVENTS:
+        return ("skip", f"other stream: {kind}", None)
+    return ("reject", f"unexpected event type {kind if kind is None else _show(kind)}", None)
+
+
+def parse_message(
+    raw: bytes | str,
+    recv_ms: int,
+    window_ms: int | None = DEFAULT_WINDOW_MS,
+    kinds: frozenset[str] = TRADE_KINDS,
+) -> ParseResult:
+    if len(raw) > MAX_MESSAGE_BYTES:  # no message of ours is this big: not worth parsing
         return ("reject", f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}", None)
     try:
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         return ("reject", f"invalid JSON: {str(e)[:200]}", None)
-    return parse_event(event, recv_ms, window_ms)
+    return parse_event(event, recv_ms, window_ms, kinds, raw if type(raw) is bytes else None)
 
 
 def archive_row(kind: str, fields: list[bytes]) -> Row | str:

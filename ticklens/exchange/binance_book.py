@@ -52,8 +52,11 @@ _BSIDE = b"\\[(?:" + _BL + b"(?:," + _BL + b")*+)?+\\]"
 _TAIL = re.compile(b'"b":' + _BSIDE + b',"a":' + _BSIDE + b"\\}(\\}?)\\s*+")
 
 
-class _Bad(ValueError):
+class BookError(ValueError):
     """A reason to reject the message."""
+
+
+_Bad = BookError
 
 
 def _symbol(value: object) -> str:
@@ -221,7 +224,7 @@ def _quote(event: dict, recv_ms: int) -> Quote:
     )
 
 
-def _snapshot(body: dict, symbol: str, recv_ms: int, limit: int | None) -> BookSnapshot:
+def _snapshot(body: dict, symbol: str | None, recv_ms: int, limit: int | None) -> BookSnapshot:
     if "code" in body and "lastUpdateId" not in body:
         raise _Bad(f"depth snapshot error {body.get('code')!r:.20}: {body.get('msg')!r:.200}")
     try:
@@ -243,7 +246,8 @@ def _snapshot(body: dict, symbol: str, recv_ms: int, limit: int | None) -> BookS
                 raise _Bad(f"{side}[{i}] has zero quantity in a snapshot")
     if limit is not None and (len(bids) > limit or len(asks) > limit):
         raise _Bad(f"snapshot has more levels than the limit {limit}")
-    sym = _symbol(symbol.upper() if isinstance(symbol, str) else symbol)
+    # No symbol: a bare REST body in a recording, named by the caller (`symbol` set later).
+    sym = "" if symbol is None else _symbol(symbol.upper() if isinstance(symbol, str) else symbol)
     return BookSnapshot(
         sym,
         last,
@@ -254,6 +258,23 @@ def _snapshot(body: dict, symbol: str, recv_ms: int, limit: int | None) -> BookS
         asks,
         limit,
     )
+
+
+def quote_record(event: dict, recv_ms: int) -> Quote:
+    """A decoded bookTicker event (USD-M, or spot's without `e`, `E`, `T`) -> Quote; raises BookError."""
+    return _quote(event, recv_ms)
+
+
+def depth_record(event: dict, recv_ms: int, raw: bytes | None = None, enveloped: bool = False) -> DepthUpdate:
+    """A decoded depthUpdate event -> DepthUpdate (USD-M if it has `pu`, else spot); raises BookError.
+
+    `raw`: the undecoded message it came from, for the bulk check of its levels."""
+    return _depth(event, recv_ms, None, raw is not None and _tail_ok(raw, enveloped))
+
+
+def snapshot_record(body: dict, symbol: str | None, recv_ms: int, limit: int | None = None) -> BookSnapshot:
+    """A decoded REST depth body -> BookSnapshot (symbol "" when None); raises BookError."""
+    return _snapshot(body, symbol, recv_ms, limit)
 
 
 def _dispatch(
@@ -349,8 +370,14 @@ def parse_depth_snapshot(
 
 
 def depth_stream(symbol: str, speed_ms: int = 0) -> str:
-    """The diff-depth stream name, e.g. btcusdt@depth@0ms (USD-M: 0/100/250/500; spot: 100/1000)."""
-    return f"{symbol.lower()}@depth@{speed_ms}ms"
+    """The diff-depth stream name, e.g. btcusdt@depth@0ms (USD-M: 0/100/250/500, where 250 ms is
+    the plain `@depth`; spot: 100/1000)."""
+    return f"{symbol.lower()}@depth" if speed_ms == 250 else f"{symbol.lower()}@depth@{speed_ms}ms"
+
+
+def depth_weight(limit: int) -> int:
+    """REST request weight of GET /fapi/v1/depth at this limit (Binance's table)."""
+    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
 
 
 def book_ticker_stream(symbol: str) -> str:

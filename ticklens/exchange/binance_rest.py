@@ -41,22 +41,29 @@ class PendingHole:
     due: float
 
 
+AGG_TRADES_WEIGHT = 20  # Binance's request weight of GET /fapi/v1/aggTrades
+
+
 class RequestBudget:
-    """At most `per_minute` requests in any 60 s (Binance weighs aggTrades at 20 of 2400/min)."""
+    """At most `per_minute` request units in any 60 s. A unit is one aggTrades request (weight 20
+    of Binance's 2400/min); other requests cost their weight / 20 (a depth snapshot of 1000
+    levels: 20, one unit), so backfill and book snapshots share one per-IP budget."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self.sent: deque[float] = deque()
+        self.sent: deque[tuple[float, float]] = deque()  # (monotonic time, cost)
+        self.used = 0.0
 
-    async def take(self) -> None:
+    async def take(self, cost: float = 1.0) -> None:
         while True:
             now = time.monotonic()
-            while self.sent and now - self.sent[0] >= 60:
-                self.sent.popleft()
-            if len(self.sent) < self.per_minute:
-                self.sent.append(now)
+            while self.sent and now - self.sent[0][0] >= 60:
+                self.used -= self.sent.popleft()[1]
+            if not self.sent or self.used + cost <= self.per_minute + 1e-9:
+                self.sent.append((now, cost))
+                self.used += cost
                 return
-            await asyncio.sleep(60 - (now - self.sent[0]) + 0.01)
+            await asyncio.sleep(60 - (now - self.sent[0][0]) + 0.01)
 
 
 async def get_within_budget(
@@ -66,20 +73,28 @@ async def get_within_budget(
     budget: RequestBudget,
     rng: random.Random,
     on_request: Callable[[], None] | None = None,
+    *,
+    cost: float = 1.0,
+    on_failure: Callable[[str], None] | None = None,
 ) -> httpx.Response:
-    """A 200 answer to GET `url`, each attempt within `budget`; transport errors, 418/429 and 5xx
-    are retried with jittered exponential backoff (Retry-After honoured), other 4xx raise at once.
-    Shared by the live backfill and `ticklens history rest-fill`."""
+    """A 200 answer to GET `url`, each attempt within `budget` (`cost` units); transport errors,
+    418/429 and 5xx are retried with jittered exponential backoff (Retry-After honoured), other
+    4xx raise at once. `on_failure` hears about every failed attempt. Shared by the live
+    backfill, the book's depth snapshots and `ticklens history rest-fill`."""
     for attempt in range(MAX_ATTEMPTS):
-        await budget.take()
+        await budget.take(cost)
         if on_request is not None:
             on_request()
         try:
             r = await client.get(url, params=params)
-        except httpx.TransportError:
+        except httpx.TransportError as e:
             r = None
+            if on_failure is not None:
+                on_failure(f"{type(e).__name__}: {str(e)[:200]}")
         if r is not None and r.status_code == 200:
             return r
+        if r is not None and on_failure is not None:
+            on_failure(f"HTTP {r.status_code}: {r.text[:200]}")
         if r is not None and 400 <= r.status_code < 500 and r.status_code not in (418, 429):
             raise RuntimeError(f"REST {r.status_code}: {r.text[:200]}")
         retry_after = 0.0
@@ -101,6 +116,7 @@ class Backfiller:
         on_rows: Callable[[str, list[Row]], None],
         on_gap: Callable[[GapEvent], None],
         last_ids: dict[str, int] | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.fillable = fillable
@@ -108,7 +124,7 @@ class Backfiller:
         self.on_gap = on_gap
         self.last: dict[str, int] = dict(last_ids or {})
         self.pending: dict[tuple[str, int], PendingHole] = {}
-        self.budget = RequestBudget(per_minute)
+        self.budget = budget or RequestBudget(per_minute)
         self.client: httpx.AsyncClient | None = None
         self.requests = 0
         self.filled_trades = 0

@@ -2,13 +2,21 @@
 
 The reader thread parses every message once (`ticklens.exchange.binance`) and
 stages rows per symbol; `drain` hands them to the flow as columnar `Trades`,
-with the rejected messages and the backfill's gaps. The queue is bounded by
-rows (`source.queue_max`) and by bytes (`source.queue_max_bytes`, trades and
-rejects alike, each reject keeping at most 4 KiB of its message): when full,
-the sockets pause (TCP pushes back on the sender) instead of dropping
-anything, so no flood of any kind grows memory. An optional recording keeps
-every raw message as `<ns> <json>` lines for an exact replay (a rejected one
-marked so that it stays a reject).
+with the book records per symbol (`BookBatch`: quotes, depth updates, REST
+snapshots, reconnect and snapshot-failure markers, in arrival order), the
+rejected messages and the backfill's gaps. The queue is bounded by rows
+(`source.queue_max`) and by bytes (`source.queue_max_bytes`, trades, book
+records and rejects alike, each reject keeping at most 4 KiB of its message):
+when full, the sockets pause (TCP pushes back on the sender) instead of
+dropping anything, so no flood of any kind grows memory.
+
+For each symbol with a depth stream a `SyncTracker` follows Binance's procedure
+on the update ids of exactly what is handed on, so the source knows when the
+flow's book needs a REST snapshot (fetched by `depth_snapshots.SnapshotFetcher`
+within the shared REST budget) and which depth events repeat ones already
+handed on (a rollover's overlap). An optional recording keeps every raw
+message as `<ns> <json>` lines for an exact replay (a rejected one marked so
+that it stays a reject; a REST snapshot as `{"stream":"<sym>@depthSnapshot",…}`).
 """
 
 from __future__ import annotations
@@ -22,15 +30,49 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+import orjson
 
+from ticklens.domain.book import (
+    BookBatch,
+    BookRecord,
+    BookSnapshot,
+    DepthUpdate,
+    Reconnected,
+    SnapshotFailure,
+    SyncTracker,
+)
 from ticklens.domain.records import COLUMNS, DTYPES, FeedStats, GapEvent, Rejected, Trades
-from ticklens.exchange.binance import DEFAULT_WINDOW_MS, REJECT_RAW_MAX, parse_message, rejected
+from ticklens.exchange.binance import (
+    DEFAULT_WINDOW_MS,
+    REJECT_RAW_MAX,
+    SNAPSHOT_STREAM,
+    TRADE_KINDS,
+    parse_message,
+    rejected,
+)
+from ticklens.exchange.binance_book import parse_depth_snapshot
 from ticklens.exchange.binance_rest import Backfiller
 
 # What a staged row holds in memory (a tuple of 9 Python numbers, measured with tracemalloc)
 # and what a reject holds besides its kept bytes and reason: the queue's byte count uses these.
 TRADE_ROW_BYTES = 272
 REJECT_BYTES = 200
+# Book records, measured the same way on the 2024-08-08 recordings: a quote ~430 bytes, a depth
+# update ~300 + 137 per level (its four string columns), a snapshot ~200 + 192 per level.
+QUOTE_BYTES = 430
+DEPTH_BYTES, DEPTH_LEVEL_BYTES = 300, 137
+SNAPSHOT_BYTES, SNAPSHOT_LEVEL_BYTES = 200, 192
+BOOK_STATUSES = frozenset({"quote", "depth"})
+
+
+def book_record_bytes(rec: BookRecord) -> int:
+    t = type(rec)
+    if t is DepthUpdate:
+        return DEPTH_BYTES + DEPTH_LEVEL_BYTES * rec.n_levels  # type: ignore[union-attr]
+    if t is BookSnapshot:
+        return SNAPSHOT_BYTES + SNAPSHOT_LEVEL_BYTES * (len(rec.bids) + len(rec.asks))  # type: ignore[union-attr]
+    return QUOTE_BYTES
+
 
 _ROW_DTYPE = np.dtype([(name, DTYPES[name]) for name in COLUMNS])
 
@@ -53,8 +95,11 @@ class Hub:
         *,
         queue_max_bytes: int = 64 << 20,
         window_ms: int | None = DEFAULT_WINDOW_MS,
+        kinds: frozenset[str] = TRADE_KINDS,
+        max_book_buffer: int = 100_000,
     ) -> None:
         self.symbols = set(symbols)
+        self.kinds = kinds
         self.label = label
         self.queue_max = queue_max
         self.queue_max_bytes = queue_max_bytes
@@ -70,6 +115,16 @@ class Hub:
         self.n_staged = 0
         self.n_staged_bytes = 0
         self.staged_rejects: list[Rejected] = []
+        self.book_buffers: dict[str, list[BookRecord]] = {s: [] for s in symbols}
+        self.staged_book: dict[str, list[BookRecord]] = {s: [] for s in symbols}
+        # One tracker per symbol whose depth stream is read (reader thread only).
+        self.trackers: dict[str, SyncTracker] = (
+            {s: SyncTracker(s, "usdm", max_buffer=max_book_buffer) for s in symbols} if "depth" in kinds else {}
+        )
+        self.snapshots: object | None = None  # a SnapshotFetcher, set by the source: .request(symbol)
+        self.book_duplicates = 0  # depth events already handed on (a rollover overlap), dropped here
+        self.snapshot_failures = 0
+        self.snapshots_received = 0
         self.gaps: list[GapEvent] = []  # from the backfiller, under the lock
         self.backfill: Backfiller | None = None
         # Newest id per symbol handed to the flow: the resume point after a crash.
@@ -95,12 +150,19 @@ class Hub:
             self.record = io.BufferedWriter(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
 
     # -- reader thread
-    def on_message(self, raw: bytes) -> str:
-        """Parse and stage one message; returns its status ("trade" | "skip" | "reject")."""
+    def on_message(self, raw: bytes, hold: list | None = None) -> str:
+        """Parse and stage one message; returns its status ("trade" | "quote" | "depth" | "skip" | "reject").
+
+        `hold`: a list to keep the message's book record in instead of staging it (a new
+        connection during a rollover: its book events are handed on at the switch, `release`).
+        """
         recv_ns = time.time_ns()
         recv_ms = recv_ns // 1_000_000
         self.messages += 1
-        status, what, row = parse_message(raw, recv_ms, self.window_ms)
+        status, what, row = parse_message(raw, recv_ms, self.window_ms, self.kinds)
+        if hold is not None and status in BOOK_STATUSES:
+            hold.append((recv_ns, raw, status, what, row))
+            return status
         if self.record is not None:
             self._record(recv_ns, raw, status)
         if status == "trade":
@@ -118,6 +180,10 @@ class Hub:
                 self.newest_event_ms = ev
                 self.newest_event_wall = recv_ns / 1e9
                 self.skew_ms = float(recv_ms - ev)
+        elif status in BOOK_STATUSES:
+            if not self._stage_book(what, row):
+                self.skipped += 1
+                return "skip"
         elif status == "skip":
             self.skipped += 1
         else:
@@ -126,6 +192,88 @@ class Hub:
             self.staged_rejects.append(r)
             self.n_staged_bytes += len(r.raw) + len(r.reason) + REJECT_BYTES
         return status
+
+    def _stage_book(self, symbol: str, rec: BookRecord) -> bool:
+        """Stage one book record of `symbol` in arrival order; False if the symbol is not ours."""
+        staged = self.staged_book.get(symbol)
+        if staged is None:
+            return False
+        if type(rec) is DepthUpdate:
+            tracker = self.trackers.get(symbol)
+            if tracker is not None:
+                if tracker.live and rec.final_id <= tracker.last_update_id:
+                    self.book_duplicates += 1  # handed on already (two connections overlapped)
+                    return True
+                tracker.on_depth(rec)
+                if tracker.needs_snapshot and self.snapshots is not None:
+                    self.snapshots.request(symbol)  # type: ignore[attr-defined]
+        staged.append(rec)
+        self.n_staged += 1
+        self.n_staged_bytes += book_record_bytes(rec)
+        return True
+
+    def on_connected(self, symbols: list[str]) -> None:
+        """A connection carrying these symbols' depth streams was (re)opened: the flow's book and the
+        tracker learn it before the connection's first event."""
+        now = time.time_ns() // 1_000_000
+        for sym in symbols:
+            if sym in self.trackers:
+                self.trackers[sym].on_reconnect()
+                self._stage_book(sym, Reconnected(sym, now))
+
+    def release(self, held: list, symbols: list[str]) -> None:
+        """A rollover's new connection takes over: its book events held so far are handed on now
+        (those already delivered by the old connection are dropped by the trackers)."""
+        self.on_connected(symbols)
+        for recv_ns, raw, status, what, rec in held:
+            if self.record is not None:
+                self._record(recv_ns, raw, status)
+            if not self._stage_book(what, rec):
+                self.skipped += 1
+        held.clear()
+        self.publish()
+
+    def on_snapshot(self, symbol: str, body: bytes, recv_ns: int, limit: int) -> str:
+        """A REST depth body arrived: parsed, handed on, and its verdict for the tracker."""
+        recv_ms = recv_ns // 1_000_000
+        snap = parse_depth_snapshot(body, symbol, recv_ms, limit=limit, source=self.label)
+        if self.record is not None:
+            line = b'{"stream":"%s%s","data":%s}' % (symbol.encode(), SNAPSHOT_STREAM.encode(), body)
+            self._record(recv_ns, line, "reject" if isinstance(snap, Rejected) else "snapshot")
+        if isinstance(snap, Rejected):
+            self.rejected += 1
+            self.staged_rejects.append(snap)
+            self.n_staged_bytes += len(snap.raw) + len(snap.reason) + REJECT_BYTES
+            self.on_snapshot_failure(symbol, f"bad snapshot body: {snap.reason}", record=False)
+            return "rejected"
+        self.snapshots_received += 1
+        verdict = self.trackers[symbol].on_snapshot(snap) if symbol in self.trackers else "ignored"
+        self._stage_book(symbol, snap)
+        self.publish()
+        return verdict
+
+    def on_snapshot_failure(self, symbol: str, detail: str, record: bool = True) -> None:
+        now_ns = time.time_ns()
+        self.snapshot_failures += 1
+        if self.record is not None and record:
+            body = b'{"code":-1,"msg":%s}' % orjson.dumps(detail[:200])
+            self._record(now_ns, b'{"stream":"%s%s","data":%s}' % (symbol.encode(), SNAPSHOT_STREAM.encode(), body), "")
+        if symbol in self.trackers:
+            self.trackers[symbol].on_snapshot_failure(now_ns // 1_000_000, detail)
+        self._stage_book(symbol, SnapshotFailure(symbol, now_ns // 1_000_000, detail))
+        self.publish()
+
+    def needs_snapshot(self, symbol: str) -> bool:
+        t = self.trackers.get(symbol)
+        return t is not None and t.needs_snapshot
+
+    def poll_snapshots(self) -> None:
+        """Ask for the snapshots books need and have events buffered for (the reader calls this often)."""
+        if self.snapshots is None:
+            return
+        for sym, t in self.trackers.items():
+            if t.needs_snapshot and t.buffered:
+                self.snapshots.request(sym)  # type: ignore[attr-defined]
 
     def _record(self, recv_ns: int, raw: bytes, status: str) -> None:
         # One message per line, whatever it holds: a newline can only be JSON whitespace in a
@@ -148,6 +296,11 @@ class Hub:
                 if rows:
                     bufs[sym].extend(rows)
                     rows.clear()
+            books = self.book_buffers
+            for sym, recs in self.staged_book.items():
+                if recs:
+                    books[sym].extend(recs)
+                    recs.clear()
             self.depth += self.n_staged
             self.depth_bytes += self.n_staged_bytes
             self.n_staged = self.n_staged_bytes = 0
@@ -187,10 +340,14 @@ class Hub:
 
     # -- bytewax thread
     def drain(self) -> tuple[list[Trades], list[object]]:
+        """Trades per symbol; then book batches per symbol, rejects and backfill gaps."""
         with self.lock:
             rows = {s: b for s, b in self.buffers.items() if b}
             for s in rows:
                 self.buffers[s] = []
+            books = [BookBatch(s, b) for s, b in self.book_buffers.items() if b]
+            for batch in books:
+                self.book_buffers[batch.symbol] = []
             rejects, self.rejects = self.rejects, []
             gaps, self.gaps = self.gaps, []
             self.depth = self.depth_bytes = 0
@@ -201,7 +358,7 @@ class Hub:
         for t in trades:
             if len(t):
                 self.emitted_last[t.symbol] = max(self.emitted_last.get(t.symbol, 0), int(t.trade_id.max()))
-        return trades, [*rejects, *gaps]
+        return trades, [*books, *rejects, *gaps]
 
     def clock_ms(self) -> int | None:
         """Exchange time now, estimated: newest event time plus wall time since it arrived."""
@@ -223,6 +380,9 @@ class Hub:
             queue_depth=self.depth,
             queue_bytes=self.depth_bytes,
             clock_skew_ms=self.skew_ms,
+            snapshots=self.snapshots_received,
+            snapshot_failures=self.snapshot_failures,
+            book_duplicates=self.book_duplicates,
         )
 
     def close_record(self) -> None:

@@ -1,9 +1,13 @@
-"""Readers for recorded trades, merged across files in event-time order.
+"""Readers for recorded trades and books, merged across files in event-time order.
 
 Reads Binance data-archive CSVs (`aggTrades` and `trades` layouts, header or
 not, plain/.gz/.zip, ms or µs times) and raw WebSocket recordings
 (`<receive ns> <JSON>` per line, gzip: `../shared/data/binance/um_ws/`, and
-what our own `record:` option writes).
+what our own `record:` option writes). From recordings, the book kinds asked
+for (`kinds`: quotes, depth updates, REST snapshot lines) come too, each file's
+in its own order -- a recording's snapshot line comes after the event that
+straddles it, and the flow's book buffers for it -- merged with the trades by
+time (transaction time; spot quotes, which carry none, by receive time).
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ticklens.domain.book import BookBatch, BookRecord, BookSnapshot, SnapshotFailure
 from ticklens.domain.records import COLUMNS, Rejected, Trades
 from ticklens.exchange.binance import (
     MAX_TIME_MS,
     MICROS_THRESHOLD,
     MIN_TIME_MS,
+    TRADE_KINDS,
     archive_row,
     parse_message,
     rejected,
@@ -64,15 +70,48 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
 
 @dataclass
 class Block:
-    """Rows of one or more symbols, in file (arrival) order."""
+    """Rows of one or more symbols, in file (arrival) order: trades, and from recordings book records.
+
+    Without book records the block's entries are its trade rows. With them, `order` lists the
+    entries in file order (i >= 0: trade row i; i < 0: book record ~i) with their times and
+    positions, so a slice of entries is a range of trades plus a range of book records.
+    """
 
     symbols: np.ndarray  # object array of symbol strings
     cols: dict[str, np.ndarray]
     pos: np.ndarray  # file position (rows or lines consumed) after each row
     rejects: list[Rejected] = field(default_factory=list)  # rows of this block refused (CSV)
+    book: list[BookRecord] = field(default_factory=list)
+    order: np.ndarray | None = None
+    entry_ts: np.ndarray | None = None
+    entry_pos: np.ndarray | None = None
+    _trades_before: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.cols["ts_ms"])
+        return len(self.cols["ts_ms"]) if self.order is None else len(self.order)
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self.cols["ts_ms"] if self.entry_ts is None else self.entry_ts
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.pos if self.entry_pos is None else self.entry_pos
+
+    def entries(self, lo: int, hi: int) -> Block:
+        """Entries [lo, hi) as a block of their own (trades and book records)."""
+        if self.order is None:
+            return Block(self.symbols[lo:hi], {k: v[lo:hi] for k, v in self.cols.items()}, self.pos[lo:hi])
+        if self._trades_before is None:
+            self._trades_before = np.concatenate([[0], np.cumsum(self.order >= 0)])
+        tb = self._trades_before
+        t0, t1 = int(tb[lo]), int(tb[hi])
+        return Block(
+            self.symbols[t0:t1],
+            {k: v[t0:t1] for k, v in self.cols.items()},
+            self.pos[t0:t1],
+            book=self.book[lo - t0 : hi - t1],
+        )
 
 
 CSV_CHUNK_BYTES = 2 << 20
@@ -244,14 +283,43 @@ class RecordingStats:
     rejected: int = 0
 
 
+def _record_ts(rec: BookRecord) -> int:
+    """A book record's place on the replay's time axis (transaction time, else what there is)."""
+    if type(rec) is SnapshotFailure:
+        return rec.recv_ms
+    t = getattr(rec, "txn_ms", None)
+    if t is None:
+        t = getattr(rec, "event_ms", None)
+    return int(rec.recv_ms if t is None else t)  # type: ignore[union-attr]
+
+
+BOOK_STATUSES = frozenset({"quote", "depth", "snapshot", "snapshot_failure"})
+
+
 def _ws_blocks(
-    path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected], window_ms: int | None
+    path: Path,
+    skip: int,
+    stats: RecordingStats,
+    rejects: list[Rejected],
+    window_ms: int | None,
+    kinds: frozenset[str] = TRADE_KINDS,
 ) -> Iterator[tuple[Block, int]]:
     """Yield (block, lines consumed) from a `<ns> <json>` recording; with `window_ms`, times are
-    checked against each line's own receive time, as they were live."""
+    checked against each line's own receive time, as they were live.
+
+    A bare REST snapshot line (Binance's body has no symbol) belongs to the file's depth stream:
+    it takes the symbol of the depth events before it (or, if none came yet, of the next one;
+    the block then waits for it). In a file of several depth symbols it is a reject.
+    """
     rows: list[tuple] = []
     syms: list[str] = []
     pos: list[int] = []
+    book: list[BookRecord] = []
+    order: list[int] = []
+    ets: list[int] = []
+    epos: list[int] = []
+    depth_symbols: set[str] = set()
+    unnamed: list[tuple[BookSnapshot, int]] = []  # bare snapshots waiting for the file's symbol
     line_no = skip
     for rec in read_recording(path, skip):
         line_no = rec.line_no
@@ -260,20 +328,73 @@ def _ws_blocks(
             stats.rejected += 1
             rejects.append(rejected(rec.raw, "recording line without a valid receive time", 0, str(path)))
             continue
-        status, what, row = parse_message(rec.body, recv_ms, window_ms)
+        status, what, row = parse_message(rec.body, recv_ms, window_ms, kinds)
         if status == "trade":
+            order.append(len(rows))
+            ets.append(row[1])
+            epos.append(line_no)
             syms.append(what)
             rows.append(row)  # type: ignore[arg-type]
             pos.append(line_no)
+        elif status in BOOK_STATUSES:
+            if status == "snapshot_failure":
+                row = SnapshotFailure(what, recv_ms, row)
+            elif status == "depth":
+                depth_symbols.add(what)
+            elif status == "snapshot" and not what:
+                unnamed.append((row, line_no))
+                row = None
+            if unnamed and depth_symbols:
+                if len(depth_symbols) > 1:
+                    for snap, _ in unnamed:
+                        stats.rejected += 1
+                        reason = "depth snapshot without a symbol in a recording of several symbols"
+                        rejects.append(rejected(b"lastUpdateId %d" % snap.last_update_id, reason, recv_ms, str(path)))
+                else:
+                    (name,) = depth_symbols
+                    for snap, at in unnamed:  # before the event that named them
+                        snap.symbol = name
+                        order.append(~len(book))
+                        ets.append(_record_ts(snap))
+                        epos.append(at)
+                        book.append(snap)
+                unnamed = []
+            if row is not None:
+                order.append(~len(book))
+                ets.append(_record_ts(row))
+                epos.append(line_no)
+                book.append(row)
         elif status == "skip":
             stats.skipped += 1
         else:
             stats.rejected += 1
             rejects.append(rejected(rec.body, what, recv_ms, str(path)))
-        if len(rows) >= BLOCK_ROWS:
-            yield _rows_block(syms, rows, pos), line_no
-            rows, syms, pos = [], [], []
-    yield _rows_block(syms, rows, pos), line_no
+        if len(order) >= BLOCK_ROWS and not unnamed:
+            yield _mixed_block(syms, rows, pos, book, order, ets, epos), line_no
+            rows, syms, pos, book, order, ets, epos = [], [], [], [], [], [], []
+    for snap, _ in unnamed:
+        stats.rejected += 1
+        reason = "depth snapshot without a symbol (no depth event in the recording names it)"
+        rejects.append(rejected(b"lastUpdateId %d" % snap.last_update_id, reason, 0, str(path)))
+    yield _mixed_block(syms, rows, pos, book, order, ets, epos), line_no
+
+
+def _mixed_block(
+    syms: list[str],
+    rows: list[tuple],
+    pos: list[int],
+    book: list[BookRecord],
+    order: list[int],
+    ets: list[int],
+    epos: list[int],
+) -> Block:
+    block = _rows_block(syms, rows, pos)
+    if book:
+        block.book = book
+        block.order = np.asarray(order, dtype=np.int64)
+        block.entry_ts = np.asarray(ets, dtype=np.int64)
+        block.entry_pos = np.asarray(epos, dtype=np.int64)
+    return block
 
 
 def _rows_block(syms: list[str], rows: list[tuple], pos: list[int]) -> Block:
@@ -299,12 +420,15 @@ class FileStream:
     _env: np.ndarray | None = None
     done: bool = False
     window_ms: int | None = None
+    kinds: frozenset[str] = TRADE_KINDS
 
     def _fill(self) -> None:
         if self._blocks is None:
             kind, symbol = file_kind(self.path)
             if kind == "ws":
-                self._blocks = _ws_blocks(self.path, self.position, self.stats, self.rejects, self.window_ms)
+                self._blocks = _ws_blocks(
+                    self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds
+                )
             else:  # no shared state in CSV blocks, so they can be read ahead in a thread
                 self._blocks = Prefetch(_csv_blocks(self.path, kind, symbol or "", self.position))
         while self._buf is None or self._buf_offset >= len(self._buf):
@@ -318,7 +442,7 @@ class FileStream:
                 self.stats.rejected += len(block.rejects)
                 self.rejects.extend(block.rejects)
             # Arrival order is kept (late trades stay late); merging uses the running max.
-            self._env = np.maximum.accumulate(block.cols["ts_ms"]) if len(block) else block.cols["ts_ms"]
+            self._env = np.maximum.accumulate(block.ts) if len(block) else block.ts
             self._buf, self._buf_offset, self._buf_end_pos = block, 0, end_pos
             if len(block) == 0:
                 self.position = end_pos
@@ -339,15 +463,28 @@ class FileStream:
         lo = self._buf_offset
         hi = int(np.searchsorted(ts, limit_ts, side="right"))
         hi = max(lo + 1, min(hi, lo + max_rows))
-        out = Block(buf.symbols[lo:hi], {k: v[lo:hi] for k, v in buf.cols.items()}, buf.pos[lo:hi])
+        out = buf.entries(lo, hi)
         self._buf_offset = hi
         # Exact resume point: past the last emitted row (and, at block end, past skipped lines).
-        self.position = self._buf_end_pos if hi >= len(buf) else int(buf.pos[hi - 1])
+        self.position = self._buf_end_pos if hi >= len(buf) else int(buf.positions[hi - 1])
         return out
 
 
+def book_batches(block: Block) -> list[BookBatch]:
+    """The block's book records per symbol, each symbol's in file order."""
+    if not block.book:
+        return []
+    out: dict[str, BookBatch] = {}
+    for rec in block.book:
+        batch = out.get(rec.symbol)
+        if batch is None:
+            batch = out[rec.symbol] = BookBatch(rec.symbol, [])
+        batch.records.append(rec)
+    return list(out.values())
+
+
 def split_by_symbol(block: Block) -> list[Trades]:
-    if len(block) == 0:
+    if len(block.symbols) == 0:
         return []
     syms = block.symbols
     first = syms[0]
@@ -364,13 +501,19 @@ class Replay:
     """Merge of several files by trade time, in adaptive time slices, resumable."""
 
     def __init__(
-        self, paths: list[Path], positions: dict[str, int] | None = None, window_ms: int | None = None
+        self,
+        paths: list[Path],
+        positions: dict[str, int] | None = None,
+        window_ms: int | None = None,
+        kinds: frozenset[str] = TRADE_KINDS,
     ) -> None:
         missing = [str(p) for p in paths if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"replay files not found: {', '.join(missing)}")
         positions = positions or {}
-        self.files = [FileStream(Path(p), position=positions.get(str(p), 0), window_ms=window_ms) for p in paths]
+        self.files = [
+            FileStream(Path(p), position=positions.get(str(p), 0), window_ms=window_ms, kinds=kinds) for p in paths
+        ]
         self.slice_ms = 1_000
 
     def positions(self) -> dict[str, int]:
@@ -393,8 +536,9 @@ class Replay:
         heads = [h for h in (f.head_ts() for f in self.files) if h is not None]
         return min(heads) if heads else None
 
-    def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades] | None:
+    def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades | BookBatch] | None:
         """Next rows in time order (None at end of input); [] if nothing is due before until_ts.
+        Trades per symbol, then (recordings, with book kinds) book records per symbol.
 
         Files are merged in time slices, not row by row: everything up to the
         slice end comes from every file (each file in its own order), so two
@@ -410,7 +554,7 @@ class Replay:
         end = h0 + self.slice_ms
         if until_ts is not None:
             end = min(end, until_ts)
-        out: list[Trades] = []
+        out: list[Trades | BookBatch] = []
         total = 0
         for head, i in heads:
             if head > end or total >= max_rows:
@@ -418,6 +562,7 @@ class Replay:
             block = self.files[i].take_until(end, max_rows - total)
             total += len(block)
             out.extend(split_by_symbol(block))
+            out.extend(book_batches(block))
         if total < max_rows // 2:
             self.slice_ms = min(self.slice_ms * 2, MAX_SLICE_MS)
         elif total >= max_rows:

@@ -1,11 +1,14 @@
 """WebSocket transport: Binance (or the local feed) connections feeding a `Hub`.
 
-A picows client (or `websockets`, `source.client`) runs in a background thread with its own asyncio loop. Each
-group of at most `max_streams_per_connection` symbols has a `_Slot` that keeps
-one connection alive: reconnect with exponential backoff and full jitter, a
+A picows client (or `websockets`, `source.client`) runs in a background thread with its own asyncio loop.
+Binance routes USD-M streams by path: `/market` carries `@aggTrade`, `/public` the
+high-frequency `@trade`, `@bookTicker` and `@depth` (docs/feed.md), so each path gets
+its own connections. Each group of at most `max_streams_per_connection` streams has
+a `_Slot` that keeps one connection alive: reconnect with exponential backoff and full jitter, a
 no-data watchdog, and a planned rollover before Binance's 24 h cut (the new
 connection opens first, both run for `overlap_s`, then the old one closes;
-the dedup step drops the trades both delivered). A hostile or broken server
+the dedup step drops the trades both delivered; the new connection's book events
+are held until the switch, so one connection at a time feeds a book). A hostile or broken server
 cannot make it storm: the backoff starts again only after a connection proved
 healthy (valid trades for `healthy_after_s`), connects are capped per minute
 across all slots (Binance bans an IP for too many), and a connection whose
@@ -22,9 +25,10 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 
 from ticklens.config import SourceConfig
-from ticklens.exchange.binance import combined_url
+from ticklens.exchange.binance_book import book_ticker_stream, depth_stream
 from ticklens.ingest.hub import Hub
 
 WATCH_EVERY_S = 0.05
@@ -36,19 +40,60 @@ def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Rand
     return rng.uniform(0, min(max_s, initial_s * (2 ** min(attempt, 30))))
 
 
-def connection_urls(src: SourceConfig, symbols: list[str]) -> list[str]:
-    """One combined-stream URL per group of ≤ max_streams_per_connection symbols.
+# Binance's routed paths per stream kind (change notice of 2026-03-06; docs/feed.md).
+ROUTES = {"aggTrade": "market", "trade": "public", "bookTicker": "public", "depth": "public"}
+_ROUTED = ("/market/stream", "/public/stream")
 
-    Query parameters already in `source.url` (the local feed's fault controls)
-    are kept after `streams=`.
-    """
-    base, _, query = (src.url or "").partition("?")
-    n = src.max_streams_per_connection
-    urls = []
-    for i in range(0, len(symbols), n):
-        url = combined_url(base, symbols[i : i + n], src.stream)
-        urls.append(f"{url}&{query}" if query else url)
-    return urls
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One connection to keep: its URL, the symbols it carries and whether it carries depth streams."""
+
+    url: str
+    symbols: tuple[str, ...]
+    depth: bool = False
+
+
+def routed_url(url: str, route: str) -> str:
+    """`…/market/stream` or `…/public/stream` with the path for `route`; other paths (a legacy
+    `/stream`, the local feed's) unchanged."""
+    base, _, query = url.partition("?")
+    for path in _ROUTED:
+        if base.endswith(path):
+            base = f"{base[: -len(path)]}/{route}/stream"
+            break
+    return f"{base}?{query}" if query else base
+
+
+def stream_name(kind: str, symbol: str, depth_speed_ms: int) -> str:
+    if kind == "depth":
+        return depth_stream(symbol, depth_speed_ms)
+    if kind == "bookTicker":
+        return book_ticker_stream(symbol)
+    return f"{symbol.lower()}@{kind}"
+
+
+def connections(src: SourceConfig, symbols: list[str]) -> list[Connection]:
+    """The connections for `source.streams`: per routed path, groups of whole symbols with at most
+    `max_streams_per_connection` streams each. Query parameters already in `source.url` (the local
+    feed's fault controls) are kept after `streams=`."""
+    out = []
+    for route in ("market", "public"):
+        kinds = [k for k in src.streams or [src.stream] if ROUTES[k] == route]
+        if not kinds:
+            continue
+        base, _, query = routed_url(src.url or "", route).partition("?")
+        per = max(1, src.max_streams_per_connection // len(kinds))
+        for i in range(0, len(symbols), per):
+            group = symbols[i : i + per]
+            names = [stream_name(k, s, src.depth_speed_ms) for s in group for k in kinds]
+            url = f"{base}?streams={'/'.join(names)}"
+            out.append(Connection(f"{url}&{query}" if query else url, tuple(group), "depth" in kinds))
+    return out
+
+
+def connection_urls(src: SourceConfig, symbols: list[str]) -> list[str]:
+    return [c.url for c in connections(src, symbols)]
 
 
 class _Health:
@@ -64,7 +109,7 @@ class _Health:
         self.bad: str | None = None  # why the connection must go
 
     def note(self, status: str) -> None:
-        if status == "trade":
+        if status == "trade" or status == "depth" or status == "quote":  # valid market data
             now = self.last_frame
             if not self.first_trade:
                 self.first_trade = now
@@ -88,9 +133,10 @@ def _listener_class():
     class _Conn(WSListener, _Health):
         """One WebSocket connection: frames go to the hub; the slot watches its health."""
 
-        def __init__(self, hub: Hub, src: SourceConfig) -> None:
+        def __init__(self, hub: Hub, src: SourceConfig, hold: list | None = None) -> None:
             self.hub = hub
             self.transport = None
+            self.hold = hold  # a rollover's new connection: book events kept until the switch
             self._init_health(src)
 
         def on_ws_connected(self, transport) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +152,7 @@ def _listener_class():
             if t == WSMsgType.TEXT or t == WSMsgType.BINARY:
                 self.got_data = True
                 try:
-                    self.note(hub.on_message(frame.get_payload_as_bytes()))
+                    self.note(hub.on_message(frame.get_payload_as_bytes(), self.hold))
                 except Exception:  # never let one message kill the connection
                     hub.rejected += 1
                     traceback.print_exc()
@@ -140,9 +186,10 @@ def _listener_class():
 class _WsConn(_Health):
     """The same connection surface on the `websockets` library (`source.client: websockets`)."""
 
-    def __init__(self, hub: Hub, ws, src: SourceConfig) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, hub: Hub, ws, src: SourceConfig, hold: list | None = None) -> None:  # type: ignore[no-untyped-def]
         self.hub = hub
         self.ws = ws
+        self.hold = hold
         self._init_health(src)
         self.task = asyncio.get_running_loop().create_task(self._read())
         hub.ws_conns.add(self)
@@ -156,7 +203,7 @@ class _WsConn(_Health):
                 self.last_frame = time.monotonic()
                 self.got_data = True
                 try:
-                    self.note(hub.on_message(msg if isinstance(msg, bytes) else msg.encode()))
+                    self.note(hub.on_message(msg if isinstance(msg, bytes) else msg.encode(), self.hold))
                 except Exception:  # never let one message kill the connection
                     hub.rejected += 1
                     traceback.print_exc()
@@ -183,15 +230,16 @@ class _WsConn(_Health):
 class _Slot:
     """Keeps one group of streams connected: reconnects, watchdog, planned rollover."""
 
-    def __init__(self, index: int, url: str, hub: Hub, src: SourceConfig, seed: int | None = None) -> None:
+    def __init__(self, index: int, conn: Connection, hub: Hub, src: SourceConfig, seed: int | None = None) -> None:
         self.index = index
-        self.url = url
+        self.conn = conn
+        self.url = conn.url
         self.hub = hub
         self.src = src
         self.rng = random.Random(seed)
         self.conn_cls = _listener_class()
 
-    async def _open(self):  # type: ignore[no-untyped-def]
+    async def _open(self, hold: list | None = None):  # type: ignore[no-untyped-def]
         if self.src.client == "websockets":
             import websockets
 
@@ -203,13 +251,13 @@ class _Slot:
                 ping_interval=max(1.0, self.src.stall_s / 2),
                 ping_timeout=max(1.0, self.src.stall_s / 2),
             )
-            return _WsConn(self.hub, ws, self.src)
+            return _WsConn(self.hub, ws, self.src, hold)
 
         from picows import ws_connect
 
         hub, src = self.hub, self.src
         _, listener = await ws_connect(
-            lambda: self.conn_cls(hub, src),
+            lambda: self.conn_cls(hub, src, hold),
             self.url,
             enable_auto_ping=True,
             auto_ping_idle_timeout=max(1.0, self.src.stall_s / 2),
@@ -239,9 +287,12 @@ class _Slot:
         times.append(time.monotonic())
         hub.connects += 1
 
-    async def _connect(self):  # type: ignore[no-untyped-def]
+    async def _connect(self, hold: list | None = None):  # type: ignore[no-untyped-def]
         await self._permit()
-        return await self._open()
+        if hold is None and self.conn.depth:
+            # Before the connection's first event: the books learn that events may be missing.
+            self.hub.on_connected(list(self.conn.symbols))
+        return await self._open(hold)
 
     async def run(self) -> None:
         hub, src = self.hub, self.src
@@ -269,18 +320,23 @@ class _Slot:
             if current.healthy_for() >= src.healthy_after_s:
                 attempt = 0
             if reason == "rollover":
+                held: list | None = [] if self.conn.depth else None
                 try:
-                    new = await self._connect()
+                    new = await self._connect(held)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     current.opened = time.monotonic() - src.rollover_s + min(60.0, src.backoff_max_s)
                     continue
-                # Both connections deliver for overlap_s; dedup drops the repeats.
+                # Both connections deliver for overlap_s; dedup drops the repeated trades, and the
+                # new one's book events wait until the switch (one connection feeds a book).
                 deadline = time.monotonic() + src.overlap_s
                 while time.monotonic() < deadline and not current.closed:
                     await asyncio.sleep(WATCH_EVERY_S)
                 current.close()
+                if held is not None:
+                    hub.release(held, list(self.conn.symbols))
+                    new.hold = None
                 current = new
                 hub.rollovers += 1
                 continue
@@ -315,9 +371,11 @@ class _Slot:
 class Reader:
     """The background thread with its own asyncio loop, running every slot."""
 
-    def __init__(self, hub: Hub, urls: list[str], src: SourceConfig) -> None:
+    def __init__(self, hub: Hub, conns: list[Connection] | list[str], src: SourceConfig) -> None:
         self.hub = hub
-        self.slots = [_Slot(i, u, hub, src) for i, u in enumerate(urls)]
+        # (plain URLs: connections of trades only, as before books)
+        items = [c if isinstance(c, Connection) else Connection(c, ()) for c in conns]
+        self.slots = [_Slot(i, c, hub, src) for i, c in enumerate(items)]
         self.loop = asyncio.new_event_loop()
         hub.loop = self.loop
         self.tasks: list[asyncio.Task] = []
@@ -334,6 +392,7 @@ class Reader:
             self.hub.publish()
             if self.hub.backfill is not None:
                 self.hub.backfill.poll()
+            self.hub.poll_snapshots()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -347,6 +406,8 @@ class Reader:
     async def _shutdown(self) -> None:
         if self.hub.backfill is not None:
             await self.hub.backfill.aclose()
+        if self.hub.snapshots is not None:
+            await self.hub.snapshots.aclose()  # type: ignore[attr-defined]
         for t in self.tasks:
             t.cancel()
         for tr in list(self.hub.transports):
