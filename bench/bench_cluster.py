@@ -29,9 +29,11 @@ to a keep-alive client, sequentially.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -58,9 +60,12 @@ from bench.synth import shifted_trades_csv  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.postgres import PostgresStore  # noqa: E402
 from ticklens.config import StoreConfig  # noqa: E402
+from ticklens.domain.bars import BarBook  # noqa: E402
 from ticklens.domain.records import Trades  # noqa: E402
+from ticklens.domain.timeframes import TIMEFRAME_MS  # noqa: E402
 
 SYMBOLS = ["btcusdt", "ethusdt"]
+TIMEFRAMES = ["1s", "1m", "5m"]
 HOUR_MS = 3_600_000
 TX_TICKS = 50_000
 
@@ -74,7 +79,7 @@ def _config(work: Path, paths: list[Path], store: dict, speed: float | str = "ma
         "symbols": SYMBOLS,
         "source": {"kind": "replay", "paths": [str(p) for p in paths], "speed": speed},
         "store": {"path": str(work / "bench.db"), **store},
-        "timeframes": ["1s", "1m", "5m"],
+        "timeframes": TIMEFRAMES,
         "recovery": {"enabled": False},
         "progress_interval_s": 2.0,
         **extra,
@@ -84,11 +89,28 @@ def _config(work: Path, paths: list[Path], store: dict, speed: float | str = "ma
     return path
 
 
-def _timed(cmd: list[str], config: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MB of the flow processes) of one run to its exit."""
+def _children_cpu() -> float:
+    """CPU seconds of this script's waited-for children (the flow processes, and the cluster's through its supervisor)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _server_cpu(pg: PgServer) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster, its live processes and its ended backends."""
+    pid = int((pg.data / "postmaster.pid").read_text().split()[0])
+    main = psutil.Process(pid)
+    total = sum(main.cpu_times()[:4])  # user, system, and the reaped children's (ended backends)
+    for child in main.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
+def _timed(cmd: list[str], config: Path, root: Path = ROOT) -> tuple[float, float]:
+    """(seconds, peak RSS MB of the flow processes) of one run to its exit (the flow of the tree `root`)."""
     env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_QUIET="1")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
     me = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -124,16 +146,24 @@ def _read_ticks(paths: list[Path]) -> list[Trades]:
     return out
 
 
-def _limit_worker(url: str, ticks: list[Trades], out: mp.Queue) -> None:
-    """The writer alone: prepare outside the clock, write timed, 50,000 ticks a transaction."""
+def _limit_worker(url: str, ticks: list[Trades], out: mp.Queue, with_bars: bool = False) -> None:
+    """The writer alone: prepare outside the clock, write timed, 50,000 ticks a transaction.
+
+    `with_bars`: each transaction also carries the 1s/1m/5m bars those ticks change or close
+    (computed by the domain's BarBook outside the clock), as the flow's batches do."""
     store = PostgresStore(StoreConfig(kind="postgres", url=url))
     w = store.writer()
     spent = 0.0
     n = 0
     for t in ticks:
+        book = BarBook(t.symbol, {tf: TIMEFRAME_MS[tf] for tf in TIMEFRAMES}, 2_000, 600_000)
         for i in range(0, len(t), TX_TICKS):
             part = t.take(np.arange(i, min(i + TX_TICKS, len(t))))
-            prepared = w.prepare(StoreBatch(ticks=[part]))
+            bars: list = []
+            if with_bars:
+                bars, _ = book.add(part)
+                bars.extend(book.advance(int(part.ts_ms[-1])))
+            prepared = w.prepare(StoreBatch(ticks=[part], bars=bars))
             t0 = time.perf_counter()
             w.write(prepared)
             spent += time.perf_counter() - t0
@@ -142,14 +172,14 @@ def _limit_worker(url: str, ticks: list[Trades], out: mp.Queue) -> None:
     out.put((n, spent))
 
 
-def copy_upsert_limit(pg: PgServer, ticks: list[Trades], connections: int) -> float:
+def copy_upsert_limit(pg: PgServer, ticks: list[Trades], connections: int, with_bars: bool = False) -> float:
     """Ticks/s of the bare writer on `connections` connections at once (one symbol each)."""
     db = pg.create_database("limit")
     PostgresStore(StoreConfig(kind="postgres", url=pg.url(db))).ensure()
     q: mp.Queue = mp.get_context("spawn").Queue()
     groups = [ticks[i::connections] for i in range(connections)]
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_limit_worker, args=(pg.url(db), g, q)) for g in groups]
+    procs = [ctx.Process(target=_limit_worker, args=(pg.url(db), g, q, with_bars)) for g in groups]
     for p in procs:
         p.start()
     results = [q.get() for _ in procs]
@@ -160,35 +190,63 @@ def copy_upsert_limit(pg: PgServer, ticks: list[Trades], connections: int) -> fl
     return sum(r[0] for r in results) / max(r[1] for r in results)
 
 
-def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[dict]:
+def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int, baseline: Path | None = None) -> list[dict]:
     paths = shifted_trades_csv(work / "input", n_trades, symbols=("BTCUSDT", "ETHUSDT"))
+    # The same runs on 2,000 trades: what a run costs besides its trades (interpreter start,
+    # imports, connections, schema, cluster set-up, shutdown), which the limit rows never pay.
+    tiny = shifted_trades_csv(work / "tiny", 2_000, symbols=("BTCUSDT", "ETHUSDT"))
     total = sum(int(pacsv.read_csv(p).num_rows) for p in paths)
     ticks = _read_ticks(paths)
     py = sys.executable
     rows: dict[str, list[tuple[float, float]]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}  # name -> (flow CPU s, server CPU s) per run
+    walls: dict[str, list[float]] = {}
+    fixed: dict[str, list[float]] = {}  # name -> seconds of the run on 2,000 trades
+    fixed_cpu: dict[str, list[tuple[float, float]]] = {}
+    loads: list[float] = [os.getloadavg()[0]]
     for r in range(repeats):
-        for name in ("sqlite 1 process", "postgres 1 process", "postgres 2 processes"):
-            if name.startswith("sqlite"):
-                for f in work.glob("bench.db*"):
-                    f.unlink()
-                cfg = _config(work, paths, {})
-                cmd = [py, "-m", "flows.runner", "--no-recovery"]
-            else:
-                db = pg.create_database("flow")
-                cfg = _config(work, paths, {"kind": "postgres", "url": pg.url(db)})
-                cmd = [py, "-m", "flows.runner", "--no-recovery"]
-                if "2" in name:
-                    cmd = [py, "-m", "ticklens.cli", "flow", "--processes", "2"]
-            dt, rss = _timed(cmd, cfg)
-            rows.setdefault(name, []).append((total / dt, rss))
-            if not name.startswith("sqlite"):
-                pg.drop_database(db)
-            print(f"  run {r + 1} {name}: {total / dt:,.0f} ticks/s, {rss:.0f} MB", flush=True)
-        for conns in (1, 2):
-            rate = copy_upsert_limit(pg, ticks, conns)
-            rows.setdefault(f"COPY+upsert limit, {conns} connection{'s' if conns > 1 else ''}", []).append((rate, 0))
-            print(f"  run {r + 1} limit {conns}: {rate:,.0f} ticks/s", flush=True)
-    return [
+        names = ["sqlite 1 process", "postgres 1 process", "postgres 2 processes"]
+        if baseline is not None:  # another checkout's flow (its own .venv), interleaved: before/after in one run
+            names += ["postgres 1 process (baseline)", "postgres 2 processes (baseline)"]
+        for name in names:
+            root = baseline if baseline is not None and name.endswith("(baseline)") else ROOT
+            py = str(root / ".venv" / "bin" / "python") if root != ROOT else sys.executable
+            for inp in (paths, tiny):
+                if name.startswith("sqlite"):
+                    for f in work.glob("bench.db*"):
+                        f.unlink()
+                    cfg = _config(work, inp, {})
+                    cmd = [py, "-m", "flows.runner", "--no-recovery"]
+                else:
+                    db = pg.create_database("flow")
+                    cfg = _config(work, inp, {"kind": "postgres", "url": pg.url(db)})
+                    cmd = [py, "-m", "flows.runner", "--no-recovery"]
+                    if "2" in name:
+                        cmd = [py, "-m", "ticklens.cli", "flow", "--processes", "2"]
+                flow0, server0 = _children_cpu(), _server_cpu(pg)
+                dt, rss = _timed(cmd, cfg, root)
+                if not name.startswith("sqlite"):
+                    pg.drop_database(db)
+                if inp is tiny:
+                    fixed.setdefault(name, []).append(dt)
+                    fixed_cpu.setdefault(name, []).append((_children_cpu() - flow0, _server_cpu(pg) - server0))
+                    continue
+                cpu.setdefault(name, []).append((_children_cpu() - flow0, _server_cpu(pg) - server0))
+                walls.setdefault(name, []).append(dt)
+                rows.setdefault(name, []).append((total / dt, rss))
+                loads.append(os.getloadavg()[0])
+                print(
+                    f"  run {r + 1} {name}: {total / dt:,.0f} ticks/s, {rss:.0f} MB, load {loads[-1]:.1f}", flush=True
+                )
+            print(f"  run {r + 1} {name} on 2,000 trades: {fixed[name][-1]:.2f} s", flush=True)
+        for conns, bars in ((1, False), (2, False), (1, True), (2, True)):
+            rate = copy_upsert_limit(pg, ticks, conns, with_bars=bars)
+            what = " + bars" if bars else ""
+            key = f"COPY+upsert limit{what}, {conns} connection{'s' if conns > 1 else ''}"
+            rows.setdefault(key, []).append((rate, 0))
+            loads.append(os.getloadavg()[0])
+            print(f"  run {r + 1} limit{what} {conns}: {rate:,.0f} ticks/s", flush=True)
+    out = [
         {
             "name": k,
             "rate": statistics.median(v[0] for v in vs),
@@ -197,6 +255,18 @@ def throughput(work: Path, pg: PgServer, n_trades: int, repeats: int) -> list[di
         }
         for k, vs in rows.items()
     ]
+    for o in out:
+        if o["name"] in cpu:
+            flow_s = statistics.median(c[0] for c in cpu[o["name"]])
+            server_s = statistics.median(c[1] for c in cpu[o["name"]])
+            wall = statistics.median(walls[o["name"]])
+            o["cpu"] = (flow_s, server_s, (flow_s + server_s) / (wall * (os.cpu_count() or 1)))
+            o["fixed"] = statistics.median(fixed[o["name"]])
+            o["fixed_cpu"] = tuple(statistics.median(c[i] for c in fixed_cpu[o["name"]]) for i in (0, 1))
+            # (only where the run is well above its fixed cost: else the difference is noise)
+            o["net"] = total / (wall - o["fixed"]) if wall > 1.5 * o["fixed"] else float("nan")
+    out.append({"name": "_load", "load": (min(loads), max(loads))})
+    return out
 
 
 # --- API latency --------------------------------------------------------------------------
@@ -379,17 +449,29 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--skip-api", action="store_true")
     ap.add_argument("--api-only", action="store_true")
+    ap.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout (with its .venv) whose flow runs interleaved"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ticklens-bench-cluster-"))
     pg = PgServer(durable=True)
     try:
         print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
-        results = [] if args.api_only else throughput(work, pg, args.trades, args.repeats)
+        results = [] if args.api_only else throughput(work, pg, args.trades, args.repeats, args.baseline)
         by = {r["name"]: r for r in results}
-        print("\n| run | ticks/s (median) | runs | peak RSS MB |\n|---|---:|---|---:|")
+        load = by.pop("_load", {}).get("load")
+        results = [r for r in results if r["name"] != "_load"]
+        print(
+            "\n| run | ticks/s (median) | runs | peak RSS MB | CPU s: flow + server (median) | of the cores |"
+            "\n|---|---:|---|---:|---|---:|"
+        )
         for r in results:
             runs = ", ".join(f"{x:,.0f}" for x in r["runs"])
-            print(f"| {r['name']} | {r['rate']:,.0f} | {runs} | {r['rss']:.0f} |")
+            c = r.get("cpu")
+            cpu_cols = f"{c[0]:.1f} + {c[1]:.1f} | {c[2]:.0%}" if c else "– | –"
+            print(f"| {r['name']} | {r['rate']:,.0f} | {runs} | {r['rss']:.0f} | {cpu_cols} |")
+        if load:
+            print(f"\nload average (1 min) during the runs: {load[0]:.1f}-{load[1]:.1f} on {os.cpu_count()} CPUs")
         if results:
             one, two = by["postgres 1 process"]["rate"], by["postgres 2 processes"]["rate"]
             lim1 = by["COPY+upsert limit, 1 connection"]["rate"]
@@ -399,6 +481,30 @@ def main() -> int:
             )
             print(
                 f"2 processes / 1 process: {two / one:.2f}x; postgres 1 process / sqlite: {one / by['sqlite 1 process']['rate']:.2f}"
+            )
+            lb1 = by["COPY+upsert limit + bars, 1 connection"]["rate"]
+            lb2 = by["COPY+upsert limit + bars, 2 connections"]["rate"]
+            print(
+                f"with the bars in the limit too: 1 process / limit {one / lb1:.2f}; 2 processes / limit {two / lb2:.2f}"
+            )
+            print("\nless each run's fixed cost (the same run on 2,000 trades):")
+            for r in results:
+                if "net" in r:
+                    print(
+                        f"  {r['name']}: fixed {r['fixed']:.2f} s and {r['fixed_cpu'][0]:.1f} + {r['fixed_cpu'][1]:.1f}"
+                        f" CPU s, {r['net']:,.0f} ticks/s"
+                    )
+            if "postgres 1 process (baseline)" in by:
+                for k in ("postgres 1 process", "postgres 2 processes"):
+                    b = by[f"{k} (baseline)"]
+                    print(
+                        f"{k}: this tree / baseline {by[k]['rate'] / b['rate']:.2f}x"
+                        f" (less the fixed costs {by[k]['net'] / b['net']:.2f}x)"
+                    )
+            n1, n2 = by["postgres 1 process"]["net"], by["postgres 2 processes"]["net"]
+            print(
+                f"  1 process / limit {n1 / lim1:.2f} (with bars {n1 / lb1:.2f}); 2 processes / limit {n2 / lim2:.2f}"
+                f" (with bars {n2 / lb2:.2f}); 2 processes / 1 process {n2 / n1:.2f}x"
             )
         if not args.skip_api:
             api = api_latency(work, pg, args.api_ticks, args.requests)

@@ -22,7 +22,7 @@ from flows.crash import traced
 from flows.items import BookClock, Fresh, SymbolOut
 from flows.micro_step import micro_step
 from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
-from flows.sink import make_sink
+from flows.sink import make_sink, store_step
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
@@ -78,7 +78,7 @@ def build_flow(cfg: Config) -> Dataflow:
         "alerts", watched, traced("alerts", alert_step(cfg))
     )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
     stored = op.merge("to_store", *outs, alerts)
-    op.output("store", stored, make_sink(cfg))
+    store_step(stored, make_sink(cfg))
     return flow
 
 

@@ -1,4 +1,4 @@
-"""The dataflow's sink over the store interface: one typed batch per epoch, written on its own thread.
+"""The dataflow's sink over the store interface: typed batches written on their own thread, behind the flow.
 
 Which backend and how many partitions come from `storage.open_store`: SQLite
 takes one partition (a single writer); a server store takes one per worker, so
@@ -7,13 +7,15 @@ each worker writes what it produced.
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
-from flows.crash import trace_methods
+from flows.crash import trace_methods, traced
 from flows.items import BookOut, MicroItem, SymbolOut
 from flows.progress import Progress
 from storage import open_store
@@ -30,35 +32,55 @@ from ticklens.notify.webhooks import WebhookDispatcher
 
 
 class _WriterThread:
-    """The store's writes on their own thread, one batch behind the flow.
+    """The store's writes on their own thread, behind the flow.
 
-    SQLite releases the GIL while it inserts, so the flow computes the next batch
-    on one core while this one is written on the other. One batch waits at most
-    (backpressure); `flush` returns once everything handed over is committed. The
-    first failed batch is rolled back whole (StoreWriter), nothing after it is
-    written, and its error is raised to the flow at its next call. Not a daemon:
-    if the flow dies, what was handed over is still written before the process exits.
+    The flow computes the next batches while this one is written (SQLite releases the GIL
+    while it inserts, psycopg while it waits for the server). `ahead_rows` bounds what
+    waits (backpressure): 0 is one batch, else about that many ticks; batches that waited
+    together are written as one transaction when the writer can `combine` them (one commit
+    and one round of statements instead of one per batch). Rows: ticks, quotes and depth
+    updates. `flush` returns once everything
+    handed over is committed. The first failed batch is rolled back whole (StoreWriter),
+    nothing after it is written, and its error is raised to the flow at its next call. Not
+    a daemon: if the flow dies, what was handed over is still written before the process exits.
     """
 
-    def __init__(self, writer: StoreWriter, webhooks: WebhookDispatcher) -> None:
+    def __init__(self, writer: StoreWriter, webhooks: WebhookDispatcher, ahead_rows: int = 0) -> None:
         self.writer = writer
         self.webhooks = webhooks
+        self.ahead_rows = ahead_rows
         self.error: BaseException | None = None
         self._raised = False
-        self._queue: queue.Queue[object | None] = queue.Queue(maxsize=1)
+        self._cv = threading.Condition()
+        self._pending: list[object] = []  # prepared batches not yet taken by the thread
+        self._rows = 0  # ticks in _pending
+        self._busy = False
+        self._closing = False
+        self._combine = getattr(writer, "combine", None)
         self._thread = threading.Thread(target=self._run, name="store-writer")
         self._thread.start()
 
     def submit(self, batch: StoreBatch) -> None:
         self._raise()
-        self._queue.put(self.writer.prepare(batch))  # on the flow's thread: see StoreWriter.prepare
+        rows = sum(len(t) for t in batch.ticks) + sum(len(q) for q in batch.quotes) + len(batch.depth_updates)
+        prepared = self.writer.prepare(batch)  # on the flow's thread: see StoreWriter.prepare
+        with self._cv:
+            while self._pending and self._rows + rows > self.ahead_rows and self.error is None:
+                self._cv.wait()
+            self._pending.append(prepared)
+            self._rows += rows
+            self._cv.notify_all()
 
     def flush(self) -> None:
-        self._queue.join()
+        with self._cv:
+            while self._pending or self._busy:
+                self._cv.wait()
         self._raise()
 
     def close(self) -> None:
-        self._queue.put(None)
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
         self._thread.join()
         self.writer.close()
         self._raise()
@@ -69,26 +91,35 @@ class _WriterThread:
             self._raised = True
             raise self.error
 
-    def _run(self) -> None:
+    def _take(self) -> list[object] | None:
+        """The batches waiting (all of them), or None once closed and drained."""
         main = threading.main_thread()
-        while True:
+        with self._cv:
+            while not self._pending:
+                if self._closing:
+                    return None
+                if not self._cv.wait(timeout=0.2) and not main.is_alive():
+                    return None  # the interpreter is exiting without close()
+            taken, self._pending, self._rows = self._pending, [], 0
+            self._busy = True
+            self._cv.notify_all()
+            return taken
+
+    def _run(self) -> None:
+        while (taken := self._take()) is not None:
             try:
-                batch = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if not main.is_alive():  # the interpreter is exiting without close()
-                    return
-                continue
-            try:
-                if batch is None:
-                    return
                 if self.error is None:
-                    fresh = self.writer.write(batch)
-                    if fresh:  # after the commit: a stored trigger is a sent-or-pending one
-                        self.webhooks.submit(fresh)
+                    groups = [self._combine(taken)] if self._combine is not None and len(taken) > 1 else taken
+                    for prepared in groups:
+                        fresh = self.writer.write(prepared)
+                        if fresh:  # after the commit: a stored trigger is a sent-or-pending one
+                            self.webhooks.submit(fresh)
             except BaseException as e:  # noqa: BLE001 (raised to the flow at its next call)
                 self.error = e
             finally:
-                self._queue.task_done()
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
 
 
 def _tier_keeper(cfg: Config, store: Store) -> TierKeeper | None:
@@ -103,14 +134,14 @@ def _tier_keeper(cfg: Config, store: Store) -> TierKeeper | None:
 
 
 class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartition[object]):
-    """One writer over the store; `snapshot` (fixed partitions) waits until the epoch is stored.
+    """One writer over the store; `snapshot` waits until everything handed over is stored.
 
-    `synchronous`: every batch is stored before `write_batch` returns. A per-worker
-    (dynamic) sink has no snapshot to wait in, and bytewax commits an epoch's recovery
-    snapshot without waiting for stateless outputs, so a batch still queued on the writer
-    thread could be lost to a crash after that commit. `keyed`: handed (key, value) pairs (a
-    dynamic sink) rather than values. `resend_pending`: this partition sends the webhooks an
-    earlier run left pending (one per flow, not one per worker).
+    Bytewax calls `snapshot` at the end of every epoch before it commits that epoch's
+    recovery snapshot, so a crash can lose nothing the recovery store says is done: for
+    the single-writer sink as a fixed partition's snapshot, for a worker's writer through
+    the `store_write` step (`WorkerStoreSink`). `ahead_rows`: ticks that may wait for the
+    writer (0: one batch). `resend_pending`: this partition sends the webhooks an earlier
+    run left pending (one per flow, not one per worker).
     """
 
     def __init__(
@@ -119,23 +150,18 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
         progress: Progress,
         webhook_allow: list[str],
         *,
-        synchronous: bool = False,
-        keyed: bool = False,
+        ahead_rows: int = 0,
         resend_pending: bool = True,
         tier: TierKeeper | None = None,
     ) -> None:
         self.progress = progress
-        self.synchronous = synchronous
-        self.keyed = keyed
         self.webhooks = WebhookDispatcher(store, allow=webhook_allow)
         if resend_pending:
             self.webhooks.start()
-        self.writer = _WriterThread(store.writer(), self.webhooks)
+        self.writer = _WriterThread(store.writer(), self.webhooks, ahead_rows)
         self.tier = tier
 
     def write_batch(self, values: list[object]) -> None:
-        if self.keyed:
-            values = [kv[1] for kv in values]  # type: ignore[index]
         batch = StoreBatch()
         outs: list[tuple[SymbolOut, int]] = []
         ended = False
@@ -180,8 +206,6 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
             batch.status = self.progress.status_docs()
             self.progress.print_line()
         self.writer.submit(batch)
-        if self.synchronous:
-            self.writer.flush()
 
     def snapshot(self) -> None:
         # The epoch's recovery snapshot is committed after this: everything before it is stored.
@@ -218,12 +242,43 @@ class StoreSink(FixedPartitionedSink[object, None]):
         )
 
 
-class WorkerStoreSink(DynamicSink[object]):
-    """A server store: each worker writes what it produced, on its own connection (no exchange).
+# Each bytewax worker is one OS thread: its writer, made when its sink is built, for its `store_write`
+# step. By thread id, not threading.local: a worker thread is bytewax's own, and each of its calls
+# into Python may come with a fresh Python thread state (and a fresh threading.local).
+_PARTS: dict[int, _StorePartition] = {}
+AHEAD_ROWS = 200_000  # ticks a worker's writer may have waiting (about 4 replay batches)
 
-    Each worker's status document has its own key (`flow:<worker>`, readers merge them);
-    the rows themselves never collide: a symbol's, a pair's and the correlation matrix's
-    state each live on one worker, and every write is idempotent by its natural key.
+
+class _WorkerWrite(StatefulBatchLogic[object, None, None]):
+    """The `store_write` step for one key: hands the key's outputs to the worker's writer.
+
+    Keyed by the outputs' own keys, so each key's rows are written on the worker whose
+    state made them (no exchange before the write but the source's feed items). Its
+    `snapshot` is the epoch barrier a per-worker sink lacks: bytewax calls it at the end
+    of every epoch the key had data in, before that epoch's recovery snapshot is committed,
+    and it returns only once the worker's writer has committed everything handed over.
+    """
+
+    def __init__(self, part: _StorePartition) -> None:
+        self.part = part
+
+    def on_batch(self, values: list[object]) -> tuple[list[None], bool]:
+        self.part.write_batch(values)
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        self.part.snapshot()
+        return None
+
+
+class WorkerStoreSink(DynamicSink[object]):
+    """A server store: each worker writes what it produced, on its own connection, behind its compute.
+
+    The writes happen in the `store_write` step (`store_step`: see `_WorkerWrite`), the
+    worker's writer thread overlapping the flow; this sink only closes that writer at the
+    end. Each worker's status document has its own key (`flow:<worker>`, readers merge
+    them); the rows themselves never collide: a symbol's, a pair's and the correlation
+    matrix's state each live on one worker, and every write is idempotent by its natural key.
     """
 
     def __init__(self, cfg: Config, store: Store) -> None:
@@ -237,12 +292,42 @@ class WorkerStoreSink(DynamicSink[object]):
             self.store,
             progress,
             self.cfg.alerts.webhook_allow,
-            synchronous=True,
-            keyed=True,
+            ahead_rows=AHEAD_ROWS,
             resend_pending=worker_index == 0,
             tier=tier,
         )
-        return trace_methods(part, f"sink of worker {worker_index}", "write_batch", "close")
+        part = trace_methods(part, f"sink of worker {worker_index}", "write_batch", "snapshot", "close")
+        _PARTS[threading.get_ident()] = part
+        return _Closer(part)
+
+    def logic(self, resume_state: None) -> _WorkerWrite:
+        part = _PARTS.get(threading.get_ident())
+        if part is None:  # bytewax builds sinks with the dataflow, before any item moves
+            raise RuntimeError("store_write ran on a worker whose store sink was not built")
+        return _WorkerWrite(part)
+
+
+class _Closer(StatelessSinkPartition[object]):
+    """The end of a worker's store: nothing reaches it but the end of input (its writer's last flush)."""
+
+    def __init__(self, part: _StorePartition) -> None:
+        self.part = part
+
+    def write_batch(self, values: list[object]) -> None:
+        return None
+
+    def close(self) -> None:
+        _PARTS.pop(threading.get_ident(), None)
+        self.part.close()
+
+
+def store_step(stored: Stream[tuple[str, object]], sink: StoreSink | WorkerStoreSink) -> None:
+    """The dataflow's end: the store (a per-worker store writes in a keyed step, then closes in its sink)."""
+    if isinstance(sink, WorkerStoreSink):
+        done = op.stateful_batch("store_write", stored, traced("store_write", sink.logic))
+        op.output("store", done, sink)
+    else:
+        op.output("store", stored, sink)
 
 
 def make_sink(cfg: Config) -> StoreSink | WorkerStoreSink:

@@ -162,3 +162,64 @@ def test_a_flow_the_api_starts_gets_the_store_password_by_environment_not_in_its
     assert sup._secrets_env()["TICKLENS_PG_PASSWORD"] == "s3cret-pw"
     reloaded = parse_config(derived)
     assert reloaded.store.url == "postgresql://ticklens@127.0.0.1:5432/t" and reloaded.store.password is None
+
+
+def _table(store: PostgresStore, table: str, order: str) -> list[tuple]:
+    """Every column but the wall-clock stamp of the write."""
+    with psycopg.connect(store.target.url) as c:
+        cols = [
+            r[0]
+            for r in c.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND column_name <> 'updated_ms'"
+                " ORDER BY ordinal_position",
+                (table,),
+            )
+        ]
+        return c.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}").fetchall()
+
+
+def test_batches_written_as_one_transaction_store_what_they_store_one_after_another() -> None:
+    """The flow's writer thread writes batches that waited together as one (`combine`): the same rows
+    as writing them one by one, a bar changed in both ending as the later one, late trades of one
+    closed bar folded in once each (its revision counts both)."""
+    from ticklens.domain.bars import BarBook
+
+    def batches() -> list[StoreBatch]:
+        # Closed bars leave the book at once, so a late trade becomes a merge into the stored bar.
+        book = BarBook("btcusdt", {"1s": 1000, "1m": 60_000}, lateness_ms=0, keep_closed_ms=0)
+        out = []
+        ts1 = D0 + np.arange(300) * 10  # 3 s of trades
+        ts2 = D0 + 3000 + np.arange(150) * 10  # 1.5 s more: the bar of second 4 is open at the end
+        ts3 = D0 + 4500 + np.arange(100) * 10  # … and changed again here
+        for first, ts in ((1, ts1), (301, ts2), (451, ts3)):
+            t = _trades("btcusdt", first, ts)
+            changed, merges = book.add(t)
+            changed += book.advance(int(ts[-1]))
+            out.append(StoreBatch(ticks=[t], bars=changed, bar_merges=merges, status={"flow": {"n": first}}))
+        for first, late_ts in ((551, D0 + 15), (552, D0 + 25)):  # two late trades in the first (closed) second
+            t = _trades("btcusdt", first, np.array([late_ts]))
+            changed, merges = book.add(t)
+            assert merges and not [b for b in changed if b.start_ms == D0 and b.timeframe == "1s"]
+            out.append(StoreBatch(ticks=[t], bars=changed, bar_merges=merges))
+        return out
+
+    one_by_one, combined = _store(), _store()
+    w = one_by_one.writer()
+    for b in batches():
+        w.write(w.prepare(b))
+    w.close()
+    w = combined.writer()
+    first, *rest = batches()
+    w.write(w.prepare(first))
+    w.write(w.combine([w.prepare(b) for b in rest]))
+    w.close()
+
+    for table, order in (("ticks", "symbol, trade_id"), ("bars", "symbol, timeframe, start_ms"), ("status", "key")):
+        want = _table(one_by_one, table, order)
+        assert want and _table(combined, table, order) == want, table
+    with psycopg.connect(combined.target.url) as c:
+        rev, trades = c.execute(
+            "SELECT revision, trades FROM bars WHERE timeframe = '1s' AND start_ms = %s", (D0,)
+        ).fetchone()  # type: ignore[misc]
+        assert (rev, trades) == (2, 100 + 2)  # 100 trades in its second, then the two late ones, one revision each
+        assert c.execute("SELECT COUNT(*) FROM bars").fetchone()[0] == 6 + 1  # type: ignore[index]  # seconds 0-5, the minute

@@ -1,9 +1,10 @@
 """The writes the dataflow makes into PostgreSQL: one transaction per epoch's `StoreBatch`.
 
 Ticks go by binary COPY into a temporary staging table, then one `INSERT … SELECT … ON
-CONFLICT DO NOTHING` into the partitioned `ticks`; every other table takes one
-statement per batch over `unnest` arrays (bars, late-trade merges, analytics, triggers,
-status), gaps one upsert per gap in a pipeline. Every write is idempotent by its natural
+CONFLICT DO NOTHING` into the partitioned `ticks`; bars likewise (binary COPY, then one
+upsert from staging); every other table takes one statement per batch over `unnest`
+arrays (late-trade merges, analytics, triggers, status), gaps one upsert per gap in a
+pipeline. Batches that waited for the writer together go as one (`combine`). Every write is idempotent by its natural
 key, so a replayed epoch (recovery, reconnect) changes nothing. A lost server (restart,
 network) is retried with backoff on a new connection for `store.retry_s`, the batch
 whole again; any other error is a `StoreWriteError`.
@@ -24,7 +25,7 @@ from storage.codec import DEPTH_COLUMNS, QUOTE_COLUMNS, SNAPSHOT_COLUMNS, encode
 from storage.port import StoreBatch, StoreWriteError
 from storage.postgres import schema
 from storage.postgres.connection import Backoff, Target, is_transient
-from storage.postgres.copy import TICK_COLUMNS, first_copies, ticks_copy_data
+from storage.postgres.copy import HEADER, TICK_COLUMNS, TRAILER, first_copies, ticks_copy_data
 from storage.postgres.micro import MICRO_COLS, VPIN_COLS, micro_rows
 from ticklens.config import RetentionConfig, redact
 from ticklens.domain.alerts.engine import AlertFired
@@ -106,6 +107,7 @@ def _replace_all(key: tuple[str, ...], cols: tuple[str, ...], extra: str = "") -
 _BAR_KEYS = "(symbol, timeframe, start_ms) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]))"
 _BAR_LOCK = f"SELECT {', '.join(BAR_COLUMNS)} FROM bars WHERE {_BAR_KEYS} FOR UPDATE"
 _UNITS = {n for g in DECIMAL_GROUPS.values() for n in g}
+_BAR_COPY = f"COPY bars_stage ({', '.join(_BAR_COLS)}) FROM STDIN (FORMAT BINARY)"
 
 _GAP_UPSERT = (
     "INSERT INTO gaps(symbol, from_id, to_id, after_ts, detected_ms, filled_ms, status)"
@@ -285,6 +287,7 @@ class PostgresWriter:
         self._days: set[int] = set()
         self._book_days: dict[str, set[int]] = {}  # the book tables' partitions known to exist
         self._sql: dict[str, sql.Composed] = {}
+        self._bar_types: list[str] = []
         self.upkeep = PartitionUpkeep(target, retention)
         self._connect(Backoff(retry_s))
         self.upkeep.start()
@@ -296,9 +299,15 @@ class PostgresWriter:
             try:
                 conn = self.target.connect(app="ticklens-writer")
                 conn.execute("SET work_mem = '64MB'")  # the overlap anti-join sorts a batch in memory
+                # The staging tables hold a whole (combined) batch: in memory, not spilled to temp files
+                # (the default 8 MB is ~80,000 ticks). Settable only before the session's first temp table.
+                conn.execute("SET temp_buffers = '64MB'")
                 conn.commit()
                 schema.create_schema(conn)
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS ticks_stage (LIKE ticks) ON COMMIT DELETE ROWS")
+                conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS bars_stage (LIKE bars INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
                 conn.commit()
                 self._days = set(schema.partitions(conn, "ticks"))
                 self._book_days = {t: set(schema.partitions(conn, t)) for t in _BOOK_PARTITIONED}
@@ -314,7 +323,12 @@ class PostgresWriter:
                 backoff.wait(f"store {self.target.location} unreachable", e)
 
     def _build_sql(self, types: dict[str, dict[str, str]]) -> None:
+        self._bar_types = [types["bars"][c] for c in _BAR_COLS]
         self._sql = {
+            "bars_staged": sql.SQL("INSERT INTO bars AS t ({cols}) SELECT {cols} FROM bars_stage {tail}").format(
+                cols=sql.SQL(", ").join(map(sql.Identifier, _BAR_COLS)),
+                tail=sql.SQL(_replace_all(("symbol", "timeframe", "start_ms"), _BAR_COLS, ", origin = 'flow'")),  # type: ignore[arg-type]
+            ),
             "bars": _insert("bars", _BAR_COLS, types["bars"], _replace_all(("symbol", "timeframe", "start_ms"), _BAR_COLS, ", origin = 'flow'")),
             "rejects": _insert("rejects", _REJECT_COLS, types["rejects"]),
             "pairs": _insert("pair_stats", _PAIR_COLS, types["pair_stats"], _replace_all(("pair", "timeframe", "start_ms"), _PAIR_COLS)),
@@ -382,6 +396,48 @@ class PostgresWriter:
                 p.book_days[table] = _days_of([r[2] if table != "depth_updates" else r[4] for r in rows])
         return p
 
+    def combine(self, parts: list[_Prepared]) -> _Prepared:
+        """Batches prepared apart, as one (written in one transaction): later rows win, as they would
+        written one after the other; late partials of the same bar fold together (their revisions add)."""
+        out = _Prepared(ts=max(p.ts for p in parts))
+        copies = [p.copy for p in parts if p.nticks]
+        if copies:
+            out.copy = HEADER + b"".join(c[len(HEADER) : -len(TRAILER)] for c in copies) + TRAILER
+        span: dict[str, tuple[int, int]] = {}
+        for p in parts:
+            out.nticks += p.nticks
+            out.days |= p.days
+            if p.spans:
+                for sym, lo, hi in zip(*p.spans, strict=True):
+                    was = span.get(sym, (lo, hi))
+                    span[sym] = (min(was[0], lo), max(was[1], hi))
+            for name in (
+                "bars", "rejects", "gaps", "pairs", "symbols", "corr", "alerts", "status",
+                "quotes", "depth", "snapshots", "book_gaps", "micro", "vpin",
+            ):  # fmt: skip
+                getattr(out, name).extend(getattr(p, name))
+            for table, days in p.book_days.items():
+                out.book_days.setdefault(table, set()).update(days)
+        if span:
+            out.spans = [list(span), [v[0] for v in span.values()], [v[1] for v in span.values()]]
+        folded: dict[tuple[str, str, int], Bar] = {}
+        for m in (m for p in parts for m in p.merges):
+            key = (m.symbol, m.timeframe, m.start_ms)
+            if (have := folded.get(key)) is None:
+                folded[key] = m
+            else:
+                have.merge(m)
+                have.revision += m.revision
+        out.merges = list(folded.values())
+        out.bars = _last_by(out.bars, (0, 1, 2))
+        out.pairs = _last_by(out.pairs, (0, 1, 5))
+        out.symbols = _last_by(out.symbols, (0, 1, 3))
+        out.corr = _last_by(out.corr, (0, 1, 2, 3))
+        out.status = _last_by(out.status, (0,))
+        out.micro = _last_by(out.micro, (0, 1, 2))  # quotes, depth, snapshots: DO NOTHING keeps the first
+        out.vpin = _last_by(out.vpin, (0, 1))
+        return out
+
     def write(self, prepared: _Prepared) -> list[AlertFired]:
         """All of one dataflow batch in one transaction: a crash leaves none of it.
 
@@ -434,8 +490,12 @@ class PostgresWriter:
                         c.execute(_TICK_INSERT_NEW)
                 except psycopg.errors.UniqueViolation:
                     c.execute(_TICK_INSERT)
-        if p.bars:
-            c.execute(q["bars"], _columns_of(p.bars))
+        if p.bars:  # binary COPY into staging, then one upsert: no per-value dumping into arrays
+            with c.cursor().copy(_BAR_COPY) as cp:
+                cp.set_types(self._bar_types)
+                for row in p.bars:
+                    cp.write_row(row)
+            c.execute(q["bars_staged"])
         if p.merges:
             c.execute(q["bars"], _columns_of(_merge_bars(c, p.merges, p.ts)))
         if p.rejects:
