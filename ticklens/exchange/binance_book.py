@@ -189,19 +189,8 @@ def _depth(event: dict, recv_ms: int, market: Market | None, verified: bool) -> 
     else:
         prev = None
         txn = ev_ms
-    return DepthUpdate(
-        _symbol(event.get("s")),
-        first,
-        final,
-        prev,
-        ev_ms,
-        txn,
-        recv_ms,
-        list(map(_ig0, bids)),
-        list(map(_ig1, bids)),
-        list(map(_ig0, asks)),
-        list(map(_ig1, asks)),
-    )
+    # The decoded pairs are held as they are (validated above): no per-level copy.
+    return DepthUpdate.from_pairs(_symbol(event.get("s")), first, final, prev, ev_ms, txn, recv_ms, bids, asks)
 
 
 def _quote(event: dict, recv_ms: int) -> Quote:
