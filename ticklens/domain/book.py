@@ -809,19 +809,26 @@ class OrderBook:
 
         Its time is the transaction time of the last applied event.
         """
-        all_bids, all_asks = self.side_levels("bid"), self.side_levels("ask")
-        bids = [[p, q] for p, q in all_bids[:limit]]
-        asks = [[p, q] for p, q in all_asks[:limit]]
+        bid_keys, ask_keys = _ordered(self.bids), _ordered(self.asks)
+        bid_keys.reverse()
+        n_bids, n_asks = len(bid_keys), len(ask_keys)
+        if limit is not None:
+            bid_keys, ask_keys = bid_keys[:limit], ask_keys[:limit]
+        bids, asks = self.bids, self.asks
+        bid_levels = [[k, bids[k]] for k in bid_keys]
+        ask_levels = [[k, asks[k]] for k in ask_keys]
         complete = self.complete_range
         if complete is not None and limit is not None:  # cut levels: complete only as far as kept
             low, high = complete
-            if len(all_bids) > limit:
-                low = max(low, float(bids[-1][0]))
-            if len(all_asks) > limit:
-                high = min(high, float(asks[-1][0]))
+            if n_bids > limit:
+                low = max(low, float(bid_keys[-1]))
+            if n_asks > limit:
+                high = min(high, float(ask_keys[-1]))
             complete = (low, high)
         recv = self.ts_ms if recv_ms is None else recv_ms
-        return BookSnapshot(self.symbol, self.last_update_id, None, self.ts_ms, recv, bids, asks, None, complete)
+        return BookSnapshot(
+            self.symbol, self.last_update_id, None, self.ts_ms, recv, bid_levels, ask_levels, None, complete
+        )
 
 
 def _extreme(keys: dict[str, str], highest: bool) -> str | None:
