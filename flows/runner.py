@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _request_stop)
     # The flow makes millions of short-lived containers (decoded messages, records) beside a
     # large long-lived heap (the imported modules, a replay's blocks of records in flight):
-    # at the default thresholds the collector's full passes over that heap cost ~15-30 % of a
+    # at the default thresholds the collector's full passes over that heap cost 20-35 % of a
     # book replay's CPU (docs/performance.md). Freeze what the imports made and collect less often.
     gc.freeze()
     gc.set_threshold(10_000, 50, 50)
