@@ -9,8 +9,9 @@ bid and ask after every event; each run is a fresh process (peak RSS from getrus
 the variants alternate, and only the processing loop is timed (reading the files is not).
 Each process makes `--passes` passes over the data and keeps its fastest (the steady state:
 the first pass also pays for warming the interpreter and the allocator); the figure is the
-median over the processes. The garbage collector is set as `flows/runner.py` sets it. Wall-clock and process CPU time are both
-reported: on a shared machine the CPU figure is the one less distorted by waiting.
+median over the processes. The garbage collector is set as `flows/runner.py` sets it.
+Wall-clock and process CPU time are both reported: on a shared machine the CPU figure is
+the one less distorted by waiting.
 
 - `ticklens`: `parse_book_message` (strict validation) + `BookSync` (Binance's procedure,
   best bid/ask recorded after every event, outputs drained every 16 messages, as a flow
