@@ -132,6 +132,21 @@ class Quotes:
         )
 
 
+_DEPTH_FIELDS = (
+    "symbol",
+    "first_id",
+    "final_id",
+    "prev_final_id",
+    "event_ms",
+    "txn_ms",
+    "recv_ms",
+    "bid_px",
+    "bid_qty",
+    "ask_px",
+    "ask_qty",
+)
+
+
 class DepthUpdate:
     """One diff-depth event: absolute quantities per price level, "0" removes the level.
 
@@ -279,9 +294,8 @@ class DepthUpdate:
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
 
     def __repr__(self) -> str:
-        names = ("symbol", "first_id", "final_id", "prev_final_id", "event_ms", "txn_ms", "recv_ms")
-        names += ("bid_px", "bid_qty", "ask_px", "ask_qty")
-        return "DepthUpdate(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, self._key(), strict=True)) + ")"
+        fields = ", ".join(f"{n}={v!r}" for n, v in zip(_DEPTH_FIELDS, self._key(), strict=True))
+        return f"DepthUpdate({fields})"
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return (DepthUpdate, self._key())
