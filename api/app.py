@@ -8,20 +8,36 @@ original design's wire format on its original paths (/health, /api/...; `api.com
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import compat
+from api import compat, errors
 from api.deps import AppState, json_response
-from api.routers import alerts, analytics, book, collection, continuity, data, health, ohlc, symbols, ticks
+from api.routers import (
+    alerts,
+    analytics,
+    audit,
+    book,
+    collection,
+    continuity,
+    data,
+    health,
+    microstructure,
+    ohlc,
+    symbols,
+    ticks,
+)
+from api.security import Guard
+from api.store_checks import StoreChecks
 from api.supervisor import FlowSupervisor
 from storage import open_store
-from storage.port import StoreUnavailable
-from ticklens.config import Config, load_config
+from ticklens.config import Config, ConfigError, load_config
 
 API_V1 = "/api/v1"
 UPLOAD_PREFIXES = (f"{API_V1}/upload/", "/api/upload/")
@@ -79,11 +95,14 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     cfg = cfg or load_config()
 
     store = open_store(cfg.store)
+    checks = StoreChecks(store, cfg.store.check_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ticklens = AppState(cfg, store, FlowSupervisor(cfg, store))
+        app.state.ticklens = AppState(cfg, store, FlowSupervisor(cfg, store), recheck=checks.soon)
+        checks.start()  # at start, then every store.check_interval_s, in a worker thread
         yield
+        await checks.stop()
         store.close()
 
     app = FastAPI(
@@ -102,26 +121,84 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         ],
     )
     origins = [f"http://127.0.0.1:{cfg.dashboard.port}", f"http://localhost:{cfg.dashboard.port}"]
+    origins += list(cfg.api.cors_origins)
+    # Outermost last: body limit, then CORS (answers preflights), then the guard (api/security.py).
+    app.add_middleware(Guard, token=cfg.api.bearer_token(), origins=origins, upload_prefixes=UPLOAD_PREFIXES)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=origins + list(cfg.api.cors_origins),
+        allow_origins=origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE"],
-        allow_headers=["Content-Type"],
+        allow_headers=["Content-Type", "Authorization"],
         expose_headers=["X-Ticklens-Status"],
     )
     app.add_middleware(BodyLimit)
+    errors.install(app, store, checks.soon)
 
-    async def _store_unavailable(request: Request, exc: Exception) -> Response:
-        return json_response({"detail": f"store unavailable: {exc}"}, status_code=503)
-
-    for exc in (StoreUnavailable, *store.unavailable_errors):
-        app.add_exception_handler(exc, _store_unavailable)
-
-    for r in (health, collection, ticks, ohlc, book, symbols, data, analytics, alerts, continuity):
+    routers = (
+        health,
+        collection,
+        ticks,
+        ohlc,
+        book,
+        symbols,
+        data,
+        analytics,
+        alerts,
+        continuity,
+        audit,
+        microstructure,
+    )
+    for r in routers:
         app.include_router(r.router, prefix=API_V1)
     app.include_router(health.root)
     app.include_router(compat.router)
+    _finish_schema(app)
     return app
 
 
-app = create_app()
+# OpenAPI links: the id a create answers with is the path parameter of the rule's own
+# operations (clients and schemathesis' stateful tests follow them).
+_LINKS = {
+    (f"{API_V1}/alerts", "post", "201"): ("#/id", f"{API_V1}/alerts/{{alert_id}}", ("get", "patch", "delete")),
+    ("/api/alerts", "post", "200"): ("#/alert_id", "/api/alerts/{alert_id}", ("delete",)),
+}
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    paths = schema["paths"]
+    for (path, method, code), (pointer, target, methods) in _LINKS.items():
+        links = {}
+        for m in methods:
+            op = paths[target][m]
+            links[f"{m}_{op['operationId']}"] = {
+                "operationId": op["operationId"],
+                "parameters": {"alert_id": f"$response.body{pointer}"},
+                "description": f"{m.upper()} {target} of the rule just created",
+            }
+        paths[path][method]["responses"][code]["links"] = links
+
+
+def _finish_schema(app: FastAPI) -> None:
+    """The OpenAPI page offers the token (Authorize); each operation takes it or nothing, as
+    configured; creates link to the created rule's operations."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "api.token or TICKLENS_API_TOKEN"}
+            }
+            schema["security"] = [{}, {"bearer": []}]  # {}: none needed when no token is configured
+            _add_links(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+try:
+    app = create_app()
+except ConfigError as e:  # `uvicorn api.app:app` on a bad config: one clear message, no traceback
+    print(f"ticklens: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None

@@ -6,7 +6,7 @@ answers is the store's business.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -31,6 +31,7 @@ class AppState:
     store: Store
     supervisor: FlowSupervisor
     books: BookCache = field(default_factory=BookCache)
+    recheck: Callable[[], None] = lambda: None  # ask for a store integrity check soon
 
 
 async def get_app_state(request: Request) -> AppState:

@@ -137,6 +137,7 @@ class SymbolStatus(BaseModel):
     trades: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     late_trades: int
     duplicates: int
+    conflicts: int = Field(0, description="Duplicates whose values differed from the trade kept (both kept in rejects)")
     revisions: int
     gaps_open: int
     gaps_total: int
@@ -154,7 +155,13 @@ class StatusResponse(BaseModel):
     trades_per_s: float = Field(description="Ingest rate of the flow at its last status write")
     trades_total: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
     reconnects: int
+    connects_per_min: int = Field(
+        0, description="Connection attempts in the last minute, all feeds (capped by source.max_connects_per_minute)"
+    )
     malformed_messages: int = Field(description="Rejected messages kept in the store")
+    rejects_dropped: int = Field(
+        0, description="Rejects dropped, oldest first, to keep the store's `store.rejects_max_rows`"
+    )
     gaps_open: int
     gaps_total: int
     status_time: str | None = Field(description="When the flow last wrote its status")
@@ -210,9 +217,14 @@ class UploadRejectedResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="`degraded` (HTTP 503): the store failed its check")
+    problem: str | None = Field(None, description="What is wrong with the store, naming it")
     store: str
     schema_version: int | None
+    checked_time: str | None = Field(None, description="When the store's integrity was last checked")
+    rejects_dropped: int | None = Field(
+        None, description="Rejects dropped, oldest first, to keep `store.rejects_max_rows`"
+    )
     time: str
 
 
@@ -343,6 +355,117 @@ class ContinuityResponse(BaseModel):
     gaps: list[GapOut]
 
 
+class AuditMinuteValues(BaseModel):
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    taker_buy_volume: float
+
+
+class AuditFieldDiff(BaseModel):
+    field: str = Field(description="open, high, low, close, volume, quote_volume, trades or taker_buy_volume")
+    ours: float
+    binance: float
+
+
+class AuditMinute(BaseModel):
+    start: str = Field(description="Minute start, ISO-8601 UTC")
+    start_ms: int
+    outcome: Literal["differs", "missing_in_store", "missing_in_klines"] = Field(
+        description="differs: field values disagree; missing_in_store: Binance traded, no stored bar;"
+        " missing_in_klines: a stored bar in a minute the day's kline file does not list"
+    )
+    fields: list[AuditFieldDiff] = Field(description="The fields that disagree (outcome differs)")
+    ours: AuditMinuteValues | None = Field(description="The stored 1m bar, if any")
+    binance: AuditMinuteValues | None = Field(description="Binance's kline, if any")
+
+
+class AuditResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    start: str
+    start_ms: int
+    end: str
+    end_ms: int
+    ok: bool = Field(description="Every audited minute equal, none unaudited, at least one compared")
+    compared: int = Field(description="Minutes audited: in a day with downloaded klines, with a bar or a kline")
+    equal: int = Field(description="Of those, equal on every field (or quiet on both sides)")
+    quiet: int = Field(description="Of the equal: no trade on either side")
+    differing: int
+    by_outcome: dict[str, int]
+    bars: int = Field(description="Stored 1m bars in the range")
+    klines: int = Field(description="Kline rows in the range")
+    unaudited_bars: int = Field(description="Stored bars in days without downloaded klines")
+    unaudited_days: list[str]
+    klines_dir: str = Field(description="Where the klines were read (history.dir)")
+    files: list[str] = Field(description="Kline files read")
+    listed: int = Field(description="Differing minutes listed (at most `limit`)")
+    diffs: list[AuditMinute] = Field(description="Differing minutes, oldest first")
+
+
+class MicroBar(BaseModel):
+    """One microstructure bar (docs/analytics.md "Microstructure"); null where a value is not defined."""
+
+    time: str = Field(description="Bar start, ISO-8601 UTC")
+    ts_ms: int = Field(description="Bar start, epoch ms; the bar covers [ts_ms, ts_ms + timeframe)")
+    quote_updates: int
+    depth_updates: int
+    trades: int
+    mid_open: float | None
+    mid_high: float | None
+    mid_low: float | None
+    mid_close: float | None
+    spread_bps_twa: float | None = Field(description="Time-weighted quoted spread, bps of mid")
+    spread_bps_max: float | None
+    imbalance_l1_twa: float | None = Field(description="Time-weighted (bid qty - ask qty)/(bid qty + ask qty)")
+    microprice_close: float | None
+    ofi: float | None = Field(description="Order-flow imbalance (Cont, Kukanov & Stoikov 2014), base units")
+    ofi_l5: float | None = Field(description="The same over book levels 1-5")
+    depth_bid_10bps: float | None
+    depth_ask_10bps: float | None
+    imbalance_depth_10bps: float | None
+    eff_spread_bps: float | None
+    realized_spread_bps: float | None = Field(description="At the configured horizon; null until `complete`")
+    price_impact_bps: float | None
+    signed_volume: float | None
+    trade_imbalance: float | None
+    signed_quote_volume: float | None
+    kyle_lambda: float | None
+    kyle_t: float | None
+    vpin: float | None
+    vpin_buckets: int = Field(description="Full VPIN volume buckets so far")
+    complete: bool = Field(description="Realized spread and price impact are in (the horizon has passed)")
+    revision: int = Field(description=">0: revised by late quotes, trades or depth after it was written")
+
+
+class MicroResponse(BaseModel):
+    symbol: str
+    timeframe: Timeframe
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    bars: list[MicroBar] = Field(description="Oldest first")
+
+
+class VpinBucketOut(BaseModel):
+    bucket: int = Field(description="Index of the volume bucket, 0 = the first the flow filled")
+    time: str = Field(description="Time of the trade that filled it, ISO-8601 UTC")
+    ts_ms: int
+    buy_volume: float
+    sell_volume: float
+    vpin: float | None = Field(description="Mean |buy - sell| / V over the last n buckets; null before n")
+
+
+class VpinResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    count: int
+    buckets: list[VpinBucketOut] = Field(description="Oldest first")
+
+
 class Quote(BaseModel):
     update_id: int = Field(description="Binance order-book update id `u`")
     time: str = Field(description="Transaction time (else event time; spot: receive time), ISO-8601 UTC")
@@ -395,3 +518,12 @@ class BookGapsResponse(BaseModel):
     symbol: str
     count: int
     gaps: list[BookGapOut] = Field(description="Oldest first")
+
+
+class HeatmapResponse(BaseModel):
+    symbol: str
+    times_ms: list[int] = Field(description="The moments (columns), epoch ms, oldest first")
+    price_edges: list[float] = Field(description="rows + 1 bin edges, ascending")
+    bid: list[list[float]] = Field(description="Per column, resting bid size per price bin (base units)")
+    ask: list[list[float]] = Field(description="Per column, resting ask size per price bin")
+    stale: list[bool] = Field(description="Per column: the book was not known then (empty, or the last known)")

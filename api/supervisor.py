@@ -25,9 +25,11 @@ import orjson
 import psutil
 import yaml
 
-from storage.port import Store
-from ticklens.config import Config
+from storage.port import Store, StoreUnavailable
+from ticklens.config import DASHBOARD_PASSWORD_ENV, TOKEN_ENV, Config
 from ticklens.domain.times import now_ms
+
+PG_PASSWORD_ENV = "TICKLENS_PG_PASSWORD"  # read by storage/postgres/connection.py
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_MARKERS = ("flows.runner", "bytewax.run")
@@ -94,8 +96,11 @@ class FlowSupervisor:
 
     def _external(self) -> FlowState | None:
         """A flow writing this store that the API did not start (e.g. `ticklens up`)."""
-        with self.store.reader() as r:
-            flow = r.status_docs().get("flow")
+        try:
+            with self.store.reader() as r:
+                flow = r.status_docs().get("flow")
+        except StoreUnavailable:  # a store that cannot be read names no flow (a stop still works)
+            return None
         if not flow:
             return None
         doc = flow[0]
@@ -153,16 +158,31 @@ class FlowSupervisor:
             return {"changed": True, "message": f"started the flow (pid {pid})", "pid": pid, "symbols": wanted}
 
     def _derived_config(self, symbols: list[str]) -> dict:
-        raw = self.cfg.model_dump(mode="json", exclude_none=True)
+        # Secrets stay out of the file: the child gets them in its environment (`_secrets_env`).
+        secret = {"api": {"token"}, "dashboard": {"auth": {"password"}}, "store": {"password"}}
+        raw = self.cfg.model_dump(mode="json", exclude_none=True, exclude=secret)  # type: ignore[arg-type]
         raw["symbols"] = symbols
         return raw
+
+    def _secrets_env(self) -> dict[str, str]:
+        env = {}
+        token = self.cfg.api.bearer_token()
+        if token:
+            env[TOKEN_ENV] = token
+        auth = self.cfg.dashboard.auth
+        if auth and auth.secret():
+            env[DASHBOARD_PASSWORD_ENV] = auth.secret() or ""
+        pg = self.cfg.store.password
+        if pg is not None and not os.environ.get(PG_PASSWORD_ENV):
+            env[PG_PASSWORD_ENV] = pg.get_secret_value()  # a model dump would write "**********"
+        return env
 
     def _spawn(self, symbols: list[str]) -> int:
         self.config_file.write_text(
             "# Written by the ticklens API (POST /api/v1/start): the active config with the requested symbols.\n"
             + yaml.safe_dump(self._derived_config(symbols), sort_keys=False)
         )
-        env = dict(os.environ, TICKLENS_CONFIG=str(self.config_file))
+        env = dict(os.environ, TICKLENS_CONFIG=str(self.config_file), **self._secrets_env())
         log = open(self.logfile, "ab")  # noqa: SIM115 - handed to the child
         try:
             child = subprocess.Popen(

@@ -1,6 +1,7 @@
 """Flood soak: 60 s of 60 KB garbage frames interleaved with valid trades, against the real flow.
 
     .venv/bin/python bench/soak_flood.py [--seconds 60] [--rate 100] [--garbage-per-trade 2] [--size 60000]
+                                         [--cache-mb 64] [--rejects-max-rows N]
 
 The hostile server (tests/hostile_feed.py, its own process) sends `garbage-per-trade`
 garbage frames of `size` bytes (random bytes, huge JSON arrays and strings, a trade with a
@@ -13,7 +14,7 @@ Measured, for the flood and for a baseline run of the same valid trades without 
 (same script, run first): the flow's RSS every second from the first stored trade (peak,
 slope after the first 10 s); each valid trade's store latency, from its trade time (set by the
 server when it sends it) to the moment this script first sees it in `ticks` (polled every
-20 ms, so latencies read up to ~20 ms high); garbage sent, rejects stored, store size.
+20 ms, so latencies read up to ~20 ms high); garbage sent, rejects stored and dropped (`store.rejects_max_rows`), store size.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tests.feed_support import query  # noqa: E402
 from tests.hostile_feed import HostileServer  # noqa: E402
 
 
-def run(seconds: float, rate: float, garbage_per_trade: int, size: int, cache_mb: int) -> dict:
+def run(seconds: float, rate: float, garbage_per_trade: int, size: int, cache_mb: int, rejects_max_rows: int) -> dict:
     """One flow and one server for `seconds`; the figures of that run."""
     work = Path(tempfile.mkdtemp(prefix="soak_flood_"))
     server = HostileServer(max_seconds=seconds + 120)
@@ -46,7 +47,7 @@ def run(seconds: float, rate: float, garbage_per_trade: int, size: int, cache_mb
     cfg = {
         "symbols": ["btcusdt"],
         "source": {"kind": "feed", "url": url, "stream": "trade", "reject_ratio_max": 0.9},
-        "store": {"path": str(work / "soak.db"), "cache_mb": cache_mb},
+        "store": {"path": str(work / "soak.db"), "cache_mb": cache_mb, "rejects_max_rows": rejects_max_rows},
         "timeframes": ["1s", "1m", "5m"],
         "recovery": {"enabled": False},
         "progress_interval_s": 1.0,
@@ -85,8 +86,16 @@ def run(seconds: float, rate: float, garbage_per_trade: int, size: int, cache_mb
                 break
             time.sleep(0.02)
         st = server.stats()
-        stored = query(db, "SELECT COUNT(*) FROM ticks")[0][0]
+        # The last trades sent may still be on their way through the flow: wait for them (bounded).
+        deadline = time.monotonic() + 10
+        while (stored := query(db, "SELECT COUNT(*) FROM ticks")[0][0]) < st["valid_sent"]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         rejects, reject_bytes = query(db, "SELECT COUNT(*), COALESCE(SUM(length(raw)), 0) FROM rejects")[0]
+        dropped = query(db, "SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM meta WHERE key='rejects_dropped'")[0][
+            0
+        ]
     finally:
         flow.send_signal(2)
         flow.wait(30)
@@ -102,6 +111,7 @@ def run(seconds: float, rate: float, garbage_per_trade: int, size: int, cache_mb
         "garbage_frames": st["garbage_sent"],
         "garbage_mb": round(st["garbage_bytes"] / 1e6, 1),
         "rejects_stored": rejects,
+        "rejects_dropped": dropped,
         "reject_bytes_mb": round(reject_bytes / 1e6, 1),
         "store_mb": round(sum(f.stat().st_size for f in work.glob("soak.db*")) / 1e6, 1),
         "latency_ms": {
@@ -128,12 +138,15 @@ def main() -> int:
     ap.add_argument("--garbage-per-trade", type=int, default=2)
     ap.add_argument("--size", type=int, default=60_000)
     ap.add_argument("--cache-mb", type=int, default=64, help="store.cache_mb: the writer's SQLite page cache")
+    ap.add_argument("--rejects-max-rows", type=int, default=1_000_000, help="store.rejects_max_rows")
     ap.add_argument("--no-baseline", action="store_true", help="skip the same run without garbage")
     args = ap.parse_args()
     out: dict = {"seconds": args.seconds, "rate": args.rate, "size": args.size, "cache_mb": args.cache_mb}
+    out["rejects_max_rows"] = args.rejects_max_rows
+    knobs = (args.seconds, args.rate)
     if not args.no_baseline:
-        out["baseline"] = run(args.seconds, args.rate, 0, args.size, args.cache_mb)
-    out["flood"] = run(args.seconds, args.rate, args.garbage_per_trade, args.size, args.cache_mb)
+        out["baseline"] = run(*knobs, 0, args.size, args.cache_mb, args.rejects_max_rows)
+    out["flood"] = run(*knobs, args.garbage_per_trade, args.size, args.cache_mb, args.rejects_max_rows)
     out["load_avg"] = list(os.getloadavg())
     out["cpus"] = os.cpu_count()
     print(json.dumps(out, indent=2))

@@ -46,7 +46,8 @@ def shifted_trades_csv(
 
 def shifted_archive_days(site: Path, days: int, symbol: str = "BTCUSDT", hours: int = 24) -> list[Path]:
     """A local copy of the archive's layout under `site`: `days` daily `trades` zips from 2020-12-09 on,
-    each `hours` time- and id-shifted copies of the bundled hour, with its `.CHECKSUM` beside it."""
+    each the first `hours` hours of its own day made of time- and id-shifted copies of the bundled hour
+    (ids rising across days), with its `.CHECKSUM` beside it."""
     import hashlib
     import io
     import zipfile
@@ -64,7 +65,7 @@ def shifted_archive_days(site: Path, days: int, symbol: str = "BTCUSDT", hours: 
             k = d * hours
             day = pl.concat(
                 [
-                    base.with_columns(pl.col("id") + (k + h) * id_span, pl.col("time") + (k + h) * 3_600_000)
+                    base.with_columns(pl.col("id") + (k + h) * id_span, pl.col("time") + (d * 24 + h) * 3_600_000)
                     for h in range(hours)
                 ]
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flows.items import SymbolOut
+from flows.items import MicroItem, SymbolOut
 from flows.sources import EOF_CLOCK_MS
 from storage import open_store
 from storage.port import RuleFeed
@@ -120,6 +120,10 @@ def alert_step(cfg: Config, feed: RuleFeed | None = None):
                 state.health.on_gaps([item])
                 return state, []
             return state, _symbol_step(state, index.get(state.key), item)
+        if isinstance(item, MicroItem):
+            state = state or AlertBook(item.symbol)
+            _sync(state, rules)
+            return state, state.on_micro(index.get(state.key), item.bars) if item.bars else []
         if isinstance(item, PairOut):
             state = state or AlertBook(item.pair)
             _sync(state, rules)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flows.items import BookOut
+from flows.items import BookClock, BookOut
 from ticklens.config import Config
 from ticklens.domain.book import (
     BookBatch,
@@ -25,6 +25,7 @@ from ticklens.domain.book import (
     Reconnected,
     SnapshotFailure,
 )
+from ticklens.domain.micro.levels import LevelSync
 
 
 @dataclass
@@ -40,11 +41,16 @@ def book_step(cfg: Config):
     l1_from_book = "bookTicker" not in cfg.source.book_streams
     max_buffer = cfg.book.max_buffer
 
-    def new_sync(symbol: str, spot: bool) -> BookSync:
-        return BookSync(symbol, "spot" if spot else "usdm", max_buffer=max_buffer)
+    levels = micro_enabled(cfg)
 
-    def step(state: BookState | None, batch: BookBatch) -> tuple[BookState, BookOut]:
+    def new_sync(symbol: str, spot: bool) -> BookSync:
+        kind = LevelSync if levels else BookSync  # LevelSync also records the levels microstructure reads
+        return kind(symbol, "spot" if spot else "usdm", max_buffer=max_buffer)
+
+    def step(state: BookState | None, item: BookBatch | BookClock) -> tuple[BookState, BookOut]:
         state = state or BookState()
+        clock = item.ts_ms if isinstance(item, BookClock) else None
+        batch = BookBatch(item.symbol, []) if isinstance(item, BookClock) else item
         sync = state.sync
         quotes: list[Quote] = []
         snaps: list[BookSnapshot] = []
@@ -72,7 +78,7 @@ def book_step(cfg: Config):
             if sync is not None and sync.live and sync.book.ts_ms >= state.next_snapshot_ms:
                 snaps.append(sync.book.snapshot())
                 state.next_snapshot_ms = (sync.book.ts_ms // interval_ms + 1) * interval_ms
-        out = BookOut(batch.symbol)
+        out = BookOut(batch.symbol, clock=clock)
         if quotes:
             out.quotes = Quotes.from_quotes(batch.symbol, quotes)
         if sync is not None:
@@ -80,6 +86,8 @@ def book_step(cfg: Config):
             out.applied, out.gaps = drained.applied, drained.gaps
             out.snapshots = drained.snapshots + snaps  # the REST snapshots came first
             out.live, out.last_update_id, out.counters = sync.live, sync.last_update_id, sync.counters
+            if isinstance(sync, LevelSync):
+                out.levels = sync.drain_levels()
             tops = drained.tops
             if l1_from_book and len(tops):
                 recv = dict(
@@ -106,3 +114,8 @@ def _take(q: Quotes, keep: np.ndarray) -> Quotes:
         q.ask_qty[keep],
         q.source,
     )
+
+
+def micro_enabled(cfg: Config) -> bool:
+    """Microstructure bars are computed when enabled and the source reads any book stream."""
+    return cfg.micro.enabled and bool(cfg.source.book_streams)

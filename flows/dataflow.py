@@ -17,9 +17,10 @@ import orjson
 from bytewax.dataflow import Dataflow
 
 from flows.alert_step import alert_step
-from flows.book_step import book_step
+from flows.book_step import book_step, micro_enabled
 from flows.crash import traced
-from flows.items import Fresh, SymbolOut
+from flows.items import BookClock, Fresh, SymbolOut
+from flows.micro_step import micro_step
 from flows.pairs import CORR_KEY, corr_step, leg_key, leg_router, pair_step, symbol_stats_step
 from flows.sink import make_sink
 from flows.sources import make_source
@@ -36,7 +37,7 @@ def build_flow(cfg: Config) -> Dataflow:
     flow = Dataflow("ticklens")
     items = op.input("source", flow, make_source(cfg))  # Trades | BookBatch | Clock | Rejected | FeedStats
     keyed = op.flat_map(
-        "route", items, traced("route", _router(cfg.symbols))
+        "route", items, traced("route", _router(cfg.symbols, book_clocks=micro_enabled(cfg)))
     )  # ("btcusdt", Trades | BookBatch | Clock) | ("_feed", …)
     split = op.branch("split_feed", keyed, _is_symbol_item)
     kinds = op.branch("split_books", split.trues, _is_trade_item)  # trades and clocks | book batches
@@ -46,7 +47,12 @@ def build_flow(cfg: Config) -> Dataflow:
     )  # (…, Fresh | Rejected)
     fresh = op.branch("split_conflicts", deduped, _is_fresh)  # conflicting duplicates go to the store's rejects
     barred = op.stateful_map("bars", fresh.trues, traced("bars", _bars_step(cfg)))  # ("btcusdt", SymbolOut)
-    legs = op.stateful_flat_map("pair_legs", barred, traced("pair_legs", leg_router(cfg)))  # ("btcusdt", LegBars)
+    if micro_enabled(cfg):
+        micro_in = op.merge("micro_inputs", books, barred)  # a symbol's quotes and levels, its trades and clock
+        micro = op.stateful_map("micro", micro_in, traced("micro", micro_step(cfg)))  # ("btcusdt", MicroItem)
+    mids = micro_enabled(cfg) and any(p.price == "mid" for p in cfg.pairs)
+    leg_in = op.merge("leg_inputs", barred, micro) if mids else barred  # pairs on mids read micro bars
+    legs = op.stateful_flat_map("pair_legs", leg_in, traced("pair_legs", leg_router(cfg)))  # ("btcusdt", LegBars)
     legs = op.key_on("by_pair", op.key_rm("unkey_legs", legs), leg_key)  # ("btcusdt-ethusdt@1s" | "_corr@1m", LegBars)
     legs_split = op.branch("split_corr", legs, _is_pair_item)
     pairs = op.stateful_flat_map(
@@ -62,21 +68,32 @@ def build_flow(cfg: Config) -> Dataflow:
     health = op.flat_map(
         "feed_health", items, traced("feed_health", _health_router)
     )  # ("_feed", Clock | FeedStats | Rejected) | ("btcusdt", GapEvent)
-    watched = op.merge("alert_inputs", barred, live_pairs, health)
+    outs = [barred, books, split.falses, fresh.falses, pairs, corr, sym_stats]
+    watched_in = [barred, live_pairs, health]
+    if micro_enabled(cfg):
+        outs.append(micro)
+        watched_in.append(micro)
+    watched = op.merge("alert_inputs", *watched_in)
     alerts = op.stateful_flat_map(
         "alerts", watched, traced("alerts", alert_step(cfg))
     )  # ("btcusdt" | "btcusdt-ethusdt" | "_feed", AlertFired)
-    stored = op.merge("to_store", barred, books, split.falses, fresh.falses, pairs, corr, sym_stats, alerts)
+    stored = op.merge("to_store", *outs, alerts)
     op.output("store", stored, make_sink(cfg))
     return flow
 
 
-def _router(symbols: list[str]):
+def _router(symbols: list[str], book_clocks: bool = False):
+    """`book_clocks`: a clock also goes down each symbol's book path (microstructure closes bars
+    when both its inputs, trades and book, have passed them)."""
+
     def route(item: Any) -> list[tuple[str, Any]]:
         if isinstance(item, (Trades, BookBatch)):
             return [(item.symbol, item)]
         if isinstance(item, Clock):  # a partition's clock names its symbols; a lone partition's, none
-            return [(item.symbol, item)] if item.symbol else [(s, Clock(item.ts_ms, s)) for s in symbols]
+            out = [(item.symbol, item)] if item.symbol else [(s, Clock(item.ts_ms, s)) for s in symbols]
+            if book_clocks:
+                out += [(k, BookClock(k, c.ts_ms)) for k, c in list(out)]
+            return out
         return [(FEED_KEY, item)]
 
     return route
@@ -97,7 +114,7 @@ def _is_symbol_item(kv: tuple[str, Any]) -> bool:
 
 
 def _is_trade_item(kv: tuple[str, Any]) -> bool:
-    return not isinstance(kv[1], BookBatch)
+    return not isinstance(kv[1], (BookBatch, BookClock))
 
 
 def _is_first_computed(kv: tuple[str, PairOut]) -> bool:
@@ -122,8 +139,9 @@ def _dedup_step(lateness_ms: int):
         else:
             fresh, dups, conflicts = state.fresh(item)
             now_ts = state.max_ts
-            out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups)
+            out = Fresh(symbol=item.symbol, trades=fresh, duplicates=dups, conflicts=len(conflicts))
         out.duplicates_total = state.duplicates
+        out.conflicts_total = state.conflicts
         out.gaps = [GapEvent(item.symbol, h.from_id, h.to_id, h.after_ts, status) for h, status in state.settle(now_ts)]
         return state, [out, *map(_conflict_reject, conflicts)]
 
@@ -166,12 +184,14 @@ def _bars_step(cfg: Config):
             revised=revised,
             gaps=fresh.gaps,
             duplicates=fresh.duplicates,
+            conflicts=fresh.conflicts,
             late_trades=state.late_trades,
             revisions=state.revisions,
             watermark=state.watermark,
             clock=fresh.clock,
             trades_total=state.trades,
             duplicates_total=fresh.duplicates_total,
+            conflicts_total=fresh.conflicts_total,
             last_trade_ms=state.newest_ts,
         )
         return state, out

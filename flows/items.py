@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ticklens.domain.bars import Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes, SyncCounters
+from ticklens.domain.micro import BookLevels, MicroBar, VpinBucket
 from ticklens.domain.records import GapEvent, Trades
 
 
@@ -18,7 +19,9 @@ class Fresh:
     clock: int | None = None
     gaps: list[GapEvent] = field(default_factory=list)
     duplicates: int = 0
+    conflicts: int = 0  # of the duplicates, those whose values differ from the trade kept
     duplicates_total: int = 0  # since the flow first started (recovered state)
+    conflicts_total: int = 0
 
 
 @dataclass(slots=True)
@@ -33,6 +36,7 @@ class SymbolOut:
     revised: list[Bar] = field(default_factory=list)  # closed bars a late trade changed (or created)
     gaps: list[GapEvent] = field(default_factory=list)
     duplicates: int = 0
+    conflicts: int = 0  # conflicting duplicates (kept in `rejects` with both versions)
     late_trades: int = 0
     revisions: int = 0
     watermark: int = 0
@@ -40,7 +44,17 @@ class SymbolOut:
     # Running totals of the flow's recovered state: they go on across a resumed run.
     trades_total: int = 0
     duplicates_total: int = 0
+    conflicts_total: int = 0
     last_trade_ms: int = 0
+
+
+@dataclass(slots=True)
+class BookClock:
+    """The source's clock on a symbol's book path (microstructure): every book record of the
+    symbol up to `ts_ms` has been handed on before it, as a `Clock` says for its trades."""
+
+    symbol: str
+    ts_ms: int
 
 
 @dataclass(slots=True)
@@ -55,3 +69,16 @@ class BookOut:
     live: bool = False
     last_update_id: int = 0
     counters: SyncCounters | None = None
+    levels: BookLevels | None = None  # the book's top levels and 10 bps depth (microstructure)
+    clock: int | None = None  # a BookClock passed through
+
+
+@dataclass(slots=True)
+class MicroItem:
+    """One symbol's microstructure step output: bars to store (new or rewritten) and VPIN buckets."""
+
+    symbol: str
+    bars: list[MicroBar] = field(default_factory=list)
+    vpin: list[VpinBucket] = field(default_factory=list)
+    too_late: int = 0  # events dropped this step (older than micro.keep_s behind the watermark)
+    watermark: int = -(2**62)  # bars before it are written (pair legs on mids read it)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flows.items import SymbolOut
+from flows.items import MicroItem, SymbolOut
 from ticklens.config import Config
 from ticklens.domain.align import Leg, LegBars
 from ticklens.domain.aligned import AlignedStats
@@ -41,39 +41,53 @@ def _closed_by_tf(out: SymbolOut) -> dict[str, list[tuple[int, float, float, flo
     return by
 
 
-def leg_router(cfg: Config) -> Callable[[dict | None, SymbolOut], tuple[dict, list[LegBars]]]:
-    """Stateful per symbol: SymbolOut -> one LegBars per pair (and correlation set) and timeframe it feeds.
+def leg_router(cfg: Config) -> Callable[[dict | None, SymbolOut | MicroItem], tuple[dict, list[LegBars]]]:
+    """Stateful per symbol: SymbolOut (or, for pairs on mids, MicroItem) -> one LegBars per pair (and
+    correlation set) and timeframe it feeds.
 
     A watermark that moved within a bucket releases nothing, so a leg is only
     sent when it has closed bars or its watermark crossed a bucket boundary
-    (most batches do neither; each item costs a trip through bytewax).
+    (most batches do neither; each item costs a trip through bytewax). A pair with
+    `price: mid` reads each micro bar's closing mid once, when it is first written.
     """
-    routes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    routes: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)  # (symbol, price) -> targets
     for pair in cfg.pairs:
         for tf in cfg.pair_timeframes(pair):
             for leg in pair.legs:
-                routes[leg].append((f"{pair.name}@{tf}", tf))
+                routes[(leg, pair.price)].append((f"{pair.name}@{tf}", tf))
     ctf = corr_timeframe(cfg)
     if cfg.correlation and ctf:
         for s in cfg.correlation.symbols:
-            routes[s].append((f"{CORR_KEY}@{ctf}", ctf))
+            routes[(s, "close")].append((f"{CORR_KEY}@{ctf}", ctf))
 
-    def route(state: dict | None, out: SymbolOut) -> tuple[dict, list[LegBars]]:
-        state = state if state is not None else {}  # timeframe -> watermark bucket last sent
-        targets = routes.get(out.symbol)
+    def route(state: dict | None, out: SymbolOut | MicroItem) -> tuple[dict, list[LegBars]]:
+        state = state if state is not None else {}  # (price, timeframe) -> watermark bucket last sent
+        price = "mid" if isinstance(out, MicroItem) else "close"
+        targets = routes.get((out.symbol, price))
         if not targets:
             return state, []
-        by = _closed_by_tf(out)
+        by = _mids_by_tf(out, state) if isinstance(out, MicroItem) else _closed_by_tf(out)
         items = []
         for key, tf in targets:
             bucket = out.watermark // TIMEFRAME_MS[tf]
-            if tf in by or bucket > state.get(tf, -(2**62)):
+            if tf in by or bucket > state.get((price, tf), -(2**62)):
                 items.append(LegBars(out.symbol, tf, by.get(tf, []), out.watermark, key))
         for tf in {tf for _, tf in targets}:
-            state[tf] = max(state.get(tf, -(2**62)), out.watermark // TIMEFRAME_MS[tf])
+            state[(price, tf)] = max(state.get((price, tf), -(2**62)), out.watermark // TIMEFRAME_MS[tf])
         return state, items
 
     return route
+
+
+def _mids_by_tf(out: MicroItem, state: dict) -> dict[str, list[tuple[int, float, float, float]]]:
+    """Micro bars written for the first time, as (start, closing mid, 0, 0) per timeframe."""
+    by: dict[str, list[tuple[int, float, float, float]]] = defaultdict(list)
+    for b in sorted(out.bars, key=lambda b: b.start_ms):
+        last = state.get(("mid_start", b.timeframe), -(2**62))
+        if b.start_ms > last and b.mid_close is not None:
+            by[b.timeframe].append((b.start_ms, b.mid_close, 0.0, 0.0))
+            state[("mid_start", b.timeframe)] = b.start_ms
+    return by
 
 
 def leg_key(leg: LegBars) -> str:

@@ -25,6 +25,7 @@ class SymbolHealth:
     last_trade_ms: int = 0
     last_recv_ms: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # duplicates whose values differed (each also a `rejects` row)
     late_trades: int = 0
     revisions: int = 0
     bars_written: int = 0
@@ -75,6 +76,7 @@ class Progress:
         h.trades = max(h.trades + n, out.trades_total)
         h.last_trade_ms = max(h.last_trade_ms, out.last_trade_ms)
         h.duplicates = max(h.duplicates + out.duplicates, out.duplicates_total)
+        h.conflicts = max(h.conflicts + out.conflicts, out.conflicts_total)
         self.trades_total = sum(x.trades for x in self.symbols.values())
         h.late_trades = out.late_trades
         h.revisions = out.revisions

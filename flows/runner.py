@@ -18,6 +18,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from bytewax.dataflow import Dataflow
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
@@ -102,16 +103,42 @@ def main(argv: list[str] | None = None) -> int:
             crash.install()
         os.umask(0o077)  # store, recovery and recording files: readable by this user only
         flow = build_flow(cfg)
-        recovery = None
-        if cfg.recovery.enabled and not args.no_recovery:
-            recovery = RecoveryConfig(str(_recovery_dir(cfg, args.process_id, processes)))
+        rdir = _recovery_dir(cfg, args.process_id, processes) if cfg.recovery.enabled and not args.no_recovery else None
     except ConfigError as e:
         print(f"ticklens: {e}", file=sys.stderr)
         return 2
     except RecoveryError as e:
         print(f"ticklens: {e}", file=sys.stderr, flush=True)
         return 1
-    rdir = cfg.recovery_dir
+    return _execute(cfg, flow, args.workers, rdir, args.process_id if addresses else None, addresses)
+
+
+def run(cfg: Config, workers: int = 1, recovery_dir: Path | None = None) -> int:
+    """Build the flow for `cfg` and run it in this one process until its input ends (or a signal stops it).
+
+    `recovery_dir`: snapshots there (created on first use), resumed from when it holds some.
+    Exit code 0 also after a graceful stop: `STOP.is_set()` tells the caller it was one.
+    """
+    os.umask(0o077)  # store, recovery and recording files: readable by this user only
+    flow = build_flow(cfg)
+    if recovery_dir is not None:
+        try:
+            prepare_recovery(recovery_dir)
+        except RecoveryError as e:
+            print(f"ticklens: {e}", file=sys.stderr, flush=True)
+            return 1
+    return _execute(cfg, flow, workers, recovery_dir, None, None)
+
+
+def _execute(
+    cfg: Config,
+    flow: Dataflow,
+    workers: int,
+    rdir: Path | None,
+    process_id: int | None,
+    addresses: list[str] | None,
+) -> int:
+    recovery = RecoveryConfig(str(rdir)) if rdir is not None else None
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
     # A second signal stops at once (the open batch is rolled back whole).
@@ -127,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli_main(
             flow,
-            workers_per_process=args.workers,
-            process_id=args.process_id if addresses else None,
+            workers_per_process=workers,
+            process_id=process_id,
             addresses=addresses,
             epoch_interval=interval,
             recovery_config=recovery,
@@ -142,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cause = _root_cause(e)
         if "disk is full" in cause or "No space left" in cause:
-            dirs = [cfg.store.path, *([rdir] if recovery is not None else [])]
+            dirs = [cfg.store.path, *([rdir] if rdir is not None else [])]
             cause = f"{cause} [the disk is full: {free_space(*dirs)}]"
         print(f"ticklens: the flow stopped on an error: {cause}", file=sys.stderr, flush=True)
         return 1

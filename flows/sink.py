@@ -8,15 +8,17 @@ each worker writes what it produced.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from flows.crash import trace_methods
-from flows.items import BookOut, SymbolOut
+from flows.items import BookOut, MicroItem, SymbolOut
 from flows.progress import Progress
 from storage import open_store
 from storage.port import Store, StoreBatch, StoreWriter
+from storage.tier import TierKeeper
 from ticklens.config import Config
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.records import FeedStats, GapEvent, Rejected
@@ -89,6 +91,17 @@ class _WriterThread:
                 self._queue.task_done()
 
 
+def _tier_keeper(cfg: Config, store: Store) -> TierKeeper | None:
+    """Moves ticks older than store.hot_days to Parquet while the flow runs (storage/tier.py)."""
+    if cfg.store.hot_days is None:
+        return None
+
+    def log(msg: str) -> None:
+        print(f"[ticklens] {msg}", file=sys.stderr, flush=True)
+
+    return TierKeeper(store, cfg.store.cold_path, cfg.store.hot_days, cfg.store.tier_every_s, log).start()
+
+
 class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartition[object]):
     """One writer over the store; `snapshot` (fixed partitions) waits until the epoch is stored.
 
@@ -104,18 +117,21 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
         self,
         store: Store,
         progress: Progress,
+        webhook_allow: list[str],
         *,
         synchronous: bool = False,
         keyed: bool = False,
         resend_pending: bool = True,
+        tier: TierKeeper | None = None,
     ) -> None:
         self.progress = progress
         self.synchronous = synchronous
         self.keyed = keyed
-        self.webhooks = WebhookDispatcher(store)
+        self.webhooks = WebhookDispatcher(store, allow=webhook_allow)
         if resend_pending:
             self.webhooks.start()
         self.writer = _WriterThread(store.writer(), self.webhooks)
+        self.tier = tier
 
     def write_batch(self, values: list[object]) -> None:
         if self.keyed:
@@ -139,6 +155,9 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
                 batch.book_snapshots.extend(item.snapshots)
                 batch.book_gaps.extend(item.gaps)
                 self.progress.on_book(item)
+            elif isinstance(item, MicroItem):
+                batch.micro_bars.extend(item.bars)
+                batch.vpin.extend(item.vpin)
             elif isinstance(item, PairOut):
                 batch.pairs.append(item)
             elif isinstance(item, SymbolStatsOut):
@@ -176,6 +195,8 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
             self.writer.close()
         finally:
             self.webhooks.close(timeout_s=5.0)
+            if self.tier is not None:
+                self.tier.close()
 
 
 class StoreSink(FixedPartitionedSink[object, None]):
@@ -189,7 +210,12 @@ class StoreSink(FixedPartitionedSink[object, None]):
         return ["store"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _StorePartition:
-        return _StorePartition(self.store, Progress(self.cfg.progress_interval_s))
+        return _StorePartition(
+            self.store,
+            Progress(self.cfg.progress_interval_s),
+            self.cfg.alerts.webhook_allow,
+            tier=_tier_keeper(self.cfg, self.store),
+        )
 
 
 class WorkerStoreSink(DynamicSink[object]):
@@ -206,7 +232,16 @@ class WorkerStoreSink(DynamicSink[object]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
         progress = Progress(self.cfg.progress_interval_s, worker=(worker_index, worker_count))
-        part = _StorePartition(self.store, progress, synchronous=True, keyed=True, resend_pending=worker_index == 0)
+        tier = _tier_keeper(self.cfg, self.store) if worker_index == 0 else None  # one tier-out per store
+        part = _StorePartition(
+            self.store,
+            progress,
+            self.cfg.alerts.webhook_allow,
+            synchronous=True,
+            keyed=True,
+            resend_pending=worker_index == 0,
+            tier=tier,
+        )
         return trace_methods(part, f"sink of worker {worker_index}", "write_batch", "close")
 
 

@@ -24,7 +24,9 @@ BAR_METRICS = ["volume", "return", "volatility"]
 PAIR_METRICS = ["spread", "zscore", "hedge_ratio", "correlation"]
 SYMBOL_HEALTH_METRICS = ["stale_s", "gaps_open"]  # feed health per symbol
 FEED_METRICS = ["reconnects_per_min", "rejected_per_min"]  # feed health, the whole feed
-METRICS = TRADE_METRICS + BAR_METRICS + PAIR_METRICS + SYMBOL_HEALTH_METRICS + FEED_METRICS
+# microstructure bars, per symbol, on bar close (docs/analytics.md)
+MICRO_METRICS = ["spread_bps", "ofi", "imbalance", "eff_spread_bps", "kyle_lambda", "vpin", "depth"]
+METRICS = TRADE_METRICS + BAR_METRICS + PAIR_METRICS + SYMBOL_HEALTH_METRICS + FEED_METRICS + MICRO_METRICS
 OPERATORS = [">", ">=", "<", "<=", "==", "crosses_above", "crosses_below"]
 ON_CHOICES = ["default", "tick", "bar_close"]  # default: every trade for trade metrics, bar close otherwise
 TICK_BAR_METRICS = ["volume", "return"]  # bar metrics that can be watched on the bar in progress

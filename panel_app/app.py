@@ -23,6 +23,7 @@ from panel_app.client import Api, ApiDown, ApiError  # noqa: E402
 from panel_app.correlation import CorrelationPage  # noqa: E402
 from panel_app.data import DataPage  # noqa: E402
 from panel_app.market import MarketPage  # noqa: E402
+from panel_app.microstructure import MicrostructurePage  # noqa: E402
 from panel_app.page import ACCENT, CSS, Page, freshness_badge  # noqa: E402
 from panel_app.pair import PairPage  # noqa: E402
 from panel_app.statistics import StatisticsPage  # noqa: E402
@@ -33,7 +34,16 @@ STATUS_EVERY = 2  # status (freshness badge) every 2nd tick
 pn.extension("tabulator", raw_css=[CSS], notifications=True)
 
 
-PAGES: tuple[type[Page], ...] = (MarketPage, BookPage, PairPage, CorrelationPage, StatisticsPage, AlertsPage, DataPage)
+PAGES: tuple[type[Page], ...] = (
+    MarketPage,
+    BookPage,
+    PairPage,
+    CorrelationPage,
+    StatisticsPage,
+    MicrostructurePage,
+    AlertsPage,
+    DataPage,
+)
 
 
 class Dashboard:

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ticklens.config import load_config
+from ticklens.config import TOKEN_ENV, load_config
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -78,6 +78,17 @@ def api_url() -> str:
         return "http://127.0.0.1:8000"
 
 
+def api_token() -> str | None:
+    """The API's token: TICKLENS_API_TOKEN if set, else api.token of the active config (None: none)."""
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return env
+    try:
+        return load_config().api.bearer_token()
+    except Exception:  # no config file: no token
+        return None
+
+
 def to_time(ms: Any) -> Any:
     """Epoch ms → naive UTC datetime64 (what Bokeh's datetime axis expects)."""
     return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms")
@@ -89,11 +100,13 @@ class Api:
 
     base_url: str = field(default_factory=api_url)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    token: str | None = field(default_factory=api_token, repr=False)  # sent as a bearer token
     _http: httpx.Client = field(init=False, repr=False)
     last_error: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s, headers=headers)
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -228,9 +241,32 @@ class Api:
         thinned = len(older) and int(older["span_ms"].max()) > tf_ms
         return shown, (f"older {timeframe} bars drawn as {len(older):,} (min/max per bucket)" if thinned else "")
 
+    def microstructure(self, symbol: str, timeframe: str, limit: int = 600, start_ms: int | None = None) -> dict:
+        """The flow's micro bars, oldest first (`bars`, keyed by `ts_ms`)."""
+        return self.get(f"/api/v1/microstructure/{symbol}", timeframe=timeframe, limit=limit, start=start_ms)
+
+    def heatmap(self, symbol: str, columns: int = 120, rows: int = 60, band_bps: float = 20.0) -> dict:
+        """Resting size by price bin and moment over the last 5 minutes of stored books (server-binned)."""
+        return self.get(f"/api/v1/microstructure/{symbol}/heatmap", columns=columns, rows=rows, band_bps=band_bps)
+
+    def book(self, symbol: str, depth: int = 200) -> dict:
+        """The current order book: bids/asks as [price, qty] strings, best first."""
+        return self.get(f"/api/v1/book/{symbol}", depth=depth)
+
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
         return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})
+
+    def audit(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, limit: int = 1000) -> dict:
+        """`/api/v1/audit`: the stored 1m bars against Binance's downloaded klines (reads whole files: long timeout)."""
+        params = {"start": start_ms, "end": end_ms, "limit": limit}
+        r = self.request(
+            "GET",
+            f"/api/v1/audit/{symbol}",
+            params={k: v for k, v in params.items() if v is not None},
+            timeout=TRANSFER_TIMEOUT_S,
+        )
+        return orjson.loads(r.content)
 
     def stats(self, symbol: str, window: int, timeframe: str = "1s") -> dict:
         return self.get(f"/api/v1/stats/{symbol}", window=window, timeframe=timeframe)

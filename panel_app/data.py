@@ -1,8 +1,9 @@
 """Data page: start/stop collection, download bars or ticks for a range, upload historical bars.
 
 Everything goes through the API: `/api/v1/status|start|stop`, `/api/v1/export/{symbol}`
-(the file is the API's, passed through unchanged) and `/api/v1/upload/ohlc` (its
-per-row validation errors are shown as a table; a rejected file writes nothing).
+(the file is the API's, passed through unchanged), `/api/v1/upload/ohlc` (its
+per-row validation errors are shown as a table; a rejected file writes nothing),
+`/api/v1/continuity` and `/api/v1/audit` (the stored 1m bars against Binance's klines).
 """
 
 from __future__ import annotations
@@ -21,6 +22,36 @@ from ticklens.domain.times import iso_ms, parse_time
 
 ERROR_COLUMNS = ["row", "line", "errors"]
 EMPTY_COLUMNS = ["start", "end", "buckets", "status", "last_id_before", "first_id_after"]
+AUDIT_COLUMNS = ["minute", "outcome", "field", "ours", "binance"]
+
+
+def audit_frame(body: dict) -> pd.DataFrame:
+    """`/api/v1/audit`'s differing minutes, one row per differing field (one per minute when a side is missing)."""
+    rows = []
+    for d in body.get("diffs", []):
+        if d["fields"]:
+            rows += [
+                {
+                    "minute": d["start"],
+                    "outcome": d["outcome"],
+                    "field": f["field"],
+                    "ours": f["ours"],
+                    "binance": f["binance"],
+                }
+                for f in d["fields"]
+            ]
+        else:
+            ours, theirs = d.get("ours") or {}, d.get("binance") or {}
+            rows.append(
+                {
+                    "minute": d["start"],
+                    "outcome": d["outcome"],
+                    "field": "trades",
+                    "ours": ours.get("trades"),
+                    "binance": theirs.get("trades"),
+                }
+            )
+    return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
 
 
 def empty_runs_frame(body: dict) -> pd.DataFrame:
@@ -91,6 +122,11 @@ class DataPage(Page):
         self.check_btn.on_click(self.safely(lambda _e: self.check_continuity()))
         self.continuity_html = pn.pane.HTML("", sizing_mode="stretch_width")
         self.continuity_table = _result_table(empty_runs_frame({}), height=240)
+        self.audit_btn = w.Button(name="Audit vs Binance klines", button_type="primary", width=210, align="end")
+        self.audit_btn.on_click(self.safely(lambda _e: self.check_audit()))
+        self.audit_html = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.audit_msg = pn.pane.Alert("", visible=False, margin=(5, 0))
+        self.audit_table = _result_table(audit_frame({}), height=240)
         pn.bind(self._filename, self.param.symbol, self.param.kind, self.param.timeframe, self.param.fmt, watch=True)
 
     def view(self) -> pn.viewable.Viewable:
@@ -150,7 +186,55 @@ class DataPage(Page):
             title="Continuity audit",
             sizing_mode="stretch_width",
         )
-        return pn.Column(self.message, collection, export, continuity, upload, sizing_mode="stretch_width")
+        audit = pn.Card(
+            pn.pane.Markdown(
+                "The stored 1m bars of the symbol and range above against Binance's own 1m klines downloaded "
+                "with `ticklens history download --data klines-1m` (under `history.dir`), minute by minute: "
+                "open, high, low, close, volume, quote volume, trades, taker buy volume."
+            ),
+            self.audit_btn,
+            self.audit_msg,
+            self.audit_html,
+            self.audit_table,
+            title="Audit against Binance klines",
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(self.message, collection, export, continuity, audit, upload, sizing_mode="stretch_width")
+
+    # --- klines audit ---------------------------------------------------------------
+
+    def check_audit(self) -> None:
+        s, e = self._range_ms()
+        try:
+            body = self.api.audit(self.symbol, s, e)
+        except ApiError as err:
+            self.audit_msg.object = f"Audit failed: {err}"
+            self.audit_msg.alert_type = "danger"
+            self.audit_msg.visible = True
+            return
+        self.audit_msg.visible = False
+        if not body["files"]:
+            self.audit_msg.object = f"No klines downloaded for this range under {body['klines_dir']}."
+            self.audit_msg.alert_type = "warning"
+            self.audit_msg.visible = True
+        tiles = [
+            card(
+                "minutes equal",
+                f"{body['equal']:,} / {body['compared']:,}",
+                f"{body['quiet']:,} without trades",
+                "#1a7f37",
+            ),
+            card("differing", f"{body['differing']:,}", f"{body['by_outcome']['differs']:,} in values", "#cf222e"),
+            card(
+                "missing",
+                f"{body['by_outcome']['missing_in_store']:,} in store",
+                f"{body['by_outcome']['missing_in_klines']:,} in klines",
+            ),
+            card("not audited", f"{body['unaudited_bars']:,} bars", ", ".join(body["unaudited_days"][:3]) or "–"),
+        ]
+        self.audit_html.object = f'<div class="tl-cards">{"".join(tiles)}</div>'
+        self.audit_table.value = audit_frame(body)
+        self.audit_table.visible = bool(body["diffs"])
 
     # --- continuity -----------------------------------------------------------------
 

@@ -13,11 +13,23 @@ def retention_days(cfg: StoreConfig) -> dict[str, float]:
 
 
 def open_store(cfg: StoreConfig) -> Store:
-    """The backend `store.kind` names, for the flow, the API and the tools alike."""
+    """The backend `store.kind` names, for the flow, the API and the tools alike; its readers also read
+    the ticks moved to Parquet (`storage.tier`), whichever the backend."""
+    from storage.tier import TieredStore
+
+    backend: Store
     if cfg.kind == "postgres":
         from storage.postgres import PostgresStore
 
-        return PostgresStore(cfg)
-    from storage.sqlite import SqliteStore
+        backend = PostgresStore(cfg)
+    else:
+        from storage.sqlite import SqliteStore
 
-    return SqliteStore(cfg.path, max_size_mb=cfg.max_size_mb, cache_mb=cfg.cache_mb, retention_days=retention_days(cfg))
+        backend = SqliteStore(
+            cfg.path,
+            max_size_mb=cfg.max_size_mb,
+            cache_mb=cfg.cache_mb,
+            rejects_max_rows=cfg.rejects_max_rows,
+            retention_days=retention_days(cfg),
+        )
+    return TieredStore(backend, cfg.cold_path)

@@ -22,6 +22,7 @@ from ticklens.domain.alerts.rules import AlertRule, StoredRule
 from ticklens.domain.bars import Bar, ExactSums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.continuity import FlowBarIds
+from ticklens.domain.micro import MICRO_COLUMNS, MicroBar, VpinBucket
 from ticklens.domain.records import GapEvent, Rejected, Trades
 from ticklens.domain.stats.correlation import CorrOut
 from ticklens.domain.stats.pair import PairOut, PairRow
@@ -45,7 +46,11 @@ BAR_OUT_COLUMNS = (
     "revision",
     "origin",
 )
+REJECT_COLUMNS = ("recv_ms", "reason", "source", "raw")
 GAP_COLUMNS = ("from_id", "to_id", "after_ts_ms", "detected_ms", "filled_ms", "status")
+# Microstructure (docs/analytics.md): micro_bars from start_ms on, VPIN buckets.
+MICRO_OUT_COLUMNS = MICRO_COLUMNS[2:]
+VPIN_OUT_COLUMNS = ("bucket", "end_ms", "buy_volume", "sell_volume", "vpin")
 # `source`: "bookTicker" (the exchange's L1 stream) or "book" (the local book's best, when no
 # bookTicker stream is read); bid/ask are None for an empty side.
 QUOTE_OUT_COLUMNS = ("update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
@@ -71,6 +76,10 @@ EVENT_COLUMNS = (
 class StoreWriteError(RuntimeError):
     """The store cannot take a write (disk or size cap full, read-only, I/O error): the batch
     was rolled back whole, so everything acknowledged before it is stored."""
+
+
+class TickCountMismatch(RuntimeError):
+    """`Store.delete_ticks` found another number of ticks than it was told to delete: nothing was deleted."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -99,6 +108,8 @@ class StoreBatch:
     symbol_stats: list[SymbolStatsOut] = field(default_factory=list)
     correlations: list[CorrOut] = field(default_factory=list)
     alerts: list[AlertFired] = field(default_factory=list)
+    micro_bars: list[MicroBar] = field(default_factory=list)  # a bar given twice ends as its later version
+    vpin: list[VpinBucket] = field(default_factory=list)
     quotes: list[Quotes] = field(default_factory=list)
     depth_updates: list[DepthUpdate] = field(default_factory=list)
     book_snapshots: list[BookSnapshot] = field(default_factory=list)
@@ -128,10 +139,11 @@ class StoreHealth:
     """What /health and /metrics say about the backend itself."""
 
     ok: bool
-    problem: str | None
+    problem: str | None  # what is wrong, naming the store (None when ok)
     location: str  # a file path or a server address without credentials
     schema_version: int | None
     figures: dict[str, float] = field(default_factory=dict)  # backend gauges, e.g. wal_bytes
+    checked_ms: int | None = None  # when the integrity check behind `ok` ran (None: not run)
 
 
 Row = tuple[Any, ...]  # one row, in the column order its method names
@@ -163,6 +175,10 @@ class StoreReader(Protocol):
     def iter_ticks(
         self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
     ) -> Iterator[list[Row]]: ...
+    def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
+        """(trade_id, ts_ms) of the symbol's stored tick with the lowest trade id, or None (the tier-out's start)."""
+        ...
+
     def bars(
         self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
     ) -> list[Row]: ...
@@ -213,6 +229,17 @@ class StoreReader(Protocol):
         """The flow's stored per-bar rolling statistics, newest `limit` in [start, end), oldest first."""
         ...
 
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Row]:
+        """The newest `limit` micro bars starting in [start, end), oldest first (MICRO_OUT_COLUMNS)."""
+        ...
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Row]:
+        """The newest `limit` VPIN buckets filled in [start, end), oldest first (VPIN_OUT_COLUMNS)."""
+
     def quotes(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[Row]:
         """The newest `limit` L1 rows with start <= ts < end, oldest first (QUOTE_OUT_COLUMNS)."""
         ...
@@ -248,6 +275,14 @@ class StoreReader(Protocol):
     def gaps(self, symbol: str) -> list[Row]: ...
     def gap_counts(self) -> dict[str, tuple[int, int]]: ...
     def reject_count(self) -> int: ...
+    def rejects_dropped(self) -> int:
+        """Rejects dropped, oldest first, to keep the store's `rejects_max_rows` (ever, all writers)."""
+        ...
+
+    def rejects(self, limit: int) -> list[Row]:
+        """The newest `limit` rejects (columns: REJECT_COLUMNS), oldest first."""
+        ...
+
     def alert_trigger_counts(self) -> dict[int, int]:
         """rule id → triggers stored for it (every symbol it watches)."""
         ...
@@ -292,10 +327,29 @@ class Store(Protocol):
     sink_partitions: Literal["one", "per_worker"]
     # Exceptions of the backend's driver that mean "cannot answer now" (the API answers 503).
     unavailable_errors: tuple[type[Exception], ...]
+    # At most this many rejects are kept (None: all): each write that adds rejects deletes the
+    # oldest beyond it in the same transaction and counts them (`rejects_dropped`). Read when a
+    # writer is made (`open_store` passes `store.rejects_max_rows`).
+    rejects_max_rows: int | None
+
+    # The answer of the last `check()` (None: not run yet). While it is not ok, `reader()`,
+    # `rules()` and `upload_bars()` raise StoreUnavailable with its problem.
+    last_check: StoreHealth | None
+
+    def check(self) -> StoreHealth:
+        """Check the backend's integrity now (SQLite: `PRAGMA quick_check` on a fresh connection)
+        and keep the answer in `last_check`. Slow on a large store: call it off the event loop."""
+        ...
 
     def writer(self) -> StoreWriter[Any]: ...
     def reader(self) -> AbstractContextManager[StoreReader]: ...
     def rules(self) -> RuleStore: ...
     def rule_feed(self, poll_s: float = 0.25) -> RuleFeed: ...
     def upload_bars(self, bars: Sequence[UploadedBar], overwrite: bool, now_ms: int) -> UploadResult: ...
+    def delete_ticks(self, symbol: str, lo_id: int, hi_id: int, before_ms: int, expect: int) -> int:
+        """In one transaction, delete the symbol's ticks with lo_id <= trade_id <= hi_id and ts_ms < before_ms
+        if they are exactly `expect` (the ticks the caller has copied elsewhere); else delete nothing and
+        raise TickCountMismatch. Returns the number deleted."""
+        ...
+
     def close(self) -> None: ...

@@ -37,28 +37,44 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.05):
 
 
 class ApiServer:
-    def __init__(self, config: Path, log: Path) -> None:
+    """`token`: sent as `Authorization: Bearer` by `client` (and given to the server as
+    TICKLENS_API_TOKEN unless `env` says otherwise); `ready`: the /health codes that mean up."""
+
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        token: str | None = None,
+        env: dict[str, str] | None = None,
+        ready: tuple[int, ...] = (200,),
+        host: str = "127.0.0.1",
+    ) -> None:
         self.config = config
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.port}"
         self.log = log
-        env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_QUIET="1")
+        self.ready = ready
+        base = {k: v for k, v in os.environ.items() if k != "TICKLENS_API_TOKEN"}
+        env = dict(base, TICKLENS_CONFIG=str(config), TICKLENS_QUIET="1", **(env or {}))
+        if token is not None:
+            env.setdefault("TICKLENS_API_TOKEN", token)
         self._log = open(log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(self.port)],
             cwd=ROOT,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, timeout=30, headers=headers)
         wait_until(self._healthy, 30, f"the API on {self.url} to answer /health (log: {log})")
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"uvicorn exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
         try:
-            return self.client.get("/health").status_code == 200
+            return self.client.get("/health").status_code in self.ready
         except httpx.TransportError:
             return False
 
@@ -76,8 +92,8 @@ class ApiServer:
 
 
 @contextmanager
-def api_server(config: Path, log: Path) -> Iterator[ApiServer]:
-    server = ApiServer(config, log)
+def api_server(config: Path, log: Path, **kw: object) -> Iterator[ApiServer]:
+    server = ApiServer(config, log, **kw)  # type: ignore[arg-type]
     try:
         yield server
     finally:

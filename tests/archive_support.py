@@ -1,6 +1,6 @@
 """A local data.binance.vision: the archive layout built from the bundled real files, served on 127.0.0.1.
 
-Paths are written out here by hand (not taken from ticklens.history.layout), so the tests check
+Paths are written out here by hand (not taken from ticklens.ingest.archive), so the tests check
 the downloader's idea of the layout against this independent one. Faults are per path: a queue
 of one-shot behaviours ("503", "truncate", "stall") and a persistent trickle (a slow response).
 Range requests are answered with 206 like a real static host.
@@ -109,6 +109,14 @@ class Archive:
         self.files[path] = body if served is None else served
         self.files[path + ".CHECKSUM"] = f"{hashlib.sha256(body).hexdigest()}  {name}\n".encode()
 
+    def write_to(self, root: Path) -> Path:
+        """Every file where the downloader leaves it below `--dir` (the URL path without `/data/`)."""
+        for path, body in self.files.items():
+            p = root / path.removeprefix("/data/")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(body)
+        return root
+
     def add_zip(self, data: str, symbol: str, label: str, header: str | None, lines: list[str], **kw: object) -> str:
         path = daily_path(data, symbol, label, monthly=len(label) == 7)
         inner = path.rsplit("/", 1)[1].removesuffix(".zip") + ".csv"
@@ -214,3 +222,17 @@ def archive_server(archive: Archive) -> Iterator[ArchiveServer]:
     finally:
         s.server.shutdown()
         s.server.server_close()
+
+
+def shifted_trade_days(days: int) -> Archive:
+    """`days` daily BTCUSDT `trades` zips from 2020-12-09 on, day d the bundled real hour shifted by d days
+    (times) and by d whole spans (ids): 100,311 trades a day, each day's ids above the day before's."""
+    header, lines = trades_2020_lines()
+    rows = [line.split(",") for line in lines]
+    span = max(int(r[0]) for r in rows) - min(int(r[0]) for r in rows) + 1
+    a = Archive()
+    for d in range(days):
+        out = [",".join([str(int(r[0]) + d * span), *r[1:4], str(int(r[4]) + d * 86_400_000), r[5]]) for r in rows]
+        label = datetime.fromtimestamp(1607472000 + d * 86_400, UTC).date().isoformat()
+        a.add_zip("trades", "BTCUSDT", label, header, out)
+    return a

@@ -124,11 +124,24 @@ def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str], cwd: Pa
         )
 
 
+def _klines_archive(root: Path) -> Path:
+    """Binance's real BTCUSDT 1m klines of the bundled windows as archive zips (the Data page's audit reads them)."""
+    from tests.archive_support import daily_path, klines_by_day, zip_bytes
+
+    for day, (header, lines) in klines_by_day().items():
+        path = root / daily_path("klines-1m", "BTCUSDT", day).removeprefix("/data/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(zip_bytes(path.name.replace(".zip", ".csv"), header, lines))
+    return root
+
+
 def start_stack(
     root: Path,
     speed: float = REPLAY_SPEED,
     simulate: list[str] | None = None,
     rate: float = 2000.0,
+    files: list[str] | None = None,
+    streams: list[str] | None = None,
     replay: tuple[list[str], list[Path]] | None = None,
     dashboard_args: list[str] | None = None,
 ) -> Stack:
@@ -142,8 +155,10 @@ def start_stack(
     store = root / "store" / "ticklens.db"
     store.parent.mkdir(parents=True, exist_ok=True)
     symbols = simulate or (replay[0] if replay else ["btcusdt", "ethusdt"])
-    paths = replay[1] if replay else [SAMPLE / f for f in REPLAY_FILES]
+    paths = replay[1] if replay else [SAMPLE / f for f in files or REPLAY_FILES]
     source: dict[str, Any] = {"kind": "replay", "speed": speed, "paths": [str(p) for p in paths]}
+    if streams:
+        source["streams"] = streams
     if simulate:
         source = {"kind": "feed", "url": f"ws://127.0.0.1:{feed_port}/market/stream"}
     cfg = {
@@ -156,6 +171,9 @@ def start_stack(
         "dashboard": {"host": "127.0.0.1", "port": dash_port},
         "progress_interval_s": 1.0,
     }
+    if streams:  # books: microstructure too, with VPIN buckets sized for the bundled minutes
+        cfg["micro"] = {"vpin_bucket": {"btcusdt": 2.0, "ethusdt": 40.0}, "vpin_buckets": 10}
+    cfg["history"] = {"dir": str(_klines_archive(root / "archive"))}
     config = root / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))
     stack = Stack(root, config, store, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{dash_port}/app")

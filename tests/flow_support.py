@@ -60,6 +60,29 @@ def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+TABLE_QUERIES = {
+    "ticks": "SELECT symbol, trade_id, ts_ms, price, qty, is_buyer_maker, first_id, last_id FROM ticks ORDER BY 1, 2",
+    "bars": "SELECT symbol, timeframe, start_ms, open, high, low, close, volume, quote_volume, trades,"
+    " taker_buy_volume, vwap, first_id, last_id, closed FROM bars ORDER BY 1, 2, 3",
+    "gaps": "SELECT symbol, from_id, to_id, status FROM gaps ORDER BY 1, 2",
+}
+
+
+def store_dump(db: Path) -> dict[str, list[tuple]]:
+    """Every table a flow writes, without wall-clock columns: equal dumps mean equal stores."""
+    out = {name: query(db, sql) for name, sql in TABLE_QUERIES.items()}
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in ("pair_stats", "symbol_stats", "correlation", "alert_events"):
+            if table not in tables:
+                continue
+            cols = [
+                r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] not in ("updated_ms", "wall_ms", "id")
+            ]
+            out[table] = sorted(conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall())
+    return out
+
+
 def shuffled_recording(src: list[Path], dst: Path, max_shift_ms: int, seed: int) -> None:
     """Rewrite recordings so trades arrive out of order by up to max_shift_ms, across bar boundaries."""
     lines = []

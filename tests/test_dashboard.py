@@ -46,6 +46,7 @@ PAGES = {
     "Pair": "Engle-Granger p",
     "Correlation": "matrix as of",
     "Statistics": "rvol %",
+    "Microstructure": "Definitions and sources",  # bars need book streams: tests/test_dashboard_micro.py
     "Alerts": "Create rule",
     "Data": "Start collection",
 }
@@ -298,6 +299,43 @@ def test_continuity_audit_on_the_data_page_shows_what_the_api_finds(dash: object
     assert shown and shown == [e["status"] for e in want["empty"]][: len(shown)]
     tiles = page.locator(".tl-card").all_inner_texts()
     assert any(f"{want['quiet_buckets']:,}" in t and "quiet" in t.lower() for t in tiles), tiles
+    assert not page.console.take()
+
+
+def test_klines_audit_on_the_data_page_shows_what_the_api_finds(dash: object, stack: Stack) -> None:
+    """23:57 is the recording's first, partial minute (it starts at 23:57:02): it differs from Binance's kline;
+    23:58 is whole and equal."""
+    page = dash
+    start, end = "2024-07-18T23:57:00Z", "2024-07-18T23:59:00Z"
+    with stack.api() as api:
+        wait_until(
+            lambda: any(
+                not b["in_progress"]
+                for b in api.get(
+                    "/api/v1/ohlc/btcusdt", params={"timeframe": "1m", "start": "2024-07-18T23:58:00Z"}
+                ).json()["bars"][:1]
+            ),
+            40,
+            "a closed 23:58 bar",
+        )
+        want = api.get("/api/v1/audit/btcusdt", params={"start": start, "end": end}).json()
+    assert (want["compared"], want["equal"], want["differing"]) == (2, 1, 1), want
+    assert [d["start"][:16] for d in want["diffs"]] == ["2024-07-18T23:57"]
+    want_fields = [f["field"] for f in want["diffs"][0]["fields"]]
+    assert "trades" in want_fields and "open" in want_fields  # the trades before 23:57:02 are not recorded
+    goto(page, "Data")
+    _set(page, "From (ISO-8601 UTC, inclusive)", start)
+    _set(page, "To (exclusive; empty = now)", end)
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Audit vs Binance klines", exact=True).click()
+    cells = page.locator(".tabulator-cell[tabulator-field=field]")
+    wait_until(
+        lambda: [c.strip() for c in cells.all_inner_texts()] == want_fields, 15, "the audit's fields in the table"
+    )
+    minutes = {c.strip()[:16] for c in page.locator(".tabulator-cell[tabulator-field=minute]").all_inner_texts()}
+    assert minutes == {"2024-07-18T23:57"}
+    tiles = page.locator(".tl-card").all_inner_texts()
+    assert any("1 / 2" in t and "equal" in t.lower() for t in tiles), tiles
     assert not page.console.take()
 
 

@@ -52,6 +52,11 @@ def iso(ms: int) -> str:
     return pl.Series([ms]).cast(pl.Datetime("ms")).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")[0]
 
 
+def minutes(before: int, after: int) -> list[str]:
+    """The minutes a gap touches: from the trade before's minute to the trade after's, both included."""
+    return [iso(m) for m in range(before - before % 60_000, after - after % 60_000 + 1, 60_000)]
+
+
 def test_clean_archive_has_no_gap_but_the_one_hole_of_the_2020_hour(tmp_path: Path) -> None:
     with archive_server(real_archive()) as srv:
         for data, start, end in (("aggTrades", "2024-07-18", "2024-07-19"), ("trades", "2020-12-09", "2020-12-09")):
@@ -86,6 +91,7 @@ def test_clean_archive_has_no_gap_but_the_one_hole_of_the_2020_hour(tmp_path: Pa
             "after": iso(after),
             "before_file": name,
             "after_file": name,
+            "minutes": minutes(before, after),
         }
     ]
     assert rep[0]["rows"] == raw.height == 100_311
@@ -118,6 +124,7 @@ def test_gaps_injected_into_a_copy_are_listed_with_their_ids_and_times(tmp_path:
                     "after": iso(tb),
                     "before_file": f"BTCUSDT-aggTrades-2024-07-{fa}.zip",
                     "after_file": f"BTCUSDT-aggTrades-2024-07-{fb}.zip",
+                    "minutes": minutes(ta, tb),
                 }
             )
     assert len(expected) == 4  # 100-102, 500, end of the 18th + start of the 19th, 1000-1009

@@ -25,7 +25,7 @@ from tests.archive_support import (
     daily_path,
     real_archive,
 )
-from ticklens.history.layout import plan
+from ticklens.ingest.archive import plan
 from ticklens.ingest.replay import Replay
 
 BTC18 = "/data/futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-07-18.zip"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
 import psutil
 import pytest
 import yaml
@@ -121,6 +122,16 @@ def test_connects_per_minute_are_capped_whatever_the_backoff(tmp_path: Path, ser
         assert server.stats()["connections"] == 5
         wait_for(lambda: feed_status(db).get("connects_per_min") == 5, 5, "the count in the status row", flow)
         assert flow.alive()
+        # Exported: the API's status and /metrics carry the same count.
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from tests.api_support import api_server
+
+        with api_server(cfg, tmp_path / "api.log") as api:
+            assert api.client.get("/api/v1/status").json()["connects_per_min"] == 5
+            families = {f.name: f for f in text_string_to_metric_families(api.client.get("/metrics").text)}
+            assert [s.value for s in families["ticklens_connects_per_minute"].samples] == [5]
+        assert server.stats()["connections"] == 5
     finally:
         code = flow.stop()
     assert code == 0, flow.stderr()
@@ -194,3 +205,44 @@ def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
     finally:
         code = flow.stop()
     assert code == 0, flow.stderr()
+
+
+def test_a_flood_keeps_the_rejects_table_at_its_cap_and_counts_what_it_dropped(
+    tmp_path: Path, server: HostileServer
+) -> None:
+    # Garbage as fast as the socket takes it, the reject ratio switched off so the connection stays
+    # up: far more than `store.rejects_max_rows` rejects reach the store, which keeps the newest.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.api_support import api_server
+
+    url = server.url("garbage", size=60_000, seconds=6, sessions=1)
+    cfg_path = write_config(tmp_path, url, reject_ratio_max=1.0)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["store"]["rejects_max_rows"] = 1_000
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    flow = Flow(cfg_path, tmp_path / "flow.log")
+    db = tmp_path / "ticklens.db"
+    dropped_sql = "SELECT CAST(value AS INTEGER) FROM meta WHERE key='rejects_dropped'"
+    try:
+        wait_for(lambda: server.stats()["connections"] >= 1, 20, "the connection", flow)
+        wait_for(lambda: count(db, dropped_sql) >= 2_000, 60, "2,000 rejects dropped", flow)
+        assert count(db, "SELECT COUNT(*) FROM rejects") == 1_000
+    finally:
+        code = flow.stop()
+    assert code == 0, flow.stderr()
+    stored, dropped = count(db, "SELECT COUNT(*) FROM rejects"), count(db, dropped_sql)
+    assert stored == 1_000
+    # Every reject the flow took is either kept or counted as dropped.
+    taken = orjson.loads(query(db, "SELECT value FROM status WHERE key='flow'")[0][0])["rejects"]
+    assert stored + dropped == taken, (stored, dropped, taken)
+    # The store does not grow with the flood: ~1,000 rows of 4 KiB, freed pages reused.
+    assert db.stat().st_size + Path(f"{db}-wal").stat().st_size < 64 << 20
+    kept = query(db, "SELECT MIN(id), MAX(id) FROM rejects")[0]
+    assert kept[1] - kept[0] + 1 == 1_000 and kept[0] > dropped  # the newest were kept
+    with api_server(cfg_path, tmp_path / "api.log") as api:
+        status = api.client.get("/api/v1/status").json()
+        assert (status["malformed_messages"], status["rejects_dropped"]) == (1_000, dropped)
+        assert api.client.get("/api/v1/health").json()["rejects_dropped"] == dropped
+        families = {f.name: f for f in text_string_to_metric_families(api.client.get("/metrics").text)}
+        assert families["ticklens_rejects_dropped"].samples[0].value == dropped

@@ -243,6 +243,7 @@ def test_a_conflicting_duplicate_is_counted_and_kept_with_both_versions(tmp_path
     assert "qty" in docs[13][0] and "is_buyer_maker" in docs[13][0]
     status = json.loads(query(db, "SELECT value FROM status WHERE key='symbol:btcusdt'")[0][0])
     assert status["duplicates"] == 4  # every repeat is a duplicate; the 3 conflicts are also rejects
+    assert status["conflicts"] == 3  # counted per symbol (issue 18 part B)
 
 
 def test_dedup_compares_repeats_within_one_batch_and_with_recent_batches() -> None:

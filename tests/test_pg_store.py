@@ -139,3 +139,26 @@ def test_the_rule_feed_reloads_on_notify_without_polling() -> None:
     finally:
         feed.close()
         store.close()
+
+
+def test_a_flow_the_api_starts_gets_the_store_password_by_environment_not_in_its_file(tmp_path) -> None:
+    from api.supervisor import FlowSupervisor
+    from ticklens.config import parse_config
+
+    cfg = parse_config(
+        {
+            "symbols": ["btcusdt"],
+            "source": {"kind": "feed"},
+            "store": {
+                "kind": "postgres",
+                "url": "postgresql://ticklens:s3cret-pw@127.0.0.1:5432/t",
+                "path": str(tmp_path / "x.db"),
+            },
+        }
+    )
+    sup = FlowSupervisor(cfg, None)  # type: ignore[arg-type]
+    derived = sup._derived_config(["btcusdt"])
+    assert "password" not in derived["store"] and "s3cret-pw" not in str(derived)
+    assert sup._secrets_env()["TICKLENS_PG_PASSWORD"] == "s3cret-pw"
+    reloaded = parse_config(derived)
+    assert reloaded.store.url == "postgresql://ticklens@127.0.0.1:5432/t" and reloaded.store.password is None

@@ -13,31 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flow_support import BTC_2020, ROOT, query, run_flow, write_config
-
-TABLE_QUERIES = {
-    "ticks": "SELECT symbol, trade_id, ts_ms, price, qty, is_buyer_maker, first_id, last_id FROM ticks ORDER BY 1, 2",
-    "bars": "SELECT symbol, timeframe, start_ms, open, high, low, close, volume, quote_volume, trades,"
-    " taker_buy_volume, vwap, first_id, last_id, closed FROM bars ORDER BY 1, 2, 3",
-    "gaps": "SELECT symbol, from_id, to_id, status FROM gaps ORDER BY 1, 2",
-}
-
-
-def _store_dump(db: Path) -> dict[str, list[tuple]]:
-    out = {name: query(db, sql) for name, sql in TABLE_QUERIES.items()}
-    with sqlite3.connect(db) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    # Analytics and alert tables exist once those rooms are in the flow; compare them too,
-    # all but the wall-clock columns.
-    with sqlite3.connect(db) as conn:
-        for table in ("pair_stats", "symbol_stats", "correlation", "alert_events"):
-            if table not in tables:
-                continue
-            cols = [
-                r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] not in ("updated_ms", "wall_ms", "id")
-            ]
-            out[table] = sorted(conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall())
-    return out
+from tests.flow_support import BTC_2020, ROOT, query, run_flow, store_dump, write_config
 
 
 def _cfg(tmp: Path, **extra: object) -> Path:
@@ -76,7 +52,7 @@ def test_sigkill_at_a_random_point_then_restart_gives_the_uninterrupted_store(tm
     ref_dir.mkdir()
     res = run_flow(_cfg(ref_dir), "--no-recovery")
     assert res.returncode == 0, res.stderr[-2000:]
-    reference = _store_dump(ref_dir / "ticklens.db")
+    reference = store_dump(ref_dir / "ticklens.db")
     assert len(reference["ticks"]) == 100_311
 
     run_dir = tmp_path / "crash"
@@ -94,7 +70,7 @@ def test_sigkill_at_a_random_point_then_restart_gives_the_uninterrupted_store(tm
 
     res = run_flow(cfg)  # same config: resumes from the recovery snapshots
     assert res.returncode == 0, res.stderr[-2000:]
-    assert _store_dump(db) == reference
+    assert store_dump(db) == reference
 
 
 def test_sigterm_stops_gracefully_with_everything_flushed(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The SQLite book tables: a v3 store (the version before them) gains them in place (v4), and `store.retention` trims each table.
+"""The SQLite book tables: a v4 store (the version before them) gains them in place (v5), and `store.retention` trims each table.
 
 Real SQLite files; expected rows computed here from what was written.
 """
@@ -18,29 +18,65 @@ from storage.sqlite.connection import connect
 from storage.sqlite.schema import SCHEMA_VERSION
 from ticklens.config import StoreConfig
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
+from ticklens.domain.records import Trades
 
 DAY = 86_400_000
 T0 = 1_723_000_000_000
 BOOK_TABLES = {"quotes", "depth_updates", "book_snapshots", "book_gaps"}
 
 
-def test_a_version_3_store_gains_the_book_tables_keeping_its_rows(tmp_path: Path) -> None:
-    db = tmp_path / "v3.db"
-    connect(db).close()
-    with sqlite3.connect(db) as conn:  # make it a v3 store: no book tables, version 3
+def test_a_version_4_store_gains_the_book_tables_keeping_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "v4.db"
+    store = SqliteStore(db)
+    w = store.writer()
+    w.write(
+        w.prepare(
+            StoreBatch(
+                ticks=[
+                    Trades.from_columns(
+                        "btcusdt", trade_id=[1], ts_ms=[5], price=[1.0], qty=[2.0], is_buyer_maker=[False]
+                    )
+                ]
+            )
+        )
+    )
+    w.close()
+    store.close()
+    with sqlite3.connect(db) as conn:  # make it a v4 store (compact ticks, no book tables), as main's v4 made it
         for t in BOOK_TABLES:
             conn.execute(f"DROP TABLE {t}")
-        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-        conn.execute("INSERT INTO ticks VALUES('btcusdt', 1, 5, 1.0, 2.0, 0, 1, 1, 5, 6)")
+        conn.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
     connect(db).close()
     with sqlite3.connect(db) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        ticks = conn.execute("SELECT * FROM ticks").fetchall()
-    assert int(version) == SCHEMA_VERSION == 4
-    assert tables >= BOOK_TABLES
+        ticks = conn.execute("SELECT symbol, trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks").fetchall()
+    assert int(version) == SCHEMA_VERSION  # v5 (the book tables) and every step after it
+    assert tables >= BOOK_TABLES | {"tick_rows", "symbols"}
     assert {"quotes_time", "depth_updates_key", "depth_updates_time", "book_snapshots_key"} <= indexes
+    assert ticks == [("btcusdt", 1, 5, 1.0, 2.0, 0)]
+
+
+def test_a_version_3_store_with_the_old_ticks_table_goes_through_v4_and_v5(tmp_path: Path) -> None:
+    db = tmp_path / "v3.db"
+    with sqlite3.connect(db) as conn:  # a v3 store: ticks keyed by symbol text, no book tables
+        conn.executescript(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES('schema_version', '3');"
+            "CREATE TABLE ticks(symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,"
+            " price REAL NOT NULL, qty REAL NOT NULL, is_buyer_maker INTEGER NOT NULL, first_id INTEGER NOT NULL,"
+            " last_id INTEGER NOT NULL, event_ms INTEGER NOT NULL, recv_ms INTEGER NOT NULL,"
+            " PRIMARY KEY(symbol, trade_id)) WITHOUT ROWID;"
+            "INSERT INTO ticks VALUES('btcusdt', 1, 5, 1.0, 2.0, 0, 1, 1, 5, 6);"
+        )
+    connect(db).close()
+    with sqlite3.connect(db) as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        ticks = conn.execute("SELECT * FROM ticks").fetchall()
+    assert int(version) == SCHEMA_VERSION
+    assert tables >= BOOK_TABLES | {"tick_rows"}
     assert ticks == [("btcusdt", 1, 5, 1.0, 2.0, 0, 1, 1, 5, 6)]
 
 

@@ -229,3 +229,36 @@ def test_an_endless_response_body_is_not_read_to_its_end(dispatcher) -> None:
 def test_webhook_urls_with_credentials_bad_ports_or_control_characters_are_invalid_rules(url: str) -> None:
     with pytest.raises(ValueError, match="webhook"):
         AlertRule(name="x", metric="price", symbol="btcusdt", operator=">", threshold=1, webhook=url)
+
+
+def test_the_flow_takes_webhook_allow_from_the_config_it_was_built_with(
+    tmp_path: Path, receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow built in-process from a Config (not from TICKLENS_CONFIG) delivers by that config's
+    `alerts.webhook_allow`: the sink hands it to the dispatcher."""
+    from bytewax.testing import run_main
+
+    from flows.dataflow import build_flow
+    from ticklens.config import load_config
+
+    port, hits = receiver()
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            source={"paths": [str(BTC_B)]},
+            symbols=["btcusdt"],
+            timeframes=["1s"],
+            alerts={"webhook_allow": ["127.0.0.1"]},
+        )
+    )
+    monkeypatch.setenv("TICKLENS_CONFIG", str(tmp_path / "no-such-pipeline.yaml"))
+    monkeypatch.setenv("TICKLENS_QUIET", "1")
+    db = tmp_path / "ticklens.db"
+    url = f"http://127.0.0.1:{port}/hook"
+    (rid,) = create_rules(
+        db, [{"name": "hook", "condition": f"price crosses_above {LEVEL}", "symbols": ["btcusdt"], "webhook": url}]
+    )
+    run_main(build_flow(cfg))
+    stored = rows(db, "SELECT webhook_status FROM alert_events WHERE rule_id=?", (rid,))
+    assert len(stored) > 5 and {s for (s,) in stored} == {"sent"}
+    assert len(hits) == len(stored)

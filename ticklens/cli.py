@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ticklens.config import ConfigError, config_path, load_config
+from ticklens.config import Config, ConfigError, config_path, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +69,26 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def dashboard_command(cfg: Config, auth_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """`panel serve` for the dashboard, and the environment it adds. With `dashboard.auth`, Panel's
+    login page guards it: the user and password go into a private JSON file in `auth_dir` (not on
+    the command line, where `ps` shows them) and the cookie secret into the environment."""
+    d = cfg.dashboard
+    cmd = [_python(), "-m", "panel", "serve", "panel_app/app.py", "--address", d.host, "--port", str(d.port)]
+    cmd += ["--allow-websocket-origin", f"{d.host}:{d.port}", "--allow-websocket-origin", f"localhost:{d.port}"]
+    env = {"TICKLENS_API": f"http://{cfg.api.host}:{cfg.api.port}"}
+    if d.auth is not None:
+        if auth_dir is None:
+            raise ValueError("dashboard.auth needs a private directory for its password file")
+        path = auth_dir / "dashboard-auth.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({d.auth.user: d.auth.secret()}, fh)
+        cmd += ["--basic-auth", str(path)]
+        env["PANEL_COOKIE_SECRET"] = secrets.token_urlsafe(32)
+    return cmd, env
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     os.umask(0o077)  # inherited by every child: the store and its logs are private to this user
@@ -73,6 +97,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, _interrupt)
     env = dict(os.environ, TICKLENS_CONFIG=str(Path(args.config or config_path()).resolve()))
     procs: dict[str, subprocess.Popen] = {}
+    private = Path(tempfile.mkdtemp(prefix="ticklens-up-"))  # 0700: the dashboard's password file
     try:
         if cfg.source.kind == "feed":
             url = urlparse(cfg.source.url or "")
@@ -107,27 +132,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
             print(f"[ticklens] API       http://{cfg.api.host}:{cfg.api.port}/docs", file=sys.stderr)
         if (ROOT / "panel_app" / "app.py").exists():
-            denv = dict(env, TICKLENS_API=f"http://{cfg.api.host}:{cfg.api.port}")
-            procs["dashboard"] = _spawn(
-                "dashboard",
-                [
-                    _python(),
-                    "-m",
-                    "panel",
-                    "serve",
-                    "panel_app/app.py",
-                    "--address",
-                    cfg.dashboard.host,
-                    "--port",
-                    str(cfg.dashboard.port),
-                    "--allow-websocket-origin",
-                    f"{cfg.dashboard.host}:{cfg.dashboard.port}",
-                    "--allow-websocket-origin",
-                    f"localhost:{cfg.dashboard.port}",
-                ],
-                denv,
-            )
-            print(f"[ticklens] dashboard http://{cfg.dashboard.host}:{cfg.dashboard.port}/app", file=sys.stderr)
+            dash_cmd, dash_env = dashboard_command(cfg, private)
+            procs["dashboard"] = _spawn("dashboard", dash_cmd, dict(env, **dash_env))
+            login = f" (login: {cfg.dashboard.auth.user})" if cfg.dashboard.auth else ""
+            print(f"[ticklens] dashboard http://{cfg.dashboard.host}:{cfg.dashboard.port}/app{login}", file=sys.stderr)
         print("[ticklens] Ctrl-C stops everything", file=sys.stderr, flush=True)
         while True:
             for name, p in procs.items():
@@ -156,21 +164,24 @@ def cmd_up(args: argparse.Namespace) -> int:
             if "flow" in procs:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     procs["flow"].wait(timeout=FLOW_STOP_S)
-            _stop_api_flow(procs, cfg.api.host, cfg.api.port)
+            _stop_api_flow(procs, cfg)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         _stop_all(procs, deadline)
+        shutil.rmtree(private, ignore_errors=True)
 
 
-def _stop_api_flow(procs: dict[str, subprocess.Popen], host: str, port: int) -> None:
+def _stop_api_flow(procs: dict[str, subprocess.Popen], cfg: Config) -> None:
     """A flow started with POST /api/v1/start runs in its own session: ask the API to stop it too."""
     api = procs.get("api")
     if api is None or api.poll() is not None:
         return
     import httpx
 
+    token = cfg.api.bearer_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(f"http://{host}:{port}/api/v1/stop", timeout=API_STOP_S)
+        httpx.post(f"http://{cfg.api.host}:{cfg.api.port}/api/v1/stop", timeout=API_STOP_S, headers=headers)
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
@@ -197,6 +208,39 @@ def cmd_feed(args: argparse.Namespace) -> int:
     return feed_main(args.rest)
 
 
+def cmd_tier_out(args: argparse.Namespace) -> int:
+    """Move ticks older than store.hot_days to the Parquet tier now (the running flow also does, every
+    store.tier_every_s): one line per day moved, then a summary."""
+    from storage import open_store
+    from storage.port import TickCountMismatch
+    from storage.tier import Moved, TierError, tier_out
+
+    cfg = load_config(args.config)
+    hot = args.hot_days if args.hot_days is not None else cfg.store.hot_days
+    if hot is None:
+        print("ticklens store tier-out: store.hot_days is null (keep every tick); give --hot-days N", file=sys.stderr)
+        return 2
+    symbols = [s.strip().lower() for s in args.symbols.split(",")] if args.symbols else None
+    store = open_store(cfg.store)
+
+    def said(m: Moved) -> None:
+        print(f"{m.symbol} {m.day}: {m.rows:,} ticks moved ({m.written:,} written) in {m.seconds:.2f} s", flush=True)
+
+    t0 = time.perf_counter()
+    try:
+        moved = tier_out(store, cfg.store.cold_path, hot, symbols, on_moved=said)
+    except (TickCountMismatch, TierError) as e:  # nothing of that day was deleted: rerun later
+        print(f"ticklens store tier-out: stopped: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    dt = time.perf_counter() - t0
+    rows = sum(m.rows for m in moved)
+    rate = f", {rows / dt:,.0f} ticks/s" if rows else ""
+    print(f"moved {rows:,} ticks of {len(moved)} symbol-days to {cfg.store.cold_path} in {dt:.1f} s{rate}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ticklens", description=__doc__)
     parser.add_argument("--config", help="pipeline file (default: $TICKLENS_CONFIG or ./pipeline.yaml)")
@@ -214,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     p_feed = sub.add_parser("feed", help="local Binance-compatible WebSocket feed", add_help=False)
     p_feed.add_argument("rest", nargs=argparse.REMAINDER)
     p_feed.set_defaults(func=cmd_feed)
+    p_store = sub.add_parser("store", help="store maintenance")
+    store_sub = p_store.add_subparsers(dest="store_command", required=True)
+    p_tier = store_sub.add_parser("tier-out", help="move ticks older than store.hot_days to Parquet (docs/store.md)")
+    p_tier.add_argument("--symbols", help="comma-separated (default: every symbol with data)")
+    p_tier.add_argument("--hot-days", type=int, default=None, help="override store.hot_days")
+    p_tier.set_defaults(func=cmd_tier_out)
     from ticklens.history.commands import add_parser as add_history_parser
 
     add_history_parser(sub)  # `ticklens history download|verify|rest-fill|ingest`

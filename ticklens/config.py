@@ -7,6 +7,7 @@ value fails once, at start, with the field and the value named.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from pathlib import Path
@@ -31,6 +32,10 @@ from ticklens.domain.timeframes import TIMEFRAME_MS, TIMEFRAMES, Timeframe
 BINANCE_WS_URL = "wss://fstream.binance.com/market/stream"
 BINANCE_REST_URL = "https://fapi.binance.com"
 DEFAULT_CONFIG = "pipeline.yaml"
+TOKEN_ENV = "TICKLENS_API_TOKEN"
+DASHBOARD_PASSWORD_ENV = "TICKLENS_DASHBOARD_PASSWORD"
+MIN_SECRET = 16  # characters of an API token
+_SECRET_FIELDS = ("token", "password")  # never shown in an error message
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?").fullmatch
 
 
@@ -200,9 +205,19 @@ class StoreConfig(_Model):
     max_size_mb: int | None = Field(None, ge=1)
     # SQLite page cache of the flow's writer; RSS grows by up to this much as the store grows.
     cache_mb: int = Field(64, ge=1, le=4096)
-    # Rows kept in `rejects` (oldest dropped first, counted). Enforced by the store's writer
-    # (issue 18 part B); None: no cap.
+    # Rows kept in `rejects`: each write that adds rejects drops the oldest beyond this and counts
+    # them (`rejects_dropped` in /api/v1/status, /api/v1/health, /metrics). None: no cap.
     rejects_max_rows: int | None = Field(1_000_000, ge=1_000)
+    # The API checks the store's integrity (SQLite: PRAGMA quick_check) at start and then every
+    # this many seconds (0: at start only); a failed check makes /health degraded and reads 503.
+    check_interval_s: float = Field(3600.0, ge=0)
+    # Tiered ticks (storage/tier.py, docs/store.md): a symbol's ticks of whole UTC days that end more
+    # than `hot_days` before its newest stored trade move to zstd Parquet under `cold_dir`; bars and
+    # analytics stay. None: every tick stays in the store.
+    hot_days: int | None = Field(7, ge=1)
+    cold_dir: Path | None = None  # default: `cold/` next to the store file
+    # How often the running flow moves ticks out (its sink's tier thread); `ticklens store tier-out` any time.
+    tier_every_s: float = Field(600.0, gt=0)
     # postgres: postgresql://user@host:port/db. A password in the URL is moved to `password`
     # (never shown); TICKLENS_PG_PASSWORD, when set, is used instead.
     url: str | None = None
@@ -244,6 +259,16 @@ class StoreConfig(_Model):
         """Where the store is, for messages: the file, or the server URL without any password."""
         return redact(self.url) if self.kind == "postgres" and self.url else str(self.path)
 
+    @property
+    def cold_path(self) -> Path:
+        """The Parquet tier's root (`<cold_path>/ticks/symbol=…/date=…/`)."""
+        return self.cold_dir or self.path.parent / "cold"
+
+
+class HistoryConfig(_Model):
+    # Where `ticklens history download` keeps Binance's archive files (and the API's audit finds the klines).
+    dir: Path = Path("data/archive")
+
 
 class BarsConfig(_Model):
     # A trade up to this much older than the newest seen still lands in an open bar;
@@ -268,6 +293,9 @@ class PairConfig(_Model):
     kalman_init_var: float = Field(0.0, ge=0)
     # Aligned bars the Kalman filter sees before its values are published (None: `window`).
     kalman_warmup: int | None = Field(None, ge=1, le=100_000)
+    # The series aligned: bar closes (last trade) or, with `mid`, the micro bars' closing mid
+    # (no bid-ask bounce at 1s; needs the book streams).
+    price: Literal["close", "mid"] = "close"
 
     @field_validator("legs", mode="before")
     @classmethod
@@ -317,16 +345,78 @@ class StatsConfig(_Model):
     timeframes: list[Timeframe] = Field(default_factory=lambda: ["1m", "5m"])
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+class MicroConfig(_Model):
+    """Microstructure bars (docs/analytics.md): computed whenever book streams reach the flow."""
+
+    enabled: bool = True
+    horizon_s: float = Field(5.0, gt=0, le=3_600)  # realized spread / price impact horizon
+    window: int = Field(300, ge=3, le=100_000)  # bars in the Kyle's lambda regression
+    # Base units per VPIN volume bucket, one number or per symbol; None (or a symbol left out):
+    # 1/50 of the symbol's volume on the previous UTC day in the store (no VPIN while there is none).
+    vpin_bucket: float | dict[str, float] | None = None
+    vpin_buckets: int = Field(50, ge=1, le=10_000)
+    keep_s: float = Field(10.0, ge=0, le=3_600)  # how late an event may still revise a micro bar
+
+    def bucket_for(self, symbol: str) -> float | None:
+        v = self.vpin_bucket
+        return v.get(symbol) if isinstance(v, dict) else v
+
+    @field_validator("vpin_bucket")
+    @classmethod
+    def _bucket(cls, v: Any) -> Any:
+        values = list(v.values()) if isinstance(v, dict) else [] if v is None else [v]
+        for x in values:
+            if not (x > 0 and math.isfinite(x)):
+                raise ValueError(f"vpin_bucket must be a positive number of base units, not {x!r}")
+        return v
+
+
 class ApiConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Only the dashboard's origin may call the API from a browser.
     cors_origins: list[str] = Field(default_factory=list)
+    # When set (here or, taking precedence, in TICKLENS_API_TOKEN), every request but the OpenAPI
+    # page needs `Authorization: Bearer <token>`. Required to bind a non-loopback address.
+    token: Annotated[SecretStr, Field(min_length=MIN_SECRET)] | None = None
+
+    def bearer_token(self) -> str | None:
+        """The token the API requires (TICKLENS_API_TOKEN, else api.token), or None."""
+        env = os.environ.get(TOKEN_ENV, "")
+        if env:
+            return env
+        return self.token.get_secret_value() if self.token else None
+
+
+class DashboardAuth(_Model):
+    """Panel's login page in front of the dashboard (`panel serve --basic-auth`)."""
+
+    user: str = Field("ticklens", min_length=1, max_length=100, pattern=r"^[^\s:]+$")
+    # Or in TICKLENS_DASHBOARD_PASSWORD (which takes precedence).
+    password: Annotated[SecretStr, Field(min_length=8)] | None = None
+
+    def secret(self) -> str | None:
+        env = os.environ.get(DASHBOARD_PASSWORD_ENV, "")
+        if env:
+            return env
+        return self.password.get_secret_value() if self.password else None
 
 
 class DashboardConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(5006, ge=1, le=65535)
+    auth: DashboardAuth | None = None
 
 
 class FeedConfig(_Model):
@@ -395,6 +485,7 @@ class Config(_Model):
     pairs: list[PairConfig] = Field(default_factory=list)
     correlation: CorrelationConfig | None = None
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    micro: MicroConfig = Field(default_factory=MicroConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
@@ -402,6 +493,7 @@ class Config(_Model):
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
     book: BookConfig = Field(default_factory=BookConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     progress_interval_s: float = Field(2.0, gt=0)
 
     @field_validator("symbols", mode="before")
@@ -441,10 +533,44 @@ class Config(_Model):
         names = [p.name for p in self.pairs]
         if len(set(names)) != len(names):
             raise ValueError(f"pairs {names} lists a pair twice")
+        for pair in self.pairs:
+            if pair.price == "mid" and not (self.micro.enabled and self.source.book_streams):
+                raise ValueError(
+                    f"pair {pair.name!r} has price: mid, which needs the microstructure bars: add bookTicker"
+                    " (or depth) to source.streams and keep micro.enabled"
+                )
         if self.correlation:
             for s in self.correlation.symbols:
                 if s not in known:
                     raise ValueError(f"correlation.symbols: {s!r} is not in symbols {self.symbols}")
+        return self
+
+    @model_validator(mode="after")
+    def _exposure(self) -> Config:
+        """Nothing listens beyond this machine without a token (and, for the dashboard, a login)."""
+        env = os.environ.get(TOKEN_ENV, "")
+        if env and len(env) < MIN_SECRET:
+            raise ValueError(f"{TOKEN_ENV} must be at least {MIN_SECRET} characters")
+        token = self.api.bearer_token()
+        need = f"set api.token or {TOKEN_ENV} (at least {MIN_SECRET} characters) or bind 127.0.0.1"
+        for name, host in (("api", self.api.host), ("dashboard", self.dashboard.host)):
+            if not is_loopback(host) and not token:
+                raise ValueError(
+                    f"{name}.host {host!r} is not a loopback address and the API has no token: {need};"
+                    f" refusing to expose ticklens without one"
+                )
+        if not is_loopback(self.dashboard.host) and not (self.dashboard.auth and self.dashboard.auth.secret()):
+            raise ValueError(
+                f"dashboard.host {self.dashboard.host!r} is not a loopback address: set dashboard.auth"
+                f" (user, and password or {DASHBOARD_PASSWORD_ENV}) so the dashboard asks for a login"
+            )
+        if self.dashboard.auth and not self.dashboard.auth.secret():
+            raise ValueError(f"dashboard.auth needs a password (dashboard.auth.password or {DASHBOARD_PASSWORD_ENV})")
+        if not is_loopback(self.feed.host):
+            raise ValueError(
+                f"feed.host {self.feed.host!r} is not a loopback address: the local feed has no token check"
+                f" and binds 127.0.0.1 only (a token in {TOKEN_ENV} guards the API, not the feed)"
+            )
         return self
 
     def pair_timeframes(self, pair: PairConfig) -> list[str]:
@@ -481,15 +607,32 @@ class Config(_Model):
         data.feed.paths = [fix(p) for p in data.feed.paths]
         if data.recovery.directory:
             data.recovery.directory = fix(data.recovery.directory)
+        if data.store.cold_dir:
+            data.store.cold_dir = fix(data.store.cold_dir)
+        data.history.dir = fix(data.history.dir)
         return data
+
+
+def _redact(value: Any) -> Any:
+    """A value to show in an error, with tokens and passwords inside it hidden."""
+    if isinstance(value, dict):
+        return {k: "(hidden)" if k in _SECRET_FIELDS else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
 
 
 def _describe(err: ValidationError, raw: dict[str, Any]) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        value = e.get("input")
-        lines.append(redact(f"  {loc}: {e['msg']} (got {value!r})"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a check across fields: its message names them (the input is the whole file)
+            lines.append(redact(f"  {msg}"))
+            continue
+        loc = ".".join(str(p) for p in e["loc"])
+        secret = any(str(p) in _SECRET_FIELDS for p in e["loc"])
+        got = "(hidden)" if secret else repr(_redact(e.get("input")))
+        lines.append(redact(f"  {loc}: {msg} (got {got})"))
     return "invalid configuration:\n" + "\n".join(lines)
 
 

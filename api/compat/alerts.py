@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Response
 from api.compat.common import TAG, richer
 from api.compat.models import AlertCreated, AlertDeleted, AlertItems, TriggerItems
 from api.deps import Reader, Rules, State, json_response
-from api.routers.alerts import MAX_ID, check_symbols, parse_rule
+from api.routers.alerts import MAX_ID, check_symbols, check_webhook, parse_rule
 from ticklens.domain.alerts.rules import AlertRule, condition_text
 from ticklens.domain.times import iso_ms
 
@@ -54,6 +54,7 @@ def create(
         body = {**body, "name": str(body["condition"])[:200]}  # the original did not insist on a name
     rule = parse_rule(body)
     check_symbols(rule, state, reader)
+    check_webhook(rule, state.cfg.alerts.webhook_allow)
     rid = rules.create_rule(rule)
     return json_response({"alert_id": str(rid), "status": "created"})
 

@@ -6,12 +6,13 @@ import math
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.compat.common import TAG, richer
 from api.compat.models import CompatHealth, StartAnswer, StatusAnswer, StopAnswer
-from api.deps import Reader, State
+from api.deps import Reader, State, json_response
+from api.routers.health import damaged
 from ticklens.domain.symbols import normalise_symbol
 from ticklens.domain.times import iso_ms, now_ms
 
@@ -34,15 +35,34 @@ class StartBody(BaseModel):
 @router.get(
     "/health",
     response_model=CompatHealth,
-    description=richer("/api/v1/health", "Liveness: `healthy` once the app answers and the store is readable."),
+    responses={503: {"model": CompatHealth, "description": "Store damaged: `degraded`, naming the problem"}},
+    description=richer(
+        "/api/v1/health",
+        "Liveness: `healthy` once the app answers and the store is readable; `degraded` (503) naming the "
+        "problem when the store failed its integrity check.",
+    ),
 )
-def health(reader: Reader, state: State) -> CompatHealth:
-    h = reader.health()
+def health(state: State) -> CompatHealth | Response:
     now = iso_ms(now_ms())
+    collecting = state.supervisor.state().running
+    bad = damaged(state)
+    if bad is not None:
+        body = CompatHealth(
+            status="degraded",
+            timestamp=now,
+            collecting=collecting,
+            store=bad.location,
+            schema_version=bad.schema_version,
+            problem=bad.problem,
+            time=now,
+        )
+        return json_response(body.model_dump(), status_code=503)
+    with state.store.reader() as reader:
+        h = reader.health()
     return CompatHealth(
         status="healthy",
         timestamp=now,
-        collecting=state.supervisor.state().running,
+        collecting=collecting,
         store=h.location,
         schema_version=h.schema_version,
         time=now,

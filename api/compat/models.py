@@ -17,11 +17,12 @@ class ErrorAnswer(BaseModel):
 
 
 class CompatHealth(_Out):
-    status: str = Field(description='"healthy"')
+    status: str = Field(description='"healthy"; "degraded" (HTTP 503) when the store failed its integrity check')
     timestamp: str
     collecting: bool = Field(description="A dataflow process is running")
     store: str = Field(description="ticklens: where the store is")
     schema_version: int | None = Field(description="ticklens: the store's schema version")
+    problem: str | None = Field(None, description="ticklens: what is wrong with the store, when degraded")
 
 
 class StartAnswer(_Out):

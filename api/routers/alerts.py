@@ -7,6 +7,9 @@ flow has ever run.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -15,7 +18,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import Reader, Rules, State, known_symbols, param_error
 from storage.port import RuleStore, StoreReader
-from ticklens.domain.alerts.rules import AlertRule, ConditionError, merge_patch, rule_from_payload
+from ticklens.domain.alerts.rules import (
+    AlertRule,
+    ConditionError,
+    merge_patch,
+    parse_webhook,
+    rule_from_payload,
+    webhook_refusal,
+)
 from ticklens.domain.times import iso_ms, parse_time
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -189,6 +199,36 @@ def check_symbols(rule: AlertRule, state: State, reader: StoreReader, had: list[
         )
 
 
+def literal_address(host: str) -> str | None:
+    """The address a webhook host names without DNS: an IP literal (also the legacy forms
+    `2130706433`, `127.1`, `0x7f.0.0.1` that resolvers accept), or `localhost` (RFC 6761)."""
+    h = host.strip("[]").lower().rstrip(".")
+    if h == "localhost" or h.endswith(".localhost"):
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(h.split("%", 1)[0]))
+    except ValueError:
+        pass
+    try:
+        return socket.inet_ntoa(socket.inet_aton(h))
+    except OSError:
+        return None  # a host name: checked when a trigger is delivered (ticklens.notify.webhooks)
+
+
+def check_webhook(rule: AlertRule, allow: Sequence[str]) -> None:
+    """A webhook to an address deliveries would refuse (loopback, private, link-local, …) is a 422
+    naming why, unless `alerts.webhook_allow` lists it; host names are resolved at delivery."""
+    if rule.webhook is None:
+        return
+    _, host, _ = parse_webhook(rule.webhook)
+    address = literal_address(host)
+    why = webhook_refusal(address, host, allow) if address is not None else None
+    if why:
+        raise HTTPException(
+            422, [{"type": "value_error", "loc": ["body", "webhook"], "msg": f"webhook: {why}", "input": rule.webhook}]
+        )
+
+
 def _get(rules: RuleStore, alert_id: int) -> tuple:
     row = rules.rule_row(alert_id)
     if row is None:
@@ -212,10 +252,12 @@ def create_alert(
     `gaps_open` (per symbol), `reconnects_per_min`, `rejected_per_min` (the whole feed).
     `symbols` (several) makes one rule that watches each of them. `min_duration_s`: the condition
     must hold that long (event time) before the rule fires. A symbol that is neither configured
-    nor stored is refused (422, naming the known ones).
+    nor stored is refused (422, naming the known ones). A webhook to a loopback, private,
+    link-local or other internal address is refused (422) unless `alerts.webhook_allow` lists it.
     """
     rule = parse_rule(body)
     check_symbols(rule, state, reader)
+    check_webhook(rule, state.cfg.alerts.webhook_allow)
     rid = rules.create_rule(rule)
     return _out(_get(rules, rid))
 
@@ -276,6 +318,7 @@ def patch_alert(
     except (ValidationError, ConditionError) as e:
         raise _invalid(e) from None
     check_symbols(rule, state, reader, had=AlertRule.model_validate(current).watched_symbols)
+    check_webhook(rule, state.cfg.alerts.webhook_allow)
     rules.update_rule(alert_id, rule)
     return _out(_get(rules, alert_id))
 

@@ -18,6 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
 from api.routers.book import book_at, parse_at
+from api.streaming import guarded, prefetched
 from storage.port import Store, StoreReader
 from ticklens.domain.book import DepthUpdate
 from ticklens.domain.timeframes import Timeframe
@@ -207,19 +208,17 @@ def export(
         frames: Iterator[pl.DataFrame] = iter([_frame(levels, kind, symbol, timeframe)])
     else:
         frames = _chunks(state.store, kind, symbol, timeframe, *time_range, empty=status != "ok")
+    what = f"export of {symbol} {timeframe + ' bars' if kind == 'ohlc' else kind}"
     name = f"{symbol}-{timeframe if kind == 'ohlc' else kind}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Ticklens-Status": status}
     if format == "csv":
-        return StreamingResponse(_csv_stream(frames), media_type="text/csv", headers=headers)
+        # The first chunk before the status line (a store that cannot be read is a 503); a failure
+        # after it aborts the connection (api/streaming.py).
+        body = guarded(prefetched(_csv_stream(frames)), what, state.recheck)
+        return StreamingResponse(body, media_type="text/csv", headers=headers)
     # Parquet needs its footer before it can be read, so the file is built before the first byte.
-    body = _parquet_stream(frames)
-    first = next(body, b"")
-    return StreamingResponse(_prepend(first, body), media_type="application/vnd.apache.parquet", headers=headers)
-
-
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+    body = guarded(prefetched(_parquet_stream(frames)), what, state.recheck)
+    return StreamingResponse(body, media_type="application/vnd.apache.parquet", headers=headers)
 
 
 @router.post(

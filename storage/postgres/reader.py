@@ -15,6 +15,7 @@ import psycopg
 
 from storage.codec import decode_levels, decode_snapshot
 from storage.port import BAR_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from storage.postgres.micro import MICRO_QUERY, VPIN_QUERY
 from storage.postgres.schema import partitions
 from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
@@ -42,9 +43,10 @@ def _bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
 class PostgresReader:
     """`StoreReader` over one connection (a read-only transaction for the length of a request)."""
 
-    def __init__(self, conn: psycopg.Connection, location: str = "") -> None:
+    def __init__(self, conn: psycopg.Connection, location: str = "", last_check: StoreHealth | None = None) -> None:
         self.conn = conn
         self.location = location
+        self.last_check = last_check
 
     def _one(self, query: str, args: tuple | list = ()) -> tuple | None:
         return self.conn.execute(query, args).fetchone()  # type: ignore[arg-type]
@@ -166,6 +168,11 @@ class PostgresReader:
             while rows := cur.fetchmany(chunk):
                 yield rows
 
+    def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
+        """(trade_id, ts_ms) of the lowest stored trade id (a merge of each partition's key index)."""
+        row = self._one("SELECT trade_id, ts_ms FROM ticks WHERE symbol=%s ORDER BY trade_id LIMIT 1", (symbol,))
+        return (int(row[0]), int(row[1])) if row else None
+
     # --- books ---------------------------------------------------------------------------
 
     def quotes(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[tuple]:
@@ -251,6 +258,20 @@ class PostgresReader:
         return [BookGap(symbol, f, fm, r, t, tm, st, d) for f, fm, r, t, tm, st, d in rows]
 
     # --- bars ----------------------------------------------------------------------------
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        rows = self._all(MICRO_QUERY, (symbol, timeframe, *_bounds(start_ms, end_ms), limit))
+        rows.reverse()
+        return rows
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        rows = self._all(VPIN_QUERY, (symbol, *_bounds(start_ms, end_ms), limit))
+        rows.reverse()
+        return rows
 
     def bars(
         self,
@@ -339,6 +360,15 @@ class PostgresReader:
     def reject_count(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM rejects")[0])  # type: ignore[index]
 
+    def rejects_dropped(self) -> int:
+        row = self._one("SELECT value FROM meta WHERE key='rejects_dropped'")
+        return int(row[0]) if row else 0
+
+    def rejects(self, limit: int) -> list[tuple]:
+        rows = self._all("SELECT recv_ms, reason, source, raw FROM rejects ORDER BY id DESC LIMIT %s", (limit,))
+        rows.reverse()
+        return rows
+
     def alert_trigger_counts(self) -> dict[int, int]:
         """rule id → triggers stored (one pass over the alert_events key index)."""
         return {int(r): int(n) for r, n in self._all("SELECT rule_id, COUNT(*) FROM alert_events GROUP BY rule_id")}
@@ -377,7 +407,12 @@ class PostgresReader:
                 "cache_hit_ratio": float(hit) / (hit + read) if hit + read else 1.0,
             }
         return StoreHealth(
-            ok=True, problem=None, location=self.location, schema_version=self.schema_version(), figures=figures
+            ok=True,  # a reader is handed out only while the last check found nothing
+            problem=None,
+            location=self.location,
+            schema_version=self.schema_version(),
+            figures=figures,
+            checked_ms=self.last_check.checked_ms if self.last_check else None,
         )
 
     # --- analytics -----------------------------------------------------------------------

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-SCHEMA_VERSION = 3
+from storage.postgres.micro import MICRO_STATEMENTS
+
+SCHEMA_VERSION = 4
 DAY_MS = 86_400_000
 # Creators of the schema and of partitions take this advisory lock (one at a time, any process).
 _DDL_LOCK = 0x7469636B  # "tick"
@@ -249,6 +251,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE bars ADD COLUMN IF NOT EXISTS quote_dp integer",
     ],
     3: BOOK_DDL,  # v3: the order-book tables
+    4: MICRO_STATEMENTS,  # v4: microstructure bars and VPIN buckets
 }
 
 
@@ -277,7 +280,7 @@ def create_schema(conn: psycopg.Connection) -> int:
                 for stmt in MIGRATIONS[v]:  # an older store: its migrations, in order
                     conn.execute(stmt)
             conn.execute(DDL)  # idempotent: creates what a fresh (or migrated) store lacks
-            for stmt in BOOK_DDL:
+            for stmt in BOOK_DDL + MICRO_STATEMENTS:
                 conn.execute(stmt)
             conn.execute(
                 "INSERT INTO meta(key, value) VALUES('schema_version', %s)"

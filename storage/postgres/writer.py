@@ -25,6 +25,7 @@ from storage.port import StoreBatch, StoreWriteError
 from storage.postgres import schema
 from storage.postgres.connection import Backoff, Target, is_transient
 from storage.postgres.copy import TICK_COLUMNS, first_copies, ticks_copy_data
+from storage.postgres.micro import MICRO_COLS, VPIN_COLS, micro_rows
 from ticklens.config import RetentionConfig, redact
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.bars import BAR_COLUMNS, DECIMAL_GROUPS, Bar
@@ -42,6 +43,17 @@ _EVENT_COLS = (
     "event_ms", "ref", "wall_ms", "webhook", "webhook_status",
 )  # fmt: skip
 _REJECT_COLS = ("recv_ms", "reason", "source", "raw")
+# The oldest rejects beyond the cap (store.rejects_max_rows). Ids come from one identity
+# sequence and only this trim deletes, oldest first: the cut is one range delete on the key.
+# Ids of a rolled-back batch leave holes, so the table keeps at most the cap (the count is
+# exact: COUNT(*)). Writers of several workers trim one at a time (an advisory lock held to
+# commit), so each dropped row is counted once.
+_REJECTS_LOCK = 0x72656A65  # "reje"
+_REJECTS_TRIM = "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - %s"
+_REJECTS_DROPPED = (
+    "INSERT INTO meta(key, value) VALUES('rejects_dropped', %s) ON CONFLICT(key) DO UPDATE SET"
+    " value = (meta.value::bigint + excluded.value::bigint)::text"
+)
 _STATUS_COLS = ("key", "value", "updated_ms")
 _QUOTE_COLS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
 _DEPTH_COLS = (
@@ -273,14 +285,19 @@ class _Prepared:
     snapshots: list[tuple] = field(default_factory=list)
     book_gaps: list[tuple] = field(default_factory=list)
     book_days: dict[str, set[int]] = field(default_factory=dict)  # partitioned book table -> days written
+    micro: list[tuple] = field(default_factory=list)
+    vpin: list[tuple] = field(default_factory=list)
 
 
 class PostgresWriter:
     """Batched, transactional writes of the dataflow's outputs (`StoreWriter` of the port)."""
 
-    def __init__(self, target: Target, retry_s: float, retention: RetentionConfig) -> None:
+    def __init__(
+        self, target: Target, retry_s: float, retention: RetentionConfig, rejects_max_rows: int | None = None
+    ) -> None:
         self.target = target
         self.retry_s = retry_s
+        self.rejects_max_rows = rejects_max_rows
         self.conn: psycopg.Connection | None = None
         self._days: set[int] = set()
         self._book_days: dict[str, set[int]] = {}  # the book tables' partitions known to exist
@@ -326,6 +343,9 @@ class PostgresWriter:
             "quotes": _insert("quotes", _QUOTE_COLS, types["quotes"], "ON CONFLICT DO NOTHING"),
             "depth": _insert("depth_updates", _DEPTH_COLS, types["depth_updates"], "ON CONFLICT DO NOTHING"),
             "snapshots": _insert("book_snapshots", _SNAPSHOT_COLS, types["book_snapshots"], "ON CONFLICT DO NOTHING"),
+            # Microstructure: a bar written again (complete, revised) replaces its earlier version.
+            "micro": _insert("micro_bars", MICRO_COLS, types["micro_bars"], _replace_all(("symbol", "timeframe", "start_ms"), MICRO_COLS)),
+            "vpin": _insert("vpin", VPIN_COLS, types["vpin"], _replace_all(("symbol", "bucket"), VPIN_COLS)),
         }  # fmt: skip
 
     # --- the port --------------------------------------------------------------------------
@@ -373,6 +393,7 @@ class PostgresWriter:
         p.depth = [_depth_row(u) for u in batch.depth_updates]
         p.snapshots = [_snapshot_row(s) for s in batch.book_snapshots]
         p.book_gaps = [_book_gap_row(g, ts) for g in batch.book_gaps]
+        p.micro, p.vpin = micro_rows(batch.micro_bars, batch.vpin, ts)
         for table, rows in (("quotes", p.quotes), ("depth_updates", p.depth), ("book_snapshots", p.snapshots)):
             if rows:
                 p.book_days[table] = _days_of([r[2] if table != "depth_updates" else r[4] for r in rows])
@@ -436,10 +457,15 @@ class PostgresWriter:
             c.execute(q["bars"], _columns_of(_merge_bars(c, p.merges, p.ts)))
         if p.rejects:
             c.execute(q["rejects"], _columns_of(p.rejects))
+            if self.rejects_max_rows is not None:
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (_REJECTS_LOCK,))
+                dropped = c.execute(_REJECTS_TRIM, (self.rejects_max_rows,)).rowcount
+                if dropped > 0:
+                    c.execute(_REJECTS_DROPPED, (str(dropped),))
         if p.gaps:
             c.cursor().executemany(_GAP_UPSERT, p.gaps)
         fresh = self._events(c, p.alerts, p.ts) if p.alerts else []
-        for name in ("pairs", "symbols", "corr", "status", "quotes", "depth", "snapshots"):
+        for name in ("pairs", "symbols", "corr", "status", "quotes", "depth", "snapshots", "micro", "vpin"):
             rows = getattr(p, name)
             if rows:
                 c.execute(q[name], _columns_of(rows))

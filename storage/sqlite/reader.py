@@ -16,6 +16,7 @@ import polars as pl
 
 from storage.codec import decode_levels, decode_snapshot
 from storage.port import BAR_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth, SymbolSummary
+from storage.sqlite.micro import read_micro_bars, read_vpin
 from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
@@ -26,11 +27,17 @@ from ticklens.domain.timeframes import TIMEFRAME_MS
 FAR_PAST = -(2**62)
 FAR_FUTURE = 2**62
 
-_TICK_SELECT = f"SELECT {','.join(TICK_COLUMNS)} FROM ticks"
+# TICK_COLUMNS out of the compact tick_rows (schema v4).
+_TICK_SELECT = (
+    "SELECT trade_id, ts_ms, price, qty, is_buyer_maker, trade_id - first_off,"
+    " trade_id - first_off + last_span FROM tick_rows"
+)
+assert TICK_COLUMNS == ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
 _BAR_SELECT = f"SELECT {','.join(BAR_OUT_COLUMNS)} FROM bars"
 _QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
 _DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
-_DATA_TABLES = ("bars", "ticks", "quotes", "depth_updates")
+# Tables whose primary key starts with the symbol text (ticks are keyed by symbol id since v4).
+_KEYED_TABLES = ("bars", "quotes", "depth_updates")
 
 
 def _bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
@@ -43,13 +50,27 @@ def _bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
 class SqliteReader:
     """`StoreReader` over one connection (read-only is enough; WAL: never blocks the writer)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str = "") -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str = "", last_check: StoreHealth | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.last_check = last_check
+
+    def _sym(self, symbol: str) -> int | None:
+        """The symbol's id in `symbols` (None: it never had a tick)."""
+        row = self.conn.execute("SELECT id FROM symbols WHERE symbol=?", (symbol,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _tick_symbols(self) -> list[str]:
+        return [
+            s
+            for (s,) in self.conn.execute(
+                "SELECT symbol FROM symbols WHERE EXISTS (SELECT 1 FROM tick_rows WHERE sym = symbols.id)"
+            )
+        ]
 
     def _distinct_symbols(self, table: str) -> list[str]:
         """Distinct symbols by skipping along the primary key (no full scan)."""
-        assert table in _DATA_TABLES
+        assert table in _KEYED_TABLES
         out: list[str] = []
         last = ""
         while True:
@@ -60,13 +81,18 @@ class SqliteReader:
             out.append(last)
 
     def symbols_with_data(self) -> list[str]:
-        return sorted(set().union(*(self._distinct_symbols(t) for t in _DATA_TABLES)))
+        keyed = set().union(*(self._distinct_symbols(t) for t in _KEYED_TABLES))
+        return sorted(keyed | set(self._tick_symbols()))
 
     def has_data(self, symbol: str) -> bool:
-        for table in _DATA_TABLES:
+        for table in _KEYED_TABLES:
             if self.conn.execute(f"SELECT 1 FROM {table} WHERE symbol=? LIMIT 1", (symbol,)).fetchone():
                 return True
-        return False
+        sid = self._sym(symbol)
+        return (
+            sid is not None
+            and self.conn.execute("SELECT 1 FROM tick_rows WHERE sym=? LIMIT 1", (sid,)).fetchone() is not None
+        )
 
     def symbol_summary(self, symbol: str) -> SymbolSummary:
         tfs = [
@@ -131,17 +157,20 @@ class SqliteReader:
 
     def ticks(self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None) -> list[tuple]:
         """The newest `limit` ticks with start <= ts < end, oldest first (columns: TICK_COLUMNS)."""
+        sid = self._sym(symbol)
+        if sid is None:
+            return []
         if start_ms is None and end_ms is None:
             rows = self.conn.execute(
-                f"{_TICK_SELECT} WHERE symbol=? ORDER BY trade_id DESC LIMIT ?", (symbol, limit)
+                f"{_TICK_SELECT} WHERE sym=? ORDER BY trade_id DESC LIMIT ?", (sid, limit)
             ).fetchall()
         else:
             lo, hi = self.trade_id_range(symbol, start_ms, end_ms)
             s, e = _bounds(start_ms, end_ms)
             rows = self.conn.execute(
-                f"{_TICK_SELECT} WHERE symbol=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ?"
+                f"{_TICK_SELECT} WHERE sym=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ?"
                 " ORDER BY trade_id DESC LIMIT ?",
-                (symbol, lo, hi, s, e, limit),
+                (sid, lo, hi, s, e, limit),
             ).fetchall()
         rows.reverse()
         return rows
@@ -154,6 +183,9 @@ class SqliteReader:
         chunk: int = 50_000,
     ) -> Iterator[list[tuple]]:
         """All ticks in range, oldest first, in chunks (for streamed exports)."""
+        sid = self._sym(symbol)
+        if sid is None:
+            return
         lo, hi = (
             self.trade_id_range(symbol, start_ms, end_ms)
             if (start_ms, end_ms) != (None, None)
@@ -161,11 +193,20 @@ class SqliteReader:
         )
         s, e = _bounds(start_ms, end_ms)
         cur = self.conn.execute(
-            f"{_TICK_SELECT} WHERE symbol=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ? ORDER BY trade_id",
-            (symbol, lo, hi, s, e),
+            f"{_TICK_SELECT} WHERE sym=? AND trade_id BETWEEN ? AND ? AND ts_ms >= ? AND ts_ms < ? ORDER BY trade_id",
+            (sid, lo, hi, s, e),
         )
         while rows := cur.fetchmany(chunk):
             yield rows
+
+    def oldest_tick(self, symbol: str) -> tuple[int, int] | None:
+        sid = self._sym(symbol)
+        if sid is None:
+            return None
+        row = self.conn.execute(
+            "SELECT trade_id, ts_ms FROM tick_rows WHERE sym=? ORDER BY trade_id LIMIT 1", (sid,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
 
     # --- books ---------------------------------------------------------------------------
 
@@ -243,6 +284,16 @@ class SqliteReader:
         return [BookGap(symbol, f, fm, r, t, tm, st, d) for f, fm, r, t, tm, st, d in rows]
 
     # --- bars ----------------------------------------------------------------------------
+
+    def micro_bars(
+        self, symbol: str, timeframe: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        return read_micro_bars(self.conn, symbol, timeframe, limit, *_bounds(start_ms, end_ms))
+
+    def vpin_buckets(
+        self, symbol: str, limit: int, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple]:
+        return read_vpin(self.conn, symbol, limit, *_bounds(start_ms, end_ms))
 
     def bars(
         self,
@@ -332,7 +383,20 @@ class SqliteReader:
         }
 
     def reject_count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM rejects").fetchone()[0])
+        # The ids held are one contiguous run (see writer._REJECTS_TRIM): two key look-ups
+        # instead of a scan of up to `rejects_max_rows` rows of 4 KiB.
+        return int(self.conn.execute("SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM rejects").fetchone()[0])
+
+    def rejects_dropped(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='rejects_dropped'").fetchone()
+        return int(row[0]) if row else 0
+
+    def rejects(self, limit: int) -> list[tuple]:
+        rows = self.conn.execute(
+            "SELECT recv_ms, reason, source, raw FROM rejects ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        rows.reverse()
+        return rows
 
     def alert_trigger_counts(self) -> dict[int, int]:
         """rule id → triggers stored (one pass over the alert_events key index)."""
@@ -355,11 +419,12 @@ class SqliteReader:
         p = Path(self.path)
         sizes = {name: f.stat().st_size for name, f in (("db", p), ("wal", p.with_name(p.name + "-wal"))) if f.exists()}
         return StoreHealth(
-            ok=True,
+            ok=True,  # a reader is handed out only while the last check found nothing
             problem=None,
             location=str(p),
             schema_version=self.schema_version(),
             figures={"db_size_bytes": float(sum(sizes.values())), "wal_bytes": float(sizes.get("wal", 0))},
+            checked_ms=self.last_check.checked_ms if self.last_check else None,
         )
 
     # --- analytics -----------------------------------------------------------------------

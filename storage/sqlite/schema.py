@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from storage.sqlite.micro import MICRO_DDL
+
 # Bump on every schema change and add the step to MIGRATIONS: an older store is migrated in place.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 ALERT_EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS alert_events(
@@ -33,20 +35,11 @@ CREATE TABLE IF NOT EXISTS meta(
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
--- One row per exchange trade message, keyed so replays never duplicate.
-CREATE TABLE IF NOT EXISTS ticks(
-    symbol TEXT NOT NULL,
-    trade_id INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,          -- exchange trade time T, UTC epoch ms
-    price REAL NOT NULL,
-    qty REAL NOT NULL,
-    is_buyer_maker INTEGER NOT NULL,
-    first_id INTEGER NOT NULL,       -- aggTrade: first underlying trade id
-    last_id INTEGER NOT NULL,
-    event_ms INTEGER NOT NULL,       -- exchange event time E
-    recv_ms INTEGER NOT NULL,        -- local receive time
-    PRIMARY KEY(symbol, trade_id)
-) WITHOUT ROWID;
+-- Symbols by a small integer: the tick key is two integers, not a string and an integer.
+CREATE TABLE IF NOT EXISTS symbols(
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS bars(
     symbol TEXT NOT NULL,
     timeframe TEXT NOT NULL,
@@ -115,6 +108,31 @@ CREATE TABLE IF NOT EXISTS alert_rules(
 -- Alert triggers; the UNIQUE key makes a replay or restart store each trigger once.
 """
 
+
+# One row per exchange trade message, keyed so replays never duplicate. Compact (schema v4): the
+# symbol's integer id, and what usually equals the id or the trade time stored as a difference from
+# it (0 costs no byte in SQLite's record format). The `ticks` view shows the documented columns.
+TICK_ROWS_DDL = """
+CREATE TABLE IF NOT EXISTS tick_rows(
+    sym INTEGER NOT NULL,            -- symbols.id
+    trade_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,          -- exchange trade time T, UTC epoch ms
+    price REAL NOT NULL,
+    qty REAL NOT NULL,
+    is_buyer_maker INTEGER NOT NULL,
+    first_off INTEGER NOT NULL DEFAULT 0,   -- trade_id - first_id (aggTrade: first underlying trade id)
+    last_span INTEGER NOT NULL DEFAULT 0,   -- last_id - first_id
+    event_lag INTEGER NOT NULL DEFAULT 0,   -- event_ms - ts_ms (exchange event time E)
+    recv_lag INTEGER NOT NULL DEFAULT 0,    -- recv_ms - ts_ms (local receive time)
+    PRIMARY KEY(sym, trade_id)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS ticks AS
+SELECT s.symbol AS symbol, t.trade_id AS trade_id, t.ts_ms AS ts_ms, t.price AS price, t.qty AS qty,
+       t.is_buyer_maker AS is_buyer_maker, t.trade_id - t.first_off AS first_id,
+       t.trade_id - t.first_off + t.last_span AS last_id, t.ts_ms + t.event_lag AS event_ms,
+       t.ts_ms + t.recv_lag AS recv_ms
+FROM tick_rows AS t JOIN symbols AS s ON s.id = t.sym;
+"""
 
 # Pair and symbol analytics written by the flow (flows/analytics.py; see docs/store.md).
 ANALYTICS_DDL = """
@@ -215,8 +233,8 @@ BOOK_DDL = [
 ]
 
 
-def _v4_book_tables(conn: sqlite3.Connection) -> None:
-    """v4: the order-book tables quotes, depth_updates, book_snapshots, book_gaps."""
+def _v5_book_tables(conn: sqlite3.Connection) -> None:
+    """v5: the order-book tables quotes, depth_updates, book_snapshots, book_gaps."""
     for stmt in BOOK_DDL:
         conn.execute(stmt)
 
@@ -255,8 +273,38 @@ def _table_ddl(name: str) -> str:
     return DDL[start : DDL.index(";", DDL.index(") WITHOUT ROWID", start)) + 1]
 
 
+def _v4_compact_ticks(conn: sqlite3.Connection) -> None:
+    """v4: ticks keyed by (symbol id, trade id) with ids and times that repeat stored as differences
+    (`tick_rows` + the `ticks` view) instead of a `ticks` table keyed by (symbol text, trade id)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='ticks'").fetchone():
+        return  # a store that never had the old table
+    conn.executescript("CREATE TABLE IF NOT EXISTS symbols(id INTEGER PRIMARY KEY, symbol TEXT NOT NULL UNIQUE);")
+    conn.execute(TICK_ROWS_DDL.split("CREATE VIEW")[0])
+    conn.execute("INSERT OR IGNORE INTO symbols(symbol) SELECT DISTINCT symbol FROM ticks ORDER BY symbol")
+    conn.execute(
+        "INSERT OR IGNORE INTO tick_rows(sym, trade_id, ts_ms, price, qty, is_buyer_maker, first_off, last_span,"
+        " event_lag, recv_lag) SELECT s.id, t.trade_id, t.ts_ms, t.price, t.qty, t.is_buyer_maker,"
+        " t.trade_id - t.first_id, t.last_id - t.first_id, t.event_ms - t.ts_ms, t.recv_ms - t.ts_ms"
+        " FROM ticks AS t JOIN symbols AS s ON s.symbol = t.symbol ORDER BY s.id, t.trade_id"
+    )
+    conn.execute("DROP TABLE ticks")
+
+
 # version -> the step that brings a store from version - 1 to it (run in order, one transaction each).
-MIGRATIONS = {2: _v2_alert_events_key, 3: _v3_exact_decimal_bars, 4: _v4_book_tables}
+def _v6_micro_tables(conn: sqlite3.Connection) -> None:
+    """v6: microstructure bars and VPIN buckets (new tables only)."""
+    for statement in MICRO_DDL.split(";"):  # executescript would commit the migration's transaction
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS = {
+    2: _v2_alert_events_key,
+    3: _v3_exact_decimal_bars,
+    4: _v4_compact_ticks,
+    5: _v5_book_tables,
+    6: _v6_micro_tables,
+}
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -277,7 +325,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-    conn.executescript(DDL + ALERT_EVENTS_DDL + ANALYTICS_DDL + ";\n".join(BOOK_DDL) + ";")
+    conn.executescript(
+        DDL + TICK_ROWS_DDL + ALERT_EVENTS_DDL + ANALYTICS_DDL + ";\n".join(BOOK_DDL) + ";\n" + MICRO_DDL
+    )
     if version is None:
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
     conn.commit()

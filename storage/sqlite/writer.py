@@ -17,12 +17,12 @@ from storage.codec import encode_levels, encode_snapshot
 from storage.port import StoreBatch, StoreWriteError
 from storage.sqlite.analytics import analytics_rows
 from storage.sqlite.connection import connect
+from storage.sqlite.micro import micro_params, write_micro
 from storage.sqlite.rules import insert_events
 from storage.sqlite.sql import insert_flat
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.bars import BAR_COLUMNS, Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
-from ticklens.domain.records import COLUMNS as TRADE_COLUMNS
 from ticklens.domain.records import Trades
 from ticklens.domain.times import now_ms
 
@@ -68,8 +68,26 @@ _GAP_UPSERT = (
     " WHEN gaps.status='unfillable' OR excluded.status='unfillable' THEN 'unfillable'"
     " ELSE excluded.status END"
 )
-_TICK_COLUMNS = ("symbol", *TRADE_COLUMNS)
-_TICK_HEAD = f"INSERT OR IGNORE INTO ticks({','.join(_TICK_COLUMNS)})"
+# The oldest rejects beyond the cap. Ids are AUTOINCREMENT and only this trim deletes, oldest
+# first, so the ids held are one contiguous run and the cut is one range delete on the key.
+_REJECTS_TRIM = "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?"
+_REJECTS_DROPPED = (
+    "INSERT INTO meta(key, value) VALUES('rejects_dropped', ?) ON CONFLICT(key) DO UPDATE SET"
+    " value = CAST(CAST(meta.value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)"
+)
+# tick_rows columns (schema v4): the four that are 0 for most trades are left out of a batch where they all are.
+_TICK_BASE = ("sym", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
+_TICK_OPTIONAL = ("first_off", "last_span", "event_lag", "recv_lag")
+
+
+def _derived(t: Trades) -> dict[str, np.ndarray]:
+    return {
+        "first_off": t.trade_id - t.first_id,
+        "last_span": t.last_id - t.first_id,
+        "event_lag": t.event_ms - t.ts_ms,
+        "recv_lag": t.recv_ms - t.ts_ms,
+    }
+
 
 # Books: every write is idempotent by its natural key (a replay or a restart stores nothing twice).
 _QUOTE_COLUMNS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
@@ -180,34 +198,43 @@ def _book_gap_row(g: BookGap, ts: int) -> tuple:
 
 @dataclass(slots=True)
 class TickParams:
-    """Ticks as one flat parameter list in `ticks` column order (no row tuples).
+    """Ticks as one flat parameter list in `columns` order (no row tuples).
 
-    The sink builds it on the flow's thread, so the writer thread only binds and inserts.
+    The sink builds it on the flow's thread, so the writer thread only binds and inserts. A symbol
+    without an id yet has its name in its `sym` slots (listed in `unknown`): the writer gives it an
+    id and fills them in before the insert.
     """
 
+    columns: tuple[str, ...]
     flat: list[object]
+    unknown: list[tuple[str, slice]]
 
     @classmethod
-    def of(cls, batches: Iterable[Trades]) -> TickParams:
-        width = len(_TICK_COLUMNS)
+    def of(cls, batches: Iterable[Trades], ids: dict[str, int] | None = None) -> TickParams:
+        ids = ids or {}
+        parts = [(t, _derived(t)) for t in batches if len(t)]
+        optional = tuple(c for c in _TICK_OPTIONAL if any(d[c].any() for _, d in parts))
+        columns = (*_TICK_BASE, *optional)
+        width = len(columns)
         flat: list[object] = []
-        for t in batches:
+        unknown: list[tuple[str, slice]] = []
+        for t, derived in parts:
             n = len(t)
-            if not n:
-                continue
             part: list[object] = [None] * (n * width)
-            part[0::width] = [t.symbol] * n
-            done: list[tuple[np.ndarray, list]] = []
-            for j, name in enumerate(TRADE_COLUMNS, start=1):
-                col = getattr(t, name)
-                # A trade's first/last id and event/receive times often repeat its id and time:
-                # one Python list for equal columns (tolist is most of the cost here).
-                same = next((v for a, v in done if a.dtype == col.dtype and np.array_equal(a, col)), None)
-                values = same if same is not None else col.tolist()  # bools bind as 0/1
-                done.append((col, values))
-                part[j::width] = values
+            sid = ids.get(t.symbol)
+            part[0::width] = [t.symbol if sid is None else sid] * n
+            if sid is None:
+                unknown.append((t.symbol, slice(len(flat), len(flat) + n * width, width)))
+            ts = t.ts_ms.tolist()
+            part[1::width] = t.trade_id.tolist()
+            part[2::width] = ts
+            part[3::width] = t.price.tolist()
+            part[4::width] = t.qty.tolist()
+            part[5::width] = t.is_buyer_maker.tolist()  # bools bind as 0/1
+            for j, name in enumerate(optional, start=len(_TICK_BASE)):
+                part[j::width] = derived[name].tolist()
             flat += part
-        return cls(flat)
+        return cls(columns, flat, unknown)
 
 
 @dataclass(slots=True)
@@ -225,11 +252,23 @@ class _Prepared:
     depth: list[object]  # flat, _DEPTH_COLUMNS per row
     snapshots: list[tuple]
     book_gaps: list[tuple]
+    micro: tuple[list[object], list[object]]  # flat micro_bars and vpin parameters
 
 
 def insert_ticks(conn: sqlite3.Connection, ticks: TickParams) -> None:
-    """A tick already stored (same symbol and id) is skipped."""
-    insert_flat(conn, _TICK_HEAD, len(_TICK_COLUMNS), ticks.flat)
+    """A tick already stored (same symbol and id) is skipped. Every `sym` slot must hold an id."""
+    if ticks.flat:
+        insert_flat(conn, f"INSERT OR IGNORE INTO tick_rows({','.join(ticks.columns)})", len(ticks.columns), ticks.flat)
+
+
+def symbol_ids(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT symbol, id FROM symbols"))
+
+
+def add_symbol(conn: sqlite3.Connection, symbol: str) -> int:
+    """The symbol's id, made in a transaction of its own (an id once given is never taken back)."""
+    conn.execute("INSERT OR IGNORE INTO symbols(symbol) VALUES(?)", (symbol,))
+    return int(conn.execute("SELECT id FROM symbols WHERE symbol=?", (symbol,)).fetchone()[0])
 
 
 class SqliteWriter:
@@ -240,19 +279,25 @@ class SqliteWriter:
         path: Path | str,
         max_size_mb: int | None = None,
         cache_mb: int = 64,
+        rejects_max_rows: int | None = None,
         retention_days: Mapping[str, float] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.rejects_max_rows = rejects_max_rows
         self.retention_days = {t: d for t, d in (retention_days or {}).items() if t in RETENTION_COLUMNS}
         self._retained_at = 0.0
         self.conn = connect(self.path)
         self.conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
+        # Another writer's transaction (a tier-out's one-transaction delete of a day, an upload) may
+        # hold the lock for seconds on a loaded machine: the flow waits for it rather than failing.
+        self.conn.execute("PRAGMA busy_timeout=120000")
         # Checkpoint the WAL every ~40 MB rather than every 4 MB: fewer stalls in bulk ingest.
         self.conn.execute("PRAGMA wal_autocheckpoint=2500")
         if max_size_mb is not None:
             page = self.conn.execute("PRAGMA page_size").fetchone()[0]
             self.conn.execute(f"PRAGMA max_page_count={int(max_size_mb * 1024 * 1024 // page)}")
         self.conn.isolation_level = None  # explicit BEGIN/COMMIT
+        self.symbol_ids = symbol_ids(self.conn)  # read by prepare (flow thread), grown by write
 
     def prepare(self, batch: StoreBatch) -> _Prepared:
         """Rows and flat parameter lists, built on the flow's thread (bars are copied by value here,
@@ -262,7 +307,7 @@ class SqliteWriter:
         latest = {(b.symbol, b.timeframe, b.start_ms): b for b in batch.bars}
         return _Prepared(
             ts=ts,
-            ticks=TickParams.of(batch.ticks),
+            ticks=TickParams.of(batch.ticks, self.symbol_ids),
             bars=[v for b in latest.values() for v in (*b.row(), ts)],
             merges=[b.row() for b in batch.bar_merges],
             rejects=[(r.recv_ms, r.reason, r.source, r.raw) for r in batch.rejects],
@@ -277,6 +322,7 @@ class SqliteWriter:
             depth=_depth_params(batch.depth_updates),
             snapshots=[_snapshot_row(s) for s in batch.book_snapshots],
             book_gaps=[_book_gap_row(g, ts) for g in batch.book_gaps],
+            micro=micro_params(batch.micro_bars, batch.vpin, ts),
         )
 
     def write(self, prepared: _Prepared) -> list[AlertFired]:
@@ -286,17 +332,29 @@ class SqliteWriter:
         """
         p = prepared
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
         try:
+            for sym, slots in p.ticks.unknown:  # before the batch's transaction: ids outlive a rolled-back batch
+                sid = self.symbol_ids.get(sym)
+                if sid is None:
+                    sid = self.symbol_ids[sym] = add_symbol(c, sym)
+                p.ticks.flat[slots] = [sid] * len(range(*slots.indices(len(p.ticks.flat))))
+            p.ticks.unknown.clear()
+            c.execute("BEGIN IMMEDIATE")
             insert_ticks(c, p.ticks)
             insert_flat(c, _BAR_HEAD, len(BAR_COLUMNS) + 1, p.bars)
             merge_bars(c, p.merges, p.ts)
-            c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", p.rejects)
+            if p.rejects:
+                c.executemany("INSERT INTO rejects(recv_ms, reason, source, raw) VALUES(?,?,?,?)", p.rejects)
+                if self.rejects_max_rows is not None:
+                    dropped = c.execute(_REJECTS_TRIM, (self.rejects_max_rows,)).rowcount
+                    if dropped > 0:
+                        c.execute(_REJECTS_DROPPED, (str(dropped),))
             c.executemany(_GAP_UPSERT, p.gaps)
             fresh = insert_events(c, p.alerts, p.ts) if p.alerts else []
             for head, rows in p.analytics:
                 if rows:
                     insert_flat(c, head, len(rows[0]), [v for r in rows for v in r])
+            write_micro(c, *p.micro)
             c.executemany("INSERT OR REPLACE INTO status(key, value, updated_ms) VALUES(?,?,?)", p.status)
             insert_flat(c, _QUOTE_HEAD, len(_QUOTE_COLUMNS), p.quotes)
             insert_flat(c, _DEPTH_HEAD, len(_DEPTH_COLUMNS), p.depth)

@@ -14,7 +14,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS, Store, StoreBatch
+from storage.port import (
+    BAR_OUT_COLUMNS,
+    TICK_COLUMNS,
+    Store,
+    StoreBatch,
+    StoreHealth,
+    StoreUnavailable,
+    TickCountMismatch,
+)
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import rule_from_payload
 from ticklens.domain.bars import Bar, aggregate
@@ -124,6 +132,38 @@ def test_ticks_in_a_time_range_are_exactly_those_with_start_le_ts_lt_end(store: 
     assert [row[0] for row in newest] == want["trade_id"].to_list()[-7:]
 
 
+def test_oldest_tick_is_the_lowest_stored_id_with_its_trade_time(store: Store) -> None:
+    late = _trades("btcusdt", 500, 100, seed=20, t0=T0 + 3_600_000)
+    early = _trades("btcusdt", 7, 50, seed=21)  # written after, lower ids
+    _write(store, ticks=[late, _trades("ethusdt", 3, 10, seed=22)])
+    _write(store, ticks=[early])
+    with store.reader() as r:
+        assert r.oldest_tick("btcusdt") == (7, int(early.ts_ms[0]))
+        assert r.oldest_tick("ethusdt") == (3, T0)
+        assert r.oldest_tick("solusdt") is None
+
+
+def test_delete_ticks_removes_exactly_the_ids_and_times_asked_or_nothing(store: Store) -> None:
+    t = _trades("btcusdt", 1, 4000, seed=23, step_ms=50)  # 200 s of ticks
+    e = _trades("ethusdt", 1, 4000, seed=24, step_ms=50)
+    bars = aggregate(t, "1s", 1000)
+    _write(store, ticks=[t, e], bars=bars)
+    before = T0 + 100_000
+    want_gone = t.trade_id[(t.ts_ms < before) & (t.trade_id >= 10) & (t.trade_id <= 3000)]
+    with pytest.raises(TickCountMismatch):
+        store.delete_ticks("btcusdt", 10, 3000, before, len(want_gone) + 1)
+    with store.reader() as r:
+        assert len(r.ticks("btcusdt", 100_000)) == 4000  # a mismatch deletes nothing
+    assert store.delete_ticks("btcusdt", 10, 3000, before, len(want_gone)) == len(want_gone)
+    kept = sorted(set(t.trade_id.tolist()) - set(want_gone.tolist()))
+    with store.reader() as r:
+        assert [row[0] for row in r.ticks("btcusdt", 100_000)] == kept
+        assert len(r.ticks("ethusdt", 100_000)) == 4000  # other symbols untouched
+        assert r.oldest_tick("btcusdt") == (1, T0)
+    _assert_bars(_stored_bars(store, "btcusdt", "1s"), _ref_bars(_frame(t), 1000))  # bars stay
+    assert store.delete_ticks("btcusdt", 10, 3000, before, 0) == 0  # nothing left there: 0 of 0
+
+
 # --- bars -------------------------------------------------------------------------------
 
 
@@ -209,6 +249,83 @@ def test_rejects_are_kept_with_reason_and_raw_bytes(store: Store) -> None:
     _write(store, rejects=rej)
     with store.reader() as r:
         assert r.reject_count() == 25
+
+
+def _rejects(tag: str, n: int, t0: int) -> list[Rejected]:
+    return [Rejected(t0 + i, f"{tag} {i}", b"x" * (i % 50), "ws") for i in range(n)]
+
+
+def test_rejects_beyond_the_cap_drop_the_oldest_and_are_counted(store: Store) -> None:
+    store.rejects_max_rows = 1_000  # read when a writer is made (open_store passes store.rejects_max_rows)
+    batches = [_rejects(f"b{b}", 300, T0 + b * 10_000) for b in range(5)]
+    batches.append(_rejects("big", 1_200, T0 + 90_000))  # one batch alone beyond the cap
+    sent: list[Rejected] = []
+    for batch in batches[:3]:
+        _write(store, rejects=batch)
+        sent += batch
+    with store.reader() as r:  # under the cap: nothing dropped
+        assert (r.reject_count(), r.rejects_dropped()) == (900, 0)
+    w = store.writer()  # a later writer (a restarted flow) goes on counting
+    try:
+        for batch in batches[3:]:
+            w.write(w.prepare(StoreBatch(rejects=batch)))
+            sent += batch
+    finally:
+        w.close()
+    with store.reader() as r:
+        assert r.reject_count() == 1_000
+        assert r.rejects_dropped() == len(sent) - 1_000 == 1_700
+        kept = r.rejects(5_000)
+    want = [(x.recv_ms, x.reason, x.source, x.raw) for x in sent[-1_000:]]  # the newest, oldest first
+    assert [(k[0], k[1], k[2], bytes(k[3])) for k in kept] == want
+    with store.reader() as r:
+        assert [k[1] for k in r.rejects(3)] == [x.reason for x in sent[-3:]]
+
+
+def test_rejects_are_not_capped_without_a_cap(store: Store) -> None:
+    store.rejects_max_rows = None
+    _write(store, rejects=_rejects("a", 1_500, T0))
+    with store.reader() as r:
+        assert (r.reject_count(), r.rejects_dropped()) == (1_500, 0)
+
+
+def test_writers_of_several_workers_trimming_at_once_count_each_dropped_reject_once(store: Store) -> None:
+    store.rejects_max_rows = 1_000
+    writers = [store.writer(), store.writer()]  # a per-worker sink: one writer each, interleaved
+    sent = 0
+    try:
+        for b in range(8):
+            w = writers[b % 2]
+            batch = _rejects(f"w{b % 2}b{b}", 400, T0 + b * 10_000)
+            w.write(w.prepare(StoreBatch(rejects=batch)))
+            sent += len(batch)
+    finally:
+        for w in writers:
+            w.close()
+    with store.reader() as r:
+        kept, dropped = r.reject_count(), r.rejects_dropped()
+        newest = [k[1] for k in r.rejects(2)]
+    assert kept <= 1_000 and kept + dropped == sent == 3_200
+    assert newest == ["w1b7 398", "w1b7 399"]
+
+
+def test_a_check_that_found_damage_refuses_readers_rules_and_uploads_naming_it(store: Store) -> None:
+    _write(store, rejects=_rejects("a", 3, T0))
+    healthy = store.check()
+    assert healthy.ok and healthy.problem is None and healthy.checked_ms is not None
+    assert store.last_check == healthy
+    with store.reader() as r:
+        h = r.health()
+        assert h.ok and h.checked_ms == healthy.checked_ms and h.schema_version == healthy.schema_version
+    problem = f"store {healthy.location} failed its integrity check (test)"
+    store.last_check = StoreHealth(ok=False, problem=problem, location=healthy.location, schema_version=None)
+    bar = UploadedBar("btcusdt", "1m", T0, 1.0, 1.0, 1.0, 1.0, 1.0, None, None, None, None)
+    for call in (lambda: store.reader().__enter__(), store.rules, lambda: store.upload_bars([bar], False, T0)):
+        with pytest.raises(StoreUnavailable, match="failed its integrity check"):
+            call()
+    assert store.check().ok  # the store itself is intact: the next check clears it
+    with store.reader() as r:
+        assert r.reject_count() == 3
 
 
 def test_status_documents_round_trip_and_replace(store: Store) -> None:

@@ -147,6 +147,7 @@ class Dedup:
     """Per-symbol dedup step state: drops repeated ids, reports gaps once they settle."""
 
     duplicates = 0  # all repeats dropped (recovery state; class default for older pickles)
+    conflicts = 0  # of them, repeats whose values differed from the trade kept
 
     def __init__(self, lateness_ms: int) -> None:
         self.seen = SeenIds()
@@ -167,6 +168,7 @@ class Dedup:
         self.duplicates += dups
         new = trades if dups == 0 else trades.take(np.flatnonzero(mask))
         conflicts = self._conflicts(trades, new, mask) if dups else []
+        self.conflicts += len(conflicts)
         had_holes = len(self.seen) > 1
         self.seen.add(new.trade_id)
         if len(trades):

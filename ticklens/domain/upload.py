@@ -22,6 +22,24 @@ OPTIONAL_FLOAT = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 OPTIONAL_INT = ("trades",)
 EARLIEST_MS = 1_483_228_800_000  # 2017-01-01: Binance did not trade before; smaller values are likely seconds
 MAX_ERRORS = 100
+# Sanity bounds far beyond any real bar (BTCUSDT's busiest minutes trade < 1e5 BTC and < 1e10
+# USDT): prices as the exchange edge takes them; a value past these is a typo or an attack, and
+# trade counts must fit the store's 64-bit integer.
+MAX_PRICE = 1e15
+MAX_VOLUME = 1e12
+MAX_QUOTE = 1e15
+MAX_TRADES = 10**15
+LIMITS = {
+    "open": MAX_PRICE,
+    "high": MAX_PRICE,
+    "low": MAX_PRICE,
+    "close": MAX_PRICE,
+    "volume": MAX_VOLUME,
+    "taker_buy_volume": MAX_VOLUME,
+    "quote_volume": MAX_QUOTE,
+    "taker_buy_quote_volume": MAX_QUOTE,
+    "trades": float(MAX_TRADES),
+}
 
 
 class UploadedBar(NamedTuple):
@@ -115,6 +133,8 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
                 errs.append(f"{name} {cols[name][i]!r} is not a number")
             elif v < 0 or (v == 0 and name != "volume"):
                 errs.append(f"{name} {v} must be {'≥ 0' if name == 'volume' else '> 0'}")
+            elif v > LIMITS[name]:
+                errs.append(f"{name} {v:g} is too large: at most {LIMITS[name]:.4g}")
             else:
                 px[name] = v
         if len(px) == 5:
@@ -132,8 +152,19 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
             v = _num(raw)
             if v is None or not math.isfinite(v) or v < 0 or (name in OPTIONAL_INT and v != int(v)):
                 errs.append(f"{name} {raw!r} must be a {'whole ' if name in OPTIONAL_INT else ''}number ≥ 0")
+            elif v > LIMITS[name]:
+                errs.append(f"{name} {v:g} is too large: at most {LIMITS[name]:.4g}")
             else:
                 extra[name] = v
+        qv_cell = cols["quote_volume"][i] if "quote_volume" in cols else None
+        if len(px) == 5 and not (qv_cell or "").strip():
+            # The store estimates a missing quote volume from the typical price: it must fit too.
+            est = px["volume"] * (px["high"] + px["low"] + px["close"]) / 3
+            if est > MAX_QUOTE:
+                errs.append(
+                    f"quote volume {est:g} (volume x typical price, no quote_volume given) is too large:"
+                    f" at most {MAX_QUOTE:.4g}"
+                )
         if not errs and ts is not None:
             key = (sym, tf, ts)
             if key in seen:

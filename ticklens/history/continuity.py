@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ticklens.history.layout import kind, local_files
+from ticklens.ingest.archive import kind, local_files
 
 BLOCK_BYTES = 1 << 20  # measured: larger blocks cost memory (pyarrow reads ahead) and no speed
 MICROS_THRESHOLD = 10**14  # epoch ms stays below this until year 5138
@@ -187,7 +187,7 @@ def check_files(symbol: str, data: str, paths: list[Path]) -> Continuity:
 
 
 def check_archive(root: Path, symbols: list[str], data: str, start: date, end: date) -> list[Continuity]:
-    """Continuity of each symbol's verified local files for `start`..`end` (layout.local_files),
+    """Continuity of each symbol's verified local files for `start`..`end` (ticklens.ingest.archive.local_files),
     REST-filled days included: a hole where the archive ends and REST takes over shows too."""
     files = {sym: [p for _, p in local_files(root, sym, data, start, end, rest=True)] for sym in symbols}
     return [check_files(sym, data, paths) for sym, paths in files.items()]

@@ -29,8 +29,8 @@ from typing import Literal, TypeVar
 import httpx
 
 from ticklens.history.checksums import MAX_CHECKSUM_BYTES, checksum_line, parse_checksum, sha256_file
-from ticklens.history.layout import ArchiveFile, Plan
 from ticklens.history.manifest import Entry, Manifest
+from ticklens.ingest.archive import ArchiveFile, Plan
 
 Status = Literal["downloaded", "skipped", "missing", "failed"]
 RETRY_STATUS = {418, 429, 500, 502, 503, 504}

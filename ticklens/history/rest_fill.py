@@ -3,7 +3,7 @@
 A day's archive file appears the day after. Until then `ticklens history rest-fill` fetches the
 aggTrades of [from, to] within the same request budget and retry pacing as the live backfill
 (exchange/binance_rest.py), and writes them per UTC day in the archive's aggTrades CSV layout
-(header, prices and quantities as Binance sent them), under `<dir>/rest/` (layout.rest_path), so
+(header, prices and quantities as Binance sent them), under `<dir>/rest/` (ticklens.ingest.archive.rest_path), so
 ingest reads them like archive files. A day's file is rewritten merged with what it held, unique
 by aggTrade id and sorted: running a fill again, or over an overlapping range, never duplicates.
 
@@ -25,7 +25,7 @@ import httpx
 import polars as pl
 
 from ticklens.exchange.binance_rest import PAGE, RequestBudget, get_within_budget
-from ticklens.history.layout import KINDS, rest_path
+from ticklens.ingest.archive import KINDS, rest_path
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000

@@ -67,16 +67,6 @@ def resolve_target(url: str, allow: Sequence[str], resolver=socket.getaddrinfo) 
     return target.copy_with(host=addrs[0]), host_header, host
 
 
-def _configured_allow() -> list[str]:
-    """`alerts.webhook_allow` of the flow's configuration (the sink does not pass it yet)."""
-    from ticklens.config import ConfigError, load_config
-
-    try:
-        return list(load_config().alerts.webhook_allow)
-    except ConfigError:
-        return []
-
-
 def payload(e: AlertFired) -> dict:
     return {
         "dedup_key": e.dedup_key,
@@ -113,9 +103,9 @@ def _from_row(r: dict) -> AlertFired:
 class WebhookDispatcher:
     """A bounded queue and one sender thread; retries wait in a timer heap, not in the queue."""
 
-    def __init__(self, store: Store, allow: Sequence[str] | None = None) -> None:
+    def __init__(self, store: Store, allow: Sequence[str] = ()) -> None:
         self.store = store
-        self.allow = list(allow) if allow is not None else _configured_allow()
+        self.allow = list(allow)  # alerts.webhook_allow of the flow's config
         self.refused = 0
         self.deadline_s = DEADLINE_S
         self._tls: ssl.SSLContext | None = None  # built once: a client per request is then cheap

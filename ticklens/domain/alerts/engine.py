@@ -63,12 +63,15 @@ from ticklens.domain.alerts.rules import (
     HEALTH_METRICS,
     LEVEL_OPERATORS,
     MAX_WINDOW,
+    MICRO_METRIC_COLUMNS,
+    MICRO_METRICS,
     PAIR_METRICS,
     TRADE_METRICS,
     AlertRule,
     StoredRule,
 )
 from ticklens.domain.bars import Bar
+from ticklens.domain.micro import MicroBar
 from ticklens.domain.records import Trades
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
@@ -313,6 +316,7 @@ class AlertBook:
     # `return` on tick: timeframe -> bucket start -> (close time, close id, close); made on first use.
     intrabar: dict[str, dict[int, tuple[int, int, float]]] | None = None
     health: Any = None  # StreamHealth of a symbol, FeedHealth of the feed (set by the flow step)
+    micro_seen: dict[str, int] | None = None  # timeframe -> newest micro bar start evaluated
 
     def _state(self, sr: StoredRule) -> RuleState:
         """A new or edited rule starts fresh; crossing rules arm from the metric's last value."""
@@ -503,21 +507,57 @@ class AlertBook:
                 self.last[(name, None)] = float(v)
         return out
 
+    def on_micro(self, rules: list[StoredRule], bars: list[MicroBar]) -> list[AlertFired]:
+        """Microstructure rules on micro bars written for the first time (a bar written again, complete
+        or revised, is not evaluated twice), per timeframe in time order."""
+        seen = self.micro_seen if self.micro_seen is not None else {}
+        self.micro_seen = seen
+        out: list[AlertFired] = []
+        by_tf: dict[str, dict[int, MicroBar]] = {}
+        for b in bars:
+            if b.start_ms > seen.get(b.timeframe, -(2**62)):
+                by_tf.setdefault(b.timeframe, {})[b.start_ms] = b
+        for tf, fresh in by_tf.items():
+            rows = [fresh[s] for s in sorted(fresh)]
+            cols = {
+                m: np.array([_micro_value(b, c) for b in rows], dtype=float) for m, c in MICRO_METRIC_COLUMNS.items()
+            }
+            out.extend(
+                self.on_rows(rules, tf, np.array([b.start_ms for b in rows], dtype=np.int64), cols, MICRO_METRICS)
+            )
+            seen[tf] = rows[-1].start_ms
+        out.sort(key=lambda a: a.event_ms)
+        return out
+
     def on_rows(
-        self, rules: list[StoredRule], timeframe: str, start_ms: np.ndarray, cols: dict[str, np.ndarray]
+        self,
+        rules: list[StoredRule],
+        timeframe: str,
+        start_ms: np.ndarray,
+        cols: dict[str, np.ndarray],
+        metrics: frozenset[str] = PAIR_METRICS,
     ) -> list[AlertFired]:
-        """Pair-analytics rules on rows of one timeframe (`cols`: metric -> values, NaN where undefined)."""
+        """Rules on rows of one timeframe, pair analytics or microstructure bars (`cols`: metric ->
+        values, NaN where undefined, which never fires)."""
         out: list[AlertFired] = []
         if len(start_ms) == 0:
             return out
         for sr in rules:
             r = sr.rule
-            if r.metric in PAIR_METRICS and r.timeframe == timeframe and r.metric in cols:
+            if r.metric in metrics and r.timeframe == timeframe and r.metric in cols:
                 self._fire(sr, cols[r.metric], start_ms, timeframe, out)
         for name, arr in cols.items():
             self.last[(name, timeframe)] = float(arr[-1])
         out.sort(key=lambda a: a.event_ms)
         return out
+
+
+def _micro_value(bar: MicroBar, column: str) -> float:
+    if column == "depth_10bps":  # both sides within 10 bps of the mid
+        b, a = bar.depth_bid_10bps, bar.depth_ask_10bps
+        return np.nan if b is None or a is None else b + a
+    v = getattr(bar, column)
+    return np.nan if v is None else float(v)
 
 
 def rolling_volatility(history: np.ndarray, new: np.ndarray, window: int) -> np.ndarray:

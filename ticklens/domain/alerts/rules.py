@@ -30,6 +30,13 @@ Metric = Literal[
     "gaps_open",
     "reconnects_per_min",
     "rejected_per_min",
+    "spread_bps",
+    "ofi",
+    "imbalance",
+    "eff_spread_bps",
+    "kyle_lambda",
+    "vpin",
+    "depth",
 ]
 Operator = Literal[">", ">=", "<", "<=", "==", "crosses_above", "crosses_below"]
 On = Literal["tick", "bar_close"]
@@ -40,7 +47,19 @@ PAIR_METRICS = frozenset({"spread", "zscore", "hedge_ratio", "correlation"})
 SYMBOL_HEALTH_METRICS = frozenset({"stale_s", "gaps_open"})
 FEED_METRICS = frozenset({"reconnects_per_min", "rejected_per_min"})
 HEALTH_METRICS = SYMBOL_HEALTH_METRICS | FEED_METRICS
-SYMBOL_METRICS = TRADE_METRICS | BAR_METRICS | SYMBOL_HEALTH_METRICS
+# Microstructure, per symbol, read from each new micro bar (docs/analytics.md): metric -> its column
+# ("depth": bid + ask depth within 10 bps).
+MICRO_METRIC_COLUMNS = {
+    "spread_bps": "spread_bps_twa",
+    "ofi": "ofi",
+    "imbalance": "imbalance_l1_twa",
+    "eff_spread_bps": "eff_spread_bps",
+    "kyle_lambda": "kyle_lambda",
+    "vpin": "vpin",
+    "depth": "depth_10bps",
+}
+MICRO_METRICS = frozenset(MICRO_METRIC_COLUMNS)
+SYMBOL_METRICS = TRADE_METRICS | BAR_METRICS | SYMBOL_HEALTH_METRICS | MICRO_METRICS
 ALL_METRICS = SYMBOL_METRICS | PAIR_METRICS | FEED_METRICS
 # Bar metrics that can also be watched on the bar in progress, trade by trade.
 TICK_BAR_METRICS = frozenset({"volume", "return"})
@@ -233,7 +252,7 @@ class AlertRule(BaseModel):
                 raise ValueError(f"metric {m!r} is checked as the feed reports and takes no 'timeframe'")
             self.on = "tick"
             return
-        if m in PAIR_METRICS and self.on == "tick":
+        if m in PAIR_METRICS | MICRO_METRICS and self.on == "tick":
             raise ValueError(f"metric {m!r} is computed when bars close: it takes on 'bar_close' only")
         if self.on is None:
             self.on = "tick" if m in TRADE_METRICS else "bar_close"

@@ -3,7 +3,7 @@
 Remote: `<base>/data/futures/um/{daily,monthly}/<folder>/<SYMBOL>/[1m/]<SYMBOL>-<tag>-<date>.zip`,
 each with `<file>.zip.CHECKSUM` beside it. Locally the same path below `--dir` without the
 leading `data/`, so a mirror of the archive is also a valid `--dir` and `sha256sum -c` works in
-place. A file has its final name only once verified (download.py renames it there), so
+place. A file has its final name only once verified (ticklens/history/download.py renames it there), so
 `local_files` can trust what exists.
 
 A month is planned as one monthly file when the whole month lies in the range and is over

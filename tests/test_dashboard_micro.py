@@ -1,0 +1,103 @@
+"""The Microstructure page in a real browser against the real stack replaying trades and books.
+
+The flow replays the bundled 2024-08-08 trades, bookTicker and depth (data/sample); the page's
+figures must hold what `/api/v1/microstructure` serves, and new bars must stream in.
+A screenshot goes to tests/artifacts/ (and docs/img/ with TICKLENS_DOCS_SCREENSHOTS=1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    ROOT,
+    ConsoleLog,
+    Stack,
+    launch_browser,
+    start_stack,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian chromium at {CHROMIUM}"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+FILES = [
+    "um_btcusdt_20240808_trades.gz",
+    "um_ethusdt_20240808_trades.gz",
+    "um_btcusdt_20240808_book.gz",
+    "um_ethusdt_20240808_book.gz",
+]
+# The page's figure source as the browser holds it: row count and the newest bar start.
+SOURCE_JS = """() => {
+  for (const doc of Bokeh.documents) {
+    for (const m of doc._all_models.values()) {
+      if (m.type === 'ColumnDataSource' && m.data && m.data.cum_ofi !== undefined) {
+        const s = m.data.start_ms;
+        return {n: s.length, last: s.length ? Number(s[s.length - 1]) : null};
+      }
+    }
+  }
+  return null;
+}"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("micro-dash"), files=FILES, streams=["trade", "bookTicker", "depth"])
+    try:
+        with s.api() as api:
+            wait_until(
+                lambda: (
+                    api.get("/api/v1/microstructure/btcusdt", params={"timeframe": "1s", "limit": 60}).json()["count"]
+                    >= 20
+                ),
+                90,
+                "20 micro bars",
+            )
+        yield s
+    finally:
+        s.stop_all()
+
+
+def test_microstructure_page_draws_the_api_bars_and_streams_new_ones(stack: Stack) -> None:
+    with sync_api.sync_playwright() as pw:
+        ctx = launch_browser(pw)
+        try:
+            page = ctx.new_page()
+            page.console = ConsoleLog(page)
+            page.goto(stack.dash_url)
+            page.get_by_text("last price").first.wait_for(timeout=30_000)
+            page.get_by_role("button", name="Microstructure", exact=True).first.click()
+            page.get_by_text("bps, time-weighted").first.wait_for(timeout=20_000)
+            # Pages are built when first shown: the figures exist a moment before their first data.
+            first = wait_until(lambda: (d := page.evaluate(SOURCE_JS)) and d["n"] >= 20 and d, 30, "the figures' data")
+            with stack.api() as api:
+                body = api.get("/api/v1/microstructure/btcusdt", params={"timeframe": "1s", "limit": 600}).json()
+            starts = [b["ts_ms"] for b in body["bars"]]
+            assert first["last"] in starts  # the page draws the API's rows
+            later = wait_until(
+                lambda: (d := page.evaluate(SOURCE_JS)) and d["last"] > first["last"] and d, 30, "a new bar"
+            )
+            assert later["n"] > first["n"]  # streamed in, not reloaded away
+            page.set_viewport_size({"width": 1400, "height": 1900})
+            page.wait_for_timeout(1500)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / "microstructure.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("TICKLENS_DOCS_SCREENSHOTS"):
+                (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, ROOT / "docs" / "img" / "microstructure.png")
+            assert not page.console.take(), "browser console errors"
+            assert not page.console.failed
+        finally:
+            ctx.close()
