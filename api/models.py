@@ -479,6 +479,30 @@ class Quote(BaseModel):
     )
 
 
+class QuoteSample(BaseModel):
+    at_ms: int = Field(
+        description="Start of the interval [at_ms, at_ms + every_ms); the L1 state is the one in force at its end"
+    )
+    at: str = Field(description="The same, ISO-8601 UTC")
+    update_id: int = Field(description="The last L1 update before the interval's end")
+    ts_ms: int = Field(description="Its time, epoch ms (may be before at_ms: carried in)")
+    bid: float | None
+    bid_qty: float | None
+    ask: float | None
+    ask_qty: float | None
+    source: Literal["bookTicker", "book"]
+
+
+class QuoteSamplesResponse(BaseModel):
+    symbol: str
+    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    every_ms: int
+    count: int
+    samples: list[QuoteSample] = Field(
+        description="Oldest first; intervals that end before the first quote are left out"
+    )
+
+
 class QuotesResponse(BaseModel):
     symbol: str
     status: DataStatus = Field(description=DATA_STATUS_DOC)

@@ -253,6 +253,15 @@ class Api:
         """The current order book: bids/asks as [price, qty] strings, best first."""
         return self.get(f"/api/v1/book/{symbol}", depth=depth)
 
+    def quote_samples(self, symbol: str, start_ms: int, end_ms: int, every_ms: int) -> list[dict]:
+        """Best bid/ask in force at the end of each `every_ms` interval of [start, end) (at most 2,000)."""
+        body = self.get(f"/api/v1/quotes/{symbol}/sampled", start=start_ms, end=end_ms, every_ms=every_ms)
+        return body["samples"]
+
+    def book_gaps(self, symbol: str, start_ms: int, end_ms: int) -> list[dict]:
+        """Intervals of [start, end) in which the order book was unknown."""
+        return self.get(f"/api/v1/book/{symbol}/gaps", start=start_ms, end=end_ms)["gaps"]
+
     def continuity(self, symbol: str, timeframe: str, start_ms: int | None = None, end_ms: int | None = None) -> dict:
         params = {"timeframe": timeframe, "start": start_ms, "end": end_ms}
         return self.get(f"/api/v1/continuity/{symbol}", **{k: v for k, v in params.items() if v is not None})

@@ -1,4 +1,6 @@
-"""Market page: live candles (or a price line) with volume beneath, and a window summary.
+"""Market page: live candles (or a price line) with volume beneath, and a window summary; where
+the order book is collected, the best bid and ask over the candles and the intervals in which the
+book was unknown shaded.
 
 The chart is drawn once (Bokeh glyphs: a segment per wick, a quad per body) and
 then fed through one ColumnDataSource: a new bar is `stream`ed, the in-progress
@@ -16,9 +18,10 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Span
+from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Span
 from bokeh.plotting import figure
 
+from panel_app.book import gap_spans
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card, fmt_num, fmt_price, price_format
 from ticklens.domain.timeframes import TIMEFRAME_MS
@@ -29,6 +32,26 @@ KEEP_RAW = 300  # newest bars always drawn one by one
 LIVE_WINDOW = 4000  # streamed rows kept before the oldest roll off
 REFRESH_LIMIT = 600
 TAIL = 16  # newest rows that may still change (lateness window of 1s bars)
+L1_POINTS = 1500  # best bid/ask samples over the shown range (one per candle, or coarser)
+L1_EVERY = 3  # refreshes between two reloads of the bid/ask lines and the gap shading
+MAX_GAP_BOXES = 50
+GAP_FILL = "#8b949e"
+
+
+def l1_every_ms(start_ms: int, end_ms: int, tf_ms: int, points: int = L1_POINTS) -> int:
+    """The sampling interval of the bid/ask lines: one bar, or whole bars enough to stay within `points`."""
+    bars = max(1, -(-(end_ms - start_ms) // tf_ms))
+    return tf_ms * max(1, -(-bars // points))
+
+
+def l1_columns(samples: list[dict], every_ms: int) -> dict[str, np.ndarray]:
+    """Sampled L1 rows → line columns at the moment each state applies (its interval's end); an empty side is NaN."""
+    at = np.array([s["at_ms"] for s in samples], dtype="int64") + every_ms
+
+    def col(name: str) -> np.ndarray:
+        return np.array([np.nan if s.get(name) is None else float(s[name]) for s in samples], dtype="float64")
+
+    return {"ts_ms": at, "time": np.array(to_time(at)), "bid": col("bid"), "ask": col("ask")}
 
 
 def candle_columns(df: pd.DataFrame, tf_ms: int) -> dict[str, Any]:
@@ -120,6 +143,20 @@ class CandleChart:
         )
         self.price.add_tools(self.hover)
         self.line = self.price.line("time", "close", source=self.source, line_width=2, color="#1f6feb", visible=False)
+        # Best bid / ask where books are collected: sampled on the server at each bar's end.
+        self.l1_source = ColumnDataSource(l1_columns([], 0), name="market-l1")
+        self.bid_line = self.price.line(
+            "time", "bid", source=self.l1_source, color=UP, line_width=1, line_dash="dotted", name="market-bid"
+        )
+        self.ask_line = self.price.line(
+            "time", "ask", source=self.l1_source, color=DOWN, line_width=1, line_dash="dotted", name="market-ask"
+        )
+        self.gap_boxes = [
+            BoxAnnotation(left=0, right=0, fill_color=GAP_FILL, fill_alpha=0.3, visible=False, name=f"market-gap-{i}")
+            for i in range(MAX_GAP_BOXES)
+        ]
+        for box in self.gap_boxes:
+            self.price.add_layout(box)
         self.last_span = Span(dimension="width", location=1.0, line_dash="dashed", line_color="#57606a", line_width=1)
         self.price.add_layout(self.last_span)
         self.volume = figure(
@@ -206,6 +243,24 @@ class CandleChart:
         self._mark_last()
         return len(old), len(new)
 
+    @property
+    def shown_range(self) -> tuple[int, int] | None:
+        """[first bar start, last bar end) of what is drawn, epoch ms."""
+        starts = self.source.data["start_ms"]
+        if not len(starts):
+            return None
+        return int(starts[0]), int(starts[-1]) + self.tf_ms
+
+    def set_book(self, samples: list[dict], every_ms: int, spans: list[tuple[int, int]]) -> None:
+        """The bid/ask lines and the book-unknown shading (the newest MAX_GAP_BOXES gaps)."""
+        self.l1_source.data = l1_columns(samples, every_ms)
+        spans = spans[-MAX_GAP_BOXES:]
+        for i, box in enumerate(self.gap_boxes):
+            if i < len(spans):
+                box.left, box.right, box.visible = float(spans[i][0]), float(spans[i][1]), True
+            else:
+                box.visible = False
+
     def _mark_last(self) -> None:
         close = self.source.data["close"]
         if len(close):
@@ -231,6 +286,7 @@ class MarketPage(Page):
         self._loading = False
         self.decimals: int | None = None  # of the shown symbol's prices
         self.update_ms: list[float] = []  # server-side time per refresh, for the performance note
+        self.books = False  # the shown range has best bid/ask lines
         pn.bind(self.safely(self.show), self.param.symbol, self.param.timeframe, self.param.window, watch=True)
         pn.bind(self.chart.set_style, self.param.style, watch=True)
 
@@ -279,8 +335,12 @@ class MarketPage(Page):
         self.chart.load(df, tf_ms)
         self.caption.object = (
             f"{len(df):,} rows: {thinned}" if thinned else f"{len(df):,} bars of {self.timeframe}"
-        ) + ". The newest bar is in progress (drawn lighter) and updates in place."
+        ) + (
+            ". The newest bar is in progress (drawn lighter) and updates in place. Where the order book is"
+            " collected: best bid and ask at each bar's end (dotted), book unknown shaded grey."
+        )
         self.say("" if len(df) else f"No {self.timeframe} bars for {self.symbol} yet.")
+        self._book_overlay()
         self._summary()
 
     def refresh(self) -> None:
@@ -292,8 +352,24 @@ class MarketPage(Page):
         self.chart.update(df)
         self.update_ms.append((time.perf_counter() - t0) * 1000)
         self._ticks += 1
+        if self._ticks % L1_EVERY == 0:
+            self._book_overlay()
         if self._ticks % 2 == 0:
             self._summary()
+
+    def _book_overlay(self) -> None:
+        """Best bid/ask at each shown bar's end, and the book's unknown intervals, from the API."""
+        shown = self.chart.shown_range
+        if shown is None or not self.symbol:
+            self.chart.set_book([], 0, [])
+            self.books = False
+            return
+        start, end = shown
+        every = l1_every_ms(start, end, self.chart.tf_ms)
+        samples = self.api.quote_samples(self.symbol, start, end, every)
+        spans = gap_spans(self.api.book_gaps(self.symbol, start, end), end) if samples else []
+        self.chart.set_book(samples, every, spans)
+        self.books = bool(samples)
 
     def _summary(self) -> None:
         tf_ms = TIMEFRAME_MS[self.timeframe]

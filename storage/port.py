@@ -247,6 +247,11 @@ class StoreReader(Protocol):
     def iter_quotes(
         self, symbol: str, start_ms: int | None = None, end_ms: int | None = None, chunk: int = 50_000
     ) -> Iterator[list[Row]]: ...
+    def quotes_before(self, symbol: str, times_ms: Sequence[int]) -> list[Row | None]:
+        """For each time t, the L1 row in force just before t: the last with ts < t (ties: the
+        greatest update id), or None before the first (QUOTE_OUT_COLUMNS). One index probe each."""
+        ...
+
     def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:
         """(final update id, transaction time) of the last stored diff with T <= at_ms (ties: the
         greatest id), or None."""

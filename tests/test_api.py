@@ -466,7 +466,8 @@ def test_start_stop_status_drive_a_real_flow(control: ApiServer, tmp_path: Path)
     r = c.post("/api/v1/start", json={"symbols": ["ETHUSDT"]}).json()
     assert r["changed"] is True and r["symbols"] == ["btcusdt", "ethusdt"]
     pid = r["pid"]
-    assert "flows.runner" in " ".join(psutil.Process(pid).cmdline())
+    # Read as soon as the API answers, the child may not have exec'd yet (an empty cmdline).
+    wait_until(lambda: "flows.runner" in " ".join(psutil.Process(pid).cmdline()), 10, "the flow's command line")
     again = c.post("/api/v1/start", json={"symbols": ["ethusdt"]}).json()
     assert again["changed"] is False and again["pid"] == pid
     assert [p for p in psutil.process_iter(["cmdline"]) if "flows.runner" in " ".join(p.info["cmdline"] or [])

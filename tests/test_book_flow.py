@@ -7,6 +7,7 @@ files (gzip/json) and the independent plain-dict book of tests/book_reference.py
 
 from __future__ import annotations
 
+import bisect
 import functools
 import gzip
 import io
@@ -252,3 +253,49 @@ def test_depth_export_is_every_applied_diff_one_row_per_level(served) -> None:
             if d.get("e") == "depthUpdate" and s_ms <= d["T"] < e_ms:
                 rows += [(d["u"], "bid", p, q) for p, q in d["b"]] + [(d["u"], "ask", p, q) for p, q in d["a"]]
     assert got.select("update_id", "side", "price", "qty").rows() == rows
+
+
+@pytest.mark.parametrize("symbol", ["btcusdt", "ethusdt"])
+def test_sampled_quotes_are_the_book_ticker_in_force_at_each_interval_end(served, symbol: str) -> None:
+    _, api = served
+    ref, _ = reference(symbol)
+    seen: set[int] = set()
+    tickers = []
+    for t in ref.tickers:  # stored once per update id, the first line kept
+        if t["u"] not in seen:
+            seen.add(t["u"])
+            tickers.append(t)
+    tickers.sort(key=lambda t: (t["T"], t["u"]))
+    times = [t["T"] for t in tickers]
+    first, last = times[0], times[-1]
+    for every in (1_000, 7_919, 60_000):
+        start, end = first - 2 * every - 123, last + every
+        r = api.client.get(f"/api/v1/quotes/{symbol}/sampled", params={"start": start, "end": end, "every_ms": every})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        want = []
+        for at in range(start, end, every):
+            cut = min(at + every, end)
+            i = bisect.bisect_left(times, cut)  # lines before i have T < cut: the last of them is in force
+            if i:
+                t = tickers[i - 1]
+                want.append((at, t["u"], t["T"], float(t["b"]), float(t["B"]), float(t["a"]), float(t["A"])))
+        got = [
+            (s["at_ms"], s["update_id"], s["ts_ms"], s["bid"], s["bid_qty"], s["ask"], s["ask_qty"])
+            for s in body["samples"]
+        ]
+        assert body["every_ms"] == every and body["count"] == len(got)
+        assert got == want and got[0][0] == start + 2 * every  # the two intervals before the first line left out
+
+
+def test_sampled_quotes_need_a_range_and_stay_bounded(served) -> None:
+    _, api = served
+    c = api.client
+    r = c.get("/api/v1/quotes/btcusdt/sampled", params={"end": 10_000, "every_ms": 1_000})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "start"]
+    r = c.get("/api/v1/quotes/btcusdt/sampled", params={"start": 0, "end": 10_000_000, "every_ms": 1_000})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "every_ms"]
+    r = c.get("/api/v1/quotes/btcusdt/sampled", params={"start": 0, "end": 10_000, "every_ms": 0})
+    assert r.status_code == 422
+    r = c.get("/api/v1/quotes/btcusdt/sampled", params={"start": 0, "end": 10_000, "every_ms": 1_000})
+    assert r.status_code == 200 and r.json()["samples"] == []  # before the first quote

@@ -175,3 +175,17 @@ def test_book_quote_lines_break_at_an_empty_side_and_open_gaps_reach_now() -> No
     assert list(cols["time"]) == list(to_time(cols["ts_ms"]))
     gaps = [{"from_ms": 10, "to_ms": 20}, {"from_ms": 30, "to_ms": None}]
     assert gap_spans(gaps, 99) == [(10, 20), (30, 99)]
+
+
+def test_market_bid_ask_lines_sample_one_bar_or_whole_bars_and_sit_at_each_interval_end() -> None:
+    from panel_app.market import L1_POINTS, l1_columns, l1_every_ms
+
+    assert l1_every_ms(0, 900_000, 1_000) == 1_000  # 900 bars of 1s: one sample each
+    day = l1_every_ms(0, 86_400_000, 1_000)  # 86,400 bars: whole seconds, at most L1_POINTS samples
+    assert day % 1_000 == 0 and 86_400_000 / day <= L1_POINTS and 86_400_000 / (day - 1_000) > L1_POINTS
+    assert l1_every_ms(0, 1, 60_000) == 60_000
+    samples = [{"at_ms": 1_000, "bid": 1.5, "ask": 2.5}, {"at_ms": 2_000, "bid": None, "ask": 2.6}]
+    cols = l1_columns(samples, 1_000)
+    assert cols["ts_ms"].tolist() == [2_000, 3_000]  # the state in force at the interval's end
+    assert cols["bid"][0] == 1.5 and np.isnan(cols["bid"][1]) and cols["ask"].tolist() == [2.5, 2.6]
+    assert all(len(v) == 0 for v in l1_columns([], 1_000).values())

@@ -101,3 +101,41 @@ def test_microstructure_page_draws_the_api_bars_and_streams_new_ones(stack: Stac
             assert not page.console.failed
         finally:
             ctx.close()
+
+
+# The Market page's best bid/ask lines as the browser holds them.
+L1_JS = """() => {
+  for (const doc of Bokeh.documents) {
+    for (const m of doc._all_models.values()) {
+      if (m.type === 'ColumnDataSource' && m.name === 'market-l1') {
+        return {ts: Array.from(m.data.ts_ms, Number), bid: Array.from(m.data.bid), ask: Array.from(m.data.ask)};
+      }
+    }
+  }
+  return null;
+}"""
+
+
+def test_market_page_draws_best_bid_and_ask_over_the_candles_as_the_api_samples_them(stack: Stack) -> None:
+    with sync_api.sync_playwright() as pw:
+        ctx = launch_browser(pw)
+        try:
+            page = ctx.new_page()
+            page.console = ConsoleLog(page)
+            page.goto(stack.dash_url)
+            page.get_by_text("last price").first.wait_for(timeout=30_000)
+            got = wait_until(lambda: (d := page.evaluate(L1_JS)) and len(d["ts"]) >= 10 and d, 30, "bid/ask lines")
+            every = got["ts"][1] - got["ts"][0]
+            assert every == 1_000  # one sample per 1s candle
+            with stack.api() as api:
+                for i in (0, len(got["ts"]) // 2, len(got["ts"]) - 1):
+                    at = got["ts"][i] - every  # each point is the state in force at its interval's end
+                    body = api.get(
+                        "/api/v1/quotes/btcusdt/sampled", params={"start": at, "end": at + every, "every_ms": every}
+                    ).json()
+                    s = body["samples"][0]
+                    assert (s["bid"], s["ask"]) == (got["bid"][i], got["ask"][i])
+                    assert s["bid"] < s["ask"]
+            assert not page.console.take(), "browser console errors"
+        finally:
+            ctx.close()

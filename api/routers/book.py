@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from api.book_cache import BookCache
 from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
-from api.models import BookGapsResponse, BookResponse, QuotesResponse
+from api.models import BookGapsResponse, BookResponse, QuoteSamplesResponse, QuotesResponse
 from storage.port import StoreReader
 from ticklens.domain.book import OrderBook
 from ticklens.domain.book_history import BookView, HistoryError, advance, view
@@ -21,6 +21,7 @@ from ticklens.domain.times import iso_ms, now_ms, parse_time
 router = APIRouter(tags=["order book"])
 
 MAX_DEPTH = 1000
+MAX_SAMPLES = 2000  # moments per sampled-quotes answer (a chart has fewer pixels)
 _AT_DOC = "ISO-8601 (`2024-08-08T23:57:00.250Z`) or epoch ms; default: now (the newest stored book)"
 
 
@@ -149,4 +150,45 @@ def get_quotes(
     status = require_symbol(state, reader, symbol)
     rows = reader.quotes(symbol, limit, *time_range) if status == "ok" else []
     body = {"symbol": symbol, "status": status, "count": len(rows), "quotes": quote_rows(rows)}
+    return json_response(body, headers={"X-Ticklens-Status": status})
+
+
+@router.get("/quotes/{symbol}/sampled", response_model=QuoteSamplesResponse)
+def get_quote_samples(
+    symbol: SymbolPath,
+    reader: Reader,
+    state: State,
+    time_range: TimeRange,
+    every_ms: Annotated[int, Query(ge=1, le=86_400_000, description="Interval length, ms (a chart's bar width)")],
+) -> Response:
+    """Best bid/ask at the end of each interval [start + k·every_ms, start + (k+1)·every_ms) in
+    [start, end): the last L1 update before the interval's end, carried in when the interval had
+    none. For lines over candles of any length without sending every update (at most 2,000)."""
+    start, end = time_range
+    if start is None or end is None:
+        raise param_error("query", "start" if start is None else "end", "sampled quotes need start and end", None)
+    n = -(-(end - start) // every_ms)
+    if n > MAX_SAMPLES:
+        raise param_error(
+            "query", "every_ms", f"{n} intervals: at most {MAX_SAMPLES} (raise every_ms or narrow the range)", every_ms
+        )
+    status = require_symbol(state, reader, symbol)
+    moments = [start + k * every_ms for k in range(n)]
+    found = reader.quotes_before(symbol, [min(at + every_ms, end) for at in moments]) if status == "ok" else []
+    samples = [
+        {
+            "at_ms": at,
+            "at": iso_ms(at),
+            "update_id": row[0],
+            "ts_ms": row[1],
+            "bid": row[4],
+            "bid_qty": row[5],
+            "ask": row[6],
+            "ask_qty": row[7],
+            "source": row[8],
+        }
+        for at, row in zip(moments, found, strict=False)
+        if row is not None
+    ]
+    body = {"symbol": symbol, "status": status, "every_ms": every_ms, "count": len(samples), "samples": samples}
     return json_response(body, headers={"X-Ticklens-Status": status})

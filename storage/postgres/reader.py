@@ -8,7 +8,7 @@ daily partitions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import polars as pl
 import psycopg
@@ -198,6 +198,21 @@ class PostgresReader:
             )
             while rows := cur.fetchmany(chunk):
                 yield rows
+
+    def quotes_before(self, symbol: str, times_ms: Sequence[int]) -> list[tuple | None]:
+        if not times_ms:
+            return []
+        cols = ",".join(f"q.{c}" for c in QUOTE_OUT_COLUMNS)
+        rows = self._all(  # one round trip: a backward index probe per moment
+            f"SELECT t.i, {cols} FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(at, i)"
+            f" CROSS JOIN LATERAL ({_QUOTE_SELECT} WHERE symbol=%s AND ts_ms < t.at"
+            " ORDER BY ts_ms DESC, update_id DESC LIMIT 1) AS q",
+            (list(times_ms), symbol),
+        )
+        out: list[tuple | None] = [None] * len(times_ms)
+        for r in rows:
+            out[r[0] - 1] = tuple(r[1:])
+        return out
 
     def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:
         row = self._one(

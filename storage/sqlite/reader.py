@@ -8,7 +8,7 @@ then served by the (symbol, trade_id) primary key.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -229,6 +229,11 @@ class SqliteReader:
         )
         while rows := cur.fetchmany(chunk):
             yield rows
+
+    def quotes_before(self, symbol: str, times_ms: Sequence[int]) -> list[tuple | None]:
+        # The time index holds the key too (WITHOUT ROWID), so each probe is one descent of it.
+        sql = f"{_QUOTE_SELECT} WHERE symbol=? AND ts_ms < ? ORDER BY ts_ms DESC, update_id DESC LIMIT 1"
+        return [self.conn.execute(sql, (symbol, t)).fetchone() for t in times_ms]
 
     def last_depth_update(self, symbol: str, at_ms: int) -> tuple[int, int] | None:
         row = self.conn.execute(

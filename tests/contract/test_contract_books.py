@@ -77,6 +77,31 @@ def test_quotes_are_stored_once_by_symbol_and_update_id_and_read_back_in_time_or
     assert [(row[1], row[0]) for row in newest] == inside[-10:]  # the newest 10, oldest first
 
 
+def test_the_quote_in_force_before_each_moment_is_the_last_earlier_one_ties_by_update_id(store: Store) -> None:
+    a = _quotes("btcusdt", 3000, seed=5)  # ties in time among them
+    _write(store, quotes=[Quotes.from_quotes("btcusdt", a), Quotes.from_quotes("ethusdt", _quotes("ethusdt", 50, 6))])
+    rng = random.Random(9)
+    first, last = a[0].txn_ms, a[-1].txn_ms
+    moments = [first - 5, first, first + 1, last, last + 1, last + 10**6]
+    moments += [q.txn_ms for q in rng.sample(a, 200)] + [rng.randint(first, last) for _ in range(200)]
+    with store.reader() as r:
+        got = r.quotes_before("btcusdt", moments)
+        assert r.quotes_before("btcusdt", []) == [] and r.quotes_before("solusdt", [last + 1]) == [None]
+    by_time = sorted(a, key=lambda q: (q.txn_ms, q.update_id))
+    for t, row in zip(moments, got, strict=True):
+        before = [q for q in by_time if q.txn_ms < t]  # the plain reading: the last strictly earlier
+        if not before:
+            assert row is None, t
+            continue
+        q = before[-1]
+        assert row is not None and (row[0], row[1], row[4], row[6]) == (
+            q.update_id,
+            q.txn_ms,
+            float(q.bid),
+            float(q.ask),
+        )
+
+
 def test_quote_rows_keep_missing_times_and_empty_sides_as_null(store: Store) -> None:
     q = Quotes(
         "btcusdt",
