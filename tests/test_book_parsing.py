@@ -20,6 +20,7 @@ from ticklens.exchange.binance_book import (
     parse_book_event,
     parse_book_message,
     parse_depth_snapshot,
+    quote_wire,
 )
 
 DEPTH = {
@@ -312,3 +313,63 @@ def test_fuzzed_bytes_never_raise(data: bytes, cut: int) -> None:
     for candidate in (data, raw[:cut], raw[:cut] + data, raw.replace(b"0", data[:1] or b"0")):
         r = parse_book_message(candidate, 0, snapshot_symbol="x")
         assert isinstance(r, Rejected | DepthUpdate | Quote | BookSnapshot)
+
+
+# --- the bookTicker fast path on raw bytes agrees with the general path, or stands aside
+
+TICKER_RAW = (
+    b'{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":5123107839020,"s":"BTCUSDT",'
+    b'"b":"61800.20","B":"2.507","a":"61800.30","A":"2.510","T":1723161256313,"E":1723161256313}}'
+)
+TICKER_VALUES = [b"5123107839020", b"BTCUSDT", b"61800.20", b"2.507", b"61800.30", b"2.510", b"1723161256313"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    target=st.sampled_from(TICKER_VALUES),
+    new=st.one_of(
+        st.from_regex(rb"(0|[1-9][0-9]{0,30})(\.[0-9]{0,30})?", fullmatch=True),
+        st.sampled_from([b"0", b"0.000", b"00.1", b"-1.0", b"1e3", b"", b'\\"', b"9" * 20, b"1.0 "]),
+        st.binary(max_size=8),
+    ),
+    bare=st.booleans(),
+)
+def test_fuzzed_book_ticker_fast_path_agrees_with_the_general_one(target: bytes, new: bytes, bare: bool) -> None:
+    raw = TICKER_RAW.replace(target, new, 1)
+    if bare:
+        raw = raw[raw.index(b'{"e"') : -1]
+    fast = quote_wire(raw, 7)
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        assert fast is None
+        return
+    slow = parse_book_event(event, 7)
+    if fast is not None:  # it may stand aside on a valid message, never accept another one
+        assert isinstance(slow, Quote) and fast == slow
+    assert parse_book_message(raw, 7) == (fast if fast is not None else slow) or isinstance(slow, Rejected)
+
+
+def test_book_ticker_fast_path_takes_binance_layout_only() -> None:
+    q = quote_wire(TICKER_RAW, 7)
+    assert q == parse_book_event(orjson.loads(TICKER_RAW), 7)
+    assert quote_wire(TICKER_RAW[TICKER_RAW.index(b'{"e"') : -1], 7) == q  # without the envelope
+    assert quote_wire(TICKER_RAW[:-1], 7) is None  # an envelope not closed
+    assert quote_wire(orjson.dumps(SPOT_TICKER), 7) is None  # spot's shape: the general path
+    assert quote_wire(TICKER_RAW.replace(b'"b":"61800.20"', b'"b":"0.00"'), 7) is None
+    assert quote_wire(TICKER_RAW.replace(b"5123107839020", b"9223372036854775808"), 7) is None  # > int64
+
+
+def test_depth_update_pairs_and_columns_are_one_record() -> None:
+    import pickle
+
+    bids, asks = [["1.0", "2"], ["0.9", "0"]], [["1.1", "3"]]
+    from_pairs = DepthUpdate.from_pairs("x", 1, 2, 0, 5, 5, 6, [list(b) for b in bids], [list(a) for a in asks])
+    from_cols = DepthUpdate("x", 1, 2, 0, 5, 5, 6, ["1.0", "0.9"], ["2", "0"], ["1.1"], ["3"])
+    assert from_pairs == from_cols and from_pairs.bids == bids and from_cols.asks == asks
+    assert from_pairs.n_levels == from_cols.n_levels == 3
+    assert pickle.loads(pickle.dumps(from_pairs)) == from_cols
+    assert [list(x) for x in from_pairs.levels()[0]] == [list(x) for x in from_cols.levels()[0]] == bids
+    from_pairs.bid_px.append("0.8")  # once read, the columns are the levels (they may be edited)
+    from_pairs.bid_qty.append("1")
+    assert from_pairs.bids == [*bids, ["0.8", "1"]] and [list(x) for x in from_pairs.levels()[0]] == from_pairs.bids

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from itertools import compress
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
 
 Level = list[str]  # [price, quantity] as the exchange's decimal strings
+_ig0, _ig1 = itemgetter(0), itemgetter(1)
 Market = Literal["usdm", "spot"]
 GapReason = Literal["pu_break", "reconnect", "snapshot_failure", "crossed"]
 
@@ -129,27 +132,68 @@ class Quotes:
         )
 
 
-@dataclass(slots=True)
+_DEPTH_FIELDS = (
+    "symbol",
+    "first_id",
+    "final_id",
+    "prev_final_id",
+    "event_ms",
+    "txn_ms",
+    "recv_ms",
+    "bid_px",
+    "bid_qty",
+    "ask_px",
+    "ask_qty",
+)
+
+
 class DepthUpdate:
     """One diff-depth event: absolute quantities per price level, "0" removes the level.
 
-    Levels are columns of the exchange's decimal strings (exact, compact: four lists
-    per event, not a list per level, so holding many events costs the garbage
-    collector little). `prev_final_id` is USD-M's `pu` (None on spot); spot has no
-    transaction time, so `txn_ms` is the event time there.
+    Levels are the exchange's decimal strings (exact), held in whichever form the event came
+    in: the [price, qty] pairs the wire parser decoded (`from_pairs`: no per-level copy on
+    the book's path) or four columns (the constructor: what the store reads back). The other
+    form is built on first use; once the columns are built they are the levels. `prev_final_id` is USD-M's `pu` (None on spot); spot
+    has no transaction time, so `txn_ms` is the event time there.
     """
 
-    symbol: str
-    first_id: int  # U
-    final_id: int  # u
-    prev_final_id: int | None  # pu
-    event_ms: int
-    txn_ms: int
-    recv_ms: int
-    bid_px: list[str]
-    bid_qty: list[str]
-    ask_px: list[str]
-    ask_qty: list[str]
+    __slots__ = (
+        "symbol",
+        "first_id",
+        "final_id",
+        "prev_final_id",
+        "event_ms",
+        "txn_ms",
+        "recv_ms",
+        "_bids",
+        "_asks",
+        "_cols",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        first_id: int,  # U
+        final_id: int,  # u
+        prev_final_id: int | None,  # pu
+        event_ms: int,
+        txn_ms: int,
+        recv_ms: int,
+        bid_px: list[str],
+        bid_qty: list[str],
+        ask_px: list[str],
+        ask_qty: list[str],
+    ) -> None:
+        self.symbol = symbol
+        self.first_id = first_id
+        self.final_id = final_id
+        self.prev_final_id = prev_final_id
+        self.event_ms = event_ms
+        self.txn_ms = txn_ms
+        self.recv_ms = recv_ms
+        self._bids: list[Level] | None = None
+        self._asks: list[Level] | None = None
+        self._cols: tuple[list[str], list[str], list[str], list[str]] | None = (bid_px, bid_qty, ask_px, ask_qty)
 
     @classmethod
     def from_pairs(
@@ -164,32 +208,64 @@ class DepthUpdate:
         bids: list[Level],
         asks: list[Level],
     ) -> DepthUpdate:
-        return cls(
-            symbol,
-            first_id,
-            final_id,
-            prev_final_id,
-            event_ms,
-            txn_ms,
-            recv_ms,
-            [lv[0] for lv in bids],
-            [lv[1] for lv in bids],
-            [lv[0] for lv in asks],
-            [lv[1] for lv in asks],
-        )
+        """From [price, qty] pairs (held as given: the caller hands them over)."""
+        u = cls.__new__(cls)
+        u.symbol, u.first_id, u.final_id, u.prev_final_id = symbol, first_id, final_id, prev_final_id
+        u.event_ms, u.txn_ms, u.recv_ms = event_ms, txn_ms, recv_ms
+        u._bids, u._asks, u._cols = bids, asks, None
+        return u
+
+    def _columns(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        cols = self._cols
+        if cols is None:
+            b, a = self._bids or [], self._asks or []
+            cols = self._cols = (list(map(_ig0, b)), list(map(_ig1, b)), list(map(_ig0, a)), list(map(_ig1, a)))
+            self._bids = self._asks = None  # the columns are the levels from now on (they may be edited)
+        return cols
+
+    @property
+    def bid_px(self) -> list[str]:
+        return self._columns()[0]
+
+    @property
+    def bid_qty(self) -> list[str]:
+        return self._columns()[1]
+
+    @property
+    def ask_px(self) -> list[str]:
+        return self._columns()[2]
+
+    @property
+    def ask_qty(self) -> list[str]:
+        return self._columns()[3]
+
+    def levels(self) -> tuple[Iterable[Sequence[str]], Iterable[Sequence[str]]]:
+        """(bids, asks) as iterables of (price, qty): the pairs as held, or the columns zipped."""
+        if self._bids is not None:
+            return self._bids, self._asks  # type: ignore[return-value]
+        bp, bq, ap, aq = self._cols  # type: ignore[misc]
+        return zip(bp, bq, strict=True), zip(ap, aq, strict=True)
 
     @property
     def bids(self) -> list[Level]:
         """[price, qty] pairs, as Binance sends them."""
-        return [[p, q] for p, q in zip(self.bid_px, self.bid_qty, strict=True)]
+        if self._bids is not None:
+            return self._bids
+        bp, bq, _, _ = self._cols  # type: ignore[misc]
+        return [[p, q] for p, q in zip(bp, bq, strict=True)]
 
     @property
     def asks(self) -> list[Level]:
-        return [[p, q] for p, q in zip(self.ask_px, self.ask_qty, strict=True)]
+        if self._asks is not None:
+            return self._asks
+        _, _, ap, aq = self._cols  # type: ignore[misc]
+        return [[p, q] for p, q in zip(ap, aq, strict=True)]
 
     @property
     def n_levels(self) -> int:
-        return len(self.bid_px) + len(self.ask_px)
+        if self._bids is not None:
+            return len(self._bids) + len(self._asks)  # type: ignore[arg-type]
+        return len(self._cols[0]) + len(self._cols[2])  # type: ignore[index]
 
     def bid_array(self) -> np.ndarray:
         """(n, 2) float64: price, quantity."""
@@ -197,6 +273,32 @@ class DepthUpdate:
 
     def ask_array(self) -> np.ndarray:
         return _levels_array(self.asks)
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.symbol,
+            self.first_id,
+            self.final_id,
+            self.prev_final_id,
+            self.event_ms,
+            self.txn_ms,
+            self.recv_ms,
+            *self._columns(),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not DepthUpdate:
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={v!r}" for n, v in zip(_DEPTH_FIELDS, self._key(), strict=True))
+        return f"DepthUpdate({fields})"
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (DepthUpdate, self._key())
 
 
 @dataclass(slots=True)
@@ -316,6 +418,7 @@ class OrderBook:
         "_dec",
         "_need",
         "_dot",
+        "_dot1",
         "_scale",
         "_step",
         "_grid",
@@ -334,6 +437,7 @@ class OrderBook:
         self._dec = -1  # price decimals; fixed by the first price seen
         self._need = 1 << 30  # a price is canonical iff len(p) > _need and p[_dot] == "."
         self._dot = -1
+        self._dot1 = 0  # p[_dot:_dot1] == "." iff p has the book's number of decimals
         self._scale = 1
         self._step = 1  # the price grid in ticks (a power of ten): every level lies on it
         self._grid = ""  # suffix every on-grid canonical price ends with
@@ -348,9 +452,9 @@ class OrderBook:
         self._dec = dec
         self._scale = 10**dec
         if dec > 0:
-            self._need, self._dot = dec + 1, -(dec + 1)
+            self._need, self._dot, self._dot1 = dec + 1, -(dec + 1), -dec
         else:  # no dot at all: every new price takes the slow path, still exact
-            self._need, self._dot = 1 << 30, -1
+            self._need, self._dot, self._dot1 = 1 << 30, -1, -1
         self._set_step(1)
 
     def _set_step(self, step: int) -> None:
@@ -416,6 +520,7 @@ class OrderBook:
         other.asks = dict(self.asks)
         other._bb, other._ba = self._bb, self._ba
         other._dec, other._need, other._dot, other._scale = self._dec, self._need, self._dot, self._scale
+        other._dot1 = self._dot1
         other._step, other._grid = self._step, self._grid
         other._complete, other._gone = self._complete, self._gone
         other.last_update_id, other.ts_ms = self.last_update_id, self.ts_ms
@@ -466,14 +571,7 @@ class OrderBook:
 
     def apply_pairs(self, bids: list[Level], asks: list[Level], update_id: int = 0, ts_ms: int = 0) -> None:
         """`apply` for [price, qty] pairs."""
-        self.apply(
-            [lv[0] for lv in bids],
-            [lv[1] for lv in bids],
-            [lv[0] for lv in asks],
-            [lv[1] for lv in asks],
-            update_id,
-            ts_ms,
-        )
+        self.apply_levels(bids, asks, update_id, ts_ms)
 
     def apply(
         self,
@@ -484,22 +582,36 @@ class OrderBook:
         update_id: int = 0,
         ts_ms: int = 0,
     ) -> None:
+        """`apply_levels` for columns of prices and quantities."""
+        self.apply_levels(zip(bid_px, bid_qty, strict=True), zip(ask_px, ask_qty, strict=True), update_id, ts_ms)
+
+    def apply_levels(
+        self,
+        bids: Iterable[Sequence[str]],
+        asks: Iterable[Sequence[str]],
+        update_id: int = 0,
+        ts_ms: int = 0,
+    ) -> None:
         """Apply one diff: each level's quantity is absolute, a zero quantity removes the level.
 
-        Levels must be validated decimal strings (the exchange parser guarantees it).
-        Removing a level the book does not hold is normal (Binance says so) and ignored.
+        Levels are (price, qty) pairs of validated decimal strings (the exchange parser
+        guarantees it). Removing a level the book does not hold is normal (Binance says so)
+        and ignored. The common cases (a level changed, removed, or created in the book's own
+        number format on its grid) cost one or two dict operations each; anything else goes
+        to `_odd`.
         """
         zero = ZERO_QTY
-        need, dot, grid = self._need, self._dot, self._grid
+        dot, dot1, grid = self._dot, self._dot1, self._grid
         # bids: the best is the greatest (length, string)
         book = self.bids
+        pop = book.pop
         best = self._bb
         blen = -1 if best is None else len(best)
         gone = False
-        for p, q in zip(bid_px, bid_qty, strict=True):
+        for p, q in bids:
             if q in zero:
-                if book.pop(p, None) is None:
-                    if not (len(p) > need and p[dot] == "."):
+                if pop(p, None) is None:
+                    if p[dot:dot1] != ".":  # another form of a price the book may hold
                         self._bb, self._gone = best, gone
                         self._odd(True, p, q)
                         best, gone = self._bb, self._gone
@@ -508,7 +620,7 @@ class OrderBook:
                     gone = True
             elif p in book:
                 book[p] = q
-            elif len(p) > need and p[dot] == "." and p.endswith(grid):
+            elif p[dot:dot1] == "." and p.endswith(grid):
                 book[p] = q
                 n = len(p)
                 if n > blen or (n == blen and p >= best):  # type: ignore[operator]  # >=: the best, re-created
@@ -518,17 +630,18 @@ class OrderBook:
                 self._odd(True, p, q)
                 best, gone = self._bb, self._gone
                 blen = -1 if best is None else len(best)
-                need, dot, grid = self._need, self._dot, self._grid
+                dot, dot1, grid = self._dot, self._dot1, self._grid
         self._bb = self._next(True, best) if gone else best
         # asks: the best is the smallest (length, string)
         book = self.asks
+        pop = book.pop
         best = self._ba
         blen = 1 << 30 if best is None else len(best)
         gone = False
-        for p, q in zip(ask_px, ask_qty, strict=True):
+        for p, q in asks:
             if q in zero:
-                if book.pop(p, None) is None:
-                    if not (len(p) > need and p[dot] == "."):
+                if pop(p, None) is None:
+                    if p[dot:dot1] != ".":
                         self._ba, self._gone = best, gone
                         self._odd(False, p, q)
                         best, gone = self._ba, self._gone
@@ -537,7 +650,7 @@ class OrderBook:
                     gone = True
             elif p in book:
                 book[p] = q
-            elif len(p) > need and p[dot] == "." and p.endswith(grid):
+            elif p[dot:dot1] == "." and p.endswith(grid):
                 book[p] = q
                 n = len(p)
                 if n < blen or (n == blen and p <= best):  # type: ignore[operator]
@@ -547,7 +660,7 @@ class OrderBook:
                 self._odd(False, p, q)
                 best, gone = self._ba, self._gone
                 blen = 1 << 30 if best is None else len(best)
-                need, dot, grid = self._need, self._dot, self._grid
+                dot, dot1, grid = self._dot, self._dot1, self._grid
         self._ba = self._next(False, best) if gone else best
         self.last_update_id = update_id
         self.ts_ms = ts_ms
@@ -710,19 +823,26 @@ class OrderBook:
 
         Its time is the transaction time of the last applied event.
         """
-        all_bids, all_asks = self.side_levels("bid"), self.side_levels("ask")
-        bids = [[p, q] for p, q in all_bids[:limit]]
-        asks = [[p, q] for p, q in all_asks[:limit]]
+        bid_keys, ask_keys = _ordered(self.bids), _ordered(self.asks)
+        bid_keys.reverse()
+        n_bids, n_asks = len(bid_keys), len(ask_keys)
+        if limit is not None:
+            bid_keys, ask_keys = bid_keys[:limit], ask_keys[:limit]
+        bids, asks = self.bids, self.asks
+        bid_levels = [[k, bids[k]] for k in bid_keys]
+        ask_levels = [[k, asks[k]] for k in ask_keys]
         complete = self.complete_range
         if complete is not None and limit is not None:  # cut levels: complete only as far as kept
             low, high = complete
-            if len(all_bids) > limit:
-                low = max(low, float(bids[-1][0]))
-            if len(all_asks) > limit:
-                high = min(high, float(asks[-1][0]))
+            if n_bids > limit:
+                low = max(low, float(bid_keys[-1]))
+            if n_asks > limit:
+                high = min(high, float(ask_keys[-1]))
             complete = (low, high)
         recv = self.ts_ms if recv_ms is None else recv_ms
-        return BookSnapshot(self.symbol, self.last_update_id, None, self.ts_ms, recv, bids, asks, None, complete)
+        return BookSnapshot(
+            self.symbol, self.last_update_id, None, self.ts_ms, recv, bid_levels, ask_levels, None, complete
+        )
 
 
 def _extreme(keys: dict[str, str], highest: bool) -> str | None:
@@ -953,7 +1073,8 @@ class BookSync:
 
     def _apply(self, u: DepthUpdate) -> None:
         book = self.book
-        book.apply(u.bid_px, u.bid_qty, u.ask_px, u.ask_qty, u.final_id, u.txn_ms)
+        bids, asks = u.levels()
+        book.apply_levels(bids, asks, u.final_id, u.txn_ms)
         self._last_u = u.final_id
         self.counters.applied += 1
         self._out_applied.append(u)
@@ -964,7 +1085,7 @@ class BookSync:
             self._out_tops.append((u.final_id, u.txn_ms, *l1))
         if self.top_n:
             self._out_top_n.append(book.top(self.top_n))
-        if bid is not None and ask is not None and not _lt(bid, ask):
+        if bid is not None and ask is not None and (len(bid) > len(ask) or (len(bid) == len(ask) and bid >= ask)):
             self._lose("crossed", f"best bid {bid} >= best ask {ask} after u {u.final_id}")
             return
         self._good = (u.final_id, u.txn_ms)

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ticklens.domain.book import Quote
 from ticklens.domain.records import Rejected
-from ticklens.exchange.binance_book import BookError, depth_record, quote_record, snapshot_record
+from ticklens.exchange.binance_book import BookError, depth_record, quote_record, quote_wire, snapshot_record
 
 TRADE_EVENTS = ("aggTrade", "trade")
 # Streams that recordings carry beside trades and books: skipped on purpose.
@@ -152,7 +153,10 @@ def _book_times(kind: str, times: tuple[int | None, ...], recv_ms: int, window_m
 
 
 def _quote(kind: str, event: dict, recv_ms: int, window_ms: int | None, raw: bytes | None, env: bool) -> ParseResult:
-    q = quote_record(event, recv_ms)
+    return _quote_times(quote_record(event, recv_ms), recv_ms, window_ms)
+
+
+def _quote_times(q: Quote, recv_ms: int, window_ms: int | None) -> ParseResult:
     bad = _book_times("bookTicker", (q.event_ms, q.txn_ms), recv_ms, window_ms)
     return ("reject", bad, None) if bad else ("quote", q.symbol, q)
 
@@ -251,6 +255,8 @@ def parse_message(
 ) -> ParseResult:
     if len(raw) > MAX_MESSAGE_BYTES:  # no message of ours is this big: not worth parsing
         return ("reject", f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}", None)
+    if type(raw) is bytes and "quote" in kinds and (q := quote_wire(raw, recv_ms)) is not None:
+        return _quote_times(q, recv_ms, window_ms)  # the bookTicker fast path (most book messages)
     try:
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
