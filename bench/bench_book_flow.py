@@ -23,29 +23,20 @@ import json
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procstat import fresh_db, timed_flow  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "binance" / "um_ws"
 FILES = [DATA / "btcusdt_20240808.gz", DATA / "ethusdt_20240808.gz"]
 STREAMS = {"books": ["trade", "bookTicker", "depth"], "trades": ["trade"]}
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def span_s() -> tuple[float, dict[str, int]]:
@@ -66,9 +57,7 @@ def span_s() -> tuple[float, dict[str, int]]:
 
 
 def run(work: Path, variant: str) -> dict:
-    db = work / "bench.db"
-    for f in work.glob("bench.db*"):
-        f.unlink()
+    db = fresh_db(work)
     cfg = {
         "symbols": ["btcusdt", "ethusdt"],
         "source": {"kind": "replay", "paths": [str(p) for p in FILES], "speed": "max", "streams": STREAMS[variant]},
@@ -76,26 +65,13 @@ def run(work: Path, variant: str) -> dict:
         "timeframes": ["1s", "1m", "5m"],
         "recovery": {"enabled": False},
     }
-    conf = work / "bench.yaml"
-    conf.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, TICKLENS_CONFIG=str(conf), TICKLENS_QUIET="1")
-    t0 = time.perf_counter()
-    c0 = os.times()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=ROOT, env=env)
-    peak = 0.0
-    while proc.poll() is None:
-        peak = max(peak, _peak_rss_mb(proc.pid))
-        time.sleep(0.05)
-    wall = time.perf_counter() - t0
-    c1 = os.times()
-    assert proc.returncode == 0, f"flow failed ({proc.returncode})"
+    timed = timed_flow(work, cfg, ROOT)
     with sqlite3.connect(db) as conn:
         counts = {
             t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
             for t in ("ticks", "quotes", "depth_updates", "book_snapshots", "book_gaps")
         }
-    cpu = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak, **counts}
+    return {**timed, **counts}
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procstat import peak_rss_mb  # noqa: E402
+from bench.procstat import fresh_db, peak_rss_mb  # noqa: E402
 from bench.synth import shifted_archive_days  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
@@ -64,12 +64,11 @@ def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, subproces
 
 
 def _config(work: Path, archive: Path, hot_days: int | None = None) -> Path:
-    for f in work.glob("ingest.db*"):
-        f.unlink()
+    db = fresh_db(work, "ingest.db")
     cfg = {
         "symbols": [s.lower() for s in SYMBOLS],
         "source": {"kind": "replay", "paths": ["unused.csv"]},
-        "store": {"path": str(work / "ingest.db"), "hot_days": hot_days, "cold_dir": str(work / "cold")},
+        "store": {"path": str(db), "hot_days": hot_days, "cold_dir": str(work / "cold")},
         "history": {"dir": str(archive)},
         "timeframes": ["1s", "1m", "5m"],
         "recovery": {"directory": str(work / "recovery")},
@@ -114,9 +113,7 @@ def read_zips(archive: Path) -> list[Trades]:
 
 
 def insert_limit(work: Path, batches: list[Trades]) -> dict:
-    db = work / "limit.db"
-    for f in work.glob("limit.db*"):
-        f.unlink()
+    db = fresh_db(work, "limit.db")
     writer = SqliteStore(db).writer()
     t0 = time.perf_counter()
     for trades in batches:

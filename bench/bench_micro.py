@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_book_flow import FILES, _peak_rss_mb, span_s  # noqa: E402
+from bench.bench_book_flow import FILES, span_s  # noqa: E402
+from bench.procstat import fresh_db, timed_flow  # noqa: E402
 from ticklens.domain.book import BookSnapshot, BookSync, DepthUpdate, Quote, Quotes  # noqa: E402
 from ticklens.domain.micro import MicroBook, MicroParams  # noqa: E402
 from ticklens.domain.micro.levels import LevelSync  # noqa: E402
@@ -117,35 +116,16 @@ def step_costs(batches: list[list[object]], symbol: str, vpin: float) -> dict[st
 
 
 def flow(work: Path, micro: bool) -> dict:
-    import subprocess
-
-    db = work / "bench.db"
-    for f in work.glob("bench.db*"):
-        f.unlink()
     cfg = {
         "symbols": ["btcusdt", "ethusdt"],
         "source": {"kind": "replay", "paths": [str(p) for p in FILES], "speed": "max",
                    "streams": ["trade", "bookTicker", "depth"]},
-        "store": {"path": str(db)},
+        "store": {"path": str(fresh_db(work))},
         "timeframes": ["1s", "1m", "5m"],
         "recovery": {"enabled": False},
         "micro": {"enabled": micro, "vpin_bucket": {"btcusdt": 5.0, "ethusdt": 100.0}},
     }  # fmt: skip
-    conf = work / "bench.yaml"
-    conf.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, TICKLENS_CONFIG=str(conf), TICKLENS_QUIET="1")
-    t0 = time.perf_counter()
-    c0 = os.times()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=ROOT, env=env)
-    peak = 0.0
-    while proc.poll() is None:
-        peak = max(peak, _peak_rss_mb(proc.pid))
-        time.sleep(0.05)
-    wall = time.perf_counter() - t0
-    c1 = os.times()
-    assert proc.returncode == 0, f"flow failed ({proc.returncode})"
-    cpu = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak}
+    return timed_flow(work, cfg, ROOT)
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.csv as pacsv
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_alerts import SYMBOLS as ALERT_SYMBOLS  # noqa: E402
 from bench.bench_alerts import hundred_rules, quiet, typical_rules  # noqa: E402
-from bench.procstat import peak_rss_mb  # noqa: E402
+from bench.procstat import fresh_db, timed_flow  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
@@ -59,9 +57,7 @@ def run_flow(
     tree: Path = ROOT,
 ) -> dict:
     """One timed flow process; `tree` is the checkout whose code runs (cwd decides which packages load)."""
-    db = work / "bench.db"
-    for f in work.glob("bench.db*"):
-        f.unlink()
+    db = fresh_db(work)
     if rules:  # stored before the flow starts, as the API would
         store = SqliteStore(db).rules()
         for r in rules:
@@ -75,17 +71,8 @@ def run_flow(
         "recovery": {"enabled": False},
         **(extra or {}),
     }
-    conf = work / "bench.yaml"
-    conf.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, TICKLENS_CONFIG=str(conf), TICKLENS_QUIET="1")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=tree, env=env)
-    peak = 0.0
-    while proc.poll() is None:
-        peak = max(peak, peak_rss_mb(proc.pid))
-        time.sleep(0.05)
-    wall = time.perf_counter() - t0
-    assert proc.returncode == 0, f"flow failed ({proc.returncode})"
+    timed = timed_flow(work, cfg, tree)
+    wall, peak = timed["wall_s"], timed["peak_rss_mb"]
     import sqlite3
 
     with sqlite3.connect(db) as conn:
@@ -106,9 +93,7 @@ def run_flow(
 
 def insert_limit(work: Path, paths: list[Path], symbols: list[str], batch: int = 50_000) -> dict:
     """Batched INSERT of the same ticks into the same schema: the work's floor."""
-    db = work / "limit.db"
-    for f in work.glob("limit.db*"):
-        f.unlink()
+    db = fresh_db(work, "limit.db")
     writer = SqliteStore(db).writer()
     batches = []
     for path, sym in zip(paths, symbols, strict=True):

@@ -132,19 +132,18 @@ class Quotes:
         )
 
 
-_DEPTH_FIELDS = (
-    "symbol",
-    "first_id",
-    "final_id",
-    "prev_final_id",
-    "event_ms",
-    "txn_ms",
-    "recv_ms",
-    "bid_px",
-    "bid_qty",
-    "ask_px",
-    "ask_qty",
-)
+_DEPTH_IDS = ("symbol", "first_id", "final_id", "prev_final_id", "event_ms", "txn_ms", "recv_ms")
+_DEPTH_FIELDS = (*_DEPTH_IDS, "bid_px", "bid_qty", "ask_px", "ask_qty")
+
+
+class _Column:
+    """One of a DepthUpdate's four level columns (built from the pairs on first use)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, obj: DepthUpdate, owner: type | None = None) -> list[str]:
+        return obj._columns()[self.index]
 
 
 class DepthUpdate:
@@ -157,18 +156,7 @@ class DepthUpdate:
     has no transaction time, so `txn_ms` is the event time there.
     """
 
-    __slots__ = (
-        "symbol",
-        "first_id",
-        "final_id",
-        "prev_final_id",
-        "event_ms",
-        "txn_ms",
-        "recv_ms",
-        "_bids",
-        "_asks",
-        "_cols",
-    )
+    __slots__ = (*_DEPTH_IDS, "_bids", "_asks", "_cols")
 
     def __init__(
         self,
@@ -223,21 +211,10 @@ class DepthUpdate:
             self._bids = self._asks = None  # the columns are the levels from now on (they may be edited)
         return cols
 
-    @property
-    def bid_px(self) -> list[str]:
-        return self._columns()[0]
-
-    @property
-    def bid_qty(self) -> list[str]:
-        return self._columns()[1]
-
-    @property
-    def ask_px(self) -> list[str]:
-        return self._columns()[2]
-
-    @property
-    def ask_qty(self) -> list[str]:
-        return self._columns()[3]
+    bid_px = _Column(0)
+    bid_qty = _Column(1)
+    ask_px = _Column(2)
+    ask_qty = _Column(3)
 
     def levels(self) -> tuple[Iterable[Sequence[str]], Iterable[Sequence[str]]]:
         """(bids, asks) as iterables of (price, qty): the pairs as held, or the columns zipped."""
@@ -246,20 +223,21 @@ class DepthUpdate:
         bp, bq, ap, aq = self._cols  # type: ignore[misc]
         return zip(bp, bq, strict=True), zip(ap, aq, strict=True)
 
+    def _pairs(self, held: list[Level] | None, side: int) -> list[Level]:
+        if held is not None:
+            return held
+        cols = self._cols  # one of the two forms is always held
+        assert cols is not None
+        return [[p, q] for p, q in zip(cols[2 * side], cols[2 * side + 1], strict=True)]
+
     @property
     def bids(self) -> list[Level]:
         """[price, qty] pairs, as Binance sends them."""
-        if self._bids is not None:
-            return self._bids
-        bp, bq, _, _ = self._cols  # type: ignore[misc]
-        return [[p, q] for p, q in zip(bp, bq, strict=True)]
+        return self._pairs(self._bids, 0)
 
     @property
     def asks(self) -> list[Level]:
-        if self._asks is not None:
-            return self._asks
-        _, _, ap, aq = self._cols  # type: ignore[misc]
-        return [[p, q] for p, q in zip(ap, aq, strict=True)]
+        return self._pairs(self._asks, 1)
 
     @property
     def n_levels(self) -> int:
