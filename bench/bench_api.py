@@ -36,7 +36,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from storage.sqlite import reader as queries  # noqa: E402
+from bench.serve import start_api  # noqa: E402
+from storage.sqlite.reader import SqliteReader  # noqa: E402
 from storage.sqlite.writer import connect  # noqa: E402
 
 BTC_2020 = ROOT / "data" / "sample" / "BTCUSDT-trades-2020-12-09T00.csv.gz"
@@ -97,13 +98,14 @@ def build_store(work: Path) -> tuple[Path, int, int]:
     id_span = hi - lo + 1
     copies = -(-TARGET_TICKS // n)
     print(f"seed hour: {n:,} ticks by the flow in {time.perf_counter() - t0:.1f}s; {copies} copies", flush=True)
-    tick_cols = [r[1] for r in conn.execute("PRAGMA table_info(ticks)")]
+    tick_cols = [r[1] for r in conn.execute("PRAGMA table_info(tick_rows)")]  # the stored table (ticks is a view)
     bar_cols = [r[1] for r in conn.execute("PRAGMA table_info(bars)")]
     for k in range(1, copies):
         conn.execute("BEGIN")
         conn.execute(
-            f"INSERT INTO ticks({','.join(tick_cols)}) SELECT {','.join(_shift_expr(c, k, id_span) for c in tick_cols)}"
-            " FROM ticks WHERE symbol='btcusdt' AND trade_id BETWEEN ? AND ?",
+            f"INSERT INTO tick_rows({','.join(tick_cols)})"
+            f" SELECT {','.join(_shift_expr(c, k, id_span) for c in tick_cols)} FROM tick_rows"
+            " WHERE sym = (SELECT id FROM symbols WHERE symbol='btcusdt') AND trade_id BETWEEN ? AND ?",
             (lo, hi),
         )
         conn.execute(
@@ -131,14 +133,6 @@ def live_input(work: Path, store: Path, id_span: int, hours: int = 2) -> Path:
     path = work / f"BTCUSDT-trades-live-{k0}.csv"
     pl.concat(parts).write_csv(path)
     return path
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _newest_id(store: Path) -> int:
@@ -190,33 +184,20 @@ def main() -> int:
 
     live_cfg = _write_config(work / "live.yaml", store, [live_input(work, store, id_span)], args.speed)
     flow = _flow(live_cfg, work / "live.log")
-    port = _free_port()
-    env = dict(os.environ, TICKLENS_CONFIG=str(live_cfg))
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=open(work / "api.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/health").status_code == 200 and _newest_id(store) > hi + 10_000:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or flow.poll() is not None or api.poll() is not None:
-                raise SystemExit("API or flow did not come up; see live.log / api.log in " + str(work))
-            time.sleep(0.2)
-        sql = connect(store, readonly=True)
+        api, client = start_api(live_cfg, work / "api.log", ready=lambda: _newest_id(store) > hi + 10_000, watch=[flow])
+    except BaseException:
+        flow.kill()
+        raise
+    try:
+        sql = SqliteReader(connect(store, readonly=True))
         calls = {
             "ohlc": (
                 "/api/v1/ohlc/btcusdt?timeframe=1m&limit=500",
-                lambda: queries.bars(sql, "btcusdt", "1m", 500),
+                lambda: sql.bars("btcusdt", "1m", 500),
                 500,
             ),
-            "ticks": ("/api/v1/ticks/btcusdt?limit=1000", lambda: queries.ticks(sql, "btcusdt", 1000), 1000),
+            "ticks": ("/api/v1/ticks/btcusdt?limit=1000", lambda: sql.ticks("btcusdt", 1000), 1000),
         }
         for url, q, n in calls.values():  # warm-up (and a sanity check)
             for _ in range(30):
@@ -232,7 +213,7 @@ def main() -> int:
         flow.send_signal(signal.SIGINT)
         flow.wait(60)
         idle = _measure(client, calls, args.requests, psutil.Process(api.pid))
-        sql.close()
+        sql.conn.close()
     finally:
         client.close()
         for p in (api, flow):
@@ -249,7 +230,7 @@ def main() -> int:
         "",
         "`.venv/bin/python bench/bench_api.py` — a real uvicorn (one process) and a keep-alive httpx client,",
         f"sequential requests, {args.requests} per endpoint, each followed by the bare SQLite query behind it",
-        "(`storage.queries`, read-only connection, in the benchmark process). Store: the bundled BTCUSDT hour",
+        "(`SqliteReader`, read-only connection, in the benchmark process). Store: the bundled BTCUSDT hour",
         "stored by the real flow, then copied with whole-hour time and id-span shifts; meanwhile the real flow",
         f'replays the hours after it at speed {args.speed:g} into the same store ("writing" rows), then is',
         'stopped for the "stopped" rows. Server CPU per request (user + system time of the uvicorn process)',

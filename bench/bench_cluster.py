@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pg_support import PgServer  # noqa: E402
 
 from bench.procstat import peak_rss_mb  # noqa: E402
+from bench.serve import start_api  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
 from storage.port import StoreBatch  # noqa: E402
 from storage.postgres import PostgresStore  # noqa: E402
@@ -363,24 +364,10 @@ def api_latency(work: Path, pg: PgServer, target: int, requests: int) -> dict:
         cwd=ROOT, env=env, stdout=cluster_log, stderr=cluster_log, start_new_session=True,
     )  # fmt: skip
     api_cfg = _config(work / "api_live", moved, {"kind": "postgres", "url": url})
-    port = _free_port()
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-        cwd=ROOT, env=dict(os.environ, TICKLENS_CONFIG=str(api_cfg)), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    api: subprocess.Popen | None = None
+    client: httpx.Client | None = None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("API did not start")
-            time.sleep(0.2)
+        api, client = start_api(api_cfg, work / "api_cluster_api.log")
         with psycopg.connect(url, autocommit=True) as c:
             deadline = time.monotonic() + 60
             while c.execute("SELECT COUNT(*) FROM ticks WHERE symbol='ethusdt'").fetchone()[0] == 0:  # type: ignore[index]
@@ -413,8 +400,10 @@ def api_latency(work: Path, pg: PgServer, target: int, requests: int) -> dict:
             after = c.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]  # type: ignore[index]
         writing = cluster.poll() is None
     finally:
-        client.close()
-        api.terminate()
+        if client is not None:
+            client.close()
+        if api is not None:
+            api.terminate()
         if cluster.poll() is None:
             cluster.send_signal(signal.SIGINT)  # the supervisor drains its processes
             try:
@@ -422,7 +411,8 @@ def api_latency(work: Path, pg: PgServer, target: int, requests: int) -> dict:
             except subprocess.TimeoutExpired:
                 cluster.kill()
         cluster_log.close()
-        api.wait(10)
+        if api is not None:
+            api.wait(10)
     return {
         "ticks": total,
         "rate": (after - before) / dt,
@@ -431,14 +421,6 @@ def api_latency(work: Path, pg: PgServer, target: int, requests: int) -> dict:
         "latency": {k: _percentiles(v) for k, v in lat.items()},
         "requests": requests,
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
