@@ -49,6 +49,7 @@ from tests.dashboard_support import (
     wait_until,
 )
 from tests.flow_support import run_flow, write_config
+from ticklens.domain.stats.thinning import ohlcv_merged
 
 SYMBOLS = ["btcusdt", "ethusdt", "solusdt", "bnbusdt"]
 PAGES = {
@@ -87,13 +88,7 @@ def day_of_bars(stack: Stack, page: Any, with_1m: bool, rounds: int = 3) -> list
     if with_1m:
         frames.append(
             s1.group_by((pl.col("timestamp") // 60_000 * 60_000).alias("m"), maintain_order=True)
-            .agg(
-                pl.col("open").first(),
-                pl.col("high").max(),
-                pl.col("low").min(),
-                pl.col("close").last(),
-                pl.col("volume").sum(),
-            )
+            .agg(ohlcv_merged())
             .rename({"m": "timestamp"})
             .with_columns(symbol=pl.lit(sym), timeframe=pl.lit("1m"))
         )

@@ -13,6 +13,17 @@ from typing import Any
 import polars as pl
 
 
+def ohlcv_merged() -> list[pl.Expr]:
+    """How consecutive bars' open, high, low, close and volume merge into one bar."""
+    return [
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.col("volume").sum(),
+    ]
+
+
 def thin_bars(
     rows: list[tuple[Any, ...]], columns: Sequence[str], max_points: int, tf_ms: int
 ) -> tuple[list[tuple[Any, ...]], list[int]]:
@@ -31,11 +42,7 @@ def thin_bars(
         .group_by("_b", maintain_order=True)
         .agg(
             pl.col("start_ms").first(),
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.col("volume").sum(),
+            *ohlcv_merged(),
             pl.col("quote_volume").sum(),
             pl.col("trades").sum(),
             pl.col("taker_buy_volume").sum(),
