@@ -80,35 +80,29 @@ def root_cause(p: _Proc) -> str:
     return f"process {p.index} {how} (no Python traceback)" + (f"; its last lines:\n{last}" if last else "")
 
 
+@dataclass(eq=False)
 class Cluster:
-    def __init__(
-        self,
-        processes: int,
-        env: dict[str, str],
-        log_dir: Path,
-        workers: int = 1,
-        max_restarts: int = 10,
-        extra_args: list[str] | None = None,
-    ) -> None:
-        self.n = processes
-        self.env = env
-        self.log_dir = log_dir
-        self.workers = workers
-        self.max_restarts = max_restarts
-        self.extra_args = extra_args or []
-        self.procs: list[_Proc] = []
-        self.stopping = False
-        self.restarts = 0
+    """The supervisor's state: the processes it runs and how often it restarted them."""
+
+    processes: int
+    env: dict[str, str]
+    log_dir: Path
+    workers: int = 1
+    max_restarts: int = 10
+    extra_args: list[str] = field(default_factory=list)
+    procs: list[_Proc] = field(default_factory=list, init=False)
+    stopping: bool = field(default=False, init=False)
+    restarts: int = field(default=0, init=False)
 
     def _say(self, msg: str) -> None:
         print(f"[ticklens cluster] {msg}", file=sys.stderr, flush=True)
 
     def _start(self) -> None:
-        ports = free_ports(self.n)
+        ports = free_ports(self.processes)
         addresses = ";".join(f"127.0.0.1:{port}" for port in ports)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs = []
-        for i in range(self.n):
+        for i in range(self.processes):
             cmd = [sys.executable, "-m", "flows.runner", "-w", str(self.workers), "-i", str(i), "-a", addresses]
             cmd += self.extra_args
             popen = subprocess.Popen(
@@ -123,7 +117,9 @@ class Cluster:
             p.pump = threading.Thread(target=_pump, args=(p,), daemon=True)
             p.pump.start()
             self.procs.append(p)
-        self._say(f"started {self.n} processes on {addresses} (pids {' '.join(str(p.popen.pid) for p in self.procs)})")
+        self._say(
+            f"started {self.processes} processes on {addresses} (pids {' '.join(str(p.popen.pid) for p in self.procs)})"
+        )
 
     def _signal_all(self, sig: int) -> None:
         for p in self.procs:

@@ -15,6 +15,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 import httpx
 
@@ -22,36 +23,28 @@ from ticklens.exchange.binance_book import depth_weight
 from ticklens.exchange.binance_rest import AGG_TRADES_WEIGHT, RequestBudget, get_within_budget
 
 
+@dataclass(eq=False)
 class SnapshotFetcher:
     """One fetch task per symbol at a time; `request` is cheap to call on every depth event."""
 
-    def __init__(
-        self,
-        rest_url: str,
-        limit: int,
-        budget: RequestBudget,
-        needed: Callable[[str], bool],
-        on_body: Callable[[str, bytes, int, int], object],
-        on_failure: Callable[[str, str], None],
-        *,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 30.0,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self.url = f"{rest_url.rstrip('/')}/fapi/v1/depth"
-        self.limit = limit
-        self.cost = depth_weight(limit) / AGG_TRADES_WEIGHT
-        self.budget = budget
-        self.needed = needed
-        self.on_body = on_body
-        self.on_failure = on_failure
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.timeout_s = timeout_s
-        self.client: httpx.AsyncClient | None = None
-        self.tasks: dict[str, asyncio.Task] = {}
-        self.requests = 0
-        self.rng = random.Random()
+    rest_url: str
+    limit: int
+    budget: RequestBudget
+    needed: Callable[[str], bool]
+    on_body: Callable[[str, bytes, int, int], object]
+    on_failure: Callable[[str, str], None]
+    _: KW_ONLY
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    timeout_s: float = 10.0
+    client: httpx.AsyncClient | None = field(default=None, init=False)
+    tasks: dict[str, asyncio.Task] = field(default_factory=dict, init=False)
+    requests: int = field(default=0, init=False)
+    rng: random.Random = field(default_factory=random.Random, init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"{self.rest_url.rstrip('/')}/fapi/v1/depth"
+        self.cost = depth_weight(self.limit) / AGG_TRADES_WEIGHT
 
     def request(self, symbol: str) -> None:
         """Fetch `symbol`'s snapshot unless a fetch is already under way (call on the loop)."""
