@@ -23,7 +23,7 @@ from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
-from flows import crash
+from flows import crash, placement
 from flows.dataflow import build_flow
 from flows.recovery import RecoveryError, free_space, prepare_recovery, recovery_problem
 from flows.shutdown import STOP
@@ -151,6 +151,8 @@ def _execute(
     # book replay's CPU (docs/performance.md). Freeze what the imports made and collect less often.
     gc.freeze()
     gc.set_threshold(10_000, 50, 50)
+    if addresses:
+        placement.set_local(process_id or 0, workers, len(addresses))
     try:
         cli_main(
             flow,

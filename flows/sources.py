@@ -16,6 +16,7 @@ from pathlib import Path
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.crash import trace_methods
+from flows.placement import local_parts
 from flows.shutdown import STOP
 from ticklens.config import Config
 from ticklens.domain.records import Clock, FeedStats, Trades
@@ -145,7 +146,7 @@ class ReplaySource(FixedPartitionedSource[object, dict]):
         self.kinds = record_kinds(cfg.source.streams)
 
     def list_parts(self) -> list[str]:
-        return list(self.shards)
+        return [s.name for s in local_parts(list(self.shards.values()))]
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _ReplayPartition:
         part = _ReplayPartition(
@@ -267,8 +268,9 @@ class WebSocketSource(FixedPartitionedSource[object, dict]):
         self.shards = {s.name: s for s in live_shards(cfg)}
 
     def list_parts(self) -> list[str]:
+        local = [s.name for s in local_parts(list(self.shards.values()))]
         # One partition keeps its old name, so an existing recovery directory resumes it.
-        return ["ws"] if len(self.shards) == 1 else list(self.shards)
+        return ["ws" for _ in local] if len(self.shards) == 1 else local
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _LivePartition:
         shard = next(iter(self.shards.values())) if for_part == "ws" else self.shards[for_part]

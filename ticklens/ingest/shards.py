@@ -91,3 +91,69 @@ def live_shards(cfg: Config) -> list[Shard]:
 
 def shards(cfg: Config) -> list[Shard]:
     return replay_shards(cfg) if cfg.source.kind == "replay" else live_shards(cfg)
+
+
+# --- where bytewax runs a key ----------------------------------------------------------------------
+# Bytewax 0.21's Rust core routes a keyed item to worker `DefaultHasher(key) % workers`, where
+# DefaultHasher is SipHash-1-3 with zero keys over the key's UTF-8 bytes and Rust's 0xff string
+# terminator (tests/test_placement.py checks this against a real bytewax run). A source partition
+# runs on one of the workers that list it. Listing each partition only on the process of its
+# first symbol's worker puts the partition where its symbols' keyed state is, so in a cluster a
+# symbol's trades do not cross processes between the source and its steps.
+
+_M64 = (1 << 64) - 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _M64
+
+
+def siphash13(data: bytes) -> int:
+    """SipHash-1-3 with the key (0, 0): Rust's `DefaultHasher` over `data`."""
+    v0, v1, v2, v3 = 0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573
+
+    def rounds(n: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(n):
+            v0 = (v0 + v1) & _M64
+            v1 = _rotl(v1, 13) ^ v0
+            v0 = _rotl(v0, 32)
+            v2 = (v2 + v3) & _M64
+            v3 = _rotl(v3, 16) ^ v2
+            v0 = (v0 + v3) & _M64
+            v3 = _rotl(v3, 21) ^ v0
+            v2 = (v2 + v1) & _M64
+            v1 = _rotl(v1, 17) ^ v2
+            v2 = _rotl(v2, 32)
+
+    n = len(data)
+    whole = n - n % 8
+    words = [int.from_bytes(data[i : i + 8], "little") for i in range(0, whole, 8)]
+    words.append(int.from_bytes(data[whole:], "little") | ((n & 0xFF) << 56))
+    for m in words:
+        v3 ^= m
+        rounds(1)
+        v0 ^= m
+    v2 ^= 0xFF
+    rounds(3)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def key_worker(key: str, workers: int) -> int:
+    """The worker (0-based, over all processes) that bytewax gives the keyed state of `key`."""
+    return siphash13(key.encode() + b"\xff") % workers
+
+
+def home_worker(shard: Shard, workers: int) -> int:
+    """The worker a partition should run on: its first symbol's (all of them, for one symbol)."""
+    return key_worker(shard.symbols[0], workers) if shard.symbols else 0
+
+
+def local_shards(shards: list[Shard], first_worker: int, local_workers: int, workers: int) -> list[Shard]:
+    """The partitions this process lists: those whose home worker is one of its own
+    (`first_worker` … `first_worker + local_workers - 1` of `workers`). Every partition is
+    listed by exactly one process; within a process bytewax spreads them over its workers."""
+    if local_workers >= workers:
+        return list(shards)
+    mine = range(first_worker, first_worker + local_workers)
+    return [s for s in shards if home_worker(s, workers) in mine]
