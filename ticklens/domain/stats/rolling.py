@@ -15,7 +15,7 @@ from typing import ClassVar, Self
 class _Window:
     """What both kinds of rolling sums share: the window's values in deques, copied by `clone`."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
     _DEQUES: ClassVar[tuple[str, ...]]  # the slots holding the window's values
     xs: deque[float]
 
