@@ -196,7 +196,9 @@ def _continuity_lines(c: Continuity) -> list[str]:
 
 
 # A continuity check's figures in its JSON report, in this order (then the gaps listed).
-_CONTINUITY_FIGURES = "symbol data files rows first_id last_id gap_count missing repeated_count late_count".split()
+_CONTINUITY_FIGURES = (
+    "symbol", "data", "files", "rows", "first_id", "last_id", "gap_count", "missing", "repeated_count", "late_count",
+)  # fmt: skip
 
 
 def _continuity_json(c: Continuity) -> dict:
