@@ -19,7 +19,7 @@ import polars as pl
 
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import AlertRule, StoredRule
-from ticklens.domain.bars import Bar, ExactSums
+from ticklens.domain.bars import KLINE_FIGURES, Bar, ExactSums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
 from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.micro import MICRO_COLUMNS, MicroBar, VpinBucket
@@ -31,21 +31,7 @@ from ticklens.domain.upload import UploadedBar
 
 # Rows the reader returns, in these column orders (the API's wire shapes build on them).
 TICK_COLUMNS = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
-BAR_OUT_COLUMNS = (
-    "start_ms",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
-    "vwap",
-    "closed",
-    "revision",
-    "origin",
-)
+BAR_OUT_COLUMNS = ("start_ms", *KLINE_FIGURES, "vwap", "closed", "revision", "origin")
 REJECT_COLUMNS = ("recv_ms", "reason", "source", "raw")
 GAP_COLUMNS = ("from_id", "to_id", "after_ts_ms", "detected_ms", "filled_ms", "status")
 # Microstructure (docs/analytics.md): micro_bars from start_ms on, VPIN buckets.

@@ -13,11 +13,12 @@ column orders, flags as 0/1.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Generic, Protocol, TypeVar
 
 import polars as pl
 
 from storage.codec import decode_levels, decode_snapshot
-from storage.port import QUOTE_OUT_COLUMNS, VPIN_OUT_COLUMNS, SymbolSummary
+from storage.port import QUOTE_OUT_COLUMNS, VPIN_OUT_COLUMNS, StoreHealth, SymbolSummary
 from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
@@ -30,6 +31,8 @@ _DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, l
 # Tables whose primary key starts with the symbol's name (the backend's ticks: `_tick_symbols`).
 _KEYED_TABLES = ("bars", "quotes", "depth_updates")
 
+C = TypeVar("C")  # the backend's connection
+
 FAR_PAST = -(2**62)
 FAR_FUTURE = 2**62
 
@@ -39,8 +42,17 @@ def bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
     return (FAR_PAST if start_ms is None else start_ms, FAR_FUTURE if end_ms is None else end_ms)
 
 
-class SqlReader:
-    """The shared queries; a backend subclass supplies the hooks below."""
+class _Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlReader(Generic[C]):
+    """The shared queries over one connection `conn`; a backend subclass supplies the hooks below.
+
+    `location` names the store in its health (a file, a server), `last_check` is the store's last
+    integrity check.
+    """
 
     BAR_SELECT: str  # SELECT BAR_OUT_COLUMNS (flags as 0/1) FROM bars
     TICK_SELECT: str  # SELECT TICK_COLUMNS (flags as 0/1) FROM the tick table
@@ -48,12 +60,21 @@ class SqlReader:
     TICK_KEY: str  # its symbol column
     MICRO_SELECT: str  # SELECT MICRO_OUT_COLUMNS (flags as 0/1) FROM micro_bars
 
-    # --- hooks -----------------------------------------------------------------------------
+    def __init__(self, conn: C, location: str = "", last_check: StoreHealth | None = None) -> None:
+        self.conn = conn
+        self.location = location
+        self.last_check = last_check
 
     def _one(self, query: str, args: tuple | list = ()) -> tuple | None:
-        raise NotImplementedError
+        return self._execute(query, args).fetchone()
 
     def _all(self, query: str, args: tuple | list = ()) -> list[tuple]:
+        return self._execute(query, args).fetchall()
+
+    # --- hooks -----------------------------------------------------------------------------
+
+    def _execute(self, query: str, args: tuple | list) -> _Cursor:
+        """Run one of the shared queries (`?` placeholders) on `conn`."""
         raise NotImplementedError
 
     def _chunks(self, query: str, args: tuple | list, chunk: int) -> Iterator[list[tuple]]:

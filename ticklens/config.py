@@ -105,9 +105,7 @@ class SourceConfig(_Model):
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("ws://", "wss://")):
-            raise ValueError(f"url {v!r} must start with ws:// or wss://")
-        return v
+        return _with_scheme(v, ("ws://", "wss://"), "ws:// or wss://")
 
     @property
     def window_ms(self) -> int | None:
@@ -195,6 +193,13 @@ def redact(text: str) -> str:
     return re.sub(r"(password=)[^&\s'\"]*", r"\1***", text)
 
 
+def _with_scheme(url: str | None, schemes: tuple[str, ...], expected: str) -> str | None:
+    """`url` (None: not set) when it starts with one of `schemes`; the error shows it redacted."""
+    if url is not None and not url.startswith(schemes):
+        raise ValueError(f"url {redact(url)!r} must start with {expected}")
+    return url
+
+
 class StoreConfig(_Model):
     # sqlite: the embedded default, one writer (one machine, one flow process).
     # postgres: a server store, one writer per flow worker (a multi-process cluster, several API replicas).
@@ -230,9 +235,7 @@ class StoreConfig(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("postgresql://", "postgres://")):
-            raise ValueError(f"url {redact(v)!r} must start with postgresql://")
-        return v
+        return _with_scheme(v, ("postgresql://", "postgres://"), "postgresql://")
 
     @model_validator(mode="after")
     def _split_password(self) -> StoreConfig:
@@ -382,9 +385,25 @@ class MicroConfig(_Model):
         return v
 
 
-class ApiConfig(_Model):
+def _env_or_secret(env_name: str, secret: SecretStr | None) -> str | None:
+    """The environment variable when set (it takes precedence), else the configured secret, or None."""
+    env = os.environ.get(env_name, "")
+    if env:
+        return env
+    return secret.get_secret_value() if secret else None
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Listener(_Model):
+    """A server ticklens starts: loopback unless configured otherwise (see Config._exposure)."""
+
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+
+
+class ApiConfig(_Listener):
+    port: Port = 8000
     # Only the dashboard's origin may call the API from a browser.
     cors_origins: list[str] = Field(default_factory=list)
     # When set (here or, taking precedence, in TICKLENS_API_TOKEN), every request but the OpenAPI
@@ -393,10 +412,7 @@ class ApiConfig(_Model):
 
     def bearer_token(self) -> str | None:
         """The token the API requires (TICKLENS_API_TOKEN, else api.token), or None."""
-        env = os.environ.get(TOKEN_ENV, "")
-        if env:
-            return env
-        return self.token.get_secret_value() if self.token else None
+        return _env_or_secret(TOKEN_ENV, self.token)
 
 
 class DashboardAuth(_Model):
@@ -407,21 +423,16 @@ class DashboardAuth(_Model):
     password: Annotated[SecretStr, Field(min_length=8)] | None = None
 
     def secret(self) -> str | None:
-        env = os.environ.get(DASHBOARD_PASSWORD_ENV, "")
-        if env:
-            return env
-        return self.password.get_secret_value() if self.password else None
+        return _env_or_secret(DASHBOARD_PASSWORD_ENV, self.password)
 
 
-class DashboardConfig(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(5006, ge=1, le=65535)
+class DashboardConfig(_Listener):
+    port: Port = 5006
     auth: DashboardAuth | None = None
 
 
-class FeedConfig(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(9443, ge=1, le=65535)
+class FeedConfig(_Listener):
+    port: Port = 9443
     paths: list[Path] = Field(default_factory=list)
     speed: float = Field(1.0, gt=0)
     simulate: bool = False

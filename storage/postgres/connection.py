@@ -12,6 +12,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import psycopg
 
@@ -19,6 +20,12 @@ from ticklens.config import StoreConfig, redact
 
 # SQLSTATEs that mean "the server went away or is starting/stopping": retry on a new connection.
 _TRANSIENT_STATES = {"57P01", "57P02", "57P03", "53300", "40001", "40P01"}
+
+
+@lru_cache(maxsize=256)
+def pg_placeholders(query: str) -> str:
+    """The shared queries' `?` placeholders as psycopg's (the queries hold no other `?` or `%`)."""
+    return query.replace("?", "%s")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The microstructure tables in PostgreSQL: `micro_bars` and `vpin` (DDL, rows, reads).
+"""The microstructure tables in PostgreSQL: `micro_bars` and `vpin` (rows; their tables: storage/tables.py).
 
 The same tables, keys and meaning as storage/sqlite/micro.py: a micro bar written again
 (complete, or revised by late data) replaces its earlier version, a VPIN bucket is keyed by
@@ -12,40 +12,6 @@ from collections.abc import Iterable
 
 from ticklens.domain.micro import MICRO_COLUMNS, MicroBar, VpinBucket
 
-_INTEGER = {"start_ms"}
-_COUNTS = {"quote_updates", "depth_updates", "trades", "vpin_buckets", "revision"}
-
-
-def _column(name: str) -> str:
-    if name in ("symbol", "timeframe"):
-        return f"{name} text NOT NULL"
-    if name in _INTEGER:
-        return f"{name} bigint NOT NULL"
-    if name in _COUNTS:
-        return f"{name} bigint NOT NULL"
-    if name == "complete":
-        return "complete boolean NOT NULL"
-    return f"{name} double precision"  # NULL where the value is not defined
-
-
-MICRO_DDL = (
-    "CREATE TABLE IF NOT EXISTS micro_bars(\n    "
-    + ",\n    ".join(_column(c) for c in MICRO_COLUMNS)
-    + ",\n    updated_ms bigint NOT NULL,\n    PRIMARY KEY(symbol, timeframe, start_ms)\n);\n"
-    """CREATE TABLE IF NOT EXISTS vpin(
-    symbol text NOT NULL,
-    bucket bigint NOT NULL,            -- 0 = the first volume bucket the flow filled
-    end_ms bigint NOT NULL,            -- time of the trade that filled it
-    buy_volume double precision NOT NULL,
-    sell_volume double precision NOT NULL,
-    vpin double precision,             -- NULL before the first n buckets
-    PRIMARY KEY(symbol, bucket)
-);
-CREATE INDEX IF NOT EXISTS vpin_time ON vpin(symbol, end_ms);
-"""
-)
-# As statements: a migration step (storage/postgres/schema.py) is a list of them.
-MICRO_STATEMENTS = [st.strip() for st in MICRO_DDL.split(";") if st.strip()]
 MICRO_COLS = (*MICRO_COLUMNS, "updated_ms")
 VPIN_COLS = ("symbol", "bucket", "end_ms", "buy_volume", "sell_volume", "vpin")
 MICRO_OUT = MICRO_COLUMNS[2:]

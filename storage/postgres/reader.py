@@ -9,11 +9,11 @@ figures.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from functools import lru_cache
 
 import psycopg
 
 from storage.port import BAR_OUT_COLUMNS, MICRO_OUT_COLUMNS, QUOTE_OUT_COLUMNS, TICK_COLUMNS, StoreHealth
+from storage.postgres.connection import pg_placeholders
 from storage.postgres.schema import partitions
 from storage.sql_reader import QUOTE_SELECT, SqlReader
 from ticklens.domain.status import with_merged_flow
@@ -21,13 +21,7 @@ from ticklens.domain.status import with_merged_flow
 _FLAGS = {"is_buyer_maker": "is_buyer_maker::int", "closed": "closed::int", "complete": "complete::int"}
 
 
-@lru_cache(maxsize=256)
-def _pg(query: str) -> str:
-    """The shared `?` placeholders as psycopg's (the queries hold no other `?` or `%`)."""
-    return query.replace("?", "%s")
-
-
-class PostgresReader(SqlReader):
+class PostgresReader(SqlReader[psycopg.Connection]):
     """`StoreReader` over one connection (a read-only transaction for the length of a request)."""
 
     BAR_SELECT = f"SELECT {','.join(_FLAGS.get(c, c) for c in BAR_OUT_COLUMNS)} FROM bars"
@@ -36,21 +30,13 @@ class PostgresReader(SqlReader):
     TICK_KEY = "symbol"
     MICRO_SELECT = f"SELECT {','.join(_FLAGS.get(c, c) for c in MICRO_OUT_COLUMNS)} FROM micro_bars"
 
-    def __init__(self, conn: psycopg.Connection, location: str = "", last_check: StoreHealth | None = None) -> None:
-        self.conn = conn
-        self.location = location
-        self.last_check = last_check
-
-    def _one(self, query: str, args: tuple | list = ()) -> tuple | None:
-        return self.conn.execute(_pg(query), args).fetchone()  # type: ignore[arg-type]
-
-    def _all(self, query: str, args: tuple | list = ()) -> list[tuple]:
-        return self.conn.execute(_pg(query), args).fetchall()  # type: ignore[arg-type]
+    def _execute(self, query: str, args: tuple | list) -> psycopg.Cursor:
+        return self.conn.execute(pg_placeholders(query), args)  # type: ignore[arg-type]
 
     def _chunks(self, query: str, args: tuple | list, chunk: int) -> Iterator[list[tuple]]:
         with self.conn.cursor(name="ticklens_export") as cur:
             cur.itersize = chunk
-            cur.execute(_pg(query), args)  # type: ignore[arg-type]
+            cur.execute(pg_placeholders(query), args)  # type: ignore[arg-type]
             while rows := cur.fetchmany(chunk):
                 yield rows
 

@@ -11,42 +11,33 @@ import sys
 import threading
 import time
 
-import orjson
 import psycopg
 
-from storage.port import EVENT_COLUMNS
-from storage.postgres.connection import Backoff, Target
+from storage.postgres.connection import Backoff, Target, pg_placeholders
 from storage.postgres.schema import RULES_CHANNEL, create_schema
+from storage.sql_rules import SqlRules, to_stored
 from ticklens.config import redact
 from ticklens.domain.alerts.rules import AlertRule, StoredRule
-from ticklens.domain.times import now_ms
 
 _RULE_SELECT = "SELECT id, rule, enabled::int, version, created_ms, updated_ms FROM alert_rules"
-_EVENT_SELECT = f"SELECT {','.join(EVENT_COLUMNS)} FROM alert_events"
 
 
-def _to_stored(row: tuple) -> StoredRule:
-    rid, text, enabled, version, _c, _u = row
-    rule = AlertRule.model_validate({**orjson.loads(text), "enabled": bool(enabled)})
-    return StoredRule(rid, version, rule)
-
-
-class PostgresRules:
+class PostgresRules(SqlRules[psycopg.Connection]):
     """`RuleStore` over its own connection (autocommit: each call is its own transaction)."""
 
+    RULE_SELECT = _RULE_SELECT
+
     def __init__(self, target: Target) -> None:
-        self.conn = target.connect(autocommit=True, app="ticklens-rules")
+        super().__init__(target.connect(autocommit=True, app="ticklens-rules"))
+
+    def _execute(self, query: str, args: tuple | list = ()) -> psycopg.Cursor:
+        return self.conn.execute(pg_placeholders(query), args)  # type: ignore[arg-type]
+
+    def _transaction(self) -> psycopg.Transaction:
+        return self.conn.transaction()
 
     def close(self) -> None:
         self.conn.close()
-
-    def _next_updated(self) -> int:
-        """Wall ms, strictly after any earlier edit (the same order SQLite's fingerprint relies on)."""
-        prev = self.conn.execute("SELECT COALESCE(MAX(updated_ms), 0) FROM alert_rules").fetchone()[0]  # type: ignore[index]
-        return max(now_ms(), prev + 1)
-
-    def rule_row(self, rule_id: int) -> tuple | None:
-        return self.conn.execute(f"{_RULE_SELECT} WHERE id=%s", (rule_id,)).fetchone()
 
     def create_rule(self, rule: AlertRule) -> int:
         with self.conn.transaction():
@@ -57,53 +48,6 @@ class PostgresRules:
                 (rule.model_dump_json(), rule.enabled, ts, ts),
             ).fetchone()
         return int(row[0])  # type: ignore[index]
-
-    def update_rule(self, rule_id: int, rule: AlertRule) -> bool:
-        """Replace a rule; its evaluation state restarts (new version)."""
-        with self.conn.transaction():
-            cur = self.conn.execute(
-                "UPDATE alert_rules SET rule=%s, enabled=%s, version=version+1, updated_ms=%s WHERE id=%s",
-                (rule.model_dump_json(), rule.enabled, self._next_updated(), rule_id),
-            )
-        return cur.rowcount > 0
-
-    def delete_rule(self, rule_id: int) -> bool:
-        """Delete a rule; its triggers stay in the history."""
-        cur = self.conn.execute("DELETE FROM alert_rules WHERE id=%s", (rule_id,))
-        return cur.rowcount > 0
-
-    def list_rules(self) -> list[tuple]:
-        """(id, rule JSON, enabled, version, created_ms, updated_ms) rows, oldest first."""
-        return self.conn.execute(f"{_RULE_SELECT} ORDER BY id").fetchall()
-
-    def load_rules(self) -> list[StoredRule]:
-        return [_to_stored(r) for r in self.list_rules()]
-
-    def list_events(self, limit: int = 100, since_ms: int | None = None, rule_id: int | None = None) -> list[dict]:
-        """Triggers newest first (by market time), optionally from `since_ms` on and for one rule."""
-        where, args = [], []
-        if since_ms is not None:
-            where.append("event_ms >= %s")
-            args.append(since_ms)
-        if rule_id is not None:
-            where.append("rule_id = %s")
-            args.append(rule_id)
-        q = _EVENT_SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self.conn.execute(q + " ORDER BY event_ms DESC, id DESC LIMIT %s", (*args, limit)).fetchall()
-        return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
-
-    def pending_webhooks(self) -> list[dict]:
-        """Triggers whose webhook was not delivered yet (e.g. the flow stopped first)."""
-        rows = self.conn.execute(f"{_EVENT_SELECT} WHERE webhook_status='pending' ORDER BY id").fetchall()
-        return [dict(zip(EVENT_COLUMNS, r, strict=True)) for r in rows]
-
-    def mark_webhook(self, dedup: tuple[int, int, str, str], status: str, attempts: int) -> None:
-        """Record a delivery outcome; `dedup` is (rule_id, event_ms, symbol, ref)."""
-        self.conn.execute(
-            "UPDATE alert_events SET webhook_status=%s, webhook_attempts=%s"
-            " WHERE rule_id=%s AND event_ms=%s AND symbol=%s AND ref=%s",
-            (status, attempts, *dedup),
-        )
 
 
 class PostgresRuleFeed:
@@ -168,7 +112,7 @@ class PostgresRuleFeed:
                     self._conn.close()
                     self._conn = None
                 return
-            rules = [_to_stored(r) for r in rows]
+            rules = [to_stored(r) for r in rows]
             self.rules = rules
             self.ids = {r.id for r in rules}
             self.generation += 1

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import psycopg
 
-from ticklens.domain.upload import UPLOAD_COLUMNS, UploadedBar, plan_upload, upload_row
+from storage.postgres.connection import pg_placeholders
+from storage.sql_upload import plan_against
+from ticklens.domain.upload import UPLOAD_COLUMNS, UploadedBar, upload_row
 
 _SETS = ", ".join(f"{c} = excluded.{c}" for c in UPLOAD_COLUMNS[3:])
 _UPSERT = (
@@ -19,12 +21,11 @@ def write_uploaded_bars(
     conn: psycopg.Connection, rows: Sequence[UploadedBar], overwrite: bool, now_ms: int
 ) -> tuple[int, int, int]:
     """(inserted, replaced, skipped) in one transaction (which bars: `plan_upload`)."""
-
-    def stored_origins(sym: str, tf: str, lo: int, hi: int) -> dict[int, str]:
-        q = "SELECT start_ms, origin FROM bars WHERE symbol=%s AND timeframe=%s AND start_ms BETWEEN %s AND %s FOR UPDATE"
-        return dict(conn.execute(q, (sym, tf, lo, hi)).fetchall())
-
-    with conn.transaction():
-        plan = plan_upload(rows, overwrite, stored_origins)
+    with conn.transaction():  # the stored bars locked (FOR UPDATE) until it commits
+        plan = plan_against(
+            lambda q, args: conn.execute(pg_placeholders(q + " FOR UPDATE"), args).fetchall(),  # type: ignore[arg-type]
+            rows,
+            overwrite,
+        )
         conn.cursor().executemany(_UPSERT, [upload_row(r, now_ms) for r in plan.keep])
     return plan.inserted, plan.replaced, plan.skipped

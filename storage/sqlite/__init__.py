@@ -89,7 +89,7 @@ class SqliteStore:
         connect(self.path).close()
 
     def writer(self) -> SqliteWriter:
-        return SqliteWriter(self.path, self.max_size_mb, self.cache_mb, self.rejects_max_rows, self.retention_days)
+        return SqliteWriter(self)  # the store's settings as they are when the writer is made
 
     @contextmanager
     def reader(self) -> Iterator[SqliteReader]:

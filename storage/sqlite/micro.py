@@ -1,4 +1,4 @@
-"""The microstructure tables in SQLite: `micro_bars` and `vpin` (schema, writes, reads).
+"""The microstructure tables in SQLite: `micro_bars` and `vpin` (writes; their tables: storage/tables.py).
 
 Both are idempotent by natural key: a micro bar written again (complete, or revised by late
 data) replaces its earlier version; a VPIN bucket is keyed by (symbol, bucket index).
@@ -12,35 +12,6 @@ from collections.abc import Iterable
 
 from storage.sqlite.sql import insert_flat
 from ticklens.domain.micro import MICRO_COLUMNS, MicroBar, VpinBucket
-
-_INTEGER = {"start_ms", "quote_updates", "depth_updates", "trades", "vpin_buckets", "complete", "revision"}
-_TEXT = {"symbol", "timeframe"}
-
-
-def _column(name: str) -> str:
-    if name in _TEXT:
-        return f"{name} TEXT NOT NULL"
-    if name in _INTEGER:
-        return f"{name} INTEGER NOT NULL"
-    return f"{name} REAL"  # NULL where the value is not defined
-
-
-MICRO_DDL = (
-    "CREATE TABLE IF NOT EXISTS micro_bars(\n    "
-    + ",\n    ".join(_column(c) for c in MICRO_COLUMNS)
-    + ",\n    updated_ms INTEGER NOT NULL,\n    PRIMARY KEY(symbol, timeframe, start_ms)\n) WITHOUT ROWID;\n"
-    """CREATE TABLE IF NOT EXISTS vpin(
-    symbol TEXT NOT NULL,
-    bucket INTEGER NOT NULL,          -- 0 = the first volume bucket the flow filled
-    end_ms INTEGER NOT NULL,          -- time of the trade that filled it
-    buy_volume REAL NOT NULL,
-    sell_volume REAL NOT NULL,
-    vpin REAL,                        -- NULL before the first n buckets
-    PRIMARY KEY(symbol, bucket)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS vpin_time ON vpin(symbol, end_ms);
-"""
-)
 
 MICRO_OUT = MICRO_COLUMNS[2:]  # start_ms … revision
 VPIN_OUT = ("bucket", "end_ms", "buy_volume", "sell_volume", "vpin")

@@ -18,7 +18,7 @@ from storage.sql_reader import QUOTE_SELECT, SqlReader
 assert TICK_COLUMNS == ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")
 
 
-class SqliteReader(SqlReader):
+class SqliteReader(SqlReader[sqlite3.Connection]):
     """`StoreReader` over one connection (read-only is enough; WAL: never blocks the writer)."""
 
     BAR_SELECT = f"SELECT {','.join(BAR_OUT_COLUMNS)} FROM bars"
@@ -30,16 +30,8 @@ class SqliteReader(SqlReader):
     TICK_KEY = "sym"
     MICRO_SELECT = f"SELECT {','.join(MICRO_OUT_COLUMNS)} FROM micro_bars"
 
-    def __init__(self, conn: sqlite3.Connection, path: str = "", last_check: StoreHealth | None = None) -> None:
-        self.conn = conn
-        self.path = path
-        self.last_check = last_check
-
-    def _one(self, query: str, args: tuple | list = ()) -> tuple | None:
-        return self.conn.execute(query, args).fetchone()
-
-    def _all(self, query: str, args: tuple | list = ()) -> list[tuple]:
-        return self.conn.execute(query, args).fetchall()
+    def _execute(self, query: str, args: tuple | list) -> sqlite3.Cursor:
+        return self.conn.execute(query, args)
 
     def _chunks(self, query: str, args: tuple | list, chunk: int) -> Iterator[list[tuple]]:
         cur = self.conn.execute(query, args)
@@ -76,7 +68,7 @@ class SqliteReader(SqlReader):
         return int(self._one("SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM rejects")[0])  # type: ignore[index]
 
     def health(self) -> StoreHealth:
-        p = Path(self.path)
+        p = Path(self.location)
         sizes = {name: f.stat().st_size for name, f in (("db", p), ("wal", p.with_name(p.name + "-wal"))) if f.exists()}
         return StoreHealth(
             ok=True,  # a reader is handed out only while the last check found nothing

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from storage.sql_upload import plan_against
 from ticklens.domain.bars import INT64_SAFE
-from ticklens.domain.upload import UNIT_COLUMNS, UPLOAD_COLUMNS, UploadedBar, plan_upload, upload_row
+from ticklens.domain.upload import UNIT_COLUMNS, UPLOAD_COLUMNS, UploadedBar, upload_row
 
 
 def bar_row(r: UploadedBar, now_ms: int) -> tuple:
@@ -26,14 +27,9 @@ def write_uploaded_bars(
     conn: sqlite3.Connection, rows: Sequence[UploadedBar], overwrite: bool, now_ms: int
 ) -> tuple[int, int, int]:
     """(inserted, replaced, skipped) in one transaction (which bars: `plan_upload`)."""
-
-    def stored_origins(sym: str, tf: str, lo: int, hi: int) -> dict[int, str]:
-        q = "SELECT start_ms, origin FROM bars WHERE symbol=? AND timeframe=? AND start_ms BETWEEN ? AND ?"
-        return dict(conn.execute(q, (sym, tf, lo, hi)).fetchall())
-
     conn.execute("BEGIN IMMEDIATE")
     try:
-        plan = plan_upload(rows, overwrite, stored_origins)
+        plan = plan_against(lambda q, args: conn.execute(q, args).fetchall(), rows, overwrite)
         conn.executemany(_INSERT, [bar_row(r, now_ms) for r in plan.keep])
         conn.execute("COMMIT")
     except BaseException:

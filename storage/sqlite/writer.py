@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -255,31 +256,34 @@ def add_symbol(conn: sqlite3.Connection, symbol: str) -> int:
     return int(conn.execute("SELECT id FROM symbols WHERE symbol=?", (symbol,)).fetchone()[0])
 
 
+class WriterSettings(Protocol):
+    """What a writer is made from: the store's settings at the time (`SqliteStore` has them)."""
+
+    path: Path
+    max_size_mb: int | None
+    cache_mb: int
+    rejects_max_rows: int | None
+    retention_days: Mapping[str, float]
+
+
 class SqliteWriter:
     """Batched, transactional writes of the dataflow's outputs (`StoreWriter` of the port)."""
 
-    def __init__(
-        self,
-        path: Path | str,
-        max_size_mb: int | None = None,
-        cache_mb: int = 64,
-        rejects_max_rows: int | None = None,
-        retention_days: Mapping[str, float] | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.rejects_max_rows = rejects_max_rows
-        self.retention_days = {t: d for t, d in (retention_days or {}).items() if t in RETENTION_COLUMNS}
+    def __init__(self, settings: WriterSettings) -> None:
+        self.path = Path(settings.path)
+        self.rejects_max_rows = settings.rejects_max_rows
+        self.retention_days = {t: d for t, d in settings.retention_days.items() if t in RETENTION_COLUMNS}
         self._retained_at = 0.0
         self.conn = connect(self.path)
-        self.conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
+        self.conn.execute(f"PRAGMA cache_size={-int(settings.cache_mb) * 1024}")
         # Another writer's transaction (a tier-out's one-transaction delete of a day, an upload) may
         # hold the lock for seconds on a loaded machine: the flow waits for it rather than failing.
         self.conn.execute("PRAGMA busy_timeout=120000")
         # Checkpoint the WAL every ~40 MB rather than every 4 MB: fewer stalls in bulk ingest.
         self.conn.execute("PRAGMA wal_autocheckpoint=2500")
-        if max_size_mb is not None:
+        if settings.max_size_mb is not None:
             page = self.conn.execute("PRAGMA page_size").fetchone()[0]
-            self.conn.execute(f"PRAGMA max_page_count={int(max_size_mb * 1024 * 1024 // page)}")
+            self.conn.execute(f"PRAGMA max_page_count={int(settings.max_size_mb * 1024 * 1024 // page)}")
         self.conn.isolation_level = None  # explicit BEGIN/COMMIT
         self.symbol_ids = symbol_ids(self.conn)  # read by prepare (flow thread), grown by write
 

@@ -25,11 +25,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ticklens.domain.bars import KLINE_FIGURES
 from ticklens.domain.times import iso_ms
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
-AUDIT_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_volume")
+AUDIT_FIELDS = KLINE_FIGURES
 VOLUME_REL = 1e-12
 QUOTE_PER_TRADE = 2.0**-24  # the store's quote units
 MAX_LISTED = 100_000  # differing minutes listed one by one; beyond, only counted

@@ -323,18 +323,13 @@ def _int(v: object) -> int:
     return int(v)
 
 
+# A bar's figures that Binance's klines print too, in their order (the audit compares these).
+KLINE_FIGURES = ("open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_volume")
 BAR_COLUMNS = (
     "symbol",
     "timeframe",
     "start_ms",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_volume",
+    *KLINE_FIGURES,
     "taker_buy_quote_volume",
     "vwap",
     "max_qty",

@@ -195,18 +195,15 @@ def _continuity_lines(c: Continuity) -> list[str]:
     return out
 
 
+# A continuity check's figures in its JSON report, in this order (then the gaps listed).
+_CONTINUITY_FIGURES = (
+    "symbol", "data", "files", "rows", "first_id", "last_id", "gap_count", "missing", "repeated_count", "late_count",
+)  # fmt: skip
+
+
 def _continuity_json(c: Continuity) -> dict:
     return {
-        "symbol": c.symbol,
-        "data": c.data,
-        "files": c.files,
-        "rows": c.rows,
-        "first_id": c.first_id,
-        "last_id": c.last_id,
-        "gap_count": c.gap_count,
-        "missing": c.missing,
-        "repeated_count": c.repeated_count,
-        "late_count": c.late_count,
+        **{name: getattr(c, name) for name in _CONTINUITY_FIGURES},
         "gaps": [
             {
                 "first_missing": g.first_missing,

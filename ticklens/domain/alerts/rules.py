@@ -7,10 +7,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ticklens.domain.records import FEED_KEY
 from ticklens.domain.symbols import normalise_symbol
@@ -126,6 +126,34 @@ def webhook_refusal(address: str, host: str, allow: Sequence[str]) -> str | None
     return f"{host} is {ip} ({kind.replace('_', '-')}): add it to alerts.webhook_allow to allow it"
 
 
+def _symbol_list(v: Any) -> Any:
+    """`symbols` as given: a list of symbols, or one string of them separated by commas or spaces."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = [s for s in re.split(r"[,\s]+", v) if s]
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"symbols must be a list of symbols, got {v!r}")
+    out: list[str] = []
+    for s in v:
+        sym = normalise_symbol(s)
+        if sym not in out:
+            out.append(sym)
+    return out
+
+
+def _symbol_pair(v: Any) -> Any:
+    """`pair` as given: two symbols, or one string of them separated by '-', '/', a comma or a space."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = re.split(r"[-,/ ]+", v.strip())
+    legs = [normalise_symbol(s) for s in v]
+    if len(legs) != 2 or legs[0] == legs[1]:
+        raise ValueError(f"pair must be two different symbols, got {v!r}")
+    return tuple(legs)
+
+
 class AlertRule(BaseModel):
     """One alert rule as stored and as posted to the API."""
 
@@ -135,8 +163,8 @@ class AlertRule(BaseModel):
     metric: Metric
     symbol: str | None = None
     # Several symbols: the rule watches each of them (one state per symbol, one rule to list).
-    symbols: list[str] | None = Field(None, max_length=MAX_SYMBOLS)
-    pair: tuple[str, str] | None = None
+    symbols: Annotated[list[str] | None, BeforeValidator(_symbol_list)] = Field(None, max_length=MAX_SYMBOLS)
+    pair: Annotated[tuple[str, str] | None, BeforeValidator(_symbol_pair)] = None
     timeframe: Timeframe | None = None
     # When the metric is checked: on every trade (`tick`) or when a bar of `timeframe` closes.
     on: On | None = None
@@ -155,34 +183,6 @@ class AlertRule(BaseModel):
     @classmethod
     def _symbol(cls, v: str | None) -> str | None:
         return None if v is None else normalise_symbol(v)
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _symbols(cls, v: Any) -> Any:
-        if v is None:
-            return None
-        if isinstance(v, str):
-            v = [s for s in re.split(r"[,\s]+", v) if s]
-        if not isinstance(v, (list, tuple)):
-            raise ValueError(f"symbols must be a list of symbols, got {v!r}")
-        out: list[str] = []
-        for s in v:
-            sym = normalise_symbol(s)
-            if sym not in out:
-                out.append(sym)
-        return out
-
-    @field_validator("pair", mode="before")
-    @classmethod
-    def _pair(cls, v: Any) -> Any:
-        if v is None:
-            return None
-        if isinstance(v, str):
-            v = re.split(r"[-,/ ]+", v.strip())
-        legs = [normalise_symbol(s) for s in v]
-        if len(legs) != 2 or legs[0] == legs[1]:
-            raise ValueError(f"pair must be two different symbols, got {v!r}")
-        return tuple(legs)
 
     @field_validator("threshold", "exit_threshold")
     @classmethod

@@ -9,11 +9,33 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import ClassVar, Self
 
 
-class RollingSums2:
+class _Window:
+    """What both kinds of rolling sums share: the window's values in deques, copied by `clone`."""
+
+    __slots__: tuple[str, ...] = ()
+    _DEQUES: ClassVar[tuple[str, ...]]  # the slots holding the window's values
+    xs: deque[float]
+
+    def __len__(self) -> int:
+        return len(self.xs)
+
+    def clone(self) -> Self:
+        """An independent copy (a checkpoint to rewind to)."""
+        new = type(self).__new__(type(self))
+        for k in self.__slots__:
+            setattr(new, k, getattr(self, k))
+        for k in self._DEQUES:
+            setattr(new, k, getattr(self, k).copy())
+        return new
+
+
+class RollingSums2(_Window):
     """Sums of two series over the last `size` values, shifted for stability."""
 
+    _DEQUES = ("xs", "ys")
     __slots__ = ("size", "xs", "ys", "cx", "cy", "sx", "sy", "sxx", "syy", "sxy", "pushes", "runx", "runy")
 
     def __init__(self, size: int) -> None:
@@ -24,17 +46,6 @@ class RollingSums2:
         self.sx = self.sy = self.sxx = self.syy = self.sxy = 0.0
         self.pushes = 0
         self.runx = self.runy = 0  # trailing values equal to the newest: a flat window is exact, not rounding
-
-    def __len__(self) -> int:
-        return len(self.xs)
-
-    def clone(self) -> RollingSums2:
-        """An independent copy (a checkpoint to rewind to)."""
-        new = RollingSums2.__new__(RollingSums2)
-        for k in self.__slots__:
-            setattr(new, k, getattr(self, k))
-        new.xs, new.ys = self.xs.copy(), self.ys.copy()
-        return new
 
     def push(self, x: float, y: float) -> None:
         self.runx = self.runx + 1 if self.xs and x == self.xs[-1] else 1
@@ -82,9 +93,10 @@ class RollingSums2:
         return self.cx + mx, self.cy + my, sxx, syy, sxy
 
 
-class RollingSums1:
+class RollingSums1(_Window):
     """Sum and sum of squares of one series over the last `size` values (shifted)."""
 
+    _DEQUES = ("xs",)
     __slots__ = ("size", "xs", "c", "s", "ss", "pushes", "run")
 
     def __init__(self, size: int) -> None:
@@ -93,17 +105,6 @@ class RollingSums1:
         self.c = self.s = self.ss = 0.0
         self.pushes = 0
         self.run = 0
-
-    def __len__(self) -> int:
-        return len(self.xs)
-
-    def clone(self) -> RollingSums1:
-        """An independent copy (a checkpoint to rewind to)."""
-        new = RollingSums1.__new__(RollingSums1)
-        for k in self.__slots__:
-            setattr(new, k, getattr(self, k))
-        new.xs = self.xs.copy()
-        return new
 
     def push(self, x: float) -> None:
         self.run = self.run + 1 if self.xs and x == self.xs[-1] else 1
