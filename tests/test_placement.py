@@ -23,7 +23,7 @@ KEYS = [
     "abcdefgh", "abcdefghi", "x" * 23, "ünïcode",
 ]  # fmt: skip
 
-FLOW = '''
+FLOW = """
 import os
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -46,7 +46,7 @@ flow = Dataflow("placement")
 keys = op.input("in", flow, TestingSource(KEYS))
 state = op.stateful_map("state", op.key_on("key", keys, lambda k: k), lambda s, v: (s, v))
 op.output("out", op.map("name", state, lambda kv: kv[0]), _Sink())
-'''
+"""
 
 
 def _bytewax_workers(tmp_path: Path, workers: int) -> dict[str, int]:
