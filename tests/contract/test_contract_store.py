@@ -13,6 +13,7 @@ import time
 import numpy as np
 import polars as pl
 import pytest
+from reference import ohlc
 from store_support import write_batch
 
 from storage.port import (
@@ -60,10 +61,7 @@ def _ref_bars(frame: pl.DataFrame, tf_ms: int) -> pl.DataFrame:
         .with_columns(start_ms=pl.col("ts_ms") - pl.col("ts_ms") % tf_ms)
         .group_by("start_ms", maintain_order=True)
         .agg(
-            open=pl.col("price").first(),
-            high=pl.col("price").max(),
-            low=pl.col("price").min(),
-            close=pl.col("price").last(),
+            **ohlc(),
             volume=pl.col("qty").sum(),
             quote_volume=(pl.col("price") * pl.col("qty")).sum(),
             trades=pl.len(),
