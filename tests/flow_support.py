@@ -85,7 +85,7 @@ def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
 
 def wait_for_rows(proc: subprocess.Popen, db: Path, table: str, at_least: int, timeout: float, what: str) -> None:
     """Poll the SQLite store `db` until `table` holds `at_least` rows (a crash test's kill point);
-    fail if `proc` (`what`, e.g. "the flow") ends first or gets there not within `timeout` s."""
+    fail if `proc` (`what`, e.g. "the flow") ends first or `timeout` s pass."""
     deadline = time.monotonic() + timeout
     while True:
         assert proc.poll() is None, f"{what} ended before the kill point"
