@@ -12,14 +12,12 @@ import gzip
 import hashlib
 import io
 import json
-import threading
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.http_support import LoopbackServer, QuietHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -140,7 +138,7 @@ def real_archive() -> Archive:
     return a
 
 
-class ArchiveServer:
+class ArchiveServer(LoopbackServer):
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         self.faults: dict[str, list[str]] = {}  # one-shot behaviours, popped per request
@@ -149,7 +147,7 @@ class ArchiveServer:
         self.log: list[tuple[str, str | None]] = []  # (path, Range header) of every GET
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -160,18 +158,18 @@ class ArchiveServer:
                 if fault == "stall":
                     time.sleep(server.stall_s)
                 if fault == "503":
-                    self._plain(503, b"busy")
+                    self.send_body(503, b"busy")
                     return
                 body = server.archive.files.get(path)
                 if body is None:
-                    self._plain(404, b"<Error><Code>NoSuchKey</Code></Error>")
+                    self.send_body(404, b"<Error><Code>NoSuchKey</Code></Error>")
                     return
                 start = 0
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes=") and rng.endswith("-"):
                     start = int(rng[6:-1])
                     if start >= len(body):
-                        self._plain(416, b"")
+                        self.send_body(416, b"")
                         return
                 self.send_response(206 if start else 200)
                 self.send_header("Content-Type", "application/zip")
@@ -194,34 +192,16 @@ class ArchiveServer:
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
 
-            def _plain(self, code: int, data: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def gets(self, path: str) -> list[str | None]:
         """The Range header of each GET of `path` (None: a whole-file request)."""
         return [r for p, r in self.log if p == path]
 
 
-@contextmanager
-def archive_server(archive: Archive) -> Iterator[ArchiveServer]:
-    s = ArchiveServer(archive)
-    s.thread.start()
-    try:
-        yield s
-    finally:
-        s.server.shutdown()
-        s.server.server_close()
+def archive_server(archive: Archive) -> ArchiveServer:
+    """The server for `archive`, serving inside a `with` block."""
+    return ArchiveServer(archive)
 
 
 def shifted_trade_days(days: int) -> Archive:

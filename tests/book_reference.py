@@ -7,6 +7,7 @@ ticklens, so a bug there cannot hide in the expectation.
 from __future__ import annotations
 
 import gzip
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -101,3 +102,32 @@ class RefBook:
         bids = [list(self.text[p]) for p in sorted(self.bids, reverse=True)]
         asks = [list(self.text[p]) for p in sorted(self.asks)]
         return {"lastUpdateId": self.last_u, "E": event["E"], "T": event["T"], "bids": bids, "asks": asks}
+
+
+def recorded(path: Path) -> tuple[dict, list[dict], list[dict], list[bytes]]:
+    """(REST snapshot, depth events, bookTicker events, raw event JSON of the depth events) of a recording."""
+    snap, depth, quotes, depth_raw = None, [], [], []
+    for raw in raw_lines([path]):
+        msg = json.loads(raw)
+        if "lastUpdateId" in msg:
+            snap = msg
+            continue
+        data = msg["data"]
+        if data["e"] == "depthUpdate":
+            depth.append(data)
+            depth_raw.append(raw[raw.index(b',"data":') + 8 : -1])
+        elif data["e"] == "bookTicker":
+            quotes.append(data)
+    assert snap is not None
+    return snap, depth, quotes, depth_raw
+
+
+def book_after(snapshot: dict, depth: list[dict], last_id: int) -> RefBook:
+    """The USD-M book after `snapshot` and every one of `depth` (in recorded order) with u <= last_id."""
+    ref = RefBook(spot=False)
+    ref.on_message(snapshot)
+    for ev in depth:
+        if ev["u"] > last_id:
+            break
+        ref.on_message(ev)
+    return ref

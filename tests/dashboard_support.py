@@ -7,6 +7,7 @@ the browser is Debian's chromium driven by Playwright.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import signal
@@ -15,12 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +49,12 @@ REPLAY_FILES = [
     "um_ethusdt_20240719_trades.gz",
 ]
 PAIR_WINDOW = 30
+# A test module that drives Chromium: `pytestmark = BROWSER` (skipped where the browser or Playwright is missing).
+BROWSER = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian chromium at {CHROMIUM}"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="needs playwright"),
+]
 
 T = TypeVar("T")
 
@@ -204,6 +213,23 @@ def start_stack(
     return stack
 
 
+@contextmanager
+def running_stack(root: Path, bars: str, at_least: int, within: float, **kw: Any) -> Iterator[Stack]:
+    """`start_stack(root, **kw)`, ready once the API path `bars` counts `at_least` 1s rows (waited for
+    up to `within` s); every process stopped afterwards."""
+    stack = start_stack(root, **kw)
+    try:
+        with stack.api() as api:
+            wait_until(
+                lambda: api.get(bars, params={"timeframe": "1s", "limit": 60}).json()["count"] >= at_least,
+                within,
+                f"{at_least} 1s rows of {bars}",
+            )
+        yield stack
+    finally:
+        stack.stop_all()
+
+
 def scaled_recording(
     src: list[Path], dst: Path, symbol: str, price_factor: str, decimals: int, qty_factor: int
 ) -> Path:
@@ -238,6 +264,24 @@ def launch_browser(playwright: Any, viewport: tuple[int, int] = (1400, 950)) -> 
         viewport={"width": viewport[0], "height": viewport[1]},
         accept_downloads=True,
     )
+
+
+@contextmanager
+def dashboard_page(url: str, load_ms: float = 30_000, ready_ms: float = 30_000) -> Iterator[Any]:
+    """Chromium on the dashboard at `url` (loaded within `load_ms`), once its first page shows data
+    (within `ready_ms`), its console errors gathered in `page.console`; closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        ctx = launch_browser(pw)
+        try:
+            page = ctx.new_page()
+            page.console = ConsoleLog(page)
+            page.goto(url, timeout=load_ms)
+            page.get_by_text("last price").first.wait_for(timeout=ready_ms)
+            yield page
+        finally:
+            ctx.close()
 
 
 class ConsoleLog:

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -101,6 +102,18 @@ class Flow:
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
+
+
+@contextmanager
+def running_flow(config: Path, log: Path) -> Iterator[Flow]:
+    """A `Flow` for the with-block, then stopped with SIGINT: it must exit 0 (stopped by the
+    signal, not by an error; a step's exception exits 1)."""
+    flow = Flow(config, log)
+    try:
+        yield flow
+    finally:
+        code = flow.stop()
+    assert code == 0, flow.stderr()
 
 
 def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:

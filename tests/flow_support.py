@@ -9,7 +9,11 @@ import random
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -43,6 +47,12 @@ def write_config(tmp: Path, **overrides: object) -> Path:
     return path
 
 
+def btc_2020_config(tmp: Path, source: dict | None = None, **overrides: object) -> Path:
+    """`write_config` replaying the bundled 2020 BTCUSDT archive hour alone, with `source` added to
+    the replay's settings."""
+    return write_config(tmp, symbols=["btcusdt"], source={"paths": [str(BTC_2020)], **(source or {})}, **overrides)
+
+
 def run_flow(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, TICKLENS_CONFIG=str(config), TICKLENS_QUIET="1")
     return subprocess.run(
@@ -55,9 +65,37 @@ def run_flow(config: Path, *args: str, timeout: float = 120) -> subprocess.Compl
     )
 
 
+@contextmanager
+def replayed_and_served(tmp: Path, timeout: float = 900, **overrides: object) -> Iterator[tuple[Path, Any]]:
+    """The replay of `write_config(tmp, **overrides)` run to its end (recovery off), then the API
+    serving its store: yields (the store file, the running `ApiServer`)."""
+    from tests.api_support import api_server
+
+    cfg = write_config(tmp, recovery={"enabled": False}, **overrides)
+    res = run_flow(cfg, "--no-recovery", timeout=timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with api_server(cfg, tmp / "api.log") as api:
+        yield tmp / "ticklens.db", api
+
+
 def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def wait_for_rows(proc: subprocess.Popen, db: Path, table: str, at_least: int, timeout: float, what: str) -> None:
+    """Poll the SQLite store `db` until `table` holds `at_least` rows (a crash test's kill point);
+    fail if `proc` (`what`, e.g. "the flow") ends first or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"{what} ended before the kill point"
+        assert time.monotonic() < deadline, f"{what} made no progress"
+        try:
+            if db.exists() and query(db, f"SELECT COUNT(*) FROM {table}")[0][0] >= at_least:
+                return
+        except sqlite3.Error:  # the store is being created
+            pass
+        time.sleep(0.02)
 
 
 TABLE_QUERIES = {

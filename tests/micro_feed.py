@@ -35,17 +35,14 @@ def run(
     vpin: dict[int, VpinBucket] = {}
     bounds = [0, *sorted(set(cuts)), len(records)]
     for a, b in zip(bounds, bounds[1:], strict=False):
-        quotes: list[Quote] = []
-        trades: list[tuple] = []
-        for r in records[a:b]:
-            if isinstance(r, tuple):
-                trades.append(r)
-            elif isinstance(r, Quote):
-                quotes.append(r)
-            elif isinstance(r, BookSnapshot):
+        batch = records[a:b]
+        for r in batch:  # the levels follow the book events in arrival order
+            if isinstance(r, BookSnapshot):
                 sync.on_snapshot(r)
             elif isinstance(r, DepthUpdate):
                 sync.on_depth(r)
+        quotes = [r for r in batch if isinstance(r, Quote)]
+        trades = [r for r in batch if isinstance(r, tuple)]
         if quotes:
             book.add_quotes(Quotes.from_quotes(symbol, quotes))
         if trades:

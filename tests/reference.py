@@ -15,6 +15,13 @@ import polars as pl
 TF_MS = {"1s": 1_000, "1m": 60_000, "5m": 300_000}
 
 
+def ohlc() -> dict[str, pl.Expr]:
+    """A bar's open, high, low and close as aggregations of its trades' prices: open and close by the
+    order the rows stand in (sort by time, then id, first)."""
+    p = pl.col("price")
+    return {"open": p.first(), "high": p.max(), "low": p.min(), "close": p.last()}
+
+
 def read_recording(path: Path) -> list[dict]:
     out = []
     with gzip.open(path, "rt") as fh:
@@ -65,16 +72,13 @@ def reference_bars(trades: pl.DataFrame, timeframe: str) -> pl.DataFrame:
         trades.with_columns((pl.col("ts_ms") - pl.col("ts_ms") % tf).alias("start_ms"))
         .group_by("symbol", "start_ms", maintain_order=True)
         .agg(
-            pl.col("price").first().alias("open"),
-            pl.col("price").max().alias("high"),
-            pl.col("price").min().alias("low"),
-            pl.col("price").last().alias("close"),
-            pl.col("qty").sum().round(8).alias("volume"),
-            (pl.col("price") * pl.col("qty")).sum().alias("quote_volume"),
-            pl.col("count").sum().alias("trades"),
-            pl.col("qty").filter(~pl.col("is_buyer_maker")).sum().round(8).alias("taker_buy_volume"),
-            pl.col("trade_id").min().alias("first_id"),
-            pl.col("trade_id").max().alias("last_id"),
+            **ohlc(),
+            volume=pl.col("qty").sum().round(8),
+            quote_volume=(pl.col("price") * pl.col("qty")).sum(),
+            trades=pl.col("count").sum(),
+            taker_buy_volume=pl.col("qty").filter(~pl.col("is_buyer_maker")).sum().round(8),
+            first_id=pl.col("trade_id").min(),
+            last_id=pl.col("trade_id").max(),
         )
         .sort("symbol", "start_ms")
     )

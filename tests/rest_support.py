@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from tests.http_support import LoopbackServer, QuietHandler
 
 
 def agg_trades_from_recordings(paths: list[Path]) -> dict[str, list[dict]]:
@@ -27,7 +25,7 @@ def agg_trades_from_recordings(paths: list[Path]) -> dict[str, list[dict]]:
     return out
 
 
-class RestHistory:
+class RestHistory(LoopbackServer):
     def __init__(self, trades: dict[str, list[dict]], fail_first: int = 0, down: bool = False) -> None:
         self.trades = trades
         self.fail_first = fail_first  # answer this many requests with 503 first (retries must cope)
@@ -35,7 +33,7 @@ class RestHistory:
         self.requests: list[dict] = []
         history = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 url = urlsplit(self.path)
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -61,30 +59,11 @@ class RestHistory:
                 self._send(200, rows)
 
             def _send(self, code: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_body(code, json.dumps(body).encode(), "application/json")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
-@contextmanager
-def rest_history(trades: dict[str, list[dict]], **kw: object) -> Iterator[RestHistory]:
-    h = RestHistory(trades, **kw)  # type: ignore[arg-type]
-    h.thread.start()
-    try:
-        yield h
-    finally:
-        h.stop()
+def rest_history(trades: dict[str, list[dict]], **kw: object) -> RestHistory:
+    """The server for `trades`, serving inside a `with` block."""
+    return RestHistory(trades, **kw)  # type: ignore[arg-type]

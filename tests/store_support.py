@@ -1,4 +1,5 @@
-"""A store under test, either backend: its `store:` config section and direct SQL reads of it.
+"""A store under test, either backend: its `store:` config section, direct SQL reads of it, and
+writes through its own writer.
 
 Tests that run on both backends take a `StoreRef` and read the store themselves with
 `ref.rows(sql, params)` (SQLite's `?` placeholders; on PostgreSQL they become `%s` and
@@ -10,6 +11,11 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+from storage.port import Store, StoreBatch
+from storage.sqlite import SqliteStore
+from ticklens.domain.alerts.engine import AlertFired
+from ticklens.domain.records import Trades
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -67,3 +73,26 @@ def new_store(kind: str, tmp: Path) -> StoreRef:
 
         return StoreRef("postgres", url=fresh_url())
     return StoreRef("sqlite", path=tmp / "ticklens.db")
+
+
+def write_batch(store: Store, **parts: object) -> list[AlertFired]:
+    """One `StoreBatch(**parts)` through the store's writer (prepare + write, as the flow's sink
+    does), the writer closed afterwards; returns the alerts the write fired."""
+    w = store.writer()
+    try:
+        return w.write(w.prepare(StoreBatch(**parts)))  # type: ignore[arg-type]
+    finally:
+        w.close()
+
+
+def downgraded_sqlite(db: Path, version: int, drop: set[str]) -> None:
+    """A SQLite store at `db` as an older ticklens left it: made by this one with one tick
+    (btcusdt id 1 at 5 ms, 2.0 at 1.0, taker buy), then the tables `drop` dropped and `version` recorded."""
+    store = SqliteStore(db)
+    tick = Trades.from_columns("btcusdt", trade_id=[1], ts_ms=[5], price=[1.0], qty=[2.0], is_buyer_maker=[False])
+    write_batch(store, ticks=[tick])
+    store.close()
+    with sqlite3.connect(db) as conn:
+        for table in sorted(drop):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))

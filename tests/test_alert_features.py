@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import httpx
 import numpy as np
 import polars as pl
 import pytest
@@ -350,6 +351,16 @@ def test_patch_accepts_the_condition_form(tmp_path: Path):
         ]
 
 
+def _post_rules(client: httpx.Client, specs: dict[str, dict]) -> dict[str, int]:
+    """POST each rule (`specs`: name -> the rest of its body); each must be created. Name -> id."""
+    ids = {}
+    for name, spec in specs.items():
+        r = client.post("/api/v1/alerts", json={"name": name, **spec})
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()["id"]
+    return ids
+
+
 def test_held_bar_close_and_intrabar_rules_fire_where_the_recording_says(tmp_path: Path):
     cfg = write_config(tmp_path, source={"paths": [str(BTC_B), str(ETH_B)]}, timeframes=["1s"])
     db = tmp_path / "ticklens.db"
@@ -364,11 +375,7 @@ def test_held_bar_close_and_intrabar_rules_fire_where_the_recording_says(tmp_pat
             "intrabar": {"metric": "volume", "symbol": "btcusdt", "on": "tick", "timeframe": "1s",
                          "operator": "crosses_above", "threshold": vol_level},
         }  # fmt: skip
-        ids = {}
-        for name, spec in specs.items():
-            r = api.client.post("/api/v1/alerts", json={"name": name, **spec})
-            assert r.status_code == 201, r.text
-            ids[name] = r.json()["id"]
+        ids = _post_rules(api.client, specs)
         done = run_flow(cfg, "--no-recovery")
         assert done.returncode == 0, done.stderr[-3000:]
         events = api.client.get("/api/v1/alerts/triggered", params={"limit": 100_000}).json()["events"]
@@ -414,11 +421,7 @@ def test_feed_health_rules_fire_on_reconnects_gaps_rejects_and_a_stall(tmp_path:
                              "min_duration_s": 2},
                 "stalled": {"condition": "stale_s > 2", "symbols": ["btcusdt", "ethusdt"]},
             }  # fmt: skip
-            ids = {}
-            for name, spec in specs.items():
-                r = api.client.post("/api/v1/alerts", json={"name": name, **spec})
-                assert r.status_code == 201, r.text
-                ids[name] = r.json()["id"]
+            ids = _post_rules(api.client, specs)
             flow = Flow(cfg, tmp_path / "flow.log")
             try:
 

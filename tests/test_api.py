@@ -22,6 +22,7 @@ import pytest
 from api_support import ApiServer, api_server, rows, wait_until
 from flow_support import WINDOW_A, run_flow, write_config
 from prometheus_client.parser import text_string_to_metric_families
+from reference import ohlc
 from store_support import BACKENDS, StoreRef, new_store
 
 from ticklens.domain.times import iso_ms, parse_time
@@ -67,10 +68,7 @@ def reference_bars(store: StoreRef, symbol: str, every: str) -> pl.DataFrame:
     return (
         t.group_by_dynamic("time", every=every)
         .agg(
-            open=pl.col("price").first(),
-            high=pl.col("price").max(),
-            low=pl.col("price").min(),
-            close=pl.col("price").last(),
+            **ohlc(),
             volume=pl.col("qty").sum(),
             trades=pl.len(),
         )

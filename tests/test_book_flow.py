@@ -20,9 +20,8 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from tests.api_support import api_server
 from tests.book_reference import UM, RefBook
-from tests.flow_support import query, run_flow, write_config
+from tests.flow_support import query, replayed_and_served
 
 pytestmark = pytest.mark.skipif(not UM.is_dir(), reason="recordings in ../shared/data/binance are missing")
 
@@ -96,16 +95,11 @@ def reference(symbol: str, seed: int = 2024) -> tuple[Reference, list[int]]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("books")
-    cfg = write_config(
-        tmp,
+    with replayed_and_served(
+        tmp_path_factory.mktemp("books"),
         source={"paths": [str(p) for p in FILES.values()], "streams": ["trade", "bookTicker", "depth"]},
-        recovery={"enabled": False},
-    )
-    res = run_flow(cfg, "--no-recovery", timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    with api_server(cfg, tmp / "api.log") as api:
-        yield tmp / "ticklens.db", api
+    ) as s:
+        yield s
 
 
 def _dec(levels: list[list[str]]) -> dict[Decimal, Decimal]:

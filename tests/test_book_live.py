@@ -30,7 +30,9 @@ from tests.flow_support import ROOT, query, write_config
 pytestmark = pytest.mark.skipif(not UM.is_dir(), reason="recordings in ../shared/data/binance are missing")
 
 
-def _flow(tmp: Path, feed: BookFeed, **source: object) -> tuple[Path, subprocess.Popen]:
+def _flow_through_the_last_depth(tmp: Path, feed: BookFeed, **source: object) -> tuple[Path, Path]:
+    """The flow on `feed` (more `source` settings) until it has stored the feed's last depth event,
+    then stopped with SIGTERM (it must exit 0): (its config, its store)."""
     cfg = write_config(
         tmp,
         symbols=["btcusdt"],
@@ -49,7 +51,14 @@ def _flow(tmp: Path, feed: BookFeed, **source: object) -> tuple[Path, subprocess
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.runner", "--no-recovery"], cwd=ROOT, env=env, stdout=log, stderr=log
     )
-    return cfg, proc
+    db = tmp / "ticklens.db"
+    wait_until(
+        lambda: proc.poll() is not None or _stored_through(db, feed.last_depth_u), 240, "the last depth event stored"
+    )
+    assert proc.poll() is None, (tmp / "flow.log").read_text()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    return cfg, db
 
 
 def _stored_through(db: Path, u: int) -> bool:
@@ -57,11 +66,6 @@ def _stored_through(db: Path, u: int) -> bool:
         return bool(query(db, "SELECT 1 FROM depth_updates WHERE symbol='btcusdt' AND final_id=?", (u,)))
     except Exception:  # noqa: BLE001 (not created yet)
         return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
 
 
 def _book(api, u: int) -> tuple[dict, dict, tuple]:
@@ -95,15 +99,7 @@ def test_pu_breaks_and_a_failing_snapshot_endpoint_give_one_gap_each_and_the_tru
     drop = {250, 700}
     feed = BookFeed(speed=4.0, drop=drop, fail_snapshots=1, depth_events=1000).start()
     try:
-        cfg, proc = _flow(tmp_path, feed, backoff_initial_s=0.2)
-        db = tmp_path / "ticklens.db"
-        wait_until(
-            lambda: proc.poll() is not None or _stored_through(db, feed.last_depth_u),
-            240,
-            "the last depth event stored",
-        )
-        assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
-        _stop(proc)
+        cfg, db = _flow_through_the_last_depth(tmp_path, feed, backoff_initial_s=0.2)
         gaps = query(
             db,
             "SELECT reason, status, from_update_id, to_update_id, from_ms, to_ms FROM book_gaps"
@@ -148,15 +144,7 @@ def test_pu_breaks_and_a_failing_snapshot_endpoint_give_one_gap_each_and_the_tru
 def test_planned_rollovers_keep_the_book_unbroken(tmp_path: Path) -> None:
     feed = BookFeed(speed=4.0, depth_events=900).start()
     try:
-        cfg, proc = _flow(tmp_path, feed, rollover_s=1.5, overlap_s=0.5)
-        db = tmp_path / "ticklens.db"
-        wait_until(
-            lambda: proc.poll() is not None or _stored_through(db, feed.last_depth_u),
-            240,
-            "the last depth event stored",
-        )
-        assert proc.poll() is None, (tmp_path / "flow.log").read_text()[-3000:]
-        _stop(proc)
+        cfg, db = _flow_through_the_last_depth(tmp_path, feed, rollover_s=1.5, overlap_s=0.5)
         assert feed.connections >= 6  # several rollovers on both paths
         assert query(db, "SELECT COUNT(*) FROM book_gaps")[0][0] == 0
         depth = [e.data["u"] for e in feed.events if e.kind == "depth"]

@@ -11,16 +11,14 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.book_reference import UM, RefBook, raw_lines
-from tests.flow_support import ROOT, query, run_flow, write_config
+from tests.flow_support import ROOT, query, run_flow, wait_for_rows, write_config
 
 pytestmark = pytest.mark.skipif(not UM.is_dir(), reason="recordings in ../shared/data/binance are missing")
 
@@ -114,16 +112,7 @@ def test_sigkill_mid_replay_then_restart_from_recovery_gives_the_uninterrupted_s
     env = dict(os.environ, TICKLENS_CONFIG=str(cfg), TICKLENS_QUIET="1")
     proc = subprocess.Popen([sys.executable, "-m", "flows.runner"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
     kill_at = random.Random(os.getpid()).randint(2_000, 9_000)
-    deadline = time.monotonic() + 600
-    while True:
-        assert proc.poll() is None, "the flow ended before the kill point"
-        assert time.monotonic() < deadline, "no progress"
-        try:
-            if db.exists() and query(db, "SELECT COUNT(*) FROM depth_updates")[0][0] >= kill_at:
-                break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.02)
+    wait_for_rows(proc, db, "depth_updates", kill_at, 600, "the flow")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     partial = query(db, "SELECT COUNT(*) FROM depth_updates")[0][0]

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -231,24 +232,36 @@ def _ticks(store: StoreRef) -> int:
         return 0
 
 
-def test_kill_9_of_one_process_then_the_restarted_cluster_gives_the_uninterrupted_store(
-    tmp_path: Path, baseline
-) -> None:
-    store = new_store("postgres", tmp_path)
-    cfg = make_config(tmp_path, "recordings", store, speed=25)
+def _interrupted_cluster(
+    tmp: Path, store: StoreRef, baseline: dict, interrupt: Callable[[subprocess.Popen], None]
+) -> str:
+    """The recordings through a 2-process cluster at 25x into `store`, `interrupt(supervisor)` once a
+    third of the ticks are stored; the supervisor must then exit 0. Returns its log."""
+    cfg = make_config(tmp, "recordings", store, speed=25)
     total = len(baseline["recordings"]["ticks"])
-    log = open(tmp_path / "cluster.log", "w")  # noqa: SIM115
+    log = open(tmp / "cluster.log", "w")  # noqa: SIM115
     sup = subprocess.Popen(cluster_cmd(cfg), cwd=ROOT, env=dict(os.environ, TICKLENS_QUIET="1"), stdout=log, stderr=log)
     try:
         wait_until(lambda: _ticks(store) > total * 0.3, 120, "a third of the ticks stored")
-        victim = _children(psutil.Process(sup.pid))[1]
-        os.kill(victim.pid, signal.SIGKILL)
+        interrupt(sup)
         assert sup.wait(300) == 0
     finally:
         if sup.poll() is None:
             sup.kill()
         log.close()
-    text = (tmp_path / "cluster.log").read_text()
+    return (tmp / "cluster.log").read_text()
+
+
+def _kill_9_one_runner(sup: subprocess.Popen) -> None:
+    victim = _children(psutil.Process(sup.pid))[1]
+    os.kill(victim.pid, signal.SIGKILL)
+
+
+def test_kill_9_of_one_process_then_the_restarted_cluster_gives_the_uninterrupted_store(
+    tmp_path: Path, baseline
+) -> None:
+    store = new_store("postgres", tmp_path)
+    text = _interrupted_cluster(tmp_path, store, baseline, _kill_9_one_runner)
     assert "was killed by signal 9" in text and "restarting the whole cluster from recovery" in text
     assert_same_store(dump(store), baseline["recordings"])
 
@@ -264,21 +277,13 @@ def own_server() -> PgServer:
 
 def test_postgres_restart_mid_run_loses_nothing(tmp_path: Path, baseline, own_server: PgServer) -> None:
     store = StoreRef("postgres", url=own_server.url(own_server.create_database()))
-    cfg = make_config(tmp_path, "recordings", store, speed=25)
-    total = len(baseline["recordings"]["ticks"])
-    log = open(tmp_path / "cluster.log", "w")  # noqa: SIM115
-    sup = subprocess.Popen(cluster_cmd(cfg), cwd=ROOT, env=dict(os.environ, TICKLENS_QUIET="1"), stdout=log, stderr=log)
-    try:
-        wait_until(lambda: _ticks(store) > total * 0.3, 120, "a third of the ticks stored")
+
+    def restart_the_server(_: subprocess.Popen) -> None:
         own_server.stop("fast")
         time.sleep(2)  # the flow keeps reading and computing; its writers back off
         own_server.start()
-        assert sup.wait(300) == 0
-    finally:
-        if sup.poll() is None:
-            sup.kill()
-        log.close()
-    text = (tmp_path / "cluster.log").read_text()
+
+    text = _interrupted_cluster(tmp_path, store, baseline, restart_the_server)
     assert "retrying" in text, text[-3000:]
     assert "restarting the whole cluster" not in text  # the writers rode it out; no process died
     assert_same_store(dump(store), baseline["recordings"])

@@ -22,22 +22,17 @@ import pytest
 
 from tests.dashboard_support import (
     ARTIFACTS,
+    BROWSER,
     CANDLES_JS,
-    CHROMIUM,
     ROOT,
     TIMING_JS,
-    ConsoleLog,
     Stack,
-    launch_browser,
-    start_stack,
+    dashboard_page,
+    running_stack,
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian chromium at {CHROMIUM}"),
-]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = BROWSER
 
 PAGES = {
     # page → text that only shows once the page has loaded data from the API
@@ -57,38 +52,16 @@ UPDATE_P95_BUDGET_MS = 500  # a regression guard on shared CPUs (measured p95: 5
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory.mktemp("dashboard"))
-    try:
-        # Enough replayed bars that every page has something to draw (pair window: 30 1s bars).
-        with s.api() as api:
-            wait_until(
-                lambda: api.get("/api/v1/ohlc/ethusdt", params={"timeframe": "1s", "limit": 60}).json()["count"] >= 45,
-                40,
-                "45 s of replayed 1s bars",
-            )
+    # Enough replayed bars that every page has something to draw (pair window: 30 1s bars).
+    with running_stack(tmp_path_factory.mktemp("dashboard"), "/api/v1/ohlc/ethusdt", 45, within=40) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture(scope="module")
-def chromium_ctx(stack: Stack) -> Iterator[object]:
-    with sync_api.sync_playwright() as pw:
-        ctx = launch_browser(pw)
-        try:
-            yield ctx
-        finally:
-            ctx.close()
-
-
-@pytest.fixture(scope="module")
-def dash(chromium_ctx: object, stack: Stack) -> Iterator[object]:
-    pg = chromium_ctx.new_page()
-    pg.console = ConsoleLog(pg)
-    pg.goto(stack.dash_url, timeout=120_000)  # a loaded machine builds the first session slowly
-    pg.get_by_text("last price").first.wait_for(timeout=60_000)
-    yield pg
-    pg.close()
+def dash(stack: Stack) -> Iterator[object]:
+    # A loaded machine builds the first session slowly.
+    with dashboard_page(stack.dash_url, load_ms=120_000, ready_ms=60_000) as page:
+        yield page
 
 
 def goto(page: object, name: str) -> None:

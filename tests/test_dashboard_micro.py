@@ -10,26 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.dashboard_support import (
-    ARTIFACTS,
-    CHROMIUM,
-    ROOT,
-    ConsoleLog,
-    Stack,
-    launch_browser,
-    start_stack,
-    wait_until,
-)
+from tests.dashboard_support import ARTIFACTS, BROWSER, ROOT, Stack, dashboard_page, running_stack, wait_until
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian chromium at {CHROMIUM}"),
-]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = BROWSER
 
 FILES = [
     "um_btcusdt_20240808_trades.gz",
@@ -53,54 +39,34 @@ SOURCE_JS = """() => {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory.mktemp("micro-dash"), files=FILES, streams=["trade", "bookTicker", "depth"])
-    try:
-        with s.api() as api:
-            wait_until(
-                lambda: (
-                    api.get("/api/v1/microstructure/btcusdt", params={"timeframe": "1s", "limit": 60}).json()["count"]
-                    >= 20
-                ),
-                90,
-                "20 micro bars",
-            )
+    root = tmp_path_factory.mktemp("micro-dash")
+    streams = ["trade", "bookTicker", "depth"]
+    with running_stack(root, "/api/v1/microstructure/btcusdt", 20, within=90, files=FILES, streams=streams) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 def test_microstructure_page_draws_the_api_bars_and_streams_new_ones(stack: Stack) -> None:
-    with sync_api.sync_playwright() as pw:
-        ctx = launch_browser(pw)
-        try:
-            page = ctx.new_page()
-            page.console = ConsoleLog(page)
-            page.goto(stack.dash_url)
-            page.get_by_text("last price").first.wait_for(timeout=30_000)
-            page.get_by_role("button", name="Microstructure", exact=True).first.click()
-            page.get_by_text("bps, time-weighted").first.wait_for(timeout=20_000)
-            # Pages are built when first shown: the figures exist a moment before their first data.
-            first = wait_until(lambda: (d := page.evaluate(SOURCE_JS)) and d["n"] >= 20 and d, 30, "the figures' data")
-            with stack.api() as api:
-                body = api.get("/api/v1/microstructure/btcusdt", params={"timeframe": "1s", "limit": 600}).json()
-            starts = [b["ts_ms"] for b in body["bars"]]
-            assert first["last"] in starts  # the page draws the API's rows
-            later = wait_until(
-                lambda: (d := page.evaluate(SOURCE_JS)) and d["last"] > first["last"] and d, 30, "a new bar"
-            )
-            assert later["n"] > first["n"]  # streamed in, not reloaded away
-            page.set_viewport_size({"width": 1400, "height": 1900})
-            page.wait_for_timeout(1500)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shot = ARTIFACTS / "microstructure.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("TICKLENS_DOCS_SCREENSHOTS"):
-                (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, ROOT / "docs" / "img" / "microstructure.png")
-            assert not page.console.take(), "browser console errors"
-            assert not page.console.failed
-        finally:
-            ctx.close()
+    with dashboard_page(stack.dash_url) as page:
+        page.get_by_role("button", name="Microstructure", exact=True).first.click()
+        page.get_by_text("bps, time-weighted").first.wait_for(timeout=20_000)
+        # Pages are built when first shown: the figures exist a moment before their first data.
+        first = wait_until(lambda: (d := page.evaluate(SOURCE_JS)) and d["n"] >= 20 and d, 30, "the figures' data")
+        with stack.api() as api:
+            body = api.get("/api/v1/microstructure/btcusdt", params={"timeframe": "1s", "limit": 600}).json()
+        starts = [b["ts_ms"] for b in body["bars"]]
+        assert first["last"] in starts  # the page draws the API's rows
+        later = wait_until(lambda: (d := page.evaluate(SOURCE_JS)) and d["last"] > first["last"] and d, 30, "a new bar")
+        assert later["n"] > first["n"]  # streamed in, not reloaded away
+        page.set_viewport_size({"width": 1400, "height": 1900})
+        page.wait_for_timeout(1500)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "microstructure.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("TICKLENS_DOCS_SCREENSHOTS"):
+            (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, ROOT / "docs" / "img" / "microstructure.png")
+        assert not page.console.take(), "browser console errors"
+        assert not page.console.failed
 
 
 # The Market page's best bid/ask lines as the browser holds them.
@@ -117,25 +83,17 @@ L1_JS = """() => {
 
 
 def test_market_page_draws_best_bid_and_ask_over_the_candles_as_the_api_samples_them(stack: Stack) -> None:
-    with sync_api.sync_playwright() as pw:
-        ctx = launch_browser(pw)
-        try:
-            page = ctx.new_page()
-            page.console = ConsoleLog(page)
-            page.goto(stack.dash_url)
-            page.get_by_text("last price").first.wait_for(timeout=30_000)
-            got = wait_until(lambda: (d := page.evaluate(L1_JS)) and len(d["ts"]) >= 10 and d, 30, "bid/ask lines")
-            every = got["ts"][1] - got["ts"][0]
-            assert every == 1_000  # one sample per 1s candle
-            with stack.api() as api:
-                for i in (0, len(got["ts"]) // 2, len(got["ts"]) - 1):
-                    at = got["ts"][i] - every  # each point is the state in force at its interval's end
-                    body = api.get(
-                        "/api/v1/quotes/btcusdt/sampled", params={"start": at, "end": at + every, "every_ms": every}
-                    ).json()
-                    s = body["samples"][0]
-                    assert (s["bid"], s["ask"]) == (got["bid"][i], got["ask"][i])
-                    assert s["bid"] < s["ask"]
-            assert not page.console.take(), "browser console errors"
-        finally:
-            ctx.close()
+    with dashboard_page(stack.dash_url) as page:
+        got = wait_until(lambda: (d := page.evaluate(L1_JS)) and len(d["ts"]) >= 10 and d, 30, "bid/ask lines")
+        every = got["ts"][1] - got["ts"][0]
+        assert every == 1_000  # one sample per 1s candle
+        with stack.api() as api:
+            for i in (0, len(got["ts"]) // 2, len(got["ts"]) - 1):
+                at = got["ts"][i] - every  # each point is the state in force at its interval's end
+                body = api.get(
+                    "/api/v1/quotes/btcusdt/sampled", params={"start": at, "end": at + every, "every_ms": every}
+                ).json()
+                s = body["samples"][0]
+                assert (s["bid"], s["ask"]) == (got["bid"][i], got["ask"][i])
+                assert s["bid"] < s["ask"]
+        assert not page.console.take(), "browser console errors"

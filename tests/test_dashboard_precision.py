@@ -9,26 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.dashboard_support import (
-    CHROMIUM,
-    SAMPLE,
-    ConsoleLog,
-    Stack,
-    launch_browser,
-    scaled_recording,
-    start_stack,
-    wait_until,
-)
+from tests.dashboard_support import BROWSER, SAMPLE, Stack, dashboard_page, running_stack, scaled_recording, wait_until
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian chromium at {CHROMIUM}"),
-]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = BROWSER
 
 PEPE = "1000pepeusdt"
 BTC_FILES = ["um_btcusdt_20240718_trades.gz", "um_btcusdt_20240719_trades.gz"]
@@ -49,31 +35,15 @@ MODEL_JS = """([name, prop]) => {
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("precision")
     pepe = scaled_recording([SAMPLE / f for f in BTC_FILES], root / "pepe.gz", PEPE, "0.000000338", 7, 10_000)
-    s = start_stack(root, replay=([PEPE, "ethusdt"], [pepe, *(SAMPLE / f for f in ETH_FILES)]))
-    try:
-        with s.api() as api:
-            wait_until(
-                lambda: api.get(f"/api/v1/ohlc/{PEPE}", params={"timeframe": "1s", "limit": 60}).json()["count"] >= 40,
-                60,
-                "40 s of replayed 1s bars",
-            )
+    replay = ([PEPE, "ethusdt"], [pepe, *(SAMPLE / f for f in ETH_FILES)])
+    with running_stack(root, f"/api/v1/ohlc/{PEPE}", 40, within=60, replay=replay) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture(scope="module")
 def page(stack: Stack) -> Iterator[object]:
-    with sync_api.sync_playwright() as pw:
-        ctx = launch_browser(pw)
-        pg = ctx.new_page()
-        pg.console = ConsoleLog(pg)
-        pg.goto(stack.dash_url)
-        pg.get_by_text("last price").first.wait_for(timeout=90_000)  # a loaded 2-core machine is slow
-        try:
-            yield pg
-        finally:
-            ctx.close()
+    with dashboard_page(stack.dash_url, ready_ms=90_000) as pg:  # a loaded 2-core machine is slow
+        yield pg
 
 
 def _tile(page: object, label: str) -> str:

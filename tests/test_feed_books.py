@@ -24,7 +24,7 @@ import orjson
 import pytest
 import websockets
 
-from tests.book_reference import RefBook, raw_lines
+from tests.book_reference import RefBook, book_after, raw_lines, recorded
 from tests.feed_support import Feed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,24 +37,6 @@ FILES = [str(p) for p in BOOK_FILES]
 
 
 # --- independent references -------------------------------------------------------------------
-
-
-def recorded(path: Path) -> tuple[dict, list[dict], list[dict], list[bytes]]:
-    """(REST snapshot, depth events, bookTicker events, raw event JSON of the depth events) of a recording."""
-    snap, depth, quotes, depth_raw = None, [], [], []
-    for raw in raw_lines([path]):
-        msg = json.loads(raw)
-        if "lastUpdateId" in msg:
-            snap = msg
-            continue
-        data = msg["data"]
-        if data["e"] == "depthUpdate":
-            depth.append(data)
-            depth_raw.append(raw[raw.index(b',"data":') + 8 : -1])
-        elif data["e"] == "bookTicker":
-            quotes.append(data)
-    assert snap is not None
-    return snap, depth, quotes, depth_raw
 
 
 def all_times(paths: list[Path]) -> list[int]:
@@ -70,13 +52,7 @@ def all_times(paths: list[Path]) -> list[int]:
 def reference_through(path: Path, last_id: int) -> RefBook:
     """The book of the recording after its REST snapshot and every depth event with u <= last_id."""
     snap, depth, _, _ = recorded(path)
-    ref = RefBook(spot=False)
-    ref.on_message(snap)
-    for ev in depth:
-        if ev["u"] > last_id:
-            break
-        ref.on_message(ev)
-    return ref
+    return book_after(snap, depth, last_id)
 
 
 def sides(ref: RefBook, limit: int | None = None) -> tuple[list[list[str]], list[list[str]]]:

@@ -78,6 +78,20 @@ def wait_for(cond, timeout: float, what: str) -> None:  # noqa: ANN001
         time.sleep(0.05)
 
 
+def _replayed_ids(path: Path, take: int) -> list[int]:
+    """The trade ids the replay (ingest's reader) reads from a downloaded file, `take` rows at a time."""
+    ids = []
+    replay = Replay([path])
+    while (chunk := replay.take(take)) is not None:
+        ids += [i for t in chunk for i in t.trade_id.tolist()]
+    return ids
+
+
+def _archived_ids(symbol: str, day: str) -> list[int]:
+    """The aggregate trade ids of the bundled recording's `day`, read from the CSV lines the archive serves."""
+    return [int(line.split(",")[0]) for line in agg_csv_by_day(symbol)[day]]
+
+
 def test_every_file_verifies_despite_faults_and_the_corrupted_one_is_named(tmp_path: Path) -> None:
     archive = real_archive()
     good = archive.files[ETH19]
@@ -125,11 +139,7 @@ def test_every_file_verifies_despite_faults_and_the_corrupted_one_is_named(tmp_p
     half = (len(archive.files[BTC19])) // 2
     assert srv.gets(BTC19) == [None, f"bytes={half}-"]  # the cut transfer resumed where it stopped
     # What the replay (ingest's reader) sees in a downloaded file is the recording, trade for trade.
-    ids = []
-    replay = Replay([local(tmp_path, BTC19)])
-    while (chunk := replay.take(10_000)) is not None:
-        ids += [i for t in chunk for i in t.trade_id.tolist()]
-    assert ids == [int(line.split(",")[0]) for line in agg_csv_by_day("BTCUSDT")["2024-07-19"]]
+    assert _replayed_ids(local(tmp_path, BTC19), take=10_000) == _archived_ids("BTCUSDT", "2024-07-19")
 
 
 def test_second_run_downloads_nothing(tmp_path: Path) -> None:
@@ -256,11 +266,7 @@ def test_killed_download_resumes_without_fetching_verified_files_again(tmp_path:
     assert srv.gets(ETH19) == [f"bytes={kept}-"]  # resumed where the killed run stopped
     assert local(tmp_path, ETH19).read_bytes() == slow
     assert not part.exists()
-    ids = []
-    replay = Replay([local(tmp_path, ETH19)])
-    while (chunk := replay.take(50_000)) is not None:
-        ids += [i for t in chunk for i in t.trade_id.tolist()]
-    assert ids == [int(line.split(",")[0]) for line in agg_csv_by_day("ETHUSDT")["2024-07-19"]]
+    assert _replayed_ids(local(tmp_path, ETH19), take=50_000) == _archived_ids("ETHUSDT", "2024-07-19")
 
 
 def test_progress_bar_on_a_terminal_and_the_summary_alone_in_a_pipe(tmp_path: Path) -> None:

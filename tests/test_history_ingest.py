@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -30,7 +29,7 @@ from tests.archive_support import (
     real_archive,
     trades_2020_lines,
 )
-from tests.flow_support import query, run_flow, store_dump, write_config
+from tests.flow_support import query, run_flow, store_dump, wait_for_rows, write_config
 from tests.store_support import BACKENDS, StoreRef, new_store
 
 MINUTE = 60_000
@@ -187,16 +186,7 @@ def test_an_ingest_killed_with_sigkill_resumes_and_the_store_equals_an_uninterru
     db = crash / "ticklens.db"
     kill_at = random.Random(os.getpid()).randint(10_000, 80_000)
     proc = subprocess.Popen(_ingest_cmd(config), cwd=ROOT, env=dict(os.environ, TICKLENS_QUIET="1"))
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, "the ingest ended before the kill point"
-        assert time.monotonic() < deadline, "the ingest made no progress"
-        try:
-            if db.exists() and query(db, "SELECT COUNT(*) FROM ticks")[0][0] >= kill_at:
-                break
-        except Exception:  # noqa: BLE001 (the store is being created)
-            pass
-        time.sleep(0.02)
+    wait_for_rows(proc, db, "ticks", kill_at, 120, "the ingest")
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     assert query(db, "SELECT COUNT(*) FROM ticks")[0][0] < 100_311

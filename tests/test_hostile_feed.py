@@ -11,7 +11,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.feed_support import Flow, feed_status, query, wait_for
+from tests.feed_support import Flow, feed_status, query, running_flow, wait_for
 from tests.hostile_feed import HOSTILE, HostileServer
 
 
@@ -48,9 +48,8 @@ def test_hostile_values_in_a_live_batch_lose_no_valid_trade_and_the_flow_runs_on
     # One session: 40 valid trades with every hostile value (id 2**63, time 9e18, float id,
     # `true` as time, …) among them in one write, then valid trades for 2 s.
     url = server.url("hostile", n=40, rate=100, seconds=2, sessions=1)
-    flow = Flow(write_config(tmp_path, url, time_window_ms=86_400_000), tmp_path / "flow.log")
     db = tmp_path / "ticklens.db"
-    try:
+    with running_flow(write_config(tmp_path, url, time_window_ms=86_400_000), tmp_path / "flow.log") as flow:
         wait_for(lambda: server.stats()["connections"] >= 2, 30, "the session to end", flow)
         sent = server.stats()
         assert sent["hostile_sent"] == len(HOSTILE)
@@ -82,9 +81,6 @@ def test_hostile_values_in_a_live_batch_lose_no_valid_trade_and_the_flow_runs_on
             "qty q '1e300'",
         ):
             assert any(needle in r for r in reasons), (needle, reasons)
-    finally:
-        code = flow.stop()
-    assert code == 0, flow.stderr()
 
 
 def test_a_server_that_sends_one_frame_and_closes_sees_a_bounded_connect_rate(
@@ -92,9 +88,8 @@ def test_a_server_that_sends_one_frame_and_closes_sees_a_bounded_connect_rate(
 ) -> None:
     # Each connection delivers one valid trade and closes: not a healthy connection, so the
     # backoff keeps growing (0.2 s doubling, full jitter) instead of starting again each time.
-    flow = Flow(write_config(tmp_path, server.url("one_frame", frame="valid")), tmp_path / "flow.log")
     db = tmp_path / "ticklens.db"
-    try:
+    with running_flow(write_config(tmp_path, server.url("one_frame", frame="valid")), tmp_path / "flow.log") as flow:
         wait_for(lambda: server.stats()["connections"] >= 1, 20, "a first connection", flow)
         t0 = time.monotonic()
         n0 = server.stats()["connections"]
@@ -106,17 +101,13 @@ def test_a_server_that_sends_one_frame_and_closes_sees_a_bounded_connect_rate(
         assert n <= 12, n
         st = wait_for(lambda: feed_status(db).get("connects_per_min"), 5, "connects per minute in the status", flow)
         assert 1 <= st <= 30
-    finally:
-        code = flow.stop()
-    assert code == 0, flow.stderr()
 
 
 def test_connects_per_minute_are_capped_whatever_the_backoff(tmp_path: Path, server: HostileServer) -> None:
     url = server.url("one_frame", frame="valid")
     cfg = write_config(tmp_path, url, backoff_initial_s=0.02, backoff_max_s=0.05, max_connects_per_minute=5)
-    flow = Flow(cfg, tmp_path / "flow.log")
     db = tmp_path / "ticklens.db"
-    try:
+    with running_flow(cfg, tmp_path / "flow.log") as flow:
         wait_for(lambda: server.stats()["connections"] >= 5, 20, "five connections", flow)
         time.sleep(3)  # a backoff of <= 0.05 s alone would allow ~60 more
         assert server.stats()["connections"] == 5
@@ -132,9 +123,6 @@ def test_connects_per_minute_are_capped_whatever_the_backoff(tmp_path: Path, ser
             families = {f.name: f for f in text_string_to_metric_families(api.client.get("/metrics").text)}
             assert [s.value for s in families["ticklens_connects_per_minute"].samples] == [5]
         assert server.stats()["connections"] == 5
-    finally:
-        code = flow.stop()
-    assert code == 0, flow.stderr()
     assert "5 connects in the last minute" in flow.stderr()
 
 
@@ -145,9 +133,9 @@ def _rss_mb(flow: Flow) -> float:
 
 def test_a_garbage_flood_is_cut_off_and_memory_stays_flat(tmp_path: Path, server: HostileServer) -> None:
     # 60 KB garbage frames as fast as the socket takes them, each connection for up to 8 s.
-    flow = Flow(write_config(tmp_path, server.url("garbage", size=60_000, seconds=8)), tmp_path / "flow.log")
+    url = server.url("garbage", size=60_000, seconds=8)
     db = tmp_path / "ticklens.db"
-    try:
+    with running_flow(write_config(tmp_path, url), tmp_path / "flow.log") as flow:
         wait_for(lambda: server.stats()["garbage_sent"] >= 100, 30, "the flood to start", flow)
         base = _rss_mb(flow)
         peak = base
@@ -164,9 +152,6 @@ def test_a_garbage_flood_is_cut_off_and_memory_stays_flat(tmp_path: Path, server
         assert stats["garbage_sent"] < 200 * stats["connections"] + 2_000  # not read on and on
         wait_for(lambda: count(db, "SELECT COUNT(*) FROM rejects") > 0, 10, "rejects stored", flow)
         assert count(db, "SELECT MAX(length(raw)) FROM rejects") <= 4096
-    finally:
-        code = flow.stop()
-    assert code == 0, flow.stderr()
 
 
 def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
@@ -176,10 +161,9 @@ def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
     # here); the reject ratio is switched off so the connection stays up and only the byte-bounded
     # queue holds the flood back: the valid trades still get through within a second.
     url = server.url("flood", garbage_per_trade=50, size=60_000, rate=100, seconds=8, sessions=1)
-    flow = Flow(write_config(tmp_path, url, reject_ratio_max=1.0), tmp_path / "flow.log")
     db = tmp_path / "ticklens.db"
     seen: dict[int, float] = {}
-    try:
+    with running_flow(write_config(tmp_path, url, reject_ratio_max=1.0), tmp_path / "flow.log") as flow:
         wait_for(lambda: server.stats()["connections"] >= 1, 20, "the connection", flow)
         base = _rss_mb(flow)
         peak = base
@@ -202,9 +186,6 @@ def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
         lat = sorted(seen.values())
         p50, p90 = lat[len(lat) // 2], lat[int(len(lat) * 0.9)]
         assert p50 < 1000 and p90 < 2000, (p50, p90)  # loose for a loaded machine; the soak measures
-    finally:
-        code = flow.stop()
-    assert code == 0, flow.stderr()
 
 
 def test_a_flood_keeps_the_rejects_table_at_its_cap_and_counts_what_it_dropped(
@@ -221,16 +202,12 @@ def test_a_flood_keeps_the_rejects_table_at_its_cap_and_counts_what_it_dropped(
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["store"]["rejects_max_rows"] = 1_000
     cfg_path.write_text(yaml.safe_dump(cfg))
-    flow = Flow(cfg_path, tmp_path / "flow.log")
     db = tmp_path / "ticklens.db"
     dropped_sql = "SELECT CAST(value AS INTEGER) FROM meta WHERE key='rejects_dropped'"
-    try:
+    with running_flow(cfg_path, tmp_path / "flow.log") as flow:
         wait_for(lambda: server.stats()["connections"] >= 1, 20, "the connection", flow)
         wait_for(lambda: count(db, dropped_sql) >= 2_000, 60, "2,000 rejects dropped", flow)
         assert count(db, "SELECT COUNT(*) FROM rejects") == 1_000
-    finally:
-        code = flow.stop()
-    assert code == 0, flow.stderr()
     stored, dropped = count(db, "SELECT COUNT(*) FROM rejects"), count(db, dropped_sql)
     assert stored == 1_000
     # Every reject the flow took is either kept or counted as dropped.

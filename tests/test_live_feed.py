@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.feed_support import Feed, Flow, feed_status, query, wait_for, write_config
+from tests.feed_support import Feed, Flow, feed_status, query, running_flow, wait_for, write_config
 from tests.flow_support import WINDOW_A, WINDOW_B, run_flow
 from tests.flow_support import write_config as write_replay_config
 from tests.reference import read_recording, reference_bars, trades_frame
@@ -47,18 +47,13 @@ def tick_count(db: Path) -> int:
 
 def run_until_stored(tmp: Path, feed: Feed, trades: pl.DataFrame, timeout: float = 40, **source: object) -> Flow:
     """Start the flow against the feed, wait until every trade and bar is in the store, stop it (SIGINT)."""
-    flow = Flow(write_config(tmp, feed.url, **source), tmp / "flow.log")
     db = tmp / "ticklens.db"
-    try:
+    with running_flow(write_config(tmp, feed.url, **source), tmp / "flow.log") as flow:
         wait_for(lambda: tick_count(db) >= trades.height, timeout, f"{trades.height} ticks", flow)
         wait_for(lambda: bars_match(db, trades) == "", 45, "bars equal to the reference", flow)
         sent = feed.stats()["messages"]
         wait_for(lambda: feed_status(db).get("messages", 0) >= sent, 45, "feed counters in the status row", flow)
         assert flow.alive()
-    finally:
-        code = flow.stop()
-    # Exit 0: stopped by the signal, not by an error (a step's exception exits 1).
-    assert code == 0, flow.stderr()
     return flow
 
 

@@ -13,9 +13,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.api_support import api_server
 from tests.book_reference import UM
-from tests.flow_support import query, run_flow, write_config
+from tests.flow_support import query, replayed_and_served
 from tests.micro_reference import expected_bars, load
 from ticklens.domain.times import iso_ms
 
@@ -28,19 +27,14 @@ WINDOW, HORIZON_S, N_BUCKETS = 30, 5.0, 10
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("micro")
-    cfg = write_config(
-        tmp,
+    with replayed_and_served(
+        tmp_path_factory.mktemp("micro"),
         source={"paths": [str(p) for p in FILES.values()], "streams": ["trade", "bookTicker", "depth"]},
         timeframes=["1s", "1m"],
-        recovery={"enabled": False},
         micro={"window": WINDOW, "horizon_s": HORIZON_S, "vpin_bucket": BUCKET, "vpin_buckets": N_BUCKETS},
         pairs=[{"legs": ["btcusdt", "ethusdt"], "price": "mid", "timeframes": ["1s"], "window": 30}],
-    )
-    res = run_flow(cfg, "--no-recovery", timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    with api_server(cfg, tmp / "api.log") as api:
-        yield tmp / "ticklens.db", api
+    ) as s:
+        yield s
 
 
 def _close(got: object, want: object) -> bool:

@@ -7,8 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import psycopg
+from store_support import downgraded_sqlite, write_batch
 
-from storage.port import MICRO_OUT_COLUMNS, StoreBatch
+from storage.port import MICRO_OUT_COLUMNS, Store
 from storage.postgres import PostgresStore
 from storage.postgres.schema import SCHEMA_VERSION as PG_VERSION
 from storage.sqlite import SqliteStore
@@ -16,7 +17,6 @@ from storage.sqlite.schema import SCHEMA_VERSION
 from ticklens.config import StoreConfig
 from ticklens.domain.book import Quote, Quotes
 from ticklens.domain.micro import MicroBook, MicroParams
-from ticklens.domain.records import Trades
 
 T0 = 1_723_000_000_000
 MICRO_TABLES = {"micro_bars", "vpin"}
@@ -29,39 +29,20 @@ def _bars() -> list:
     return book.advance(clock_ms=T0 + 60_000).bars
 
 
-def _write_micro(store: object) -> None:
-    w = store.writer()  # type: ignore[attr-defined]
-    w.write(w.prepare(StoreBatch(micro_bars=_bars())))
-    w.close()
+def _migrated_micro_bars(store: Store) -> list:
+    """Open an older store with this ticklens (migrating it), write micro bars and read them back."""
+    store.ensure()
+    write_batch(store, micro_bars=_bars())
+    with store.reader() as r:
+        got = r.micro_bars("btcusdt", "1s", 10)
+    store.close()
+    return got
 
 
 def test_a_version_5_sqlite_store_gains_the_micro_tables(tmp_path: Path) -> None:
     db = tmp_path / "v5.db"
-    seed = SqliteStore(db)
-    w = seed.writer()
-    w.write(
-        w.prepare(
-            StoreBatch(
-                ticks=[
-                    Trades.from_columns(
-                        "btcusdt", trade_id=[1], ts_ms=[5], price=[1.0], qty=[2.0], is_buyer_maker=[False]
-                    )
-                ]
-            )
-        )
-    )
-    w.close()
-    seed.close()
-    with sqlite3.connect(db) as conn:  # what the previous version wrote: no micro tables, version 5
-        for t in MICRO_TABLES:
-            conn.execute(f"DROP TABLE {t}")
-        conn.execute("UPDATE meta SET value='5' WHERE key='schema_version'")
-    store = SqliteStore(db)
-    store.ensure()
-    _write_micro(store)
-    with store.reader() as r:
-        got = r.micro_bars("btcusdt", "1s", 10)
-    store.close()
+    downgraded_sqlite(db, 5, MICRO_TABLES)  # what the previous version wrote: no micro tables, version 5
+    got = _migrated_micro_bars(SqliteStore(db))
     with sqlite3.connect(db) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -84,12 +65,7 @@ def test_a_version_3_postgresql_store_gains_the_micro_tables() -> None:
             c.execute(f"DROP TABLE {t}")
         c.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
         c.execute("INSERT INTO status(key, value, updated_ms) VALUES('flow', '{}', 1)")
-    again = PostgresStore(StoreConfig(kind="postgres", url=url))
-    again.ensure()
-    _write_micro(again)
-    with again.reader() as r:
-        got = r.micro_bars("btcusdt", "1s", 10)
-    again.close()
+    got = _migrated_micro_bars(PostgresStore(StoreConfig(kind="postgres", url=url)))
     with psycopg.connect(url) as c:
         version = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]  # type: ignore[index]
         tables = {r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}

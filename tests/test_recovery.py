@@ -5,22 +5,19 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.flow_support import BTC_2020, ROOT, query, run_flow, store_dump, write_config
+from tests.flow_support import ROOT, btc_2020_config, query, run_flow, store_dump, wait_for_rows
 
 
 def _cfg(tmp: Path, **extra: object) -> Path:
-    return write_config(
+    return btc_2020_config(
         tmp,
-        symbols=["btcusdt"],
-        source={"paths": [str(BTC_2020)], "batch_rows": 1500},
+        source={"batch_rows": 1500},
         recovery={"enabled": True, "snapshot_interval_s": 0.2},
         **extra,
     )
@@ -31,20 +28,6 @@ def _start(config: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "flows.runner"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )
-
-
-def _wait_for_ticks(db: Path, at_least: int, proc: subprocess.Popen, deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "flow ended before the kill point"
-        if db.exists():
-            try:
-                if query(db, "SELECT COUNT(*) FROM ticks")[0][0] >= at_least:
-                    return
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.02)
-    raise AssertionError("flow made no progress")
 
 
 def test_sigkill_at_a_random_point_then_restart_gives_the_uninterrupted_store(tmp_path: Path) -> None:
@@ -61,7 +44,7 @@ def test_sigkill_at_a_random_point_then_restart_gives_the_uninterrupted_store(tm
     db = run_dir / "ticklens.db"
     kill_at = random.Random(os.getpid()).randint(10_000, 80_000)
     proc = _start(cfg)
-    _wait_for_ticks(db, kill_at, proc)
+    wait_for_rows(proc, db, "ticks", kill_at, 60, "the flow")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
@@ -74,15 +57,10 @@ def test_sigkill_at_a_random_point_then_restart_gives_the_uninterrupted_store(tm
 
 
 def test_sigterm_stops_gracefully_with_everything_flushed(tmp_path: Path) -> None:
-    cfg = write_config(
-        tmp_path,
-        symbols=["btcusdt"],
-        source={"paths": [str(BTC_2020)], "speed": 600},
-        recovery={"enabled": False},
-    )
+    cfg = btc_2020_config(tmp_path, source={"speed": 600}, recovery={"enabled": False})
     db = tmp_path / "ticklens.db"
     proc = _start(cfg)
-    _wait_for_ticks(db, 2_000, proc)
+    wait_for_rows(proc, db, "ticks", 2_000, 60, "the flow")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     # Every stored tick is in its bars: nothing was half written.
@@ -92,10 +70,9 @@ def test_sigterm_stops_gracefully_with_everything_flushed(tmp_path: Path) -> Non
 
 
 def test_full_store_stops_the_flow_with_a_clear_error_and_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    cfg = write_config(
+    cfg = btc_2020_config(
         tmp_path,
-        symbols=["btcusdt"],
-        source={"paths": [str(BTC_2020)], "batch_rows": 2000},
+        source={"batch_rows": 2000},
         store={"path": str(tmp_path / "ticklens.db"), "max_size_mb": 2},
         recovery={"enabled": False},
     )
@@ -126,10 +103,9 @@ def test_a_really_full_disk_stops_the_flow_clearly_and_loses_nothing(tmp_path: P
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root in a privileged sandbox)")
     try:
-        cfg = write_config(
+        cfg = btc_2020_config(
             tmp_path,
-            symbols=["btcusdt"],
-            source={"paths": [str(BTC_2020)], "batch_rows": 2000},
+            source={"batch_rows": 2000},
             store={"path": str(mnt / "ticklens.db")},
             recovery={"enabled": False},
         )

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+from store_support import downgraded_sqlite
 
 from storage import retention_days
 from storage.port import StoreBatch
@@ -18,7 +19,6 @@ from storage.sqlite.connection import connect
 from storage.sqlite.schema import SCHEMA_VERSION
 from ticklens.config import StoreConfig
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
-from ticklens.domain.records import Trades
 
 DAY = 86_400_000
 T0 = 1_723_000_000_000
@@ -27,25 +27,7 @@ BOOK_TABLES = {"quotes", "depth_updates", "book_snapshots", "book_gaps"}
 
 def test_a_version_4_store_gains_the_book_tables_keeping_its_rows(tmp_path: Path) -> None:
     db = tmp_path / "v4.db"
-    store = SqliteStore(db)
-    w = store.writer()
-    w.write(
-        w.prepare(
-            StoreBatch(
-                ticks=[
-                    Trades.from_columns(
-                        "btcusdt", trade_id=[1], ts_ms=[5], price=[1.0], qty=[2.0], is_buyer_maker=[False]
-                    )
-                ]
-            )
-        )
-    )
-    w.close()
-    store.close()
-    with sqlite3.connect(db) as conn:  # make it a v4 store (compact ticks, no book tables), as main's v4 made it
-        for t in BOOK_TABLES:
-            conn.execute(f"DROP TABLE {t}")
-        conn.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    downgraded_sqlite(db, 4, BOOK_TABLES)  # a v4 store (compact ticks, no book tables), as main's v4 made it
     connect(db).close()
     with sqlite3.connect(db) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]

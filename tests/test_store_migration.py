@@ -8,8 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from store_support import write_batch
 
-from storage.port import StoreBatch
+from storage.port import Store
 from storage.sqlite import SqliteStore
 from storage.sqlite.connection import connect
 from storage.sqlite.schema import SCHEMA_VERSION
@@ -110,19 +111,8 @@ def test_an_older_store_keeps_every_tick_column_for_column_in_the_compact_layout
     with store.reader() as r:
         assert [t[0] for t in r.ticks("ethusdt", 10)] == list(range(2991, 3001))
         assert r.ticks("ethusdt", 1)[0][5:] == next((x[6], x[7]) for x in rows if x[:2] == ("ethusdt", 3000))
-    w = store.writer()
-    w.write(
-        w.prepare(
-            StoreBatch(
-                ticks=[
-                    Trades.from_columns(
-                        "btcusdt", trade_id=[3001], ts_ms=[1], price=[1.0], qty=[1.0], is_buyer_maker=[True]
-                    )
-                ]
-            )
-        )
-    )
-    w.close()
+    late = Trades.from_columns("btcusdt", trade_id=[3001], ts_ms=[1], price=[1.0], qty=[1.0], is_buyer_maker=[True])
+    write_batch(store, ticks=[late])
     with store.reader() as r:
         assert r.oldest_tick("btcusdt") == (1, 1_721_347_022_037) and r.ticks("btcusdt", 1)[0][:2] == (3001, 1)
     store.close()
@@ -158,7 +148,7 @@ CREATE TABLE bars(
 """
 
 
-def _merge_a_late_trade_exactly(store: object, t0: int, fetch: object) -> None:
+def _merge_a_late_trade_exactly(store: Store, t0: int, fetch: object) -> None:
     """A late trade (100 at 0.0061922, a taker sell) for the stored old bar's minute merges into it
     exactly: the sums equal a Fraction computation. `fetch(sql)`: one row from the backend."""
     from fractions import Fraction
@@ -166,9 +156,7 @@ def _merge_a_late_trade_exactly(store: object, t0: int, fetch: object) -> None:
     late = Trades.from_columns(
         "pepeusdt", trade_id=[3], ts_ms=[t0 + 30], price=[0.0061922], qty=[100.0], is_buyer_maker=[True]
     )
-    w = store.writer()  # type: ignore[attr-defined]
-    w.write(w.prepare(StoreBatch(bar_merges=aggregate(late, "1m", 60_000))))
-    w.close()
+    write_batch(store, bar_merges=aggregate(late, "1m", 60_000))
     got = fetch(  # type: ignore[operator]
         "SELECT volume, quote_volume, taker_buy_quote_volume, vwap, close, revision, volume_units, qty_dp,"
         " quote_units, quote_dp FROM bars"

@@ -21,33 +21,10 @@ import psutil
 import yaml
 
 from tests.api_support import free_port, wait_until
-from tests.book_reference import RefBook, raw_lines
+from tests.book_reference import book_after, recorded
 from tests.flow_support import ROOT
 
 LEVELS = 20  # compared per side, inside the range the snapshot covered
-
-
-def _recording(path: Path) -> tuple[dict, list[dict]]:
-    snap, depth = None, []
-    for raw in raw_lines([path]):
-        msg = json.loads(raw)
-        if "lastUpdateId" in msg:
-            snap = msg
-        elif msg["data"]["e"] == "depthUpdate":
-            depth.append(msg["data"])
-    assert snap is not None
-    return snap, depth
-
-
-def _reference(snap: dict, depth: list[dict], last_id: int) -> RefBook:
-    ref = RefBook(spot=False)
-    ref.on_message(snap)
-    for ev in depth:
-        if ev["u"] > last_id:
-            break
-        ref.on_message(ev)
-    assert ref.last_u == last_id, "the id is an applied event of the recording"
-    return ref
 
 
 def _book(api: str, symbol: str, **params: object) -> dict | None:
@@ -94,7 +71,7 @@ def test_ticklens_up_as_shipped_serves_books_that_equal_the_recordings_book(tmp_
             assert Decimal(bid) < Decimal(ask), "not crossed"
             # The book right after the first stored diff, against the recording's own book there: the
             # feed shifts ids by id_span per loop pass, so the pass is the one that puts the id in range.
-            snap, depth = _recording(ROOT / next(p for p in shipped["feed"]["paths"] if symbol in p))
+            snap, depth, _, _ = recorded(ROOT / next(p for p in shipped["feed"]["paths"] if symbol in p))
             span = feed_books[symbol]["id_span"]
             quotes = httpx.get(f"{api}/api/v1/quotes/{symbol}", params={"limit": 1}, timeout=10).json()["quotes"]
             assert quotes, "L1 rows stored"
@@ -112,7 +89,8 @@ def test_ticklens_up_as_shipped_serves_books_that_equal_the_recordings_book(tmp_
                 for j in range((uid - depth[-1]["u"]) // span, (uid - snap["lastUpdateId"]) // span + 1)
                 if snap["lastUpdateId"] <= uid - j * span <= depth[-1]["u"]
             )
-            ref = _reference(snap, depth, raw_id)
+            ref = book_after(snap, depth, raw_id)
+            assert ref.last_u == raw_id, "the id is an applied event of the recording"
             lo, hi = (Decimal(str(x)) if x is not None else None for x in got["complete_range"])
             want_b = [[ref.text[p][0], ref.text[p][1]] for p in sorted(ref.bids, reverse=True) if lo is None or p >= lo]
             want_a = [[ref.text[p][0], ref.text[p][1]] for p in sorted(ref.asks) if hi is None or p <= hi]

@@ -85,15 +85,9 @@ def test_ctrl_c_of_ticklens_up_stops_every_child_within_ten_seconds(tmp_path: Pa
 def test_the_api_stops_a_flow_it_did_not_start_without_waiting_on_a_zombie(tmp_path: Path) -> None:
     # The flow is this test's child: once it exits it stays a zombie until we reap it, and we do
     # not while we wait for the API's answer (as `ticklens up` used to, for ~48 s).
-    from tests.flow_support import BTC_2020, write_config
+    from tests.flow_support import btc_2020_config
 
-    cfg = write_config(
-        tmp_path,
-        symbols=["btcusdt"],
-        source={"paths": [str(BTC_2020)], "speed": 1},
-        recovery={"enabled": False},
-        progress_interval_s=0.5,
-    )
+    cfg = btc_2020_config(tmp_path, source={"speed": 1}, recovery={"enabled": False}, progress_interval_s=0.5)
     env = dict(os.environ, TICKLENS_CONFIG=str(cfg), TICKLENS_QUIET="1")
     flow = subprocess.Popen([sys.executable, "-m", "flows.runner"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     try:

@@ -10,19 +10,12 @@ import random
 
 import numpy as np
 import pytest
+from store_support import write_batch
 
-from storage.port import QUOTE_OUT_COLUMNS, Store, StoreBatch
+from storage.port import QUOTE_OUT_COLUMNS, Store
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quote, Quotes
 
 T0 = 1_723_161_256_000
-
-
-def _write(store: Store, **parts: object) -> None:
-    w = store.writer()
-    try:
-        w.write(w.prepare(StoreBatch(**parts)))  # type: ignore[arg-type]
-    finally:
-        w.close()
 
 
 def _quotes(symbol: str, n: int, seed: int, first_id: int = 1000) -> list[Quote]:
@@ -57,9 +50,9 @@ def _depth(symbol: str, n: int, seed: int, first_id: int = 5000, spot: bool = Fa
 def test_quotes_are_stored_once_by_symbol_and_update_id_and_read_back_in_time_order(store: Store) -> None:
     a = _quotes("btcusdt", 3000, seed=1)
     e = _quotes("ethusdt", 500, seed=2)
-    _write(store, quotes=[Quotes.from_quotes("btcusdt", a[:2000]), Quotes.from_quotes("ethusdt", e)])
-    _write(store, quotes=[Quotes.from_quotes("btcusdt", a[1000:])])  # overlap: a replay
-    _write(store, quotes=[Quotes.from_quotes("btcusdt", a)])
+    write_batch(store, quotes=[Quotes.from_quotes("btcusdt", a[:2000]), Quotes.from_quotes("ethusdt", e)])
+    write_batch(store, quotes=[Quotes.from_quotes("btcusdt", a[1000:])])  # overlap: a replay
+    write_batch(store, quotes=[Quotes.from_quotes("btcusdt", a)])
     want = [(q.update_id, q.txn_ms, q.event_ms, q.recv_ms, float(q.bid), float(q.bid_qty), float(q.ask)) for q in a]
     with store.reader() as r:
         got = r.quotes("btcusdt", 100_000)
@@ -79,7 +72,9 @@ def test_quotes_are_stored_once_by_symbol_and_update_id_and_read_back_in_time_or
 
 def test_the_quote_in_force_before_each_moment_is_the_last_earlier_one_ties_by_update_id(store: Store) -> None:
     a = _quotes("btcusdt", 3000, seed=5)  # ties in time among them
-    _write(store, quotes=[Quotes.from_quotes("btcusdt", a), Quotes.from_quotes("ethusdt", _quotes("ethusdt", 50, 6))])
+    write_batch(
+        store, quotes=[Quotes.from_quotes("btcusdt", a), Quotes.from_quotes("ethusdt", _quotes("ethusdt", 50, 6))]
+    )
     rng = random.Random(9)
     first, last = a[0].txn_ms, a[-1].txn_ms
     moments = [first - 5, first, first + 1, last, last + 1, last + 10**6]
@@ -115,7 +110,7 @@ def test_quote_rows_keep_missing_times_and_empty_sides_as_null(store: Store) -> 
         np.array([1.0, np.nan]),
         "book",
     )
-    _write(store, quotes=[q])
+    write_batch(store, quotes=[q])
     with store.reader() as r:
         rows = r.quotes("btcusdt", 10)
     assert rows == [
@@ -127,9 +122,9 @@ def test_quote_rows_keep_missing_times_and_empty_sides_as_null(store: Store) -> 
 @pytest.mark.parametrize("spot", [False, True])
 def test_depth_updates_round_trip_exactly_once_and_by_id_and_time(store: Store, spot: bool) -> None:
     ups = _depth("btcusdt", 800, seed=3, spot=spot)
-    _write(store, depth_updates=ups[:500])
-    _write(store, depth_updates=ups[300:])
-    _write(store, depth_updates=ups)
+    write_batch(store, depth_updates=ups[:500])
+    write_batch(store, depth_updates=ups[300:])
+    write_batch(store, depth_updates=ups)
     key = ("first_id", "final_id", "prev_final_id", "event_ms", "txn_ms", "recv_ms", "bid_px", "bid_qty", "ask_px")
     lo, hi = ups[100].final_id, ups[650].final_id
     with store.reader() as r:
@@ -167,8 +162,8 @@ def test_book_snapshots_round_trip_and_the_newest_at_or_before_an_id_is_found(st
     )
     later = BookSnapshot("ethusdt", 3000, None, T0 + 20_000, T0 + 20_000, [], [["1.00", "1"]], None, (0.0, 2700.0))
     for _ in range(2):
-        _write(store, book_snapshots=[rest, interval])
-        _write(store, book_snapshots=[later, rest])
+        write_batch(store, book_snapshots=[rest, interval])
+        write_batch(store, book_snapshots=[later, rest])
     with store.reader() as r:
         assert r.book_snapshot_before("ethusdt", 999) is None
         got_rest = r.book_snapshot_before("ethusdt", 1999)
@@ -196,9 +191,9 @@ def test_a_book_gap_told_open_and_closed_in_any_order_is_one_closed_row(store: S
     opened = BookGap("btcusdt", 500, T0, "pu_break", detail="pu 7 != previous u 5")
     closed = BookGap("btcusdt", 500, T0, "pu_break", 900, T0 + 4000, "closed", "pu 7 != previous u 5")
     other = BookGap("btcusdt", 1200, T0 + 9000, "reconnect")
-    _write(store, book_gaps=[opened])
-    _write(store, book_gaps=[closed, other])
-    _write(store, book_gaps=[opened])  # a replay tells the open one again: it stays closed
+    write_batch(store, book_gaps=[opened])
+    write_batch(store, book_gaps=[closed, other])
+    write_batch(store, book_gaps=[opened])  # a replay tells the open one again: it stays closed
     with store.reader() as r:
         gaps = r.book_gaps("btcusdt")
         early = r.book_gaps("btcusdt", T0 - 1000, T0 + 1)

@@ -13,8 +13,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from store_support import write_batch
 
-from storage.port import BAR_OUT_COLUMNS, Store, StoreBatch
+from storage.port import BAR_OUT_COLUMNS, Store
 from ticklens.domain.bars import Bar, aggregate
 from ticklens.domain.records import Trades
 
@@ -64,14 +65,6 @@ def _partials(t: Trades, mask: np.ndarray, late: bool) -> list[Bar]:
         if late:  # as the flow hands over a trade later than the bars it keeps in memory
             p.closed, p.revision = True, 1
     return parts
-
-
-def _write(store: Store, batch: StoreBatch) -> None:
-    w = store.writer()
-    try:
-        w.write(w.prepare(batch))
-    finally:
-        w.close()
 
 
 def _check(store: Store, symbol: str, ref: list[dict]) -> list[tuple]:
@@ -134,8 +127,8 @@ def test_bar_sums_stay_exact_decimals_through_late_merges_in_any_order(store: St
         rest = np.flatnonzero(~first)
         halves = np.zeros(len(t), bool), np.zeros(len(t), bool)
         halves[0][rest[::2]], halves[1][rest[1::2]] = True, True
-        _write(store, StoreBatch(bars=_partials(ts, first, late=False)))
-        _write(store, StoreBatch(bar_merges=_partials(ts, halves[0], True) + _partials(ts, halves[1], True)))
+        write_batch(store, bars=_partials(ts, first, late=False))
+        write_batch(store, bar_merges=_partials(ts, halves[0], True) + _partials(ts, halves[1], True))
     a, b = _check(store, "ausdt", ref), _check(store, "busdt", ref)
     rev = list(BAR_OUT_COLUMNS).index("revision")  # how many merges a bar took differs by order
     assert [r[:rev] + r[rev + 1 :] for r in a] == [r[:rev] + r[rev + 1 :] for r in b]

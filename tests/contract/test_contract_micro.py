@@ -5,21 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from store_support import write_batch
 
-from storage.port import MICRO_OUT_COLUMNS, VPIN_OUT_COLUMNS, Store, StoreBatch
+from storage.port import MICRO_OUT_COLUMNS, VPIN_OUT_COLUMNS, Store
 from ticklens.domain.book import Quote, Quotes
 from ticklens.domain.micro import MicroBar, MicroBook, MicroParams
 from ticklens.domain.records import Trades
 
 T0 = 1_722_000_000_000
-
-
-def _write(store: Store, **parts: object) -> None:
-    w = store.writer()
-    try:
-        w.write(w.prepare(StoreBatch(**parts)))  # type: ignore[arg-type]
-    finally:
-        w.close()
 
 
 def _micro(n: int = 400, seed: int = 3) -> tuple[list[MicroBar], list]:
@@ -67,8 +60,8 @@ def _same(got: tuple, want: tuple) -> bool:
 def test_micro_bars_read_back_as_their_last_written_version(store: Store) -> None:
     bars, vpin = _micro()
     half = len(bars) // 2
-    _write(store, micro_bars=bars[:half], vpin=vpin)
-    _write(store, micro_bars=bars[half:])  # incomplete rows of the first half come back complete here
+    write_batch(store, micro_bars=bars[:half], vpin=vpin)
+    write_batch(store, micro_bars=bars[half:])  # incomplete rows of the first half come back complete here
     last = {(b.timeframe, b.start_ms): b for b in bars}
     assert any(b.complete == 0 for b in bars) and all(b.complete for b in last.values())
     for tf in ("1s", "1m"):
@@ -83,7 +76,7 @@ def test_micro_bars_read_back_as_their_last_written_version(store: Store) -> Non
 
 def test_micro_bars_newest_limit_in_a_time_range_oldest_first(store: Store) -> None:
     bars, _ = _micro()
-    _write(store, micro_bars=bars)
+    write_batch(store, micro_bars=bars)
     starts = sorted({b.start_ms for b in bars if b.timeframe == "1s"})
     lo, hi = starts[10], starts[40]
     with store.reader() as r:
@@ -97,8 +90,8 @@ def test_micro_bars_newest_limit_in_a_time_range_oldest_first(store: Store) -> N
 def test_vpin_buckets_upsert_by_index_and_read_by_fill_time(store: Store) -> None:
     _, vpin = _micro()
     assert len(vpin) > 10
-    _write(store, vpin=vpin)
-    _write(store, vpin=vpin[-3:])  # told again (a recomputation): stored once
+    write_batch(store, vpin=vpin)
+    write_batch(store, vpin=vpin[-3:])  # told again (a recomputation): stored once
     with store.reader() as r:
         got = r.vpin_buckets("btcusdt", 100_000)
         window = r.vpin_buckets("btcusdt", 2, vpin[3].end_ms, vpin[8].end_ms)

@@ -13,6 +13,8 @@ import time
 import numpy as np
 import polars as pl
 import pytest
+from reference import ohlc
+from store_support import write_batch
 
 from storage.port import (
     BAR_OUT_COLUMNS,
@@ -48,14 +50,6 @@ def _trades(symbol: str, first: int, n: int, seed: int, t0: int = T0, step_ms: i
     )
 
 
-def _write(store: Store, **parts: object) -> list[AlertFired]:
-    w = store.writer()
-    try:
-        return w.write(w.prepare(StoreBatch(**parts)))  # type: ignore[arg-type]
-    finally:
-        w.close()
-
-
 def _frame(t: Trades) -> pl.DataFrame:
     return pl.DataFrame({c: getattr(t, c) for c in TICK_COLUMNS})
 
@@ -67,10 +61,7 @@ def _ref_bars(frame: pl.DataFrame, tf_ms: int) -> pl.DataFrame:
         .with_columns(start_ms=pl.col("ts_ms") - pl.col("ts_ms") % tf_ms)
         .group_by("start_ms", maintain_order=True)
         .agg(
-            open=pl.col("price").first(),
-            high=pl.col("price").max(),
-            low=pl.col("price").min(),
-            close=pl.col("price").last(),
+            **ohlc(),
             volume=pl.col("qty").sum(),
             quote_volume=(pl.col("price") * pl.col("qty")).sum(),
             trades=pl.len(),
@@ -101,8 +92,8 @@ def test_ticks_are_stored_once_by_symbol_and_id_first_copy_kept(store: Store) ->
     a = _trades("btcusdt", 1, 3000, seed=1)
     b = _trades("btcusdt", 2001, 3000, seed=2)  # ids 2001..5000: 1000 already stored, other values
     e = _trades("ethusdt", 1, 500, seed=3)
-    _write(store, ticks=[a, e])
-    _write(store, ticks=[b, a])  # a replay: a again, and b overlapping it
+    write_batch(store, ticks=[a, e])
+    write_batch(store, ticks=[b, a])  # a replay: a again, and b overlapping it
     want = pl.concat([_frame(a), _frame(b)]).unique("trade_id", keep="first", maintain_order=True)
     with store.reader() as r:
         got = pl.DataFrame(r.ticks("btcusdt", 100_000), schema=list(TICK_COLUMNS), orient="row")
@@ -119,7 +110,7 @@ def test_ticks_are_stored_once_by_symbol_and_id_first_copy_kept(store: Store) ->
 def test_ticks_in_a_time_range_are_exactly_those_with_start_le_ts_lt_end(store: Store) -> None:
     t = _trades("btcusdt", 100, 5000, seed=4)
     bars = aggregate(t, "1s", 1000)
-    _write(store, ticks=[t], bars=bars)
+    write_batch(store, ticks=[t], bars=bars)
     start, end = T0 + 12_345, T0 + 98_765
     f = _frame(t)
     want = f.filter((pl.col("ts_ms") >= start) & (pl.col("ts_ms") < end))
@@ -135,8 +126,8 @@ def test_ticks_in_a_time_range_are_exactly_those_with_start_le_ts_lt_end(store: 
 def test_oldest_tick_is_the_lowest_stored_id_with_its_trade_time(store: Store) -> None:
     late = _trades("btcusdt", 500, 100, seed=20, t0=T0 + 3_600_000)
     early = _trades("btcusdt", 7, 50, seed=21)  # written after, lower ids
-    _write(store, ticks=[late, _trades("ethusdt", 3, 10, seed=22)])
-    _write(store, ticks=[early])
+    write_batch(store, ticks=[late, _trades("ethusdt", 3, 10, seed=22)])
+    write_batch(store, ticks=[early])
     with store.reader() as r:
         assert r.oldest_tick("btcusdt") == (7, int(early.ts_ms[0]))
         assert r.oldest_tick("ethusdt") == (3, T0)
@@ -147,7 +138,7 @@ def test_delete_ticks_removes_exactly_the_ids_and_times_asked_or_nothing(store: 
     t = _trades("btcusdt", 1, 4000, seed=23, step_ms=50)  # 200 s of ticks
     e = _trades("ethusdt", 1, 4000, seed=24, step_ms=50)
     bars = aggregate(t, "1s", 1000)
-    _write(store, ticks=[t, e], bars=bars)
+    write_batch(store, ticks=[t, e], bars=bars)
     before = T0 + 100_000
     want_gone = t.trade_id[(t.ts_ms < before) & (t.trade_id >= 10) & (t.trade_id <= 3000)]
     with pytest.raises(TickCountMismatch):
@@ -170,7 +161,7 @@ def test_delete_ticks_removes_exactly_the_ids_and_times_asked_or_nothing(store: 
 def test_bars_read_back_equal_bars_computed_from_the_trades(store: Store) -> None:
     t = _trades("btcusdt", 1, 4000, seed=5)
     for tf, tf_ms in (("1s", 1000), ("1m", 60_000)):
-        _write(store, bars=aggregate(t, tf, tf_ms))
+        write_batch(store, bars=aggregate(t, tf, tf_ms))
         _assert_bars(_stored_bars(store, "btcusdt", tf), _ref_bars(_frame(t), tf_ms))
     with store.reader() as r:
         chunks = list(r.iter_bars("btcusdt", "1s", T0 + 10_000, T0 + 20_000, chunk=3))
@@ -187,8 +178,8 @@ def test_a_bar_written_again_ends_as_its_latest_version(store: Store) -> None:
     t = _trades("btcusdt", 1, 200, seed=6, step_ms=3)  # all inside one second
     first = aggregate(t.take(np.arange(100)), "1s", 1000)
     full = aggregate(t, "1s", 1000)
-    _write(store, bars=first)
-    _write(store, bars=[*first, *full])  # the same bar twice in one batch: the later wins
+    write_batch(store, bars=first)
+    write_batch(store, bars=[*first, *full])  # the same bar twice in one batch: the later wins
     _assert_bars(_stored_bars(store, "btcusdt", "1s"), _ref_bars(_frame(t), 1000))
 
 
@@ -200,9 +191,9 @@ def test_a_late_partial_merges_into_the_stored_bar_as_if_all_trades_came_at_once
     stored = aggregate(t.take(early), "1m", 60_000)
     for b in stored:
         b.closed = True
-    _write(store, bars=stored)
+    write_batch(store, bars=stored)
     partial = aggregate(t.take(late), "1m", 60_000)
-    _write(store, bar_merges=partial)
+    write_batch(store, bar_merges=partial)
     got = _stored_bars(store, "btcusdt", "1m")
     _assert_bars(got, _ref_bars(_frame(t), 60_000))
     assert got["revision"].to_list() == [1] and got["closed"].to_list() == [1]
@@ -216,7 +207,7 @@ def test_closed_bars_and_missing_buckets(store: Store) -> None:
     bars = aggregate(t, "1s", 1000)
     for b in bars[:-1]:
         b.closed = True
-    _write(store, bars=bars)
+    write_batch(store, bars=bars)
     with store.reader() as r:
         closed = r.closed_bars("btcusdt", "1s")
         missing = r.missing_bars("btcusdt", "1s")
@@ -232,10 +223,10 @@ def test_closed_bars_and_missing_buckets(store: Store) -> None:
 
 
 def test_gaps_upsert_by_symbol_and_first_id_and_filled_outranks_open(store: Store) -> None:
-    _write(store, gaps=[GapEvent("btcusdt", 100, 120, T0, "open"), GapEvent("ethusdt", 5, 6, T0, "open")])
-    _write(store, gaps=[GapEvent("btcusdt", 100, 110, T0, "filled")])
-    _write(store, gaps=[GapEvent("btcusdt", 100, 110, T0, "open")])  # a late reporter cannot reopen it
-    _write(store, gaps=[GapEvent("ethusdt", 5, 6, T0, "unfillable")])
+    write_batch(store, gaps=[GapEvent("btcusdt", 100, 120, T0, "open"), GapEvent("ethusdt", 5, 6, T0, "open")])
+    write_batch(store, gaps=[GapEvent("btcusdt", 100, 110, T0, "filled")])
+    write_batch(store, gaps=[GapEvent("btcusdt", 100, 110, T0, "open")])  # a late reporter cannot reopen it
+    write_batch(store, gaps=[GapEvent("ethusdt", 5, 6, T0, "unfillable")])
     with store.reader() as r:
         btc = r.gaps("btcusdt")
         counts = r.gap_counts()
@@ -246,7 +237,7 @@ def test_gaps_upsert_by_symbol_and_first_id_and_filled_outranks_open(store: Stor
 
 def test_rejects_are_kept_with_reason_and_raw_bytes(store: Store) -> None:
     rej = [Rejected(T0 + i, f"bad {i}", b"\x00garbage" * i, "ws") for i in range(25)]
-    _write(store, rejects=rej)
+    write_batch(store, rejects=rej)
     with store.reader() as r:
         assert r.reject_count() == 25
 
@@ -261,7 +252,7 @@ def test_rejects_beyond_the_cap_drop_the_oldest_and_are_counted(store: Store) ->
     batches.append(_rejects("big", 1_200, T0 + 90_000))  # one batch alone beyond the cap
     sent: list[Rejected] = []
     for batch in batches[:3]:
-        _write(store, rejects=batch)
+        write_batch(store, rejects=batch)
         sent += batch
     with store.reader() as r:  # under the cap: nothing dropped
         assert (r.reject_count(), r.rejects_dropped()) == (900, 0)
@@ -284,7 +275,7 @@ def test_rejects_beyond_the_cap_drop_the_oldest_and_are_counted(store: Store) ->
 
 def test_rejects_are_not_capped_without_a_cap(store: Store) -> None:
     store.rejects_max_rows = None
-    _write(store, rejects=_rejects("a", 1_500, T0))
+    write_batch(store, rejects=_rejects("a", 1_500, T0))
     with store.reader() as r:
         assert (r.reject_count(), r.rejects_dropped()) == (1_500, 0)
 
@@ -310,7 +301,7 @@ def test_writers_of_several_workers_trimming_at_once_count_each_dropped_reject_o
 
 
 def test_a_check_that_found_damage_refuses_readers_rules_and_uploads_naming_it(store: Store) -> None:
-    _write(store, rejects=_rejects("a", 3, T0))
+    write_batch(store, rejects=_rejects("a", 3, T0))
     healthy = store.check()
     assert healthy.ok and healthy.problem is None and healthy.checked_ms is not None
     assert store.last_check == healthy
@@ -329,8 +320,8 @@ def test_a_check_that_found_damage_refuses_readers_rules_and_uploads_naming_it(s
 
 
 def test_status_documents_round_trip_and_replace(store: Store) -> None:
-    _write(store, status={"flow": {"pid": 1, "trades_total": 10}, "symbol:btcusdt": {"last_trade_ms": T0}})
-    _write(store, status={"flow": {"pid": 1, "trades_total": 20}})
+    write_batch(store, status={"flow": {"pid": 1, "trades_total": 10}, "symbol:btcusdt": {"last_trade_ms": T0}})
+    write_batch(store, status={"flow": {"pid": 1, "trades_total": 20}})
     with store.reader() as r:
         docs = r.status_docs()
     assert docs["flow"][0] == {"pid": 1, "trades_total": 20}
@@ -348,9 +339,9 @@ def _pair_row(t: int, beta: float) -> PairRow:
 def test_pair_rows_round_trip_and_a_recomputed_row_replaces_the_old(store: Store) -> None:
     rows = [_pair_row(T0 + i * 1000, 0.05 + i / 1000) for i in range(50)]
     out = PairOut("btcusdt-ethusdt", ("btcusdt", "ethusdt"), "1s", 300, rows)
-    _write(store, pairs=[out])
+    write_batch(store, pairs=[out])
     again = PairOut("btcusdt-ethusdt", ("btcusdt", "ethusdt"), "1s", 300, [_pair_row(T0 + 10_000, 9.0)])
-    _write(store, pairs=[again])
+    write_batch(store, pairs=[again])
     with store.reader() as r:
         got = r.pair_rows("btcusdt-ethusdt", "1s", 300)
         last5 = r.pair_rows("btcusdt-ethusdt", "1s", 300, limit=5)
@@ -367,9 +358,9 @@ def test_symbol_stats_and_correlation_rows_read_back_newest_first_limited(store:
     rows = [SymbolRow(T0 + i * 60_000, 60_000.0 + i, 3.5, 0.001 * i, 59_990.0, 4.0, 59_995.0) for i in range(30)]
     sym = SymbolStatsOut("btcusdt", "1m", 60, rows)
     corr = CorrOut("1m", 60, [(T0 + i * 60_000, "btcusdt", "ethusdt", i / 100) for i in range(30)])
-    _write(store, symbol_stats=[sym], correlations=[corr])
-    _write(store, symbol_stats=[sym], correlations=[corr])  # replays replace, never duplicate
-    _write(store, correlations=[CorrOut("1m", 60, [(T0 + 30 * 60_000, "btcusdt", "ethusdt", None)])])
+    write_batch(store, symbol_stats=[sym], correlations=[corr])
+    write_batch(store, symbol_stats=[sym], correlations=[corr])  # replays replace, never duplicate
+    write_batch(store, correlations=[CorrOut("1m", 60, [(T0 + 30 * 60_000, "btcusdt", "ethusdt", None)])])
     with store.reader() as r:
         assert r.symbol_stats_rows("btcusdt", "1m", 60, limit=1000) == rows
         assert r.symbol_stats_rows("btcusdt", "1m", 60, limit=3) == rows[-3:]
@@ -389,9 +380,9 @@ def _fired(rule_id: int, ref: str, webhook: str | None = None) -> AlertFired:
 
 def test_triggers_are_stored_once_and_only_new_webhook_triggers_are_returned(store: Store) -> None:
     first = [_fired(1, "1", "http://hook.example/a"), _fired(1, "2"), _fired(2, "3", "http://hook.example/b")]
-    fresh = _write(store, alerts=first)
+    fresh = write_batch(store, alerts=first)
     assert [e.ref for e in fresh] == ["1", "3"]
-    assert _write(store, alerts=first) == []  # a replay stores nothing twice and sends nothing again
+    assert write_batch(store, alerts=first) == []  # a replay stores nothing twice and sends nothing again
     rules = store.rules()
     try:
         events = rules.list_events(100)
@@ -409,8 +400,8 @@ def test_triggers_are_stored_once_and_only_new_webhook_triggers_are_returned(sto
 def test_trigger_counts_are_per_rule_over_every_symbol_it_watches(store: Store) -> None:
     eth = [AlertFired(1, "r", "ethusdt", "price", None, ">", 3.0, 2.0, T0 + i, str(i)) for i in (7, 8)]
     batch = [_fired(1, "1"), _fired(1, "2"), _fired(2, "3"), *eth]
-    _write(store, alerts=batch)
-    _write(store, alerts=batch)  # stored once: counted once
+    write_batch(store, alerts=batch)
+    write_batch(store, alerts=batch)  # stored once: counted once
     with store.reader() as r:
         assert r.alert_trigger_counts() == {1: 4, 2: 1}
 
@@ -456,7 +447,7 @@ def _wait(cond, timeout_s: float = 5.0) -> None:  # noqa: ANN001
 def test_uploaded_bars_never_replace_collected_ones_unless_asked(store: Store) -> None:
     t = _trades("btcusdt", 1, 50, seed=10, step_ms=1000)
     collected = aggregate(t, "1m", 60_000)
-    _write(store, bars=collected)
+    write_batch(store, bars=collected)
     up = [
         UploadedBar("btcusdt", "1m", T0, 1.0, 2.0, 0.5, 1.5, 10.0, None, None, None, None),
         UploadedBar("btcusdt", "1m", T0 + 60_000, 1.0, 2.0, 0.5, 1.5, 10.0, 15.0, 7, 4.0, 6.0),
@@ -486,7 +477,7 @@ def test_health_names_the_store_and_its_schema_version(store: Store) -> None:
 @pytest.mark.parametrize("n", [1, 2049])
 def test_recent_trade_rate_counts_the_last_seconds_of_exchange_time(store: Store, n: int) -> None:
     t = _trades("btcusdt", 1, n, seed=11, step_ms=7)
-    _write(store, bars=aggregate(t, "1s", 1000))
+    write_batch(store, bars=aggregate(t, "1s", 1000))
     last_start = (int(t.ts_ms[-1]) - T0) // 1000 * 1000 + T0
     want = int(np.sum(t.ts_ms >= last_start - 9000)) / 10
     with store.reader() as r:
