@@ -131,18 +131,17 @@ class SymbolRead:
         """`require_symbol`: 'ok', 'no_data', or a 404."""
         return require_symbol(self.state, self.reader, self.symbol)
 
-    def newest(self, fetch: Callable[..., list], *args: object) -> tuple[str, list]:
-        """The status and `fetch(symbol, *args, start, end)`; a symbol without data is not asked for."""
+    def newest(self, fetch: Callable[..., list], *args: object, **kwargs: object) -> tuple[str, list]:
+        """The status and `fetch(symbol, *args, start, end, **kwargs)`; a symbol without data is not asked for."""
         status = self.status()
-        return status, fetch(self.symbol, *args, self.start, self.end) if status == "ok" else []
+        return status, fetch(self.symbol, *args, self.start, self.end, **kwargs) if status == "ok" else []
 
 
 async def symbol_read(symbol: SymbolPath, reader: Reader, state: State, time_range: TimeRange) -> SymbolRead:
     return SymbolRead(symbol, reader, state, *time_range)
 
 
-# The parameters go to the OpenAPI page as before: the path's symbol, then start and end after
-# the endpoint's own query parameters.
+# On the OpenAPI page: the path's symbol, and start and end after the endpoint's own query parameters.
 OneSymbol = Annotated[SymbolRead, Depends(symbol_read)]
 
 

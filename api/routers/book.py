@@ -120,7 +120,7 @@ def get_book(
 @router.get("/book/{symbol}/gaps", response_model=BookGapsResponse)
 def get_book_gaps(q: OneSymbol) -> Response:
     """Intervals in which the book was not known (chain break, reconnect, failed snapshot, crossed book)."""
-    q.status()
+    q.status()  # 404 for a symbol neither configured nor stored
     gaps = q.reader.book_gaps(q.symbol, q.start, q.end)
     rows = [
         {

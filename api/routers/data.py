@@ -222,8 +222,8 @@ def export(
     symbol, state = q.symbol, q.state
     if kind == "book":
         v = book_at(q.reader, state.books, symbol, parse_at(at), None, depth)
-        levels = [(v.update_id, v.ts_ms, "bid", i, p, q) for i, (p, q) in enumerate(v.bids)]
-        levels += [(v.update_id, v.ts_ms, "ask", i, p, q) for i, (p, q) in enumerate(v.asks)]
+        levels = [(v.update_id, v.ts_ms, "bid", i, price, qty) for i, (price, qty) in enumerate(v.bids)]
+        levels += [(v.update_id, v.ts_ms, "ask", i, price, qty) for i, (price, qty) in enumerate(v.asks)]
         frames: Iterator[pl.DataFrame] = iter([_frame(levels, kind, symbol, timeframe)])
     else:
         frames = _chunks(state.store, kind, symbol, timeframe, q.start, q.end, empty=status != "ok")

@@ -58,7 +58,7 @@ def get_heatmap(
     """Resting size per price bin at `columns` moments in [start, end] (default: the 5 minutes up to the
     newest stored depth update, or from the first), each the stored book then (snapshot plus diffs, as /book), summed
     into `rows` equal price bins around the last column's mid. Sized for a screen: at most 400 × 200."""
-    q.status()
+    q.status()  # 404 for a symbol neither configured nor stored
     symbol, store, start, end = q.symbol, q.reader, q.start, q.end
     if end is None:
         newest = store.last_depth_update(symbol, 2**62)

@@ -100,11 +100,8 @@ def get_rolling_stats(
     computed once per closed bar in the stream, over aligned bars (a bar with no trade carries its
     close with zero volume): the series an alert or a chart of rolling volatility uses.
     """
-    status = q.status()
     window = q.state.cfg.stats.window
-    rows = (
-        q.reader.symbol_stats_rows(q.symbol, timeframe, window, q.start, q.end, limit=limit) if status == "ok" else []
-    )
+    status, rows = q.newest(q.reader.symbol_stats_rows, timeframe, window, limit=limit)
     return RollingStatsResponse(
         symbol=q.symbol,
         timeframe=timeframe,
