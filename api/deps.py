@@ -18,6 +18,7 @@ from api.supervisor import FlowSupervisor
 from storage.port import RuleStore, Store, StoreReader
 from ticklens.config import Config
 from ticklens.domain.symbols import SYMBOL_PATTERN, normalise_symbol
+from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import parse_time
 
 MAX_LIMIT = 100_000
@@ -113,6 +114,46 @@ async def time_range(
 
 TimeRange = Annotated[tuple[int | None, int | None], Depends(time_range)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many rows, 1 … 100,000 (the newest ones)")]
+TimeframeQuery = Annotated[Timeframe, Query(description="Bar length")]
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolRead:
+    """A read of one symbol's data: the symbol (path), the store reader, the app state, [start, end) (query)."""
+
+    symbol: str
+    reader: StoreReader
+    state: AppState
+    start: int | None
+    end: int | None
+
+    def status(self) -> str:
+        """`require_symbol`: 'ok', 'no_data', or a 404."""
+        return require_symbol(self.state, self.reader, self.symbol)
+
+    def newest(self, fetch: Callable[..., list], *args: object, **kwargs: object) -> tuple[str, list]:
+        """The status and `fetch(symbol, *args, start, end, **kwargs)`; a symbol without data is not asked for."""
+        status = self.status()
+        return status, fetch(self.symbol, *args, self.start, self.end, **kwargs) if status == "ok" else []
+
+
+async def symbol_read(symbol: SymbolPath, reader: Reader, state: State, time_range: TimeRange) -> SymbolRead:
+    return SymbolRead(symbol, reader, state, *time_range)
+
+
+# On the OpenAPI page: the path's symbol, and start and end after the endpoint's own query parameters.
+OneSymbol = Annotated[SymbolRead, Depends(symbol_read)]
+
+
+def status_header(status: str) -> dict[str, str]:
+    """The symbol's data status (`ok` or `no_data`) as a response header too."""
+    return {"X-Ticklens-Status": status}
+
+
+def listing(symbol: str, status: str, name: str, rows: list, **head: object) -> Response:
+    """A per-symbol listing (api.models._SymbolRows): symbol, `head` (its timeframe), status, count, the rows."""
+    body = {"symbol": symbol, **head, "status": status, "count": len(rows), name: rows}
+    return json_response(body, headers=status_header(status))
 
 
 def status_symbols(reader: StoreReader) -> set[str]:

@@ -5,15 +5,46 @@ Times go out twice: ISO-8601 UTC with `Z` (`time`) and epoch milliseconds (`ts_m
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from ticklens.domain.audit import AUDIT_FIELDS, Minute
+from ticklens.domain.micro import MICRO_COLUMNS
+from ticklens.domain.micro import MicroBar as DomainMicroBar
 from ticklens.domain.symbols import normalise_symbol
 from ticklens.domain.timeframes import Timeframe
 
 DataStatus = Literal["ok", "no_data"]
 DATA_STATUS_DOC = "`ok`, or `no_data`: the symbol is configured but nothing is stored yet (the list is empty)"
+Status = Annotated[DataStatus, Field(description=DATA_STATUS_DOC)]
+TradesStored = Annotated[
+    int, Field(description="Trades the flow stored since it first started (resumed runs included)")
+]
+
+
+class _SymbolRows(BaseModel):
+    """What a per-symbol listing starts with; its rows follow, oldest first."""
+
+    symbol: str
+    status: Status
+    count: int
+
+
+class _SymbolBars(BaseModel):
+    """The same for bars of one timeframe."""
+
+    symbol: str
+    timeframe: Timeframe
+    status: Status
+    count: int
+
+
+class _BarStart(BaseModel):
+    """A bar's start, in both forms."""
+
+    time: str = Field(description="Bar start, ISO-8601 UTC")
+    ts_ms: int = Field(description="Bar start, epoch ms; the bar covers [ts_ms, ts_ms + timeframe)")
 
 
 class Tick(BaseModel):
@@ -26,16 +57,11 @@ class Tick(BaseModel):
     side: Literal["buy", "sell"] = Field(description="Taker side: `sell` when the buyer was the maker")
 
 
-class TicksResponse(BaseModel):
-    symbol: str
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
-    count: int
+class TicksResponse(_SymbolRows):
     ticks: list[Tick] = Field(description="Oldest first")
 
 
-class Bar(BaseModel):
-    time: str = Field(description="Bar start, ISO-8601 UTC")
-    ts_ms: int = Field(description="Bar start, epoch ms; the bar covers [ts_ms, ts_ms + timeframe)")
+class Bar(_BarStart):
     open: float
     high: float
     low: float
@@ -51,11 +77,7 @@ class Bar(BaseModel):
     span_ms: int = Field(description="Width in ms: the timeframe, or more for bars merged by `max_points`")
 
 
-class OhlcResponse(BaseModel):
-    symbol: str
-    timeframe: Timeframe
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
-    count: int
+class OhlcResponse(_SymbolBars):
     bars: list[Bar] = Field(description="Oldest first; the newest may be in progress")
 
 
@@ -89,7 +111,7 @@ class StatsResponse(BaseModel):
     symbol: str
     timeframe: Timeframe
     window: int = Field(description="Bars asked for")
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    status: Status
     count: int = Field(description="Bars found (≤ window)")
     first_time: str | None = None
     last_time: str | None = None
@@ -124,7 +146,7 @@ class RollingStatsResponse(BaseModel):
     symbol: str
     timeframe: Timeframe
     window: int = Field(description="`stats.window`: aligned bars per value")
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    status: Status
     count: int
     rows: list[RollingStatsRow]
 
@@ -134,7 +156,7 @@ class SymbolStatus(BaseModel):
     last_trade_time: str | None
     last_trade_ms: int | None
     trades_per_s: float = Field(description="Over the last 10 s of exchange time (1s bars)")
-    trades: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
+    trades: TradesStored
     late_trades: int
     duplicates: int
     conflicts: int = Field(0, description="Duplicates whose values differed from the trade kept (both kept in rejects)")
@@ -153,7 +175,7 @@ class StatusResponse(BaseModel):
     started_time: str | None
     uptime_s: float | None
     trades_per_s: float = Field(description="Ingest rate of the flow at its last status write")
-    trades_total: int = Field(description="Trades the flow stored since it first started (resumed runs included)")
+    trades_total: TradesStored
     reconnects: int
     connects_per_min: int = Field(
         0, description="Connection attempts in the last minute, all feeds (capped by source.max_connects_per_minute)"
@@ -345,7 +367,7 @@ class GapOut(BaseModel):
 class ContinuityResponse(BaseModel):
     symbol: str
     timeframe: Timeframe
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    status: Status
     start: str | None = None
     end: str | None = None
     bars: int
@@ -355,19 +377,15 @@ class ContinuityResponse(BaseModel):
     gaps: list[GapOut]
 
 
-class AuditMinuteValues(BaseModel):
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    quote_volume: float
-    trades: int
-    taker_buy_volume: float
+# The audited fields of a minute, named and typed as the domain's Minute has them.
+_MINUTE_TYPES = get_type_hints(Minute)
+AuditMinuteValues = create_model(
+    "AuditMinuteValues", __module__=__name__, **{name: (_MINUTE_TYPES[name], ...) for name in AUDIT_FIELDS}
+)
 
 
 class AuditFieldDiff(BaseModel):
-    field: str = Field(description="open, high, low, close, volume, quote_volume, trades or taker_buy_volume")
+    field: str = Field(description=f"{', '.join(AUDIT_FIELDS[:-1])} or {AUDIT_FIELDS[-1]}")
     ours: float
     binance: float
 
@@ -386,7 +404,7 @@ class AuditMinute(BaseModel):
 
 class AuditResponse(BaseModel):
     symbol: str
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    status: Status
     start: str
     start_ms: int
     end: str
@@ -407,46 +425,29 @@ class AuditResponse(BaseModel):
     diffs: list[AuditMinute] = Field(description="Differing minutes, oldest first")
 
 
-class MicroBar(BaseModel):
-    """One microstructure bar (docs/analytics.md "Microstructure"); null where a value is not defined."""
-
-    time: str = Field(description="Bar start, ISO-8601 UTC")
-    ts_ms: int = Field(description="Bar start, epoch ms; the bar covers [ts_ms, ts_ms + timeframe)")
-    quote_updates: int
-    depth_updates: int
-    trades: int
-    mid_open: float | None
-    mid_high: float | None
-    mid_low: float | None
-    mid_close: float | None
-    spread_bps_twa: float | None = Field(description="Time-weighted quoted spread, bps of mid")
-    spread_bps_max: float | None
-    imbalance_l1_twa: float | None = Field(description="Time-weighted (bid qty - ask qty)/(bid qty + ask qty)")
-    microprice_close: float | None
-    ofi: float | None = Field(description="Order-flow imbalance (Cont, Kukanov & Stoikov 2014), base units")
-    ofi_l5: float | None = Field(description="The same over book levels 1-5")
-    depth_bid_10bps: float | None
-    depth_ask_10bps: float | None
-    imbalance_depth_10bps: float | None
-    eff_spread_bps: float | None
-    realized_spread_bps: float | None = Field(description="At the configured horizon; null until `complete`")
-    price_impact_bps: float | None
-    signed_volume: float | None
-    trade_imbalance: float | None
-    signed_quote_volume: float | None
-    kyle_lambda: float | None
-    kyle_t: float | None
-    vpin: float | None
-    vpin_buckets: int = Field(description="Full VPIN volume buckets so far")
-    complete: bool = Field(description="Realized spread and price impact are in (the horizon has passed)")
-    revision: int = Field(description=">0: revised by late quotes, trades or depth after it was written")
+# A micro bar is the domain's MicroBar after its key (symbol, timeframe, start_ms): the columns the store
+# keeps, under the same names and types (`complete` as a boolean), a few of them explained.
+_MICRO_DOCS = {
+    "spread_bps_twa": "Time-weighted quoted spread, bps of mid",
+    "imbalance_l1_twa": "Time-weighted (bid qty - ask qty)/(bid qty + ask qty)",
+    "ofi": "Order-flow imbalance (Cont, Kukanov & Stoikov 2014), base units",
+    "ofi_l5": "The same over book levels 1-5",
+    "realized_spread_bps": "At the configured horizon; null until `complete`",
+    "vpin_buckets": "Full VPIN volume buckets so far",
+    "complete": "Realized spread and price impact are in (the horizon has passed)",
+    "revision": ">0: revised by late quotes, trades or depth after it was written",
+}
+_MICRO_TYPES = get_type_hints(DomainMicroBar) | {"complete": bool}
+MicroBar = create_model(
+    "MicroBar",
+    __base__=_BarStart,
+    __doc__='One microstructure bar (docs/analytics.md "Microstructure"); null where a value is not defined.',
+    __module__=__name__,
+    **{name: (_MICRO_TYPES[name], Field(description=_MICRO_DOCS.get(name))) for name in MICRO_COLUMNS[3:]},
+)
 
 
-class MicroResponse(BaseModel):
-    symbol: str
-    timeframe: Timeframe
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
-    count: int
+class MicroResponse(_SymbolBars):
     bars: list[MicroBar] = Field(description="Oldest first")
 
 
@@ -459,10 +460,7 @@ class VpinBucketOut(BaseModel):
     vpin: float | None = Field(description="Mean |buy - sell| / V over the last n buckets; null before n")
 
 
-class VpinResponse(BaseModel):
-    symbol: str
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
-    count: int
+class VpinResponse(_SymbolRows):
     buckets: list[VpinBucketOut] = Field(description="Oldest first")
 
 
@@ -495,7 +493,7 @@ class QuoteSample(BaseModel):
 
 class QuoteSamplesResponse(BaseModel):
     symbol: str
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
+    status: Status
     every_ms: int
     count: int
     samples: list[QuoteSample] = Field(
@@ -503,10 +501,7 @@ class QuoteSamplesResponse(BaseModel):
     )
 
 
-class QuotesResponse(BaseModel):
-    symbol: str
-    status: DataStatus = Field(description=DATA_STATUS_DOC)
-    count: int
+class QuotesResponse(_SymbolRows):
     quotes: list[Quote] = Field(description="Oldest first")
 
 

@@ -16,7 +16,7 @@ import panel as pn
 import param
 
 from panel_app.client import Api, ApiError
-from panel_app.page import Page
+from panel_app.page import Page, section
 from ticklens.domain.timeframes import TIMEFRAMES
 
 TRADE_METRICS = ["price", "trade_size"]
@@ -156,14 +156,13 @@ class AlertsPage(Page):
 
     def view(self) -> pn.viewable.Viewable:
         f = self.w
-        form = pn.Card(
+        form = section(
+            "New rule",
             pn.Row(f["name"], f["metric"], f["symbol"], f["more_symbols"], f["pair_a"], f["pair_b"]),
             pn.Row(f["on"], f["timeframe"], f["operator"], f["threshold"], f["exit_threshold"]),
             pn.Row(f["min_duration_s"], f["cooldown_s"], f["window"]),
             pn.Row(f["webhook"], f["enabled"], self.create),
             self.form_msg,
-            title="New rule",
-            sizing_mode="stretch_width",
         )
         return pn.Column(
             self.message,

@@ -16,7 +16,7 @@ import panel as pn
 import param
 
 from panel_app.client import Api, ApiError
-from panel_app.page import Page, card
+from panel_app.page import Page, card, section
 from ticklens.domain.timeframes import TIMEFRAMES
 from ticklens.domain.times import iso_ms, parse_time
 
@@ -131,7 +131,8 @@ class DataPage(Page):
 
     def view(self) -> pn.viewable.Viewable:
         w = pn.widgets
-        collection = pn.Card(
+        collection = section(
+            "Collection",
             self.status_html,
             pn.Row(
                 w.MultiChoice.from_param(self.param.collect, width=320),
@@ -140,10 +141,9 @@ class DataPage(Page):
                 self.stop_btn,
             ),
             self.control_msg,
-            title="Collection",
-            sizing_mode="stretch_width",
         )
-        export = pn.Card(
+        export = section(
+            "Download bars or ticks",
             pn.Row(
                 w.Select.from_param(self.param.symbol, width=130),
                 w.RadioButtonGroup.from_param(
@@ -160,10 +160,9 @@ class DataPage(Page):
                 pn.Column(pn.Spacer(height=18), self.download),
             ),
             self.export_msg,
-            title="Download bars or ticks",
-            sizing_mode="stretch_width",
         )
-        upload = pn.Card(
+        upload = section(
+            "Upload historical bars",
             pn.pane.Markdown(
                 "CSV columns: `symbol,timeframe,timestamp,open,high,low,close,volume` "
                 "(optional `quote_volume,trades,taker_buy_volume,taker_buy_quote_volume`). "
@@ -172,10 +171,9 @@ class DataPage(Page):
             pn.Row(self.file, w.Checkbox.from_param(self.param.overwrite, align="center"), self.upload_btn),
             self.upload_msg,
             self.upload_errors,
-            title="Upload historical bars",
-            sizing_mode="stretch_width",
         )
-        continuity = pn.Card(
+        continuity = section(
+            "Continuity audit",
             pn.pane.Markdown(
                 "Empty buckets of the symbol, timeframe and range above. **quiet**: trade ids run on without a "
                 "break across it, so nothing traded. **unknown**: a trade-id gap spans it, trades may be missing."
@@ -183,10 +181,9 @@ class DataPage(Page):
             self.check_btn,
             self.continuity_html,
             self.continuity_table,
-            title="Continuity audit",
-            sizing_mode="stretch_width",
         )
-        audit = pn.Card(
+        audit = section(
+            "Audit against Binance klines",
             pn.pane.Markdown(
                 "The stored 1m bars of the symbol and range above against Binance's own 1m klines downloaded "
                 "with `ticklens history download --data klines-1m` (under `history.dir`), minute by minute: "
@@ -196,8 +193,6 @@ class DataPage(Page):
             self.audit_msg,
             self.audit_html,
             self.audit_table,
-            title="Audit against Binance klines",
-            sizing_mode="stretch_width",
         )
         return pn.Column(self.message, collection, export, continuity, audit, upload, sizing_mode="stretch_width")
 

@@ -115,6 +115,11 @@ def freshness_badge(status: dict | None, api_down: str | None) -> str:
     )
 
 
+def section(title: str, *objects: Any, **options: Any) -> pn.Card:
+    """A titled card of a page, as wide as the page."""
+    return pn.Card(*objects, title=title, sizing_mode="stretch_width", **options)
+
+
 def card(label: str, value: str, sub: str = "", color: str = "inherit") -> str:
     """A small stat tile as HTML (used in summaries and badges)."""
     return (

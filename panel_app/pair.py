@@ -15,7 +15,7 @@ from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d, NumeralTi
 
 from panel_app.charts import add_hover, append_rows, live_source, replace_rows, time_figure
 from panel_app.client import Api
-from panel_app.page import ACCENT, DOWN, UP, Page, card, price_format
+from panel_app.page import ACCENT, DOWN, UP, Page, card, price_format, section
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 OLS_FIELDS = ["spread", "zscore", "hedge_ratio", "correlation"]
@@ -122,14 +122,13 @@ class PairPage(Page):
             w.FloatInput.from_param(self.param.entry_z, width=90),
             w.FloatInput.from_param(self.param.exit_z, width=90),
         )
-        backtest = pn.Card(
+        backtest = section(
+            "Backtest: enter at |z| ≥ entry, exit at |z| ≤ exit, β fixed at entry",
             pn.Row(w.FloatInput.from_param(self.param.fee_bps, width=140), pn.Column(pn.Spacer(height=18), self.run)),
             self.bt_summary,
             pn.pane.Bokeh(self.pnl_fig, sizing_mode="stretch_width"),
             self.trades,
             self.no_trades,
-            title="Backtest: enter at |z| ≥ entry, exit at |z| ≤ exit, β fixed at entry",
-            sizing_mode="stretch_width",
             collapsed=False,
         )
         return pn.Column(

@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 from fastapi import APIRouter, Query, Response
 
-from api.compat.common import TAG, error_answer, num, richer
-from api.compat.models import AdfAnswer, BacktestAnswer, CorrelationAnswer, ErrorAnswer, SpreadAnswer
+from api.compat.common import TAG, error_answer, num, or_error
+from api.compat.models import AdfAnswer, BacktestAnswer, CorrelationAnswer, SpreadAnswer
 from api.deps import Reader, State, json_response, param_error, require_symbol
 from api.routers.analytics import MAX_SYMBOLS, parse_symbols
 from storage.port import TICK_COLUMNS, StoreReader
@@ -79,8 +79,8 @@ def _rows(al: pl.DataFrame, window: int) -> list[PairRow]:
 
 @router.get(
     "/api/spread",
-    response_model=SpreadAnswer | ErrorAnswer,
-    description=richer(
+    **or_error(
+        SpreadAnswer,
         "/api/v1/spread",
         "Hedge ratio, spread and z-score of the two symbols' newest trades (`window` counts ticks). The hedge "
         "ratio is OLS (or Kalman) over the newest `window` aligned trade times; the z-score compares the newest "
@@ -139,8 +139,8 @@ def spread(
 
 @router.post(
     "/api/analytics/adf",
-    response_model=AdfAnswer | ErrorAnswer,
-    description=richer(
+    **or_error(
+        AdfAnswer,
         "/api/v1/adf",
         "Engle-Granger test of the spread over the newest `window` aligned trade times: the ADF statistic of the "
         "OLS residuals with `max_lag` lagged differences, and the cointegration p-value and critical values "
@@ -186,8 +186,8 @@ def adf(
 
 @router.get(
     "/api/correlation",
-    response_model=CorrelationAnswer | ErrorAnswer,
-    description=richer(
+    **or_error(
+        CorrelationAnswer,
         "/api/v1/correlation",
         "Rolling Pearson correlation of log returns of closed bars, per pair (`a_b`, the last 50 points) and the "
         f"matrix of the newest window. With fewer bars than `window`, the window shrinks to what is stored (at "
@@ -235,8 +235,8 @@ def correlation(
 
 @router.get(
     "/api/backtest",
-    response_model=BacktestAnswer | ErrorAnswer,
-    description=richer(
+    **or_error(
+        BacktestAnswer,
         "/api/v1/backtest",
         "Mean reversion on the tick spread of /api/spread: short the spread at z ≥ entry_z, long at z ≤ −entry_z, "
         "out once z is back past ∓exit_z (0: z crossed zero); hedge ratio fixed at entry; pnl in quote currency "

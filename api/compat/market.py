@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 import polars as pl
 from fastapi import APIRouter, Query, Response
 
-from api.compat.common import TAG, error_answer, num, richer
-from api.compat.models import ErrorAnswer, OhlcAnswer, StatsAnswer, SymbolList, TicksAnswer, TimeseriesAnswer
+from api.compat.common import TAG, error_answer, num, or_error, richer
+from api.compat.models import OhlcAnswer, StatsAnswer, SymbolList, TicksAnswer, TimeseriesAnswer
 from api.deps import MAX_LIMIT, Reader, State, SymbolPath, json_response, require_symbol
 from storage.port import BAR_OUT_COLUMNS, TICK_COLUMNS
 from ticklens.domain.stats.changes import VOLATILITY_WINDOW, bar_changes
@@ -85,8 +85,8 @@ def ohlc(symbol: SymbolPath, reader: Reader, state: State, timeframe: Timeframe 
 
 @router.get(
     "/api/stats/{symbol}",
-    response_model=StatsAnswer | ErrorAnswer,
-    description=richer(
+    **or_error(
+        StatsAnswer,
         "/api/v1/stats/{symbol}",
         "Over the newest `window` trades: last price, mean and sample std of the prices, min, max, volume, VWAP. "
         '`{"error": "No data available"}` when none is stored. (v1: over bars, with return and realised volatility.)',

@@ -96,9 +96,14 @@ class SpreadPoint(_Out):
     z_score: float | None
 
 
-class SpreadAnswer(_Out):
+class _PairAnswer(_Out):
+    """An answer about two symbols: the pair first."""
+
     symbol1: str
     symbol2: str
+
+
+class SpreadAnswer(_PairAnswer):
     method: str
     hedge_ratio: float = Field(description="β of symbol1 = α + β symbol2, latest")
     spread_mean: float
@@ -110,9 +115,7 @@ class SpreadAnswer(_Out):
     spread_series: list[SpreadPoint] = Field(description="The last 50 points")
 
 
-class AdfAnswer(_Out):
-    symbol1: str
-    symbol2: str
+class AdfAnswer(_PairAnswer):
     adf_statistic: float
     p_value: float = Field(description="Engle-Granger p-value (MacKinnon, cointegration of a fitted spread)")
     n_lags: int
@@ -146,9 +149,7 @@ class BacktestTrade(_Out):
     pnl: float
 
 
-class BacktestAnswer(_Out):
-    symbol1: str
-    symbol2: str
+class BacktestAnswer(_PairAnswer):
     entry_z: float
     exit_z: float
     total_trades: int = Field(description="Completed trades")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from api.deps import Cfg, Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from api.deps import Cfg, OneSymbol, json_response, param_error, status_header
 from api.models import AuditResponse
 from ticklens.domain.audit import MINUTE_MS, audit_dict
 from ticklens.ingest.klines import archive_audit
@@ -22,18 +22,15 @@ MAX_DAYS = 400  # a range's klines are read whole: about 576k minutes at most
 
 @router.get("/audit/{symbol}", response_model=AuditResponse)
 def get_audit(
-    symbol: SymbolPath,
-    reader: Reader,
-    state: State,
+    q: OneSymbol,
     cfg: Cfg,
-    time_range: TimeRange,
     limit: Annotated[int, Query(ge=0, le=100_000, description="Differing minutes to list, 0 … 100,000")] = 1000,
 ) -> Response:
     """Minute by minute in [start, end) (default: the symbol's stored 1m span), field by field: open, high,
     low, close, volume, quote volume, trades, taker buy volume. Minutes are whole (start rounded down,
     end up)."""
-    status = require_symbol(state, reader, symbol)
-    start, end = time_range
+    status = q.status()
+    symbol, reader, start, end = q.symbol, q.reader, q.start, q.end
     if start is None or end is None:
         lo, hi = reader.bar_span(symbol, "1m")
         start = start if start is not None else lo
@@ -59,4 +56,4 @@ def get_audit(
         "files": [p.name for p in files],
         "listed": len(body["diffs"]),  # type: ignore[arg-type]
     }
-    return json_response(out, headers={"X-Ticklens-Status": status})
+    return json_response(out, headers=status_header(status))

@@ -11,7 +11,18 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from api.book_cache import BookCache
-from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from api.deps import (
+    Limit,
+    OneSymbol,
+    Reader,
+    State,
+    SymbolPath,
+    json_response,
+    listing,
+    param_error,
+    require_symbol,
+    status_header,
+)
 from api.models import BookGapsResponse, BookResponse, QuoteSamplesResponse, QuotesResponse
 from storage.port import StoreReader
 from ticklens.domain.book import OrderBook
@@ -107,10 +118,10 @@ def get_book(
 
 
 @router.get("/book/{symbol}/gaps", response_model=BookGapsResponse)
-def get_book_gaps(symbol: SymbolPath, reader: Reader, state: State, time_range: TimeRange) -> Response:
+def get_book_gaps(q: OneSymbol) -> Response:
     """Intervals in which the book was not known (chain break, reconnect, failed snapshot, crossed book)."""
-    require_symbol(state, reader, symbol)
-    gaps = reader.book_gaps(symbol, *time_range)
+    q.status()  # 404 for a symbol neither configured nor stored
+    gaps = q.reader.book_gaps(q.symbol, q.start, q.end)
     rows = [
         {
             "from_update_id": g.from_update_id,
@@ -123,7 +134,7 @@ def get_book_gaps(symbol: SymbolPath, reader: Reader, state: State, time_range: 
         }
         for g in gaps
     ]
-    return json_response({"symbol": symbol, "count": len(rows), "gaps": rows})
+    return json_response({"symbol": q.symbol, "count": len(rows), "gaps": rows})
 
 
 def quote_rows(rows: list[tuple]) -> list[dict]:
@@ -143,28 +154,21 @@ def quote_rows(rows: list[tuple]) -> list[dict]:
 
 
 @router.get("/quotes/{symbol}", response_model=QuotesResponse)
-def get_quotes(
-    symbol: SymbolPath, reader: Reader, state: State, time_range: TimeRange, limit: Limit = 1000
-) -> Response:
+def get_quotes(q: OneSymbol, limit: Limit = 1000) -> Response:
     """Best bid/ask updates (L1), oldest first: the newest `limit` within [start, end)."""
-    status = require_symbol(state, reader, symbol)
-    rows = reader.quotes(symbol, limit, *time_range) if status == "ok" else []
-    body = {"symbol": symbol, "status": status, "count": len(rows), "quotes": quote_rows(rows)}
-    return json_response(body, headers={"X-Ticklens-Status": status})
+    status, rows = q.newest(q.reader.quotes, limit)
+    return listing(q.symbol, status, "quotes", quote_rows(rows))
 
 
 @router.get("/quotes/{symbol}/sampled", response_model=QuoteSamplesResponse)
 def get_quote_samples(
-    symbol: SymbolPath,
-    reader: Reader,
-    state: State,
-    time_range: TimeRange,
+    q: OneSymbol,
     every_ms: Annotated[int, Query(ge=1, le=86_400_000, description="Interval length, ms (a chart's bar width)")],
 ) -> Response:
     """Best bid/ask at the end of each interval [start + k·every_ms, start + (k+1)·every_ms) in
     [start, end): the last L1 update before the interval's end, carried in when the interval had
     none. For lines over candles of any length without sending every update (at most 2,000)."""
-    start, end = time_range
+    start, end = q.start, q.end
     if start is None or end is None:
         raise param_error("query", "start" if start is None else "end", "sampled quotes need start and end", None)
     n = -(-(end - start) // every_ms)
@@ -172,9 +176,9 @@ def get_quote_samples(
         raise param_error(
             "query", "every_ms", f"{n} intervals: at most {MAX_SAMPLES} (raise every_ms or narrow the range)", every_ms
         )
-    status = require_symbol(state, reader, symbol)
+    status = q.status()
     moments = [start + k * every_ms for k in range(n)]
-    found = reader.quotes_before(symbol, [min(at + every_ms, end) for at in moments]) if status == "ok" else []
+    found = q.reader.quotes_before(q.symbol, [min(at + every_ms, end) for at in moments]) if status == "ok" else []
     samples = [
         {
             "at_ms": at,
@@ -190,5 +194,5 @@ def get_quote_samples(
         for at, row in zip(moments, found, strict=False)
         if row is not None
     ]
-    body = {"symbol": symbol, "status": status, "every_ms": every_ms, "count": len(samples), "samples": samples}
-    return json_response(body, headers={"X-Ticklens-Status": status})
+    body = {"symbol": q.symbol, "status": status, "every_ms": every_ms, "count": len(samples), "samples": samples}
+    return json_response(body, headers=status_header(status))

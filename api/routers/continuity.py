@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Query, Response
-
-from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from api.deps import OneSymbol, TimeframeQuery, json_response, param_error, status_header
 from api.models import ContinuityResponse
 from ticklens.domain.continuity import bucket_range, empty_runs
-from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["data quality"])
 
 
 @router.get("/continuity/{symbol}", response_model=ContinuityResponse)
-def get_continuity(
-    symbol: SymbolPath,
-    reader: Reader,
-    state: State,
-    time_range: TimeRange,
-    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
-) -> Response:
+def get_continuity(q: OneSymbol, timeframe: TimeframeQuery = "1m") -> Response:
     """Runs of empty buckets in [start, end) (default: the symbol's stored span) and open trade-id gaps."""
-    status = require_symbol(state, reader, symbol)
-    start, end = time_range
+    status = q.status()
+    symbol, reader, start, end = q.symbol, q.reader, q.start, q.end
     if start is None or end is None:
         lo, hi = reader.bar_span(symbol, timeframe)
         start = start if start is not None else lo
         end = end if end is not None else (hi + 1 if hi is not None else None)
     if start is None or end is None:
         body = {"symbol": symbol, "timeframe": timeframe, "status": status, "bars": 0, "empty": [], "gaps": []}
-        return json_response(body, headers={"X-Ticklens-Status": status})
+        return json_response(body, headers=status_header(status))
     if end <= start:
         raise param_error("query", "end", "end must be after start", end)
     try:
@@ -69,4 +60,4 @@ def get_continuity(
             for a, b, t, d, f, s in gaps
         ],
     }
-    return json_response(body, headers={"X-Ticklens-Status": status})
+    return json_response(body, headers=status_header(status))

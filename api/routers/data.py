@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import Reader, State, SymbolPath, TimeRange, json_response, param_error, require_symbol
+from api.deps import OneSymbol, State, json_response, param_error
 from api.models import UploadRejected, UploadRejectedResponse, UploadResponse
 from api.routers.book import book_at, parse_at
 from api.streaming import guarded, prefetched
@@ -202,10 +202,7 @@ def _parquet_stream(frames: Iterator[pl.DataFrame]) -> Iterator[bytes]:
     responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}}},
 )
 def export(
-    symbol: SymbolPath,
-    reader: Reader,
-    state: State,
-    time_range: TimeRange,
+    q: OneSymbol,
     format: Annotated[Literal["csv", "parquet"], Query(description="File format")] = "csv",  # noqa: A002
     kind: Annotated[
         ExportKind,
@@ -221,14 +218,15 @@ def export(
     for `kind=book`, the book at `at` (one row per level, best first); timestamps in UTC."""
     if kind == "book" and at is None:
         raise param_error("query", "at", "kind=book needs at (ISO-8601 or epoch ms)", None)
-    status = require_symbol(state, reader, symbol)
+    status = q.status()
+    symbol, state = q.symbol, q.state
     if kind == "book":
-        v = book_at(reader, state.books, symbol, parse_at(at), None, depth)
-        levels = [(v.update_id, v.ts_ms, "bid", i, p, q) for i, (p, q) in enumerate(v.bids)]
-        levels += [(v.update_id, v.ts_ms, "ask", i, p, q) for i, (p, q) in enumerate(v.asks)]
+        v = book_at(q.reader, state.books, symbol, parse_at(at), None, depth)
+        levels = [(v.update_id, v.ts_ms, "bid", i, price, qty) for i, (price, qty) in enumerate(v.bids)]
+        levels += [(v.update_id, v.ts_ms, "ask", i, price, qty) for i, (price, qty) in enumerate(v.asks)]
         frames: Iterator[pl.DataFrame] = iter([_frame(levels, kind, symbol, timeframe)])
     else:
-        frames = _chunks(state.store, kind, symbol, timeframe, *time_range, empty=status != "ok")
+        frames = _chunks(state.store, kind, symbol, timeframe, q.start, q.end, empty=status != "ok")
     what = f"export of {symbol} {timeframe + ' bars' if kind == 'ohlc' else kind}"
     name = f"{symbol}-{timeframe if kind == 'ohlc' else kind}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Ticklens-Status": status}

@@ -6,17 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.deps import Limit, OneSymbol, TimeframeQuery, json_response, listing
 from api.models import HeatmapResponse, MicroResponse, VpinResponse
 from api.routers.book import book_at
 from storage.port import MICRO_OUT_COLUMNS
 from ticklens.domain.micro.heatmap import bin_levels, column_times, price_bins
-from ticklens.domain.timeframes import Timeframe
 from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["microstructure"])
 
-TimeframeQuery = Annotated[Timeframe, Query(description="Bar length")]
 ALL_LEVELS = 1 << 30  # a heatmap column bins every level of the book
 
 
@@ -33,46 +31,26 @@ def micro_rows(rows: list[tuple]) -> list[dict]:
 
 
 @router.get("/microstructure/{symbol}", response_model=MicroResponse)
-def get_microstructure(
-    symbol: SymbolPath,
-    store: Reader,
-    state: State,
-    time_range: TimeRange,
-    timeframe: TimeframeQuery = "1m",
-    limit: Limit = 100,
-) -> Response:
+def get_microstructure(q: OneSymbol, timeframe: TimeframeQuery = "1m", limit: Limit = 100) -> Response:
     """Micro bars oldest first: the newest `limit` starting within [start, end)."""
-    status = require_symbol(state, store, symbol)
-    rows = store.micro_bars(symbol, timeframe, limit, *time_range) if status == "ok" else []
-    body = {
-        "symbol": symbol,
-        "timeframe": timeframe,
-        "status": status,
-        "count": len(rows),
-        "bars": micro_rows(rows),
-    }
-    return json_response(body, headers={"X-Ticklens-Status": status})
+    status, rows = q.newest(q.reader.micro_bars, timeframe, limit)
+    return listing(q.symbol, status, "bars", micro_rows(rows), timeframe=timeframe)
 
 
 @router.get("/microstructure/{symbol}/vpin", response_model=VpinResponse)
-def get_vpin(symbol: SymbolPath, store: Reader, state: State, time_range: TimeRange, limit: Limit = 100) -> Response:
+def get_vpin(q: OneSymbol, limit: Limit = 100) -> Response:
     """VPIN volume buckets oldest first: the newest `limit` filled within [start, end)."""
-    status = require_symbol(state, store, symbol)
-    rows = store.vpin_buckets(symbol, limit, *time_range) if status == "ok" else []
+    status, rows = q.newest(q.reader.vpin_buckets, limit)
     buckets = [
         {"bucket": b, "time": iso_ms(t), "ts_ms": t, "buy_volume": bv, "sell_volume": sv, "vpin": v}
         for b, t, bv, sv, v in rows
     ]
-    body = {"symbol": symbol, "status": status, "count": len(rows), "buckets": buckets}
-    return json_response(body, headers={"X-Ticklens-Status": status})
+    return listing(q.symbol, status, "buckets", buckets)
 
 
 @router.get("/microstructure/{symbol}/heatmap", response_model=HeatmapResponse)
 def get_heatmap(
-    symbol: SymbolPath,
-    store: Reader,
-    state: State,
-    time_range: TimeRange,
+    q: OneSymbol,
     columns: Annotated[int, Query(ge=1, le=400, description="Moments (image columns), evenly over the range")] = 120,
     rows: Annotated[int, Query(ge=2, le=200, description="Price bins (image rows)")] = 60,
     band_bps: Annotated[float, Query(gt=0, le=500, description="Price range: the last mid ± this many bps")] = 20.0,
@@ -80,8 +58,8 @@ def get_heatmap(
     """Resting size per price bin at `columns` moments in [start, end] (default: the 5 minutes up to the
     newest stored depth update, or from the first), each the stored book then (snapshot plus diffs, as /book), summed
     into `rows` equal price bins around the last column's mid. Sized for a screen: at most 400 × 200."""
-    require_symbol(state, store, symbol)
-    start, end = time_range
+    q.status()  # 404 for a symbol neither configured nor stored
+    symbol, store, start, end = q.symbol, q.reader, q.start, q.end
     if end is None:
         newest = store.last_depth_update(symbol, 2**62)
         if newest is None:
@@ -94,7 +72,7 @@ def get_heatmap(
     views = []
     for t in times:
         try:
-            views.append(book_at(store, state.books, symbol, t, None, ALL_LEVELS))
+            views.append(book_at(store, q.state.books, symbol, t, None, ALL_LEVELS))
         except HTTPException:  # before the first stored book, or not retained there: an empty column
             views.append(None)
     last = next((v for v in reversed(views) if v is not None and v.bids and v.asks), None)

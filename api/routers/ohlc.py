@@ -6,16 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.deps import Limit, OneSymbol, TimeframeQuery, listing
 from api.models import OhlcResponse
 from storage.port import BAR_OUT_COLUMNS
 from ticklens.domain.stats.thinning import thin_bars
-from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
+from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.times import iso_ms
 
 router = APIRouter(tags=["bars"])
-
-TimeframeQuery = Annotated[Timeframe, Query(description="Bar length")]
 
 
 def bar_rows(rows: list[tuple], spans: list[int]) -> list[dict]:
@@ -43,10 +41,7 @@ def bar_rows(rows: list[tuple], spans: list[int]) -> list[dict]:
 
 @router.get("/ohlc/{symbol}", response_model=OhlcResponse)
 def get_ohlc(
-    symbol: SymbolPath,
-    store: Reader,
-    state: State,
-    time_range: TimeRange,
+    q: OneSymbol,
     timeframe: TimeframeQuery = "1m",
     limit: Limit = 100,
     max_points: Annotated[
@@ -60,18 +55,10 @@ def get_ohlc(
     ] = None,
 ) -> Response:
     """Bars oldest first: the newest `limit` starting within [start, end); `in_progress` marks an open bar."""
-    status = require_symbol(state, store, symbol)
-    rows = store.bars(symbol, timeframe, limit, *time_range) if status == "ok" else []
+    status, rows = q.newest(q.reader.bars, timeframe, limit)
     tf_ms = TIMEFRAME_MS[timeframe]
     if max_points is not None and len(rows) > max_points:
         rows, spans = thin_bars(rows, BAR_OUT_COLUMNS, max_points, tf_ms)
     else:
         spans = [tf_ms] * len(rows)
-    body = {
-        "symbol": symbol,
-        "timeframe": timeframe,
-        "status": status,
-        "count": len(rows),
-        "bars": bar_rows(rows, spans),
-    }
-    return json_response(body, headers={"X-Ticklens-Status": status})
+    return listing(q.symbol, status, "bars", bar_rows(rows, spans), timeframe=timeframe)

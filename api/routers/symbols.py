@@ -9,7 +9,7 @@ from typing import Annotated
 import polars as pl
 from fastapi import APIRouter, Query
 
-from api.deps import Limit, Reader, State, SymbolPath, TimeRange, configured_symbols, require_symbol
+from api.deps import Limit, OneSymbol, Reader, State, SymbolPath, TimeframeQuery, configured_symbols, require_symbol
 from api.models import RollingStatsResponse, RollingStatsRow, StatsResponse, SymbolInfo, SymbolsResponse
 from storage.port import BAR_OUT_COLUMNS, StoreReader
 from ticklens.domain.bars import price_decimals
@@ -69,7 +69,7 @@ def get_stats(
     store: Reader,
     state: State,
     window: Annotated[int, Query(ge=2, le=100_000, description="The newest this many bars")] = 60,
-    timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
+    timeframe: TimeframeQuery = "1m",
 ) -> StatsResponse:
     """count, last, mean, std, min, max, volume, VWAP, return and realised volatility over the last `window` bars."""
     status = require_symbol(state, store, symbol)
@@ -90,10 +90,7 @@ def get_stats(
 
 @router.get("/stats/{symbol}/rolling", response_model=RollingStatsResponse)
 def get_rolling_stats(
-    symbol: SymbolPath,
-    store: Reader,
-    state: State,
-    time_range: TimeRange,
+    q: OneSymbol,
     timeframe: Annotated[Timeframe, Query(description="Bar length (one of `stats.timeframes`)")] = "1m",
     limit: Limit = 1000,
 ) -> RollingStatsResponse:
@@ -103,11 +100,10 @@ def get_rolling_stats(
     computed once per closed bar in the stream, over aligned bars (a bar with no trade carries its
     close with zero volume): the series an alert or a chart of rolling volatility uses.
     """
-    status = require_symbol(state, store, symbol)
-    window = state.cfg.stats.window
-    rows = store.symbol_stats_rows(symbol, timeframe, window, *time_range, limit=limit) if status == "ok" else []
+    window = q.state.cfg.stats.window
+    status, rows = q.newest(q.reader.symbol_stats_rows, timeframe, window, limit=limit)
     return RollingStatsResponse(
-        symbol=symbol,
+        symbol=q.symbol,
         timeframe=timeframe,
         window=window,
         status=status,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import Limit, Reader, State, SymbolPath, TimeRange, json_response, require_symbol
+from api.deps import Limit, OneSymbol, listing
 from api.models import TicksResponse
 from ticklens.domain.times import iso_ms
 
@@ -27,9 +27,7 @@ def tick_rows(rows: list[tuple]) -> list[dict]:
 
 
 @router.get("/ticks/{symbol}", response_model=TicksResponse)
-def get_ticks(symbol: SymbolPath, store: Reader, state: State, time_range: TimeRange, limit: Limit = 100) -> Response:
+def get_ticks(q: OneSymbol, limit: Limit = 100) -> Response:
     """Trades of one symbol, oldest first: the newest `limit` within [start, end)."""
-    status = require_symbol(state, store, symbol)
-    rows = store.ticks(symbol, limit, *time_range) if status == "ok" else []
-    body = {"symbol": symbol, "status": status, "count": len(rows), "ticks": tick_rows(rows)}
-    return json_response(body, headers={"X-Ticklens-Status": status})
+    status, rows = q.newest(q.reader.ticks, limit)
+    return listing(q.symbol, status, "ticks", tick_rows(rows))
