@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.procstat import peak_rss_mb  # noqa: E402
 from bench.synth import shifted_archive_days  # noqa: E402
+from ticklens.cluster import free_ports  # noqa: E402
 
 BASELINE = r"""
 import sys, time, httpx
@@ -76,12 +77,6 @@ def _state(pid: int) -> str:
         return ""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=8)
@@ -95,7 +90,7 @@ def main() -> None:
     total = sum(p.stat().st_size for p in files)
     rel = ["/" + str(p.relative_to(site)) for p in files]
     last = (date(2020, 12, 9) + timedelta(days=args.days - 1)).isoformat()
-    port = free_port()
+    (port,) = free_ports(1)
     server = subprocess.Popen(
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(site), str(port)],
         stdout=subprocess.DEVNULL,

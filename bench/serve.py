@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,13 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from ticklens.cluster import free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_api(
@@ -34,7 +29,7 @@ def start_api(
     Output goes to `log` (appended) or is dropped. Fails with the log's path if the API or any
     process in `watch` (e.g. the flow that should be writing) exits first or the deadline passes.
     """
-    port = free_port()
+    (port,) = free_ports(1)
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115  # the child keeps it
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port),

@@ -270,7 +270,9 @@ class WebSocketSource(FixedPartitionedSource[object, dict]):
     def list_parts(self) -> list[str]:
         local = [s.name for s in local_parts(list(self.shards.values()))]
         # One partition keeps its old name, so an existing recovery directory resumes it.
-        return ["ws" for _ in local] if len(self.shards) == 1 else local
+        if len(self.shards) == 1:
+            return ["ws"] if local else []
+        return local
 
     def build_part(self, step_id: str, for_part: str, resume_state: dict | None) -> _LivePartition:
         shard = next(iter(self.shards.values())) if for_part == "ws" else self.shards[for_part]
