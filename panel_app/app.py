@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 import panel as pn
+from panel.io import hold
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `panel serve panel_app/app.py` runs this file as a script
@@ -88,9 +89,18 @@ class Dashboard:
         return self.views[name]
 
     def _navigate(self, name: str) -> None:
-        self.main.objects = [self._view(name)]
-        self._needs_show = True
-        self.tick()
+        with hold():
+            self.main.objects = [self._view(name)]
+            self._needs_show = True
+            self.tick()
+
+    def live_tick(self) -> None:
+        """`tick` for the clock, with everything it changes sent to the browser as one message: a page
+        that rebuilds a figure's renderers, legend and hover (Correlation) never leaves the browser
+        with part of that change. Without it a CI run under load saw Bokeh's "reference … isn't known"
+        on the Correlation page."""
+        with hold():
+            self.tick()
 
     def tick(self) -> None:
         """Once a second: status for the badge, then the visible page streams what is new."""
@@ -151,7 +161,7 @@ def build() -> pn.template.BaseTemplate:
     # browser draws the chart with real candles in its first render (one round trip and one
     # layout pass fewer; docs/performance.md). A down API shows its banner at once instead.
     dash.tick()
-    pn.state.add_periodic_callback(dash.tick, period=REFRESH_MS)
+    pn.state.add_periodic_callback(dash.live_tick, period=REFRESH_MS)
     pn.state.on_session_destroyed(lambda _ctx: dash.api.close())
     return dash.template()
 

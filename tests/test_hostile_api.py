@@ -574,15 +574,20 @@ def test_a_flow_started_through_the_api_gets_the_secrets_by_environment_not_in_i
             assert yaml.safe_load(text)["dashboard"]["auth"] == {"user": "ops"}
             # The child loads that file (its dashboard.auth needs the password, which only its
             # environment holds) and runs: it writes a status of its own.
-            status = wait_until(
-                lambda: (
-                    (s := httpx.get(f"{api.url}/api/v1/status", headers=auth, timeout=30).json())["running"]
-                    and (s["status_time"] or "") > before
-                    and s
-                ),
-                60,
-                "the started flow to write its status",
-            )
+            flow_log = db.with_name(db.stem + ".flow.log")
+            try:  # a flow's start (imports, its store check) takes a while on a loaded 2-core machine
+                status = wait_until(
+                    lambda: (
+                        (s := httpx.get(f"{api.url}/api/v1/status", headers=auth, timeout=30).json())["running"]
+                        and (s["status_time"] or "") > before
+                        and s
+                    ),
+                    120,
+                    "the started flow to write its status",
+                )
+            except AssertionError as e:
+                tail = flow_log.read_text()[-3000:] if flow_log.exists() else "(no flow log)"
+                raise AssertionError(f"{e}; the flow's log ends:\n{tail}") from None
             assert status["started_by"] == "api"
         finally:
             stop = httpx.post(f"{api.url}/api/v1/stop", headers=auth, timeout=60)

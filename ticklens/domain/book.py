@@ -402,6 +402,7 @@ class OrderBook:
         "_grid",
         "_complete",
         "_gone",
+        "odd_levels",
         "last_update_id",
         "ts_ms",
     )
@@ -421,6 +422,7 @@ class OrderBook:
         self._grid = ""  # suffix every on-grid canonical price ends with
         self._complete: tuple[str | None, str | None] | None = None
         self._gone = False  # the slow path's view of apply()'s "best level removed" flag
+        self.odd_levels = 0  # levels the slow path took: readers that trust the fast path's keys check it
         self.last_update_id = 0
         self.ts_ms = 0
 
@@ -452,6 +454,17 @@ class OrderBook:
         if len(s) <= d:
             s = s.rjust(d + 1, "0")
         return f"{s[:-d]}.{s[-d:]}"
+
+    def _fmt_range(self, start: int, stop: int, step: int) -> list[str]:
+        """`_fmt` of every tick in range(start, stop, step), without a call per tick where the
+        ticks all have more digits than decimals (prices of at least 1)."""
+        d = self._dec
+        ticks = range(start, stop, step)
+        if d <= 0:
+            return list(map(str, ticks))
+        if ticks and min(ticks[0], ticks[-1]) >= self._scale:
+            return [f"{s[:-d]}.{s[-d:]}" for s in map(str, ticks)]
+        return list(map(self._fmt, ticks))
 
     def _canonical(self, price: str, widen: bool = True) -> tuple[str, int] | None:
         """(canonical key, tick) of a validated decimal string.
@@ -645,6 +658,7 @@ class OrderBook:
 
     def _odd(self, is_bid: bool, p: str, q: str) -> None:
         """One level the fast path cannot take: another number of decimals, off the grid, or the first price."""
+        self.odd_levels += 1
         removing = q in ZERO_QTY
         canon = self._canonical(p, widen=not removing)  # may re-key the book (and the bests)
         if canon is None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticklens.domain.book import BookSync, DepthUpdate, GapReason, OrderBook
+from ticklens.domain.book import BookSnapshot, BookSync, DepthUpdate, GapReason, OrderBook
+from ticklens.domain.book_top import TopLevels
 from ticklens.domain.micro.engine import LEVELS, BookLevels
 
 DEPTH_BPS = 10.0
@@ -48,17 +49,15 @@ def _band(book: OrderBook, bps: float) -> tuple[float, float]:
     num = round(bps * 1_000_000)  # bps in millionths keeps the bound exact for bps like 10 or 2.5
     lo = -((-mid2 * (10_000 * 1_000_000 - num)) // (scale * 1_000_000))  # ceil
     hi = (mid2 * (10_000 * 1_000_000 + num)) // (scale * 1_000_000)  # floor
-    step, fmt = book._step, book._fmt
+    step = book._step
     out = []
     for side, start, stop, direction in ((book.bids, tb, lo, -1), (book.asks, ta, hi, 1)):
         span = abs(start - stop) // step + 1
         total = 0.0
         if span <= len(side):
-            get = side.get
-            for t in range(start, stop + direction, direction * step) if span > 0 else ():
-                q = get(fmt(t))
-                if q is not None:
-                    total += float(q)
+            if span > 0:
+                keys = book._fmt_range(start, stop + direction, direction * step)
+                total = sum(map(float, filter(None, map(side.get, keys))))
         else:
             for k, q in side.items():
                 t = book._tick(k)
@@ -75,6 +74,7 @@ class LevelSync(BookSync):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._rows: list[list[float]] = []  # ts, update id, 4 x LEVELS levels, depth bid, depth ask
         self._current: DepthUpdate | None = None
+        self._tops = TopLevels(self.book)  # the best LEVELS per side, kept across events
 
     def on_depth(self, update: DepthUpdate) -> bool:
         self._current = update
@@ -94,9 +94,10 @@ class LevelSync(BookSync):
         ):
             rows[-1][-2:] = depth_within(self)  # the state after the previous event ends its second
         super()._apply(u)
+        self._tops.note(u.bids, u.asks)
         if not self.live:  # the event crossed the book: its state is no valid book
             return
-        bids, asks = self.book.top(LEVELS)
+        bids, asks = self._tops.top(LEVELS)
         row = [float(u.txn_ms), float(2 * u.final_id)]
         for side in (bids, asks):
             px = [float(p) for p, _ in side] + [float("nan")] * (LEVELS - len(side))
@@ -105,6 +106,10 @@ class LevelSync(BookSync):
             row.extend(qty)
         row.extend((float("nan"), float("nan")))
         rows.append(row)
+
+    def _load(self, snap: BookSnapshot) -> None:
+        super()._load(snap)
+        self._tops.reset()
 
     def _lose(self, reason: GapReason, detail: str) -> None:
         was_live = self.live
