@@ -402,7 +402,6 @@ class OrderBook:
         "_grid",
         "_complete",
         "_gone",
-        "odd_levels",
         "last_update_id",
         "ts_ms",
     )
@@ -422,7 +421,6 @@ class OrderBook:
         self._grid = ""  # suffix every on-grid canonical price ends with
         self._complete: tuple[str | None, str | None] | None = None
         self._gone = False  # the slow path's view of apply()'s "best level removed" flag
-        self.odd_levels = 0  # levels the slow path took: readers that trust the fast path's keys check it
         self.last_update_id = 0
         self.ts_ms = 0
 
@@ -658,7 +656,6 @@ class OrderBook:
 
     def _odd(self, is_bid: bool, p: str, q: str) -> None:
         """One level the fast path cannot take: another number of decimals, off the grid, or the first price."""
-        self.odd_levels += 1
         removing = q in ZERO_QTY
         canon = self._canonical(p, widen=not removing)  # may re-key the book (and the bests)
         if canon is None:

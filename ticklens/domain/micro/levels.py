@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticklens.domain.book import BookSnapshot, BookSync, DepthUpdate, GapReason, OrderBook
-from ticklens.domain.book_top import TopLevels
+from ticklens.domain.book import BookSync, DepthUpdate, GapReason, OrderBook
 from ticklens.domain.micro.engine import LEVELS, BookLevels
 
 DEPTH_BPS = 10.0
@@ -74,7 +73,6 @@ class LevelSync(BookSync):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._rows: list[list[float]] = []  # ts, update id, 4 x LEVELS levels, depth bid, depth ask
         self._current: DepthUpdate | None = None
-        self._tops = TopLevels(self.book)  # the best LEVELS per side, kept across events
 
     def on_depth(self, update: DepthUpdate) -> bool:
         self._current = update
@@ -94,10 +92,9 @@ class LevelSync(BookSync):
         ):
             rows[-1][-2:] = depth_within(self)  # the state after the previous event ends its second
         super()._apply(u)
-        self._tops.note(u.bids, u.asks)
         if not self.live:  # the event crossed the book: its state is no valid book
             return
-        bids, asks = self._tops.top(LEVELS)
+        bids, asks = self.book.top(LEVELS)
         row = [float(u.txn_ms), float(2 * u.final_id)]
         for side in (bids, asks):
             px = [float(p) for p, _ in side] + [float("nan")] * (LEVELS - len(side))
@@ -106,10 +103,6 @@ class LevelSync(BookSync):
             row.extend(qty)
         row.extend((float("nan"), float("nan")))
         rows.append(row)
-
-    def _load(self, snap: BookSnapshot) -> None:
-        super()._load(snap)
-        self._tops.reset()
 
     def _lose(self, reason: GapReason, detail: str) -> None:
         was_live = self.live
