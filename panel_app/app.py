@@ -7,6 +7,7 @@ when the API does not answer, a banner says so and the pages keep their last dat
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 from pathlib import Path
@@ -89,6 +90,8 @@ class Dashboard:
         return self.views[name]
 
     def _navigate(self, name: str) -> None:
+        # A page shown for the first time is built here: its models join the document with the
+        # model graph recomputed once (freeze), not after each of them; sent as one message (hold).
         with hold():
             self.main.objects = [self._view(name)]
             self._needs_show = True
@@ -166,4 +169,13 @@ def build() -> pn.template.BaseTemplate:
     return dash.template()
 
 
-build().servable(title="ticklens")
+def serve() -> None:
+    """Build the session's document with its model graph frozen: Bokeh recomputes the graph of a
+    document's models after each change to it, so a session built model by model paid for that
+    walk hundreds of times; frozen, once at the end (docs/performance.md)."""
+    doc = pn.state.curdoc
+    with doc.models.freeze() if doc is not None else contextlib.nullcontext():
+        build().servable(title="ticklens")
+
+
+serve()

@@ -15,17 +15,16 @@ from typing import Any
 import numpy as np
 import panel as pn
 import param
-from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d
+from bokeh.models import ColumnDataSource, DataRange1d
 from bokeh.plotting import figure
 
-from panel_app.charts import time_figure
+from panel_app.charts import gap_strips, set_gaps, time_figure
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card
 
 DEPTH_LEVELS = 200  # levels per side in the depth chart
 WINDOWS_MS = {"1 min": 60_000, "5 min": 300_000, "15 min": 900_000}
 QUOTES_MAX = 5000  # the newest L1 rows of the range (a busy symbol has ~200 a second)
-MAX_GAP_BOXES = 50
 
 
 def depth_curves(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
@@ -93,12 +92,7 @@ class BookPage(Page):
         self.l1.line("time", "bid", source=self.quote_source, color=UP, line_width=1.5, legend_label="best bid")
         self.l1.line("time", "ask", source=self.quote_source, color=DOWN, line_width=1.5, legend_label="best ask")
         self.l1.legend.location = "top_left"
-        self.gap_boxes = [
-            BoxAnnotation(left=0, right=0, fill_color="#8b949e", fill_alpha=0.3, visible=False)
-            for _ in range(MAX_GAP_BOXES)
-        ]
-        for box in self.gap_boxes:
-            self.l1.add_layout(box)
+        self.gap_source = gap_strips(self.l1, "book-gaps")
         self._loading = False
         self._ticks = 0
         pn.bind(self.safely(self.show), self.param.symbol, self.param.window, watch=True)
@@ -150,13 +144,7 @@ class BookPage(Page):
         quotes = self.api.get(f"/api/v1/quotes/{sym}", start=start, end=end, limit=QUOTES_MAX)["quotes"]
         self.quote_source.data = quote_columns(quotes)
         gaps = self.api.get(f"/api/v1/book/{sym}/gaps", start=start, end=end)["gaps"]
-        spans = gap_spans(gaps, min(now, end))[-MAX_GAP_BOXES:]
-        for i, box in enumerate(self.gap_boxes):
-            if i < len(spans):
-                lo, hi = spans[i]
-                box.left, box.right, box.visible = float(lo), float(hi), True  # epoch ms: the datetime axis' unit
-            else:
-                box.visible = False
+        set_gaps(self.gap_source, gap_spans(gaps, min(now, end)))
         self.summary.object = self._tiles(book, len(gaps))
 
     def _tiles(self, book: dict, n_gaps: int) -> str:

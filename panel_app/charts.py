@@ -80,3 +80,21 @@ def add_hover(
     )
     fig.add_tools(tool)
     return tool
+
+
+GAP_FILL = "#8b949e"
+MAX_GAPS = 50  # the newest book-unknown intervals drawn
+
+
+def gap_strips(fig: Any, name: str | None = None) -> ColumnDataSource:
+    """Shading over `fig` for intervals when the book was unknown: one strip glyph over a source (fifty
+    pre-made box annotations were a tenth of a session's build on the server, and fifty browser views)."""
+    src = ColumnDataSource({"x0": [], "x1": []}, name=name)
+    fig.vstrip(x0="x0", x1="x1", source=src, fill_color=GAP_FILL, fill_alpha=0.3, line_alpha=0)
+    return src
+
+
+def set_gaps(src: ColumnDataSource, spans: Sequence[tuple[float, float]]) -> None:
+    """Draw the newest MAX_GAPS of `spans` ([start, end) epoch ms, the datetime axis' unit)."""
+    spans = spans[-MAX_GAPS:]
+    src.data = {"x0": [float(a) for a, _ in spans], "x1": [float(b) for _, b in spans]}

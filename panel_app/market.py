@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import BoxAnnotation, ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Span
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Span
 from bokeh.plotting import figure
 
 from panel_app.book import gap_spans
+from panel_app.charts import gap_strips, set_gaps
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card, fmt_num, fmt_price, price_format
 from ticklens.domain.timeframes import TIMEFRAME_MS
@@ -34,8 +35,6 @@ REFRESH_LIMIT = 600
 TAIL = 16  # newest rows that may still change (lateness window of 1s bars)
 L1_POINTS = 1500  # best bid/ask samples over the shown range (one per candle, or coarser)
 L1_EVERY = 3  # refreshes between two reloads of the bid/ask lines and the gap shading
-MAX_GAP_BOXES = 50
-GAP_FILL = "#8b949e"
 
 
 def l1_every_ms(start_ms: int, end_ms: int, tf_ms: int, points: int = L1_POINTS) -> int:
@@ -151,12 +150,7 @@ class CandleChart:
         self.ask_line = self.price.line(
             "time", "ask", source=self.l1_source, color=DOWN, line_width=1, line_dash="dotted", name="market-ask"
         )
-        self.gap_boxes = [
-            BoxAnnotation(left=0, right=0, fill_color=GAP_FILL, fill_alpha=0.3, visible=False, name=f"market-gap-{i}")
-            for i in range(MAX_GAP_BOXES)
-        ]
-        for box in self.gap_boxes:
-            self.price.add_layout(box)
+        self.gap_source = gap_strips(self.price, "market-gaps")
         self.last_span = Span(dimension="width", location=1.0, line_dash="dashed", line_color="#57606a", line_width=1)
         self.price.add_layout(self.last_span)
         self.volume = figure(
@@ -252,14 +246,9 @@ class CandleChart:
         return int(starts[0]), int(starts[-1]) + self.tf_ms
 
     def set_book(self, samples: list[dict], every_ms: int, spans: list[tuple[int, int]]) -> None:
-        """The bid/ask lines and the book-unknown shading (the newest MAX_GAP_BOXES gaps)."""
+        """The bid/ask lines and the book-unknown shading."""
         self.l1_source.data = l1_columns(samples, every_ms)
-        spans = spans[-MAX_GAP_BOXES:]
-        for i, box in enumerate(self.gap_boxes):
-            if i < len(spans):
-                box.left, box.right, box.visible = float(spans[i][0]), float(spans[i][1]), True
-            else:
-                box.visible = False
+        set_gaps(self.gap_source, spans)
 
     def _mark_last(self) -> None:
         close = self.source.data["close"]

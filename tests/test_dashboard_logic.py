@@ -189,3 +189,19 @@ def test_market_bid_ask_lines_sample_one_bar_or_whole_bars_and_sit_at_each_inter
     assert cols["ts_ms"].tolist() == [2_000, 3_000]  # the state in force at the interval's end
     assert cols["bid"][0] == 1.5 and np.isnan(cols["bid"][1]) and cols["ask"].tolist() == [2.5, 2.6]
     assert all(len(v) == 0 for v in l1_columns([], 1_000).values())
+
+
+def test_book_gaps_shade_the_market_chart_newest_fifty_in_epoch_ms() -> None:
+    from bokeh.models import VStrip
+
+    from panel_app.market import CandleChart
+
+    chart = CandleChart()
+    strips = [r for r in chart.price.renderers if isinstance(getattr(r, "glyph", None), VStrip)]
+    assert len(strips) == 1 and strips[0].data_source is chart.gap_source
+    spans = [(1_700_000_000_000 + 10_000 * i, 1_700_000_000_000 + 10_000 * i + 2_500) for i in range(60)]
+    chart.set_book([], 1000, spans)
+    assert chart.gap_source.data["x0"] == [float(a) for a, _ in spans[10:]]
+    assert chart.gap_source.data["x1"] == [float(b) for _, b in spans[10:]]
+    chart.set_book([], 1000, [])
+    assert chart.gap_source.data == {"x0": [], "x1": []}
