@@ -90,8 +90,8 @@ class Dashboard:
         return self.views[name]
 
     def _navigate(self, name: str) -> None:
-        # A page shown for the first time is built here: its models join the document with the
-        # model graph recomputed once (freeze), not after each of them; sent as one message (hold).
+        # A page shown for the first time is built here, and sent as one message (hold). Not frozen
+        # like the session's first build: Panel then missed the new page's extension resources.
         with hold():
             self.main.objects = [self._view(name)]
             self._needs_show = True
