@@ -68,7 +68,7 @@ class ApiServer:
         )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.url, timeout=30, headers=headers)
-        wait_until(self._healthy, 30, f"the API on {self.url} to answer /health (log: {log})")
+        wait_until(self._healthy, 120, f"the API on {self.url} to answer /health (log: {log})")
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:

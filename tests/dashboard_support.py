@@ -204,7 +204,7 @@ def start_stack(
             ],
             env,
         )  # fmt: skip
-        wait_until(lambda: httpx.get(f"{stack.api_url}/health", timeout=2).status_code == 200, 30, "the API")
+        wait_until(lambda: httpx.get(f"{stack.api_url}/health", timeout=2).status_code == 200, 120, "the API")
         # A loaded machine takes tens of seconds to build the first session: wait for it, do not re-ask.
         wait_until(lambda: httpx.get(stack.dash_url, timeout=90).status_code == 200, 180, "the dashboard")
     except BaseException:

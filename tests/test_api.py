@@ -465,7 +465,7 @@ def test_start_stop_status_drive_a_real_flow(control: ApiServer, tmp_path: Path)
     assert r["changed"] is True and r["symbols"] == ["btcusdt", "ethusdt"]
     pid = r["pid"]
     # Read as soon as the API answers, the child may not have exec'd yet (an empty cmdline).
-    wait_until(lambda: "flows.runner" in " ".join(psutil.Process(pid).cmdline()), 10, "the flow's command line")
+    wait_until(lambda: "flows.runner" in " ".join(psutil.Process(pid).cmdline()), 60, "the flow's command line")
     again = c.post("/api/v1/start", json={"symbols": ["ethusdt"]}).json()
     assert again["changed"] is False and again["pid"] == pid
     assert [p for p in psutil.process_iter(["cmdline"]) if "flows.runner" in " ".join(p.info["cmdline"] or [])
@@ -474,7 +474,7 @@ def test_start_stop_status_drive_a_real_flow(control: ApiServer, tmp_path: Path)
     try:
         status = wait_until(
             lambda: (s := c.get("/api/v1/status").json())["running"] and s["trades_total"] > 0 and s,
-            60,
+            120,
             "trades stored",
         )
     except AssertionError as e:
@@ -482,7 +482,7 @@ def test_start_stop_status_drive_a_real_flow(control: ApiServer, tmp_path: Path)
         raise AssertionError(f"{e}; status {c.get('/api/v1/status').text[:600]}; flow log: {log}") from None
     assert status["pid"] == pid and status["started_by"] == "api" and status["uptime_s"] > 0
     assert {s["symbol"] for s in status["per_symbol"]} == {"btcusdt", "ethusdt"}
-    bars = wait_until(lambda: c.get("/api/v1/ohlc/ethusdt", params={"timeframe": "1m"}).json()["bars"], 20, "eth bars")
+    bars = wait_until(lambda: c.get("/api/v1/ohlc/ethusdt", params={"timeframe": "1m"}).json()["bars"], 60, "eth bars")
     assert bars[-1]["in_progress"] is True  # at speed 1 the current minute is still open
 
     stopped = c.post("/api/v1/stop").json()
@@ -517,7 +517,7 @@ def test_upload_never_overwrites_collected_bars_unless_asked(control: ApiServer,
     c = control.client
     store = control.store
     c.post("/api/v1/start", json={})
-    wait_until(lambda: c.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1s"}).json()["count"] > 0, 30, "a 1s bar")
+    wait_until(lambda: c.get("/api/v1/ohlc/btcusdt", params={"timeframe": "1s"}).json()["count"] > 0, 120, "a 1s bar")
     c.post("/api/v1/stop")
     start, close = rows(store, "SELECT start_ms, close FROM bars WHERE symbol='btcusdt' AND timeframe='1s' LIMIT 1")[0]
     line = f"btcusdt,1s,{iso_ms(start)},1000,1000,1000,1000,1\n"
@@ -556,12 +556,12 @@ def test_stop_then_start_loses_nothing(tmp_path: Path, backend: str) -> None:
     with api_server(config, tmp_path / "uvicorn.log") as server:
         c = server.client
         assert c.post("/api/v1/start", json={}).json()["changed"] is True
-        wait_until(lambda: c.get("/api/v1/status").json()["trades_total"] > 500, 30, "the first trades")
+        wait_until(lambda: c.get("/api/v1/status").json()["trades_total"] > 500, 120, "the first trades")
         stopped = c.post("/api/v1/stop").json()
         assert stopped["changed"] is True
         part = rows(store, "SELECT COUNT(*) FROM ticks")[0][0]
         assert c.post("/api/v1/start", json={}).json()["changed"] is True  # resumes from the recovery snapshot
-        wait_until(lambda: not c.get("/api/v1/status").json()["running"], 60, "the replay to finish")
+        wait_until(lambda: not c.get("/api/v1/status").json()["running"], 120, "the replay to finish")
     stored = set(rows(store, "SELECT symbol, trade_id FROM ticks"))
     assert 0 < part < len(stored)
     assert stored == _trade_ids_in(WINDOW_A)

@@ -106,20 +106,28 @@ def test_pu_breaks_and_a_failing_snapshot_endpoint_give_one_gap_each_and_the_tru
             " WHERE symbol='btcusdt' ORDER BY from_ms",
         )
         reasons = [g[0] for g in gaps]
-        assert reasons == ["snapshot_failure", "pu_break", "pu_break"], gaps
+        assert reasons[0] == "snapshot_failure" and set(reasons[1:]) == {"pu_break"}, gaps
         assert all(g[1] == "closed" for g in gaps)
         depth = [e for e in feed.events if e.kind == "depth"]
-        for (_, _, frm, to, _, _), i in zip(gaps[1:], sorted(drop), strict=True):
-            assert frm == depth[i - 1].data["u"]  # known up to the event before the dropped one
-            assert to > depth[i].data["u"]  # and again only after a resync past it
-        assert feed.snapshot_requests == 1 + 1 + len(drop)  # the failed one retried, one per break
+        # Each dropped event breaks the chain right there: a pu_break gap from the event before it to a
+        # resync past it. The feed runs on the wall clock; a flow it outpaces (a loaded machine) may
+        # still be syncing when a drop comes: then the drop lies inside the gap already open.
+        breaks = gaps[1:]
+        for i in sorted(drop):
+            own = [g for g in breaks if g[2] == depth[i - 1].data["u"]]
+            if own:
+                assert own[0][3] > depth[i].data["u"], (i, gaps)  # known again only after a resync past it
+            else:
+                assert any(g[2] < depth[i].data["u"] < g[3] for g in gaps), (i, gaps)
+        assert breaks and len(breaks) == sum(any(g[2] == depth[i - 1].data["u"] for g in breaks) for i in drop)
+        assert feed.snapshot_requests == 1 + 1 + len(breaks)  # the failed one retried, one per break
         # The first sync: the unknown interval before it is the snapshot_failure gap, from the
         # first event buffered; the book is known from its to_update_id on.
         assert gaps[0][2] == depth[0].data["U"] - 1
         stored = [r[0] for r in query(db, "SELECT final_id FROM depth_updates ORDER BY final_id")]
         assert not set(stored) & {depth[i].data["u"] for i in drop}
         book = json.loads(query(db, "SELECT value FROM status WHERE key='book:btcusdt'")[0][0])
-        assert (book["gaps"], book["snapshots"], book["live"]) == (3, 3, True)
+        assert (book["gaps"], book["snapshots"], book["live"]) == (len(gaps), 1 + len(breaks), True)
         with api_server(cfg, tmp_path / "api.log") as api:
             r = api.client.get("/api/v1/book/btcusdt/gaps").json()
             assert [g["reason"] for g in r["gaps"]] == reasons

@@ -30,13 +30,13 @@ def test_a_resumed_replay_reports_the_totals_the_store_holds(tmp_path: Path) -> 
     with api_server(config, tmp_path / "uvicorn.log") as server:
         c = server.client
         assert c.post("/api/v1/start", json={}).json()["changed"] is True
-        wait_until(lambda: c.get("/api/v1/status").json()["trades_total"] > 500, 30, "the first trades")
+        wait_until(lambda: c.get("/api/v1/status").json()["trades_total"] > 500, 120, "the first trades")
         assert c.post("/api/v1/stop").json()["changed"] is True
         assert c.post("/api/v1/start", json={}).json()["changed"] is True  # resumes from the recovery snapshot
         wait_until(lambda: _finished(c), 90, "the resumed replay to finish")
         # Started once more, the replay resumes at its end and consumes nothing new.
         assert c.post("/api/v1/start", json={}).json()["changed"] is True
-        wait_until(lambda: _finished(c), 60, "the third run to finish")
+        wait_until(lambda: _finished(c), 120, "the third run to finish")
         status = c.get("/api/v1/status").json()
     total = rows(store, "SELECT COUNT(*) FROM ticks")[0][0]
     assert total > 10_000

@@ -531,7 +531,7 @@ def test_start_status_stop_drive_a_real_flow(tmp_path: Path) -> None:
             assert status["active_symbols"] == ["btcusdt", "ethusdt"] and status["connections"] == 0  # a file replay
             assert re.fullmatch(r"\d+:\d\d:\d\d", status["uptime"])
             assert get(api, "/health")["collecting"] is True
-            wait_until(lambda: get(api, "/api/symbols")["symbols"] == ["btcusdt", "ethusdt"], 30, "both stored")
+            wait_until(lambda: get(api, "/api/symbols")["symbols"] == ["btcusdt", "ethusdt"], 120, "both stored")
         finally:
             stopped = c.post("/api/stop").json()
         assert stopped["status"] == "stopped" and stopped["message"]
@@ -553,7 +553,7 @@ def test_status_counts_the_open_feed_connections(tmp_path: Path) -> None:
             try:
                 assert c.post("/api/start", json={}).json()["status"] == "started"
                 status = wait_until(
-                    lambda: (s := c.get("/api/status").json())["connections"] == 2 and s, 30, "two connections"
+                    lambda: (s := c.get("/api/status").json())["connections"] == 2 and s, 120, "two connections"
                 )
                 assert status["is_collecting"] is True and status["active_symbols"] == ["btcusdt", "ethusdt"]
             finally:
