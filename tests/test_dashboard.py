@@ -137,6 +137,25 @@ def test_latest_candle_changes_over_time_and_matches_the_api(dash: object, stack
     assert not page.console.take()
 
 
+def test_api_down_shows_a_message_then_recovers(dash: object, stack: Stack) -> None:
+    """Stops the API, then starts it again; early in the module, while the replay still streams."""
+    page = dash
+    goto(page, "Market")
+    stack.stop("api")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{stack.api_url}/health", timeout=2)
+    banner = page.get_by_text("The API is not answering").first
+    banner.wait_for(timeout=10_000)
+    assert page.get_by_text("API down").first.is_visible()
+    assert page.get_by_text("last price").first.is_visible()  # the page keeps its last data
+    before = page.evaluate(CANDLES_JS)["start_ms"][-1]
+    stack.restart("api")
+    wait_until(lambda: httpx.get(f"{stack.api_url}/health", timeout=2).status_code == 200, 30, "the API again")
+    banner.wait_for(state="hidden", timeout=15_000)
+    wait_until(lambda: page.evaluate(CANDLES_JS)["start_ms"][-1] > before, 15, "candles streaming again")
+    assert not page.console.take()
+
+
 def test_alert_created_in_the_form_appears_in_rules_table_and_api(dash: object, stack: Stack) -> None:
     page = dash
     goto(page, "Alerts")
@@ -370,23 +389,4 @@ def test_refresh_readme_screenshots(dash: object, stack: Stack) -> None:
         page.screenshot(path=str(shot))
         shutil.copy(shot, DOCS_IMG / f"{name.lower()}.png")
     page.set_viewport_size({"width": 1400, "height": 950})
-    assert not page.console.take()
-
-
-def test_api_down_shows_a_message_then_recovers(dash: object, stack: Stack) -> None:
-    """Runs last: it stops the API, then starts it again."""
-    page = dash
-    goto(page, "Market")
-    stack.stop("api")
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{stack.api_url}/health", timeout=2)
-    banner = page.get_by_text("The API is not answering").first
-    banner.wait_for(timeout=10_000)
-    assert page.get_by_text("API down").first.is_visible()
-    assert page.get_by_text("last price").first.is_visible()  # the page keeps its last data
-    before = page.evaluate(CANDLES_JS)["start_ms"][-1]
-    stack.restart("api")
-    wait_until(lambda: httpx.get(f"{stack.api_url}/health", timeout=2).status_code == 200, 30, "the API again")
-    banner.wait_for(state="hidden", timeout=15_000)
-    wait_until(lambda: page.evaluate(CANDLES_JS)["start_ms"][-1] > before, 15, "candles streaming again")
     assert not page.console.take()
