@@ -442,7 +442,7 @@ def test_rule_changes_reach_the_running_flow_within_a_second(tmp_path):
     with api_server(cfg, tmp_path / "api.log") as api:
         flow = _start_paced_flow(cfg, tmp_path / "flow.log")
         try:
-            wait_until(lambda: db.exists() and rows(db, "SELECT COUNT(*) FROM ticks")[0][0] > 50, 30, "ticks stored")
+            wait_until(lambda: db.exists() and rows(db, "SELECT COUNT(*) FROM ticks")[0][0] > 50, 120, "ticks stored")
 
             def event_after(rule_id: int, t_ms: int):
                 got = rows(db, "SELECT wall_ms FROM alert_events WHERE rule_id=? AND wall_ms>=?", (rule_id, t_ms))

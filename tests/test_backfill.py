@@ -46,7 +46,7 @@ def test_skipped_ids_are_backfilled_and_bars_equal_the_full_reference(tmp_path: 
         try:
             n = btc_trades.height
             wait_for(lambda: (query(db, "SELECT COUNT(*) FROM ticks") or [(0,)])[0][0] >= n, 60, f"{n} ticks", flow)
-            wait_for(lambda: query(db, "SELECT status FROM gaps") == [("filled",)], 20, "the gap marked filled", flow)
+            wait_for(lambda: query(db, "SELECT status FROM gaps") == [("filled",)], 120, "the gap marked filled", flow)
         finally:
             assert flow.stop() == 0
             feed.stop()

@@ -50,11 +50,11 @@ def test_hostile_values_in_a_live_batch_lose_no_valid_trade_and_the_flow_runs_on
     url = server.url("hostile", n=40, rate=100, seconds=2, sessions=1)
     db = tmp_path / "ticklens.db"
     with running_flow(write_config(tmp_path, url, time_window_ms=86_400_000), tmp_path / "flow.log") as flow:
-        wait_for(lambda: server.stats()["connections"] >= 2, 30, "the session to end", flow)
+        wait_for(lambda: server.stats()["connections"] >= 2, 120, "the session to end", flow)
         sent = server.stats()
         assert sent["hostile_sent"] == len(HOSTILE)
-        wait_for(lambda: count(db, "SELECT COUNT(*) FROM ticks") >= sent["valid_sent"], 20, "every valid trade", flow)
-        wait_for(lambda: count(db, "SELECT COUNT(*) FROM rejects") >= len(HOSTILE), 10, "the rejects", flow)
+        wait_for(lambda: count(db, "SELECT COUNT(*) FROM ticks") >= sent["valid_sent"], 120, "every valid trade", flow)
+        wait_for(lambda: count(db, "SELECT COUNT(*) FROM rejects") >= len(HOSTILE), 120, "the rejects", flow)
         assert flow.alive()
         ids = [r[0] for r in query(db, "SELECT trade_id FROM ticks ORDER BY trade_id")]
         assert ids == list(range(sent["first_id"]["btcusdt"], sent["last_id"]["btcusdt"] + 1))
@@ -90,7 +90,7 @@ def test_a_server_that_sends_one_frame_and_closes_sees_a_bounded_connect_rate(
     # backoff keeps growing (0.2 s doubling, full jitter) instead of starting again each time.
     db = tmp_path / "ticklens.db"
     with running_flow(write_config(tmp_path, server.url("one_frame", frame="valid")), tmp_path / "flow.log") as flow:
-        wait_for(lambda: server.stats()["connections"] >= 1, 20, "a first connection", flow)
+        wait_for(lambda: server.stats()["connections"] >= 1, 120, "a first connection", flow)
         t0 = time.monotonic()
         n0 = server.stats()["connections"]
         while time.monotonic() - t0 < 10:
@@ -99,7 +99,7 @@ def test_a_server_that_sends_one_frame_and_closes_sees_a_bounded_connect_rate(
         n = server.stats()["connections"] - n0
         # Expected ~7 (sum of mean delays 0.1+0.2+…+6.4 s ≈ 12.7 s); 193 in 30 s before.
         assert n <= 12, n
-        st = wait_for(lambda: feed_status(db).get("connects_per_min"), 5, "connects per minute in the status", flow)
+        st = wait_for(lambda: feed_status(db).get("connects_per_min"), 120, "connects per minute in the status", flow)
         assert 1 <= st <= 30
 
 
@@ -108,10 +108,10 @@ def test_connects_per_minute_are_capped_whatever_the_backoff(tmp_path: Path, ser
     cfg = write_config(tmp_path, url, backoff_initial_s=0.02, backoff_max_s=0.05, max_connects_per_minute=5)
     db = tmp_path / "ticklens.db"
     with running_flow(cfg, tmp_path / "flow.log") as flow:
-        wait_for(lambda: server.stats()["connections"] >= 5, 20, "five connections", flow)
+        wait_for(lambda: server.stats()["connections"] >= 5, 120, "five connections", flow)
         time.sleep(3)  # a backoff of <= 0.05 s alone would allow ~60 more
         assert server.stats()["connections"] == 5
-        wait_for(lambda: feed_status(db).get("connects_per_min") == 5, 5, "the count in the status row", flow)
+        wait_for(lambda: feed_status(db).get("connects_per_min") == 5, 120, "the count in the status row", flow)
         assert flow.alive()
         # Exported: the API's status and /metrics carry the same count.
         from prometheus_client.parser import text_string_to_metric_families
@@ -122,7 +122,10 @@ def test_connects_per_minute_are_capped_whatever_the_backoff(tmp_path: Path, ser
             assert api.client.get("/api/v1/status").json()["connects_per_min"] == 5
             families = {f.name: f for f in text_string_to_metric_families(api.client.get("/metrics").text)}
             assert [s.value for s in families["ticklens_connects_per_minute"].samples] == [5]
-        assert server.stats()["connections"] == 5
+        # A loaded machine may take over a minute to get here: then more connections are allowed,
+        # but never more than five within any 60 s.
+        walls = server.stats()["connect_walls"]
+        assert len(walls) >= 5 and all(b - a >= 60 for a, b in zip(walls, walls[5:], strict=False)), walls
     assert "5 connects in the last minute" in flow.stderr()
 
 
@@ -136,7 +139,7 @@ def test_a_garbage_flood_is_cut_off_and_memory_stays_flat(tmp_path: Path, server
     url = server.url("garbage", size=60_000, seconds=8)
     db = tmp_path / "ticklens.db"
     with running_flow(write_config(tmp_path, url), tmp_path / "flow.log") as flow:
-        wait_for(lambda: server.stats()["garbage_sent"] >= 100, 30, "the flood to start", flow)
+        wait_for(lambda: server.stats()["garbage_sent"] >= 100, 120, "the flood to start", flow)
         base = _rss_mb(flow)
         peak = base
         t0 = time.monotonic()
@@ -150,7 +153,7 @@ def test_a_garbage_flood_is_cut_off_and_memory_stays_flat(tmp_path: Path, server
         assert "were rejects" in flow.stderr()
         assert stats["connections"] >= 2
         assert stats["garbage_sent"] < 200 * stats["connections"] + 2_000  # not read on and on
-        wait_for(lambda: count(db, "SELECT COUNT(*) FROM rejects") > 0, 10, "rejects stored", flow)
+        wait_for(lambda: count(db, "SELECT COUNT(*) FROM rejects") > 0, 120, "rejects stored", flow)
         assert count(db, "SELECT MAX(length(raw)) FROM rejects") <= 4096
 
 
@@ -164,7 +167,7 @@ def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
     db = tmp_path / "ticklens.db"
     seen: dict[int, float] = {}
     with running_flow(write_config(tmp_path, url, reject_ratio_max=1.0), tmp_path / "flow.log") as flow:
-        wait_for(lambda: server.stats()["connections"] >= 1, 20, "the connection", flow)
+        wait_for(lambda: server.stats()["connections"] >= 1, 120, "the connection", flow)
         base = _rss_mb(flow)
         peak = base
         deadline = time.monotonic() + 30
@@ -180,7 +183,7 @@ def test_valid_trades_interleaved_with_a_flood_are_stored_within_a_second(
                 break
             time.sleep(0.05)
         st = server.stats()
-        wait_for(lambda: count(db, "SELECT COUNT(*) FROM ticks") >= st["valid_sent"], 10, "every valid trade", flow)
+        wait_for(lambda: count(db, "SELECT COUNT(*) FROM ticks") >= st["valid_sent"], 120, "every valid trade", flow)
         assert count(db, "SELECT COUNT(*) FROM ticks") == st["valid_sent"]
         assert st["garbage_sent"] >= 50 * (st["valid_sent"] - 1)
         lat = sorted(seen.values())
@@ -205,7 +208,7 @@ def test_a_flood_keeps_the_rejects_table_at_its_cap_and_counts_what_it_dropped(
     db = tmp_path / "ticklens.db"
     dropped_sql = "SELECT CAST(value AS INTEGER) FROM meta WHERE key='rejects_dropped'"
     with running_flow(cfg_path, tmp_path / "flow.log") as flow:
-        wait_for(lambda: server.stats()["connections"] >= 1, 20, "the connection", flow)
+        wait_for(lambda: server.stats()["connections"] >= 1, 120, "the connection", flow)
         wait_for(lambda: count(db, dropped_sql) >= 2_000, 60, "2,000 rejects dropped", flow)
         assert count(db, "SELECT COUNT(*) FROM rejects") == 1_000
     stored, dropped = count(db, "SELECT COUNT(*) FROM rejects"), count(db, dropped_sql)

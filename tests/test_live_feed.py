@@ -45,14 +45,14 @@ def tick_count(db: Path) -> int:
     return rows[0][0] if rows else 0
 
 
-def run_until_stored(tmp: Path, feed: Feed, trades: pl.DataFrame, timeout: float = 40, **source: object) -> Flow:
+def run_until_stored(tmp: Path, feed: Feed, trades: pl.DataFrame, timeout: float = 120, **source: object) -> Flow:
     """Start the flow against the feed, wait until every trade and bar is in the store, stop it (SIGINT)."""
     db = tmp / "ticklens.db"
     with running_flow(write_config(tmp, feed.url, **source), tmp / "flow.log") as flow:
         wait_for(lambda: tick_count(db) >= trades.height, timeout, f"{trades.height} ticks", flow)
-        wait_for(lambda: bars_match(db, trades) == "", 45, "bars equal to the reference", flow)
+        wait_for(lambda: bars_match(db, trades) == "", 120, "bars equal to the reference", flow)
         sent = feed.stats()["messages"]
-        wait_for(lambda: feed_status(db).get("messages", 0) >= sent, 45, "feed counters in the status row", flow)
+        wait_for(lambda: feed_status(db).get("messages", 0) >= sent, 120, "feed counters in the status row", flow)
         assert flow.alive()
     return flow
 

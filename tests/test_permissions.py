@@ -45,8 +45,8 @@ def test_a_running_flow_keeps_its_store_recovery_and_recording_private(tmp_path:
         os.umask(old)
     db = data / "ticklens.db"
     try:
-        wait_for(lambda: (query(db, "SELECT COUNT(*) FROM ticks") or [(0,)])[0][0] > 20, 30, "ticks stored")
-        wait_for(lambda: list((data / "recovery").glob("*-wal")), 10, "the recovery WAL")
+        wait_for(lambda: (query(db, "SELECT COUNT(*) FROM ticks") or [(0,)])[0][0] > 20, 120, "ticks stored")
+        wait_for(lambda: list((data / "recovery").glob("*-wal")), 120, "the recovery WAL")
         files = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), data / "session.jsonl.gz"]
         files += sorted((data / "recovery").iterdir())
         assert len(files) >= 7

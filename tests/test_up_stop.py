@@ -94,7 +94,7 @@ def test_the_api_stops_a_flow_it_did_not_start_without_waiting_on_a_zombie(tmp_p
         with api_server(cfg, tmp_path / "api.log") as api:
             state = wait_until(
                 lambda: (r := api.client.get("/api/v1/status").json()).get("running") and r,
-                30,
+                120,
                 "the API to see the flow",
             )
             assert state["pid"] == flow.pid
@@ -102,7 +102,7 @@ def test_the_api_stops_a_flow_it_did_not_start_without_waiting_on_a_zombie(tmp_p
             r = api.client.post("/api/v1/stop", timeout=60)
             took = time.monotonic() - t0
             assert r.status_code == 200 and r.json()["changed"], r.text
-            assert took < 8, took
+            assert took < 20, took  # a flow's graceful stop; waiting on the zombie took ~48 s
             assert flow.poll() is not None  # exited (a zombie until this poll reaped it)
     finally:
         if flow.poll() is None:
