@@ -9,7 +9,8 @@ ones of `source.url`), so one server plays every part:
 - `mode=hostile`: `n` valid trades with every hostile value of `HOSTILE` among them, in one
   write (so the client reads them in one batch), then valid trades as in `valid`.
 - `mode=one_frame`: one frame (`frame=garbage|valid`), then close.
-- `mode=garbage`: `size`-byte garbage frames as fast as the socket takes them, for `seconds`.
+- `mode=garbage`: `size`-byte garbage frames as fast as the socket takes them, for `seconds`
+  (or `n` frames, if given, within them).
 - `mode=flood`: `garbage_per_trade` garbage frames of `size` bytes before each valid trade,
   valid trades at `rate` per second, for `seconds`.
 
@@ -139,8 +140,11 @@ class Server:
                 for raw in batch:  # one frame each, written back to back: the client reads them together
                     await ws.send(raw)
             if mode == "garbage":
-                while time.monotonic() < end:
+                frames = int(q.get("n", "0"))  # 0: for `seconds`; else exactly n frames (within `seconds`)
+                sent = 0
+                while time.monotonic() < end and (not frames or sent < frames):
                     await ws.send(self.garbage(size))
+                    sent += 1
                 return
             per_trade = int(q.get("garbage_per_trade", "0")) if mode == "flood" else 0
             gap = 1.0 / rate

@@ -14,10 +14,10 @@ import pytest
 from tests.flow_support import ROOT, btc_2020_config, query, run_flow, store_dump, wait_for_rows
 
 
-def _cfg(tmp: Path, **extra: object) -> Path:
+def _cfg(tmp: Path, speed: float | None = None, **extra: object) -> Path:
     return btc_2020_config(
         tmp,
-        source={"batch_rows": 1500},
+        source={"batch_rows": 1500, **({} if speed is None else {"speed": speed})},
         recovery={"enabled": True, "snapshot_interval_s": 0.2},
         **extra,
     )
@@ -40,7 +40,8 @@ def test_sigkill_at_a_random_point_then_restart_gives_the_uninterrupted_store(tm
 
     run_dir = tmp_path / "crash"
     run_dir.mkdir()
-    cfg = _cfg(run_dir)
+    # Paced (the hour in ~6 s): at full speed a starved test process could poll past the kill point.
+    cfg = _cfg(run_dir, speed=600)
     db = run_dir / "ticklens.db"
     kill_at = random.Random(os.getpid()).randint(10_000, 80_000)
     proc = _start(cfg)
