@@ -18,7 +18,7 @@ import param
 from bokeh.models import ColumnDataSource, DataRange1d
 from bokeh.plotting import figure
 
-from panel_app.charts import gap_strips, set_gaps, time_figure
+from panel_app.charts import gap_spans, gap_strips, set_gaps, time_figure
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card
 
@@ -48,11 +48,6 @@ def quote_columns(quotes: Sequence[dict]) -> dict[str, np.ndarray]:
         return np.array([np.nan if q.get(name) is None else float(q[name]) for q in quotes], dtype="float64")
 
     return {"ts_ms": ts, "time": np.array(to_time(ts)), "bid": col("bid"), "ask": col("ask")}
-
-
-def gap_spans(gaps: Sequence[dict], now_ms: int) -> list[tuple[int, int]]:
-    """Unknown intervals as (from, to) ms; an open gap reaches to now."""
-    return [(g["from_ms"], g["to_ms"] if g.get("to_ms") is not None else now_ms) for g in gaps]
 
 
 class BookPage(Page):

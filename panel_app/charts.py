@@ -86,6 +86,11 @@ GAP_FILL = "#8b949e"
 MAX_GAPS = 50  # the newest book-unknown intervals drawn
 
 
+def gap_spans(gaps: Sequence[dict], now_ms: int) -> list[tuple[int, int]]:
+    """Unknown intervals as (from, to) ms; an open gap reaches to now."""
+    return [(g["from_ms"], g["to_ms"] if g.get("to_ms") is not None else now_ms) for g in gaps]
+
+
 def gap_strips(fig: Any, name: str | None = None) -> ColumnDataSource:
     """Shading over `fig` for intervals when the book was unknown: one strip glyph over a source (fifty
     pre-made box annotations were a tenth of a session's build on the server, and fifty browser views)."""

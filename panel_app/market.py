@@ -21,8 +21,7 @@ import param
 from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Span
 from bokeh.plotting import figure
 
-from panel_app.book import gap_spans
-from panel_app.charts import gap_strips, set_gaps
+from panel_app.charts import gap_spans, gap_strips, set_gaps
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card, fmt_num, fmt_price, price_format
 from ticklens.domain.timeframes import TIMEFRAME_MS

@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from bokeh.models import VStrip
 
 from panel_app.alerts import METRICS, OPERATORS, AlertsPage
-from panel_app.book import depth_curves, gap_spans, quote_columns
+from panel_app.book import depth_curves, quote_columns
+from panel_app.charts import gap_spans
 from panel_app.client import Api, to_time
-from panel_app.market import candle_columns
+from panel_app.market import CandleChart, candle_columns
 from storage.port import BAR_OUT_COLUMNS
 from ticklens.domain.alerts.rules import AlertRule, Metric, Operator
 from ticklens.domain.stats.thinning import thin_bars
@@ -192,10 +194,6 @@ def test_market_bid_ask_lines_sample_one_bar_or_whole_bars_and_sit_at_each_inter
 
 
 def test_book_gaps_shade_the_market_chart_newest_fifty_in_epoch_ms() -> None:
-    from bokeh.models import VStrip
-
-    from panel_app.market import CandleChart
-
     chart = CandleChart()
     strips = [r for r in chart.price.renderers if isinstance(getattr(r, "glyph", None), VStrip)]
     assert len(strips) == 1 and strips[0].data_source is chart.gap_source
