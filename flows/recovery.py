@@ -7,9 +7,8 @@ repaired with a message: moved aside if it holds snapshots, else removed, and
 made anew (the store's natural keys keep ticks and bars exact; a replay starts
 again from the top of its files). A full disk names the directory.
 
-bytewax keeps its recovery parts in SQLite files; they are read here (their
-`parts` table) to tell a complete store from a broken one. That is bytewax's
-file, not ticklens' store, hence the one sqlite3 import outside `storage.sqlite`.
+bytewax keeps its recovery parts in SQLite files; what each says it is comes from
+`storage.sqlite.recovery_parts` (the one place that opens SQLite files).
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sqlite3
 import sys
 import time
 from pathlib import Path
 
 from bytewax.recovery import init_db_dir
+
+from storage.sqlite.recovery_parts import holds_snapshots, recovery_part
 
 
 class RecoveryError(RuntimeError):
@@ -41,13 +41,9 @@ def recovery_problem(rdir: Path) -> str | None:
         if f.stat().st_size == 0:
             return f"{f.name} is empty"
         try:
-            conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=5)
-            try:
-                index, count = conn.execute("SELECT part_index, part_count FROM parts").fetchone()
-            finally:
-                conn.close()
-        except (sqlite3.Error, TypeError) as e:
-            return f"{f.name} is not a recovery part ({e or 'no parts row'})"
+            index, count = recovery_part(f)
+        except ValueError as e:
+            return f"{f.name} is not a recovery part ({e})"
         if f.name != f"part-{index}.sqlite3":
             return f"{f.name} holds part {index}"
         seen[index] = count
@@ -58,17 +54,7 @@ def recovery_problem(rdir: Path) -> str | None:
 
 
 def _has_snapshots(rdir: Path) -> bool:
-    for f in rdir.glob("part-*.sqlite3"):
-        try:
-            conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=5)
-            try:
-                if conn.execute("SELECT EXISTS (SELECT 1 FROM snaps)").fetchone()[0]:
-                    return True
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            continue
-    return False
+    return any(holds_snapshots(f) for f in rdir.glob("part-*.sqlite3"))
 
 
 def prepare_recovery(rdir: Path, parts: int = 1) -> None:
