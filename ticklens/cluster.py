@@ -178,10 +178,15 @@ class Cluster:
                 # The first to die is the cause; the others panic once it is gone. Give them a moment
                 # to print, then stop what is left.
                 first = bad[0]
+                # A process killed from outside (a signal, before we sent any) among the first seen gone
+                # is the cause, even if a peer that lost it printed a traceback (before this poll saw
+                # them both gone, on a loaded machine, or after).
+                seen_with_it = [p for p in bad if p.exited_at == first.exited_at]
+                signalled = next((p for p in seen_with_it if p.popen.returncode < 0), None)
                 time.sleep(0.5)
                 self._signal_all(signal.SIGKILL)
                 self._wait_all(5)
-                return self._earliest_with_cause(first)
+                return signalled or self._earliest_with_cause(first)
             if len(done) == len(self.procs):
                 self._wait_all(5)
                 return None
