@@ -10,14 +10,19 @@ import sqlite3
 from pathlib import Path
 
 
+def _first_row(path: Path, sql: str) -> tuple | None:
+    """The first row `sql` gives over the part file, opened read-only; sqlite3.Error if it cannot."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute(sql).fetchone()
+    finally:
+        conn.close()
+
+
 def recovery_part(path: Path) -> tuple[int, int]:
     """(part_index, part_count) of a bytewax recovery part; ValueError saying why it is not one."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            row = conn.execute("SELECT part_index, part_count FROM parts").fetchone()
-        finally:
-            conn.close()
+        row = _first_row(path, "SELECT part_index, part_count FROM parts")
     except sqlite3.Error as e:
         raise ValueError(str(e) or type(e).__name__) from None
     if row is None or not all(isinstance(v, int) for v in row):
@@ -28,10 +33,7 @@ def recovery_part(path: Path) -> tuple[int, int]:
 def holds_snapshots(path: Path) -> bool:
     """True if the part file has at least one state snapshot (False also if it cannot be read)."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM snaps)").fetchone()[0])
-        finally:
-            conn.close()
+        row = _first_row(path, "SELECT EXISTS (SELECT 1 FROM snaps)")
     except sqlite3.Error:
         return False
+    return bool(row and row[0])
