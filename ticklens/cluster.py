@@ -178,22 +178,25 @@ class Cluster:
                 # The first to die is the cause; the others panic once it is gone. Give them a moment
                 # to print, then stop what is left.
                 first = bad[0]
-                # A process killed from outside (a signal, before we sent any) among the first seen gone
-                # is the cause, even if a peer that lost it printed a traceback (before this poll saw
-                # them both gone, on a loaded machine, or after).
-                seen_with_it = [p for p in bad if p.exited_at == first.exited_at]
-                signalled = next((p for p in seen_with_it if p.popen.returncode < 0), None)
                 time.sleep(0.5)
                 self._signal_all(signal.SIGKILL)
                 self._wait_all(5)
-                return signalled or self._earliest_with_cause(first)
+                return self._earliest_with_cause(first)
             if len(done) == len(self.procs):
                 self._wait_all(5)
                 return None
             time.sleep(0.1)
 
     def _earliest_with_cause(self, first: _Proc) -> _Proc:
-        """The process whose own traceback is the root cause, if any printed one; else the first to exit."""
+        """A process killed by a signal from outside among the first seen gone (a peer that lost it
+        may print a traceback, before or after); else the one whose own traceback is the root cause,
+        if any printed one; else the first to exit.
+
+        Only processes seen gone before we stopped the rest have `exited_at`, so our own SIGKILLs
+        are never taken for the cause."""
+        for p in self.procs:
+            if p.exited_at == first.exited_at and p.popen.returncode is not None and p.popen.returncode < 0:
+                return p
         for p in sorted(self.procs, key=lambda p: p.exited_at or float("inf")):
             if any(line.startswith(MARK) for line in p.tail):
                 return p
