@@ -106,6 +106,24 @@ def run_book_only(streams) -> tuple[int, int]:
     return applied, -1, time.perf_counter() - t0, time.process_time() - c0  # type: ignore[return-value]
 
 
+def _apply_side(side: dict[float, float], levels: list, top: float | None, best: bool, sign: float) -> float | None:
+    """One side's levels into a dict keyed by sign * price (bids negated, so both sides' best is the least key);
+    with `best`, the best key is kept as well."""
+    gone = False
+    for p, q in levels:
+        price, qty = sign * float(p), float(q)
+        if qty == 0.0:
+            if side.pop(price, None) is not None and price == top:
+                gone = True
+        else:
+            side[price] = qty
+            if best and price < top:  # type: ignore[operator]
+                top, gone = price, False
+    if best and gone:
+        top = min(side) if side else None
+    return top
+
+
 def run_dict(streams, best: bool = True) -> tuple[int, int]:
     import orjson
 
@@ -121,9 +139,9 @@ def run_dict(streams, best: bool = True) -> tuple[int, int]:
             msg = loads(raw)
             if "lastUpdateId" in msg:
                 last_id = msg["lastUpdateId"]
-                bids = {float(p): float(q) for p, q in msg["bids"]}
+                bids = {-float(p): float(q) for p, q in msg["bids"]}  # keyed by -price: the best is the least
                 asks = {float(p): float(q) for p, q in msg["asks"]}
-                bb, ba = max(bids), min(asks)
+                bb, ba = min(bids), min(asks)
                 pending, buffer = buffer, []
             else:
                 d = msg["data"]
@@ -136,30 +154,8 @@ def run_dict(streams, best: bool = True) -> tuple[int, int]:
                     continue
                 applied += 1
                 levels += len(d["b"]) + len(d["a"])
-                gone = False
-                for p, q in d["b"]:
-                    price, qty = float(p), float(q)
-                    if qty == 0.0:
-                        if bids.pop(price, None) is not None and price == bb:
-                            gone = True
-                    else:
-                        bids[price] = qty
-                        if best and price > bb:  # type: ignore[operator]
-                            bb, gone = price, False
-                if best and gone:
-                    bb = max(bids) if bids else None
-                gone = False
-                for p, q in d["a"]:
-                    price, qty = float(p), float(q)
-                    if qty == 0.0:
-                        if asks.pop(price, None) is not None and price == ba:
-                            gone = True
-                    else:
-                        asks[price] = qty
-                        if best and price < ba:  # type: ignore[operator]
-                            ba, gone = price, False
-                if best and gone:
-                    ba = min(asks) if asks else None
+                bb = _apply_side(bids, d["b"], bb, best, -1.0)
+                ba = _apply_side(asks, d["a"], ba, best, 1.0)
     return applied, levels
 
 

@@ -28,7 +28,6 @@ to a keep-alive client, sequentially.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing as mp
 import os
@@ -55,6 +54,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from pg_support import PgServer  # noqa: E402
 
+from bench.cli import options  # noqa: E402
 from bench.procstat import peak_rss_mb  # noqa: E402
 from bench.serve import start_api  # noqa: E402
 from bench.synth import shifted_trades_csv  # noqa: E402
@@ -424,17 +424,16 @@ def api_latency(work: Path, pg: PgServer, target: int, requests: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--trades", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--api-ticks", type=int, default=10_000_000)
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--skip-api", action="store_true")
-    ap.add_argument("--api-only", action="store_true")
-    ap.add_argument(
-        "--baseline", type=Path, default=None, help="another checkout (with its .venv) whose flow runs interleaved"
+    args = options(
+        {"baseline": "another checkout (with its .venv) whose flow runs interleaved"},
+        trades=1_000_000,
+        repeats=3,
+        api_ticks=10_000_000,
+        requests=1000,
+        skip_api=False,
+        api_only=False,
+        baseline=None,
     )
-    args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ticklens-bench-cluster-"))
     pg = PgServer(durable=True)
     try:

@@ -19,7 +19,6 @@ server when it sends it) to the moment this script first sees it in `ticks` (pol
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -35,6 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cli import options  # noqa: E402
 from tests.feed_support import query  # noqa: E402
 from tests.hostile_feed import HostileServer  # noqa: E402
 
@@ -132,15 +132,21 @@ def run(seconds: float, rate: float, garbage_per_trade: int, size: int, cache_mb
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--rate", type=float, default=100)
-    ap.add_argument("--garbage-per-trade", type=int, default=2)
-    ap.add_argument("--size", type=int, default=60_000)
-    ap.add_argument("--cache-mb", type=int, default=64, help="store.cache_mb: the writer's SQLite page cache")
-    ap.add_argument("--rejects-max-rows", type=int, default=1_000_000, help="store.rejects_max_rows")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the same run without garbage")
-    args = ap.parse_args()
+    helps = {
+        "cache_mb": "store.cache_mb: the writer's SQLite page cache",
+        "rejects_max_rows": "store.rejects_max_rows",
+        "no_baseline": "skip the same run without garbage",
+    }
+    args = options(
+        helps,
+        seconds=60.0,
+        rate=100.0,
+        garbage_per_trade=2,
+        size=60_000,
+        cache_mb=64,
+        rejects_max_rows=1_000_000,
+        no_baseline=False,
+    )
     out: dict = {"seconds": args.seconds, "rate": args.rate, "size": args.size, "cache_mb": args.cache_mb}
     out["rejects_max_rows"] = args.rejects_max_rows
     knobs = (args.seconds, args.rate)

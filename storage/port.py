@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import polars as pl
 
@@ -57,6 +57,16 @@ EVENT_COLUMNS = (
     "webhook_status",
     "webhook_attempts",
 )
+
+
+class Span(NamedTuple):
+    """A half-open time range [start_ms, end_ms) of row start times; None is an open end."""
+
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+EVER = Span()
 
 
 class StoreWriteError(RuntimeError):
@@ -188,14 +198,11 @@ class StoreReader(Protocol):
     def recent_trade_rate(self, symbol: str, seconds: int = 10) -> float: ...
     def missing_bars(self, symbol: str, timeframe: str) -> int: ...
     def pair_rows(
-        self,
-        pair: str,
-        timeframe: str,
-        window: int,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        limit: int | None = None,
-    ) -> list[PairRow]: ...
+        self, pair: str, timeframe: str, window: int, span: Span = EVER, limit: int | None = None
+    ) -> list[PairRow]:
+        """The flow's stored pair statistics starting in `span`, oldest first (the newest `limit`; None: all)."""
+        ...
+
     def has_pair_rows(self, pair: str, timeframe: str, window: int) -> bool: ...
     def correlation_rows(
         self, timeframe: str, window: int, sym_a: str, sym_b: str, limit: int
@@ -204,15 +211,9 @@ class StoreReader(Protocol):
         ...
 
     def symbol_stats_rows(
-        self,
-        symbol: str,
-        timeframe: str,
-        window: int,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        limit: int = 1000,
+        self, symbol: str, timeframe: str, window: int, span: Span = EVER, limit: int | None = 1000
     ) -> list[SymbolRow]:
-        """The flow's stored per-bar rolling statistics, newest `limit` in [start, end), oldest first."""
+        """The flow's stored per-bar rolling statistics starting in `span`, oldest first (the newest `limit`)."""
         ...
 
     def micro_bars(

@@ -18,7 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import polars as pl
 
 from storage.codec import decode_levels, decode_snapshot
-from storage.port import QUOTE_OUT_COLUMNS, VPIN_OUT_COLUMNS, StoreHealth, SymbolSummary
+from storage.port import EVER, QUOTE_OUT_COLUMNS, VPIN_OUT_COLUMNS, Span, StoreHealth, SymbolSummary
 from ticklens.domain.bars import EXACT_SUM_COLUMNS, ExactSums, exact_sums
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate
 from ticklens.domain.continuity import FlowBarIds
@@ -30,6 +30,8 @@ QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
 _DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
 # Tables whose primary key starts with the symbol's name (the backend's ticks: `_tick_symbols`).
 _KEYED_TABLES = ("bars", "quotes", "depth_updates")
+# The rolling-statistics tables: their key column and their row fields (keyed key, timeframe, window, start_ms).
+_ROLLING_TABLES = {"pair_stats": ("pair", PAIR_ROW_FIELDS), "symbol_stats": ("symbol", SYMBOL_ROW_FIELDS)}
 
 C = TypeVar("C")  # the backend's connection
 
@@ -423,27 +425,9 @@ class SqlReader(Generic[C]):
         )
 
     def pair_rows(
-        self,
-        pair: str,
-        timeframe: str,
-        window: int,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        limit: int | None = None,
+        self, pair: str, timeframe: str, window: int, span: Span = EVER, limit: int | None = None
     ) -> list[PairRow]:
-        """Stored pair statistics in [start_ms, end_ms), oldest first (the newest `limit` of them)."""
-        q = f'SELECT {",".join(PAIR_ROW_FIELDS)} FROM pair_stats WHERE pair=? AND timeframe=? AND "window"=?'
-        args: list = [pair, timeframe, window]
-        if start_ms is not None:
-            q += " AND start_ms >= ?"
-            args.append(start_ms)
-        if end_ms is not None:
-            q += " AND start_ms < ?"
-            args.append(end_ms)
-        if limit is None:
-            return [PairRow(*r) for r in self._all(q + " ORDER BY start_ms", args)]
-        rows = self._all(q + " ORDER BY start_ms DESC LIMIT ?", [*args, limit])
-        return [PairRow(*r) for r in reversed(rows)]
+        return [PairRow(*r) for r in self._rolling("pair_stats", pair, timeframe, window, span, limit)]
 
     def has_pair_rows(self, pair: str, timeframe: str, window: int) -> bool:
         q = 'SELECT 1 FROM pair_stats WHERE pair=? AND timeframe=? AND "window"=? LIMIT 1'
@@ -461,21 +445,24 @@ class SqlReader(Generic[C]):
         return rows  # type: ignore[return-value]
 
     def symbol_stats_rows(
-        self,
-        symbol: str,
-        timeframe: str,
-        window: int,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        limit: int = 1000,
+        self, symbol: str, timeframe: str, window: int, span: Span = EVER, limit: int | None = 1000
     ) -> list[SymbolRow]:
-        s, e = bounds(start_ms, end_ms)
-        rows = self._all(
-            f'SELECT {",".join(SYMBOL_ROW_FIELDS)} FROM symbol_stats WHERE symbol=? AND timeframe=? AND "window"=?'
-            " AND start_ms >= ? AND start_ms < ? ORDER BY start_ms DESC LIMIT ?",
-            (symbol, timeframe, window, s, e, limit),
+        rows = self._rolling("symbol_stats", symbol, timeframe, window, span, limit)
+        return [SymbolRow(*r) for r in rows]
+
+    def _rolling(self, table: str, key: str, timeframe: str, window: int, span: Span, limit: int | None) -> list:
+        """Rows of a rolling-statistics table (keyed `key`, timeframe, window, start_ms) in `span`, oldest first."""
+        key_column, fields = _ROLLING_TABLES[table]
+        q = (
+            f'SELECT {",".join(fields)} FROM {table} WHERE {key_column}=? AND timeframe=? AND "window"=?'
+            " AND start_ms >= ? AND start_ms < ?"
         )
-        return [SymbolRow(*r) for r in reversed(rows)]
+        args = (key, timeframe, window, *bounds(*span))
+        if limit is None:
+            return self._all(q + " ORDER BY start_ms", args)
+        rows = self._all(q + " ORDER BY start_ms DESC LIMIT ?", (*args, limit))
+        rows.reverse()
+        return rows
 
     # --- continuity ------------------------------------------------------------------------
 

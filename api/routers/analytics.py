@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Limit, Reader, State, TimeRange, param_error, require_symbol
 from api.models import AdfResponse, BacktestResponse, CorrelationResponse, ScreenResponse
-from storage.port import StoreReader
+from storage.port import Span, StoreReader
 from ticklens.config import Config
 from ticklens.domain.align import align_frames
 from ticklens.domain.stats.backtest import backtest
@@ -249,7 +249,7 @@ def get_spread(
     name = f"{a}-{b}"
     if source == "auto" and pc and tf in tfs and w == pc.window and reader.has_pair_rows(name, tf, w):
         source = "store"
-        rows = reader.pair_rows(name, tf, w, start_ms, end_ms, limit)
+        rows = reader.pair_rows(name, tf, w, Span(start_ms, end_ms), limit)
         latest = rows[-1] if rows else None
     else:
         source = "computed"

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import Limit, OneSymbol, Reader, State, SymbolPath, TimeframeQuery, configured_symbols, require_symbol
 from api.models import RollingStatsResponse, RollingStatsRow, StatsResponse, SymbolInfo, SymbolsResponse
-from storage.port import BAR_OUT_COLUMNS, StoreReader
+from storage.port import BAR_OUT_COLUMNS, Span, StoreReader
 from ticklens.domain.bars import price_decimals
 from ticklens.domain.stats.window import window_stats
 from ticklens.domain.timeframes import Timeframe
@@ -101,7 +101,10 @@ def get_rolling_stats(
     close with zero volume): the series an alert or a chart of rolling volatility uses.
     """
     window = q.state.cfg.stats.window
-    status, rows = q.newest(q.reader.symbol_stats_rows, timeframe, window, limit=limit)
+    status = q.status()
+    rows = (
+        q.reader.symbol_stats_rows(q.symbol, timeframe, window, Span(q.start, q.end), limit) if status == "ok" else []
+    )
     return RollingStatsResponse(
         symbol=q.symbol,
         timeframe=timeframe,

@@ -19,6 +19,7 @@ from store_support import write_batch
 from storage.port import (
     BAR_OUT_COLUMNS,
     TICK_COLUMNS,
+    Span,
     Store,
     StoreBatch,
     StoreHealth,
@@ -345,7 +346,7 @@ def test_pair_rows_round_trip_and_a_recomputed_row_replaces_the_old(store: Store
     with store.reader() as r:
         got = r.pair_rows("btcusdt-ethusdt", "1s", 300)
         last5 = r.pair_rows("btcusdt-ethusdt", "1s", 300, limit=5)
-        ranged = r.pair_rows("btcusdt-ethusdt", "1s", 300, T0 + 3000, T0 + 6000)
+        ranged = r.pair_rows("btcusdt-ethusdt", "1s", 300, Span(T0 + 3000, T0 + 6000))
         assert r.has_pair_rows("btcusdt-ethusdt", "1s", 300)
         assert not r.has_pair_rows("btcusdt-ethusdt", "1s", 100)
     want = [*rows[:10], _pair_row(T0 + 10_000, 9.0), *rows[11:]]
@@ -364,7 +365,7 @@ def test_symbol_stats_and_correlation_rows_read_back_newest_first_limited(store:
     with store.reader() as r:
         assert r.symbol_stats_rows("btcusdt", "1m", 60, limit=1000) == rows
         assert r.symbol_stats_rows("btcusdt", "1m", 60, limit=3) == rows[-3:]
-        assert r.symbol_stats_rows("btcusdt", "1m", 60, T0 + 60_000, T0 + 180_000) == rows[1:3]
+        assert r.symbol_stats_rows("btcusdt", "1m", 60, Span(T0 + 60_000, T0 + 180_000)) == rows[1:3]
         assert r.symbol_stats_rows("btcusdt", "5m", 60) == []
         got = r.correlation_rows("1m", 60, "btcusdt", "ethusdt", 5)
         assert r.correlation_rows("1m", 30, "btcusdt", "ethusdt", 5) == []

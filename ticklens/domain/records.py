@@ -29,15 +29,14 @@ DTYPES = {
 
 
 @dataclass(slots=True)
-class Trades:
-    """A batch of trades of one symbol; ids are Binance's (aggTrade `a` or trade `t`).
+class TradeColumns:
+    """The exchange's columns of a run of trades, one array each; ids are Binance's (aggTrade `a` or trade `t`).
 
-    `ts_ms` is the exchange trade time `T`, `event_ms` the event time `E`,
-    `recv_ms` the local receive time. `first_id`/`last_id` are the underlying
-    trade ids of an aggTrade (both equal `trade_id` for a plain trade).
+    `ts_ms` is the exchange trade time `T`, `event_ms` the event time `E`. `first_id`/`last_id`
+    are the underlying trade ids of an aggTrade (both equal `trade_id` for a plain trade).
+    The emulator's tape keeps its rows in the same columns.
     """
 
-    symbol: str
     trade_id: np.ndarray
     ts_ms: np.ndarray
     price: np.ndarray
@@ -46,6 +45,13 @@ class Trades:
     first_id: np.ndarray
     last_id: np.ndarray
     event_ms: np.ndarray
+
+
+@dataclass(slots=True)
+class Trades(TradeColumns):
+    """A batch of trades of one symbol, as received: `recv_ms` is the local receive time."""
+
+    symbol: str
     recv_ms: np.ndarray
 
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ticklens.domain.book import BookSnapshot, DepthUpdate, Quote
+from ticklens.domain.records import TradeColumns
 from ticklens.emulator.books import SymbolBook
 from ticklens.exchange.binance import parse_message
 from ticklens.exchange.binance_book import parse_book_message, parse_depth_snapshot
@@ -30,21 +31,13 @@ _SPEED = re.compile(rb'^\{"stream":"[^"@]+@depth(?:@(\d+)ms)?"')
 
 
 @dataclass
-class Rows:
-    """A slice of the timeline: columns of consecutive positions [start, end)."""
+class Rows(TradeColumns):
+    """A slice of the timeline: columns of consecutive positions [start, end) (book rows: ids as above)."""
 
     start: int
     end: int
     sym: np.ndarray  # int32 index into the symbol list
     kind: np.ndarray  # int8: TRADE | AGG (as recorded) | QUOTE | DEPTH
-    trade_id: np.ndarray
-    ts_ms: np.ndarray
-    price: np.ndarray
-    qty: np.ndarray
-    is_buyer_maker: np.ndarray
-    first_id: np.ndarray
-    last_id: np.ndarray
-    event_ms: np.ndarray
     raw: list[bytes | None] | None = None  # original event JSON (recordings, first pass only)
     live_event_time: bool = False  # E = send time (simulation)
     loop: int = 0  # the loop pass (times and ids of book events are shifted by it)

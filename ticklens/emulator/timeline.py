@@ -130,7 +130,7 @@ class Timeline:
             if hi <= lo:
                 return None
             sl = {k: v[lo:hi] for k, v in chunk.items()}
-            return Rows(start, base + hi, raw=None, live_event_time=True, **sl)
+            return Rows(start=start, end=base + hi, raw=None, live_event_time=True, **sl)
         assert self.tape is not None
         k, i = divmod(start, self.n)
         if not self.loop and k >= 1:
@@ -155,7 +155,7 @@ class Timeline:
                 c["first_id"] = c["first_id"] + k * self.under_span[sym]
                 c["last_id"] = c["last_id"] + k * self.under_span[sym]
             raw = None
-        return Rows(start, k * self.n + j, raw=raw, loop=k, tape_start=i, **c)
+        return Rows(start=start, end=k * self.n + j, raw=raw, loop=k, tape_start=i, **c)
 
     def keep_mask(self, rows: Rows) -> np.ndarray | None:
         """False for rows inside a requested skip range (None: keep all)."""
