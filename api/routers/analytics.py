@@ -10,15 +10,17 @@ answer is the same either way.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Annotated, Literal
 
 import polars as pl
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import Limit, Reader, State, TimeRange, param_error, require_symbol
+from api.deps import AppState, Limit, Reader, State, TimeRange, param_error, require_symbol
 from api.models import AdfResponse, BacktestResponse, CorrelationResponse, ScreenResponse
 from storage.port import Span, StoreReader
 from ticklens.config import Config
@@ -45,6 +47,28 @@ WindowQuery = Annotated[
     int | None, Query(ge=3, le=MAX_WINDOW, description="Rolling window in bars (default: the configured one, or 300)")
 ]
 TfQuery = Annotated[Timeframe | None, Query(description="Bar length (default: the pair's first configured, or 1m)")]
+
+
+@dataclass(frozen=True, slots=True)
+class Legs:
+    """The request's symbols, parsed and known (a 404 names one that is not), and what to read them with."""
+
+    symbols: list[str]
+    reader: StoreReader
+    state: AppState
+
+
+def _legs(lo: int, hi: int) -> Callable[..., Legs]:
+    def legs(symbols: SymbolsQuery, reader: Reader, state: State) -> Legs:
+        syms = parse_symbols(symbols, lo, hi)
+        _known(state, reader, syms)
+        return Legs(syms, reader, state)
+
+    return legs
+
+
+PairLegs = Annotated[Legs, Depends(_legs(2, 2))]  # exactly two symbols: y, then x
+ManyLegs = Annotated[Legs, Depends(_legs(2, MAX_SYMBOLS))]
 
 
 class SpreadRow(BaseModel):
@@ -221,9 +245,7 @@ def _latest_window(al: pl.DataFrame, a: str, b: str, window: int, lags: int) -> 
 
 @router.get("/spread", response_model=SpreadResponse)
 def get_spread(
-    reader: Reader,
-    state: State,
-    symbols: SymbolsQuery,
+    legs: PairLegs,
     time_range: TimeRange,
     window: WindowQuery = None,
     timeframe: TfQuery = None,
@@ -238,9 +260,7 @@ def get_spread(
     ] = "auto",
 ) -> ORJSONResponse:
     """Hedge ratio, spread, z-score and correlation per aligned bar, plus the latest half-life and ADF."""
-    cfg = state.cfg
-    a, b = parse_symbols(symbols, 2, 2)
-    _known(state, reader, [a, b])
+    (a, b), reader, cfg = legs.symbols, legs.reader, legs.state.cfg
     pc = _pair_cfg(cfg, a, b)
     tfs = cfg.pair_timeframes(pc) if pc else []
     tf = timeframe or (tfs[0] if tfs else "1m")
@@ -274,9 +294,7 @@ def get_spread(
 
 @router.get("/correlation", response_model=CorrelationResponse)
 def get_correlation(
-    reader: Reader,
-    state: State,
-    symbols: SymbolsQuery,
+    legs: ManyLegs,
     window: WindowQuery = None,
     timeframe: TfQuery = None,
     limit: Annotated[int, Query(ge=1, le=20_000, description="Newest rows per pair, 1 … 20,000")] = 1000,
@@ -286,9 +304,7 @@ def get_correlation(
     ] = "auto",
 ) -> ORJSONResponse:
     """Rolling correlation of log returns per pair (newest `limit` bars) and the latest matrix."""
-    cfg = state.cfg
-    syms = parse_symbols(symbols, 2, MAX_SYMBOLS)
-    _known(state, reader, syms)
+    syms, reader, cfg = legs.symbols, legs.reader, legs.state.cfg
     cc = cfg.correlation
     tf = timeframe or (cc.timeframe if cc else "1m")
     w = window or (cc.window if cc else DEFAULT_WINDOW)
@@ -374,16 +390,13 @@ def get_screen(
 
 @router.get("/adf", response_model=AdfResponse)
 def get_adf(
-    reader: Reader,
-    state: State,
-    symbols: SymbolsQuery,
+    legs: PairLegs,
     window: WindowQuery = None,
     timeframe: Annotated[Timeframe, Query(description="Bar length")] = "1m",
     lags: Annotated[int, Query(ge=0, le=50, description="Lagged differences in the ADF regression")] = 1,
 ) -> ORJSONResponse:
     """Engle-Granger test of y on x over the newest `window` aligned bars (on demand)."""
-    a, b = parse_symbols(symbols, 2, 2)
-    _known(state, reader, [a, b])
+    (a, b), reader = legs.symbols, legs.reader
     w = window or DEFAULT_WINDOW
     al = _aligned(reader, [a, b], timeframe, None)
     if lags + 8 > w:
@@ -397,9 +410,7 @@ def get_adf(
 
 @router.get("/backtest", response_model=BacktestResponse)
 def get_backtest(
-    reader: Reader,
-    state: State,
-    symbols: SymbolsQuery,
+    legs: PairLegs,
     time_range: TimeRange,
     entry_z: Annotated[float, Query(gt=0, le=20, description="Enter when |z| >= entry_z")] = 2.0,
     exit_z: Annotated[float, Query(ge=0, le=20, description="Exit when |z| <= exit_z (below entry_z)")] = 0.5,
@@ -410,8 +421,7 @@ def get_backtest(
     """Mean-reversion backtest on stored bars with the rolling OLS z-score (past-only), beta fixed at entry."""
     if exit_z >= entry_z:
         raise param_error("query", "exit_z", f"must be below entry_z ({entry_z})", exit_z)
-    a, b = parse_symbols(symbols, 2, 2)
-    _known(state, reader, [a, b])
+    (a, b), reader = legs.symbols, legs.reader
     w = window or DEFAULT_WINDOW
     start_ms, end_ms = time_range
     rows, _ = _computed_rows(reader, a, b, timeframe, PairParams(window=w), end_ms)
