@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Sized
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -29,6 +30,21 @@ from ticklens.domain.stats.pair import PairOut
 from ticklens.domain.stats.symbol import SymbolStatsOut
 from ticklens.domain.times import now_ms
 from ticklens.notify.webhooks import WebhookDispatcher
+
+# Outputs stored as one row each: the StoreBatch list they go to (GapEvent: from the source's REST backfill).
+_ONE_ROW: dict[type, str] = {
+    PairOut: "pairs",
+    SymbolStatsOut: "symbol_stats",
+    CorrOut: "correlations",
+    AlertFired: "alerts",
+    GapEvent: "gaps",
+    Rejected: "rejects",
+}
+
+
+def _nonempty(rows: Sized | None) -> tuple:
+    """A columnar batch as a one-item list of batches, or none when it is absent or empty."""
+    return (rows,) if rows is not None and len(rows) else ()
 
 
 class _WriterThread:
@@ -168,37 +184,19 @@ class _StorePartition(StatefulSinkPartition[object, None], StatelessSinkPartitio
         now = now_ms()
         for item in values:
             if isinstance(item, SymbolOut):
-                if item.ticks is not None and len(item.ticks):
-                    batch.ticks.append(item.ticks)
-                batch.bars.extend(item.bars)
-                batch.bar_merges.extend(item.merges)
-                batch.gaps.extend(item.gaps)
+                batch.add(ticks=_nonempty(item.ticks), bars=item.bars, bar_merges=item.merges, gaps=item.gaps)
                 outs.append((item, len({(b.timeframe, b.start_ms) for b in item.bars}) + len(item.merges)))
             elif isinstance(item, BookOut):
-                if item.quotes is not None and len(item.quotes):
-                    batch.quotes.append(item.quotes)
-                batch.depth_updates.extend(item.applied)
-                batch.book_snapshots.extend(item.snapshots)
-                batch.book_gaps.extend(item.gaps)
+                quotes, snaps = _nonempty(item.quotes), item.snapshots
+                batch.add(quotes=quotes, depth_updates=item.applied, book_snapshots=snaps, book_gaps=item.gaps)
                 self.progress.on_book(item)
             elif isinstance(item, MicroItem):
-                batch.micro_bars.extend(item.bars)
-                batch.vpin.extend(item.vpin)
-            elif isinstance(item, PairOut):
-                batch.pairs.append(item)
-            elif isinstance(item, SymbolStatsOut):
-                batch.symbol_stats.append(item)
-            elif isinstance(item, CorrOut):
-                batch.correlations.append(item)
-            elif isinstance(item, AlertFired):
-                batch.alerts.append(item)
-            elif isinstance(item, GapEvent):  # from the source's REST backfill
-                batch.gaps.append(item)
-            elif isinstance(item, Rejected):
-                batch.rejects.append(item)
+                batch.add(micro_bars=item.bars, vpin=item.vpin)
             elif isinstance(item, FeedStats):
                 self.progress.feeds[item.source] = item
                 ended = ended or item.ended
+            elif (rows := _ONE_ROW.get(type(item))) is not None:
+                getattr(batch, rows).append(item)
         for out, n in outs:
             self.progress.on_symbol(out, n, now)
         self.progress.rejects_stored += len(batch.rejects)

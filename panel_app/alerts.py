@@ -100,21 +100,17 @@ class AlertsPage(Page):
     def __init__(self, api: Api, **params: object) -> None:
         super().__init__(api, **params)
         w = pn.widgets
+        # Each parameter's widget and width, by widget kind (keyed by the parameter's name).
+        kinds: dict[type, dict[str, int]] = {
+            w.Select: dict(metric=140, symbol=130, pair_a=120, pair_b=120, timeframe=80, operator=140, on=110),
+            w.FloatInput: dict(threshold=130, min_duration_s=130, cooldown_s=110),
+            w.TextInput: dict(exit_threshold=170),
+            w.IntInput: dict(window=170),
+            w.MultiChoice: dict(more_symbols=260),
+        }
         self.w = {
             "name": w.TextInput.from_param(self.param.rule_name, placeholder="e.g. btc breakout", width=220),
-            "metric": w.Select.from_param(self.param.metric, width=140),
-            "symbol": w.Select.from_param(self.param.symbol, width=130),
-            "more_symbols": w.MultiChoice.from_param(self.param.more_symbols, width=260),
-            "pair_a": w.Select.from_param(self.param.pair_a, width=120),
-            "pair_b": w.Select.from_param(self.param.pair_b, width=120),
-            "timeframe": w.Select.from_param(self.param.timeframe, width=80),
-            "operator": w.Select.from_param(self.param.operator, width=140),
-            "threshold": w.FloatInput.from_param(self.param.threshold, width=130),
-            "exit_threshold": w.TextInput.from_param(self.param.exit_threshold, width=170),
-            "on": w.Select.from_param(self.param.on, width=110),
-            "min_duration_s": w.FloatInput.from_param(self.param.min_duration_s, width=130),
-            "cooldown_s": w.FloatInput.from_param(self.param.cooldown_s, width=110),
-            "window": w.IntInput.from_param(self.param.window, width=170),
+            **{n: kind.from_param(self.param[n], width=px) for kind, sizes in kinds.items() for n, px in sizes.items()},
             "webhook": w.TextInput.from_param(self.param.webhook, placeholder="http://…", width=260),
             "enabled": w.Checkbox.from_param(self.param.enabled, align="end"),
         }

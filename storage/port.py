@@ -10,7 +10,7 @@ backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
@@ -111,6 +111,11 @@ class StoreBatch:
     book_snapshots: list[BookSnapshot] = field(default_factory=list)
     book_gaps: list[BookGap] = field(default_factory=list)
 
+    def add(self, **rows: Iterable[object]) -> None:
+        """Append rows to the lists named (`batch.add(bars=…, gaps=…)`)."""
+        for name, items in rows.items():
+            getattr(self, name).extend(items)
+
 
 @dataclass(slots=True)
 class SymbolSummary:
@@ -123,8 +128,9 @@ class SymbolSummary:
     uploaded_bars: bool
 
 
-@dataclass(slots=True)
-class UploadResult:
+class UploadResult(NamedTuple):
+    """What an upload did, bar by bar (the counts of the domain's UploadPlan)."""
+
     inserted: int
     replaced: int
     skipped: int
