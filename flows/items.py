@@ -8,6 +8,7 @@ from ticklens.domain.bars import Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes, SyncCounters
 from ticklens.domain.micro import BookLevels, MicroBar, VpinBucket
 from ticklens.domain.records import GapEvent, Trades
+from ticklens.domain.times import FAR_PAST
 
 
 @dataclass(slots=True)
@@ -81,4 +82,4 @@ class MicroItem:
     bars: list[MicroBar] = field(default_factory=list)
     vpin: list[VpinBucket] = field(default_factory=list)
     too_late: int = 0  # events dropped this step (older than micro.keep_s behind the watermark)
-    watermark: int = -(2**62)  # bars before it are written (pair legs on mids read it)
+    watermark: int = FAR_PAST  # bars before it are written (pair legs on mids read it)

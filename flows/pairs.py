@@ -20,6 +20,7 @@ from ticklens.domain.stats.correlation import CorrMatrix, CorrOut
 from ticklens.domain.stats.pair import PairAnalytics, PairOut, PairRow
 from ticklens.domain.stats.symbol import SymbolRow, SymbolStats, SymbolStatsOut
 from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.times import FAR_PAST
 
 CORR_KEY = "_corr"
 
@@ -70,10 +71,10 @@ def leg_router(cfg: Config) -> Callable[[dict | None, SymbolOut | MicroItem], tu
         items = []
         for key, tf in targets:
             bucket = out.watermark // TIMEFRAME_MS[tf]
-            if tf in by or bucket > state.get((price, tf), -(2**62)):
+            if tf in by or bucket > state.get((price, tf), FAR_PAST):
                 items.append(LegBars(out.symbol, tf, by.get(tf, []), out.watermark, key))
         for tf in {tf for _, tf in targets}:
-            state[(price, tf)] = max(state.get((price, tf), -(2**62)), out.watermark // TIMEFRAME_MS[tf])
+            state[(price, tf)] = max(state.get((price, tf), FAR_PAST), out.watermark // TIMEFRAME_MS[tf])
         return state, items
 
     return route
@@ -83,7 +84,7 @@ def _mids_by_tf(out: MicroItem, state: dict) -> dict[str, list[tuple[int, float,
     """Micro bars written for the first time, as (start, closing mid, 0, 0) per timeframe."""
     by: dict[str, list[tuple[int, float, float, float]]] = defaultdict(list)
     for b in sorted(out.bars, key=lambda b: b.start_ms):
-        last = state.get(("mid_start", b.timeframe), -(2**62))
+        last = state.get(("mid_start", b.timeframe), FAR_PAST)
         if b.start_ms > last and b.mid_close is not None:
             by[b.timeframe].append((b.start_ms, b.mid_close, 0.0, 0.0))
             state[("mid_start", b.timeframe)] = b.start_ms

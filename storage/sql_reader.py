@@ -25,6 +25,7 @@ from ticklens.domain.continuity import FlowBarIds
 from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
 from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.times import FAR_FUTURE, FAR_PAST, bounds
 
 QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
 _DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
@@ -34,14 +35,6 @@ _KEYED_TABLES = ("bars", "quotes", "depth_updates")
 _ROLLING_TABLES = {"pair_stats": ("pair", PAIR_ROW_FIELDS), "symbol_stats": ("symbol", SYMBOL_ROW_FIELDS)}
 
 C = TypeVar("C")  # the backend's connection
-
-FAR_PAST = -(2**62)
-FAR_FUTURE = 2**62
-
-
-def bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
-    """An open end as a far-away bound, so one query text serves every range."""
-    return (FAR_PAST if start_ms is None else start_ms, FAR_FUTURE if end_ms is None else end_ms)
 
 
 class _Cursor(Protocol):

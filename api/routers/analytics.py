@@ -31,7 +31,7 @@ from ticklens.domain.stats.pair import PairParams, PairRow, coint_at, coint_stat
 from ticklens.domain.stats.unitroot import eg_critical_values
 from ticklens.domain.symbols import SYMBOL_RE
 from ticklens.domain.timeframes import TIMEFRAME_MS, Timeframe
-from ticklens.domain.times import iso_ms
+from ticklens.domain.times import bounds, iso_ms
 
 router = APIRouter(tags=["analytics"])
 
@@ -160,8 +160,7 @@ def _computed_rows(
 
 
 def _in_range(rows: list[PairRow], start_ms: int | None, end_ms: int | None) -> list[PairRow]:
-    lo = start_ms if start_ms is not None else -(2**62)
-    hi = end_ms if end_ms is not None else 2**62
+    lo, hi = bounds(start_ms, end_ms)
     return [r for r in rows if lo <= r.start_ms < hi]
 
 

@@ -11,7 +11,7 @@ from api.models import HeatmapResponse, MicroResponse, VpinResponse
 from api.routers.book import book_at
 from storage.port import MICRO_OUT_COLUMNS
 from ticklens.domain.micro.heatmap import bin_levels, column_times, price_bins
-from ticklens.domain.times import iso_ms
+from ticklens.domain.times import FAR_FUTURE, iso_ms
 
 router = APIRouter(tags=["microstructure"])
 
@@ -61,7 +61,7 @@ def get_heatmap(
     q.status()  # 404 for a symbol neither configured nor stored
     symbol, store, start, end = q.symbol, q.reader, q.start, q.end
     if end is None:
-        newest = store.last_depth_update(symbol, 2**62)
+        newest = store.last_depth_update(symbol, FAR_FUTURE)
         if newest is None:
             raise HTTPException(404, f"{symbol}: no depth updates stored")
         end = newest[1]

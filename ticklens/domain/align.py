@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from ticklens.domain.times import FAR_PAST
+
 Leg = tuple[float, float, float]  # close, volume, quote volume
 
 
@@ -49,7 +51,7 @@ class Aligner:
     wm: dict[str, int] = field(default_factory=dict)
     current: dict[str, Leg] = field(default_factory=dict)
     cursor: int | None = None
-    last_bar: int = -(2**62)  # newest bucket aligned so far in which any leg traded
+    last_bar: int = FAR_PAST  # newest bucket aligned so far in which any leg traded
 
     def clone(self) -> Aligner:
         """An independent copy (bars and closes are immutable tuples)."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from ticklens.domain.align import Aligner, Leg, LegBars
+from ticklens.domain.times import FAR_PAST
 
 BarValues = tuple[int, float, float, float]  # (start_ms, close, volume, quote_volume)
 
@@ -80,7 +81,7 @@ class AlignedStats(Generic[S]):
         self.checkpoints: list[_Checkpoint[S]] = [self._checkpoint(None)]
         self.since_checkpoint = 0
         self.rewinds = 0
-        self.trim_at = -(2**62)  # watermark from which the next trim can drop something
+        self.trim_at = FAR_PAST  # watermark from which the next trim can drop something
 
     def __deepcopy__(self, memo: dict[int, object]) -> AlignedStats[S]:
         """What bytewax snapshots every epoch: checkpoints are never changed once taken, so they are shared."""
@@ -98,7 +99,7 @@ class AlignedStats(Generic[S]):
         """A leg's closed or revised bars (and its watermark) in; the rows they complete or change out."""
         sym = leg.symbol
         bars, starts = self.bars[sym], self.starts[sym]
-        newest = starts[-1] if starts else -(2**62)
+        newest = starts[-1] if starts else FAR_PAST
         new: list[BarValues] = []
         rewind: int | None = None
         cursor = self.aligner.cursor
@@ -171,7 +172,7 @@ class AlignedStats(Generic[S]):
 
     def _rewind(self, start: int) -> bool:
         """Back to the newest checkpoint at or before `start`, the kept bars from there pending again."""
-        keys = [-(2**62) if c.cursor is None else c.cursor for c in self.checkpoints]
+        keys = [FAR_PAST if c.cursor is None else c.cursor for c in self.checkpoints]
         i = bisect_right(keys, start) - 1
         if i < 0:
             return False  # older than anything kept: beyond keep_closed_ms, a store merge's territory
@@ -184,7 +185,7 @@ class AlignedStats(Generic[S]):
         if cp.cursor is None:
             for s in self.legs:
                 if self.starts[s]:
-                    al.add(LegBars(s, "", [self.bars[s][k] for k in self.starts[s]], self.wm.get(s, -(2**62))))
+                    al.add(LegBars(s, "", [self.bars[s][k] for k in self.starts[s]], self.wm.get(s, FAR_PAST)))
             al.wm = dict(self.wm)
         else:
             al.cursor, al.current, al.last_bar, al.first = cp.cursor, dict(cp.current), cp.last_bar, dict(cp.first)
@@ -192,7 +193,7 @@ class AlignedStats(Generic[S]):
                 keys = self.starts[s]
                 j = bisect_right(keys, cp.cursor - 1)
                 al.pending[s] = deque(self.bars[s][k] for k in keys[j:])
-                al.newest[s] = max(cp.newest.get(s, -(2**62)), keys[-1] if keys else -(2**62))
+                al.newest[s] = max(cp.newest.get(s, FAR_PAST), keys[-1] if keys else FAR_PAST)
         self.aligner = al
         self.stats = cp.stats.clone()  # type: ignore[assignment]
         return True
@@ -202,7 +203,7 @@ class AlignedStats(Generic[S]):
         if len(self.wm) < len(self.legs) or len(self.checkpoints) < 2:
             return
         cut = min(self.wm.values()) - self.horizon_ms
-        keys = [-(2**62) if c.cursor is None else c.cursor for c in self.checkpoints[1:]]
+        keys = [FAR_PAST if c.cursor is None else c.cursor for c in self.checkpoints[1:]]
         i = bisect_right(keys, cut)  # checkpoints[i] is the newest at or before the cut
         # Nothing more to drop before the watermark passes the next checkpoint's horizon.
         self.trim_at = (keys[i] if i < len(keys) else cut + self.every * self.tf_ms) + self.horizon_ms

@@ -26,6 +26,7 @@ from decimal import Decimal
 import numpy as np
 
 from ticklens.domain.records import Trades
+from ticklens.domain.times import FAR_PAST
 
 # Decimals tried on the vectorised path; past them (or past 2**50 units: beyond 15 digits a
 # float no longer tells neighbouring decimals apart at that scale) each value's shortest
@@ -475,7 +476,7 @@ class BarBook:
         self.starts: dict[str, list[int]] = {tf: [] for tf in timeframes}
         self.open_starts: dict[str, list[int]] = {tf: [] for tf in timeframes}
         self.newest_ts = 0
-        self.watermark = -(2**62)
+        self.watermark = FAR_PAST
         self.late_trades = 0
         self.revisions = 0
         # Decimals seen so far: where the next batch's exact-units search starts (it only grows).

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+FAR_PAST = -(2**62)  # an open start of a time range, as a bound every comparison and store index takes
+FAR_FUTURE = 2**62
 _DIGITS = re.compile(r"^\d{1,15}$")
 
 
@@ -61,3 +63,8 @@ def parse_time(text: str) -> int:
 def now_ms() -> int:
     """Wall-clock epoch milliseconds (UTC)."""
     return time.time_ns() // 1_000_000
+
+
+def bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """A half-open range's open ends (None) as far-away bounds, so one comparison or query serves every range."""
+    return (FAR_PAST if start_ms is None else start_ms, FAR_FUTURE if end_ms is None else end_ms)

@@ -74,6 +74,7 @@ from ticklens.domain.bars import Bar
 from ticklens.domain.micro import MicroBar
 from ticklens.domain.records import Trades
 from ticklens.domain.timeframes import TIMEFRAME_MS
+from ticklens.domain.times import FAR_PAST
 
 INTRABAR_KEEP = 64  # recent buckets whose closes `return` on tick remembers (late trades reach back)
 
@@ -106,7 +107,7 @@ class RuleState:
     armed: bool
     last_fire_ms: int | None = None
     pending_ms: int | None = None  # min_duration_s: event time the current hold started
-    clock_ms: int = -(2**62)  # running maximum of the event times seen (cooldowns and holds run on it)
+    clock_ms: int = FAR_PAST  # running maximum of the event times seen (cooldowns and holds run on it)
 
     def __getstate__(self) -> tuple[int, bool, int | None, int | None, int]:
         return (self.version, self.armed, self.last_fire_ms, self.pending_ms, self.clock_ms)
@@ -117,7 +118,7 @@ class RuleState:
         self.version, self.armed = int(version or 0), bool(armed)
         self.last_fire_ms = None if last is None else int(last)
         self.pending_ms = None if not rest or rest[0] is None else int(rest[0])
-        self.clock_ms = int(rest[1]) if len(rest) > 1 and rest[1] is not None else -(2**62)
+        self.clock_ms = int(rest[1]) if len(rest) > 1 and rest[1] is not None else FAR_PAST
 
 
 def _enter(op: str, v: np.ndarray, thr: float) -> np.ndarray:
@@ -515,7 +516,7 @@ class AlertBook:
         out: list[AlertFired] = []
         by_tf: dict[str, dict[int, MicroBar]] = {}
         for b in bars:
-            if b.start_ms > seen.get(b.timeframe, -(2**62)):
+            if b.start_ms > seen.get(b.timeframe, FAR_PAST):
                 by_tf.setdefault(b.timeframe, {})[b.start_ms] = b
         for tf, fresh in by_tf.items():
             rows = [fresh[s] for s in sorted(fresh)]

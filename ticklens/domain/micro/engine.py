@@ -39,6 +39,7 @@ from ticklens.domain.micro.cells import (
 )
 from ticklens.domain.micro.formulas import l1_measures, ols_slope_t
 from ticklens.domain.records import Trades
+from ticklens.domain.times import FAR_PAST
 
 LEVELS = 5  # book levels in ofi_l5
 
@@ -270,7 +271,7 @@ class MicroBook:
         self.cell_keys: list[int] = []  # sorted
         self.newest_ts: int | None = None
         self.progress: dict[str, int] = {}  # input -> newest event time or clock
-        self.watermark = -(2**62)
+        self.watermark = FAR_PAST
         self.base_to: int | None = None  # cells before this have their base part
         self.real_to: int | None = None  # cells before this have their horizon part
         self.dirty: int | None = None  # earliest cell a late event touched
@@ -373,7 +374,7 @@ class MicroBook:
         out = MicroOut(too_late=self._pending_late)
         self.too_late += self._pending_late
         self._pending_late = 0
-        far = -(2**62)
+        far = FAR_PAST
         if self.p.inputs:
             if clock_ms is not None and path is not None:
                 self.progress[path] = max(self.progress.get(path, far), clock_ms)
