@@ -169,16 +169,15 @@ class Cluster:
     def _watch(self) -> _Proc | None:
         """The first process that failed (the others stopped after it), or None when all ended well."""
         while True:
-            done = [p for p in self.procs if p.popen.poll() is not None]
-            for p in done:
-                if p.exited_at is None:
-                    p.exited_at = time.monotonic()
+            done = self._seen_gone()
             bad = sorted((p for p in done if p.popen.returncode != 0), key=lambda p: p.exited_at or 0)
             if bad and not self.stopping:
                 # The first to die is the cause; the others panic once it is gone. Give them a moment
-                # to print, then stop what is left.
+                # to print, note who else went on its own meanwhile (a process killed from outside may
+                # be reaped after the peer that lost it), then stop what is left.
                 first = bad[0]
                 time.sleep(0.5)
+                self._seen_gone()
                 self._signal_all(signal.SIGKILL)
                 self._wait_all(5)
                 return self._earliest_with_cause(first)
@@ -187,15 +186,23 @@ class Cluster:
                 return None
             time.sleep(0.1)
 
+    def _seen_gone(self) -> list[_Proc]:
+        """The processes that have exited, each stamped with when we first saw it gone."""
+        done = [p for p in self.procs if p.popen.poll() is not None]
+        for p in done:
+            if p.exited_at is None:
+                p.exited_at = time.monotonic()
+        return done
+
     def _earliest_with_cause(self, first: _Proc) -> _Proc:
-        """A process killed by a signal from outside among the first seen gone (a peer that lost it
-        may print a traceback, before or after); else the one whose own traceback is the root cause,
-        if any printed one; else the first to exit.
+        """A process killed by a signal from outside among those gone before we stopped the rest (a
+        peer that lost it may print a traceback, and be reaped, before or after it); else the one
+        whose own traceback is the root cause, if any printed one; else the first to exit.
 
         Only processes seen gone before we stopped the rest have `exited_at`, so our own SIGKILLs
         are never taken for the cause."""
-        for p in self.procs:
-            if p.exited_at == first.exited_at and p.popen.returncode is not None and p.popen.returncode < 0:
+        for p in sorted(self.procs, key=lambda p: p.exited_at or float("inf")):
+            if p.exited_at is not None and p.popen.returncode is not None and p.popen.returncode < 0:
                 return p
         for p in sorted(self.procs, key=lambda p: p.exited_at or float("inf")):
             if any(line.startswith(MARK) for line in p.tail):
