@@ -5,7 +5,8 @@ cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import ticklens, pytest, schemathesis, playwright, importlinter, mypy" 2>/dev/null || [ pyproject.toml -nt .venv/.installed-test ]; then
+if ! .venv/bin/python -c "import ticklens.exchange._depthwire, pytest, schemathesis, playwright, importlinter, mypy" 2>/dev/null \
+  || [ pyproject.toml -nt .venv/.installed-test ] || [ ticklens/exchange/_depthwire.c -nt .venv/.installed-test ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e ".[test]"
   touch .venv/.installed-test

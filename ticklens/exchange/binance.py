@@ -19,9 +19,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ticklens.domain.book import Quote
+from ticklens.domain.book import DepthUpdate, Quote
 from ticklens.domain.records import Rejected
-from ticklens.exchange.binance_book import BookError, depth_record, quote_record, quote_wire, snapshot_record
+from ticklens.exchange.binance_book import (
+    BookError,
+    depth_record,
+    depth_wire,
+    quote_record,
+    quote_wire,
+    snapshot_record,
+)
 
 TRADE_EVENTS = ("aggTrade", "trade")
 # Streams that recordings carry beside trades and books: skipped on purpose.
@@ -162,7 +169,10 @@ def _quote_times(q: Quote, recv_ms: int, window_ms: int | None) -> ParseResult:
 
 
 def _depth(kind: str, event: dict, recv_ms: int, window_ms: int | None, raw: bytes | None, env: bool) -> ParseResult:
-    d = depth_record(event, recv_ms, raw, env)
+    return _depth_times(depth_record(event, recv_ms, raw, env), recv_ms, window_ms)
+
+
+def _depth_times(d: DepthUpdate, recv_ms: int, window_ms: int | None) -> ParseResult:
     bad = _book_times("depthUpdate", (d.event_ms, d.txn_ms), recv_ms, window_ms)
     return ("reject", bad, None) if bad else ("depth", d.symbol, d)
 
@@ -257,6 +267,8 @@ def parse_message(
         return ("reject", f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}", None)
     if type(raw) is bytes and "quote" in kinds and (q := quote_wire(raw, recv_ms)) is not None:
         return _quote_times(q, recv_ms, window_ms)  # the bookTicker fast path (most book messages)
+    if type(raw) is bytes and "depth" in kinds and (d := depth_wire(raw, recv_ms)) is not None:
+        return _depth_times(d, recv_ms, window_ms)  # the depthUpdate fast path (C)
     try:
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as e:

@@ -11,7 +11,8 @@ Depth events carry ~66 levels each, so their levels are validated in bulk: from
 raw bytes, one regex over the message's `"b":[…],"a":[…]}` tail (sound when the
 message holds no other object); from a decoded event, one regex over the joined
 strings. Anything else takes the per-level path, which is the reference (tests
-check that all paths agree).
+check that all paths agree). A raw depth message in Binance's exact layout is first offered
+to `depth_wire`: one pass in C (`_depthwire.c`) that validates and splits it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ import orjson
 
 from ticklens.domain.book import ZERO_QTY, BookSnapshot, DepthUpdate, Quote
 from ticklens.domain.records import Rejected
+
+try:  # built by `pip install -e .`; a tree without it parses every depth message the Python way
+    from ticklens.exchange._depthwire import scan as _scan_depth
+except ImportError:  # pragma: no cover - tests/test_depth_wire.py requires the extension
+    _scan_depth = None
 
 BookRecord = Quote | DepthUpdate | BookSnapshot
 Market = Literal["usdm", "spot"]
@@ -286,6 +292,23 @@ def quote_wire(raw: bytes, recv_ms: int) -> Quote | None:
     return Quote(_symbol(sym), u, e, t, bid, bid_qty, ask, ask_qty, recv_ms)
 
 
+def depth_wire(raw: bytes, recv_ms: int, market: Market | None = None) -> DepthUpdate | None:
+    """The fast path of a raw depthUpdate message: its DepthUpdate, or None (then parse it the
+    general way, which says why a message is rejected). The byte grammar is checked in C; the
+    rules here are `_depth`'s, in its order, and anything they would reject is left to it."""
+    if _scan_depth is None or (t := _scan_depth(raw)) is None:
+        return None
+    sym, ev_ms, txn, first, final, prev, bids, asks = t
+    if first > final or ev_ms == 0:
+        return None
+    if market == "usdm" or (market is None and prev is not None):
+        if prev is None or not txn:  # USD-M needs `pu` and a positive `T`
+            return None
+    else:  # spot: no `pu`, and the event time is the transaction time
+        prev, txn = None, ev_ms
+    return DepthUpdate.from_pairs(_symbol(sym), first, final, prev, ev_ms, txn, recv_ms, bids, asks)
+
+
 def quote_record(event: dict, recv_ms: int) -> Quote:
     """A decoded bookTicker event (USD-M, or spot's without `e`, `E`, `T`) -> Quote; raises BookError."""
     return _quote(event, recv_ms)
@@ -365,8 +388,11 @@ def parse_book_message(
 ) -> BookRecord | Rejected:
     """One raw message (bytes or text) -> its record, or Rejected. The fast path for depth."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if type(data) is bytes and (q := quote_wire(data, recv_ms)) is not None:
-        return q
+    if type(data) is bytes:
+        if (q := quote_wire(data, recv_ms)) is not None:
+            return q
+        if (d := depth_wire(data, recv_ms, market)) is not None:
+            return d
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError as e:
