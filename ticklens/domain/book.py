@@ -28,6 +28,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+try:  # built by `pip install -e .`: the per-level loop in C; without it the loop below in Python
+    from ticklens.domain._bookside import apply as _apply_side
+except ImportError:  # pragma: no cover - tests/test_book_side.py requires the extension
+    _apply_side = None  # type: ignore[assignment]
+
 Level = list[str]  # [price, quantity] as the exchange's decimal strings
 _ig0, _ig1 = itemgetter(0), itemgetter(1)
 Market = Literal["usdm", "spot"]
@@ -587,8 +592,41 @@ class OrderBook:
         guarantees it). Removing a level the book does not hold is normal (Binance says so)
         and ignored. The common cases (a level changed, removed, or created in the book's own
         number format on its grid) cost one or two dict operations each; anything else goes
-        to `_odd`.
+        to `_odd`. Lists of [price, qty] lists (what the wire parsers build) go to the same loop in
+        C (`_bookside.c`) when it is built, anything else to the loop here.
         """
+        if _apply_side is not None and type(bids) is list and type(asks) is list:
+            self._bb = self._side(True, bids, self._bb)
+            self._ba = self._side(False, asks, self._ba)
+        else:
+            self._apply_py(bids, asks)
+        self.last_update_id = update_id
+        self.ts_ms = ts_ms
+
+    def _side(self, is_bid: bool, levels: list[Level], best: str | None) -> str | None:
+        """One side through the C loop; each level it stops at goes to `_odd`. Returns the new best."""
+        gone = False
+        i = 0
+        while True:
+            best, gone, i, odd = _apply_side(
+                self.bids if is_bid else self.asks, levels, i, best, gone, is_bid, self._dec, self._grid
+            )
+            if not odd:
+                break
+            p, q = levels[i]
+            if is_bid:
+                self._bb, self._gone = best, gone
+                self._odd(True, p, q)
+                best, gone = self._bb, self._gone
+            else:
+                self._ba, self._gone = best, gone
+                self._odd(False, p, q)
+                best, gone = self._ba, self._gone
+            i += 1
+        return self._next(is_bid, best) if gone else best
+
+    def _apply_py(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]]) -> None:
+        """`apply_levels`' loop in Python: the reference the C loop is tested against."""
         zero = ZERO_QTY
         dot, dot1, grid = self._dot, self._dot1, self._grid
         # bids: the best is the greatest (length, string)
@@ -651,8 +689,6 @@ class OrderBook:
                 blen = 1 << 30 if best is None else len(best)
                 dot, dot1, grid = self._dot, self._dot1, self._grid
         self._ba = self._next(False, best) if gone else best
-        self.last_update_id = update_id
-        self.ts_ms = ts_ms
 
     def _odd(self, is_bid: bool, p: str, q: str) -> None:
         """One level the fast path cannot take: another number of decimals, off the grid, or the first price."""
