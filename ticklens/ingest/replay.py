@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ticklens.domain.book import BookBatch, BookRecord, BookSnapshot, SnapshotFailure
+from ticklens.domain.book import BookBatch, BookRecord, BookSnapshot, Quote, Quotes, SnapshotFailure
 from ticklens.domain.records import COLUMNS, Rejected, Trades
 from ticklens.exchange.binance import (
     MAX_TIME_MS,
@@ -68,13 +68,17 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")  # noqa: SIM115
 
 
+TRADE, BOOK, QUOTE = 0, 1, 2  # a block entry's kind
+
+
 @dataclass
 class Block:
     """Rows of one or more symbols, in file (arrival) order: trades, and from recordings book records.
 
-    Without book records the block's entries are its trade rows. With them, `order` lists the
-    entries in file order (i >= 0: trade row i; i < 0: book record ~i) with their times and
-    positions, so a slice of entries is a range of trades plus a range of book records.
+    Without book records the block's entries are its trade rows. With them, `kinds` lists the
+    entries' kinds in file order (TRADE, BOOK: a depth event or snapshot record, QUOTE: a row of
+    `quotes`, bookTicker kept in columns) with their times and positions, so a slice of entries is
+    a range of trades plus a range of book records plus a range of quotes.
     """
 
     symbols: np.ndarray  # object array of symbol strings
@@ -82,13 +86,15 @@ class Block:
     pos: np.ndarray  # file position (rows or lines consumed) after each row
     rejects: list[Rejected] = field(default_factory=list)  # rows of this block refused (CSV)
     book: list[BookRecord] = field(default_factory=list)
-    order: np.ndarray | None = None
+    quotes: Quotes | None = None  # every symbol's, in file order (`quote_symbols` names each row's)
+    quote_symbols: np.ndarray | None = None
+    kinds: np.ndarray | None = None
     entry_ts: np.ndarray | None = None
     entry_pos: np.ndarray | None = None
-    _trades_before: np.ndarray | None = None
+    _before: tuple[np.ndarray, np.ndarray] | None = None  # trades and quotes before each entry
 
     def __len__(self) -> int:
-        return len(self.cols["ts_ms"]) if self.order is None else len(self.order)
+        return len(self.cols["ts_ms"]) if self.kinds is None else len(self.kinds)
 
     @property
     def ts(self) -> np.ndarray:
@@ -99,19 +105,42 @@ class Block:
         return self.pos if self.entry_pos is None else self.entry_pos
 
     def entries(self, lo: int, hi: int) -> Block:
-        """Entries [lo, hi) as a block of their own (trades and book records)."""
-        if self.order is None:
+        """Entries [lo, hi) as a block of their own (trades, book records and quotes)."""
+        if self.kinds is None:
             return Block(self.symbols[lo:hi], {k: v[lo:hi] for k, v in self.cols.items()}, self.pos[lo:hi])
-        if self._trades_before is None:
-            self._trades_before = np.concatenate([[0], np.cumsum(self.order >= 0)])
-        tb = self._trades_before
-        t0, t1 = int(tb[lo]), int(tb[hi])
+        if self._before is None:
+            zero = np.zeros(1, dtype=np.int64)
+            self._before = (
+                np.concatenate([zero, np.cumsum(self.kinds == TRADE)]),
+                np.concatenate([zero, np.cumsum(self.kinds == QUOTE)]),
+            )
+        tb, qb = self._before
+        t0, t1, q0, q1 = int(tb[lo]), int(tb[hi]), int(qb[lo]), int(qb[hi])
+        quotes = self.quotes
         return Block(
             self.symbols[t0:t1],
             {k: v[t0:t1] for k, v in self.cols.items()},
             self.pos[t0:t1],
-            book=self.book[lo - t0 : hi - t1],
+            book=self.book[lo - t0 - q0 : hi - t1 - q1],
+            quotes=None if quotes is None or q0 == q1 else _quote_rows(quotes, slice(q0, q1)),
+            quote_symbols=None if self.quote_symbols is None else self.quote_symbols[q0:q1],
         )
+
+
+def _quote_rows(q: Quotes, rows: slice | np.ndarray, symbol: str = "") -> Quotes:
+    """Some rows of a columnar quote batch."""
+    return Quotes(
+        symbol,
+        q.update_id[rows],
+        q.ts_ms[rows],
+        q.event_ms[rows],
+        q.recv_ms[rows],
+        q.bid[rows],
+        q.bid_qty[rows],
+        q.ask[rows],
+        q.ask_qty[rows],
+        q.source,
+    )
 
 
 CSV_CHUNK_BYTES = 2 << 20
@@ -315,6 +344,7 @@ def _ws_blocks(
     syms: list[str] = []
     pos: list[int] = []
     book: list[BookRecord] = []
+    quotes: list[Quote] = []
     order: list[int] = []
     ets: list[int] = []
     epos: list[int] = []
@@ -330,7 +360,7 @@ def _ws_blocks(
             continue
         status, what, row = parse_message(rec.body, recv_ms, window_ms, kinds)
         if status == "trade":
-            order.append(len(rows))
+            order.append(TRADE)
             ets.append(row[1])
             epos.append(line_no)
             syms.append(what)
@@ -354,13 +384,18 @@ def _ws_blocks(
                     (name,) = depth_symbols
                     for snap, at in unnamed:  # before the event that named them
                         snap.symbol = name
-                        order.append(~len(book))
+                        order.append(BOOK)
                         ets.append(_record_ts(snap))
                         epos.append(at)
                         book.append(snap)
                 unnamed = []
-            if row is not None:
-                order.append(~len(book))
+            if status == "quote":
+                order.append(QUOTE)
+                ets.append(_record_ts(row))
+                epos.append(line_no)
+                quotes.append(row)
+            elif row is not None:
+                order.append(BOOK)
                 ets.append(_record_ts(row))
                 epos.append(line_no)
                 book.append(row)
@@ -370,13 +405,13 @@ def _ws_blocks(
             stats.rejected += 1
             rejects.append(rejected(rec.body, what, recv_ms, str(path)))
         if len(order) >= BLOCK_ROWS and not unnamed:
-            yield _mixed_block(syms, rows, pos, book, order, ets, epos), line_no
-            rows, syms, pos, book, order, ets, epos = [], [], [], [], [], [], []
+            yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no
+            rows, syms, pos, book, quotes, order, ets, epos = [], [], [], [], [], [], [], []
     for snap, _ in unnamed:
         stats.rejected += 1
         reason = "depth snapshot without a symbol (no depth event in the recording names it)"
         rejects.append(rejected(b"lastUpdateId %d" % snap.last_update_id, reason, 0, str(path)))
-    yield _mixed_block(syms, rows, pos, book, order, ets, epos), line_no
+    yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no
 
 
 def _mixed_block(
@@ -384,14 +419,19 @@ def _mixed_block(
     rows: list[tuple],
     pos: list[int],
     book: list[BookRecord],
+    quotes: list[Quote],
     order: list[int],
     ets: list[int],
     epos: list[int],
 ) -> Block:
+    """The block of these entries; quotes go into columns here, once, as the book step passes them on."""
     block = _rows_block(syms, rows, pos)
-    if book:
+    if book or quotes:
         block.book = book
-        block.order = np.asarray(order, dtype=np.int64)
+        if quotes:
+            block.quotes = Quotes.from_quotes("", quotes)
+            block.quote_symbols = np.array([q.symbol for q in quotes], dtype=object)
+        block.kinds = np.asarray(order, dtype=np.int8)
         block.entry_ts = np.asarray(ets, dtype=np.int64)
         block.entry_pos = np.asarray(epos, dtype=np.int64)
     return block
@@ -470,6 +510,17 @@ class FileStream:
         return out
 
 
+def quote_batches(block: Block) -> list[Quotes]:
+    """The block's quotes per symbol, each symbol's in file order."""
+    q, syms = block.quotes, block.quote_symbols
+    if q is None or syms is None or not len(q):
+        return []
+    first = syms[0]
+    if syms[-1] == first and (len(syms) < 3 or np.all(syms == first)):
+        return [_quote_rows(q, slice(None), first)]
+    return [_quote_rows(q, np.flatnonzero(syms == s), s) for s in dict.fromkeys(syms.tolist())]
+
+
 def book_batches(block: Block) -> list[BookBatch]:
     """The block's book records per symbol, each symbol's in file order."""
     if not block.book:
@@ -536,9 +587,9 @@ class Replay:
         heads = [h for h in (f.head_ts() for f in self.files) if h is not None]
         return min(heads) if heads else None
 
-    def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades | BookBatch] | None:
+    def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades | Quotes | BookBatch] | None:
         """Next rows in time order (None at end of input); [] if nothing is due before until_ts.
-        Trades per symbol, then (recordings, with book kinds) book records per symbol.
+        Trades per symbol, then (recordings, with book kinds) quotes and book records per symbol.
 
         Files are merged in time slices, not row by row: everything up to the
         slice end comes from every file (each file in its own order), so two
@@ -554,7 +605,7 @@ class Replay:
         end = h0 + self.slice_ms
         if until_ts is not None:
             end = min(end, until_ts)
-        out: list[Trades | BookBatch] = []
+        out: list[Trades | Quotes | BookBatch] = []
         total = 0
         for head, i in heads:
             if head > end or total >= max_rows:
@@ -562,6 +613,7 @@ class Replay:
             block = self.files[i].take_until(end, max_rows - total)
             total += len(block)
             out.extend(split_by_symbol(block))
+            out.extend(quote_batches(block))
             out.extend(book_batches(block))
         if total < max_rows // 2:
             self.slice_ms = min(self.slice_ms * 2, MAX_SLICE_MS)
