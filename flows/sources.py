@@ -7,6 +7,7 @@ transport, parsing and merging live there.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import time
 import traceback
@@ -64,7 +65,11 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
 
         self.shard = shard
         self.replay = Replay(
-            list(shard.paths), positions=(resume or {}).get("positions"), window_ms=window_ms, kinds=kinds
+            list(shard.paths),
+            positions=(resume or {}).get("positions"),
+            window_ms=window_ms,
+            kinds=kinds,
+            readahead=os.environ.get("FS_READAHEAD", "1") == "1",  # a large recording is parsed in a child process, on another core
         )
         self.speed = None if speed == "max" else float(speed)
         self.batch_rows = batch_rows

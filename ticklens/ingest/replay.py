@@ -19,7 +19,7 @@ import re
 import threading
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +38,18 @@ from ticklens.exchange.binance import (
     rejected,
     valid_columns,
 )
-from ticklens.ingest.recording import read_recording
+from ticklens.ingest.child_reader import ChildIterator
+from ticklens.ingest.recording import recording_lines
 
 AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
 TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
 _NAME_RE = re.compile(r"^([A-Za-z0-9]+)[-_](aggTrades|trades)[-_]", re.IGNORECASE)
 BLOCK_ROWS = 65_536
+# A recording at least this large is read and parsed in a child process when the replay asks
+# for it (`Replay(readahead=True)`, as the flow does): on another core, beside the flow.
+READAHEAD_MIN_BYTES = 1 << 20
+# A child hands a block over in parts, the first small, so the flow starts while it reads on.
+FIRST_PART_ROWS, MAX_PART_ROWS = 2_048, 16_384
 MIN_SLICE_MS, MAX_SLICE_MS = 1, 3_600_000  # bounds of the merge's time slice
 
 
@@ -125,6 +131,62 @@ class Block:
             quotes=None if quotes is None or q0 == q1 else _quote_rows(quotes, slice(q0, q1)),
             quote_symbols=None if self.quote_symbols is None else self.quote_symbols[q0:q1],
         )
+
+
+    def rest(self, lo: int) -> Block:
+        """Entries [lo, end) with their kinds, times and positions (what `join_blocks` continues)."""
+        part = self.entries(lo, len(self))
+        if self.kinds is not None:
+            part.kinds, part.entry_ts, part.entry_pos = self.kinds[lo:], self.ts[lo:], self.positions[lo:]
+        return part
+
+    def mixed(self) -> Block:
+        """The same entries with `kinds`, entry times and positions (a block of trades has none)."""
+        if self.kinds is not None:
+            return self
+        n = len(self.pos)
+        return replace(self, kinds=np.zeros(n, dtype=np.int8), entry_ts=self.cols["ts_ms"], entry_pos=self.pos)
+
+
+def join_blocks(a: Block, b: Block) -> Block:
+    """The entries of `a` then those of `b` (parts of one block of a recording)."""
+    if a.kinds is None and b.kinds is None:
+        return Block(
+            np.concatenate([a.symbols, b.symbols]),
+            {k: np.concatenate([v, b.cols[k]]) for k, v in a.cols.items()},
+            np.concatenate([a.pos, b.pos]),
+        )
+    a, b = a.mixed(), b.mixed()
+    quotes = a.quotes if b.quotes is None else b.quotes if a.quotes is None else _join_quotes(a.quotes, b.quotes)
+    qs = [x for x in (a.quote_symbols, b.quote_symbols) if x is not None]
+    cat = np.concatenate
+    return Block(
+        cat([a.symbols, b.symbols]),
+        {k: cat([v, b.cols[k]]) for k, v in a.cols.items()},
+        cat([a.pos, b.pos]),
+        book=a.book + b.book,
+        quotes=quotes,
+        quote_symbols=cat(qs) if qs else None,
+        kinds=cat([a.kinds, b.kinds]),
+        entry_ts=cat([a.entry_ts, b.entry_ts]),  # type: ignore[list-item]
+        entry_pos=cat([a.entry_pos, b.entry_pos]),  # type: ignore[list-item]
+    )
+
+
+def _join_quotes(a: Quotes, b: Quotes) -> Quotes:
+    cat = np.concatenate
+    return Quotes(
+        a.symbol,
+        cat([a.update_id, b.update_id]),
+        cat([a.ts_ms, b.ts_ms]),
+        cat([a.event_ms, b.event_ms]),
+        cat([a.recv_ms, b.recv_ms]),
+        cat([a.bid, b.bid]),
+        cat([a.bid_qty, b.bid_qty]),
+        cat([a.ask, b.ask]),
+        cat([a.ask_qty, b.ask_qty]),
+        a.source,
+    )
 
 
 def _quote_rows(q: Quotes, rows: slice | np.ndarray, symbol: str = "") -> Quotes:
@@ -332,9 +394,14 @@ def _ws_blocks(
     rejects: list[Rejected],
     window_ms: int | None,
     kinds: frozenset[str] = TRADE_KINDS,
-) -> Iterator[tuple[Block, int]]:
-    """Yield (block, lines consumed) from a `<ns> <json>` recording; with `window_ms`, times are
-    checked against each line's own receive time, as they were live.
+    part_rows: tuple[int, int] | None = None,
+    block_rows: int | None = None,
+) -> Iterator[tuple[Block, int, bool]]:
+    """Yield (block or part of one, lines consumed, whether the block ends) from a `<ns> <json>`
+    recording; with `window_ms`, times are checked against each line's own receive time, as they
+    were live. A block holds `block_rows` entries (BLOCK_ROWS: where the replay's batches are cut);
+    `part_rows` (first, most): it comes in parts of the first size, then twice as large each, up
+    to the most (default: whole blocks).
 
     A bare REST snapshot line (Binance's body has no symbol) belongs to the file's depth stream:
     it takes the symbol of the depth events before it (or, if none came yet, of the next one;
@@ -351,14 +418,17 @@ def _ws_blocks(
     depth_symbols: set[str] = set()
     unnamed: list[tuple[BookSnapshot, int]] = []  # bare snapshots waiting for the file's symbol
     line_no = skip
-    for rec in read_recording(path, skip):
-        line_no = rec.line_no
-        recv_ms = rec.recv_ns // 1_000_000 if rec.recv_ns is not None else 0
+    size = BLOCK_ROWS if block_rows is None else block_rows
+    limit, most = (size, size) if part_rows is None else part_rows
+    done = 0  # entries of this block in parts already yielded
+    for line_no, raw in recording_lines(path, skip):
+        head, _, body = raw.partition(b" ")
+        recv_ms = int(head) // 1_000_000 if head.isdigit() else 0
         if not MIN_TIME_MS <= recv_ms <= MAX_TIME_MS:  # none, or one no clock can have had
             stats.rejected += 1
-            rejects.append(rejected(rec.raw, "recording line without a valid receive time", 0, str(path)))
+            rejects.append(rejected(raw, "recording line without a valid receive time", 0, str(path)))
             continue
-        status, what, row = parse_message(rec.body, recv_ms, window_ms, kinds)
+        status, what, row = parse_message(body, recv_ms, window_ms, kinds)
         if status == "trade":
             order.append(TRADE)
             ets.append(row[1])
@@ -403,15 +473,51 @@ def _ws_blocks(
             stats.skipped += 1
         else:
             stats.rejected += 1
-            rejects.append(rejected(rec.body, what, recv_ms, str(path)))
-        if len(order) >= BLOCK_ROWS and not unnamed:
-            yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no
+            rejects.append(rejected(body, what, recv_ms, str(path)))
+        if (len(order) >= limit or done + len(order) >= size) and not unnamed:
+            ends = done + len(order) >= size
+            done = 0 if ends else done + len(order)
+            yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no, ends
+            limit = min(limit * 2, most)
             rows, syms, pos, book, quotes, order, ets, epos = [], [], [], [], [], [], [], []
     for snap, _ in unnamed:
         stats.rejected += 1
         reason = "depth snapshot without a symbol (no depth event in the recording names it)"
         rejects.append(rejected(b"lastUpdateId %d" % snap.last_update_id, reason, 0, str(path)))
-    yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no
+    yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no, True
+
+
+def ws_blocks_child(
+    path: Path, skip: int, window_ms: int | None, kinds: frozenset[str], parts: tuple[int, int], block_rows: int
+) -> Iterator[tuple[Block, int, bool, RecordingStats, list[Rejected]]]:
+    """`_ws_blocks` as a child process runs it (`ChildIterator`), in parts: each with the stats
+    and rejects it added, which the flow's process adds to its own."""
+    stats, rejects = RecordingStats(), []
+    for block, line_no, ends in _ws_blocks(path, skip, stats, rejects, window_ms, kinds, parts, block_rows):
+        yield block, line_no, ends, stats, rejects[:]
+        stats.skipped = stats.rejected = 0
+        rejects.clear()
+
+
+def _from_child(
+    path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected], window_ms: int | None, kinds: frozenset[str]
+) -> Iterator[tuple[Block, int, bool]]:
+    """`_ws_blocks` computed in a child process: the same blocks (in parts), stats and rejects."""
+    sizes = ((FIRST_PART_ROWS, MAX_PART_ROWS), BLOCK_ROWS)  # as this process has them
+    child = ChildIterator(f"{__name__}:ws_blocks_child", path, skip, window_ms, kinds, *sizes)
+    try:
+        for block, line_no, ends, more, found in child:
+            stats.skipped += more.skipped
+            stats.rejected += more.rejected
+            rejects.extend(found)
+            yield block, line_no, ends
+    finally:
+        child.close()
+
+
+def _whole(blocks: Iterator[tuple[Block, int]]) -> Iterator[tuple[Block, int, bool]]:
+    for block, end in blocks:
+        yield block, end, True
 
 
 def _mixed_block(
@@ -453,39 +559,61 @@ class FileStream:
     position: int = 0
     stats: RecordingStats = field(default_factory=RecordingStats)
     rejects: list[Rejected] = field(default_factory=list)
-    _blocks: Iterator[tuple[Block, int]] | None = None
+    _blocks: Iterator[tuple[Block, int, bool]] | None = None
     _buf: Block | None = None
     _buf_end_pos: int = 0
     _buf_offset: int = 0
+    _buf_whole: bool = True  # the buffer reaches its block's end (else more parts of it follow)
     _env: np.ndarray | None = None
     done: bool = False
     window_ms: int | None = None
     kinds: frozenset[str] = TRADE_KINDS
+    readahead: bool = False  # a large recording read in a child process
+
+    def __post_init__(self) -> None:
+        if self.readahead and file_kind(self.path)[0] == "ws" and self.path.stat().st_size >= READAHEAD_MIN_BYTES:
+            # Started now, so the child's start-up overlaps the flow's.
+            args = (self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds)
+            self._blocks = _from_child(*args)
 
     def _fill(self) -> None:
         if self._blocks is None:
             kind, symbol = file_kind(self.path)
             if kind == "ws":
-                self._blocks = _ws_blocks(
-                    self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds
-                )
+                args = (self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds)
+                self._blocks = _ws_blocks(*args)
             else:  # no shared state in CSV blocks, so they can be read ahead in a thread
-                self._blocks = Prefetch(_csv_blocks(self.path, kind, symbol or "", self.position))
+                self._blocks = _whole(Prefetch(_csv_blocks(self.path, kind, symbol or "", self.position)))
         while self._buf is None or self._buf_offset >= len(self._buf):
-            try:
-                block, end_pos = next(self._blocks)
-            except StopIteration:
-                self.done = True
-                self._buf = None
+            if not self._next_part(join=False):
                 return
-            if block.rejects:
-                self.stats.rejected += len(block.rejects)
-                self.rejects.extend(block.rejects)
-            # Arrival order is kept (late trades stay late); merging uses the running max.
-            self._env = np.maximum.accumulate(block.ts) if len(block) else block.ts
-            self._buf, self._buf_offset, self._buf_end_pos = block, 0, end_pos
-            if len(block) == 0:
-                self.position = end_pos
+
+    def _next_part(self, join: bool) -> bool:
+        """Read the next block or part of one into the buffer (`join`: after what is left of it);
+        False at the end of the file."""
+        assert self._blocks is not None
+        try:
+            block, end_pos, whole = next(self._blocks)
+        except StopIteration:
+            self.done = True
+            self._buf = None
+            return False
+        if block.rejects:
+            self.stats.rejected += len(block.rejects)
+            self.rejects.extend(block.rejects)
+        # Arrival order is kept (late trades stay late); merging uses the running max over the block.
+        env = np.maximum.accumulate(block.ts) if len(block) else block.ts
+        if not self._buf_whole and self._env is not None and len(self._env) and len(env):
+            env = np.maximum(env, self._env[-1])  # a later part of the same block
+        if join and self._buf is not None:
+            lo = self._buf_offset
+            block = join_blocks(self._buf.rest(lo), block)
+            env = np.concatenate([self._env[lo:], env])  # type: ignore[index]
+        self._env, self._buf, self._buf_offset = env, block, 0
+        self._buf_end_pos, self._buf_whole = end_pos, whole
+        if len(block) == 0:
+            self.position = end_pos
+        return True
 
     def head_ts(self) -> int | None:
         if not self.done:
@@ -497,16 +625,19 @@ class FileStream:
     def take_until(self, limit_ts: int, max_rows: int) -> Block:
         """Rows with ts <= limit_ts (at least one), at most max_rows."""
         self._fill()
-        buf = self._buf
-        assert buf is not None
-        ts = self._env
-        lo = self._buf_offset
-        hi = int(np.searchsorted(ts, limit_ts, side="right"))
-        hi = max(lo + 1, min(hi, lo + max_rows))
+        while True:
+            buf, ts, lo = self._buf, self._env, self._buf_offset
+            assert buf is not None and ts is not None
+            hi = int(np.searchsorted(ts, limit_ts, side="right"))
+            hi = max(lo + 1, min(hi, lo + max_rows))
+            # A block cut short by its part's end: take in its next part and look again.
+            if hi < len(buf) or hi - lo >= max_rows or self._buf_whole or not self._next_part(join=True):
+                break
         out = buf.entries(lo, hi)
         self._buf_offset = hi
         # Exact resume point: past the last emitted row (and, at block end, past skipped lines).
-        self.position = self._buf_end_pos if hi >= len(buf) else int(buf.positions[hi - 1])
+        at_end = hi >= len(buf) and self._buf_whole
+        self.position = self._buf_end_pos if at_end else int(buf.positions[hi - 1])
         return out
 
 
@@ -557,13 +688,16 @@ class Replay:
         positions: dict[str, int] | None = None,
         window_ms: int | None = None,
         kinds: frozenset[str] = TRADE_KINDS,
+        readahead: bool = False,
     ) -> None:
+        """`readahead`: large recordings are read and parsed in child processes (`READAHEAD_MIN_BYTES`)."""
         missing = [str(p) for p in paths if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"replay files not found: {', '.join(missing)}")
         positions = positions or {}
         self.files = [
-            FileStream(Path(p), position=positions.get(str(p), 0), window_ms=window_ms, kinds=kinds) for p in paths
+            FileStream(Path(p), positions.get(str(p), 0), window_ms=window_ms, kinds=kinds, readahead=readahead)
+            for p in paths
         ]
         self.slice_ms = 1_000
 
