@@ -7,7 +7,6 @@ transport, parsing and merging live there.
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 import time
 import traceback
@@ -69,7 +68,7 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
             positions=(resume or {}).get("positions"),
             window_ms=window_ms,
             kinds=kinds,
-            readahead=os.environ.get("FS_READAHEAD", "1") == "1",  # a large recording is parsed in a child process, on another core
+            readahead=True,  # a large recording is parsed in a child process, on another core
         )
         self.speed = None if speed == "max" else float(speed)
         self.batch_rows = batch_rows

@@ -82,10 +82,8 @@ class ChildIterator(Iterator[Any]):
         self._proc.wait()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 (interpreter shutdown)
-            pass
 
 
 def _read_exactly(pipe: IO[bytes], n: int) -> bytearray | None:
@@ -100,7 +98,9 @@ def _read_exactly(pipe: IO[bytes], n: int) -> bytearray | None:
     return buf
 
 
-def _read(pipe: IO[bytes], out: queue.Queue[tuple[bool, object]], stop: threading.Event, proc: subprocess.Popen) -> None:
+def _read(
+    pipe: IO[bytes], out: queue.Queue[tuple[bool, object]], stop: threading.Event, proc: subprocess.Popen[bytes]
+) -> None:
     def put(item: tuple[bool, object]) -> bool:
         while not stop.is_set():
             try:
@@ -138,7 +138,6 @@ def _send(out: IO[bytes], frame: tuple[bool, object]) -> None:
 def _child() -> None:
     """The child's side: run the generator named on stdin, each item a frame on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it (a Ctrl-C reaches both)
-    os.nice(int(os.environ.get("FS_NICE", "0")))
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the pipe
     target, args = pickle.loads(sys.stdin.buffer.read())

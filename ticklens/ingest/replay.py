@@ -21,10 +21,9 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from ticklens.domain.book import BookBatch, BookRecord, BookSnapshot, Quote, Quotes, SnapshotFailure
 from ticklens.domain.records import COLUMNS, Rejected, Trades
@@ -41,6 +40,9 @@ from ticklens.exchange.binance import (
 from ticklens.ingest.child_reader import ChildIterator
 from ticklens.ingest.recording import recording_lines
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
 TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
 _NAME_RE = re.compile(r"^([A-Za-z0-9]+)[-_](aggTrades|trades)[-_]", re.IGNORECASE)
@@ -49,7 +51,7 @@ BLOCK_ROWS = 65_536
 # for it (`Replay(readahead=True)`, as the flow does): on another core, beside the flow.
 READAHEAD_MIN_BYTES = 1 << 20
 # A child hands a block over in parts, the first small, so the flow starts while it reads on.
-FIRST_PART_ROWS, MAX_PART_ROWS = 2_048, 16_384
+FIRST_PART_ROWS, MAX_PART_ROWS = 512, 16_384
 MIN_SLICE_MS, MAX_SLICE_MS = 1, 3_600_000  # bounds of the merge's time slice
 
 
@@ -131,7 +133,6 @@ class Block:
             quotes=None if quotes is None or q0 == q1 else _quote_rows(quotes, slice(q0, q1)),
             quote_symbols=None if self.quote_symbols is None else self.quote_symbols[q0:q1],
         )
-
 
     def rest(self, lo: int) -> Block:
         """Entries [lo, end) with their kinds, times and positions (what `join_blocks` continues)."""
@@ -231,6 +232,9 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
     fails either (an id beyond int64, a float id, `nan`, …) is read again row by row, so the
     bad rows become rejects and the good ones around them are kept.
     """
+    import pyarrow as pa  # here: a process reading only recordings (a replay's child) never loads it
+    import pyarrow.csv as pacsv
+
     names = AGG_COLS if kind == "agg" else TRADE_COLS
     int_cols = [n for n in names if n.endswith("_id") or n in ("id", "time", "transact_time")]
     conv = pacsv.ConvertOptions(
@@ -492,7 +496,7 @@ def ws_blocks_child(
 ) -> Iterator[tuple[Block, int, bool, RecordingStats, list[Rejected]]]:
     """`_ws_blocks` as a child process runs it (`ChildIterator`), in parts: each with the stats
     and rejects it added, which the flow's process adds to its own."""
-    stats, rejects = RecordingStats(), []
+    stats, rejects = RecordingStats(), list[Rejected]()
     for block, line_no, ends in _ws_blocks(path, skip, stats, rejects, window_ms, kinds, parts, block_rows):
         yield block, line_no, ends, stats, rejects[:]
         stats.skipped = stats.rejected = 0
@@ -502,9 +506,15 @@ def ws_blocks_child(
 def _from_child(
     path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected], window_ms: int | None, kinds: frozenset[str]
 ) -> Iterator[tuple[Block, int, bool]]:
-    """`_ws_blocks` computed in a child process: the same blocks (in parts), stats and rejects."""
+    """`_ws_blocks` computed in a child process, started now: the same blocks (in parts), stats and rejects."""
     sizes = ((FIRST_PART_ROWS, MAX_PART_ROWS), BLOCK_ROWS)  # as this process has them
     child = ChildIterator(f"{__name__}:ws_blocks_child", path, skip, window_ms, kinds, *sizes)
+    return _child_parts(child, stats, rejects)
+
+
+def _child_parts(
+    child: ChildIterator, stats: RecordingStats, rejects: list[Rejected]
+) -> Iterator[tuple[Block, int, bool]]:
     try:
         for block, line_no, ends, more, found in child:
             stats.skipped += more.skipped
