@@ -101,3 +101,27 @@ def test_the_recordings_replay_in_child_processes_as_in_process() -> None:
     child = _replay_all(Replay(PAIR, kinds=BOOKS, readahead=True), 50_000)
     assert child == here
     assert sum(len(t[2][0]) for batch, _ in here[:-1] for t in batch if t[0] == "trades") == 35_389
+
+
+def test_readers_started_ahead_are_taken_over_from_the_beginning_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`start_readers` (the runner calls it before its imports): a replay from position 0 takes
+    the reader over; one resuming elsewhere starts its own, and the early one is ended."""
+    _small(monkeypatch)
+    path = _recording(tmp_path / "btcusdt_test.gz")
+    here = _replay_all(Replay([path], kinds=BOOKS), 40)
+    replay.start_readers([path, path], None, BOOKS)
+    assert len(replay._STARTED) == 1
+    early = next(iter(replay._STARTED.values()))
+    assert _replay_all(Replay([path], kinds=BOOKS, readahead=True), 40) == here
+    assert not replay._STARTED and early._proc.poll() is not None  # taken over, and done
+
+    first = Replay([path], kinds=BOOKS)
+    _replay_all(first, 40, stop_after=5)
+    replay.start_readers([path], None, BOOKS)
+    stale = next(iter(replay._STARTED.values()))
+    at = first.positions()
+    resumed = _replay_all(Replay([path], positions=at, kinds=BOOKS, readahead=True), 40)
+    assert resumed == _replay_all(Replay([path], positions=at, kinds=BOOKS), 40)
+    assert not replay._STARTED and stale._proc.wait(timeout=10) is not None

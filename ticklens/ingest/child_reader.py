@@ -137,7 +137,10 @@ def _send(out: IO[bytes], frame: tuple[bool, object]) -> None:
 
 def _child() -> None:
     """The child's side: run the generator named on stdin, each item a frame on stdout."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it (a Ctrl-C reaches both)
+    # Only the parent ends it (`close`, or the pipe closing when the parent is gone): a Ctrl-C or
+    # a SIGTERM to the process group must leave the parent's graceful stop to the parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the pipe
     target, args = pickle.loads(sys.stdin.buffer.read())
@@ -150,8 +153,8 @@ def _child() -> None:
         gc.set_threshold(10_000, 50, 50)
         for item in items:
             _send(out, (True, item))
-    except BrokenPipeError:  # the parent is gone
-        return
+    except BrokenPipeError:  # the parent is gone (or done): nothing to report, nor to flush
+        os._exit(0)
     except BaseException as e:  # noqa: BLE001 (raised in the parent)
         _send(out, (False, e))
         return

@@ -18,7 +18,7 @@ import queue
 import re
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -503,12 +503,46 @@ def ws_blocks_child(
         rejects.clear()
 
 
+def _reads_ahead(path: Path) -> bool:
+    """Whether a replay that reads ahead reads this file in a child process."""
+    try:
+        return file_kind(path)[0] == "ws" and path.stat().st_size >= READAHEAD_MIN_BYTES
+    except OSError:  # missing: the replay says so
+        return False
+
+
+_ChildKey = tuple[str, int | None, frozenset[str], tuple[int, int], int]
+_STARTED: dict[_ChildKey, ChildIterator] = {}  # readers started ahead of their replay (`start_readers`)
+
+
+def _child_key(path: Path, window_ms: int | None, kinds: frozenset[str]) -> _ChildKey:
+    return (str(path), window_ms, kinds, (FIRST_PART_ROWS, MAX_PART_ROWS), BLOCK_ROWS)
+
+
+def start_readers(paths: Iterable[Path], window_ms: int | None, kinds: frozenset[str]) -> None:
+    """Start reading these recordings from their beginning in child processes now, before the
+    replay that reads them exists: a `Replay(readahead=True)` of one from position 0 with the
+    same window and kinds takes its reader over. The flow's process spends its first second
+    importing on one core; the readers use it to get ahead on the other. A reader no replay
+    takes over ends with the process (or when one starts the file elsewhere)."""
+    for path in dict.fromkeys(Path(p) for p in paths):
+        key = _child_key(path, window_ms, kinds)
+        if key not in _STARTED and _reads_ahead(path):
+            _STARTED[key] = ChildIterator(f"{__name__}:ws_blocks_child", path, 0, window_ms, kinds, *key[3:])
+
+
 def _from_child(
     path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected], window_ms: int | None, kinds: frozenset[str]
 ) -> Iterator[tuple[Block, int, bool]]:
-    """`_ws_blocks` computed in a child process, started now: the same blocks (in parts), stats and rejects."""
-    sizes = ((FIRST_PART_ROWS, MAX_PART_ROWS), BLOCK_ROWS)  # as this process has them
-    child = ChildIterator(f"{__name__}:ws_blocks_child", path, skip, window_ms, kinds, *sizes)
+    """`_ws_blocks` computed in a child process, started now (or by `start_readers`): the same
+    blocks (in parts), stats and rejects."""
+    key = _child_key(path, window_ms, kinds)
+    child = _STARTED.pop(key, None)
+    if child is not None and skip != 0:  # started for a start from the beginning: not this one
+        child.close()
+        child = None
+    if child is None:
+        child = ChildIterator(f"{__name__}:ws_blocks_child", path, skip, window_ms, kinds, *key[3:])
     return _child_parts(child, stats, rejects)
 
 
@@ -581,7 +615,7 @@ class FileStream:
     readahead: bool = False  # a large recording read in a child process
 
     def __post_init__(self) -> None:
-        if self.readahead and file_kind(self.path)[0] == "ws" and self.path.stat().st_size >= READAHEAD_MIN_BYTES:
+        if self.readahead and _reads_ahead(self.path):
             # Started now, so the child's start-up overlaps the flow's.
             args = (self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds)
             self._blocks = _from_child(*args)
