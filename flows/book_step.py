@@ -47,10 +47,12 @@ def book_step(cfg: Config):
         kind = LevelSync if levels else BookSync  # LevelSync also records the levels microstructure reads
         return kind(symbol, "spot" if spot else "usdm", max_buffer=max_buffer)
 
-    def step(state: BookState | None, item: BookBatch | BookClock) -> tuple[BookState, BookOut]:
+    def step(state: BookState | None, item: BookBatch | Quotes | BookClock) -> tuple[BookState, BookOut]:
         state = state or BookState()
         clock = item.ts_ms if isinstance(item, BookClock) else None
-        batch = BookBatch(item.symbol, []) if isinstance(item, BookClock) else item
+        # A replay hands its bookTicker rows over in columns already (Quotes): passed on as they are.
+        given = item if isinstance(item, Quotes) else None
+        batch = item if isinstance(item, BookBatch) else BookBatch(item.symbol, [])
         sync = state.sync
         quotes: list[Quote] = []
         snaps: list[BookSnapshot] = []
@@ -81,6 +83,8 @@ def book_step(cfg: Config):
         out = BookOut(batch.symbol, clock=clock)
         if quotes:
             out.quotes = Quotes.from_quotes(batch.symbol, quotes)
+        elif given is not None and len(given):
+            out.quotes = given
         if sync is not None:
             drained = sync.drain()
             out.applied, out.gaps = drained.applied, drained.gaps

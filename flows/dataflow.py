@@ -26,7 +26,7 @@ from flows.sink import make_sink, store_step
 from flows.sources import make_source
 from ticklens.config import Config
 from ticklens.domain.bars import BarBook
-from ticklens.domain.book import BookBatch
+from ticklens.domain.book import BookBatch, Quotes
 from ticklens.domain.dedup import Conflict, Dedup
 from ticklens.domain.records import FEED_KEY, Clock, GapEvent, Rejected, Trades
 from ticklens.domain.stats.pair import PairOut
@@ -35,10 +35,10 @@ from ticklens.domain.timeframes import TIMEFRAME_MS
 
 def build_flow(cfg: Config) -> Dataflow:
     flow = Dataflow("ticklens")
-    items = op.input("source", flow, make_source(cfg))  # Trades | BookBatch | Clock | Rejected | FeedStats
+    items = op.input("source", flow, make_source(cfg))  # Trades | Quotes | BookBatch | Clock | Rejected | FeedStats
     keyed = op.flat_map(
         "route", items, traced("route", _router(cfg.symbols, book_clocks=micro_enabled(cfg)))
-    )  # ("btcusdt", Trades | BookBatch | Clock) | ("_feed", …)
+    )  # ("btcusdt", Trades | Quotes | BookBatch | Clock) | ("_feed", …)
     split = op.branch("split_feed", keyed, _is_symbol_item)
     kinds = op.branch("split_books", split.trues, _is_trade_item)  # trades and clocks | book batches
     books = op.stateful_map("book", kinds.falses, traced("book", book_step(cfg)))  # ("btcusdt", BookOut)
@@ -87,7 +87,7 @@ def _router(symbols: list[str], book_clocks: bool = False):
     when both its inputs, trades and book, have passed them)."""
 
     def route(item: Any) -> list[tuple[str, Any]]:
-        if isinstance(item, (Trades, BookBatch)):
+        if isinstance(item, (Trades, BookBatch, Quotes)):
             return [(item.symbol, item)]
         if isinstance(item, Clock):  # a partition's clock names its symbols; a lone partition's, none
             out = [(item.symbol, item)] if item.symbol else [(s, Clock(item.ts_ms, s)) for s in symbols]
@@ -102,7 +102,7 @@ def _router(symbols: list[str], book_clocks: bool = False):
 def _health_router(item: Any) -> list[tuple[str, Any]]:
     """What feed-health alerts read besides the symbols' batches: the source's clock, reports and
     rejects under the feed key, backfill gap events under their symbol."""
-    if isinstance(item, (Trades, BookBatch)):
+    if isinstance(item, (Trades, BookBatch, Quotes)):
         return []
     if isinstance(item, GapEvent):
         return [(item.symbol, item)]
@@ -114,7 +114,7 @@ def _is_symbol_item(kv: tuple[str, Any]) -> bool:
 
 
 def _is_trade_item(kv: tuple[str, Any]) -> bool:
-    return not isinstance(kv[1], (BookBatch, BookClock))
+    return not isinstance(kv[1], (BookBatch, BookClock, Quotes))
 
 
 def _is_first_computed(kv: tuple[str, PairOut]) -> bool:

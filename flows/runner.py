@@ -5,6 +5,10 @@ to the store (made so that a start can always go on: `flows.recovery`) and a
 clear message for a bad config or a full disk (naming the directory that is
 full). Files the flow creates are private to its user (umask 077: store,
 recovery and recording files 0600, directories 0700).
+
+The flow's own modules (bytewax, the steps, the store) are imported once the config is
+read: a replay's recordings start being read in child processes first, on the other core,
+while this process spends most of a second importing.
 """
 
 from __future__ import annotations
@@ -17,18 +21,13 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bytewax.dataflow import Dataflow
-from bytewax.errors import BytewaxRuntimeError
-from bytewax.recovery import RecoveryConfig
-from bytewax.run import cli_main
-
-from flows import crash, placement
-from flows.dataflow import build_flow
-from flows.recovery import RecoveryError, free_space, prepare_recovery, recovery_problem
 from flows.shutdown import STOP
-from storage import open_store
 from ticklens.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from bytewax.dataflow import Dataflow
 
 
 def _request_stop(signum: int, frame: object) -> None:
@@ -56,6 +55,8 @@ def _recovery_dir(cfg: Config, process_id: int | None, processes: int) -> Path:
     cluster wait for it. Every process must open the same directory (one machine: the same
     path; several machines: a shared filesystem).
     """
+    from flows.recovery import prepare_recovery, recovery_problem
+
     rdir = cfg.recovery_dir
     want = cfg.recovery.partitions or processes
     if want < processes and recovery_problem(rdir) is not None:
@@ -92,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     processes = len(addresses) if addresses else 1
     try:
         cfg = load_config()
+    except ConfigError as e:
+        print(f"ticklens: {e}", file=sys.stderr)
+        return 2
+    _start_replay_readers(cfg, processes, cfg.recovery.enabled and not args.no_recovery)
+    from flows import crash
+    from flows.dataflow import build_flow
+    from flows.recovery import RecoveryError
+    from storage import open_store
+
+    try:
         if addresses and (args.process_id is None or not 0 <= args.process_id < processes):
             raise ConfigError(f"-i/--process-id must be 0 … {processes - 1} with {processes} addresses")
         if processes > 1 and open_store(cfg.store).sink_partitions == "one":
@@ -113,12 +124,31 @@ def main(argv: list[str] | None = None) -> int:
     return _execute(cfg, flow, args.workers, rdir, args.process_id if addresses else None, addresses)
 
 
+def _start_replay_readers(cfg: Config, processes: int, recovery: bool) -> None:
+    """A replay's recordings start being read now, from their beginning (`ingest.replay.start_readers`).
+
+    Only where the flow is sure to start there: one process (a cluster's reads only its own
+    partitions' files) and no recovery snapshot to resume from.
+    """
+    if cfg.source.kind != "replay" or processes > 1 or (recovery and cfg.recovery_dir.exists()):
+        return
+    from ticklens.exchange.binance import record_kinds
+    from ticklens.ingest.replay import start_readers
+    from ticklens.ingest.shards import replay_shards
+
+    paths = [p for shard in replay_shards(cfg) for p in shard.paths]
+    start_readers(paths, cfg.source.window_ms, record_kinds(cfg.source.streams))
+
+
 def run(cfg: Config, workers: int = 1, recovery_dir: Path | None = None) -> int:
     """Build the flow for `cfg` and run it in this one process until its input ends (or a signal stops it).
 
     `recovery_dir`: snapshots there (created on first use), resumed from when it holds some.
     Exit code 0 also after a graceful stop: `STOP.is_set()` tells the caller it was one.
     """
+    from flows.dataflow import build_flow
+    from flows.recovery import RecoveryError, prepare_recovery
+
     os.umask(0o077)  # store, recovery and recording files: readable by this user only
     flow = build_flow(cfg)
     if recovery_dir is not None:
@@ -138,6 +168,13 @@ def _execute(
     process_id: int | None,
     addresses: list[str] | None,
 ) -> int:
+    from bytewax.errors import BytewaxRuntimeError
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from flows import placement
+    from flows.recovery import free_space
+
     recovery = RecoveryConfig(str(rdir)) if rdir is not None else None
     interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.

@@ -64,7 +64,11 @@ class _ReplayPartition(StatefulSourcePartition[object, dict]):
 
         self.shard = shard
         self.replay = Replay(
-            list(shard.paths), positions=(resume or {}).get("positions"), window_ms=window_ms, kinds=kinds
+            list(shard.paths),
+            positions=(resume or {}).get("positions"),
+            window_ms=window_ms,
+            kinds=kinds,
+            readahead=True,  # a large recording is parsed in a child process, on another core
         )
         self.speed = None if speed == "max" else float(speed)
         self.batch_rows = batch_rows

@@ -18,15 +18,14 @@ import queue
 import re
 import threading
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from ticklens.domain.book import BookBatch, BookRecord, BookSnapshot, SnapshotFailure
+from ticklens.domain.book import BookBatch, BookRecord, BookSnapshot, Quote, Quotes, SnapshotFailure
 from ticklens.domain.records import COLUMNS, Rejected, Trades
 from ticklens.exchange.binance import (
     MAX_TIME_MS,
@@ -38,12 +37,21 @@ from ticklens.exchange.binance import (
     rejected,
     valid_columns,
 )
-from ticklens.ingest.recording import read_recording
+from ticklens.ingest.child_reader import ChildIterator
+from ticklens.ingest.recording import recording_lines
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 AGG_COLS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time", "is_buyer_maker"]
 TRADE_COLS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
 _NAME_RE = re.compile(r"^([A-Za-z0-9]+)[-_](aggTrades|trades)[-_]", re.IGNORECASE)
 BLOCK_ROWS = 65_536
+# A recording at least this large is read and parsed in a child process when the replay asks
+# for it (`Replay(readahead=True)`, as the flow does): on another core, beside the flow.
+READAHEAD_MIN_BYTES = 1 << 20
+# A child hands a block over in parts, the first small, so the flow starts while it reads on.
+FIRST_PART_ROWS, MAX_PART_ROWS = 512, 16_384
 MIN_SLICE_MS, MAX_SLICE_MS = 1, 3_600_000  # bounds of the merge's time slice
 
 
@@ -68,13 +76,17 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")  # noqa: SIM115
 
 
+TRADE, BOOK, QUOTE = 0, 1, 2  # a block entry's kind
+
+
 @dataclass
 class Block:
     """Rows of one or more symbols, in file (arrival) order: trades, and from recordings book records.
 
-    Without book records the block's entries are its trade rows. With them, `order` lists the
-    entries in file order (i >= 0: trade row i; i < 0: book record ~i) with their times and
-    positions, so a slice of entries is a range of trades plus a range of book records.
+    Without book records the block's entries are its trade rows. With them, `kinds` lists the
+    entries' kinds in file order (TRADE, BOOK: a depth event or snapshot record, QUOTE: a row of
+    `quotes`, bookTicker kept in columns) with their times and positions, so a slice of entries is
+    a range of trades plus a range of book records plus a range of quotes.
     """
 
     symbols: np.ndarray  # object array of symbol strings
@@ -82,13 +94,15 @@ class Block:
     pos: np.ndarray  # file position (rows or lines consumed) after each row
     rejects: list[Rejected] = field(default_factory=list)  # rows of this block refused (CSV)
     book: list[BookRecord] = field(default_factory=list)
-    order: np.ndarray | None = None
+    quotes: Quotes | None = None  # every symbol's, in file order (`quote_symbols` names each row's)
+    quote_symbols: np.ndarray | None = None
+    kinds: np.ndarray | None = None
     entry_ts: np.ndarray | None = None
     entry_pos: np.ndarray | None = None
-    _trades_before: np.ndarray | None = None
+    _before: tuple[np.ndarray, np.ndarray] | None = None  # trades and quotes before each entry
 
     def __len__(self) -> int:
-        return len(self.cols["ts_ms"]) if self.order is None else len(self.order)
+        return len(self.cols["ts_ms"]) if self.kinds is None else len(self.kinds)
 
     @property
     def ts(self) -> np.ndarray:
@@ -99,19 +113,97 @@ class Block:
         return self.pos if self.entry_pos is None else self.entry_pos
 
     def entries(self, lo: int, hi: int) -> Block:
-        """Entries [lo, hi) as a block of their own (trades and book records)."""
-        if self.order is None:
+        """Entries [lo, hi) as a block of their own (trades, book records and quotes)."""
+        if self.kinds is None:
             return Block(self.symbols[lo:hi], {k: v[lo:hi] for k, v in self.cols.items()}, self.pos[lo:hi])
-        if self._trades_before is None:
-            self._trades_before = np.concatenate([[0], np.cumsum(self.order >= 0)])
-        tb = self._trades_before
-        t0, t1 = int(tb[lo]), int(tb[hi])
+        if self._before is None:
+            zero = np.zeros(1, dtype=np.int64)
+            self._before = (
+                np.concatenate([zero, np.cumsum(self.kinds == TRADE)]),
+                np.concatenate([zero, np.cumsum(self.kinds == QUOTE)]),
+            )
+        tb, qb = self._before
+        t0, t1, q0, q1 = int(tb[lo]), int(tb[hi]), int(qb[lo]), int(qb[hi])
+        quotes = self.quotes
         return Block(
             self.symbols[t0:t1],
             {k: v[t0:t1] for k, v in self.cols.items()},
             self.pos[t0:t1],
-            book=self.book[lo - t0 : hi - t1],
+            book=self.book[lo - t0 - q0 : hi - t1 - q1],
+            quotes=None if quotes is None or q0 == q1 else _quote_rows(quotes, slice(q0, q1)),
+            quote_symbols=None if self.quote_symbols is None else self.quote_symbols[q0:q1],
         )
+
+    def rest(self, lo: int) -> Block:
+        """Entries [lo, end) with their kinds, times and positions (what `join_blocks` continues)."""
+        part = self.entries(lo, len(self))
+        if self.kinds is not None:
+            part.kinds, part.entry_ts, part.entry_pos = self.kinds[lo:], self.ts[lo:], self.positions[lo:]
+        return part
+
+    def mixed(self) -> Block:
+        """The same entries with `kinds`, entry times and positions (a block of trades has none)."""
+        if self.kinds is not None:
+            return self
+        n = len(self.pos)
+        return replace(self, kinds=np.zeros(n, dtype=np.int8), entry_ts=self.cols["ts_ms"], entry_pos=self.pos)
+
+
+def join_blocks(a: Block, b: Block) -> Block:
+    """The entries of `a` then those of `b` (parts of one block of a recording)."""
+    if a.kinds is None and b.kinds is None:
+        return Block(
+            np.concatenate([a.symbols, b.symbols]),
+            {k: np.concatenate([v, b.cols[k]]) for k, v in a.cols.items()},
+            np.concatenate([a.pos, b.pos]),
+        )
+    a, b = a.mixed(), b.mixed()
+    quotes = a.quotes if b.quotes is None else b.quotes if a.quotes is None else _join_quotes(a.quotes, b.quotes)
+    qs = [x for x in (a.quote_symbols, b.quote_symbols) if x is not None]
+    cat = np.concatenate
+    return Block(
+        cat([a.symbols, b.symbols]),
+        {k: cat([v, b.cols[k]]) for k, v in a.cols.items()},
+        cat([a.pos, b.pos]),
+        book=a.book + b.book,
+        quotes=quotes,
+        quote_symbols=cat(qs) if qs else None,
+        kinds=cat([a.kinds, b.kinds]),
+        entry_ts=cat([a.entry_ts, b.entry_ts]),  # type: ignore[list-item]
+        entry_pos=cat([a.entry_pos, b.entry_pos]),  # type: ignore[list-item]
+    )
+
+
+def _join_quotes(a: Quotes, b: Quotes) -> Quotes:
+    cat = np.concatenate
+    return Quotes(
+        a.symbol,
+        cat([a.update_id, b.update_id]),
+        cat([a.ts_ms, b.ts_ms]),
+        cat([a.event_ms, b.event_ms]),
+        cat([a.recv_ms, b.recv_ms]),
+        cat([a.bid, b.bid]),
+        cat([a.bid_qty, b.bid_qty]),
+        cat([a.ask, b.ask]),
+        cat([a.ask_qty, b.ask_qty]),
+        a.source,
+    )
+
+
+def _quote_rows(q: Quotes, rows: slice | np.ndarray, symbol: str = "") -> Quotes:
+    """Some rows of a columnar quote batch."""
+    return Quotes(
+        symbol,
+        q.update_id[rows],
+        q.ts_ms[rows],
+        q.event_ms[rows],
+        q.recv_ms[rows],
+        q.bid[rows],
+        q.bid_qty[rows],
+        q.ask[rows],
+        q.ask_qty[rows],
+        q.source,
+    )
 
 
 CSV_CHUNK_BYTES = 2 << 20
@@ -140,6 +232,9 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
     fails either (an id beyond int64, a float id, `nan`, …) is read again row by row, so the
     bad rows become rejects and the good ones around them are kept.
     """
+    import pyarrow as pa  # here: a process reading only recordings (a replay's child) never loads it
+    import pyarrow.csv as pacsv
+
     names = AGG_COLS if kind == "agg" else TRADE_COLS
     int_cols = [n for n in names if n.endswith("_id") or n in ("id", "time", "transact_time")]
     conv = pacsv.ConvertOptions(
@@ -303,9 +398,14 @@ def _ws_blocks(
     rejects: list[Rejected],
     window_ms: int | None,
     kinds: frozenset[str] = TRADE_KINDS,
-) -> Iterator[tuple[Block, int]]:
-    """Yield (block, lines consumed) from a `<ns> <json>` recording; with `window_ms`, times are
-    checked against each line's own receive time, as they were live.
+    part_rows: tuple[int, int] | None = None,
+    block_rows: int | None = None,
+) -> Iterator[tuple[Block, int, bool]]:
+    """Yield (block or part of one, lines consumed, whether the block ends) from a `<ns> <json>`
+    recording; with `window_ms`, times are checked against each line's own receive time, as they
+    were live. A block holds `block_rows` entries (BLOCK_ROWS: where the replay's batches are cut);
+    `part_rows` (first, most): it comes in parts of the first size, then twice as large each, up
+    to the most (default: whole blocks).
 
     A bare REST snapshot line (Binance's body has no symbol) belongs to the file's depth stream:
     it takes the symbol of the depth events before it (or, if none came yet, of the next one;
@@ -315,22 +415,26 @@ def _ws_blocks(
     syms: list[str] = []
     pos: list[int] = []
     book: list[BookRecord] = []
+    quotes: list[Quote] = []
     order: list[int] = []
     ets: list[int] = []
     epos: list[int] = []
     depth_symbols: set[str] = set()
     unnamed: list[tuple[BookSnapshot, int]] = []  # bare snapshots waiting for the file's symbol
     line_no = skip
-    for rec in read_recording(path, skip):
-        line_no = rec.line_no
-        recv_ms = rec.recv_ns // 1_000_000 if rec.recv_ns is not None else 0
+    size = BLOCK_ROWS if block_rows is None else block_rows
+    limit, most = (size, size) if part_rows is None else part_rows
+    done = 0  # entries of this block in parts already yielded
+    for line_no, raw in recording_lines(path, skip):
+        head, _, body = raw.partition(b" ")
+        recv_ms = int(head) // 1_000_000 if head.isdigit() else 0
         if not MIN_TIME_MS <= recv_ms <= MAX_TIME_MS:  # none, or one no clock can have had
             stats.rejected += 1
-            rejects.append(rejected(rec.raw, "recording line without a valid receive time", 0, str(path)))
+            rejects.append(rejected(raw, "recording line without a valid receive time", 0, str(path)))
             continue
-        status, what, row = parse_message(rec.body, recv_ms, window_ms, kinds)
+        status, what, row = parse_message(body, recv_ms, window_ms, kinds)
         if status == "trade":
-            order.append(len(rows))
+            order.append(TRADE)
             ets.append(row[1])
             epos.append(line_no)
             syms.append(what)
@@ -354,13 +458,18 @@ def _ws_blocks(
                     (name,) = depth_symbols
                     for snap, at in unnamed:  # before the event that named them
                         snap.symbol = name
-                        order.append(~len(book))
+                        order.append(BOOK)
                         ets.append(_record_ts(snap))
                         epos.append(at)
                         book.append(snap)
                 unnamed = []
-            if row is not None:
-                order.append(~len(book))
+            if status == "quote":
+                order.append(QUOTE)
+                ets.append(_record_ts(row))
+                epos.append(line_no)
+                quotes.append(row)
+            elif row is not None:
+                order.append(BOOK)
                 ets.append(_record_ts(row))
                 epos.append(line_no)
                 book.append(row)
@@ -368,15 +477,91 @@ def _ws_blocks(
             stats.skipped += 1
         else:
             stats.rejected += 1
-            rejects.append(rejected(rec.body, what, recv_ms, str(path)))
-        if len(order) >= BLOCK_ROWS and not unnamed:
-            yield _mixed_block(syms, rows, pos, book, order, ets, epos), line_no
-            rows, syms, pos, book, order, ets, epos = [], [], [], [], [], [], []
+            rejects.append(rejected(body, what, recv_ms, str(path)))
+        if (len(order) >= limit or done + len(order) >= size) and not unnamed:
+            ends = done + len(order) >= size
+            done = 0 if ends else done + len(order)
+            yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no, ends
+            limit = min(limit * 2, most)
+            rows, syms, pos, book, quotes, order, ets, epos = [], [], [], [], [], [], [], []
     for snap, _ in unnamed:
         stats.rejected += 1
         reason = "depth snapshot without a symbol (no depth event in the recording names it)"
         rejects.append(rejected(b"lastUpdateId %d" % snap.last_update_id, reason, 0, str(path)))
-    yield _mixed_block(syms, rows, pos, book, order, ets, epos), line_no
+    yield _mixed_block(syms, rows, pos, book, quotes, order, ets, epos), line_no, True
+
+
+def ws_blocks_child(
+    path: Path, skip: int, window_ms: int | None, kinds: frozenset[str], parts: tuple[int, int], block_rows: int
+) -> Iterator[tuple[Block, int, bool, RecordingStats, list[Rejected]]]:
+    """`_ws_blocks` as a child process runs it (`ChildIterator`), in parts: each with the stats
+    and rejects it added, which the flow's process adds to its own."""
+    stats, rejects = RecordingStats(), list[Rejected]()
+    for block, line_no, ends in _ws_blocks(path, skip, stats, rejects, window_ms, kinds, parts, block_rows):
+        yield block, line_no, ends, stats, rejects[:]
+        stats.skipped = stats.rejected = 0
+        rejects.clear()
+
+
+def _reads_ahead(path: Path) -> bool:
+    """Whether a replay that reads ahead reads this file in a child process."""
+    try:
+        return file_kind(path)[0] == "ws" and path.stat().st_size >= READAHEAD_MIN_BYTES
+    except OSError:  # missing: the replay says so
+        return False
+
+
+_ChildKey = tuple[str, int | None, frozenset[str], tuple[int, int], int]
+_STARTED: dict[_ChildKey, ChildIterator] = {}  # readers started ahead of their replay (`start_readers`)
+
+
+def _child_key(path: Path, window_ms: int | None, kinds: frozenset[str]) -> _ChildKey:
+    return (str(path), window_ms, kinds, (FIRST_PART_ROWS, MAX_PART_ROWS), BLOCK_ROWS)
+
+
+def start_readers(paths: Iterable[Path], window_ms: int | None, kinds: frozenset[str]) -> None:
+    """Start reading these recordings from their beginning in child processes now, before the
+    replay that reads them exists: a `Replay(readahead=True)` of one from position 0 with the
+    same window and kinds takes its reader over. The flow's process spends its first second
+    importing on one core; the readers use it to get ahead on the other. A reader no replay
+    takes over ends with the process (or when one starts the file elsewhere)."""
+    for path in dict.fromkeys(Path(p) for p in paths):
+        key = _child_key(path, window_ms, kinds)
+        if key not in _STARTED and _reads_ahead(path):
+            _STARTED[key] = ChildIterator(f"{__name__}:ws_blocks_child", path, 0, window_ms, kinds, *key[3:])
+
+
+def _from_child(
+    path: Path, skip: int, stats: RecordingStats, rejects: list[Rejected], window_ms: int | None, kinds: frozenset[str]
+) -> Iterator[tuple[Block, int, bool]]:
+    """`_ws_blocks` computed in a child process, started now (or by `start_readers`): the same
+    blocks (in parts), stats and rejects."""
+    key = _child_key(path, window_ms, kinds)
+    child = _STARTED.pop(key, None)
+    if child is not None and skip != 0:  # started for a start from the beginning: not this one
+        child.close()
+        child = None
+    if child is None:
+        child = ChildIterator(f"{__name__}:ws_blocks_child", path, skip, window_ms, kinds, *key[3:])
+    return _child_parts(child, stats, rejects)
+
+
+def _child_parts(
+    child: ChildIterator, stats: RecordingStats, rejects: list[Rejected]
+) -> Iterator[tuple[Block, int, bool]]:
+    try:
+        for block, line_no, ends, more, found in child:
+            stats.skipped += more.skipped
+            stats.rejected += more.rejected
+            rejects.extend(found)
+            yield block, line_no, ends
+    finally:
+        child.close()
+
+
+def _whole(blocks: Iterator[tuple[Block, int]]) -> Iterator[tuple[Block, int, bool]]:
+    for block, end in blocks:
+        yield block, end, True
 
 
 def _mixed_block(
@@ -384,14 +569,19 @@ def _mixed_block(
     rows: list[tuple],
     pos: list[int],
     book: list[BookRecord],
+    quotes: list[Quote],
     order: list[int],
     ets: list[int],
     epos: list[int],
 ) -> Block:
+    """The block of these entries; quotes go into columns here, once, as the book step passes them on."""
     block = _rows_block(syms, rows, pos)
-    if book:
+    if book or quotes:
         block.book = book
-        block.order = np.asarray(order, dtype=np.int64)
+        if quotes:
+            block.quotes = Quotes.from_quotes("", quotes)
+            block.quote_symbols = np.array([q.symbol for q in quotes], dtype=object)
+        block.kinds = np.asarray(order, dtype=np.int8)
         block.entry_ts = np.asarray(ets, dtype=np.int64)
         block.entry_pos = np.asarray(epos, dtype=np.int64)
     return block
@@ -413,39 +603,61 @@ class FileStream:
     position: int = 0
     stats: RecordingStats = field(default_factory=RecordingStats)
     rejects: list[Rejected] = field(default_factory=list)
-    _blocks: Iterator[tuple[Block, int]] | None = None
+    _blocks: Iterator[tuple[Block, int, bool]] | None = None
     _buf: Block | None = None
     _buf_end_pos: int = 0
     _buf_offset: int = 0
+    _buf_whole: bool = True  # the buffer reaches its block's end (else more parts of it follow)
     _env: np.ndarray | None = None
     done: bool = False
     window_ms: int | None = None
     kinds: frozenset[str] = TRADE_KINDS
+    readahead: bool = False  # a large recording read in a child process
+
+    def __post_init__(self) -> None:
+        if self.readahead and _reads_ahead(self.path):
+            # Started now, so the child's start-up overlaps the flow's.
+            args = (self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds)
+            self._blocks = _from_child(*args)
 
     def _fill(self) -> None:
         if self._blocks is None:
             kind, symbol = file_kind(self.path)
             if kind == "ws":
-                self._blocks = _ws_blocks(
-                    self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds
-                )
+                args = (self.path, self.position, self.stats, self.rejects, self.window_ms, self.kinds)
+                self._blocks = _ws_blocks(*args)
             else:  # no shared state in CSV blocks, so they can be read ahead in a thread
-                self._blocks = Prefetch(_csv_blocks(self.path, kind, symbol or "", self.position))
+                self._blocks = _whole(Prefetch(_csv_blocks(self.path, kind, symbol or "", self.position)))
         while self._buf is None or self._buf_offset >= len(self._buf):
-            try:
-                block, end_pos = next(self._blocks)
-            except StopIteration:
-                self.done = True
-                self._buf = None
+            if not self._next_part(join=False):
                 return
-            if block.rejects:
-                self.stats.rejected += len(block.rejects)
-                self.rejects.extend(block.rejects)
-            # Arrival order is kept (late trades stay late); merging uses the running max.
-            self._env = np.maximum.accumulate(block.ts) if len(block) else block.ts
-            self._buf, self._buf_offset, self._buf_end_pos = block, 0, end_pos
-            if len(block) == 0:
-                self.position = end_pos
+
+    def _next_part(self, join: bool) -> bool:
+        """Read the next block or part of one into the buffer (`join`: after what is left of it);
+        False at the end of the file."""
+        assert self._blocks is not None
+        try:
+            block, end_pos, whole = next(self._blocks)
+        except StopIteration:
+            self.done = True
+            self._buf = None
+            return False
+        if block.rejects:
+            self.stats.rejected += len(block.rejects)
+            self.rejects.extend(block.rejects)
+        # Arrival order is kept (late trades stay late); merging uses the running max over the block.
+        env = np.maximum.accumulate(block.ts) if len(block) else block.ts
+        if not self._buf_whole and self._env is not None and len(self._env) and len(env):
+            env = np.maximum(env, self._env[-1])  # a later part of the same block
+        if join and self._buf is not None:
+            lo = self._buf_offset
+            block = join_blocks(self._buf.rest(lo), block)
+            env = np.concatenate([self._env[lo:], env])  # type: ignore[index]
+        self._env, self._buf, self._buf_offset = env, block, 0
+        self._buf_end_pos, self._buf_whole = end_pos, whole
+        if len(block) == 0:
+            self.position = end_pos
+        return True
 
     def head_ts(self) -> int | None:
         if not self.done:
@@ -457,17 +669,31 @@ class FileStream:
     def take_until(self, limit_ts: int, max_rows: int) -> Block:
         """Rows with ts <= limit_ts (at least one), at most max_rows."""
         self._fill()
-        buf = self._buf
-        assert buf is not None
-        ts = self._env
-        lo = self._buf_offset
-        hi = int(np.searchsorted(ts, limit_ts, side="right"))
-        hi = max(lo + 1, min(hi, lo + max_rows))
+        while True:
+            buf, ts, lo = self._buf, self._env, self._buf_offset
+            assert buf is not None and ts is not None
+            hi = int(np.searchsorted(ts, limit_ts, side="right"))
+            hi = max(lo + 1, min(hi, lo + max_rows))
+            # A block cut short by its part's end: take in its next part and look again.
+            if hi < len(buf) or hi - lo >= max_rows or self._buf_whole or not self._next_part(join=True):
+                break
         out = buf.entries(lo, hi)
         self._buf_offset = hi
         # Exact resume point: past the last emitted row (and, at block end, past skipped lines).
-        self.position = self._buf_end_pos if hi >= len(buf) else int(buf.positions[hi - 1])
+        at_end = hi >= len(buf) and self._buf_whole
+        self.position = self._buf_end_pos if at_end else int(buf.positions[hi - 1])
         return out
+
+
+def quote_batches(block: Block) -> list[Quotes]:
+    """The block's quotes per symbol, each symbol's in file order."""
+    q, syms = block.quotes, block.quote_symbols
+    if q is None or syms is None or not len(q):
+        return []
+    first = syms[0]
+    if syms[-1] == first and (len(syms) < 3 or np.all(syms == first)):
+        return [_quote_rows(q, slice(None), first)]
+    return [_quote_rows(q, np.flatnonzero(syms == s), s) for s in dict.fromkeys(syms.tolist())]
 
 
 def book_batches(block: Block) -> list[BookBatch]:
@@ -506,13 +732,16 @@ class Replay:
         positions: dict[str, int] | None = None,
         window_ms: int | None = None,
         kinds: frozenset[str] = TRADE_KINDS,
+        readahead: bool = False,
     ) -> None:
+        """`readahead`: large recordings are read and parsed in child processes (`READAHEAD_MIN_BYTES`)."""
         missing = [str(p) for p in paths if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"replay files not found: {', '.join(missing)}")
         positions = positions or {}
         self.files = [
-            FileStream(Path(p), position=positions.get(str(p), 0), window_ms=window_ms, kinds=kinds) for p in paths
+            FileStream(Path(p), positions.get(str(p), 0), window_ms=window_ms, kinds=kinds, readahead=readahead)
+            for p in paths
         ]
         self.slice_ms = 1_000
 
@@ -536,9 +765,9 @@ class Replay:
         heads = [h for h in (f.head_ts() for f in self.files) if h is not None]
         return min(heads) if heads else None
 
-    def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades | BookBatch] | None:
+    def take(self, max_rows: int, until_ts: int | None = None) -> list[Trades | Quotes | BookBatch] | None:
         """Next rows in time order (None at end of input); [] if nothing is due before until_ts.
-        Trades per symbol, then (recordings, with book kinds) book records per symbol.
+        Trades per symbol, then (recordings, with book kinds) quotes and book records per symbol.
 
         Files are merged in time slices, not row by row: everything up to the
         slice end comes from every file (each file in its own order), so two
@@ -554,7 +783,7 @@ class Replay:
         end = h0 + self.slice_ms
         if until_ts is not None:
             end = min(end, until_ts)
-        out: list[Trades | BookBatch] = []
+        out: list[Trades | Quotes | BookBatch] = []
         total = 0
         for head, i in heads:
             if head > end or total >= max_rows:
@@ -562,6 +791,7 @@ class Replay:
             block = self.files[i].take_until(end, max_rows - total)
             total += len(block)
             out.extend(split_by_symbol(block))
+            out.extend(quote_batches(block))
             out.extend(book_batches(block))
         if total < max_rows // 2:
             self.slice_ms = min(self.slice_ms * 2, MAX_SLICE_MS)
