@@ -105,6 +105,17 @@ static Py_ssize_t decimal(const char *p, const char *end, int price) {
     return p - s;
 }
 
+/* `lead` then a decimal string (a price when `price`): its start and length, the cursor past it. */
+static int quoted(Cursor *c, const char *lead, int price, const char **start, Py_ssize_t *n) {
+    if (!lit(c, lead, strlen(lead)))
+        return 0;
+    *start = c->p;
+    if ((*n = decimal(c->p, c->end, price)) == 0)
+        return 0;
+    c->p += *n;
+    return 1;
+}
+
 static PyObject *ascii(const char *p, Py_ssize_t n) {
     PyObject *s = PyUnicode_New(n, 127);
     if (s != NULL)
@@ -124,19 +135,7 @@ static PyObject *side(Cursor *c) {
     for (;;) {
         Py_ssize_t np, nq;
         const char *pp, *qp;
-        if (!LIT(c, "[\""))
-            goto fail;
-        pp = c->p;
-        if ((np = decimal(pp, c->end, 1)) == 0)
-            goto fail;
-        c->p += np;
-        if (!LIT(c, "\",\""))
-            goto fail;
-        qp = c->p;
-        if ((nq = decimal(qp, c->end, 0)) == 0)
-            goto fail;
-        c->p += nq;
-        if (!LIT(c, "\"]"))
+        if (!quoted(c, "[\"", 1, &pp, &np) || !quoted(c, "\",\"", 0, &qp, &nq) || !LIT(c, "\"]"))
             goto fail;
         if (PyList_GET_SIZE(levels) >= MAX_LEVELS)
             goto fail;

@@ -98,17 +98,22 @@ def _read_exactly(pipe: IO[bytes], n: int) -> bytearray | None:
     return buf
 
 
+def put_until_stopped(out: queue.Queue[tuple[bool, object]], stop: threading.Event, item: tuple[bool, object]) -> bool:
+    """Hand `item` over through the bounded queue; False if the consumer stopped first (then it is dropped)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _read(
     pipe: IO[bytes], out: queue.Queue[tuple[bool, object]], stop: threading.Event, proc: subprocess.Popen[bytes]
 ) -> None:
     def put(item: tuple[bool, object]) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(out, stop, item)
 
     try:
         while not stop.is_set():

@@ -37,7 +37,7 @@ from ticklens.exchange.binance import (
     rejected,
     valid_columns,
 )
-from ticklens.ingest.child_reader import ChildIterator
+from ticklens.ingest.child_reader import ChildIterator, put_until_stopped
 from ticklens.ingest.recording import recording_lines
 
 if TYPE_CHECKING:
@@ -355,13 +355,7 @@ class Prefetch(Iterator[tuple[Block, int]]):
 
 def _prefetch(source: Iterator[object], out: queue.Queue[tuple[bool, object]], stop: threading.Event) -> None:
     def put(item: tuple[bool, object]) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(out, stop, item)
 
     try:
         for item in source:
