@@ -7,6 +7,7 @@ local feed (`ticklens.emulator`); ticklens writes the same format when
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,7 +70,10 @@ def _chunks(path: Path) -> Iterator[bytes]:
                     if not buf:
                         break
                 fed = True
-                out = inflate.decompress(buf)
+                try:
+                    out = inflate.decompress(buf)
+                except zlib.error as e:  # as gzip.open says it, with the file named
+                    raise gzip.BadGzipFile(f"{path}: not a gzipped file or a damaged one ({e})") from None
                 if out:
                     yield out
                 if not inflate.eof:

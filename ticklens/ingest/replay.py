@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -226,15 +226,28 @@ def _line_chunks(raw: io.BufferedIOBase, size: int = CSV_CHUNK_BYTES) -> Iterato
 
 
 def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple[Block, int]]:
+    """(block, rows consumed) from an archive CSV, streaming (see `_csv_block_reader`).
+
+    pyarrow is imported here, on the caller's thread, not in the generator a prefetch thread
+    runs: imported first in a thread, it aborted the process at exit ("terminate called without
+    an active exception"). Imported only here, a process reading only recordings (a replay's
+    child) never loads it.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    return _csv_block_reader(pa, pacsv, path, kind, symbol, skip)
+
+
+def _csv_block_reader(
+    pa: Any, pacsv: Any, path: Path, kind: str, symbol: str, skip: int
+) -> Iterator[tuple[Block, int]]:
     """Yield (block, rows consumed) from an archive CSV, streaming.
 
     A chunk is typed strictly by pyarrow and its values checked in columns; a chunk that
     fails either (an id beyond int64, a float id, `nan`, …) is read again row by row, so the
     bad rows become rejects and the good ones around them are kept.
     """
-    import pyarrow as pa  # here: a process reading only recordings (a replay's child) never loads it
-    import pyarrow.csv as pacsv
-
     names = AGG_COLS if kind == "agg" else TRADE_COLS
     int_cols = [n for n in names if n.endswith("_id") or n in ("id", "time", "transact_time")]
     conv = pacsv.ConvertOptions(
