@@ -143,12 +143,15 @@ def read_ids(path: Path, data: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
                 column_types={k.id_column: pa.int64(), k.time_column: pa.int64()},
             ),
         )
-        for batch in reader:
-            ids = batch.column(0).to_numpy()
-            ts = batch.column(1).to_numpy()
-            if len(ts) and ts.max() >= MICROS_THRESHOLD:
-                ts = ts // 1000
-            yield ids, ts
+        try:
+            for batch in reader:
+                ids = batch.column(0).to_numpy()
+                ts = batch.column(1).to_numpy()
+                if len(ts) and ts.max() >= MICROS_THRESHOLD:
+                    ts = ts // 1000
+                yield ids, ts
+        finally:  # before the file closes: pyarrow's read-ahead must not outlive it (a suspected abort at exit)
+            reader.close()
 
 
 def check_files(symbol: str, data: str, paths: list[Path]) -> Continuity:
