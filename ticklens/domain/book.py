@@ -101,6 +101,16 @@ class Quotes:
     def __len__(self) -> int:
         return len(self.update_id)
 
+    def take(self, rows: slice | np.ndarray, symbol: str | None = None) -> Quotes:
+        """Some rows (a slice or indices), under `symbol` when given."""
+        cols = {n: getattr(self, n)[rows] for n in QUOTE_COLUMNS}
+        return Quotes(symbol=self.symbol if symbol is None else symbol, source=self.source, **cols)
+
+    def then(self, other: Quotes) -> Quotes:
+        """These rows followed by `other`'s (two parts of one replay block)."""
+        cols = {n: np.concatenate([getattr(self, n), getattr(other, n)]) for n in QUOTE_COLUMNS}
+        return Quotes(symbol=self.symbol, source=self.source, **cols)
+
     @classmethod
     def from_quotes(cls, symbol: str, quotes: list[Quote]) -> Quotes:
         def ts(q: Quote) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import gc
 import importlib
 import os
@@ -112,8 +113,7 @@ def put_until_stopped(out: queue.Queue[tuple[bool, object]], stop: threading.Eve
 def _read(
     pipe: IO[bytes], out: queue.Queue[tuple[bool, object]], stop: threading.Event, proc: subprocess.Popen[bytes]
 ) -> None:
-    def put(item: tuple[bool, object]) -> bool:
-        return put_until_stopped(out, stop, item)
+    put = functools.partial(put_until_stopped, out, stop)
 
     try:
         while not stop.is_set():

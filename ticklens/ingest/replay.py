@@ -12,6 +12,7 @@ time (transaction time; spot quotes, which carry none, by receive time).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import queue
@@ -130,7 +131,7 @@ class Block:
             {k: v[t0:t1] for k, v in self.cols.items()},
             self.pos[t0:t1],
             book=self.book[lo - t0 - q0 : hi - t1 - q1],
-            quotes=None if quotes is None or q0 == q1 else _quote_rows(quotes, slice(q0, q1)),
+            quotes=None if quotes is None or q0 == q1 else quotes.take(slice(q0, q1)),
             quote_symbols=None if self.quote_symbols is None else self.quote_symbols[q0:q1],
         )
 
@@ -158,7 +159,7 @@ def join_blocks(a: Block, b: Block) -> Block:
             np.concatenate([a.pos, b.pos]),
         )
     a, b = a.mixed(), b.mixed()
-    quotes = a.quotes if b.quotes is None else b.quotes if a.quotes is None else _join_quotes(a.quotes, b.quotes)
+    quotes = a.quotes if b.quotes is None else b.quotes if a.quotes is None else a.quotes.then(b.quotes)
     qs = [x for x in (a.quote_symbols, b.quote_symbols) if x is not None]
     cat = np.concatenate
     return Block(
@@ -171,38 +172,6 @@ def join_blocks(a: Block, b: Block) -> Block:
         kinds=cat([a.kinds, b.kinds]),
         entry_ts=cat([a.entry_ts, b.entry_ts]),  # type: ignore[list-item]
         entry_pos=cat([a.entry_pos, b.entry_pos]),  # type: ignore[list-item]
-    )
-
-
-def _join_quotes(a: Quotes, b: Quotes) -> Quotes:
-    cat = np.concatenate
-    return Quotes(
-        a.symbol,
-        cat([a.update_id, b.update_id]),
-        cat([a.ts_ms, b.ts_ms]),
-        cat([a.event_ms, b.event_ms]),
-        cat([a.recv_ms, b.recv_ms]),
-        cat([a.bid, b.bid]),
-        cat([a.bid_qty, b.bid_qty]),
-        cat([a.ask, b.ask]),
-        cat([a.ask_qty, b.ask_qty]),
-        a.source,
-    )
-
-
-def _quote_rows(q: Quotes, rows: slice | np.ndarray, symbol: str = "") -> Quotes:
-    """Some rows of a columnar quote batch."""
-    return Quotes(
-        symbol,
-        q.update_id[rows],
-        q.ts_ms[rows],
-        q.event_ms[rows],
-        q.recv_ms[rows],
-        q.bid[rows],
-        q.bid_qty[rows],
-        q.ask[rows],
-        q.ask_qty[rows],
-        q.source,
     )
 
 
@@ -229,9 +198,9 @@ def _csv_blocks(path: Path, kind: str, symbol: str, skip: int) -> Iterator[tuple
     """(block, rows consumed) from an archive CSV, streaming (see `_csv_block_reader`).
 
     pyarrow is imported here, on the caller's thread, not in the generator a prefetch thread
-    runs: imported first in a thread, it aborted the process at exit ("terminate called without
-    an active exception"). Imported only here, a process reading only recordings (a replay's
-    child) never loads it.
+    runs: a precaution (a process of ours aborted once at exit with "terminate called without an
+    active exception", cause not found; pyarrow first loaded in a thread was one suspect).
+    Imported only here, a process reading only recordings (a replay's child) never loads it.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -367,8 +336,7 @@ class Prefetch(Iterator[tuple[Block, int]]):
 
 
 def _prefetch(source: Iterator[object], out: queue.Queue[tuple[bool, object]], stop: threading.Event) -> None:
-    def put(item: tuple[bool, object]) -> bool:
-        return put_until_stopped(out, stop, item)
+    put = functools.partial(put_until_stopped, out, stop)
 
     try:
         for item in source:
@@ -697,10 +665,7 @@ def quote_batches(block: Block) -> list[Quotes]:
     q, syms = block.quotes, block.quote_symbols
     if q is None or syms is None or not len(q):
         return []
-    first = syms[0]
-    if syms[-1] == first and (len(syms) < 3 or np.all(syms == first)):
-        return [_quote_rows(q, slice(None), first)]
-    return [_quote_rows(q, np.flatnonzero(syms == s), s) for s in dict.fromkeys(syms.tolist())]
+    return [q.take(rows, sym) for sym, rows in _symbol_rows(syms)]
 
 
 def book_batches(block: Block) -> list[BookBatch]:
@@ -716,18 +681,21 @@ def book_batches(block: Block) -> list[BookBatch]:
     return list(out.values())
 
 
-def split_by_symbol(block: Block) -> list[Trades]:
-    if len(block.symbols) == 0:
+def _symbol_rows(syms: np.ndarray) -> list[tuple[str, slice | np.ndarray]]:
+    """Each symbol of a block's rows, in order of first appearance, with its rows (a slice of
+    all of them when one symbol has every row: the common case, checked without a pass if it can)."""
+    if len(syms) == 0:
         return []
-    syms = block.symbols
     first = syms[0]
     if syms[-1] == first and (len(syms) < 3 or np.all(syms == first)):
-        return [Trades(symbol=first, **block.cols)]
-    out = []
-    for sym in dict.fromkeys(syms.tolist()):
-        idx = np.flatnonzero(syms == sym)
-        out.append(Trades(symbol=sym, **{k: v[idx] for k, v in block.cols.items()}))
-    return out
+        return [(first, slice(None))]
+    return [(sym, np.flatnonzero(syms == sym)) for sym in dict.fromkeys(syms.tolist())]
+
+
+def split_by_symbol(block: Block) -> list[Trades]:
+    return [
+        Trades(symbol=sym, **{k: v[rows] for k, v in block.cols.items()}) for sym, rows in _symbol_rows(block.symbols)
+    ]
 
 
 class Replay:
