@@ -10,6 +10,9 @@ float rounding, and one `join`/`split` per section to write and read. Snapshots
 from __future__ import annotations
 
 import zlib
+from operator import itemgetter
+
+_PRICE, _QTY = itemgetter(0), itemgetter(1)
 
 # The book tables' stored columns, in the order every backend's writer fills them.
 QUOTE_COLUMNS = ("symbol", "update_id", "ts_ms", "event_ms", "recv_ms", "bid", "bid_qty", "ask", "ask_qty", "source")
@@ -40,8 +43,10 @@ def decode_levels(blob: bytes) -> tuple[list[str], list[str], list[str], list[st
 
 
 def encode_snapshot(bids: list[list[str]], asks: list[list[str]]) -> bytes:
-    text = encode_levels([b[0] for b in bids], [b[1] for b in bids], [a[0] for a in asks], [a[1] for a in asks])
-    return zlib.compress(text, SNAPSHOT_LEVEL)
+    text = "\n".join(
+        (",".join(map(_PRICE, bids)), ",".join(map(_QTY, bids)), ",".join(map(_PRICE, asks)), ",".join(map(_QTY, asks)))
+    )
+    return zlib.compress(text.encode(), SNAPSHOT_LEVEL)
 
 
 def decode_snapshot(blob: bytes) -> tuple[list[list[str]], list[list[str]]]:

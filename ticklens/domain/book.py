@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-try:  # built by `pip install -e .`: the per-level loop in C; without it the loop below in Python
-    from ticklens.domain._bookside import apply as _apply_side
+try:  # built by `pip install -e .`: the per-level loop and the book's reads in C; without it, Python's
+    from ticklens.domain import _bookside as _c
 except ImportError:  # pragma: no cover - tests/test_book_side.py requires the extension
-    _apply_side = None  # type: ignore[assignment]
+    _c = None  # type: ignore[assignment]
 
 Level = list[str]  # [price, quantity] as the exchange's decimal strings
 _ig0, _ig1 = itemgetter(0), itemgetter(1)
@@ -291,7 +291,19 @@ class DepthUpdate:
         return f"DepthUpdate({fields})"
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return (DepthUpdate, self._key())
+        """Pickled with each level column as one joined string where that is exact (no price or
+        quantity holds a comma): four strings to copy instead of one per level, split again
+        in C on the way back (the replay's child readers hand thousands of events over)."""
+        key, cols = self._key(), self._columns()
+        joined = [",".join(c) for c in cols]
+        if all(j.count(",") + 1 == len(c) for j, c in zip(joined, cols, strict=True) if c):
+            return (_depth_from_joined, (*key[:7], *joined))
+        return (DepthUpdate, key)
+
+
+def _depth_from_joined(*args: Any) -> DepthUpdate:
+    """A DepthUpdate from its pickled form (`DepthUpdate.__reduce__`): ids, then four joined columns."""
+    return DepthUpdate(*args[:7], *(j.split(",") if j else [] for j in args[7:]))
 
 
 @dataclass(slots=True)
@@ -479,6 +491,13 @@ class OrderBook:
             return [f"{s[:-d]}.{s[-d:]}" for s in map(str, ticks)]
         return list(map(self._fmt, ticks))
 
+    def _grid_sum(self, side: dict[str, str], start: int, stop: int, step: int) -> float:
+        """float(qty) summed over a side's levels at the ticks range(start, stop, step), in that
+        order (in C where it is built)."""
+        if _c is not None and (got := _c.band(side, start, stop, step, self._dec)) is not None:
+            return got
+        return sum(map(float, filter(None, map(side.get, self._fmt_range(start, stop, step)))))
+
     def _canonical(self, price: str, widen: bool = True) -> tuple[str, int] | None:
         """(canonical key, tick) of a validated decimal string.
 
@@ -586,7 +605,22 @@ class OrderBook:
         update_id: int = 0,
         ts_ms: int = 0,
     ) -> None:
-        """`apply_levels` for columns of prices and quantities."""
+        """`apply_levels` for columns of prices and quantities (a DepthUpdate's own form): lists of
+        one length per side go to the C loop."""
+        if (
+            _c is not None
+            and type(bid_px) is list
+            and type(bid_qty) is list
+            and type(ask_px) is list
+            and type(ask_qty) is list
+            and len(bid_px) == len(bid_qty)
+            and len(ask_px) == len(ask_qty)
+        ):
+            self._bb = self._side(True, self._bb, bid_px, bid_qty)
+            self._ba = self._side(False, self._ba, ask_px, ask_qty)
+            self.last_update_id = update_id
+            self.ts_ms = ts_ms
+            return
         self.apply_levels(zip(bid_px, bid_qty, strict=True), zip(ask_px, ask_qty, strict=True), update_id, ts_ms)
 
     def apply_levels(
@@ -605,25 +639,28 @@ class OrderBook:
         to `_odd`. Lists of [price, qty] lists (what the wire parsers build) go to the same loop in
         C (`_bookside.c`) when it is built, anything else to the loop here.
         """
-        if _apply_side is not None and type(bids) is list and type(asks) is list:
-            self._bb = self._side(True, bids, self._bb)
-            self._ba = self._side(False, asks, self._ba)
+        if _c is not None and type(bids) is list and type(asks) is list:
+            self._bb = self._side(True, self._bb, bids)
+            self._ba = self._side(False, self._ba, asks)
         else:
             self._apply_py(bids, asks)
         self.last_update_id = update_id
         self.ts_ms = ts_ms
 
-    def _side(self, is_bid: bool, levels: list[Level], best: str | None) -> str | None:
-        """One side through the C loop; each level it stops at goes to `_odd`. Returns the new best."""
+    def _side(self, is_bid: bool, best: str | None, levels: list[Any], qtys: list[str] | None = None) -> str | None:
+        """One side through the C loop: [price, qty] lists, or (with `qtys`) a column of prices and
+        one of quantities. Each level it stops at goes to `_odd`. Returns the new best."""
         gone = False
         i = 0
+        book = self.bids if is_bid else self.asks
         while True:
-            best, gone, i, odd = _apply_side(
-                self.bids if is_bid else self.asks, levels, i, best, gone, is_bid, self._dec, self._grid
-            )
+            if qtys is None:
+                best, gone, i, odd = _c.apply(book, levels, i, best, gone, is_bid, self._dec, self._grid)
+            else:
+                best, gone, i, odd = _c.apply_cols(book, levels, qtys, i, best, gone, is_bid, self._dec, self._grid)
             if not odd:
                 break
-            p, q = levels[i]
+            p, q = levels[i] if qtys is None else (levels[i], qtys[i])
             if is_bid:
                 self._bb, self._gone = best, gone
                 self._odd(True, p, q)
@@ -812,7 +849,34 @@ class OrderBook:
         """The best n levels per side as (price, qty) strings, best first."""
         return self._top(True, n), self._top(False, n)
 
+    def top_floats(self, n: int) -> tuple[list[float], list[float], list[float], list[float]]:
+        """`top(n)` as floats: (bid prices, bid quantities, ask prices, ask quantities), best first."""
+        out: list[list[float]] = []
+        for is_bid in (True, False):
+            best = self._bb if is_bid else self._ba
+            got = None
+            if _c is not None and best is not None and n > 0:
+                book = self.bids if is_bid else self.asks
+                got = _c.top_floats(book, best, -self._step if is_bid else self._step, n, PROBES, self._dec)
+            if got is None:
+                side = self._top(is_bid, n)
+                got = ([float(p) for p, _ in side], [float(q) for _, q in side])
+            out.extend(got)
+        return out[0], out[1], out[2], out[3]
+
     def _top(self, is_bid: bool, n: int) -> list[tuple[str, str]]:
+        book = self.bids if is_bid else self.asks
+        best = self._bb if is_bid else self._ba
+        if best is None or n <= 0:
+            return []
+        if _c is not None:  # the same probe in C; None where the probe below must decide
+            got = _c.top(book, best, -self._step if is_bid else self._step, n, PROBES, self._dec)
+            if got is not None:
+                return got
+        return self._top_py(is_bid, n)
+
+    def _top_py(self, is_bid: bool, n: int) -> list[tuple[str, str]]:
+        """`_top` in Python: the reference the C probe is tested against."""
         book = self.bids if is_bid else self.asks
         best = self._bb if is_bid else self._ba
         if best is None or n <= 0:
@@ -845,6 +909,16 @@ class OrderBook:
         ask = sum(float(q) for k, q in self.asks.items() if not _lt(hi, k))
         return (bid, ask)
 
+    def _levels(self, is_bid: bool) -> list[Level]:
+        """Every level of a side as [price, qty] lists, best first (sorted in C where it is built)."""
+        book = self.bids if is_bid else self.asks
+        if _c is not None and (got := _c.levels(book, is_bid)) is not None:
+            return got
+        keys = _ordered(book)
+        if is_bid:
+            keys.reverse()
+        return [[k, book[k]] for k in keys]
+
     def side_levels(self, side: Literal["bid", "ask"]) -> list[tuple[str, str]]:
         """Every level of one side as (price, qty) strings, best first."""
         book = self.bids if side == "bid" else self.asks
@@ -858,21 +932,17 @@ class OrderBook:
 
         Its time is the transaction time of the last applied event.
         """
-        bid_keys, ask_keys = _ordered(self.bids), _ordered(self.asks)
-        bid_keys.reverse()
-        n_bids, n_asks = len(bid_keys), len(ask_keys)
+        bid_levels, ask_levels = self._levels(True), self._levels(False)
+        n_bids, n_asks = len(bid_levels), len(ask_levels)
         if limit is not None:
-            bid_keys, ask_keys = bid_keys[:limit], ask_keys[:limit]
-        bids, asks = self.bids, self.asks
-        bid_levels = [[k, bids[k]] for k in bid_keys]
-        ask_levels = [[k, asks[k]] for k in ask_keys]
+            bid_levels, ask_levels = bid_levels[:limit], ask_levels[:limit]
         complete = self.complete_range
         if complete is not None and limit is not None:  # cut levels: complete only as far as kept
             low, high = complete
             if n_bids > limit:
-                low = max(low, float(bid_keys[-1]))
+                low = max(low, float(bid_levels[-1][0]))
             if n_asks > limit:
-                high = min(high, float(ask_keys[-1]))
+                high = min(high, float(ask_levels[-1][0]))
             complete = (low, high)
         recv = self.ts_ms if recv_ms is None else recv_ms
         return BookSnapshot(
@@ -1108,8 +1178,10 @@ class BookSync:
 
     def _apply(self, u: DepthUpdate) -> None:
         book = self.book
-        bids, asks = u.levels()
-        book.apply_levels(bids, asks, u.final_id, u.txn_ms)
+        if u._cols is not None:  # the event's own form: columns (pairs only if built from pairs)
+            book.apply(*u._cols, u.final_id, u.txn_ms)
+        else:
+            book.apply_levels(u._bids, u._asks, u.final_id, u.txn_ms)  # type: ignore[arg-type]
         self._last_u = u.final_id
         self.counters.applied += 1
         self._out_applied.append(u)

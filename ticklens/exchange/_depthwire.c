@@ -6,8 +6,9 @@
  *   [{"stream":"<name>","data":]{"e":"depthUpdate","E":<int>[,"T":<int>],"s":"<symbol>",
  *   "U":<int>,"u":<int>[,"pu":<int>],"b":[["<price>","<qty>"],…],"a":[…]}[}] <whitespace>
  *
- * and returns (symbol, E, T or None, U, u, pu or None, bids, asks), the sides as lists of
- * [price, qty] string lists, the form orjson decodes them to. The grammar of every part is
+ * and returns (symbol, E, T or None, U, u, pu or None, bid prices, bid quantities, ask prices,
+ * ask quantities): the sides as columns of strings, a DepthUpdate's own form (four lists the
+ * collector tracks, not one per level, and nothing to rebuild when it is pickled). The grammar of every part is
  * the Python parser's (`binance_book.py`): integers 0..2^63-1 without sign or leading
  * zeros; prices `[1-9][0-9]{0,23}.[0-9]{1,24}` or `0.` and a fraction holding a non-zero
  * digit; quantities `(0|[1-9][0-9]{0,23}).[0-9]{1,24}`; symbols `[A-Za-z0-9_]{1,40}`; at
@@ -123,45 +124,56 @@ static PyObject *ascii(const char *p, Py_ssize_t n) {
     return s;
 }
 
-/* One side `[["p","q"],…]` into a new list; NULL with no error set if it does not match. */
-static PyObject *side(Cursor *c) {
+/* One side `[["p","q"],…]` into two new lists, its prices and its quantities (columns: two
+ * objects the collector tracks a side, not one per level); 0 with no error set if it does not
+ * match, -1 on an error. */
+static int side(Cursor *c, PyObject **prices, PyObject **qtys) {
+    *prices = *qtys = NULL;
     if (!LIT(c, "["))
-        return NULL;
-    PyObject *levels = PyList_New(0);
-    if (levels == NULL)
-        return NULL;
+        return 0;
+    PyObject *px = PyList_New(0), *qty = px == NULL ? NULL : PyList_New(0);
+    if (qty == NULL) {
+        Py_XDECREF(px);
+        return -1;
+    }
     if (LIT(c, "]"))
-        return levels;
+        goto done;
     for (;;) {
         Py_ssize_t np, nq;
         const char *pp, *qp;
         if (!quoted(c, "[\"", 1, &pp, &np) || !quoted(c, "\",\"", 0, &qp, &nq) || !LIT(c, "\"]"))
             goto fail;
-        if (PyList_GET_SIZE(levels) >= MAX_LEVELS)
+        if (PyList_GET_SIZE(px) >= MAX_LEVELS)
             goto fail;
-        PyObject *pair = PyList_New(2);
-        if (pair == NULL)
-            goto fail;
-        PyObject *ps = ascii(pp, np), *qs = ps == NULL ? NULL : ascii(qp, nq);
-        if (qs == NULL) {
-            Py_XDECREF(ps);
-            Py_DECREF(pair);
-            goto fail;
-        }
-        PyList_SET_ITEM(pair, 0, ps);
-        PyList_SET_ITEM(pair, 1, qs);
-        int rc = PyList_Append(levels, pair);
-        Py_DECREF(pair);
+        PyObject *ps = ascii(pp, np);
+        if (ps == NULL)
+            goto error;
+        int rc = PyList_Append(px, ps);
+        Py_DECREF(ps);
+        PyObject *qs = rc < 0 ? NULL : ascii(qp, nq);
+        if (qs == NULL)
+            goto error;
+        rc = PyList_Append(qty, qs);
+        Py_DECREF(qs);
         if (rc < 0)
-            goto fail;
+            goto error;
         if (LIT(c, "]"))
-            return levels;
+            goto done;
         if (!LIT(c, ","))
             goto fail;
     }
+done:
+    *prices = px;
+    *qtys = qty;
+    return 1;
 fail:
-    Py_DECREF(levels);
-    return NULL;
+    Py_DECREF(px);
+    Py_DECREF(qty);
+    return 0;
+error:
+    Py_DECREF(px);
+    Py_DECREF(qty);
+    return -1;
 }
 
 static int json_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v'; }
@@ -198,14 +210,11 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
         Py_RETURN_NONE;
     if (!LIT(&c, ",\"b\":"))
         Py_RETURN_NONE;
-    PyObject *bids = side(&c);
-    if (bids == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    PyObject *asks = NULL;
-    if (!LIT(&c, ",\"a\":") || (asks = side(&c)) == NULL)
+    PyObject *bp, *bq, *ap = NULL, *aq = NULL;
+    int rc = side(&c, &bp, &bq);
+    if (rc <= 0)
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
+    if (!LIT(&c, ",\"a\":") || (rc = side(&c, &ap, &aq)) <= 0)
         goto none;
     if (!LIT(&c, "}") || (enveloped && !LIT(&c, "}")))
         goto none;
@@ -220,7 +229,7 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
     PyObject *pu = prev < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(prev);
     PyObject *out = NULL;
     if (t != NULL && pu != NULL)
-        out = Py_BuildValue("(NLNLLNNN)", symbol, ev_ms, t, first, final, pu, bids, asks);
+        out = Py_BuildValue("(NLNLLNNNNN)", symbol, ev_ms, t, first, final, pu, bp, bq, ap, aq);
     else {
         Py_DECREF(symbol);
         Py_XDECREF(t);
@@ -229,21 +238,120 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
     }
     return out; /* Py_BuildValue's N took the references, also on failure */
 none:
-    Py_DECREF(bids);
-    Py_XDECREF(asks);
-    if (PyErr_Occurred())
+    Py_DECREF(bp);
+    Py_DECREF(bq);
+    Py_XDECREF(ap);
+    Py_XDECREF(aq);
+    if (rc < 0 || PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
 error:
-    Py_DECREF(bids);
-    Py_XDECREF(asks);
+    Py_DECREF(bp);
+    Py_DECREF(bq);
+    Py_XDECREF(ap);
+    Py_XDECREF(aq);
     return NULL;
+}
+
+/* --- bookTicker --------------------------------------------------------------------------- */
+
+/* The length of a quote's decimal string at p: (0|[1-9][0-9]{0,23})(\.[0-9]{1,24})?, 0 if none. */
+static Py_ssize_t quote_decimal(const char *p, const char *end) {
+    const char *s = p;
+    int n = 0;
+    if (p >= end || !DIGIT(*p))
+        return 0;
+    if (*p == '0')
+        p++;
+    else
+        while (p < end && DIGIT(*p)) {
+            if (++n > MAX_DIGITS)
+                return 0;
+            p++;
+        }
+    if (p < end && *p == '.') {
+        p++;
+        n = 0;
+        while (p < end && DIGIT(*p)) {
+            if (++n > MAX_DIGITS)
+                return 0;
+            p++;
+        }
+        if (n == 0)
+            return 0;
+    }
+    return p - s;
+}
+
+/* `lead`, a quote's decimal string and its closing quote: the string, or NULL (*err on an error). */
+static PyObject *quote_field(Cursor *c, const char *lead, int *err) {
+    if (!lit(c, lead, strlen(lead)))
+        return NULL;
+    Py_ssize_t n = quote_decimal(c->p, c->end);
+    if (n == 0 || c->p + n >= c->end || c->p[n] != '"')
+        return NULL;
+    PyObject *s = ascii(c->p, n);
+    if (s == NULL)
+        *err = 1;
+    c->p += n + 1;
+    return s;
+}
+
+/* scan_quote(raw: bytes) -> (u, symbol, b, B, a, A, T, E) | None: a USD-M bookTicker in Binance's
+ * exact layout (the regex `_QUOTE_WIRE` in binance_book.py: the same grammar, whole message, no
+ * trailing bytes), or None (take the general path). T and E are positive. */
+static PyObject *scan_quote(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg))
+        Py_RETURN_NONE;
+    Cursor c = {PyBytes_AS_STRING(arg), PyBytes_AS_STRING(arg) + PyBytes_GET_SIZE(arg)};
+    int enveloped = 0, err = 0;
+    if (LIT(&c, "{\"stream\":\"")) {
+        const char *s = c.p;
+        while (c.p < c.end && *c.p != '"' && *c.p != '\\' && (unsigned char)*c.p >= 0x20 && (unsigned char)*c.p < 0x7f)
+            c.p++;
+        if (c.p == s || c.p - s > MAX_STREAM || !LIT(&c, "\",\"data\":"))
+            Py_RETURN_NONE;
+        enveloped = 1;
+    }
+    long long u, txn, ev_ms;
+    if (!LIT(&c, "{\"e\":\"bookTicker\",\"u\":") || !int63(&c, &u) || !LIT(&c, ",\"s\":\""))
+        Py_RETURN_NONE;
+    const char *sym = c.p;
+    while (c.p < c.end && (DIGIT(*c.p) || (*c.p >= 'A' && *c.p <= 'Z') || (*c.p >= 'a' && *c.p <= 'z') || *c.p == '_'))
+        c.p++;
+    Py_ssize_t nsym = c.p - sym;
+    if (nsym == 0 || nsym > MAX_SYMBOL || !LIT(&c, "\","))
+        Py_RETURN_NONE;
+    PyObject *f[4] = {NULL, NULL, NULL, NULL};
+    static const char *const leads[4] = {"\"b\":\"", ",\"B\":\"", ",\"a\":\"", ",\"A\":\""};
+    for (int i = 0; i < 4; i++)
+        if ((f[i] = quote_field(&c, leads[i], &err)) == NULL)
+            goto none;
+    if (!LIT(&c, ",\"T\":") || !int63(&c, &txn) || txn == 0 || !LIT(&c, ",\"E\":") || !int63(&c, &ev_ms) ||
+        ev_ms == 0 || !LIT(&c, "}") || (enveloped && !LIT(&c, "}")) || c.p != c.end)
+        goto none;
+    PyObject *symbol = ascii(sym, nsym);
+    if (symbol == NULL) {
+        err = 1;
+        goto none;
+    }
+    return Py_BuildValue("(LNNNNNLL)", u, symbol, f[0], f[1], f[2], f[3], txn, ev_ms);
+none:
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(f[i]);
+    if (err)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_O,
-     "scan(raw: bytes) -> (symbol, E, T | None, U, u, pu | None, bids, asks) | None: a depthUpdate in "
+     "scan(raw: bytes) -> (symbol, E, T | None, U, u, pu | None, bid_px, bid_qty, ask_px, ask_qty) | None: a depthUpdate in "
      "Binance's exact layout, or None (take the general path)."},
+    {"scan_quote", scan_quote, METH_O,
+     "scan_quote(raw: bytes) -> (u, symbol, b, B, a, A, T, E) | None: a USD-M bookTicker in Binance's exact layout, "
+     "or None (take the general path)."},
     {NULL, NULL, 0, NULL},
 };
 

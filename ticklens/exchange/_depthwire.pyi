@@ -1,5 +1,6 @@
-"""Types of the C fast path of a raw depthUpdate message (`_depthwire.c`)."""
+"""Types of the C fast paths of raw depthUpdate and bookTicker messages (`_depthwire.c`)."""
 
-Level = list[str]
-
-def scan(raw: bytes, /) -> tuple[str, int, int | None, int, int, int | None, list[Level], list[Level]] | None: ...
+def scan(
+    raw: bytes, /
+) -> tuple[str, int, int | None, int, int, int | None, list[str], list[str], list[str], list[str]] | None: ...
+def scan_quote(raw: bytes, /) -> tuple[int, str, str, str, str, str, int, int] | None: ...

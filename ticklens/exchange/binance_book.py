@@ -29,8 +29,10 @@ from ticklens.domain.records import Rejected
 
 try:  # built by `pip install -e .`; a tree without it parses every depth message the Python way
     from ticklens.exchange._depthwire import scan as _scan_depth
+    from ticklens.exchange._depthwire import scan_quote as _scan_quote
 except ImportError:  # pragma: no cover - tests/test_depth_wire.py requires the extension
     _scan_depth = None
+    _scan_quote = None
 
 BookRecord = Quote | DepthUpdate | BookSnapshot
 Market = Literal["usdm", "spot"]
@@ -276,7 +278,20 @@ def _snapshot(body: dict, symbol: str | None, recv_ms: int, limit: int | None) -
 
 def quote_wire(raw: bytes, recv_ms: int) -> Quote | None:
     """The fast path of a raw USD-M bookTicker message: its Quote, or None (then parse it the
-    general way: it may be another shape, or malformed, which the general path says why)."""
+    general way: it may be another shape, or malformed, which the general path says why). The
+    byte grammar is checked in C where it is built (`_depthwire.scan_quote`), else by a regex."""
+    if _scan_quote is None:
+        return quote_wire_py(raw, recv_ms)
+    if (t := _scan_quote(raw)) is None:
+        return None
+    uid, sym, bid, bid_qty, ask, ask_qty, txn, ev_ms = t
+    if bid in ZERO_QTY or ask in ZERO_QTY:
+        return None
+    return Quote(_symbol(sym), uid, ev_ms, txn, bid, bid_qty, ask, ask_qty, recv_ms)
+
+
+def quote_wire_py(raw: bytes, recv_ms: int) -> Quote | None:
+    """`quote_wire` with the grammar as a regex: the reference the C scan is tested against."""
     if raw[:64].find(b'bookTicker"') < 0:
         return None
     text = raw.decode("latin-1")
@@ -298,7 +313,7 @@ def depth_wire(raw: bytes, recv_ms: int, market: Market | None = None) -> DepthU
     rules here are `_depth`'s, in its order, and anything they would reject is left to it."""
     if _scan_depth is None or (t := _scan_depth(raw)) is None:
         return None
-    sym, ev_ms, txn, first, final, prev, bids, asks = t
+    sym, ev_ms, txn, first, final, prev, bid_px, bid_qty, ask_px, ask_qty = t
     if first > final or ev_ms == 0:
         return None
     if market == "usdm" or (market is None and prev is not None):
@@ -306,7 +321,7 @@ def depth_wire(raw: bytes, recv_ms: int, market: Market | None = None) -> DepthU
             return None
     else:  # spot: no `pu`, and the event time is the transaction time
         prev, txn = None, ev_ms
-    return DepthUpdate.from_pairs(_symbol(sym), first, final, prev, ev_ms, txn, recv_ms, bids, asks)
+    return DepthUpdate(_symbol(sym), first, final, prev, ev_ms, txn, recv_ms, bid_px, bid_qty, ask_px, ask_qty)
 
 
 def quote_record(event: dict, recv_ms: int) -> Quote:

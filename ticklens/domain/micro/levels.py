@@ -17,7 +17,8 @@ from ticklens.domain.book import BookSync, DepthUpdate, GapReason, OrderBook
 from ticklens.domain.micro.engine import LEVELS, BookLevels
 
 DEPTH_BPS = 10.0
-_NAN_LEVELS = (float("nan"),) * (4 * LEVELS)
+_NAN = float("nan")
+_NAN_LEVELS = (_NAN,) * (4 * LEVELS)
 
 
 def depth_within(sync: BookSync, bps: float = DEPTH_BPS) -> tuple[float, float]:
@@ -55,8 +56,7 @@ def _band(book: OrderBook, bps: float) -> tuple[float, float]:
         total = 0.0
         if span <= len(side):
             if span > 0:
-                keys = book._fmt_range(start, stop + direction, direction * step)
-                total = sum(map(float, filter(None, map(side.get, keys))))
+                total = book._grid_sum(side, start, stop + direction, direction * step)
         else:
             for k, q in side.items():
                 t = book._tick(k)
@@ -94,15 +94,9 @@ class LevelSync(BookSync):
         super()._apply(u)
         if not self.live:  # the event crossed the book: its state is no valid book
             return
-        bids, asks = self.book.top(LEVELS)
-        row = [float(u.txn_ms), float(2 * u.final_id)]
-        for side in (bids, asks):
-            px = [float(p) for p, _ in side] + [float("nan")] * (LEVELS - len(side))
-            qty = [float(q) for _, q in side] + [float("nan")] * (LEVELS - len(side))
-            row.extend(px)
-            row.extend(qty)
-        row.extend((float("nan"), float("nan")))
-        rows.append(row)
+        bp, bq, ap, aq = self.book.top_floats(LEVELS)
+        nb, na = _NAN_LEVELS[: LEVELS - len(bp)], _NAN_LEVELS[: LEVELS - len(ap)]
+        rows.append([float(u.txn_ms), float(2 * u.final_id), *bp, *nb, *bq, *nb, *ap, *na, *aq, *na, _NAN, _NAN])
 
     def _lose(self, reason: GapReason, detail: str) -> None:
         was_live = self.live
