@@ -178,20 +178,29 @@ error:
 
 static int json_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v'; }
 
+/* The combined stream's `{"stream":"<name>","data":` if it is there (`*enveloped` says so); 0 if
+ * it starts but does not match. */
+static int envelope(Cursor *c, int *enveloped) {
+    *enveloped = 0;
+    if (!LIT(c, "{\"stream\":\""))
+        return 1;
+    const char *s = c->p;
+    while (c->p < c->end && *c->p != '"' && *c->p != '\\' && (unsigned char)*c->p >= 0x20 && (unsigned char)*c->p < 0x7f)
+        c->p++;
+    if (c->p == s || c->p - s > MAX_STREAM || !LIT(c, "\",\"data\":"))
+        return 0;
+    *enveloped = 1;
+    return 1;
+}
+
 static PyObject *scan(PyObject *module, PyObject *arg) {
     (void)module;
     if (!PyBytes_Check(arg))
         Py_RETURN_NONE;
     Cursor c = {PyBytes_AS_STRING(arg), PyBytes_AS_STRING(arg) + PyBytes_GET_SIZE(arg)};
     int enveloped = 0;
-    if (LIT(&c, "{\"stream\":\"")) {
-        const char *s = c.p;
-        while (c.p < c.end && *c.p != '"' && *c.p != '\\' && (unsigned char)*c.p >= 0x20 && (unsigned char)*c.p < 0x7f)
-            c.p++;
-        if (c.p == s || c.p - s > MAX_STREAM || !LIT(&c, "\",\"data\":"))
-            Py_RETURN_NONE;
-        enveloped = 1;
-    }
+    if (!envelope(&c, &enveloped))
+        Py_RETURN_NONE;
     long long ev_ms, txn = -1, first, final, prev = -1;
     if (!LIT(&c, "{\"e\":\"depthUpdate\",\"E\":") || !int63(&c, &ev_ms))
         Py_RETURN_NONE;
@@ -306,14 +315,8 @@ static PyObject *scan_quote(PyObject *module, PyObject *arg) {
         Py_RETURN_NONE;
     Cursor c = {PyBytes_AS_STRING(arg), PyBytes_AS_STRING(arg) + PyBytes_GET_SIZE(arg)};
     int enveloped = 0, err = 0;
-    if (LIT(&c, "{\"stream\":\"")) {
-        const char *s = c.p;
-        while (c.p < c.end && *c.p != '"' && *c.p != '\\' && (unsigned char)*c.p >= 0x20 && (unsigned char)*c.p < 0x7f)
-            c.p++;
-        if (c.p == s || c.p - s > MAX_STREAM || !LIT(&c, "\",\"data\":"))
-            Py_RETURN_NONE;
-        enveloped = 1;
-    }
+    if (!envelope(&c, &enveloped))
+        Py_RETURN_NONE;
     long long u, txn, ev_ms;
     if (!LIT(&c, "{\"e\":\"bookTicker\",\"u\":") || !int63(&c, &u) || !LIT(&c, ",\"s\":\""))
         Py_RETURN_NONE;
