@@ -10,6 +10,7 @@ float rounding, and one `join`/`split` per section to write and read. Snapshots
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from operator import itemgetter
 
 _PRICE, _QTY = itemgetter(0), itemgetter(1)
@@ -27,7 +28,9 @@ SNAPSHOT_COLUMNS = (
 SNAPSHOT_LEVEL = 1  # zlib level: fast; the text compresses ~3x at any level
 
 
-def encode_levels(bid_px: list[str], bid_qty: list[str], ask_px: list[str], ask_qty: list[str]) -> bytes:
+def encode_levels(
+    bid_px: Iterable[str], bid_qty: Iterable[str], ask_px: Iterable[str], ask_qty: Iterable[str]
+) -> bytes:
     return "\n".join((",".join(bid_px), ",".join(bid_qty), ",".join(ask_px), ",".join(ask_qty))).encode()
 
 
@@ -43,10 +46,8 @@ def decode_levels(blob: bytes) -> tuple[list[str], list[str], list[str], list[st
 
 
 def encode_snapshot(bids: list[list[str]], asks: list[list[str]]) -> bytes:
-    text = "\n".join(
-        (",".join(map(_PRICE, bids)), ",".join(map(_QTY, bids)), ",".join(map(_PRICE, asks)), ",".join(map(_QTY, asks)))
-    )
-    return zlib.compress(text.encode(), SNAPSHOT_LEVEL)
+    text = encode_levels(map(_PRICE, bids), map(_QTY, bids), map(_PRICE, asks), map(_QTY, asks))
+    return zlib.compress(text, SNAPSHOT_LEVEL)
 
 
 def decode_snapshot(blob: bytes) -> tuple[list[list[str]], list[list[str]]]:

@@ -195,8 +195,9 @@ static Py_ssize_t fmt(long long tick, long dec, char *buf) {
     return k;
 }
 
-/* The quantity at tick `t`, borrowed (NULL if the side has no level there; *err on an error). */
-static PyObject *level_at(PyObject *book, long long t, long dec, int *err) {
+/* The quantity at tick `t`, borrowed (NULL if the side has no level there; *err on an error).
+ * With `key_out`, a level found also gives its price string there (a new reference). */
+static PyObject *level_at(PyObject *book, long long t, long dec, int *err, PyObject **key_out) {
     char buf[48];
     Py_ssize_t k = fmt(t, dec, buf);
     PyObject *key = PyUnicode_New(k, 127);
@@ -208,8 +209,23 @@ static PyObject *level_at(PyObject *book, long long t, long dec, int *err) {
     PyObject *q = PyDict_GetItemWithError(book, key);
     if (q == NULL && PyErr_Occurred())
         *err = 1;
-    Py_DECREF(key);
+    if (q != NULL && key_out != NULL)
+        *key_out = key;
+    else
+        Py_DECREF(key);
     return q;
+}
+
+/* A plain decimal string as the float `float()` gives (PyOS_string_to_double); 0 if it is not one. */
+static int to_double(PyObject *s, double *v) {
+    if (!plain(s))
+        return 0;
+    *v = PyOS_string_to_double((const char *)PyUnicode_1BYTE_DATA(s), NULL, NULL);
+    if (*v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
 }
 
 /* top(book, best, step, n, probes, dec) -> [(price, qty)] | None: `OrderBook._top`'s probe of the
@@ -249,17 +265,11 @@ static PyObject *top(PyObject *module, PyObject *const *args, Py_ssize_t nargs) 
         if (t <= 0 || t > 999999999999999999LL)
             break;
         int err = 0;
-        PyObject *qty = level_at(book, t, dec, &err);
+        PyObject *key = NULL, *qty = level_at(book, t, dec, &err, &key);
         if (err)
             goto error;
         if (qty == NULL)
             continue;
-        char buf[48];
-        Py_ssize_t k = fmt(t, dec, buf);
-        PyObject *key = PyUnicode_New(k, 127);
-        if (key == NULL)
-            goto error;
-        memcpy(PyUnicode_1BYTE_DATA(key), buf, (size_t)k);
         pair = PyTuple_Pack(2, key, qty);
         Py_DECREF(key);
         if (pair == NULL || PyList_Append(out, pair) < 0)
@@ -289,16 +299,8 @@ static PyObject *top_floats(PyObject *module, PyObject *const *args, Py_ssize_t 
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *pair = PyList_GET_ITEM(levels, i);
         for (int j = 0; j < 2; j++) {
-            PyObject *s = PyTuple_GET_ITEM(pair, j);
-            if (!plain(s)) {
-                Py_DECREF(px);
-                Py_DECREF(qty);
-                Py_DECREF(levels);
-                Py_RETURN_NONE;
-            }
-            double v = PyOS_string_to_double((const char *)PyUnicode_1BYTE_DATA(s), NULL, NULL);
-            if (v == -1.0 && PyErr_Occurred()) {
-                PyErr_Clear();
+            double v;
+            if (!to_double(PyTuple_GET_ITEM(pair, j), &v)) {
                 Py_DECREF(px);
                 Py_DECREF(qty);
                 Py_DECREF(levels);
@@ -340,18 +342,14 @@ static PyObject *band(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     double total = 0.0;
     for (long long t = start; step > 0 ? t < stop : t > stop; t += step) {
         int err = 0;
-        PyObject *q = level_at(book, t, dec, &err);
+        PyObject *q = level_at(book, t, dec, &err, NULL);
         if (err)
             return NULL;
         if (q == NULL)
             continue;
-        if (!plain(q))
+        double v;
+        if (!to_double(q, &v))
             Py_RETURN_NONE;
-        double v = PyOS_string_to_double((const char *)PyUnicode_1BYTE_DATA(q), NULL, NULL);
-        if (v == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
         total += v;
     }
     return PyFloat_FromDouble(total);

@@ -921,11 +921,7 @@ class OrderBook:
 
     def side_levels(self, side: Literal["bid", "ask"]) -> list[tuple[str, str]]:
         """Every level of one side as (price, qty) strings, best first."""
-        book = self.bids if side == "bid" else self.asks
-        keys = _ordered(book)
-        if side == "bid":
-            keys.reverse()
-        return [(k, book[k]) for k in keys]
+        return [(k, q) for k, q in self._levels(side == "bid")]
 
     def snapshot(self, limit: int | None = None, recv_ms: int | None = None) -> BookSnapshot:
         """The book as a snapshot record (for storage): best `limit` levels per side, or all.
