@@ -16,10 +16,19 @@ Two measurements, each with the real feed and the real flow as subprocesses:
    store every ~2 ms and, for each trade, takes the first moment both its tick
    and its 1s bar (bar `last_id` ≥ trade id) are readable. p50/p99/max.
 
+3. With `--books`, the same throughput holds twice at each rate of `--rates`, alternating: the
+   trades alone (`@aggTrade` both times, on /market), then with books on. The feed then also replays the two 2024-08-08 USD-M book
+   recordings (../shared/data/binance/um_ws: BTCUSDT + ETHUSDT `@bookTicker` and `@depth@0ms`,
+   ~350 quotes/s and ~38 depth events/s, with their REST snapshots) at real time on /public,
+   and the flow reads `streams: [aggTrade, bookTicker, depth]` for every symbol (book streams of
+   the symbols without a recording stay silent). The simulated BTC/ETH trades and the recorded
+   books are different markets: the microstructure figures are meaningless, their cost is real.
+
 Prints one JSON summary. Usage:
 
     .venv/bin/python bench/bench_live.py                    # full run, several minutes
     .venv/bin/python bench/bench_live.py --duration 20 --probe 8 --latency-s 15   # quick look
+    .venv/bin/python bench/bench_live.py --books --rates 100000,125000 --duration 60 --skip-latency
 """
 
 from __future__ import annotations
@@ -43,6 +52,9 @@ sys.path.insert(0, str(ROOT))
 from tests.feed_support import Feed, Flow, query, write_config  # noqa: E402
 
 SYMBOLS = ["btcusdt", "ethusdt", "solusdt", "bnbusdt"]
+BOOK_FILES = [
+    ROOT.parent / "shared" / "data" / "binance" / "um_ws" / f"{s}_20240808.gz" for s in ("btcusdt", "ethusdt")
+]
 
 
 def flow_status(db: Path) -> dict:
@@ -62,11 +74,17 @@ def _cpu(proc: psutil.Process) -> float:
         return 0.0
 
 
-def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
-    """Feed `rate` trades/s for `seconds` after warm-up; report what the store kept up with."""
+def run_rate(rate: float, seconds: float, tmp: Path, books: bool = False, trades_as: str = "trade") -> dict:
+    """Feed `rate` trades/s for `seconds` after warm-up; report what the store kept up with.
+
+    `books`: the recorded book streams beside the trades, at real time (see the module's note 3)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    feed = Feed("--simulate", "--symbols", ",".join(SYMBOLS), "--rate", str(rate), "--no-bursts")
-    cfg = write_config(tmp, feed.url)
+    extra = [*map(str, BOOK_FILES), "--loop", "--start-now", "--speed", "1"] if books else []
+    feed = Feed("--simulate", "--symbols", ",".join(SYMBOLS), "--rate", str(rate), "--no-bursts", *extra)
+    # Books on: the trades as `@aggTrade`, the stream Binance routes to /market (`@trade` shares /public
+    # with the books); `trades_as` sets it for the run without books to compare with.
+    kind = "aggTrade" if books else trades_as
+    cfg = write_config(tmp, feed.url, stream=kind, **({"streams": [kind, "bookTicker", "depth"]} if books else {}))
     text = cfg.read_text().replace("- btcusdt\n- ethusdt\n", "".join(f"- {s}\n" for s in SYMBOLS))
     cfg.write_text(text)
     os.environ["TICKLENS_QUIET"] = "1"
@@ -94,6 +112,7 @@ def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
             return now, due, stored, _cpu(fp), _cpu(wp)
 
         t0, due0, stored0, fc0, wc0 = sample()
+        book0 = _book_rows(db) if books else {}
         worst_backlog = 0
         while time.monotonic() - t0 < seconds:
             time.sleep(1.0)
@@ -101,6 +120,7 @@ def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
             worst_backlog = max(worst_backlog, due - stored)
         t1, due1, stored1, fc1, wc1 = sample()
         dt = t1 - t0
+        book1 = _book_rows(db) if books else {}
         st = flow_status(db)
         feed_stats = st.get("feeds", {}).get("feed", {})
         # The status row lags by up to its interval (0.5 s): allow that much.
@@ -121,7 +141,12 @@ def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
             "load_avg": os.getloadavg()[0],
             "sessions": series[-1][4],
             "lost": lost[0],
+            "books": books,
         }
+        if books:  # what the books added in the window, per second, and the gaps the flow recorded
+            result["book_rows_per_s"] = {k: round((book1[k] - book0[k]) / dt) for k in ("quotes", "depth_updates")}
+            result["book_gaps"] = book1["book_gaps"]
+            result["quotes_sent_by_feed"] = feed.stats()["quotes"]
         if os.environ.get("BENCH_SERIES"):
             result["series"] = series
         result["sustained"] = stored_rate >= 0.97 * rate and backlog < rate * 1.5
@@ -131,6 +156,10 @@ def run_rate(rate: float, seconds: float, tmp: Path) -> dict:
             flow.stop()
         finally:
             feed.stop()
+
+
+def _book_rows(db: Path) -> dict[str, int]:
+    return {t: query(db, f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("quotes", "depth_updates", "book_gaps")}
 
 
 def run_latency(rate: float, seconds: float, tmp: Path) -> dict:
@@ -200,12 +229,23 @@ def main() -> int:
     p.add_argument("--latency-s", type=float, default=30)
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--books", action="store_true", help="each rate held without and then with books (note 3)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_live_"))
     summary: dict = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
     }
-    if not args.skip_throughput:
+    if args.books:
+        pairs = []
+        for i, rate in enumerate(float(r) for r in args.rates.split(",")):
+            pair = {}
+            for books in (False, True):
+                r = run_rate(rate, args.duration, tmp / f"books{i}{int(books)}", books=books, trades_as="aggTrade")
+                print(orjson.dumps(r).decode(), file=sys.stderr, flush=True)
+                pair["books" if books else "trades"] = r
+            pairs.append(pair)
+        summary["books_beside_trades"] = pairs
+    elif not args.skip_throughput:
         probes = []
         for i, rate in enumerate(float(r) for r in args.rates.split(",")):
             r = run_rate(rate, args.probe, tmp / f"probe{i}")

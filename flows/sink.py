@@ -21,7 +21,7 @@ from flows.items import BookOut, MicroItem, SymbolOut
 from flows.progress import Progress
 from storage import open_store
 from storage.port import Store, StoreBatch, StoreWriter
-from storage.tier import TierKeeper
+from storage.tier_keeper import TierKeeper
 from ticklens.config import Config
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.records import FeedStats, GapEvent, Rejected
@@ -139,7 +139,7 @@ class _WriterThread:
 
 
 def _tier_keeper(cfg: Config, store: Store) -> TierKeeper | None:
-    """Moves ticks older than store.hot_days to Parquet while the flow runs (storage/tier.py)."""
+    """Moves ticks older than store.hot_days to Parquet while the flow runs (storage/tier_keeper.py)."""
     if cfg.store.hot_days is None:
         return None
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import AlertRule, StoredRule
@@ -28,6 +26,9 @@ from ticklens.domain.stats.correlation import CorrOut
 from ticklens.domain.stats.pair import PairOut, PairRow
 from ticklens.domain.stats.symbol import SymbolRow, SymbolStatsOut
 from ticklens.domain.upload import UploadedBar
+
+if TYPE_CHECKING:  # only in annotations; polars costs ~0.1 s of every process's start-up
+    import polars as pl
 
 # Rows the reader returns, in these column orders (the API's wire shapes build on them).
 TICK_COLUMNS = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "first_id", "last_id")

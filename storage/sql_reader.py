@@ -13,9 +13,7 @@ column orders, flags as 0/1.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Generic, Protocol, TypeVar
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from storage.codec import decode_levels, decode_snapshot
 from storage.port import EVER, QUOTE_OUT_COLUMNS, VPIN_OUT_COLUMNS, Span, StoreHealth, SymbolSummary
@@ -26,6 +24,9 @@ from ticklens.domain.stats.pair import PAIR_ROW_FIELDS, PairRow
 from ticklens.domain.stats.symbol import SYMBOL_ROW_FIELDS, SymbolRow
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.times import FAR_FUTURE, FAR_PAST, bounds
+
+if TYPE_CHECKING:  # closed_bars imports it: the flow's store never calls it (start-up ~0.1 s)
+    import polars as pl
 
 QUOTE_SELECT = f"SELECT {','.join(QUOTE_OUT_COLUMNS)} FROM quotes"
 _DEPTH_SELECT = "SELECT first_id, final_id, prev_id, event_ms, ts_ms, recv_ms, levels FROM depth_updates"
@@ -406,6 +407,8 @@ class SqlReader(Generic[C]):
 
     def closed_bars(self, symbol: str, timeframe: str, end_ms: int | None = None) -> pl.DataFrame:
         """Closed bars of one symbol (start_ms, close, volume, quote_volume), oldest first."""
+        import polars as pl
+
         q = "SELECT start_ms, close, volume, quote_volume FROM bars WHERE symbol=? AND timeframe=? AND closed"
         args: list = [symbol, timeframe]
         if end_ms is not None:

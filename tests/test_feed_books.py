@@ -715,3 +715,46 @@ def test_start_now_as_ticklens_up_runs_it_serves_current_times_and_consistent_sn
     pass_k = next(j for j in (k - 1, k) if snap["lastUpdateId"] <= last - j * id_span <= depth[-1]["u"])
     bids, asks = sides(reference_through(BTC, last - pass_k * id_span), 1000)
     assert got["bids"] == bids and got["asks"] == asks
+
+
+def test_simulated_trades_on_market_beside_recorded_books_on_public(btc_recorded) -> None:
+    """`--simulate` with recordings (bench/bench_live.py --books): the simulator's trades on /market,
+    the recordings' book streams and depth snapshots on /public, each path from its own timeline."""
+    snap, depth, quotes, _ = btc_recorded
+    feed = Feed("--simulate", "--symbols", "solusdt,bnbusdt", "--rate", "400", "--no-bursts", *FILES, "--speed", "20")
+    try:
+        port = feed.port
+        market = asyncio.run(
+            collect(
+                f"ws://127.0.0.1:{port}/market/stream?streams=solusdt@trade/bnbusdt@trade/btcusdt@trade",
+                lambda m: len(m) >= 200,
+                60,
+            )
+        )
+        public = asyncio.run(
+            collect(
+                f"ws://127.0.0.1:{port}/public/stream?streams=btcusdt@depth@0ms/btcusdt@bookTicker/solusdt@bookTicker",
+                lambda m: sum(x["data"]["e"] == "depthUpdate" for x in m) >= 30,
+                60,
+            )
+        )
+        status, body, _ = http(port, "/fapi/v1/depth?symbol=BTCUSDT&limit=5")
+        stats = feed.stats()
+    finally:
+        feed.stop()
+    # Trades: the simulated symbols only (the recordings' BTC trades are not on this feed's /market).
+    assert {m["stream"] for m in market} == {"solusdt@trade", "bnbusdt@trade"}
+    assert all(m["data"]["e"] == "trade" for m in market)
+    # Books: the recording's own events, in its order, and nothing for a simulated symbol.
+    assert {m["stream"] for m in public} == {"btcusdt@depth@0ms", "btcusdt@bookTicker"}
+    served_u = [m["data"]["u"] for m in public if m["data"]["e"] == "depthUpdate"]
+    recorded_u = [e["u"] for e in depth]
+    first = recorded_u.index(served_u[0])
+    assert served_u == recorded_u[first : first + len(served_u)]
+    quote_ids = {q["u"] for q in quotes}
+    assert all(m["data"]["u"] in quote_ids for m in public if m["data"]["e"] == "bookTicker")
+    # The depth endpoint answers from the recording: a book at or after the served events.
+    assert status == 200 and body["lastUpdateId"] >= snap["lastUpdateId"]
+    bids, asks = sides(reference_through(BTC, body["lastUpdateId"]), 5)
+    assert body["bids"] == bids and body["asks"] == asks
+    assert set(stats["trades_by_symbol"]) == {"solusdt", "bnbusdt"} and stats["depth_events"] >= 30

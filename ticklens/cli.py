@@ -213,7 +213,8 @@ def cmd_tier_out(args: argparse.Namespace) -> int:
     store.tier_every_s): one line per day moved, then a summary."""
     from storage import open_store
     from storage.port import TickCountMismatch
-    from storage.tier import Moved, TierError, tier_out
+    from storage.tier import TierError
+    from storage.tier_out import Moved, tier_out
 
     cfg = load_config(args.config)
     hot = args.hot_days if args.hot_days is not None else cfg.store.hot_days

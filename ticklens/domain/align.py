@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from ticklens.domain.times import FAR_PAST
+
+if TYPE_CHECKING:  # align_frames imports it: the flow uses the streaming half only (start-up ~0.1 s)
+    import polars as pl
 
 Leg = tuple[float, float, float]  # close, volume, quote volume
 
@@ -122,6 +124,8 @@ def align_frames(bars: dict[str, pl.DataFrame], tf_ms: int) -> pl.DataFrame:
 
     Returns start_ms plus `<sym>`, `<sym>_volume`, `<sym>_quote` per symbol; empty if a leg has no bar.
     """
+    import polars as pl
+
     if not bars or any(df.height == 0 for df in bars.values()):
         return pl.DataFrame({"start_ms": []}, schema={"start_ms": pl.Int64})
     spans = [

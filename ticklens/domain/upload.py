@@ -10,14 +10,15 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
-
-import polars as pl
+from typing import TYPE_CHECKING, NamedTuple
 
 from ticklens.domain.bars import float_sums
 from ticklens.domain.symbols import SYMBOL_RE
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.times import iso_ms, parse_time
+
+if TYPE_CHECKING:  # imported by the first upload parsed: every process imports this module, few upload
+    pass
 
 REQUIRED = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume")
 OPTIONAL_FLOAT = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
@@ -82,6 +83,8 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
     `default_timeframe`: a file without a `timeframe` column holds bars of this
     timeframe (the original design's upload: 1m bars, no timeframe column).
     """
+    import polars as pl
+
     out = ParsedUpload()
     try:
         text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is fine

@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--start-now", action="store_true", help="with --loop: begin where the shifted trade times reach now"
     )
-    p.add_argument("--simulate", action="store_true", help="generate a market instead of replaying files")
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="generate the trades (/market) instead of replaying files; files given beside it serve their book"
+        " streams and depth snapshots (/public) at --speed",
+    )
     p.add_argument("--symbols", default="btcusdt,ethusdt", help="simulated symbols, comma-separated")
     p.add_argument("--rate", type=float, default=50.0, help="simulated trades per second (all symbols)")
     p.add_argument("--no-bursts", action="store_true", help="simulate a steady rate (benchmarks)")
@@ -65,20 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _replayed(args: argparse.Namespace, skip_ids: bool = True) -> Timeline:
+    """The timeline of the files given (paced by --speed, --loop, --start-now)."""
+    tape = load_tape(args.files)
+    for note in tape.notes:
+        print(f"ticklens feed: {note}", file=sys.stderr)
+    offset = 0
+    if args.loop and args.start_now and len(tape) and tape.span_ms > 0:
+        offset = max(0, int(time.time() * 1000) - int(tape.cols["ts_ms"][0]))
+    skip = args.skip_ids if skip_ids else []
+    return Timeline(tape=tape, speed=args.speed, loop=args.loop, skip_ids=skip, offset_ms=offset)
+
+
 def build_state(args: argparse.Namespace) -> FeedState:
     if args.simulate:
         symbols = [s.strip().lower() for s in args.symbols.split(",") if s.strip()]
         tl = Timeline(simulator=Simulator(symbols, args.rate, args.seed, not args.no_bursts), speed=1.0)
+        book_tl = _replayed(args, skip_ids=False) if args.files else None  # --skip-ids: the simulated trades'
     else:
         if not args.files:
             raise SystemExit("ticklens feed: give files to replay, or --simulate --symbols …")
-        tape = load_tape(args.files)
-        for note in tape.notes:
-            print(f"ticklens feed: {note}", file=sys.stderr)
-        offset = 0
-        if args.loop and args.start_now and len(tape) and tape.span_ms > 0:
-            offset = max(0, int(time.time() * 1000) - int(tape.cols["ts_ms"][0]))
-        tl = Timeline(tape=tape, speed=args.speed, loop=args.loop, skip_ids=args.skip_ids, offset_ms=offset)
+        tl, book_tl = _replayed(args), None
     if args.simulate and args.skip_ids:
         tl.skip = [(tl.symbols.index(s), a, b) for s, a, b in args.skip_ids if s in tl.symbols]
     kinds = tuple(k for k in args.malformed.split(",") if k)
@@ -98,7 +110,7 @@ def build_state(args: argparse.Namespace) -> FeedState:
         book_faults.fail["*"] = args.depth_fail
     if args.depth_stale:
         book_faults.stale["*"] = args.depth_stale
-    return FeedState(tl, faults, drop_count=args.drop_count, book_faults=book_faults)
+    return FeedState(tl, faults, drop_count=args.drop_count, book_faults=book_faults, book_timeline=book_tl)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,10 +36,22 @@ class FeedState:
     stop: Callable[[], None] | None = None  # set by serve(): ends the server
     book_faults: BookFaults = field(default_factory=BookFaults)
     misrouted: dict[str, int] = field(default_factory=dict)  # stream names asked on the wrong routed path
+    # `--simulate` with recordings: their book streams on /public (and the REST depth), while the
+    # simulated trades go out on /market. None: one timeline serves every path.
+    book_timeline: Timeline | None = None
+
+    @property
+    def books_tl(self) -> Timeline:
+        """The timeline of the book streams and the depth endpoint."""
+        return self.book_timeline if self.book_timeline is not None else self.timeline
+
+    def timeline_for(self, route: str) -> Timeline:
+        """The timeline a WebSocket path is served from (`/public/…`: the books')."""
+        return self.books_tl if route.startswith("/public/") else self.timeline
 
     @property
     def books(self) -> dict:
-        tape = self.timeline.tape
+        tape = self.books_tl.tape
         return tape.books if tape is not None else {}
 
     def note_misrouted(self, sub: Subscription, path: str) -> None:
@@ -64,8 +76,9 @@ class FeedState:
         acc.dropped_ids = (acc.dropped_ids + s.dropped_ids)[-1_000:]
         for k, v in s.malformed_sent.items():
             acc.malformed_sent[k] = acc.malformed_sent.get(k, 0) + v
-        for k, v in s.by_symbol.items():
-            acc.by_symbol[k] = acc.by_symbol.get(k, 0) + v
+        if s.timeline is self.timeline:  # indices of this timeline's symbols (book sessions send no trades)
+            for k, v in s.by_symbol.items():
+                acc.by_symbol[k] = acc.by_symbol.get(k, 0) + v
 
     def stats(self) -> dict[str, object]:
         tl = self.timeline
@@ -77,13 +90,14 @@ class FeedState:
             for k, v in s.malformed_sent.items():
                 malformed[k] = malformed.get(k, 0) + v
             for k, v in s.by_symbol.items():
-                by_symbol[tl.symbols[k]] = by_symbol.get(tl.symbols[k], 0) + v
+                name = s.timeline.symbols[k]
+                by_symbol[name] = by_symbol.get(name, 0) + v
         # Behind: a connected session has not yet sent everything due (paced replay or simulation).
         rows_behind = None
         if self.connections and tl.wall0 is not None and tl.speed is not None:
             due = tl.due_position(time.monotonic())
-            behind = [due - c.session.pos for c in self.connections]
-            rows_behind = max(0, max(behind))
+            behind = [due - c.session.pos for c in self.connections if c.session.timeline is tl]
+            rows_behind = max(0, max(behind, default=0))
         return {
             "connections": len(self.connections),
             "sessions_total": self.sessions_total,
@@ -103,10 +117,10 @@ class FeedState:
             "quotes": sum(s.quotes_sent for s in sessions),
             "depth_events": sum(s.depth_sent for s in sessions),
             "depth_dropped": sum(s.depth_dropped for s in sessions),
-            "depth_dropped_ids": [[tl.symbols[sym], u] for s in sessions for sym, u in s.dropped_ids][-1_000:],
+            "depth_dropped_ids": [[s.timeline.symbols[sym], u] for s in sessions for sym, u in s.dropped_ids][-1_000:],
             "misrouted": dict(self.misrouted),
             "snapshots": self.book_faults.stats(),
-            "books": rest.books_info(tl),
+            "books": rest.books_info(self.books_tl),
         }
 
 
@@ -148,12 +162,12 @@ def _listener_class():
             sub = self.session.sub
             if method == "SUBSCRIBE":
                 for name in req.get("params") or []:
-                    sub.add(str(name), self.state.timeline.symbols, self.state.books)
+                    sub.add(str(name), self.session.timeline.symbols, self.state.books)
                 self.state.note_misrouted(sub, f"/{sub.route}")
                 transport.send(WSMsgType.TEXT, orjson.dumps({"result": None, "id": rid}))
             elif method == "UNSUBSCRIBE":
                 for name in req.get("params") or []:
-                    sub.remove(str(name), self.state.timeline.symbols)
+                    sub.remove(str(name), self.session.timeline.symbols)
                 transport.send(WSMsgType.TEXT, orjson.dumps({"result": None, "id": rid}))
             elif method == "LIST_SUBSCRIPTIONS":
                 transport.send(WSMsgType.TEXT, orjson.dumps({"result": sub.names(), "id": rid}))
@@ -195,7 +209,7 @@ def _listener_class():
                     if msgs:
                         await asyncio.sleep(0)
                     else:
-                        await asyncio.sleep(min(0.05, max(0.001, st.timeline.next_due_in(s.pos, time.monotonic()))))
+                        await asyncio.sleep(min(0.05, max(0.001, s.timeline.next_due_in(s.pos, time.monotonic()))))
             except asyncio.CancelledError:
                 pass
 
@@ -216,10 +230,12 @@ async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | N
         if route in rest.PATHS:
             query = {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
             now = time.monotonic()
-            pos = state.timeline.current_position(now, bool(state.connections))
-            status, body, headers = rest.depth(state.timeline, state.book_faults, route, query, now, pos)
+            btl = state.books_tl
+            pos = btl.current_position(now, bool(state.connections))
+            status, body, headers = rest.depth(btl, state.book_faults, route, query, now, pos)
             return WSUpgradeResponseWithListener(_http(status, body, headers), None)
-        sub, query, err = parse_path(path, state.timeline.symbols, state.books)
+        tl = state.timeline_for(route)
+        sub, query, err = parse_path(path, tl.symbols, state.books)
         if sub is None:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(400, err.encode()), None)
         state.note_misrouted(sub, route)
@@ -239,7 +255,7 @@ async def serve(state: FeedState, host: str, port: int, ready: asyncio.Event | N
         applies = bool(faults.drop_after) and (state.drop_count == 0 or state.drops_done < state.drop_count)
         if not applies:
             faults.drop_after = 0
-        return conn_cls(state, Session(state.timeline, sub, faults), applies)
+        return conn_cls(state, Session(tl, sub, faults), applies)
 
     server = await ws_create_server(factory, host, port, enable_auto_ping=False, max_frame_size=1 << 20)
     actual = server.sockets[0].getsockname()[1]
@@ -279,7 +295,7 @@ def _arm(state: FeedState, query: dict[str, str]) -> dict[str, object]:
     armed = 0
     if "depth_drop" in query:
         n = int(query["depth_drop"])
-        syms = state.timeline.symbols
+        syms = state.books_tl.symbols
         want = None if symbol == "*" else syms.index(symbol) if symbol in syms else -1
         for c in state.connections:
             subs = c.session.sub.books
@@ -303,7 +319,7 @@ def _control(state: FeedState, path: str):  # type: ignore[no-untyped-def]
     elif route == "/control/book":
         return _http(
             *rest.truth(
-                state.timeline, query, state.timeline.current_position(time.monotonic(), bool(state.connections))
+                state.books_tl, query, state.books_tl.current_position(time.monotonic(), bool(state.connections))
             )
         )
     elif route == "/control/faults":

@@ -16,11 +16,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ticklens.exchange.binance_book import depth_weight
 from ticklens.exchange.binance_rest import AGG_TRADES_WEIGHT, RequestBudget, get_within_budget
+
+if TYPE_CHECKING:  # imported where the first snapshot is fetched (start-up time of replays)
+    import httpx
 
 
 @dataclass(eq=False)
@@ -54,6 +56,8 @@ class SnapshotFetcher:
 
     async def _fetch(self, symbol: str) -> None:
         if self.client is None:
+            import httpx
+
             self.client = httpx.AsyncClient(timeout=self.timeout_s)
         params = {"symbol": symbol.upper(), "limit": self.limit}
         rounds = 0

@@ -147,7 +147,7 @@ def run_ingest(plan: IngestPlan) -> int:
 def tier_rest(cfg: Config) -> None:
     """What the flow's own tier thread had no time for: days older than store.hot_days to Parquet now."""
     from storage import open_store
-    from storage.tier import tier_out
+    from storage.tier_out import tier_out
 
     assert cfg.store.hot_days is not None
     store = open_store(cfg.store)

@@ -27,9 +27,9 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import certifi
-import httpx
 import orjson
 
 from storage.port import RuleStore, Store
@@ -37,11 +37,15 @@ from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.alerts.rules import parse_webhook, webhook_refusal
 from ticklens.domain.times import iso_ms
 
+# httpx is imported by the first webhook sent (most flows send none; it costs ~0.1 s of start-up).
+if TYPE_CHECKING:
+    import httpx
+
 QUEUE_MAX = 10_000
 MAX_ATTEMPTS = 8
 BACKOFF_S = 0.25
 BACKOFF_MAX_S = 30.0
-TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+TIMEOUT_S, CONNECT_TIMEOUT_S = 5.0, 3.0
 DEADLINE_S = 10.0  # a whole request, however slowly the receiver answers
 MAX_BODY = 64 << 10  # bytes of a response read (and then dropped)
 
@@ -53,6 +57,8 @@ class WebhookRefused(ValueError):
 def resolve_target(url: str, allow: Sequence[str], resolver=socket.getaddrinfo) -> tuple[httpx.URL, str, str]:  # type: ignore[no-untyped-def]
     """(URL with the checked address as host, Host header, TLS name); WebhookRefused, or OSError
     when the name does not resolve (retried). `resolver`: getaddrinfo's signature."""
+    import httpx
+
     _, host, port = parse_webhook(url)
     infos = resolver(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -167,10 +173,13 @@ class WebhookDispatcher:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """POST to the checked address of `url`; the status code. Raises WebhookRefused,
         OSError (name resolution) or httpx.HTTPError (including the deadline)."""
+        import httpx
+
         target, host_header, tls_name = resolve_target(url, self.allow)
         if self._tls is None:
             self._tls = ssl.create_default_context(cafile=certifi.where())
-        client = httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=self._tls)
+        timeout = httpx.Timeout(TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=self._tls)
         # The deadline closes the client from a timer thread: a blocked read fails at once.
         timer = threading.Timer(self.deadline_s, client.close)
         timer.start()
@@ -193,6 +202,8 @@ class WebhookDispatcher:
             client.close()
 
     def _send(self, conn: RuleStore, e: AlertFired, attempt: int) -> None:
+        import httpx
+
         retry = False
         try:
             code = self.post(
