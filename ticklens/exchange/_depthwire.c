@@ -348,6 +348,174 @@ none:
     Py_RETURN_NONE;
 }
 
+/* --- trade and aggTrade ------------------------------------------------------------------- */
+
+/* The keys a trade scan reads, as bits (a key seen twice gives None: orjson would keep the last). */
+enum { K_E = 1, K_EV = 2, K_T = 4, K_S = 8, K_ID = 16, K_F = 32, K_L = 64, K_P = 128, K_Q = 256, K_M = 512 };
+
+/* Past one JSON scalar of a field the scan does not read (a later field Binance adds): a string,
+ * a number, true, false or null. Objects and arrays give 0 (take the general path). */
+static int skip_scalar(Cursor *c) {
+    const char *p = c->p, *end = c->end;
+    if (p >= end)
+        return 0;
+    if (*p == '"') {
+        for (p++; p < end && *p != '"'; p++) {
+            if ((unsigned char)*p < 0x20)
+                return 0;
+            if (*p == '\\' && ++p >= end)
+                return 0;
+        }
+        if (p >= end)
+            return 0;
+        c->p = p + 1;
+        return 1;
+    }
+    if (*p == '-' || DIGIT(*p)) {
+        while (p < end && (DIGIT(*p) || *p == '-' || *p == '+' || *p == '.' || *p == 'e' || *p == 'E'))
+            p++;
+        c->p = p;
+        return 1;
+    }
+    return LIT(c, "true") || LIT(c, "false") || LIT(c, "null");
+}
+
+/* A trade's price or quantity: "[0-9]{1,40}(.[0-9]*)?" within 40 characters (the general path's
+ * `_DECIMAL` without an exponent, which is left to it), as the double float() gives. */
+static int trade_number(Cursor *c, double *out) {
+    if (!LIT(c, "\""))
+        return 0;
+    const char *s = c->p, *p = c->p, *end = c->end;
+    while (p < end && DIGIT(*p))
+        p++;
+    if (p == s)
+        return 0;
+    if (p < end && *p == '.')
+        for (p++; p < end && DIGIT(*p); p++)
+            ;
+    Py_ssize_t n = p - s;
+    if (n > 40 || p >= end || *p != '"')
+        return 0;
+    char buf[48];
+    memcpy(buf, s, (size_t)n);
+    buf[n] = '\0';
+    char *stop = NULL;
+    double v = PyOS_string_to_double(buf, &stop, NULL);
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (stop != buf + n)
+        return 0;
+    *out = v;
+    c->p = p + 1;
+    return 1;
+}
+
+/* scan_trade(raw: bytes) -> (symbol, id, first, last, T, E, price, qty, maker) | None: a trade or
+ * aggTrade event, enveloped or not, its fields in any order and fields it does not read skipped,
+ * with no whitespace. `symbol` is lower-case; E is -1 when absent; a trade's first and last are its
+ * id. None for anything else (other events, a missing or repeated field, numbers the general
+ * path must judge): the caller checks the times' range and window. */
+static PyObject *scan_trade(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg))
+        Py_RETURN_NONE;
+    Cursor c = {PyBytes_AS_STRING(arg), PyBytes_AS_STRING(arg) + PyBytes_GET_SIZE(arg)};
+    int enveloped = 0, agg;
+    if (!envelope(&c, &enveloped))
+        Py_RETURN_NONE;
+    if (LIT(&c, "{\"e\":\"trade\""))
+        agg = 0;
+    else if (LIT(&c, "{\"e\":\"aggTrade\""))
+        agg = 1;
+    else
+        Py_RETURN_NONE;
+    long long id = 0, first = 0, last = 0, txn = 0, ev_ms = -1, v;
+    double price = 0, qty = 0;
+    int maker = 0, seen = K_E;
+    const char *sym = NULL;
+    Py_ssize_t nsym = 0;
+    while (LIT(&c, ",\"")) {
+        const char *k = c.p;
+        while (c.p < c.end && *c.p != '"' && *c.p != '\\')
+            c.p++;
+        Py_ssize_t nk = c.p - k;
+        if (!LIT(&c, "\":"))
+            Py_RETURN_NONE;
+        int bit = 0;
+        if (nk == 1) {
+            switch (*k) {
+            case 'E': bit = K_EV; break;
+            case 'T': bit = K_T; break;
+            case 's': bit = K_S; break;
+            case 'p': bit = K_P; break;
+            case 'q': bit = K_Q; break;
+            case 'm': bit = K_M; break;
+            case 'e': Py_RETURN_NONE;
+            case 't': bit = agg ? 0 : K_ID; break;
+            case 'a': bit = agg ? K_ID : 0; break;
+            case 'f': bit = agg ? K_F : 0; break;
+            case 'l': bit = agg ? K_L : 0; break;
+            }
+        }
+        if (bit & seen)
+            Py_RETURN_NONE;
+        seen |= bit;
+        switch (bit) {
+        case 0:
+            if (!skip_scalar(&c))
+                Py_RETURN_NONE;
+            break;
+        case K_S:
+            if (!LIT(&c, "\""))
+                Py_RETURN_NONE;
+            sym = c.p;
+            while (c.p < c.end && (DIGIT(*c.p) || (*c.p >= 'A' && *c.p <= 'Z') || (*c.p >= 'a' && *c.p <= 'z') || *c.p == '_'))
+                c.p++;
+            nsym = c.p - sym;
+            if (nsym == 0 || nsym > MAX_SYMBOL || !LIT(&c, "\""))
+                Py_RETURN_NONE;
+            break;
+        case K_P:
+        case K_Q:
+            if (!trade_number(&c, bit == K_P ? &price : &qty))
+                Py_RETURN_NONE;
+            break;
+        case K_M:
+            if (LIT(&c, "true"))
+                maker = 1;
+            else if (!LIT(&c, "false"))
+                Py_RETURN_NONE;
+            break;
+        default:
+            if (!int63(&c, &v))
+                Py_RETURN_NONE;
+            if (bit == K_EV) ev_ms = v;
+            else if (bit == K_T) txn = v;
+            else if (bit == K_ID) id = v;
+            else if (bit == K_F) first = v;
+            else last = v;
+        }
+    }
+    int need = K_T | K_S | K_ID | K_P | K_Q | K_M | (agg ? K_F | K_L : 0);
+    if ((seen & need) != need || !LIT(&c, "}") || (enveloped && !LIT(&c, "}")) || c.p != c.end)
+        Py_RETURN_NONE;
+    if (!agg)
+        first = last = id;
+    else if (last < first)
+        Py_RETURN_NONE;
+    if (!(price > 0 && price <= 1e15) || !(qty > 0 && qty <= 1e15))
+        Py_RETURN_NONE;
+    PyObject *symbol = PyUnicode_New(nsym, 127);
+    if (symbol == NULL)
+        return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(symbol);
+    for (Py_ssize_t i = 0; i < nsym; i++)
+        out[i] = (Py_UCS1)((sym[i] >= 'A' && sym[i] <= 'Z') ? sym[i] + 32 : sym[i]);
+    return Py_BuildValue("(NLLLLLddN)", symbol, id, first, last, txn, ev_ms, price, qty, PyBool_FromLong(maker));
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_O,
      "scan(raw: bytes) -> (symbol, E, T | None, U, u, pu | None, bid_px, bid_qty, ask_px, ask_qty) | None: a depthUpdate in "
@@ -355,11 +523,14 @@ static PyMethodDef methods[] = {
     {"scan_quote", scan_quote, METH_O,
      "scan_quote(raw: bytes) -> (u, symbol, b, B, a, A, T, E) | None: a USD-M bookTicker in Binance's exact layout, "
      "or None (take the general path)."},
+    {"scan_trade", scan_trade, METH_O,
+     "scan_trade(raw: bytes) -> (symbol, id, first, last, T, E, price, qty, maker) | None: a trade or aggTrade "
+     "event, or None (take the general path)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_depthwire", "Binance depthUpdate fast path.", -1, methods, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "_depthwire", "Binance wire fast paths: depthUpdate, bookTicker, trade and aggTrade.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__depthwire(void) { return PyModule_Create(&module); }

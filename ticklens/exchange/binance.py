@@ -30,6 +30,11 @@ from ticklens.exchange.binance_book import (
     snapshot_record,
 )
 
+try:  # built by `pip install -e .`; without it every trade takes the general path
+    from ticklens.exchange._depthwire import scan_trade as _scan_trade
+except ImportError:  # pragma: no cover - tests/test_trade_wire.py requires the extension
+    _scan_trade = None
+
 TRADE_EVENTS = ("aggTrade", "trade")
 # Streams that recordings carry beside trades and books: skipped on purpose.
 OTHER_EVENTS = frozenset({"bookTicker", "depthUpdate", "markPriceUpdate", "kline", "24hrTicker", "forceOrder"})
@@ -257,6 +262,22 @@ def parse_event(
     return ("reject", f"unexpected event type {kind if kind is None else _show(kind)}", None)
 
 
+def trade_wire(raw: bytes, recv_ms: int, window_ms: int | None) -> ParseResult | None:
+    """The fast path of a raw trade or aggTrade message: `_trade`'s result in one C pass
+    (`_depthwire.scan_trade`), or None (then the general path parses it, and says why a message
+    is rejected). The scan checks the grammar and the values; the times' bounds are checked here."""
+    if _scan_trade is None or (t := _scan_trade(raw)) is None:
+        return None
+    symbol, tid, first, last, ts, ev_ms, price, qty, maker = t
+    if ev_ms < 0:
+        ev_ms = ts
+    if not (MIN_TIME_MS <= ts <= MAX_TIME_MS and MIN_TIME_MS <= ev_ms <= MAX_TIME_MS):
+        return None
+    if window_ms is not None and (abs(ts - recv_ms) > window_ms or abs(ev_ms - recv_ms) > window_ms):
+        return None
+    return ("trade", symbol, (tid, ts, price, qty, maker, first, last, ev_ms, recv_ms))
+
+
 def parse_message(
     raw: bytes | str,
     recv_ms: int,
@@ -265,6 +286,8 @@ def parse_message(
 ) -> ParseResult:
     if len(raw) > MAX_MESSAGE_BYTES:  # no message of ours is this big: not worth parsing
         return ("reject", f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}", None)
+    if type(raw) is bytes and "trade" in kinds and (t := trade_wire(raw, recv_ms, window_ms)) is not None:
+        return t  # the trade fast path (C)
     if type(raw) is bytes and "quote" in kinds and (q := quote_wire(raw, recv_ms)) is not None:
         return _quote_times(q, recv_ms, window_ms)  # the bookTicker fast path (most book messages)
     if type(raw) is bytes and "depth" in kinds and (d := depth_wire(raw, recv_ms)) is not None:
