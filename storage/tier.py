@@ -8,7 +8,7 @@ Each file holds TICK_COLUMNS of one symbol's ticks whose trade time falls on tha
 by trade id, zstd. A partition normally has one file; a later tier-out of the same day (ticks
 stored again after they moved, e.g. by a re-ingest) adds a file with only the ids not there yet.
 
-Tier-out (`tier_out`): per symbol, the whole UTC days that end `hot_days` or more before the
+Tier-out (`storage.tier_out.tier_out`): per symbol, the whole UTC days that end `hot_days` or more before the
 symbol's newest stored trade, oldest first. A day's ticks are read through the StoreReader
 (`iter_ticks`), written to a temporary file per date, read back and checked (row count, first and
 last id, ids strictly increasing), renamed into place, and only then deleted from the store in one
