@@ -20,7 +20,7 @@ class TierKeeper:
     """Runs `tier_out` every `every_s` seconds on a thread of its own (the flow's sink starts one).
 
     A failed round is reported and retried at the next; it never stops the flow. Daemon: a process
-    that exits mid-round leaves both tiers consistent (see the module's crash note).
+    that exits mid-round leaves both tiers consistent (see storage.tier's crash note).
     """
 
     def __init__(

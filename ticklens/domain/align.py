@@ -164,6 +164,8 @@ def align_ticks(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
     before it (by trade time, then id order as given): columns ts_ms, a, b. Rows
     start once both have traded.
     """
+    import polars as pl
+
     legs = []
     for name, df in (("a", a), ("b", b)):
         legs.append(
