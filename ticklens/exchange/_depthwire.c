@@ -353,30 +353,78 @@ none:
 /* The keys a trade scan reads, as bits (a key seen twice gives None: orjson would keep the last). */
 enum { K_E = 1, K_EV = 2, K_T = 4, K_S = 8, K_ID = 16, K_F = 32, K_L = 64, K_P = 128, K_Q = 256, K_M = 512 };
 
+/* JSON's grammar for the values and keys the scan skips, on printable ASCII only: a byte the
+ * general path would reject as invalid JSON (or must check as UTF-8) gives 0, so it decides. */
+static int printable(char ch) { return (unsigned char)ch >= 0x20 && (unsigned char)ch < 0x7f; }
+
+static int hex(char ch) { return DIGIT(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F'); }
+
+/* Past one JSON string: escapes \" \\ \/ \b \f \n \r \t \uXXXX. */
+static int skip_string(Cursor *c) {
+    const char *p = c->p, *end = c->end;
+    if (p >= end || *p != '"')
+        return 0;
+    for (p++; p < end && *p != '"'; p++) {
+        if (!printable(*p))
+            return 0;
+        if (*p != '\\')
+            continue;
+        if (++p >= end)
+            return 0;
+        if (*p == 'u') {
+            if (end - p < 5 || !hex(p[1]) || !hex(p[2]) || !hex(p[3]) || !hex(p[4]))
+                return 0;
+            p += 4;
+        } else if (*p == '\0' || !strchr("\"\\/bfnrt", *p)) {
+            return 0;
+        }
+    }
+    if (p >= end)
+        return 0;
+    c->p = p + 1;
+    return 1;
+}
+
+/* Past one JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int skip_number(Cursor *c) {
+    const char *p = c->p, *end = c->end;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end || !DIGIT(*p))
+        return 0;
+    if (*p == '0')
+        p++;
+    else
+        while (p < end && DIGIT(*p))
+            p++;
+    if (p < end && *p == '.') {
+        if (++p >= end || !DIGIT(*p))
+            return 0;
+        while (p < end && DIGIT(*p))
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || !DIGIT(*p))
+            return 0;
+        while (p < end && DIGIT(*p))
+            p++;
+    }
+    c->p = p;
+    return 1;
+}
+
 /* Past one JSON scalar of a field the scan does not read (a later field Binance adds): a string,
  * a number, true, false or null. Objects and arrays give 0 (take the general path). */
 static int skip_scalar(Cursor *c) {
-    const char *p = c->p, *end = c->end;
-    if (p >= end)
+    if (c->p >= c->end)
         return 0;
-    if (*p == '"') {
-        for (p++; p < end && *p != '"'; p++) {
-            if ((unsigned char)*p < 0x20)
-                return 0;
-            if (*p == '\\' && ++p >= end)
-                return 0;
-        }
-        if (p >= end)
-            return 0;
-        c->p = p + 1;
-        return 1;
-    }
-    if (*p == '-' || DIGIT(*p)) {
-        while (p < end && (DIGIT(*p) || *p == '-' || *p == '+' || *p == '.' || *p == 'e' || *p == 'E'))
-            p++;
-        c->p = p;
-        return 1;
-    }
+    if (*c->p == '"')
+        return skip_string(c);
+    if (*c->p == '-' || DIGIT(*c->p))
+        return skip_number(c);
     return LIT(c, "true") || LIT(c, "false") || LIT(c, "null");
 }
 
@@ -438,7 +486,7 @@ static PyObject *scan_trade(PyObject *module, PyObject *arg) {
     Py_ssize_t nsym = 0;
     while (LIT(&c, ",\"")) {
         const char *k = c.p;
-        while (c.p < c.end && *c.p != '"' && *c.p != '\\')
+        while (c.p < c.end && *c.p != '"' && *c.p != '\\' && printable(*c.p))
             c.p++;
         Py_ssize_t nk = c.p - k;
         if (!LIT(&c, "\":"))
