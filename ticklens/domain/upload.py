@@ -10,15 +10,12 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from ticklens.domain.bars import float_sums
 from ticklens.domain.symbols import SYMBOL_RE
 from ticklens.domain.timeframes import TIMEFRAME_MS
 from ticklens.domain.times import iso_ms, parse_time
-
-if TYPE_CHECKING:  # imported by the first upload parsed: every process imports this module, few upload
-    pass
 
 REQUIRED = ("symbol", "timeframe", "timestamp", "open", "high", "low", "close", "volume")
 OPTIONAL_FLOAT = ("quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
@@ -83,7 +80,7 @@ def parse_bar_csv(data: bytes, now_ms: int, default_timeframe: str | None = None
     `default_timeframe`: a file without a `timeframe` column holds bars of this
     timeframe (the original design's upload: 1m bars, no timeframe column).
     """
-    import polars as pl
+    import polars as pl  # here, not at the top: every process imports this module, few parse an upload
 
     out = ParsedUpload()
     try:
