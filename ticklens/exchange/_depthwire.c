@@ -176,6 +176,15 @@ error:
     return -1;
 }
 
+/* A symbol `[A-Za-z0-9_]{1,40}` at the cursor: its length (the cursor past it), 0 if none. */
+static Py_ssize_t symbol_run(Cursor *c) {
+    const char *s = c->p;
+    while (c->p < c->end && (DIGIT(*c->p) || (*c->p >= 'A' && *c->p <= 'Z') || (*c->p >= 'a' && *c->p <= 'z') || *c->p == '_'))
+        c->p++;
+    Py_ssize_t n = c->p - s;
+    return n <= MAX_SYMBOL ? n : 0;
+}
+
 static int json_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v'; }
 
 /* The combined stream's `{"stream":"<name>","data":` if it is there (`*enveloped` says so); 0 if
@@ -209,10 +218,8 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
     if (!LIT(&c, ",\"s\":\""))
         Py_RETURN_NONE;
     const char *sym = c.p;
-    while (c.p < c.end && (DIGIT(*c.p) || (*c.p >= 'A' && *c.p <= 'Z') || (*c.p >= 'a' && *c.p <= 'z') || *c.p == '_'))
-        c.p++;
-    Py_ssize_t nsym = c.p - sym;
-    if (nsym == 0 || nsym > MAX_SYMBOL || !LIT(&c, "\",\"U\":") || !int63(&c, &first) || !LIT(&c, ",\"u\":") ||
+    Py_ssize_t nsym = symbol_run(&c);
+    if (nsym == 0 || !LIT(&c, "\",\"U\":") || !int63(&c, &first) || !LIT(&c, ",\"u\":") ||
         !int63(&c, &final))
         Py_RETURN_NONE;
     if (LIT(&c, ",\"pu\":") && !int63(&c, &prev))
@@ -321,10 +328,8 @@ static PyObject *scan_quote(PyObject *module, PyObject *arg) {
     if (!LIT(&c, "{\"e\":\"bookTicker\",\"u\":") || !int63(&c, &u) || !LIT(&c, ",\"s\":\""))
         Py_RETURN_NONE;
     const char *sym = c.p;
-    while (c.p < c.end && (DIGIT(*c.p) || (*c.p >= 'A' && *c.p <= 'Z') || (*c.p >= 'a' && *c.p <= 'z') || *c.p == '_'))
-        c.p++;
-    Py_ssize_t nsym = c.p - sym;
-    if (nsym == 0 || nsym > MAX_SYMBOL || !LIT(&c, "\","))
+    Py_ssize_t nsym = symbol_run(&c);
+    if (nsym == 0 || !LIT(&c, "\","))
         Py_RETURN_NONE;
     PyObject *f[4] = {NULL, NULL, NULL, NULL};
     static const char *const leads[4] = {"\"b\":\"", ",\"B\":\"", ",\"a\":\"", ",\"A\":\""};
@@ -519,10 +524,8 @@ static PyObject *scan_trade(PyObject *module, PyObject *arg) {
             if (!LIT(&c, "\""))
                 Py_RETURN_NONE;
             sym = c.p;
-            while (c.p < c.end && (DIGIT(*c.p) || (*c.p >= 'A' && *c.p <= 'Z') || (*c.p >= 'a' && *c.p <= 'z') || *c.p == '_'))
-                c.p++;
-            nsym = c.p - sym;
-            if (nsym == 0 || nsym > MAX_SYMBOL || !LIT(&c, "\""))
+            nsym = symbol_run(&c);
+            if (nsym == 0 || !LIT(&c, "\""))
                 Py_RETURN_NONE;
             break;
         case K_P:
