@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ticklens: {e}", file=sys.stderr)
         return 2
-    _start_replay_readers(cfg, processes, cfg.recovery.enabled and not args.no_recovery)
+    _start_replay_readers(cfg, cfg.recovery.enabled and not args.no_recovery, args.process_id, args.workers, processes)
     from flows import crash
     from flows.dataflow import build_flow
     from flows.recovery import RecoveryError
@@ -136,20 +136,77 @@ def _young_threshold(cfg: Config) -> int:
     return 1_000_000 if cfg.source.kind == "replay" and cfg.source.speed == "max" else 10_000
 
 
-def _start_replay_readers(cfg: Config, processes: int, recovery: bool) -> None:
+# Without recovery an epoch only costs: at each boundary Bytewax's input waits until every worker
+# has finished the epoch before it reads on, and the sink's snapshot waits for the store. In a
+# cluster the workers that are done spin meanwhile (the input re-activates itself at once; a
+# 2-process replay into PostgreSQL spent 10 of its 24 CPU s so, docs/performance.md), on the
+# cores the server needs. So without recovery an epoch lasts an hour.
+NO_RECOVERY_EPOCH = timedelta(hours=1)
+
+
+def _epoch_interval(cfg: Config, recovery: bool) -> timedelta:
+    """How long an epoch lasts: the snapshot interval with recovery on, else NO_RECOVERY_EPOCH."""
+    return timedelta(seconds=cfg.recovery.snapshot_interval_s) if recovery else NO_RECOVERY_EPOCH
+
+
+def _start_replay_readers(cfg: Config, recovery: bool, process_id: int | None, workers: int, processes: int) -> None:
     """A replay's recordings start being read now, from their beginning (`ingest.replay.start_readers`).
 
-    Only where the flow is sure to start there: one process (a cluster's reads only its own
-    partitions' files) and no recovery snapshot to resume from.
+    Only where the flow is sure to start there: no recovery snapshot to resume from. A cluster's
+    process reads only the files of its own partitions (the ones `flows.placement` lists in it).
     """
-    if cfg.source.kind != "replay" or processes > 1 or (recovery and cfg.recovery_dir.exists()):
+    if cfg.source.kind != "replay" or (recovery and cfg.recovery_dir.exists()):
         return
     from ticklens.exchange.binance import record_kinds
     from ticklens.ingest.replay import start_readers
-    from ticklens.ingest.shards import replay_shards
+    from ticklens.ingest.shards import local_shards, replay_shards
 
-    paths = [p for shard in replay_shards(cfg) for p in shard.paths]
+    shards = replay_shards(cfg)
+    if processes > 1:
+        shards = local_shards(shards, (process_id or 0) * workers, workers, processes * workers)
+    paths = [p for shard in shards for p in shard.paths]
     start_readers(paths, cfg.source.window_ms, record_kinds(cfg.source.streams))
+
+
+def _await_lower_peers(process_id: int, addresses: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until the processes before this one listen, where they run on this machine.
+
+    Process i connects to processes 0 … i-1 and timely retries a refused connection only after a
+    second; on one machine the processes start together and the later ones usually get there
+    first (a 2-process replay of 2,000 trades took 2.6 s against 1.1 s). Their listening sockets
+    are read from /proc/net/tcp*, without connecting (a probe would be taken for a peer).
+    Elsewhere, or after `timeout_s`, timely's own retries take over.
+    """
+    ports = []
+    for addr in addresses[:process_id]:
+        host, _, port = addr.rpartition(":")
+        if host not in ("127.0.0.1", "localhost", "[::1]", "::1") or not port.isdigit():
+            return
+        ports.append(int(port))
+    deadline = time.monotonic() + timeout_s
+    while ports and time.monotonic() < deadline:
+        listening = _listening_ports()
+        if listening is None:
+            return
+        ports = [p for p in ports if p not in listening]
+        if ports:
+            time.sleep(0.01)
+
+
+def _listening_ports() -> set[int] | None:
+    """Local TCP ports in LISTEN state (Linux /proc/net/tcp and tcp6), or None where unreadable."""
+    found: set[int] = set()
+    try:
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[3] == "0A":
+                        found.add(int(parts[1].rpartition(":")[2], 16))
+    except (OSError, ValueError, StopIteration):
+        return None
+    return found
 
 
 def run(cfg: Config, workers: int = 1, recovery_dir: Path | None = None) -> int:
@@ -188,7 +245,7 @@ def _execute(
     from flows.recovery import free_space
 
     recovery = RecoveryConfig(str(rdir)) if rdir is not None else None
-    interval = timedelta(seconds=cfg.recovery.snapshot_interval_s)
+    interval = _epoch_interval(cfg, recovery is not None)
     # SIGINT/SIGTERM end the input: the flow drains, sinks flush and close, exit 0.
     # A second signal stops at once (the open batch is rolled back whole).
     # (Setting the handler also undoes a SIG_IGN inherited from a shell's background job.)
@@ -202,6 +259,7 @@ def _execute(
     gc.set_threshold(_young_threshold(cfg), 50, 50)
     if addresses:
         placement.set_local(process_id or 0, workers, len(addresses))
+        _await_lower_peers(process_id or 0, addresses)
     try:
         cli_main(
             flow,

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from ticklens.domain.stats.pair import PairParams
+from ticklens.domain.stats.params import PairParams
 from ticklens.domain.symbols import normalise_symbol
 from ticklens.domain.timeframes import TIMEFRAME_MS, TIMEFRAMES, Timeframe
 

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from ticklens.domain.stats.params import PairParams
 from ticklens.domain.stats.rolling import RollingSums1, RollingSums2, ols_fit, pearson
 from ticklens.domain.stats.unitroot import (
     ADF_N1_NOCONST,
@@ -147,23 +148,6 @@ class Kalman:
         self.p00, self.p01 = r00 - k0 * hr0, r01 - k0 * hr1
         self.p10, self.p11 = r10 - k1 * hr0, r11 - k1 * hr1
         return e, q
-
-
-@dataclass(slots=True)
-class PairParams:
-    window: int = 300
-    log_prices: bool = False
-    adf_every: int = 10
-    adf_lags: int = 1
-    kalman_delta: float = 1e-4
-    kalman_obs_var: float = 1e-3
-    kalman_init_var: float = 0.0
-    kalman_warmup: int | None = None  # aligned bars before the Kalman values are published; None: window
-
-    @property
-    def kalman_first(self) -> int:
-        """Bars the Kalman filter sees before its values are published (at least 1)."""
-        return max(1, self.kalman_warmup if self.kalman_warmup is not None else self.window)
 
 
 @dataclass(slots=True)
