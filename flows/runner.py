@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ticklens: {e}", file=sys.stderr)
         return 2
-    _start_replay_readers(cfg, cfg.recovery.enabled and not args.no_recovery, args.process_id, args.workers, processes)
+    if addresses:  # before the readers: a cluster's process reads only its own partitions
+        from flows import placement
+
+        placement.set_local(args.process_id or 0, args.workers, processes)
+    _start_replay_readers(cfg, cfg.recovery.enabled and not args.no_recovery)
     from flows import crash
     from flows.dataflow import build_flow
     from flows.recovery import RecoveryError
@@ -138,9 +142,9 @@ def _young_threshold(cfg: Config) -> int:
 
 # Without recovery an epoch only costs: at each boundary Bytewax's input waits until every worker
 # has finished the epoch before it reads on, and the sink's snapshot waits for the store. In a
-# cluster the workers that are done spin meanwhile (the input re-activates itself at once; a
-# 2-process replay into PostgreSQL spent 10 of its 24 CPU s so, docs/performance.md), on the
-# cores the server needs. So without recovery an epoch lasts an hour.
+# cluster the workers that are done spin meanwhile (the input re-activates itself at once: in a
+# 2-process replay into PostgreSQL one worker thread spent 10.9-11.9 CPU s, the other 3.0,
+# docs/performance.md), on the cores the server needs. So without recovery an epoch lasts an hour.
 NO_RECOVERY_EPOCH = timedelta(hours=1)
 
 
@@ -149,7 +153,7 @@ def _epoch_interval(cfg: Config, recovery: bool) -> timedelta:
     return timedelta(seconds=cfg.recovery.snapshot_interval_s) if recovery else NO_RECOVERY_EPOCH
 
 
-def _start_replay_readers(cfg: Config, recovery: bool, process_id: int | None, workers: int, processes: int) -> None:
+def _start_replay_readers(cfg: Config, recovery: bool) -> None:
     """A replay's recordings start being read now, from their beginning (`ingest.replay.start_readers`).
 
     Only where the flow is sure to start there: no recovery snapshot to resume from. A cluster's
@@ -157,14 +161,12 @@ def _start_replay_readers(cfg: Config, recovery: bool, process_id: int | None, w
     """
     if cfg.source.kind != "replay" or (recovery and cfg.recovery_dir.exists()):
         return
+    from flows.placement import local_parts
     from ticklens.exchange.binance import record_kinds
     from ticklens.ingest.replay import start_readers
-    from ticklens.ingest.shards import local_shards, replay_shards
+    from ticklens.ingest.shards import replay_shards
 
-    shards = replay_shards(cfg)
-    if processes > 1:
-        shards = local_shards(shards, (process_id or 0) * workers, workers, processes * workers)
-    paths = [p for shard in shards for p in shard.paths]
+    paths = [p for shard in local_parts(replay_shards(cfg)) for p in shard.paths]
     start_readers(paths, cfg.source.window_ms, record_kinds(cfg.source.streams))
 
 
@@ -241,7 +243,6 @@ def _execute(
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
-    from flows import placement
     from flows.recovery import free_space
 
     recovery = RecoveryConfig(str(rdir)) if rdir is not None else None
@@ -258,7 +259,6 @@ def _execute(
     gc.freeze()
     gc.set_threshold(_young_threshold(cfg), 50, 50)
     if addresses:
-        placement.set_local(process_id or 0, workers, len(addresses))
         _await_lower_peers(process_id or 0, addresses)
     try:
         cli_main(
