@@ -1,4 +1,4 @@
-"""The ticklens dashboard: one template, a sidebar of pages, one clock that keeps the visible page live.
+"""The ticklens dashboard: a header, a sidebar of pages, one clock that keeps the visible page live.
 
 Served by `panel serve panel_app/app.py` (one session per browser tab). It reads
 only through the REST API (`TICKLENS_API`, else the config's api host/port);
@@ -28,12 +28,14 @@ from panel_app.market import MarketPage  # noqa: E402
 from panel_app.microstructure import MicrostructurePage  # noqa: E402
 from panel_app.page import ACCENT, CSS, Page, freshness_badge  # noqa: E402
 from panel_app.pair import PairPage  # noqa: E402
+from panel_app.process import freeze_imports  # noqa: E402
 from panel_app.statistics import StatisticsPage  # noqa: E402
 
 REFRESH_MS = 1000  # one update per second per visible chart
 STATUS_EVERY = 2  # status (freshness badge) every 2nd tick
 
-pn.extension("tabulator", raw_css=[CSS], notifications=True)
+pn.extension("tabulator", raw_css=[CSS])
+freeze_imports()
 
 
 PAGES: tuple[type[Page], ...] = (
@@ -67,7 +69,7 @@ class Dashboard:
             sizing_mode="stretch_width",
         )
         self.banner = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.badge = pn.pane.HTML(freshness_badge(None, None), margin=(5, 10))
+        self.badge = pn.pane.HTML(freshness_badge(None, None), margin=(12, 16))
         # Only the visible page is in the document: the browser lays out and updates one
         # page's figures, not six (measured: keeping all six and toggling visibility made
         # the first visit to a page 3x slower under load).
@@ -101,7 +103,9 @@ class Dashboard:
         """`tick` for the clock, with everything it changes sent to the browser as one message: a page
         that rebuilds a figure's renderers, legend and hover (Correlation) never leaves the browser
         with part of that change. Without it a CI run under load saw Bokeh's "reference … isn't known"
-        on the Correlation page."""
+        on the Correlation page. A session whose tab has closed skips it (see `connected`)."""
+        if not connected():
+            return
         with hold():
             self.tick()
 
@@ -138,35 +142,48 @@ class Dashboard:
         except ApiError:
             self.status = None  # the badge shows "…"; pages still work
 
-    def template(self) -> pn.template.BaseTemplate:
-        tpl = pn.template.BootstrapTemplate(
-            title="ticklens",
-            header_background=ACCENT,
-            sidebar_width=220,
-            sidebar=[
-                self.nav,
-                pn.pane.HTML(
-                    f'<div style="font-size:12px;color:#57606a;margin-top:12px">API: {self.api.base_url}</div>'
-                ),
-            ],
-            main=[pn.Column(self.banner, self.main, sizing_mode="stretch_width")],
-            header=[pn.Row(pn.layout.HSpacer(), self.badge, sizing_mode="stretch_width")],
-            # Panel's busy spinner follows one flag for the whole process: every session's
-            # once-a-second refresh would repaint it in every open tab (O(tabs²) messages).
-            busy_indicator=None,
+    def layout(self) -> pn.viewable.Viewable:
+        """A header, the sidebar and the visible page in plain rows and columns: no Panel template.
+        A template's own stylesheets, scripts and models made each fresh tab cost twice the server
+        and browser time of the page inside it (docs/performance.md, issue 17)."""
+        header = pn.Row(
+            pn.pane.HTML('<span style="color:white;font-size:20px;font-weight:600">ticklens</span>', margin=(10, 16)),
+            pn.layout.HSpacer(),
+            self.badge,
+            styles={"background": ACCENT},
+            sizing_mode="stretch_width",
         )
-        return tpl
+        sidebar = pn.Column(
+            self.nav,
+            pn.pane.HTML(f'<div style="font-size:12px;color:#57606a;margin-top:12px">API: {self.api.base_url}</div>'),
+            width=220,
+            styles={"border-right": "1px solid #e1e4e8"},
+        )
+        main = pn.Column(self.banner, self.main, sizing_mode="stretch_width")
+        return pn.Column(header, pn.Row(sidebar, main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
 
-def build() -> pn.template.BaseTemplate:
+def connected() -> bool:
+    """Whether the current session's browser tab is still connected. Bokeh keeps a closed tab's
+    session, and so its clock, for about half a minute before destroying it; with tabs opened and
+    closed a fourth of the server's time went to such sessions' ticks (docs/performance.md). Not
+    knowing (no server session) counts as connected."""
+    doc = pn.state.curdoc
+    session = getattr(getattr(doc, "session_context", None), "_session", None)  # Bokeh's ServerSession
+    return getattr(session, "connection_count", 1) > 0
+
+
+def build() -> pn.viewable.Viewable:
     dash = Dashboard(Api())
     # The first data goes into the document itself, not into a patch after the page loaded: the
     # browser draws the chart with real candles in its first render (one round trip and one
     # layout pass fewer; docs/performance.md). A down API shows its banner at once instead.
     dash.tick()
-    pn.state.add_periodic_callback(dash.live_tick, period=REFRESH_MS)
+    # The clock starts once the browser has the document: with several tabs opening together, ticks
+    # of sessions not yet shown would take the server from the builds still waiting (issue 17).
+    pn.state.onload(lambda: pn.state.add_periodic_callback(dash.live_tick, period=REFRESH_MS))
     pn.state.on_session_destroyed(lambda _ctx: dash.api.close())
-    return dash.template()
+    return dash.layout()
 
 
 def serve() -> None:

@@ -14,7 +14,9 @@ previous answer.
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from ticklens.config import TOKEN_ENV, load_config
+from ticklens.config import TOKEN_ENV, config_path, load_config
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -83,10 +85,24 @@ def api_token() -> str | None:
     env = os.environ.get(TOKEN_ENV)
     if env:
         return env
+    path = config_path()
     try:
-        return load_config().api.bearer_token()
+        return _config_token(str(path.resolve()), path.stat().st_mtime_ns)
     except Exception:  # no config file: no token
         return None
+
+
+@functools.lru_cache(maxsize=4)
+def _config_token(path: str, _mtime_ns: int) -> str | None:
+    """The config's token, read once per version of the file (every browser session asks for it)."""
+    return load_config(path).api.bearer_token()
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every session's client: httpx builds one per client by loading the CA
+    bundle, a tenth of a fresh browser session's build on the dashboard server (docs/performance.md)."""
+    return httpx.create_ssl_context()
 
 
 def to_time(ms: Any) -> Any:
@@ -106,7 +122,7 @@ class Api:
 
     def __post_init__(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s, headers=headers)
+        self._http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s, headers=headers, verify=_tls())
 
     # --- plumbing ---------------------------------------------------------------
 

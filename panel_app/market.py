@@ -1,4 +1,4 @@
-"""Market page: live candles (or a price line) with volume beneath, and a window summary; where
+"""Market page: live candles (or a price line) with volume at the chart's foot, and a window summary; where
 the order book is collected, the best bid and ask over the candles and the intervals in which the
 book was unknown shaded.
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Span
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Range1d, Span
 from bokeh.plotting import figure
 
 from panel_app.charts import gap_spans, gap_strips, set_gaps
@@ -100,7 +100,7 @@ def _placeholder() -> pd.DataFrame:
 
 
 class CandleChart:
-    """One candle figure and one volume figure over a shared source and x axis."""
+    """One figure: candles (or a close line) and, at its foot, volume, from one source."""
 
     def __init__(self) -> None:
         seed = candle_columns(_placeholder(), 1000)
@@ -108,7 +108,7 @@ class CandleChart:
         # Plain Bokeh glyphs (no hvplot render): a session's document builds in tens of ms.
         self.price = figure(
             x_axis_type="datetime",
-            height=430,
+            height=540,
             sizing_mode="stretch_width",
             tools="xpan,xwheel_zoom,box_zoom,reset,save",
             active_scroll="xwheel_zoom",
@@ -152,19 +152,23 @@ class CandleChart:
         self.gap_source = gap_strips(self.price, "market-gaps")
         self.last_span = Span(dimension="width", location=1.0, line_dash="dashed", line_color="#57606a", line_width=1)
         self.price.add_layout(self.last_span)
-        self.volume = figure(
-            x_range=self.price.x_range,
-            x_axis_type="datetime",
-            height=150,
-            sizing_mode="stretch_width",
-            tools="xpan,xwheel_zoom,reset",
-            toolbar_location=None,
+        # Volume at the foot of the same figure, on a range of its own scaled so the bars fill the
+        # lowest quarter: one figure instead of two is a sixth less to build on the server and to lay out
+        # in the browser per fresh tab (docs/performance.md, issue 17).
+        self.volume_range = Range1d(start=0, end=1, name="market-volume-range")
+        self.price.extra_y_ranges = {"volume": self.volume_range}
+        self.volume_bars = self.price.vbar(
+            x="time",
+            width="width",
+            top="volume",
+            color="color",
+            alpha=0.35,
+            source=self.source,
+            y_range_name="volume",
+            level="underlay",
         )
-        self.volume.vbar(x="time", width="width", top="volume", color="color", alpha=0.7, source=self.source)
-        self.volume.yaxis.axis_label = "volume"
-        self.volume.y_range = DataRange1d(start=0, range_padding=0.05)
-        self.price.xaxis.visible = False
-        self.price.min_border_left = self.volume.min_border_left = 70
+        self.price.y_range.renderers = [wicks, bodies, self.line, self.bid_line, self.ask_line]
+        self.price.min_border_left = 70
         self.tf_ms = 1000
 
     @staticmethod
@@ -250,9 +254,14 @@ class CandleChart:
         set_gaps(self.gap_source, spans)
 
     def _mark_last(self) -> None:
+        """The last price's line, and the volume range: the tallest bar at a quarter of the height."""
         close = self.source.data["close"]
         if len(close):
             self.last_span.location = float(close[-1])
+            top = float(np.nanmax(np.asarray(self.source.data["volume"], dtype="float64"), initial=0.0))
+            end = 4.0 * top if top > 0 else 1.0
+            if end != self.volume_range.end:
+                self.volume_range.end = end
 
 
 class MarketPage(Page):
@@ -287,7 +296,6 @@ class MarketPage(Page):
         )
         chart = pn.Column(
             pn.pane.Bokeh(self.chart.price, sizing_mode="stretch_width"),
-            pn.pane.Bokeh(self.chart.volume, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
             css_classes=["tl-market-chart"],
         )
@@ -309,7 +317,8 @@ class MarketPage(Page):
         self.caption.object = (
             f"{len(df):,} rows: {thinned}" if thinned else f"{len(df):,} bars of {self.timeframe}"
         ) + (
-            ". The newest bar is in progress (drawn lighter) and updates in place. Where the order book is"
+            ". Volume along the foot (hover a bar for its figures). The newest bar is in progress (drawn"
+            " lighter) and updates in place. Where the order book is"
             " collected: best bid and ask at each bar's end (dotted), book unknown shaded grey."
         )
         self.say("" if len(df) else f"No {self.timeframe} bars for {self.symbol} yet.")
