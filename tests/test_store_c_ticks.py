@@ -140,11 +140,11 @@ def test_the_c_insert_lets_other_threads_run(tmp_path: Path) -> None:
     """The loop runs with the GIL released: a Python thread counts on through one long call.
 
     Were the GIL held, the counter could move only in the one switch interval (5 ms) that may fall
-    between reading it and the call; released, it moves for most of the call (2,000,000 rows).
+    between reading it and the call; released, it moves for most of the call (2,000,001 rows).
     """
     conn = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
     conn.execute("CREATE TABLE t(s INTEGER, a INTEGER, b REAL)")
-    n = 2_000_000
+    n = 2_000_001  # the last row in the one-row statement
     cols = (np.arange(n, dtype=np.int64), np.arange(n, dtype=np.float64))
     box = [0]
     stop = threading.Event()
@@ -162,7 +162,11 @@ def test_the_c_insert_lets_other_threads_run(tmp_path: Path) -> None:
         rate = (box[0] - k0) / (time.perf_counter() - t0)  # counts a second, the thread alone
         conn.execute("BEGIN")
         before = box[0]
-        assert _tickinsert.insert(conn, "INSERT INTO t(s, a, b) VALUES(?, ?, ?)", 7, cols) == n
+        statements = (
+            (2, "INSERT INTO t(s, a, b) VALUES(?, ?, ?),(?, ?, ?)"),
+            (1, "INSERT INTO t(s, a, b) VALUES(?, ?, ?)"),
+        )
+        assert _tickinsert.insert(conn, statements, 7, cols) == n
         during = box[0] - before
         conn.execute("COMMIT")
     finally:

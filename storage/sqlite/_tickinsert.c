@@ -1,10 +1,13 @@
 /* The tick insert in C: a batch of one symbol's ticks from numpy columns into `tick_rows`, with the
  * GIL released for the whole prepare/bind/step/reset loop, on the writer's own connection.
  *
- * insert(conn, sql, sym, columns) -> rows inserted
+ * insert(conn, statements, sym, columns) -> rows inserted
  *
- * `conn` is the writer's `sqlite3.Connection`, `sql` an `INSERT OR IGNORE INTO tick_rows(sym, …)
- * VALUES(?, …)` of one row, `sym` the symbol's id (parameter 1), `columns` a tuple of 1-D
+ * `conn` is the writer's `sqlite3.Connection`; `statements` (rows, sql) pairs, rows decreasing to
+ * 1, each sql an `INSERT OR IGNORE INTO tick_rows(sym, …) VALUES(?, …),(?, …)…` of that many rows:
+ * the rows go in statements of the most rows that fit, the rest in smaller ones (one step per
+ * statement: per row, SQLite's step costs more than binding in C does), as `sql.insert_flat` does
+ * in Python. `sym` is the symbol's id (each row's first parameter), `columns` a tuple of 1-D
  * contiguous buffers of one length, one per further parameter: int64 (bound as integers), float64
  * (as reals: NaN becomes NULL, as Python's binding does) or bool (as 0/1). The statement runs on the
  * connection's own `sqlite3*`, so it is part of the transaction the writer opened with
@@ -124,28 +127,78 @@ enum kind { K_INT64, K_DOUBLE, K_BOOL };
 
 #define MAX_COLUMNS 16
 
+/* Binds rows [i, i + rows) of the columns to a statement of `rows` VALUES groups and steps it once. */
+static int put_rows(sqlite3 *db, sqlite3_stmt *st, long long sym, Py_buffer *views, enum kind *kinds, Py_ssize_t ncols,
+                    Py_ssize_t i, Py_ssize_t rows, long *inserted) {
+    int rc = SQLITE_OK, p = 1;
+    for (Py_ssize_t r = i; r < i + rows && rc == SQLITE_OK; r++) {
+        rc = p_bind_int64(st, p++, sym);
+        for (Py_ssize_t j = 0; j < ncols && rc == SQLITE_OK; j++, p++) {
+            const char *base = (const char *)views[j].buf;
+            switch (kinds[j]) {
+            case K_INT64:
+                rc = p_bind_int64(st, p, ((const long long *)base)[r]);
+                break;
+            case K_DOUBLE:
+                rc = p_bind_double(st, p, ((const double *)base)[r]);
+                break;
+            case K_BOOL:
+                rc = p_bind_int64(st, p, base[r] != 0);
+                break;
+            }
+        }
+    }
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = p_step(st);
+    if (rc != SQLITE_DONE) {
+        p_reset(st); /* the step's error is the one told */
+        return rc;
+    }
+    *inserted += p_changes(db);
+    return p_reset(st);
+}
+
+#define MAX_STATEMENTS 8
+
 static PyObject *insert(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4 || !PyUnicode_Check(args[1]) || !PyTuple_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "insert(conn, sql: str, sym: int, columns: tuple)");
+    if (nargs != 4 || !PyTuple_Check(args[1]) || !PyTuple_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "insert(conn, statements: tuple[tuple[int, str], ...], sym: int, columns: tuple)");
         return NULL;
     }
     sqlite3 *db = db_of(args[0]);
     if (db == NULL)
         return NULL;
-    Py_ssize_t sql_len;
-    const char *sql = PyUnicode_AsUTF8AndSize(args[1], &sql_len);
     long long sym = PyLong_AsLongLong(args[2]);
-    if (sql == NULL || (sym == -1 && PyErr_Occurred()))
+    if (sym == -1 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t ncols = PyTuple_GET_SIZE(args[3]);
-    if (ncols > MAX_COLUMNS) {
-        PyErr_SetString(PyExc_ValueError, "too many columns");
+    Py_ssize_t nst = PyTuple_GET_SIZE(args[1]), ncols = PyTuple_GET_SIZE(args[3]);
+    if (ncols > MAX_COLUMNS || nst < 1 || nst > MAX_STATEMENTS) {
+        PyErr_SetString(PyExc_ValueError, "1 to 8 statements and at most 16 columns");
         return NULL;
+    }
+    /* (rows, sql) pairs, rows decreasing to 1: whole statements of the most rows first, the rest in smaller ones. */
+    const char *sqls[MAX_STATEMENTS];
+    Py_ssize_t sql_lens[MAX_STATEMENTS], rows_of[MAX_STATEMENTS];
+    for (Py_ssize_t k = 0; k < nst; k++) {
+        PyObject *pair = PyTuple_GET_ITEM(args[1], k);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "statements: (rows, sql) pairs expected");
+            return NULL;
+        }
+        rows_of[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+        sqls[k] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &sql_lens[k]);
+        if (sqls[k] == NULL || (rows_of[k] == -1 && PyErr_Occurred()))
+            return NULL;
+        if (rows_of[k] < 1 || (k > 0 && rows_of[k] >= rows_of[k - 1]) || (k == nst - 1 && rows_of[k] != 1)) {
+            PyErr_SetString(PyExc_ValueError, "statements: rows must decrease to 1");
+            return NULL;
+        }
     }
     Py_buffer views[MAX_COLUMNS];
     enum kind kinds[MAX_COLUMNS];
-    Py_ssize_t held = 0, n = -1;
+    Py_ssize_t held = 0, n = 0;
     PyObject *out = NULL;
     for (; held < ncols; held++) {
         Py_buffer *v = &views[held];
@@ -171,7 +224,7 @@ static PyObject *insert(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         Py_ssize_t len = v->shape ? v->shape[0] : v->len / v->itemsize;
-        if (n >= 0 && len != n) {
+        if (held > 0 && len != n) {
             held++;
             PyErr_SetString(PyExc_ValueError, "columns: every column must have the same length");
             goto done;
@@ -179,53 +232,36 @@ static PyObject *insert(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         n = len;
     }
 
-    int rc = SQLITE_OK, inserted = 0, nparams = -1;
+    int rc = SQLITE_OK, bad = -1;
+    long inserted = 0;
     char msg[512] = "";
     Py_BEGIN_ALLOW_THREADS
-    sqlite3_stmt *st = NULL;
-    rc = p_prepare_v2(db, sql, (int)sql_len + 1, &st, NULL);
-    if (rc == SQLITE_OK && st != NULL) {
-        nparams = p_bind_parameter_count(st);
-        if (nparams == (int)ncols + 1) {
-            rc = p_bind_int64(st, 1, sym); /* kept across resets */
-            for (Py_ssize_t i = 0; i < n && rc == SQLITE_OK; i++) {
-                for (Py_ssize_t j = 0; j < ncols && rc == SQLITE_OK; j++) {
-                    const char *base = (const char *)views[j].buf;
-                    switch (kinds[j]) {
-                    case K_INT64:
-                        rc = p_bind_int64(st, (int)j + 2, ((const long long *)base)[i]);
-                        break;
-                    case K_DOUBLE:
-                        rc = p_bind_double(st, (int)j + 2, ((const double *)base)[i]);
-                        break;
-                    case K_BOOL:
-                        rc = p_bind_int64(st, (int)j + 2, base[i] != 0);
-                        break;
-                    }
-                }
-                if (rc != SQLITE_OK)
-                    break;
-                rc = p_step(st);
-                if (rc == SQLITE_DONE) {
-                    inserted += p_changes(db);
-                    rc = p_reset(st);
-                } else {
-                    p_reset(st); /* the step's error is the one told */
-                }
-            }
+    Py_ssize_t i = 0;
+    for (Py_ssize_t k = 0; k < nst && rc == SQLITE_OK; k++) {
+        Py_ssize_t rows = rows_of[k];
+        if (n - i < rows)
+            continue;
+        sqlite3_stmt *st = NULL;
+        rc = p_prepare_v2(db, sqls[k], (int)sql_lens[k] + 1, &st, NULL);
+        if (rc == SQLITE_OK && p_bind_parameter_count(st) != (int)(rows * (ncols + 1))) {
+            bad = (int)k;
+            p_finalize(st);
+            break;
         }
+        for (; rc == SQLITE_OK && n - i >= rows; i += rows)
+            rc = put_rows(db, st, sym, views, kinds, ncols, i, rows, &inserted);
+        if (rc != SQLITE_OK) {
+            rc = p_extended_errcode(db);
+            strncpy(msg, p_errmsg(db), sizeof msg - 1);
+        }
+        p_finalize(st); /* NULL is a no-op */
     }
-    if (rc != SQLITE_OK) {
-        rc = p_extended_errcode(db);
-        strncpy(msg, p_errmsg(db), sizeof msg - 1);
-    }
-    p_finalize(st); /* NULL is a no-op */
     Py_END_ALLOW_THREADS
 
     if (rc != SQLITE_OK)
         raise_sqlite(rc, msg);
-    else if (nparams != (int)ncols + 1)
-        PyErr_Format(PyExc_ValueError, "sql: %d parameters for the symbol and %zd columns", nparams, ncols);
+    else if (bad >= 0)
+        PyErr_Format(PyExc_ValueError, "statement %d: not %zd rows of the symbol and %zd columns", bad, rows_of[bad], ncols);
     else
         out = PyLong_FromLong(inserted);
 done:

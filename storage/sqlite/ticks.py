@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.sqlite.sql import insert_flat
+from storage.sqlite.sql import chunk_statements, insert_flat
 from ticklens.domain.records import Trades
 
 try:
@@ -138,11 +138,12 @@ class TickColumns:
         self.parts = [(sym, ids[sym] if sid is None else sid, arrays) for sym, sid, arrays in self.parts]
 
     def insert(self, conn: sqlite3.Connection) -> None:
-        """Each batch in one call of the C loop; a tick already stored is skipped. Ids must be set."""
+        """Each batch in one call of the C loop, in the statements `insert_flat` uses; a tick already
+        stored is skipped. Ids must be set."""
         assert _tickinsert is not None
-        sql = f"{_head(self.columns)} VALUES({','.join('?' * len(self.columns))})"
+        statements = chunk_statements(conn, _head(self.columns), len(self.columns))
         for _, sid, arrays in self.parts:
-            _tickinsert.insert(conn, sql, sid, arrays)
+            _tickinsert.insert(conn, statements, sid, arrays)
 
 
 def c_insert_unusable(conn: sqlite3.Connection, path: Path) -> str | None:
