@@ -125,10 +125,13 @@ class TickColumns:
         ids = ids or {}
         columns, found = _columns(batches)
         parts = []
+        kinds = (np.int64, np.int64, np.float64, np.float64, np.bool_) + (np.int64,) * (len(columns) - len(TICK_BASE))
         for t, derived in found:
             base = (t.trade_id, t.ts_ms, t.price, t.qty, t.is_buyer_maker)
             arrays = (*base, *(derived[c] for c in columns[len(TICK_BASE) :]))
-            parts.append((t.symbol, ids.get(t.symbol), tuple(np.ascontiguousarray(a) for a in arrays)))
+            # No copy when a column already is what the C loop reads (contiguous int64, float64, bool).
+            own = tuple(np.ascontiguousarray(a, dtype=k) for a, k in zip(arrays, kinds, strict=True))
+            parts.append((t.symbol, ids.get(t.symbol), own))
         return cls(columns, parts)
 
     def symbols(self) -> list[str]:
