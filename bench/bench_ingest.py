@@ -12,7 +12,12 @@ machine load:
   flow: ticks + bars 1s/1m/5m + 1m/5m symbol statistics); peak RSS from /proc;
 - limit: the same ticks (read from the same zips beforehand) written into a fresh store of the same
   layout by the store's own batched INSERT (`StoreWriter.prepare` + `write`, 50,000 ticks a
-  transaction), only the writes timed: the machine's bare insert rate.
+  transaction), only the writes timed: the machine's bare insert rate. The store inserts ticks in C
+  when it can (storage/sqlite/ticks.py): then so does the limit.
+
+With `--python-insert`, each repeat also runs both with `TICKLENS_SQLITE_C_TICKS=0` (Python's
+sqlite3 binding the ticks, as before the C insert), so one run reports both fractions: the ingest
+against the store's limit, and against the Python-binding limit.
 
 Then, once: `ticklens store tier-out --hot-days 1` on the last ingested store (every day but the
 newest moves to Parquet), timed from spawn to exit, and the bytes per million ticks of the bare
@@ -78,11 +83,15 @@ def _config(work: Path, archive: Path, hot_days: int | None = None) -> Path:
     return path
 
 
-def ingest(work: Path, archive: Path, first: str, last: str) -> dict:
+def _c_ticks_env(python: bool) -> dict[str, str]:
+    return {"TICKLENS_SQLITE_C_TICKS": "0" if python else "1"}
+
+
+def ingest(work: Path, archive: Path, first: str, last: str, python: bool = False) -> dict:
     config = _config(work, archive)
     cmd = [sys.executable, "-m", "ticklens.cli", "--config", str(config), "history", "ingest"]
     cmd += ["--symbols", ",".join(SYMBOLS), "--data", "trades", "--from", first, "--to", last]
-    wall, peak, res = _timed(cmd, dict(os.environ, TICKLENS_QUIET="1"))
+    wall, peak, res = _timed(cmd, dict(os.environ, TICKLENS_QUIET="1", **_c_ticks_env(python)))
     assert res.returncode == 0, res.stdout + res.stderr
     with sqlite3.connect(work / "ingest.db") as conn:
         n = conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0]
@@ -112,9 +121,11 @@ def read_zips(archive: Path) -> list[Trades]:
     return out
 
 
-def insert_limit(work: Path, batches: list[Trades]) -> dict:
+def insert_limit(work: Path, batches: list[Trades], python: bool = False) -> dict:
     db = fresh_db(work, "limit.db")
+    os.environ.update(_c_ticks_env(python))  # read when the writer opens its connection
     writer = SqliteStore(db).writer()
+    assert writer.c_ticks is not python, "the store cannot insert ticks in C here (see its warning)"
     t0 = time.perf_counter()
     for trades in batches:
         writer.write(writer.prepare(StoreBatch(ticks=[trades])))
@@ -136,6 +147,7 @@ def main() -> None:
     ap.add_argument("--hours", type=int, default=8, help="hours of trades per day (~100,000 trades an hour)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--python-insert", action="store_true", help="also measure both with Python binding the ticks")
     args = ap.parse_args()
     assert args.days >= 3, "tier-out --hot-days 1 moves the days ending a day before the newest trade: give 3 or more"
     work = args.work or Path(tempfile.mkdtemp(prefix="ticklens-bench-ingest-"))
@@ -145,13 +157,17 @@ def main() -> None:
     archive = site / "data"
     first, last = "2020-12-09", f"2020-12-{8 + args.days:02d}"
     batches = read_zips(archive)
-    runs, limits = [], []
+    runs, limits, py_runs, py_limits = [], [], [], []
     for _ in range(args.repeats):
         runs.append(ingest(work, archive, first, last))
         limits.append(insert_limit(work, batches))
-    assert all(r["trades"] == limits[0]["trades"] for r in runs)
+        if args.python_insert:
+            py_runs.append(ingest(work, archive, first, last, python=True))
+            py_limits.append(insert_limit(work, batches, python=True))
+    os.environ.pop("TICKLENS_SQLITE_C_TICKS", None)
+    assert all(r["trades"] == limits[0]["trades"] for r in runs + py_runs)
 
-    # Tier-out of the last ingested store: every day but the newest.
+    # Tier-out of the last ingested store (either insert stores the same rows): every day but the newest.
     for f in (work / "cold").rglob("*"):
         if f.is_file():
             f.unlink()
@@ -185,6 +201,20 @@ def main() -> None:
         "parquet_bytes_per_million_ticks": round(parquet / moved * 1e6) if moved else None,
         "load_avg": os.getloadavg(),
     }
+    if args.python_insert:
+        py_med = statistics.median(r["trades_per_s"] for r in py_runs)
+        py_lim = statistics.median(r["trades_per_s"] for r in py_limits)
+        out |= {
+            "python_insert": {
+                "ingest_trades_per_s_median": round(py_med),
+                "ingest_runs": [round(r["trades_per_s"]) for r in py_runs],
+                "insert_limit_trades_per_s_median": round(py_lim),
+                "insert_limit_runs": [round(r["trades_per_s"]) for r in py_limits],
+                "fraction_of_limit": round(py_med / py_lim, 3),
+                "peak_rss_mb": round(max(r["peak_rss_mb"] for r in py_runs), 1),
+            },
+            "c_ingest_fraction_of_python_limit": round(med / py_lim, 3),
+        }
     print(json.dumps(out, indent=2))
 
 

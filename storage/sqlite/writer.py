@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import orjson
 
 from storage.codec import DEPTH_COLUMNS, QUOTE_COLUMNS, SNAPSHOT_COLUMNS, encode_levels, encode_snapshot
@@ -21,10 +20,10 @@ from storage.sqlite.connection import connect
 from storage.sqlite.micro import micro_params, write_micro
 from storage.sqlite.rules import insert_events
 from storage.sqlite.sql import insert_flat
+from storage.sqlite.ticks import TickColumns, TickParams, use_c_insert
 from ticklens.domain.alerts.engine import AlertFired
 from ticklens.domain.bars import BAR_COLUMNS, Bar
 from ticklens.domain.book import BookGap, BookSnapshot, DepthUpdate, Quotes
-from ticklens.domain.records import Trades
 from ticklens.domain.times import now_ms
 
 _BAR_PLACEHOLDERS = ",".join("?" * (len(BAR_COLUMNS) + 1))
@@ -76,20 +75,6 @@ _REJECTS_DROPPED = (
     "INSERT INTO meta(key, value) VALUES('rejects_dropped', ?) ON CONFLICT(key) DO UPDATE SET"
     " value = CAST(CAST(meta.value AS INTEGER) + CAST(excluded.value AS INTEGER) AS TEXT)"
 )
-# tick_rows columns (schema v4): the four that are 0 for most trades are left out of a batch where they all are.
-_TICK_BASE = ("sym", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
-_TICK_OPTIONAL = ("first_off", "last_span", "event_lag", "recv_lag")
-
-
-def _derived(t: Trades) -> dict[str, np.ndarray]:
-    return {
-        "first_off": t.trade_id - t.first_id,
-        "last_span": t.last_id - t.first_id,
-        "event_lag": t.event_ms - t.ts_ms,
-        "recv_lag": t.recv_ms - t.ts_ms,
-    }
-
-
 # Books: every write is idempotent by its natural key (a replay or a restart stores nothing twice).
 _QUOTE_HEAD = f"INSERT OR IGNORE INTO quotes({','.join(QUOTE_COLUMNS)})"
 _DEPTH_HEAD = f"INSERT OR IGNORE INTO depth_updates({','.join(DEPTH_COLUMNS)})"
@@ -182,50 +167,9 @@ def _book_gap_row(g: BookGap, ts: int) -> tuple:
 
 
 @dataclass(slots=True)
-class TickParams:
-    """Ticks as one flat parameter list in `columns` order (no row tuples).
-
-    The sink builds it on the flow's thread, so the writer thread only binds and inserts. A symbol
-    without an id yet has its name in its `sym` slots (listed in `unknown`): the writer gives it an
-    id and fills them in before the insert.
-    """
-
-    columns: tuple[str, ...]
-    flat: list[object]
-    unknown: list[tuple[str, slice]]
-
-    @classmethod
-    def of(cls, batches: Iterable[Trades], ids: dict[str, int] | None = None) -> TickParams:
-        ids = ids or {}
-        parts = [(t, _derived(t)) for t in batches if len(t)]
-        optional = tuple(c for c in _TICK_OPTIONAL if any(d[c].any() for _, d in parts))
-        columns = (*_TICK_BASE, *optional)
-        width = len(columns)
-        flat: list[object] = []
-        unknown: list[tuple[str, slice]] = []
-        for t, derived in parts:
-            n = len(t)
-            part: list[object] = [None] * (n * width)
-            sid = ids.get(t.symbol)
-            part[0::width] = [t.symbol if sid is None else sid] * n
-            if sid is None:
-                unknown.append((t.symbol, slice(len(flat), len(flat) + n * width, width)))
-            ts = t.ts_ms.tolist()
-            part[1::width] = t.trade_id.tolist()
-            part[2::width] = ts
-            part[3::width] = t.price.tolist()
-            part[4::width] = t.qty.tolist()
-            part[5::width] = t.is_buyer_maker.tolist()  # bools bind as 0/1
-            for j, name in enumerate(optional, start=len(_TICK_BASE)):
-                part[j::width] = derived[name].tolist()
-            flat += part
-        return cls(columns, flat, unknown)
-
-
-@dataclass(slots=True)
 class _Prepared:
     ts: int
-    ticks: TickParams
+    ticks: TickParams | TickColumns  # TickColumns when the writer inserts ticks in C
     bars: list[object]  # flat, BAR_COLUMNS + updated_ms per bar
     merges: list[tuple]
     rejects: list[tuple]
@@ -238,12 +182,6 @@ class _Prepared:
     snapshots: list[tuple]
     book_gaps: list[tuple]
     micro: tuple[list[object], list[object]]  # flat micro_bars and vpin parameters
-
-
-def insert_ticks(conn: sqlite3.Connection, ticks: TickParams) -> None:
-    """A tick already stored (same symbol and id) is skipped. Every `sym` slot must hold an id."""
-    if ticks.flat:
-        insert_flat(conn, f"INSERT OR IGNORE INTO tick_rows({','.join(ticks.columns)})", len(ticks.columns), ticks.flat)
 
 
 def symbol_ids(conn: sqlite3.Connection) -> dict[str, int]:
@@ -286,6 +224,8 @@ class SqliteWriter:
             self.conn.execute(f"PRAGMA max_page_count={int(settings.max_size_mb * 1024 * 1024 // page)}")
         self.conn.isolation_level = None  # explicit BEGIN/COMMIT
         self.symbol_ids = symbol_ids(self.conn)  # read by prepare (flow thread), grown by write
+        # Ticks from numpy columns in C, the GIL released (storage/sqlite/ticks.py), where it can be used.
+        self.c_ticks = use_c_insert(self.conn, self.path)
 
     def prepare(self, batch: StoreBatch) -> _Prepared:
         """Rows and flat parameter lists, built on the flow's thread (bars are copied by value here,
@@ -295,7 +235,7 @@ class SqliteWriter:
         latest = {(b.symbol, b.timeframe, b.start_ms): b for b in batch.bars}
         return _Prepared(
             ts=ts,
-            ticks=TickParams.of(batch.ticks, self.symbol_ids),
+            ticks=(TickColumns if self.c_ticks else TickParams).of(batch.ticks, self.symbol_ids),
             bars=[v for b in latest.values() for v in (*b.row(), ts)],
             merges=[b.row() for b in batch.bar_merges],
             rejects=[(r.recv_ms, r.reason, r.source, r.raw) for r in batch.rejects],
@@ -321,14 +261,12 @@ class SqliteWriter:
         p = prepared
         c = self.conn
         try:
-            for sym, slots in p.ticks.unknown:  # before the batch's transaction: ids outlive a rolled-back batch
-                sid = self.symbol_ids.get(sym)
-                if sid is None:
-                    sid = self.symbol_ids[sym] = add_symbol(c, sym)
-                p.ticks.flat[slots] = [sid] * len(range(*slots.indices(len(p.ticks.flat))))
-            p.ticks.unknown.clear()
+            for sym in p.ticks.symbols():  # before the batch's transaction: ids outlive a rolled-back batch
+                if sym not in self.symbol_ids:
+                    self.symbol_ids[sym] = add_symbol(c, sym)
+            p.ticks.set_ids(self.symbol_ids)
             c.execute("BEGIN IMMEDIATE")
-            insert_ticks(c, p.ticks)
+            p.ticks.insert(c)
             insert_flat(c, _BAR_HEAD, len(BAR_COLUMNS) + 1, p.bars)
             merge_bars(c, p.merges, p.ts)
             if p.rejects:
