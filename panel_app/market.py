@@ -153,7 +153,7 @@ class CandleChart:
         self.last_span = Span(dimension="width", location=1.0, line_dash="dashed", line_color="#57606a", line_width=1)
         self.price.add_layout(self.last_span)
         # Volume at the foot of the same figure, on a range of its own scaled so the bars fill the
-        # lowest quarter: one figure instead of two is a sixth less to build on the server and to lay out
+        # lowest fifth: one figure instead of two is a sixth less to build on the server and to lay out
         # in the browser per fresh tab (docs/performance.md, issue 17).
         self.volume_range = Range1d(start=0, end=1, name="market-volume-range")
         self.price.extra_y_ranges = {"volume": self.volume_range}
@@ -167,7 +167,11 @@ class CandleChart:
             y_range_name="volume",
             level="underlay",
         )
-        self.price.y_range.renderers = [wicks, bodies, self.line, self.bid_line, self.ask_line]
+        # The price range reaches below the lowest price by a third of the prices' span (an unseen
+        # point the range fits), so candles stay clear of the volume bars.
+        self.floor_source = ColumnDataSource({"time": [], "y": []}, name="market-price-floor")
+        floor = self.price.scatter(x="time", y="y", source=self.floor_source, visible=False)
+        self.price.y_range.renderers = [wicks, bodies, self.line, self.bid_line, self.ask_line, floor]
         self.price.min_border_left = 70
         self.tf_ms = 1000
 
@@ -254,14 +258,24 @@ class CandleChart:
         set_gaps(self.gap_source, spans)
 
     def _mark_last(self) -> None:
-        """The last price's line, and the volume range: the tallest bar at a quarter of the height."""
-        close = self.source.data["close"]
-        if len(close):
-            self.last_span.location = float(close[-1])
-            top = float(np.nanmax(np.asarray(self.source.data["volume"], dtype="float64"), initial=0.0))
-            end = 4.0 * top if top > 0 else 1.0
-            if end != self.volume_range.end:
-                self.volume_range.end = end
+        """The last price's line; the volume range (the tallest bar at a fifth of the height) and the
+        price range's floor below the candles."""
+        data = self.source.data
+        close = data["close"]
+        if not len(close):
+            return
+        self.last_span.location = float(close[-1])
+        top = float(np.nanmax(np.asarray(data["volume"], dtype="float64"), initial=0.0))
+        end = 5.0 * top if top > 0 else 1.0
+        if end != self.volume_range.end:
+            self.volume_range.end = end
+        low = np.asarray(data["low"], dtype="float64")
+        high = np.asarray(data["high"], dtype="float64")
+        if np.isfinite(low).any() and np.isfinite(high).any():
+            lo, hi = float(np.nanmin(low)), float(np.nanmax(high))
+            floor = lo - 0.35 * (hi - lo) if hi > lo else lo - 1e-4 * abs(lo)
+            if list(self.floor_source.data["y"]) != [floor]:
+                self.floor_source.data = {"time": [data["time"][-1]], "y": [floor]}
 
 
 class MarketPage(Page):

@@ -203,3 +203,23 @@ def test_book_gaps_shade_the_market_chart_newest_fifty_in_epoch_ms() -> None:
     assert chart.gap_source.data["x1"] == [float(b) for _, b in spans[10:]]
     chart.set_book([], 1000, [])
     assert chart.gap_source.data == {"x0": [], "x1": []}
+
+
+def test_market_volume_sits_below_the_candles_in_one_figure() -> None:
+    """Volume shares the price figure: its range puts the tallest bar at a fifth of the height, and the
+    price range reaches a third of the prices' span below the lowest low, so the two never overlap."""
+    chart = CandleChart()
+    df = _bars(120)
+    chart.load(df, 1000)
+    assert chart.volume_range.end == 5 * df["volume"].max()
+    lo, hi = df["low"].min(), df["high"].max()
+    assert chart.floor_source.data["y"] == [lo - 0.35 * (hi - lo)]
+    # The floor is one of the points the price range fits; the volume bars are on their own range.
+    floor = next(r for r in chart.price.renderers if getattr(r, "data_source", None) is chart.floor_source)
+    assert floor in chart.price.y_range.renderers and not floor.visible
+    bars = chart.volume_bars
+    assert bars.y_range_name == "volume" and bars not in chart.price.y_range.renderers
+    # Live: a taller in-progress bar rescales the volume range.
+    more = df.tail(1).assign(volume=df["volume"].max() * 3)
+    chart.update(more)
+    assert chart.volume_range.end == 5 * more["volume"].iloc[0]
