@@ -7,7 +7,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c "import ticklens.exchange._depthwire, ticklens.domain._bookside, storage.sqlite._tickinsert, bytewax, panel" 2>/dev/null \
-  || [ pyproject.toml -nt .venv/.installed ] || [ -n "$(find ticklens -name '*.c' -newer .venv/.installed 2>/dev/null)" ]; then
+  || [ pyproject.toml -nt .venv/.installed ] || [ -n "$(find ticklens storage -name '*.c' -newer .venv/.installed 2>/dev/null)" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e .
   touch .venv/.installed
