@@ -30,6 +30,7 @@ except ImportError as e:  # not built, or not this interpreter's sqlite3 (the re
     _UNBUILT = str(e)
 
 log = logging.getLogger(__name__)
+_SWITCHED_OFF = "TICKLENS_SQLITE_C_TICKS=0"  # the user's choice: no warning
 
 # tick_rows columns (schema v4): the four that are 0 for most trades are left out of a batch where they all are.
 TICK_BASE = ("sym", "trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
@@ -156,7 +157,7 @@ def c_insert_unusable(conn: sqlite3.Connection, path: Path) -> str | None:
     opened: anything else means CPython's layout is not the one it was written for.
     """
     if os.environ.get("TICKLENS_SQLITE_C_TICKS", "1") == "0":
-        return "TICKLENS_SQLITE_C_TICKS=0"
+        return _SWITCHED_OFF
     if _tickinsert is None:
         return f"storage.sqlite._tickinsert cannot be imported ({_UNBUILT})"
     if sys.version_info[:2] not in ((3, 11), (3, 12), (3, 13)):
@@ -171,6 +172,6 @@ def c_insert_unusable(conn: sqlite3.Connection, path: Path) -> str | None:
 def use_c_insert(conn: sqlite3.Connection, path: Path) -> bool:
     """Whether this writer inserts ticks in C; the reason is logged when it does not."""
     why = c_insert_unusable(conn, path)
-    if why is not None and why != "TICKLENS_SQLITE_C_TICKS=0":
+    if why is not None and why != _SWITCHED_OFF:
         log.warning("store %s: ticks are inserted through Python's sqlite3, not in C: %s", path, why)
     return why is None
