@@ -296,9 +296,9 @@ def build_api_store(work: Path, pg: PgServer, target: int) -> tuple[str, int, in
         w = store.writer()  # creates the daily partitions the copies need
         from storage.postgres import schema
 
-        schema.ensure_partitions(
-            w.conn, "ticks", range(hour0 // 86_400_000, (hour0 + (copies + 1) * HOUR_MS) // 86_400_000 + 1)
-        )
+        days = range(hour0 // 86_400_000, (hour0 + (copies + 1) * HOUR_MS) // 86_400_000 + 1)
+        schema.ensure_partitions(w.conn, "ticks", days)
+        schema.ensure_symbol_partitions(w.conn, [(d, "btcusdt") for d in days])
         w.close()
         cols = "symbol, trade_id, ts_ms, price, qty, is_buyer_maker, first_id, last_id, event_ms, recv_ms"
         bcols = [

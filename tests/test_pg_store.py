@@ -75,6 +75,50 @@ def test_ticks_land_in_daily_partitions_and_retention_drops_whole_old_days() -> 
     store.close()
 
 
+def test_each_symbol_of_a_day_has_its_own_tick_partition_and_an_older_plain_day_takes_them_all() -> None:
+    store = _store()
+    with psycopg.connect(store.target.url, autocommit=True) as c:  # a day made by an older ticklens: one plain table
+        c.execute("CREATE TABLE ticks_d20220109 (LIKE ticks INCLUDING DEFAULTS)")
+        c.execute(
+            f"ALTER TABLE ticks ATTACH PARTITION ticks_d20220109 FOR VALUES FROM ({D0 + DAY}) TO ({D0 + 2 * DAY})"
+        )
+    odd = "币安人生usdt"  # a real Binance symbol: not a plain name, so its partition is named by a digest
+    w = store.writer()
+    both = [_trades(sym, 1, D0 + np.arange(50) * 60_000 + k) for k, sym in enumerate(["btcusdt", "ethusdt", odd])]
+    w.write(w.prepare(StoreBatch(ticks=both)))
+    w.write(
+        w.prepare(StoreBatch(ticks=[_trades(s, 100, D0 + DAY + np.arange(10) * 1000) for s in ("btcusdt", "ethusdt")]))
+    )
+    w.close()
+    with psycopg.connect(store.target.url) as c:
+        where = dict(
+            ((sym, name), n)
+            for sym, name, n in c.execute("SELECT symbol, tableoid::regclass::text, COUNT(*) FROM ticks GROUP BY 1, 2")
+        )
+        digest = c.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'ticks_d20220108'::regclass AND c.relname LIKE 'ticks_d20220108_x%'"
+        ).fetchone()
+    assert digest is not None and len(digest[0]) == len("ticks_d20220108_x") + 16
+    assert where == {
+        ("btcusdt", "ticks_d20220108_btcusdt"): 50,
+        ("ethusdt", "ticks_d20220108_ethusdt"): 50,
+        (odd, digest[0]): 50,
+        ("btcusdt", "ticks_d20220109"): 10,
+        ("ethusdt", "ticks_d20220109"): 10,
+    }
+    # Readers see one table: every symbol's ticks, pruned by symbol and time as before.
+    with store.reader() as r:
+        assert len(r.ticks("ethusdt", 1000)) == 60 and len(r.ticks(odd, 1000)) == 50
+    # A writer after a restart finds the day's children and adds to them.
+    w = store.writer()
+    w.write(w.prepare(StoreBatch(ticks=[_trades("btcusdt", 51, D0 + 3_000_000 + np.arange(5))])))
+    w.close()
+    with psycopg.connect(store.target.url) as c:
+        assert c.execute("SELECT COUNT(*) FROM ticks_d20220108_btcusdt").fetchone()[0] == 55  # type: ignore[index]
+    store.close()
+
+
 def test_the_password_never_shows_in_config_health_errors_or_flow_output(tmp_path) -> None:
     pg = server()
     db = pg.create_database("secret")

@@ -5,11 +5,18 @@ PostgreSQL types: exact bar sums in `numeric` (they pass 64 bits), flags in `boo
 status documents in `jsonb`. `ticks` is partitioned by trade time into daily ranges
 (`ticks_d20240718` holds [2024-07-18, 2024-07-19) UTC), and so are the order-book tables
 `quotes`, `depth_updates` and `book_snapshots` by transaction time; `TIME_PARTITIONED` lists every such
-table so the retention setting and the partition upkeep treat each the same way.
+table so the retention setting and the partition upkeep treat each the same way. A day of `ticks`
+is itself split by symbol (`ticks_d20240718_btcusdt`, LIST partitions made as a symbol's first
+tick of the day is written): each symbol's ticks append to their own heap and key index, so the
+trades of many symbols interleaved in time, and the writers of a cluster (each with its own
+symbols), no longer insert into the middle of one shared index. A day made by an older ticklens
+stays one plain table and takes every symbol.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -185,7 +192,7 @@ def ensure_partitions(conn: psycopg.Connection, table: str, days: Iterable[int])
             col = TIME_PARTITIONED[table]
             conn.execute(
                 sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, CHECK ({} >= {} AND {} < {}))"
+                    "CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS, CHECK ({} >= {} AND {} < {})) {}"
                 ).format(
                     sql.Identifier(name),
                     sql.Identifier(table),
@@ -193,6 +200,7 @@ def ensure_partitions(conn: psycopg.Connection, table: str, days: Iterable[int])
                     sql.Literal(lo),
                     sql.Identifier(col),
                     sql.Literal(hi),
+                    sql.SQL("PARTITION BY LIST (symbol)" if table == "ticks" else ""),
                 )
             )
             conn.execute(
@@ -202,6 +210,61 @@ def ensure_partitions(conn: psycopg.Connection, table: str, days: Iterable[int])
             )
             made.append(day)
     return made
+
+
+def symbol_partition_name(day_name: str, symbol: str) -> str:
+    """`ticks_d20240718_btcusdt`; a symbol that is not plain lower-case ASCII, or too long for a
+    PostgreSQL name (63 bytes), is named by a digest of it instead."""
+    if re.fullmatch(r"[a-z0-9]{1,40}", symbol):
+        return f"{day_name}_{symbol}"
+    return f"{day_name}_x{hashlib.sha1(symbol.encode()).hexdigest()[:16]}"
+
+
+def _symbols_of(conn: psycopg.Connection, day_name: str) -> set[str] | None:
+    """The symbols with their own partition in a day of `ticks`; None for a plain (older) day."""
+    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (day_name,)).fetchone()
+    if kind is None or kind[0] != "p":
+        return None
+    rows = conn.execute(
+        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
+        (day_name,),
+    ).fetchall()
+    # "FOR VALUES IN ('btcusdt')"
+    return {bound.split("(", 1)[1].rsplit(")", 1)[0].strip("'").replace("''", "'") for (bound,) in rows}
+
+
+def ensure_symbol_partitions(conn: psycopg.Connection, pairs: Iterable[tuple[int, str]]) -> None:
+    """Give each (day, symbol) of ticks its own partition inside the day's (which must exist).
+
+    Made as a plain table, then ATTACHed: a SHARE UPDATE EXCLUSIVE lock on the day only, so the
+    other symbols' writers carry on. A plain day of an older store already takes every symbol.
+    Runs in its own transaction, under the DDL lock.
+    """
+    by_day: dict[int, set[str]] = {}
+    for day, symbol in pairs:
+        by_day.setdefault(day, set()).add(symbol)
+    if not by_day:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        for day, symbols in sorted(by_day.items()):
+            day_name = partition_name("ticks", day)
+            have = _symbols_of(conn, day_name)
+            if have is None:
+                continue
+            for symbol in sorted(symbols - have):
+                name = symbol_partition_name(day_name, symbol)
+                conn.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+                        sql.Identifier(name), sql.Identifier(day_name)
+                    )  # the day's CHECK on the trade time too: a child must have its parent's
+                )
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                        sql.Identifier(day_name), sql.Identifier(name), sql.Literal(symbol)
+                    )
+                )
 
 
 def drop_expired(conn: psycopg.Connection, table: str, keep_days: int, now_ms: int) -> list[str]:

@@ -256,6 +256,7 @@ class _Prepared:
     nticks: int = 0
     spans: list[list] = field(default_factory=list)  # [symbols, lowest ids, highest ids]
     days: set[int] = field(default_factory=set)
+    day_symbols: set[tuple[int, str]] = field(default_factory=set)  # each gets its own tick partition
     bars: list[tuple] = field(default_factory=list)
     merges: list[Bar] = field(default_factory=list)
     rejects: list[tuple] = field(default_factory=list)
@@ -285,6 +286,7 @@ class PostgresWriter:
         self.rejects_max_rows = rejects_max_rows
         self.conn: psycopg.Connection | None = None
         self._days: set[int] = set()
+        self._day_symbols: set[tuple[int, str]] = set()  # (day, symbol) tick partitions known to exist
         self._book_days: dict[str, set[int]] = {}  # the book tables' partitions known to exist
         self._sql: dict[str, sql.Composed] = {}
         self._bar_types: list[str] = []
@@ -310,6 +312,7 @@ class PostgresWriter:
                 )
                 conn.commit()
                 self._days = set(schema.partitions(conn, "ticks"))
+                self._day_symbols = set()  # checked again (one catalog query a day) at the next write
                 self._book_days = {t: set(schema.partitions(conn, t)) for t in _BOOK_PARTITIONED}
                 conn.commit()
                 if not self._sql:
@@ -362,6 +365,7 @@ class PostgresWriter:
                     span[t.symbol] = (min(was[0], lo_id), max(was[1], hi_id))
                     lo, hi = int(t.ts_ms.min()) // schema.DAY_MS, int(t.ts_ms.max()) // schema.DAY_MS
                     p.days.update(range(lo, hi + 1))
+                    p.day_symbols.update((d, t.symbol) for d in range(lo, hi + 1))
             p.spans = [list(span), [v[0] for v in span.values()], [v[1] for v in span.values()]]
         # One row per bar: a batch may touch the same bar several times; the later value wins.
         latest = {(b.symbol, b.timeframe, b.start_ms): b for b in batch.bars}
@@ -407,6 +411,7 @@ class PostgresWriter:
         for p in parts:
             out.nticks += p.nticks
             out.days |= p.days
+            out.day_symbols |= p.day_symbols
             if p.spans:
                 for sym, lo, hi in zip(*p.spans, strict=True):
                     was = span.get(sym, (lo, hi))
@@ -451,6 +456,9 @@ class PostgresWriter:
                 if missing:
                     schema.ensure_partitions(conn, "ticks", missing)
                     self._days |= missing
+                if prepared.day_symbols - self._day_symbols:
+                    schema.ensure_symbol_partitions(conn, prepared.day_symbols - self._day_symbols)
+                    self._day_symbols |= prepared.day_symbols
                 for table, days in prepared.book_days.items():
                     have = self._book_days.setdefault(table, set())
                     if days - have:
