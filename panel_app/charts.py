@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, Range
+from bokeh.core.properties import field
+from bokeh.models import ColumnDataSource, DataRange1d, Glyph, GlyphRenderer, HoverTool, Range, VStrip
 from bokeh.plotting import figure
 
 from panel_app.client import to_time
@@ -95,8 +96,18 @@ def gap_strips(fig: Any, name: str | None = None) -> ColumnDataSource:
     """Shading over `fig` for intervals when the book was unknown: one strip glyph over a source (fifty
     pre-made box annotations were a tenth of a session's build on the server, and fifty browser views)."""
     src = ColumnDataSource({"x0": [], "x1": []}, name=name)
-    fig.vstrip(x0="x0", x1="x1", source=src, fill_color=GAP_FILL, fill_alpha=0.3, line_alpha=0)
+    add_glyph(fig, src, VStrip(x0=field("x0"), x1=field("x1"), fill_color=GAP_FILL, fill_alpha=0.3, line_alpha=0))
     return src
+
+
+def add_glyph(fig: Any, source: ColumnDataSource, glyph: Glyph, **renderer: Any) -> GlyphRenderer:
+    """Draw `glyph` from `source` on `fig` with the renderer alone. `figure.quad()` and the like also
+    make a non-selection and a muted copy of each glyph: two models more per glyph to build on the
+    server, send and build in the browser for every fresh tab, for states these charts never show
+    (nothing here is selected or muted; "auto" draws the glyph itself). Issue 17, docs/performance.md."""
+    r = GlyphRenderer(data_source=source, glyph=glyph, **renderer)
+    fig.renderers.append(r)
+    return r
 
 
 def set_gaps(src: ColumnDataSource, spans: Sequence[tuple[float, float]]) -> None:

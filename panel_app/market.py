@@ -18,10 +18,23 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, NumeralTickFormatter, Range1d, Span
+from bokeh.core.properties import field
+from bokeh.models import (
+    ColumnDataSource,
+    DataRange1d,
+    HoverTool,
+    Line,
+    NumeralTickFormatter,
+    Quad,
+    Range1d,
+    Scatter,
+    Segment,
+    Span,
+    VBar,
+)
 from bokeh.plotting import figure
 
-from panel_app.charts import gap_spans, gap_strips, set_gaps
+from panel_app.charts import add_glyph, gap_spans, gap_strips, set_gaps
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card, fmt_num, fmt_price, price_format
 from ticklens.domain.timeframes import TIMEFRAME_MS
@@ -115,16 +128,20 @@ class CandleChart:
             toolbar_location="right",
             output_backend="canvas",
         )
-        wicks = self.price.segment(x0="time", y0="low", x1="time", y1="high", source=self.source, color="#8b949e")
-        bodies = self.price.quad(
-            left="left",
-            right="right",
-            bottom="bottom",
-            top="top",
-            source=self.source,
-            fill_color="color",
-            line_color="color",
-            fill_alpha="alpha",
+        src = self.source
+        wicks = add_glyph(self.price, src, Segment(x0="time", y0="low", x1="time", y1="high", line_color="#8b949e"))
+        bodies = add_glyph(
+            self.price,
+            src,
+            Quad(
+                left="left",
+                right="right",
+                bottom="bottom",
+                top="top",
+                fill_color=field("color"),
+                line_color=field("color"),
+                fill_alpha=field("alpha"),
+            ),
         )
         self.candle_renderers = [wicks, bodies]
         self.price.yaxis.axis_label = "price"
@@ -140,14 +157,22 @@ class CandleChart:
             name="market-hover",
         )
         self.price.add_tools(self.hover)
-        self.line = self.price.line("time", "close", source=self.source, line_width=2, color="#1f6feb", visible=False)
+        self.line = add_glyph(
+            self.price, src, Line(x="time", y="close", line_width=2, line_color="#1f6feb"), visible=False
+        )
         # Best bid / ask where books are collected: sampled on the server at each bar's end.
         self.l1_source = ColumnDataSource(l1_columns([], 0), name="market-l1")
-        self.bid_line = self.price.line(
-            "time", "bid", source=self.l1_source, color=UP, line_width=1, line_dash="dotted", name="market-bid"
+        self.bid_line = add_glyph(
+            self.price,
+            self.l1_source,
+            Line(x="time", y="bid", line_color=UP, line_width=1, line_dash="dotted"),
+            name="market-bid",
         )
-        self.ask_line = self.price.line(
-            "time", "ask", source=self.l1_source, color=DOWN, line_width=1, line_dash="dotted", name="market-ask"
+        self.ask_line = add_glyph(
+            self.price,
+            self.l1_source,
+            Line(x="time", y="ask", line_color=DOWN, line_width=1, line_dash="dotted"),
+            name="market-ask",
         )
         self.gap_source = gap_strips(self.price, "market-gaps")
         self.last_span = Span(dimension="width", location=1.0, line_dash="dashed", line_color="#57606a", line_width=1)
@@ -157,20 +182,25 @@ class CandleChart:
         # in the browser per fresh tab (docs/performance.md, issue 17).
         self.volume_range = Range1d(start=0, end=1, name="market-volume-range")
         self.price.extra_y_ranges = {"volume": self.volume_range}
-        self.volume_bars = self.price.vbar(
-            x="time",
-            width="width",
-            top="volume",
-            color="color",
-            alpha=0.35,
-            source=self.source,
+        self.volume_bars = add_glyph(
+            self.price,
+            src,
+            VBar(
+                x="time",
+                width="width",
+                top="volume",
+                fill_color=field("color"),
+                line_color=field("color"),
+                fill_alpha=0.35,
+                line_alpha=0.35,
+            ),
             y_range_name="volume",
             level="underlay",
         )
         # The price range reaches below the lowest price by a third of the prices' span (an unseen
         # point the range fits), so candles stay clear of the volume bars.
         self.floor_source = ColumnDataSource({"time": [], "y": []}, name="market-price-floor")
-        floor = self.price.scatter(x="time", y="y", source=self.floor_source, visible=False)
+        floor = add_glyph(self.price, self.floor_source, Scatter(x="time", y="y"), visible=False)
         self.price.y_range.renderers = [wicks, bodies, self.line, self.bid_line, self.ask_line, floor]
         self.price.min_border_left = 70
         self.tf_ms = 1000
