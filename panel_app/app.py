@@ -8,6 +8,7 @@ when the API does not answer, a banner says so and the pages keep their last dat
 from __future__ import annotations
 
 import contextlib
+import html
 import sys
 import traceback
 from pathlib import Path
@@ -26,10 +27,11 @@ from panel_app.correlation import CorrelationPage  # noqa: E402
 from panel_app.data import DataPage  # noqa: E402
 from panel_app.market import MarketPage  # noqa: E402
 from panel_app.microstructure import MicrostructurePage  # noqa: E402
-from panel_app.page import ACCENT, CSS, Page, freshness_badge  # noqa: E402
+from panel_app.page import ACCENT, Page, freshness_badge  # noqa: E402
 from panel_app.pair import PairPage  # noqa: E402
 from panel_app.process import freeze_imports  # noqa: E402
 from panel_app.statistics import StatisticsPage  # noqa: E402
+from panel_app.text import CSS, Html, Note  # noqa: E402
 
 REFRESH_MS = 1000  # one update per second per visible chart
 STATUS_EVERY = 2  # status (freshness badge) every 2nd tick
@@ -68,8 +70,8 @@ class Dashboard:
             button_style="outline",
             sizing_mode="stretch_width",
         )
-        self.banner = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.badge = pn.pane.HTML(freshness_badge(None, None), margin=(12, 16))
+        self.banner = Note("danger", sizing_mode="stretch_width")
+        self.badge = Html(freshness_badge(None, None), margin=(12, 16))
         # Only the visible page is in the document: the browser lays out and updates one
         # page's figures, not six (measured: keeping all six and toggling visibility made
         # the first visit to a page 3x slower under load).
@@ -147,7 +149,7 @@ class Dashboard:
         A template's own stylesheets, scripts and models made each fresh tab cost twice the server
         and browser time of the page inside it (docs/performance.md, issue 17)."""
         header = pn.Row(
-            pn.pane.HTML('<span style="color:white;font-size:20px;font-weight:600">ticklens</span>', margin=(10, 16)),
+            Html('<span style="color:white;font-size:20px;font-weight:600">ticklens</span>', margin=(10, 16)),
             pn.layout.HSpacer(),
             self.badge,
             styles={"background": ACCENT},
@@ -155,7 +157,9 @@ class Dashboard:
         )
         sidebar = pn.Column(
             self.nav,
-            pn.pane.HTML(f'<div style="font-size:12px;color:#57606a;margin-top:12px">API: {self.api.base_url}</div>'),
+            Html(
+                f'<div style="font-size:12px;color:#57606a;margin-top:12px">API: {html.escape(self.api.base_url)}</div>'
+            ),
             width=220,
             styles={"border-right": "1px solid #e1e4e8"},
         )

@@ -37,6 +37,7 @@ from bokeh.plotting import figure
 from panel_app.charts import add_glyph, gap_spans, gap_strips, set_gaps
 from panel_app.client import Api, ApiError, to_time
 from panel_app.page import DOWN, UP, Page, card, fmt_num, fmt_price, price_format
+from panel_app.text import Html
 from ticklens.domain.timeframes import TIMEFRAME_MS
 
 RANGES_MS = {"15 min": 900_000, "1 hour": 3_600_000, "6 hours": 21_600_000, "1 day": 86_400_000}
@@ -321,8 +322,8 @@ class MarketPage(Page):
     def __init__(self, api: Api, **params: object) -> None:
         super().__init__(api, **params)
         self.chart = CandleChart()
-        self.summary = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
-        self.caption = pn.pane.HTML("", margin=(0, 10), styles={"color": "#57606a", "font-size": "12px"})
+        self.summary = Html(sizing_mode="stretch_width", margin=(0, 10))
+        self.caption = Html(margin=(0, 10), styles={"color": "#57606a", "font-size": "12px"})
         self._ticks = 0
         self._loading = False
         self.decimals: int | None = None  # of the shown symbol's prices

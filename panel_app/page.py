@@ -15,6 +15,7 @@ import panel as pn
 import param
 
 from panel_app.client import Api, ApiDown, ApiError
+from panel_app.text import Note
 from ticklens.domain.times import iso_ms, parse_time
 
 UP = "#26a69a"
@@ -30,12 +31,12 @@ class Page(param.Parameterized):
     def __init__(self, api: Api, **params: object) -> None:
         super().__init__(**params)
         self.api = api
-        self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(5, 10))
+        self.message = Note("warning", margin=(5, 10))
 
     def say(self, text: str, kind: str = "warning") -> None:
         """Show a message above the page (empty text hides it)."""
-        self.message.object = text
         self.message.alert_type = kind
+        self.message.object = text
         self.message.visible = bool(text)
 
     def say_error(self, err: ApiError) -> None:
@@ -155,13 +156,3 @@ def price_format(decimals: int | None, extra: int = 0) -> str:
     """The numbro format (Bokeh axes and hovers) for prices with `decimals` (+ `extra`) decimals."""
     d = (2 if decimals is None else decimals) + extra
     return "0,0." + "0" * d if d > 0 else "0,0"
-
-
-CSS = """
-.tl-cards { display: flex; gap: 10px; flex-wrap: wrap; }
-.tl-card { background: #f6f8fa; border: 1px solid #e1e4e8; border-radius: 8px; padding: 8px 14px; min-width: 120px; }
-.tl-label { font-size: 11px; color: #57606a; text-transform: uppercase; letter-spacing: .04em; }
-.tl-value { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
-.tl-sub { font-size: 11px; color: #57606a; min-height: 14px; }
-.tl-badge { display: inline-block; border-radius: 12px; padding: 3px 10px; font-size: 12px; font-weight: 600; color: white; }
-"""
