@@ -61,6 +61,9 @@ class Html:
 
     @object.setter
     def object(self, text: str) -> None:
+        self._set_html(text)
+
+    def _set_html(self, text: str) -> None:
         if text != self.div.text:  # an unchanged tile sends nothing to the browser
             self.div.text = text
 
@@ -111,4 +114,4 @@ class Note(Html):
             f'<div role="alert" class="tl-alert tl-alert-{self.kind}" style="color:{fg};background:{bg};'
             f'border:1px solid {border};border-radius:6px;padding:8px 14px">{body}</div>'
         )
-        Html.object.fset(self, html)  # type: ignore[attr-defined]
+        self._set_html(html)

@@ -84,8 +84,8 @@ def test_each_symbol_of_a_day_has_its_own_tick_partition_and_an_older_plain_day_
         )
     odd = "币安人生usdt"  # a real Binance symbol: not a plain name, so its partition is named by a digest
     w = store.writer()
-    both = [_trades(sym, 1, D0 + np.arange(50) * 60_000 + k) for k, sym in enumerate(["btcusdt", "ethusdt", odd])]
-    w.write(w.prepare(StoreBatch(ticks=both)))
+    first_day = [_trades(s, 1, D0 + np.arange(50) * 60_000 + k) for k, s in enumerate(["btcusdt", "ethusdt", odd])]
+    w.write(w.prepare(StoreBatch(ticks=first_day)))
     w.write(
         w.prepare(StoreBatch(ticks=[_trades(s, 100, D0 + DAY + np.arange(10) * 1000) for s in ("btcusdt", "ethusdt")]))
     )

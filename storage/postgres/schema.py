@@ -155,15 +155,19 @@ def partition_name(table: str, day: int) -> str:
     return f"{table}_d{datetime.fromtimestamp(day * DAY_MS / 1000, UTC):%Y%m%d}"
 
 
-def partitions(conn: psycopg.Connection, table: str) -> dict[int, str]:
-    """The table's daily partitions: day number -> partition name."""
-    rows = conn.execute(
+def _children(conn: psycopg.Connection, parent: str) -> list[tuple[str, str]]:
+    """(name, bound) of each partition of `parent`, the bound as PostgreSQL prints it."""
+    return conn.execute(
         "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
         " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
-        (table,),
+        (parent,),
     ).fetchall()
+
+
+def partitions(conn: psycopg.Connection, table: str) -> dict[int, str]:
+    """The table's daily partitions: day number -> partition name."""
     out = {}
-    for name, bound in rows:
+    for name, bound in _children(conn, table):
         # "FOR VALUES FROM ('1721260800000') TO ('1721347200000')"
         lo = int(bound.split("(", 1)[1].split(")", 1)[0].strip("'"))
         out[day_of(lo)] = name
@@ -225,13 +229,10 @@ def _symbols_of(conn: psycopg.Connection, day_name: str) -> set[str] | None:
     kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (day_name,)).fetchone()
     if kind is None or kind[0] != "p":
         return None
-    rows = conn.execute(
-        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
-        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
-        (day_name,),
-    ).fetchall()
     # "FOR VALUES IN ('btcusdt')"
-    return {bound.split("(", 1)[1].rsplit(")", 1)[0].strip("'").replace("''", "'") for (bound,) in rows}
+    return {
+        bound.split("(", 1)[1].rsplit(")", 1)[0].strip("'").replace("''", "'") for _, bound in _children(conn, day_name)
+    }
 
 
 def ensure_symbol_partitions(conn: psycopg.Connection, pairs: Iterable[tuple[int, str]]) -> None:

@@ -255,8 +255,7 @@ class _Prepared:
     copy: bytes = b""
     nticks: int = 0
     spans: list[list] = field(default_factory=list)  # [symbols, lowest ids, highest ids]
-    days: set[int] = field(default_factory=set)
-    day_symbols: set[tuple[int, str]] = field(default_factory=set)  # each gets its own tick partition
+    day_symbols: set[tuple[int, str]] = field(default_factory=set)  # (day, symbol) of the ticks: a tick partition each
     bars: list[tuple] = field(default_factory=list)
     merges: list[Bar] = field(default_factory=list)
     rejects: list[tuple] = field(default_factory=list)
@@ -364,7 +363,6 @@ class PostgresWriter:
                     was = span.get(t.symbol, (lo_id, hi_id))
                     span[t.symbol] = (min(was[0], lo_id), max(was[1], hi_id))
                     lo, hi = int(t.ts_ms.min()) // schema.DAY_MS, int(t.ts_ms.max()) // schema.DAY_MS
-                    p.days.update(range(lo, hi + 1))
                     p.day_symbols.update((d, t.symbol) for d in range(lo, hi + 1))
             p.spans = [list(span), [v[0] for v in span.values()], [v[1] for v in span.values()]]
         # One row per bar: a batch may touch the same bar several times; the later value wins.
@@ -410,7 +408,6 @@ class PostgresWriter:
         span: dict[str, tuple[int, int]] = {}
         for p in parts:
             out.nticks += p.nticks
-            out.days |= p.days
             out.day_symbols |= p.day_symbols
             if p.spans:
                 for sym, lo, hi in zip(*p.spans, strict=True):
@@ -452,13 +449,14 @@ class PostgresWriter:
         while True:
             conn = self.conn if self.conn is not None and not self.conn.closed else self._connect(backoff)
             try:
-                missing = prepared.days - self._days
+                new = prepared.day_symbols - self._day_symbols
+                missing = {day for day, _ in new} - self._days
                 if missing:
                     schema.ensure_partitions(conn, "ticks", missing)
                     self._days |= missing
-                if prepared.day_symbols - self._day_symbols:
-                    schema.ensure_symbol_partitions(conn, prepared.day_symbols - self._day_symbols)
-                    self._day_symbols |= prepared.day_symbols
+                if new:
+                    schema.ensure_symbol_partitions(conn, new)
+                    self._day_symbols |= new
                 for table, days in prepared.book_days.items():
                     have = self._book_days.setdefault(table, set())
                     if days - have:
